@@ -1,0 +1,1 @@
+"""activities: see ../shared/STYLE.md for what belongs here."""

@@ -1,0 +1,3 @@
+from cidsync.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""The `cidsync` command: the composition root that wires configuration to every role.
+
+Exit status, for every command (DESIGN.md §7): 0 success, 2 invalid input (the reason on stderr, one
+line per bad field), 1 any other failure. The process ends with `os._exit` after flushing: a process
+that used the Temporal client can abort at interpreter exit (sdk-python issue 300, STACK.md), and a
+one-shot command must never lose its exit status to that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from cidsync import __version__
+from cidsync.cli import dev_commands, domain_commands
+from cidsync.config import NotConfigured
+from cidsync.devstack.processes import StackError
+from cidsync.errors import InvalidInput
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors reported like every other invalid input (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cidsync",
+        description="Keeps a PIX participant's DICT CIDs and VSyncs right, on Temporal.",
+        epilog="Settings come from flags, then CIDSYNC_*/TEMPORAL_* variables, then a running "
+        "`cidsync dev up`. Exit status: 0 ok, 2 invalid input, 1 any other failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"cidsync {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_Parser)
+    domain_commands.register(commands)
+    dev_commands.register(commands)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_FAILURE
+    except InvalidInput as error:
+        print(error.report(), file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except (NotConfigured, StackError) as error:
+        print(f"cidsync: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("cidsync: interrupted", file=sys.stderr)
+        return 130
+
+
+def main() -> NoReturn:
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

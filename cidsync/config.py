@@ -1,0 +1,125 @@
+"""Configuration, resolved the same way by every command (DESIGN.md §7).
+
+For each setting the first of these wins: a command-line flag, the environment variable, the endpoint
+of a running `cidsync dev up` (its state file), the built-in default. So a developer types nothing,
+and production sets the environment (or the flags) and never touches a state file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from cidsync.errors import InvalidInput, Problem
+
+# Setting name -> environment variable; the names DESIGN.md §7 fixes.
+ENVIRONMENT: Mapping[str, str] = {
+    "temporal_address": "TEMPORAL_ADDRESS",
+    "temporal_namespace": "TEMPORAL_NAMESPACE",
+    "task_queue": "CIDSYNC_TASK_QUEUE",
+    "pulsar_url": "CIDSYNC_PULSAR_URL",
+    "pulsar_namespace": "CIDSYNC_PULSAR_NAMESPACE",
+    "redis_url": "CIDSYNC_REDIS_URL",
+    "bridge_address": "CIDSYNC_BRIDGE_ADDRESS",
+    "participants": "CIDSYNC_PARTICIPANTS",
+}
+DEFAULTS: Mapping[str, str] = {
+    "temporal_namespace": "default",
+    "task_queue": "cidsync",
+    "pulsar_namespace": "public/default",
+    "participants": "",
+}
+STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
+_ISPB = re.compile(r"[0-9]{8}")
+
+
+class NotConfigured(RuntimeError):
+    """A setting a command needs has no value anywhere (no flag, no variable, no dev stack)."""
+
+
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where `cidsync dev up` keeps its state: `$CIDSYNC_STATE_DIR`, else `.cidsync` here."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(STATE_DIR_VARIABLE) or ".cidsync").resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    task_queue: str = "cidsync"
+    pulsar_url: str | None = None
+    pulsar_namespace: str = "public/default"
+    redis_url: str | None = None
+    bridge_address: str | None = None
+    participants: tuple[str, ...] = ()
+
+    def require(self, name: str) -> str:
+        value = getattr(self, name)
+        if not value:
+            raise NotConfigured(
+                f"no {name.replace('_', ' ')}: set {ENVIRONMENT[name]}, pass --{name.replace('_', '-')}, "
+                "or start the embedded stack with `cidsync dev up`"
+            )
+        return str(value)
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"persistent://{self.pulsar_namespace}/"
+
+
+def parse_participants(raw: str, source: str) -> tuple[str, ...]:
+    values = tuple(p.strip() for p in raw.split(",") if p.strip())
+    bad = [p for p in values if not _ISPB.fullmatch(p)]
+    if bad:
+        raise InvalidInput(source, [Problem(source, "each participant (ISPB) must be exactly 8 digits")])
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    dev_endpoints: Mapping[str, str | None] | None = None,
+) -> Settings:
+    """Resolve every setting; `dev_endpoints` defaults to those of the running dev stack, if any."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    if dev_endpoints is None:
+        dev_endpoints = _running_dev_stack(state_dir(environ))
+
+    resolved: dict[str, str] = {}
+    for field in fields(Settings):
+        name = field.name
+        for candidate in (flags.get(name), environ.get(ENVIRONMENT[name]), dev_endpoints.get(name)):
+            if candidate:
+                resolved[name] = candidate
+                break
+        else:
+            if name in DEFAULTS:
+                resolved[name] = DEFAULTS[name]
+
+    participants = parse_participants(resolved.pop("participants", ""), ENVIRONMENT["participants"])
+    return Settings(participants=participants, **resolved)
+
+
+def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
+    # Imported here: the dev stack pulls in psutil and process code no production command needs.
+    from cidsync.devstack.stack import read_state
+
+    state = read_state(directory)
+    if state is None:
+        return {}
+    running = state.running()
+    endpoints = state.endpoints()
+    owner = {
+        "temporal_address": "temporal",
+        "temporal_namespace": "temporal",
+        "pulsar_url": "pulsar",
+        "pulsar_namespace": "pulsar",
+        "redis_url": "redis",
+        "bridge_address": "bridge",
+    }
+    return {name: value for name, value in endpoints.items() if running.get(owner.get(name, ""), False)}

@@ -1,0 +1,104 @@
+"""How each embedded server is launched, and how we know it is ready (facts in STACK.md)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from cidsync.devstack.processes import (
+    Launched,
+    accepts_connections,
+    launch,
+    pulsar_binary,
+    redis_binary,
+    temporal_binary,
+)
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(*, port: int, data_dir: Path, appendonly: bool, log: Path) -> Launched:
+    """A redis-server on 127.0.0.1 only; AOF for the dev stack, nothing on disk for tests."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(redis_binary()),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    return launch("redis", argv, log=log, ready=lambda: redis_answers(port))
+
+
+def start_pulsar(*, port: int, metrics_port: int, data_dir: Path, log: Path) -> Launched:
+    """A pulsar-lite broker with its own config file.
+
+    The broker's metrics server binds 0.0.0.0:8080 unless told otherwise, so every instance gets its
+    own loopback metrics address, or two instances (or anything else on 8080) collide (STACK.md).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "pulsar-lite.toml"
+    config.write_text(f'[metrics]\nenabled = true\naddr = "127.0.0.1:{metrics_port}"\n')
+    argv = [
+        str(pulsar_binary()),
+        "--addr", f"127.0.0.1:{port}",
+        "--db-path", str(data_dir / "db"),
+        "--config", str(config),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    return launch("pulsar", argv, log=log, ready=lambda: accepts_connections(port), cwd=data_dir)
+
+
+def temporal_argv(
+    *,
+    port: int,
+    ui_port: int | None,
+    namespace: str,
+    db_filename: Path | None,
+    log_level: str,
+    dynamic_config: Mapping[str, object],
+    search_attributes: Mapping[str, str],
+) -> list[str]:
+    argv = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
+    argv += ["--headless"] if ui_port is None else ["--ui-port", str(ui_port)]
+    argv += ["--log-level", log_level]
+    if namespace != "default":
+        argv += ["--namespace", namespace]
+    if db_filename is not None:
+        db_filename.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--db-filename", str(db_filename)]
+    for key, value in dynamic_config.items():
+        argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    for name, kind in search_attributes.items():
+        argv += ["--search-attribute", f"{name}={kind}"]
+    return argv
+
+
+def temporal_answers(port: int, namespace: str) -> bool:
+    """The frontend is up and the namespace exists (start-dev registers it just after listening)."""
+    if not accepts_connections(port):
+        return False
+    result = subprocess.run(
+        [str(temporal_binary()), "operator", "namespace", "describe", "--namespace", namespace,
+         "--address", f"127.0.0.1:{port}"],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )  # fmt: skip
+    return result.returncode == 0
+
+
+def start_temporal(*, argv: list[str], port: int, namespace: str, log: Path) -> Launched:
+    return launch("temporal", argv, log=log, ready=lambda: temporal_answers(port, namespace), timeout=90)

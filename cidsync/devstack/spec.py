@@ -1,0 +1,82 @@
+"""`temporal-dev.yaml`: the declaration of the embedded stack, validated.
+
+Relative paths are taken from the YAML file's own folder, so the stack is the same whatever the
+current directory. A port of 0 means "a free port, chosen at start and remembered in the state file".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from cidsync.errors import InvalidInput, Problem, validated
+
+Port = int
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TemporalSpec(_Spec):
+    port: Port = Field(default=7233, ge=0, le=65535)
+    # None: headless (no Web UI).
+    ui_port: Port | None = Field(default=8233, ge=0, le=65535)
+    namespace: str = "default"
+    # None: in memory, lost when the server stops.
+    db_filename: Path | None = None
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    dynamic_config: dict[str, Any] = Field(default_factory=dict)
+    search_attributes: dict[
+        str, Literal["Text", "Keyword", "Int", "Double", "Bool", "Datetime", "KeywordList"]
+    ] = Field(default_factory=dict)
+
+
+class PulsarSpec(_Spec):
+    port: Port = Field(default=6650, ge=0, le=65535)
+    metrics_port: Port = Field(default=0, ge=0, le=65535)
+    data_dir: Path = Path(".cidsync/pulsar")
+    namespace: str = "public/default"
+
+
+class RedisSpec(_Spec):
+    port: Port = Field(default=6379, ge=0, le=65535)
+    data_dir: Path = Path(".cidsync/redis")
+    appendonly: bool = True
+
+
+class StackSpec(_Spec):
+    state_dir: Path = Path(".cidsync")
+    temporal: TemporalSpec = TemporalSpec()
+    pulsar: PulsarSpec = PulsarSpec()
+    redis: RedisSpec = RedisSpec()
+
+    def resolved(self, base: Path) -> StackSpec:
+        """The same spec with every relative path anchored at `base`."""
+
+        def anchor(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        db = self.temporal.db_filename
+        return self.model_copy(
+            update={
+                "state_dir": anchor(self.state_dir),
+                "temporal": self.temporal.model_copy(update={"db_filename": anchor(db) if db else None}),
+                "pulsar": self.pulsar.model_copy(update={"data_dir": anchor(self.pulsar.data_dir)}),
+                "redis": self.redis.model_copy(update={"data_dir": anchor(self.redis.data_dir)}),
+            }
+        )
+
+
+def load_spec(path: Path) -> StackSpec:
+    """Read and validate a stack file; raises `InvalidInput` naming every bad setting."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise InvalidInput(str(path), [Problem(str(path), f"cannot be read: {error.strerror}")]) from None
+    except yaml.YAMLError as error:
+        raise InvalidInput(str(path), [Problem(str(path), f"is not valid YAML: {error}")]) from None
+    return validated(StackSpec, raw, where=path.name).resolved(path.parent.resolve())

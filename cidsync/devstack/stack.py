@@ -1,0 +1,250 @@
+"""`cidsync dev up|status|down`: the embedded stack as a set of processes with a state file.
+
+The state file (`<state_dir>/state.json`) is the single source of what is running: every other
+command reads its endpoints from it when no configuration is given (DESIGN.md §7), and `down` stops
+exactly the processes it lists. `up` is idempotent: what is alive is kept, what died is started again
+on the ports it had, so a second `up` is harmless. A lock file serialises concurrent `up`/`down`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from cidsync.devstack.processes import Launched, ProcessRef, StackError, check_ports_free, free_port
+from cidsync.devstack.servers import start_pulsar, start_redis, start_temporal, temporal_argv
+from cidsync.devstack.spec import StackSpec
+
+STATE_FILE = "state.json"
+
+
+class ServiceState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    create_time: float
+    log: str
+    ports: dict[str, int]
+
+    @property
+    def ref(self) -> ProcessRef:
+        return ProcessRef(self.pid, self.create_time)
+
+
+class StackState(BaseModel):
+    """What `dev up` started, and where to reach it."""
+
+    config: str
+    state_dir: str
+    services: dict[str, ServiceState] = {}
+    temporal_namespace: str = "default"
+    pulsar_namespace: str = "public/default"
+
+    @property
+    def temporal_address(self) -> str | None:
+        svc = self.services.get("temporal")
+        return f"127.0.0.1:{svc.ports['grpc']}" if svc else None
+
+    @property
+    def temporal_ui(self) -> str | None:
+        svc = self.services.get("temporal")
+        return f"http://127.0.0.1:{svc.ports['ui']}" if svc and "ui" in svc.ports else None
+
+    @property
+    def pulsar_url(self) -> str | None:
+        svc = self.services.get("pulsar")
+        return f"pulsar://127.0.0.1:{svc.ports['broker']}" if svc else None
+
+    @property
+    def redis_url(self) -> str | None:
+        svc = self.services.get("redis")
+        return f"redis://127.0.0.1:{svc.ports['redis']}/0" if svc else None
+
+    @property
+    def bridge_address(self) -> str | None:
+        svc = self.services.get("bridge")
+        return f"127.0.0.1:{svc.ports['grpc']}" if svc else None
+
+    def endpoints(self) -> dict[str, str | None]:
+        return {
+            "temporal_address": self.temporal_address,
+            "temporal_namespace": self.temporal_namespace,
+            "temporal_ui": self.temporal_ui,
+            "pulsar_url": self.pulsar_url,
+            "pulsar_namespace": self.pulsar_namespace,
+            "redis_url": self.redis_url,
+            "bridge_address": self.bridge_address,
+        }
+
+    def running(self) -> dict[str, bool]:
+        return {name: svc.ref.alive() for name, svc in self.services.items()}
+
+
+def read_state(state_dir: Path) -> StackState | None:
+    path = state_dir / STATE_FILE
+    try:
+        return StackState.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise StackError(f"{path} is damaged ({error}); stop the processes by hand and remove it") from None
+
+
+def _write_state(state: StackState) -> None:
+    path = Path(state.state_dir) / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class _Service:
+    """One server of the stack: the ports it needs and how to start it on them."""
+
+    name: str
+    ports: Callable[[StackSpec], dict[str, int]]
+    start: Callable[[StackSpec, dict[str, int], Path], Launched]
+
+
+def _temporal_ports(spec: StackSpec) -> dict[str, int]:
+    ports = {"grpc": spec.temporal.port}
+    if spec.temporal.ui_port is not None:
+        ports["ui"] = spec.temporal.ui_port
+    return ports
+
+
+def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    t = spec.temporal
+    argv = temporal_argv(
+        port=ports["grpc"],
+        ui_port=ports.get("ui"),
+        namespace=t.namespace,
+        db_filename=t.db_filename,
+        log_level=t.log_level,
+        dynamic_config=t.dynamic_config,
+        search_attributes=t.search_attributes,
+    )
+    return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log")
+
+
+# Start order; `down` stops in reverse, so clients go before the servers they use.
+SERVICES: tuple[_Service, ...] = (
+    _Service(
+        "redis",
+        lambda s: {"redis": s.redis.port},
+        lambda s, p, logs: start_redis(
+            port=p["redis"], data_dir=s.redis.data_dir, appendonly=s.redis.appendonly, log=logs / "redis.log"
+        ),
+    ),
+    _Service(
+        "pulsar",
+        lambda s: {"broker": s.pulsar.port, "metrics": s.pulsar.metrics_port},
+        lambda s, p, logs: start_pulsar(
+            port=p["broker"], metrics_port=p["metrics"], data_dir=s.pulsar.data_dir, log=logs / "pulsar.log"
+        ),
+    ),
+    _Service("temporal", _temporal_ports, _start_temporal),
+)
+
+
+def _choose_ports(wanted: dict[str, int], taken: set[int]) -> dict[str, int]:
+    chosen = {}
+    for label, port in wanted.items():
+        if port == 0:
+            port = free_port()
+            while port in taken:
+                port = free_port()
+        taken.add(port)
+        chosen[label] = port
+    return chosen
+
+
+def _port_label(service: str, label: str) -> str:
+    return service if label == service else f"{service} {label}"
+
+
+def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lambda _: None) -> StackState:
+    """Start whatever of the stack is not running; return the state with every endpoint."""
+    state_dir = spec.state_dir
+    with _locked(state_dir):
+        state = read_state(state_dir) or StackState(config=str(config_path), state_dir=str(state_dir))
+        state = state.model_copy(
+            update={"temporal_namespace": spec.temporal.namespace, "pulsar_namespace": spec.pulsar.namespace}
+        )
+        started: list[Launched] = []
+        try:
+            # Plan first and check every port before starting anything, so a taken port fails fast
+            # and leaves nothing half-started.
+            taken = {port for svc in state.services.values() for port in svc.ports.values()}
+            plan: list[tuple[_Service, dict[str, int]]] = []
+            for service in SERVICES:
+                previous = state.services.get(service.name)
+                if previous is not None and previous.ref.alive():
+                    continue
+                # A service that died keeps its ports, so clients configured from the state still work.
+                ports = previous.ports if previous else _choose_ports(service.ports(spec), taken)
+                plan.append((service, ports))
+            check_ports_free(
+                {
+                    _port_label(service.name, label): port
+                    for service, ports in plan
+                    for label, port in ports.items()
+                }
+            )
+            for service, ports in plan:
+                on_start(service.name)
+                launched = service.start(spec, ports, state_dir / "logs")
+                started.append(launched)
+                ref = launched.ref
+                record = ServiceState(
+                    pid=ref.pid, create_time=ref.create_time, log=str(launched.log), ports=ports
+                )
+                state = state.model_copy(update={"services": {**state.services, service.name: record}})
+                _write_state(state)
+        except BaseException:
+            for launched in reversed(started):
+                launched.stop()
+            alive = {n: s for n, s in state.services.items() if s.ref.alive()}
+            if alive:
+                _write_state(state.model_copy(update={"services": alive}))
+            else:
+                (state_dir / STATE_FILE).unlink(missing_ok=True)
+            raise
+        _write_state(state)
+        return state
+
+
+def down(state_dir: Path, on_stop: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Stop every process the state file lists, newest role first; return the names stopped."""
+    with _locked(state_dir):
+        state = read_state(state_dir)
+        if state is None:
+            return []
+        stopped = []
+        order = [s.name for s in SERVICES if s.name in state.services]
+        order += [name for name in state.services if name not in order]
+        for name in reversed(order):
+            ref = state.services[name].ref
+            if ref.alive():
+                on_stop(name)
+                ref.stop()
+                stopped.append(name)
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        return stopped

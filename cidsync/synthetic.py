@@ -1,0 +1,85 @@
+"""Synthetic, valid entries across every key type, reproducible from a seed.
+
+For the bundled sample, the demo and load generation. Names include accents on purpose: the CID hashes
+UTF-8 bytes, and a pipeline that mangles encodings shows up as a wrong VSync.
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from cidsync.entry import AccountType, Entry, KeyType, OwnerType
+
+_FIRST = ["João", "Maria", "José", "Ana", "Luís", "Conceição", "Antônio", "Fernanda", "Sérgio", "Lúcia"]
+_LAST = ["Silva", "Souza", "Araújo", "Gonçalves", "Pereira", "Simões", "Conceição", "Brandão"]
+_COMPANY = ["Padaria", "Comércio", "Construções", "Tecnologia", "Açougue", "Farmácia"]
+_DOMAINS = ["example.com.br", "exemplo.org", "correio.net"]
+_KEY_TYPES = list(KeyType)
+
+
+def _digits(rng: random.Random, count: int) -> str:
+    return "".join(rng.choice("0123456789") for _ in range(count))
+
+
+def _ascii_lower(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def synthetic_entry(rng: random.Random, participant: str, key_type: KeyType | None = None) -> Entry:
+    """One valid entry; the owner type follows the key type where DICT ties them (CPF/CNPJ keys)."""
+    key_type = key_type or rng.choice(_KEY_TYPES)
+    if key_type is KeyType.CPF:
+        legal = False
+    elif key_type is KeyType.CNPJ:
+        legal = True
+    else:
+        legal = rng.random() < 0.3
+    tax_id = _digits(rng, 14 if legal else 11)
+    name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+    if legal:
+        name = f"{rng.choice(_COMPANY)} {rng.choice(_LAST)} Ltda"
+    keys = {
+        KeyType.CPF: tax_id,
+        KeyType.CNPJ: tax_id,
+        KeyType.PHONE: "+55" + _digits(rng, 2) + "9" + _digits(rng, 8),
+        KeyType.EMAIL: f"{_ascii_lower(name.split()[0])}.{_digits(rng, 6)}@{rng.choice(_DOMAINS)}",
+        KeyType.EVP: str(_uuid(rng)),
+    }
+    opened = datetime(2015, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(3650))
+    return Entry(
+        id=_uuid(rng),
+        request_id=_uuid(rng),
+        key_type=key_type,
+        key=keys[key_type],
+        participant=participant,
+        branch=None if rng.random() < 0.1 else _digits(rng, rng.choice([1, 4])),
+        account_number=_digits(rng, rng.randrange(4, 13)),
+        account_type=rng.choice(list(AccountType)),
+        account_opened_at=opened,
+        owner_type=OwnerType.LEGAL_PERSON if legal else OwnerType.NATURAL_PERSON,
+        owner_name=name,
+        owner_trade_name=(
+            f"{rng.choice(_COMPANY)} {rng.choice(_LAST)}" if legal and rng.random() < 0.7 else None
+        ),
+        owner_tax_id=tax_id,
+    )
+
+
+def synthetic_entries(count: int, participants: list[str], seed: int = 0) -> Iterator[Entry]:
+    """`count` entries spread over `participants` and every key type, in a reproducible order.
+
+    EMAIL keys carry random digits, so collisions in the key space are negligible at any test size.
+    """
+    rng = random.Random(seed)
+    for index in range(count):
+        yield synthetic_entry(
+            rng, participants[index % len(participants)], _KEY_TYPES[index % len(_KEY_TYPES)]
+        )

@@ -1,0 +1,1 @@
+"""starters: see ../shared/STYLE.md for what belongs here."""

@@ -1,0 +1,115 @@
+"""`cidsync dev up|status|down` on real processes: up, status, a second up, down, nothing left."""
+
+import json
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.cli_runner import cidsync
+
+
+def _stack_file(tmp_path: Path, **redis: object) -> Path:
+    spec = {
+        "state_dir": str(tmp_path / "state"),
+        "temporal": {"port": 0, "ui_port": 0, "db_filename": None,
+                     "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
+                     "search_attributes": {"CidParticipant": "Keyword"}},
+        "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
+        "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
+    }  # fmt: skip
+    path = tmp_path / "temporal-dev.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _status(config: Path) -> dict[str, object]:
+    result = cidsync("dev", "status", "--json", "--config", str(config))
+    return dict(json.loads(result.stdout), exit=result.returncode)
+
+
+def _group_members(pids: list[int]) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter() if _pgid(p.pid) in pids]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        import os
+
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_up_status_up_again_down(tmp_path: Path) -> None:
+    config = _stack_file(tmp_path)
+    first = cidsync("dev", "up", "--config", str(config))
+    try:
+        assert first.returncode == 0, first.stderr
+        status = _status(config)
+        assert status["exit"] == 0
+        assert status["running"] is True
+        for key in ("temporal_address", "temporal_ui", "pulsar_url", "redis_url"):
+            assert status[key], key
+        services = status["services"]
+        assert isinstance(services, dict)
+        pids = {name: svc["pid"] for name, svc in services.items()}
+        assert set(pids) == {"redis", "pulsar", "temporal"}
+        for line in first.stdout.splitlines()[:4]:
+            assert line.split()[0] in {"Temporal", "Web", "Pulsar", "Redis"}
+
+        # The endpoints are real: the UI answers and Redis has AOF on, as declared.
+        ui = str(status["temporal_ui"])
+        host, port = ui.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+
+        second = cidsync("dev", "up", "--config", str(config))
+        assert second.returncode == 0, second.stderr
+        assert "starting" not in second.stderr
+        again = _status(config)["services"]
+        assert isinstance(again, dict)
+        assert {name: svc["pid"] for name, svc in again.items()} == pids
+    finally:
+        down = cidsync("dev", "down", "--config", str(config))
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.strip() == "stopped: temporal, pulsar, redis"
+    assert not _group_members(list(pids.values())), "a process of the stack outlived `dev down`"
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values()
+    )
+    gone = _status(config)
+    assert gone["exit"] == 1
+    assert gone["running"] is False
+    assert cidsync("dev", "down", "--config", str(config)).stdout.strip() == "nothing was running"
+
+
+def test_a_taken_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        config = _stack_file(tmp_path, port=port)
+        result = cidsync("dev", "up", "--config", str(config))
+    assert result.returncode == 1
+    assert f"redis port {port} is taken by" in result.stderr
+    assert "starting" not in result.stderr
+    assert not (tmp_path / "state" / "state.json").exists()
+
+
+def test_an_invalid_stack_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("redis:\n  port: -1\n  colour: blue\n")
+    result = cidsync("dev", "up", "--config", str(config))
+    assert result.returncode == 2
+    assert "bad.yaml.redis.port" in result.stderr
+    assert "bad.yaml.redis.colour: Extra inputs are not permitted" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["up", "down"])
+def test_missing_stack_file_is_reported(tmp_path: Path, action: str) -> None:
+    result = cidsync("dev", action, "--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    assert "cannot be read" in result.stderr

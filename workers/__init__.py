@@ -1,0 +1,1 @@
+"""workers: see ../shared/STYLE.md for what belongs here."""

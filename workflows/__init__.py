@@ -1,0 +1,1 @@
+"""workflows: see ../shared/STYLE.md for what belongs here."""
