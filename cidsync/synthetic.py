@@ -66,9 +66,7 @@ def synthetic_entry(rng: random.Random, participant: str, key_type: KeyType | No
         account_opened_at=opened,
         owner_type=OwnerType.LEGAL_PERSON if legal else OwnerType.NATURAL_PERSON,
         owner_name=name,
-        owner_trade_name=(
-            f"{rng.choice(_COMPANY)} {rng.choice(_LAST)}" if legal and rng.random() < 0.7 else None
-        ),
+        owner_trade_name=(f"{rng.choice(_COMPANY)} {rng.choice(_LAST)}" if legal and rng.random() < 0.7 else None),
         owner_tax_id=tax_id,
     )
 
@@ -80,6 +78,4 @@ def synthetic_entries(count: int, participants: list[str], seed: int = 0) -> Ite
     """
     rng = random.Random(seed)
     for index in range(count):
-        yield synthetic_entry(
-            rng, participants[index % len(participants)], _KEY_TYPES[index % len(_KEY_TYPES)]
-        )
+        yield synthetic_entry(rng, participants[index % len(participants)], _KEY_TYPES[index % len(_KEY_TYPES)])

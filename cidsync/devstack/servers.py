@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -102,3 +103,16 @@ def temporal_answers(port: int, namespace: str) -> bool:
 
 def start_temporal(*, argv: list[str], port: int, namespace: str, log: Path) -> Launched:
     return launch("temporal", argv, log=log, ready=lambda: temporal_answers(port, namespace), timeout=90)
+
+
+def start_bridge_simulator(
+    *, port: int, seed_file: Path | None, file_delay: float, time_scale: float, rate_limits: bool, log: Path
+) -> Launched:
+    """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment."""
+    argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--host", "127.0.0.1", "--port", str(port),
+            "--file-delay", str(file_delay), "--time-scale", str(time_scale)]  # fmt: skip
+    if seed_file is not None:
+        argv += ["--seed-file", str(seed_file)]
+    if not rate_limits:
+        argv.append("--no-rate-limits")
+    return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port))

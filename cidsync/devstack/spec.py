@@ -30,9 +30,9 @@ class TemporalSpec(_Spec):
     db_filename: Path | None = None
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
     dynamic_config: dict[str, Any] = Field(default_factory=dict)
-    search_attributes: dict[
-        str, Literal["Text", "Keyword", "Int", "Double", "Bool", "Datetime", "KeywordList"]
-    ] = Field(default_factory=dict)
+    search_attributes: dict[str, Literal["Text", "Keyword", "Int", "Double", "Bool", "Datetime", "KeywordList"]] = (
+        Field(default_factory=dict)
+    )
 
 
 class PulsarSpec(_Spec):
@@ -48,11 +48,22 @@ class RedisSpec(_Spec):
     appendonly: bool = True
 
 
+class BridgeSpec(_Spec):
+    """The DICT simulator, serving the Bridge contract (cidsync bridge-sim)."""
+
+    port: Port = Field(default=50051, ge=0, le=65535)
+    seed_file: Path | None = None
+    file_delay_seconds: float = Field(default=2.0, ge=0)
+    time_scale: float = Field(default=1.0, gt=0)
+    rate_limits: bool = True
+
+
 class StackSpec(_Spec):
     state_dir: Path = Path(".cidsync")
     temporal: TemporalSpec = TemporalSpec()
     pulsar: PulsarSpec = PulsarSpec()
     redis: RedisSpec = RedisSpec()
+    bridge: BridgeSpec = BridgeSpec()
 
     def resolved(self, base: Path) -> StackSpec:
         """The same spec with every relative path anchored at `base`."""
@@ -61,12 +72,14 @@ class StackSpec(_Spec):
             return path if path.is_absolute() else (base / path).resolve()
 
         db = self.temporal.db_filename
+        seed = self.bridge.seed_file
         return self.model_copy(
             update={
                 "state_dir": anchor(self.state_dir),
                 "temporal": self.temporal.model_copy(update={"db_filename": anchor(db) if db else None}),
                 "pulsar": self.pulsar.model_copy(update={"data_dir": anchor(self.pulsar.data_dir)}),
                 "redis": self.redis.model_copy(update={"data_dir": anchor(self.redis.data_dir)}),
+                "bridge": self.bridge.model_copy(update={"seed_file": anchor(seed) if seed else None}),
             }
         )
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from cidsync.devstack.processes import Launched, ProcessRef, StackError, check_ports_free, free_port
-from cidsync.devstack.servers import start_pulsar, start_redis, start_temporal, temporal_argv
+from cidsync.devstack.servers import (
+    start_bridge_simulator,
+    start_pulsar,
+    start_redis,
+    start_temporal,
+    temporal_argv,
+)
 from cidsync.devstack.spec import StackSpec
 
 STATE_FILE = "state.json"
@@ -161,6 +167,18 @@ SERVICES: tuple[_Service, ...] = (
         ),
     ),
     _Service("temporal", _temporal_ports, _start_temporal),
+    _Service(
+        "bridge",
+        lambda s: {"grpc": s.bridge.port},
+        lambda s, p, logs: start_bridge_simulator(
+            port=p["grpc"],
+            seed_file=s.bridge.seed_file,
+            file_delay=s.bridge.file_delay_seconds,
+            time_scale=s.bridge.time_scale,
+            rate_limits=s.bridge.rate_limits,
+            log=logs / "bridge.log",
+        ),
+    ),
 )
 
 
@@ -202,20 +220,14 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
                 ports = previous.ports if previous else _choose_ports(service.ports(spec), taken)
                 plan.append((service, ports))
             check_ports_free(
-                {
-                    _port_label(service.name, label): port
-                    for service, ports in plan
-                    for label, port in ports.items()
-                }
+                {_port_label(service.name, label): port for service, ports in plan for label, port in ports.items()}
             )
             for service, ports in plan:
                 on_start(service.name)
                 launched = service.start(spec, ports, state_dir / "logs")
                 started.append(launched)
                 ref = launched.ref
-                record = ServiceState(
-                    pid=ref.pid, create_time=ref.create_time, log=str(launched.log), ports=ports
-                )
+                record = ServiceState(pid=ref.pid, create_time=ref.create_time, log=str(launched.log), ports=ports)
                 state = state.model_copy(update={"services": {**state.services, service.name: record}})
                 _write_state(state)
         except BaseException:

@@ -19,6 +19,7 @@ def _stack_file(tmp_path: Path, **redis: object) -> Path:
                      "search_attributes": {"CidParticipant": "Keyword"}},
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
+        "bridge": {"port": 0, "file_delay_seconds": 0.1},
     }  # fmt: skip
     path = tmp_path / "temporal-dev.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -51,14 +52,19 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         status = _status(config)
         assert status["exit"] == 0
         assert status["running"] is True
-        for key in ("temporal_address", "temporal_ui", "pulsar_url", "redis_url"):
+        for key in ("temporal_address", "temporal_ui", "pulsar_url", "redis_url", "bridge_address"):
             assert status[key], key
         services = status["services"]
         assert isinstance(services, dict)
         pids = {name: svc["pid"] for name, svc in services.items()}
-        assert set(pids) == {"redis", "pulsar", "temporal"}
-        for line in first.stdout.splitlines()[:4]:
-            assert line.split()[0] in {"Temporal", "Web", "Pulsar", "Redis"}
+        assert set(pids) == {"redis", "pulsar", "temporal", "bridge"}
+        labels = [line.split()[0] for line in first.stdout.splitlines()]
+        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "State"]
+
+        # Every command finds the simulator through the state file, with no configuration at all.
+        verify = cidsync("bridge", "verify", "--participant", "12345678", "--key-type", "EVP", "--vsync", "0" * 64,
+                         env={"CIDSYNC_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+        assert (verify.returncode, verify.stdout) == (0, "OK\n"), verify.stderr
 
         # The endpoints are real: the UI answers and Redis has AOF on, as declared.
         ui = str(status["temporal_ui"])
@@ -75,11 +81,9 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
     finally:
         down = cidsync("dev", "down", "--config", str(config))
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped: temporal, pulsar, redis"
+    assert down.stdout.strip() == "stopped: bridge, temporal, pulsar, redis"
     assert not _group_members(list(pids.values())), "a process of the stack outlived `dev down`"
-    assert not any(
-        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values()
-    )
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values())
     gone = _status(config)
     assert gone["exit"] == 1
     assert gone["running"] is False

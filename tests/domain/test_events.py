@@ -93,9 +93,7 @@ def test_delete_needs_a_deletion_type() -> None:
 
 
 def test_deletion_type_only_on_deletes() -> None:
-    assert _problems(_example(deletion_type="IMMEDIATE")) == {
-        "event.deletion_type": "must be null for entry.created"
-    }
+    assert _problems(_example(deletion_type="IMMEDIATE")) == {"event.deletion_type": "must be null for entry.created"}
 
 
 @pytest.mark.parametrize(

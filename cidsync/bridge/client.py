@@ -1,0 +1,242 @@
+"""The production Bridge client (grpc.aio), used by activities and the operator CLI.
+
+Resilience comes from gRPC itself, configured once here rather than hand-written around each call:
+- gRPC's retry policy (service config) retries UNAVAILABLE with backoff for the idempotent calls only.
+  `CreateCidSetFile` is never retried here: each call may spend one of DICT's 40 files a day, so the
+  caller (a workflow that records the file id first) decides.
+- Every call has a deadline; keepalive pings every 10 s (3 s timeout) find dead connections before a
+  call does.
+- RESOURCE_EXHAUSTED is not retried: it becomes `RateLimited` with DICT's retry-after, so a workflow
+  can wait durably instead of burning the quota.
+CID lists are exposed as async iterators of pages, so no caller ever holds a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from uuid import UUID
+
+import grpc
+
+from cidsync.bridge import convert
+from cidsync.bridge.errors import BridgeError, from_rpc_error
+from cidsync.bridge.models import (
+    CidEventType,
+    CidPage,
+    CidSetEvent,
+    CidSetEvents,
+    CidSetFile,
+    EntryByCid,
+    Verification,
+)
+from cidsync.bridge.v1 import bridge_pb2 as pb
+from cidsync.bridge.v1 import bridge_pb2_grpc
+from cidsync.entry import KeyType
+
+SERVICE = "cidsync.bridge.v1.DictBridge"
+IDEMPOTENT_METHODS = (
+    "VerifySync",
+    "GetCidSetFile",
+    "GetCIDList",
+    "StreamCIDList",
+    "GetEntryByCid",
+    "ListCidSetEvents",
+)
+DEFAULT_DEADLINE = 30.0
+DEFAULT_STREAM_DEADLINE = 600.0
+
+Reply = TypeVar("Reply")
+
+
+def service_config(max_attempts: int = 5) -> str:
+    """gRPC's own retry policy: UNAVAILABLE, exponential backoff, idempotent methods only."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE, "method": method} for method in IDEMPOTENT_METHODS],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS to the Bridge. No CA: the system's roots. A cert and key: mutual TLS."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    server_name: str | None = None  # when the certificate names another host than the address
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientTls | None:
+        """From CIDSYNC_BRIDGE_TLS_{CA,CERT,KEY} (PEM file paths) and CIDSYNC_BRIDGE_TLS_SERVER_NAME.
+
+        CIDSYNC_BRIDGE_TLS=1 turns TLS on with the system's roots when no CA file is given.
+        """
+        env = os.environ if environ is None else environ
+
+        def read(name: str) -> bytes | None:
+            path = env.get(f"CIDSYNC_BRIDGE_TLS_{name}")
+            return Path(path).read_bytes() if path else None
+
+        ca, cert, key = read("CA"), read("CERT"), read("KEY")
+        server_name = env.get("CIDSYNC_BRIDGE_TLS_SERVER_NAME") or None
+        if not (ca or cert or key or server_name or env.get("CIDSYNC_BRIDGE_TLS") == "1"):
+            return None
+        if bool(cert) != bool(key):
+            raise ValueError("mutual TLS needs both CIDSYNC_BRIDGE_TLS_CERT and CIDSYNC_BRIDGE_TLS_KEY")
+        return cls(ca=ca, cert=cert, key=key, server_name=server_name)
+
+
+def channel_options(tls: ClientTls | None, retry_attempts: int) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 3_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", service_config(retry_attempts)),
+    ]
+    if tls is not None and tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return options
+
+
+class BridgeClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        tls: ClientTls | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        stream_deadline: float = DEFAULT_STREAM_DEADLINE,
+        retry_attempts: int = 5,
+    ) -> None:
+        self.address = address
+        self.deadline = deadline
+        self.stream_deadline = stream_deadline
+        options = channel_options(tls, retry_attempts)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+            )
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self._stub = bridge_pb2_grpc.DictBridgeStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def __aenter__(self) -> BridgeClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, method: str, call: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        try:
+            return await call(request, timeout=self.deadline)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, method) from None
+
+    async def verify_sync(self, participant: str, key_type: KeyType, vsync: str) -> Verification:
+        reply: pb.VerifySyncResponse = await self._call(
+            "VerifySync",
+            self._stub.VerifySync,
+            pb.VerifySyncRequest(
+                participant=participant, key_type=convert.key_type_to_pb(key_type), participant_vsync=vsync
+            ),
+        )
+        return Verification(
+            verification_id=reply.verification_id,
+            ok=reply.result == pb.VERIFICATION_RESULT_OK,
+            verified_at=convert.moment(reply.verified_at),
+        )
+
+    async def create_cid_set_file(self, participant: str, key_type: KeyType) -> CidSetFile:
+        """Spends DICT quota; never retried here (see the module docstring)."""
+        reply: pb.CidSetFile = await self._call(
+            "CreateCidSetFile",
+            self._stub.CreateCidSetFile,
+            pb.CreateCidSetFileRequest(participant=participant, key_type=convert.key_type_to_pb(key_type)),
+        )
+        return convert.cid_set_file_from_pb(reply)
+
+    async def get_cid_set_file(self, file_id: str) -> CidSetFile:
+        reply: pb.CidSetFile = await self._call(
+            "GetCidSetFile", self._stub.GetCidSetFile, pb.GetCidSetFileRequest(file_id=file_id)
+        )
+        return convert.cid_set_file_from_pb(reply)
+
+    async def get_cid_page(self, file_id: str, page_token: str = "", page_size: int = 0) -> CidPage:
+        reply: pb.CidPage = await self._call(
+            "GetCIDList",
+            self._stub.GetCIDList,
+            pb.GetCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
+        )
+        return CidPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
+
+    async def cid_pages(self, file_id: str, page_token: str = "", page_size: int = 0) -> AsyncIterator[CidPage]:
+        """The file's CIDs, a page at a time, streamed; resume from the last page's `next_page_token`."""
+        stream = self._stub.StreamCIDList(
+            pb.StreamCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
+            timeout=self.stream_deadline,
+        )
+        try:
+            async for reply in stream:
+                yield CidPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, "StreamCIDList") from None
+        finally:
+            stream.cancel()
+
+    async def get_entry_by_cid(self, participant: str, cid: str) -> EntryByCid:
+        reply: pb.GetEntryByCidResponse = await self._call(
+            "GetEntryByCid",
+            self._stub.GetEntryByCid,
+            pb.GetEntryByCidRequest(participant=participant, cid=cid),
+        )
+        return EntryByCid(entry=convert.entry_from_pb(reply.entry), request_id=UUID(reply.request_id), cid=reply.cid)
+
+    async def list_cid_set_events(
+        self, participant: str, key_type: KeyType, start: datetime, end: datetime, limit: int = 200
+    ) -> CidSetEvents:
+        reply: pb.ListCidSetEventsResponse = await self._call(
+            "ListCidSetEvents",
+            self._stub.ListCidSetEvents,
+            pb.ListCidSetEventsRequest(
+                participant=participant,
+                key_type=convert.key_type_to_pb(key_type),
+                start_time=convert.timestamp(start),
+                end_time=convert.timestamp(end),
+                limit=limit,
+            ),
+        )
+        kinds = {pb.CID_EVENT_TYPE_ADDED: CidEventType.ADDED, pb.CID_EVENT_TYPE_REMOVED: CidEventType.REMOVED}
+        events = [
+            CidSetEvent(type=kinds[e.type], cid=e.cid, timestamp=convert.moment(e.timestamp)) for e in reply.events
+        ]
+        return CidSetEvents(events=events, has_more=reply.has_more)
+
+
+__all__ = ["BridgeClient", "BridgeError", "ClientTls"]

@@ -1,0 +1,73 @@
+"""What the Bridge returns, as domain types: small, typed, and safe to pass to and from activities."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from cidsync.entry import Entry, KeyType
+
+
+class FileStatus(StrEnum):
+    REQUESTED = "REQUESTED"
+    PROCESSING = "PROCESSING"
+    AVAILABLE = "AVAILABLE"
+    UNAVAILABLE = "UNAVAILABLE"
+    ERROR = "ERROR"
+
+    @property
+    def final(self) -> bool:
+        return self in (FileStatus.AVAILABLE, FileStatus.UNAVAILABLE, FileStatus.ERROR)
+
+
+class CidEventType(StrEnum):
+    ADDED = "ADDED"
+    REMOVED = "REMOVED"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Verification(_Model):
+    verification_id: str
+    ok: bool
+    verified_at: datetime
+
+
+class CidSetFile(_Model):
+    file_id: str
+    participant: str
+    key_type: KeyType
+    status: FileStatus
+    requested_at: datetime
+    cid_count: int = 0
+    byte_size: int = 0
+    sha256: str = ""
+    available_at: datetime | None = None
+
+
+class CidPage(_Model):
+    cids: list[str]
+    next_page_token: str
+    offset: int
+
+
+class EntryByCid(_Model):
+    entry: Entry
+    request_id: UUID
+    cid: str
+
+
+class CidSetEvent(_Model):
+    type: CidEventType
+    cid: str
+    timestamp: datetime
+
+
+class CidSetEvents(_Model):
+    events: list[CidSetEvent]
+    has_more: bool

@@ -1,0 +1,155 @@
+"""An in-memory DICT: the entries of each (participant, key type), their CIDs, VSync and CID events.
+
+It uses the project's own CID code, so "the simulator agrees" means "DICT's algorithm agrees". Entries
+are kept as compact JSON (about 450 bytes each) so a million-CID set stays within a few hundred MB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cidsync.bridge.models import CidEventType, FileStatus
+from cidsync.cid import cid as cid_of
+from cidsync.entry import Entry, KeyType, parse_entry_json
+from cidsync.errors import InvalidInput, Problem
+from cidsync.synthetic import synthetic_entry
+
+Pair = tuple[str, KeyType]
+
+
+@dataclass
+class SimFile:
+    file_id: str
+    participant: str
+    key_type: KeyType
+    cids: list[str]  # the snapshot at request time, sorted: the file's lines
+    requested_at: datetime
+    status: FileStatus = FileStatus.REQUESTED
+    byte_size: int = 0
+    sha256: str = ""
+    available_at: datetime | None = None
+
+    def seal(self, outcome: FileStatus, now: datetime) -> None:
+        if outcome is FileStatus.AVAILABLE:
+            digest = hashlib.sha256()
+            for value in self.cids:
+                digest.update(value.encode() + b"\n")
+            self.sha256 = digest.hexdigest()
+            self.byte_size = 65 * len(self.cids)
+            self.available_at = now
+        else:
+            self.cids = []
+        self.status = outcome
+
+
+@dataclass
+class _PairState:
+    entries: dict[str, str] = field(default_factory=dict)  # cid -> entry JSON
+    vsync: int = 0
+    events: list[tuple[datetime, CidEventType, str]] = field(default_factory=list)
+
+
+class SimulatedDict:
+    def __init__(self) -> None:
+        self._pairs: dict[Pair, _PairState] = {}
+        self._by_entry_id: dict[uuid.UUID, tuple[Pair, str]] = {}
+        self._by_key: dict[tuple[KeyType, str], uuid.UUID] = {}
+        self.files: dict[str, SimFile] = {}
+
+    def _pair(self, pair: Pair) -> _PairState:
+        return self._pairs.setdefault(pair, _PairState())
+
+    def entry_count(self) -> int:
+        return sum(len(state.entries) for state in self._pairs.values())
+
+    def _add(self, entry: Entry, now: datetime) -> str:
+        pair = (entry.participant, entry.key_type)
+        value = cid_of(entry)
+        state = self._pair(pair)
+        state.entries[value] = entry.model_dump_json()
+        state.vsync ^= int(value, 16)
+        state.events.append((now, CidEventType.ADDED, value))
+        self._by_entry_id[entry.id] = (pair, value)
+        self._by_key[(entry.key_type, entry.key)] = entry.id
+        return value
+
+    def _drop(self, pair: Pair, value: str, now: datetime) -> Entry:
+        state = self._pairs[pair]
+        entry = Entry.model_validate_json(state.entries.pop(value))
+        state.vsync ^= int(value, 16)
+        state.events.append((now, CidEventType.REMOVED, value))
+        del self._by_entry_id[entry.id]
+        del self._by_key[(entry.key_type, entry.key)]
+        return entry
+
+    def register(self, entry: Entry, now: datetime) -> str:
+        """A new active entry. DICT keys are unique across participants; ids are unique too."""
+        owner = self._by_key.get((entry.key_type, entry.key))
+        if owner is not None or entry.id in self._by_entry_id:
+            raise InvalidInput("entry", [Problem("entry", f"entry {entry.id}: the key or the id is already in DICT")])
+        return self._add(entry, now)
+
+    def alter(self, entry: Entry, now: datetime) -> tuple[str, str]:
+        """Replace the entry with the same id: an update, so its CID changes."""
+        found = self._by_entry_id.get(entry.id)
+        if found is None:
+            raise InvalidInput("entry", [Problem("entry.id", f"no entry {entry.id} in DICT")])
+        pair, old = found
+        if (entry.participant, entry.key_type) != pair:
+            raise InvalidInput("entry", [Problem("entry", "an update keeps the participant and key type")])
+        self._drop(pair, old, now)
+        return old, self._add(entry, now)
+
+    def remove(self, value: str, now: datetime) -> bool:
+        for pair, state in self._pairs.items():
+            if value in state.entries:
+                self._drop(pair, value, now)
+                return True
+        return False
+
+    def vsync(self, pair: Pair) -> str:
+        state = self._pairs.get(pair)
+        return format(state.vsync if state else 0, "064x")
+
+    def find(self, participant: str, value: str) -> Entry | None:
+        for (owner, _), state in self._pairs.items():
+            if owner == participant and value in state.entries:
+                return parse_entry_json(state.entries[value])
+        return None
+
+    def cids(self, pair: Pair) -> list[str]:
+        state = self._pairs.get(pair)
+        return sorted(state.entries) if state else []
+
+    def events(self, pair: Pair, start: datetime, end: datetime) -> list[tuple[datetime, CidEventType, str]]:
+        state = self._pairs.get(pair)
+        return [e for e in (state.events if state else []) if start <= e[0] < end]
+
+    def new_file(self, participant: str, key_type: KeyType, now: datetime) -> SimFile:
+        file = SimFile(str(uuid.uuid4()), participant, key_type, self.cids((participant, key_type)), now)
+        self.files[file.file_id] = file
+        return file
+
+    def diverge(
+        self, pair: Pair, *, add: int, remove: int, alter: int, seed: int, now: datetime
+    ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+        """Change DICT behind the participant's back: new entries, deletions and updates."""
+        rng = random.Random(seed)
+        existing = self.cids(pair)
+        chosen = rng.sample(existing, min(len(existing), remove + alter))
+        removed = [value for value in chosen[:remove] if self.remove(value, now)]
+        altered = []
+        for value in chosen[remove:]:
+            entry = Entry.model_validate_json(self._pairs[pair].entries[value])
+            changed = entry.model_copy(update={"account_number": str(rng.randrange(10**9, 10**10))})
+            altered.append(self.alter(changed, now))
+        added = [self.register(synthetic_entry(rng, pair[0], pair[1]), now) for _ in range(add)]
+        return added, removed, altered
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)

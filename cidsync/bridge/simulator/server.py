@@ -1,0 +1,468 @@
+"""The DICT simulator: the Bridge contract served from memory, plus its admin service.
+
+Faithful where it matters to callers: DICT's CID algorithm (ours), its rate limits with retry-after,
+asynchronous CID files, and the contract's status codes. Faults (UNAVAILABLE, latency) and divergence
+are injected through `DictSimulatorAdmin`, which is not part of the production contract.
+
+Each call is handled in this order: counted, delayed, injected fault, request checks
+(INVALID_ARGUMENT), participant check (PERMISSION_DENIED), rate limit (RESOURCE_EXHAUSTED), then served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import random
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from cidsync.bridge import convert
+from cidsync.bridge.errors import RETRY_AFTER
+from cidsync.bridge.models import CidEventType, FileStatus
+from cidsync.bridge.simulator.dict_state import SimFile, SimulatedDict
+from cidsync.bridge.simulator.ratelimit import RateLimiter
+from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
+from cidsync.bridge.v1 import bridge_pb2 as pb
+from cidsync.bridge.v1 import bridge_pb2_grpc
+from cidsync.cid import check_cid, is_cid
+from cidsync.entry import parse_entry_json
+from cidsync.errors import InvalidInput, Problem
+
+DEFAULT_PAGE_SIZE = 1_000
+MAX_PAGE_SIZE = 10_000
+MAX_EVENTS = 200
+_ISPB = re.compile(r"[0-9]{8}")
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+
+
+@dataclass
+class Faults:
+    unavailable_ratio: float = 0.0
+    latency_ms: int = 0
+    fail_next: Counter[str] = field(default_factory=Counter)
+    file_outcome: FileStatus = FileStatus.AVAILABLE
+
+
+class Simulator:
+    """The state behind both services: the DICT, the limits, the faults and the counters."""
+
+    def __init__(
+        self,
+        *,
+        file_delay: float = 2.0,
+        time_scale: float = 1.0,
+        rate_limits: bool = True,
+        participants: frozenset[str] = frozenset(),
+        seed: int | None = None,
+    ) -> None:
+        self.dict = SimulatedDict()
+        self.file_delay = file_delay
+        self.limiter = RateLimiter(time_scale=time_scale, enabled=rate_limits)
+        self.participants = participants
+        self.faults = Faults()
+        self.calls: Counter[str] = Counter()
+        self.rate_limited: Counter[str] = Counter()
+        self.injected_unavailable: Counter[str] = Counter()
+        self._random = random.Random(seed)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def reset(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self.dict = SimulatedDict()
+        self.limiter.reset()
+        self.faults = Faults()
+        self.calls.clear()
+        self.rate_limited.clear()
+        self.injected_unavailable.clear()
+
+    async def enter(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        self.calls[method] += 1
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+        injected = self.faults.fail_next[method] > 0
+        if injected:
+            self.faults.fail_next[method] -= 1
+        elif self.faults.unavailable_ratio:
+            injected = self._random.random() < self.faults.unavailable_ratio
+        if injected:
+            self.injected_unavailable[method] += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault: DICT unavailable")
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str, participant: str) -> None:
+        if self.participants and participant not in self.participants:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not allowed to act for participant {participant}")
+        wait = self.limiter.check(participant, method)
+        if wait is not None:
+            self.rate_limited[method] += 1
+            context.set_trailing_metadata(((RETRY_AFTER, f"{wait:.3f}"),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: rate limit of DICT reached")
+
+    def generate(self, file: SimFile) -> None:
+        """Produce the file in the background: REQUESTED, then PROCESSING, then the outcome."""
+        outcome = self.faults.file_outcome
+
+        async def run() -> None:
+            await asyncio.sleep(self.file_delay / 2)
+            file.status = FileStatus.PROCESSING
+            await asyncio.sleep(self.file_delay / 2)
+            await asyncio.to_thread(file.seal, outcome, SimulatedDict.now())
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _participant(value: str) -> str:
+    if not _ISPB.fullmatch(value):
+        raise InvalidInput("request", [Problem("participant", "a participant (ISPB) must be exactly 8 digits")])
+    return value
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidInput("request", [Problem("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _token(file_id: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{file_id}:{offset}".encode()).decode()
+
+
+def _offset(file_id: str, token: str) -> int:
+    if not token:
+        return 0
+    try:
+        owner, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if owner == file_id and int(offset) >= 0:
+            return int(offset)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput("request", [Problem("page_token", "is not a page token of this file")])
+
+
+def _file_pb(file: SimFile) -> pb.CidSetFile:
+    message = pb.CidSetFile(
+        file_id=file.file_id,
+        participant=file.participant,
+        key_type=convert.key_type_to_pb(file.key_type),
+        status=convert.file_status_to_pb(file.status),
+        requested_at=convert.timestamp(file.requested_at),
+    )
+    if file.status is FileStatus.AVAILABLE and file.available_at is not None:
+        message.cid_count = len(file.cids)
+        message.byte_size = file.byte_size
+        message.sha256 = file.sha256
+        message.available_at.CopyFrom(convert.timestamp(file.available_at))
+    return message
+
+
+def _unary(
+    method: str,
+) -> Callable[
+    [Callable[[Any, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Reply]]],
+    Callable[[Any, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Reply]],
+]:
+    """Count and fault the call, and turn `InvalidInput` into INVALID_ARGUMENT."""
+
+    def wrap(
+        handler: Callable[[Any, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Reply]],
+    ) -> Callable[[Any, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Reply]]:
+        async def call(self: Any, request: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Reply:
+            await self.sim.enter(context, method)
+            try:
+                return await handler(self, request, context)
+            except InvalidInput as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
+                raise  # unreachable: abort raises
+
+        return call
+
+    return wrap
+
+
+class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    @_unary("VerifySync")
+    async def VerifySync(  # noqa: N802 (the contract's name)
+        self, request: pb.VerifySyncRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.VerifySyncResponse:
+        participant = _participant(request.participant)
+        key_type = convert.key_type_from_pb(request.key_type)
+        theirs = check_cid(request.participant_vsync) if request.participant_vsync else ""
+        if not theirs:
+            raise InvalidInput("request", [Problem("participant_vsync", "is required (64 lowercase hex digits)")])
+        await self.sim.admit(context, "VerifySync", participant)
+        ok = self.sim.dict.vsync((participant, key_type)) == theirs
+        return pb.VerifySyncResponse(
+            verification_id=str(uuid.uuid4()),
+            result=pb.VERIFICATION_RESULT_OK if ok else pb.VERIFICATION_RESULT_NOK,
+            verified_at=convert.timestamp(SimulatedDict.now()),
+        )
+
+    @_unary("CreateCidSetFile")
+    async def CreateCidSetFile(  # noqa: N802
+        self, request: pb.CreateCidSetFileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CidSetFile:
+        participant = _participant(request.participant)
+        key_type = convert.key_type_from_pb(request.key_type)
+        await self.sim.admit(context, "CreateCidSetFile", participant)
+        file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now())
+        self.sim.generate(file)
+        return _file_pb(file)
+
+    async def _file(self, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
+        file = self.sim.dict.files.get(file_id)
+        if file is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no CID file {file_id}")
+        assert file is not None
+        return file
+
+    @_unary("GetCidSetFile")
+    async def GetCidSetFile(  # noqa: N802
+        self, request: pb.GetCidSetFileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CidSetFile:
+        file = await self._file(request.file_id, context)
+        await self.sim.admit(context, "GetCidSetFile", file.participant)
+        return _file_pb(file)
+
+    async def _available(self, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
+        file = await self._file(file_id, context)
+        if self.sim.participants and file.participant not in self.sim.participants:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to read this file")
+        if file.status is not FileStatus.AVAILABLE:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the file is {file.status.value}, not AVAILABLE")
+        return file
+
+    @staticmethod
+    def _page(file: SimFile, offset: int, size: int) -> pb.CidPage:
+        end = min(offset + size, len(file.cids))
+        token = _token(file.file_id, end) if end < len(file.cids) else ""
+        return pb.CidPage(cids=file.cids[offset:end], next_page_token=token, offset=offset)
+
+    @_unary("GetCIDList")
+    async def GetCIDList(  # noqa: N802
+        self, request: pb.GetCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CidPage:
+        file = await self._available(request.file_id, context)
+        return self._page(file, _offset(file.file_id, request.page_token), _page_size(request.page_size))
+
+    async def StreamCIDList(  # noqa: N802
+        self, request: pb.StreamCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.CidPage]:
+        await self.sim.enter(context, "StreamCIDList")
+        file = await self._available(request.file_id, context)
+        try:
+            offset = _offset(file.file_id, request.page_token)
+            size = _page_size(request.page_size)
+        except InvalidInput as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
+        while True:
+            page = self._page(file, offset, size)
+            yield page
+            if not page.next_page_token:
+                return
+            offset += len(page.cids)
+
+    @_unary("GetEntryByCid")
+    async def GetEntryByCid(  # noqa: N802
+        self, request: pb.GetEntryByCidRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetEntryByCidResponse:
+        participant = _participant(request.participant)
+        value = check_cid(request.cid)
+        await self.sim.admit(context, "GetEntryByCid", participant)
+        entry = self.sim.dict.find(participant, value)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no active entry of this participant has that CID")
+        assert entry is not None
+        return pb.GetEntryByCidResponse(entry=convert.entry_to_pb(entry), request_id=str(entry.request_id), cid=value)
+
+    @_unary("ListCidSetEvents")
+    async def ListCidSetEvents(  # noqa: N802
+        self, request: pb.ListCidSetEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListCidSetEventsResponse:
+        participant = _participant(request.participant)
+        key_type = convert.key_type_from_pb(request.key_type)
+        if not 1 <= request.limit <= MAX_EVENTS:
+            raise InvalidInput("request", [Problem("limit", f"must be 1 to {MAX_EVENTS}")])
+        start, end = convert.moment(request.start_time), convert.moment(request.end_time)
+        if not request.HasField("end_time"):
+            end = SimulatedDict.now()
+        if end <= start:
+            raise InvalidInput("request", [Problem("end_time", "must be after start_time")])
+        await self.sim.admit(context, "ListCidSetEvents", participant)
+        found = self.sim.dict.events((participant, key_type), start, end)
+        kinds = {CidEventType.ADDED: pb.CID_EVENT_TYPE_ADDED, CidEventType.REMOVED: pb.CID_EVENT_TYPE_REMOVED}
+        events = [
+            pb.CidSetEvent(type=kinds[kind], cid=value, timestamp=convert.timestamp(moment))
+            for moment, kind, value in found[: request.limit]
+        ]
+        return pb.ListCidSetEventsResponse(events=events, has_more=len(found) > request.limit)
+
+
+class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    async def _invalid(self, context: grpc.aio.ServicerContext[Any, Any], error: InvalidInput) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
+
+    async def LoadEntries(  # noqa: N802
+        self, request: admin_pb2.LoadEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.LoadEntriesResponse:
+        try:
+            entries = []
+            for index, raw in enumerate(request.entry_json):
+                try:
+                    entries.append(parse_entry_json(raw))
+                except InvalidInput as error:
+                    raise InvalidInput(f"entry #{index + 1}", error.problems) from None
+            now = SimulatedDict.now()
+            cids = [self.sim.dict.register(entry, now) for entry in entries]
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        return admin_pb2.LoadEntriesResponse(loaded=len(cids), cids=cids)
+
+    async def RemoveEntries(  # noqa: N802
+        self, request: admin_pb2.RemoveEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.RemoveEntriesResponse:
+        now = SimulatedDict.now()
+        missing = [v for v in request.cids if not (is_cid(v) and self.sim.dict.remove(v, now))]
+        return admin_pb2.RemoveEntriesResponse(removed=len(request.cids) - len(missing), not_found=missing)
+
+    async def AlterEntry(  # noqa: N802
+        self, request: admin_pb2.AlterEntryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.AlterEntryResponse:
+        try:
+            old, new = self.sim.dict.alter(parse_entry_json(request.entry_json), SimulatedDict.now())
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        return admin_pb2.AlterEntryResponse(old_cid=old, new_cid=new)
+
+    async def InjectDivergence(  # noqa: N802
+        self, request: admin_pb2.InjectDivergenceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.InjectDivergenceResponse:
+        try:
+            pair = (_participant(request.participant), convert.key_type_from_pb(request.key_type))
+            added, removed, altered = self.sim.dict.diverge(
+                pair, add=request.add, remove=request.remove, alter=request.alter, seed=request.seed,
+                now=SimulatedDict.now(),
+            )  # fmt: skip
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        return admin_pb2.InjectDivergenceResponse(
+            added=added,
+            removed=removed,
+            altered_old=[o for o, _ in altered],
+            altered_new=[n for _, n in altered],
+        )
+
+    async def SetFaults(  # noqa: N802
+        self, request: admin_pb2.Faults, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.Faults:
+        if not 0 <= request.unavailable_ratio <= 1 or request.latency_ms < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unavailable_ratio is 0..1, latency_ms >= 0")
+        outcome = FileStatus.AVAILABLE
+        if request.file_outcome != pb.CID_SET_FILE_STATUS_UNSPECIFIED:
+            outcome = convert.file_status_from_pb(request.file_outcome)
+        self.sim.faults = Faults(
+            unavailable_ratio=request.unavailable_ratio,
+            latency_ms=request.latency_ms,
+            fail_next=Counter(dict(request.fail_next)),
+            file_outcome=outcome,
+        )
+        return request
+
+    async def GetStats(  # noqa: N802
+        self, request: admin_pb2.GetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.Stats:
+        return admin_pb2.Stats(
+            calls=dict(self.sim.calls),
+            rate_limited=dict(self.sim.rate_limited),
+            injected_unavailable=dict(self.sim.injected_unavailable),
+            entries=self.sim.dict.entry_count(),
+        )
+
+    async def Reset(  # noqa: N802
+        self, request: admin_pb2.ResetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ResetResponse:
+        self.sim.reset()
+        return admin_pb2.ResetResponse()
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """Server certificate and key (PEM); with `client_ca`, clients must present a certificate (mTLS)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, client_ca: Path | None = None) -> ServerTls:
+        return cls(cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None)
+
+
+# Clients ping every 10 s (DESIGN.md §6); a server that refuses pings that often would close them.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+async def start_server(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0, tls: ServerTls | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Start both services; return the server and the port it listens on (a free one for port 0)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    bridge_pb2_grpc.add_DictBridgeServicer_to_server(DictBridgeService(sim), server)
+    admin_pb2_grpc.add_DictSimulatorAdminServicer_to_server(AdminService(sim), server)
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None,
+        )
+        bound = server.add_secure_port(address, credentials)
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}: the port is taken or the address is not local")
+    await server.start()
+    return server, bound
+
+
+def load_seed(sim: Simulator, path: Path) -> int:
+    """Register the entries of a JSONL file (one event-contract `entry` per line)."""
+    now = SimulatedDict.now()
+    count = 0
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    sim.dict.register(parse_entry_json(line), now)
+                except InvalidInput as error:
+                    raise InvalidInput(f"{path.name} line {number}", error.problems) from None
+                count += 1
+    return count
+
+
+async def serve_forever(server: grpc.aio.Server, stop: asyncio.Event) -> None:
+    await stop.wait()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server.stop(grace=5)

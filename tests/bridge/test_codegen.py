@@ -1,0 +1,14 @@
+"""The committed generated code matches proto/: regenerate it and compare (run `make proto` to fix)."""
+
+from pathlib import Path
+
+from cidsync.bridge.codegen import ROOT, generate
+
+
+def test_generated_code_is_not_stale(tmp_path: Path) -> None:
+    generated = generate(tmp_path)
+    assert generated, "protoc generated nothing"
+    stale = [str(p) for p in generated if (tmp_path / p).read_bytes() != (ROOT / p).read_bytes()]
+    assert not stale, f"stale generated files (run `make proto`): {stale}"
+    committed = {p.relative_to(ROOT) for p in (ROOT / "cidsync").rglob("*_pb2*.py*")}
+    assert committed == set(generated), "generated files without a .proto, or missing ones"

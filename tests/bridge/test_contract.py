@@ -1,0 +1,156 @@
+"""Contract tests: the production client against the DICT simulator over real loopback gRPC."""
+
+import asyncio
+import hashlib
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.errors import FailedPrecondition, InvalidArgument, NotFound
+from cidsync.bridge.models import CidEventType, CidSetFile, FileStatus
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.cid import cid
+from cidsync.entry import Entry, KeyType
+from cidsync.synthetic import synthetic_entry
+from tests.conftest import BridgeSimulator
+from tests.domain.test_cid import _rfc2104_hmac_sha256
+
+KEY_TYPE = KeyType.EVP
+
+
+def entries_for(participant: str, count: int, key_type: KeyType = KEY_TYPE) -> list[Entry]:
+    """Entries unique to this participant (ids and keys are drawn from a seed made of it)."""
+    rng = random.Random(f"{participant}:{key_type}")
+    return [synthetic_entry(rng, participant, key_type) for _ in range(count)]
+
+
+def independent_vsync(entries: list[Entry]) -> str:
+    """The VSync from our own oracle: RFC 2104 HMAC from raw SHA-256, XOR of the integers."""
+    acc = 0
+    for e in entries:
+        attributes = "&".join([e.key_type.value, e.key, e.owner_tax_id, e.owner_name, e.owner_trade_name or "",
+                               e.participant, e.branch or "", e.account_number, e.account_type.value])  # fmt: skip
+        acc ^= int(_rfc2104_hmac_sha256(e.request_id.bytes, attributes.encode()), 16)
+    return format(acc, "064x")
+
+
+@pytest.fixture
+async def client(bridge_simulator: BridgeSimulator) -> AsyncIterator[BridgeClient]:
+    async with BridgeClient(bridge_simulator.address, deadline=10) as bridge:
+        yield bridge
+
+
+async def wait_available(client: BridgeClient, file: CidSetFile) -> CidSetFile:
+    for _ in range(100):
+        if file.status.final:
+            return file
+        await asyncio.sleep(0.05)
+        file = await client.get_cid_set_file(file.file_id)
+    raise AssertionError(f"the file stayed {file.status}")
+
+
+async def test_verify_ok_and_nok_against_an_independent_vsync(
+    client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    entries = entries_for(participant, 40)
+    await simulator_admin.load(entries)
+    expected = independent_vsync(entries)
+    assert (await client.verify_sync(participant, KEY_TYPE, expected)).ok
+    assert not (await client.verify_sync(participant, KEY_TYPE, independent_vsync(entries[1:]))).ok
+    # Another key type of the same participant is empty: its VSync is 64 zeros.
+    assert (await client.verify_sync(participant, KeyType.CPF, "0" * 64)).ok
+
+    altered = entries[0].model_copy(update={"account_number": "999"})
+    await simulator_admin.alter(altered)
+    assert not (await client.verify_sync(participant, KEY_TYPE, expected)).ok
+    assert (await client.verify_sync(participant, KEY_TYPE, independent_vsync([altered, *entries[1:]]))).ok
+
+
+async def test_cid_file_lifecycle_pages_and_stream(
+    client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    entries = entries_for(participant, 25)
+    await simulator_admin.load(entries)
+    expected = sorted(cid(e) for e in entries)
+
+    file = await client.create_cid_set_file(participant, KEY_TYPE)
+    assert file.status is FileStatus.REQUESTED
+    file = await wait_available(client, file)
+    assert file.status is FileStatus.AVAILABLE
+    assert file.cid_count == 25
+    content = "".join(c + "\n" for c in expected).encode()
+    assert (file.byte_size, file.sha256) == (len(content), hashlib.sha256(content).hexdigest())
+
+    paged: list[str] = []
+    token = ""
+    while True:
+        page = await client.get_cid_page(file.file_id, token, page_size=7)
+        assert page.offset == len(paged)
+        paged += page.cids
+        token = page.next_page_token
+        if not token:
+            break
+    assert paged == expected
+
+    streamed = [c async for page in client.cid_pages(file.file_id, page_size=4) for c in page.cids]
+    assert streamed == expected
+    # Resuming from a page token continues exactly after that page.
+    first = await client.get_cid_page(file.file_id, "", page_size=10)
+    rest = [c async for page in client.cid_pages(file.file_id, first.next_page_token, 10) for c in page.cids]
+    assert first.cids + rest == expected
+
+
+async def test_file_errors(client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str) -> None:
+    with pytest.raises(NotFound):
+        await client.get_cid_set_file(str(uuid.uuid4()))
+    await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
+    file = await wait_available(client, await client.create_cid_set_file(participant, KEY_TYPE))
+    assert file.status is FileStatus.ERROR
+    with pytest.raises(FailedPrecondition, match="ERROR, not AVAILABLE"):
+        await client.get_cid_page(file.file_id)
+    await simulator_admin.set_faults()
+    good = await wait_available(client, await client.create_cid_set_file(participant, KEY_TYPE))
+    with pytest.raises(InvalidArgument, match="page_token"):
+        await client.get_cid_page(good.file_id, "not-a-token")
+
+
+async def test_entry_by_cid(client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str) -> None:
+    entries = entries_for(participant, 3, KeyType.CNPJ)
+    cids = await simulator_admin.load(entries)
+    found = await client.get_entry_by_cid(participant, cids[1])
+    assert found.entry == entries[1]
+    assert found.request_id == entries[1].request_id
+    assert cid(found.entry, found.request_id) == cids[1]
+    with pytest.raises(NotFound):
+        await client.get_entry_by_cid(participant, "0" * 64)
+    with pytest.raises(NotFound):  # another participant's entry is not visible
+        await client.get_entry_by_cid("00000001", cids[1])
+    with pytest.raises(InvalidArgument, match="64 lowercase hexadecimal"):
+        await client.get_entry_by_cid(participant, "XYZ")
+
+
+async def test_cid_set_events(client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    cids = await simulator_admin.load(entries_for(participant, 3, KeyType.PHONE))
+    await simulator_admin.remove([cids[0]])
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    listed = await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=200)
+    assert [(e.type, e.cid) for e in listed.events] == [
+        *((CidEventType.ADDED, c) for c in cids),
+        (CidEventType.REMOVED, cids[0]),
+    ]
+    assert not listed.has_more
+    assert (await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=2)).has_more
+    with pytest.raises(InvalidArgument, match="limit: must be 1 to 200"):
+        await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=201)
+
+
+async def test_invalid_requests_are_invalid_argument(client: BridgeClient, participant: str) -> None:
+    with pytest.raises(InvalidArgument, match="participant"):
+        await client.verify_sync("123", KEY_TYPE, "0" * 64)
+    with pytest.raises(InvalidArgument, match="64 lowercase hexadecimal"):
+        await client.verify_sync(participant, KEY_TYPE, "F" * 64)

@@ -1,0 +1,190 @@
+"""Rate limits, retries, deadlines and TLS: the client's production behaviour, over real gRPC."""
+
+import asyncio
+import datetime as dt
+import ipaddress
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cidsync.bridge.client import BridgeClient, ClientTls
+from cidsync.bridge.errors import BridgeError, DeadlineExceeded, PermissionDenied, RateLimited, Unavailable
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.devstack.processes import accepts_connections, free_port, launch
+from cidsync.entry import KeyType
+from tests.conftest import BridgeSimulator
+
+KEY_TYPE = KeyType.EMAIL
+ZERO = "0" * 64
+
+
+async def calls(admin: SimulatorAdmin, method: str) -> int:
+    return int((await admin.stats())["calls"].get(method, 0))
+
+
+async def test_rate_limit_is_resource_exhausted_with_retry_after(
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    # DICT: sync verification 10 a minute, bucket of 50. The 51st call in a burst is refused.
+    async with BridgeClient(bridge_simulator.address) as client:
+        for _ in range(50):
+            await client.verify_sync(participant, KEY_TYPE, ZERO)
+        with pytest.raises(RateLimited) as limited:
+            await client.verify_sync(participant, KEY_TYPE, ZERO)
+    assert 5.0 < limited.value.retry_after <= 6.0  # one token every 6 s
+    assert (await simulator_admin.stats())["rate_limited"]["VerifySync"] >= 1
+
+
+async def test_unavailable_is_retried_for_idempotent_calls(
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    before = await calls(simulator_admin, "VerifySync")
+    await simulator_admin.set_faults(fail_next={"VerifySync": 2, "GetCidSetFile": 2})
+    async with BridgeClient(bridge_simulator.address) as client:
+        assert (await client.verify_sync(participant, KEY_TYPE, ZERO)).ok
+    assert await calls(simulator_admin, "VerifySync") - before == 3  # two injected failures, then success
+
+
+async def test_create_cid_set_file_is_never_retried(
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    before = await calls(simulator_admin, "CreateCidSetFile")
+    await simulator_admin.set_faults(fail_next={"CreateCidSetFile": 1})
+    async with BridgeClient(bridge_simulator.address) as client:
+        with pytest.raises(Unavailable):
+            await client.create_cid_set_file(participant, KEY_TYPE)
+    assert await calls(simulator_admin, "CreateCidSetFile") - before == 1
+
+
+async def test_retries_give_up_after_max_attempts(
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    before = await calls(simulator_admin, "VerifySync")
+    await simulator_admin.set_faults(fail_next={"VerifySync": 10})
+    async with BridgeClient(bridge_simulator.address, retry_attempts=3) as client:
+        with pytest.raises(Unavailable, match="injected fault"):
+            await client.verify_sync(participant, KEY_TYPE, ZERO)
+    assert await calls(simulator_admin, "VerifySync") - before == 3
+
+
+async def test_deadline_fires(
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    await simulator_admin.set_faults(latency_ms=2_000)
+    async with BridgeClient(bridge_simulator.address, deadline=0.3) as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DeadlineExceeded):
+            await client.verify_sync(participant, KEY_TYPE, ZERO)
+        assert asyncio.get_running_loop().time() - started < 1.9  # it did not wait for the slow answer
+
+
+# --- TLS, with a CA made here ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+          *, ca: bool = False, server: bool = False) -> x509.Certificate:  # fmt: skip
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_name, issuer_key = issuer or (name, key)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )  # fmt: skip
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _cert("cidsync test CA", ca_key, None, ca=True)
+    files = {}
+    for role in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(f"cidsync {role}", key, (ca_cert.subject, ca_key), server=role == "server")
+        (root / f"{role}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (root / f"{role}.key").write_bytes(_key_pem(key))
+        files[role] = (root / f"{role}.pem", root / f"{role}.key")
+    (root / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return Pki(root / "ca.pem", *files["server"], *files["client"])
+
+
+@pytest.fixture(scope="module")
+def tls_simulator(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second simulator: mutual TLS, and only participant 11111111 may call."""
+    port = free_port()
+    argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--port", str(port), "--participants", "11111111",
+            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+            "--tls-client-ca", str(pki.ca)]  # fmt: skip
+    log = tmp_path_factory.mktemp("tls-sim") / "bridge.log"
+    launched = launch("bridge-tls", argv, log=log, ready=lambda: accepts_connections(port))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        launched.stop()
+
+
+async def test_mutual_tls_with_a_test_ca(pki: Pki, tls_simulator: str) -> None:
+    tls = ClientTls(ca=pki.ca.read_bytes(), cert=pki.client_cert.read_bytes(), key=pki.client_key.read_bytes())
+    async with BridgeClient(tls_simulator, tls=tls) as client:
+        assert (await client.verify_sync("11111111", KEY_TYPE, ZERO)).ok
+        with pytest.raises(PermissionDenied):
+            await client.verify_sync("22222222", KEY_TYPE, ZERO)
+
+
+async def test_tls_refuses_a_client_without_certificate_or_trust(pki: Pki, tls_simulator: str) -> None:
+    no_client_cert = ClientTls(ca=pki.ca.read_bytes())
+    async with BridgeClient(tls_simulator, tls=no_client_cert, deadline=5, retry_attempts=2) as client:
+        with pytest.raises(BridgeError):
+            await client.verify_sync("11111111", KEY_TYPE, ZERO)
+    # Without our CA the server's certificate is not trusted.
+    untrusted = ClientTls(cert=pki.client_cert.read_bytes(), key=pki.client_key.read_bytes())
+    async with BridgeClient(tls_simulator, tls=untrusted, deadline=5, retry_attempts=2) as client:
+        with pytest.raises(Unavailable):
+            await client.verify_sync("11111111", KEY_TYPE, ZERO)
+
+
+async def test_plaintext_client_cannot_talk_to_a_tls_server(tls_simulator: str) -> None:
+    async with BridgeClient(tls_simulator, deadline=5, retry_attempts=2) as client:
+        with pytest.raises(Unavailable):
+            await client.verify_sync("11111111", KEY_TYPE, ZERO)
+
+
+def test_client_tls_from_environment(pki: Pki) -> None:
+    env = {"CIDSYNC_BRIDGE_TLS_CA": str(pki.ca), "CIDSYNC_BRIDGE_TLS_CERT": str(pki.client_cert),
+           "CIDSYNC_BRIDGE_TLS_KEY": str(pki.client_key), "CIDSYNC_BRIDGE_TLS_SERVER_NAME": "localhost"}  # fmt: skip
+    tls = ClientTls.from_env(env)
+    assert tls is not None
+    assert (tls.ca, tls.server_name) == (pki.ca.read_bytes(), "localhost")
+    assert ClientTls.from_env({}) is None
+    with pytest.raises(ValueError, match="both"):
+        ClientTls.from_env({"CIDSYNC_BRIDGE_TLS_CERT": str(pki.client_cert)})
