@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format proto clean
+.PHONY: install demo test lint format proto bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cidsync workflows activities workers starters tests
+
+# Regenerate the Bridge's Python code from proto/ (tests/bridge/test_codegen.py fails when it is stale).
+proto: install
+	$(BIN)/python -m cidsync.bridge.codegen
+
+bench: install
+	$(BIN)/python bench/bridge_pages.py
 
 format: install
 	$(BIN)/ruff check --fix .

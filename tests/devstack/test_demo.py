@@ -1,0 +1,25 @@
+"""`cidsync demo` (what `make demo` runs), end to end on a stack of its own."""
+
+from pathlib import Path
+
+import psutil
+
+from tests.cli_runner import cidsync
+from tests.devstack.test_dev_stack import _stack_file
+
+
+def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
+    config = _stack_file(tmp_path)
+    before = {p.pid for p in psutil.process_iter()}
+    result = cidsync("demo", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    verdicts = [line.split()[-1] for line in lines if line.strip().endswith(("OK", "NOK")) and "contrast" not in line]
+    assert verdicts == ["OK"] * 10  # two participants x five key types, all agreeing with DICT
+    assert any("NOK  (a wrong VSync, for contrast)" in line for line in lines)
+    assert any(line.startswith("== Temporal Web UI: http://127.0.0.1:") for line in lines)
+    assert lines[-1] == "== stopping the stack the demo started"
+    assert not (tmp_path / "state" / "state.json").exists()
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
+                 and str(tmp_path) in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert not leftovers
