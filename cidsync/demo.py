@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
 from cidsync.cid import ZERO_VSYNC, cid, vsync
 from cidsync.devstack.spec import StackSpec
 from cidsync.devstack.stack import down, read_state, up
-from cidsync.entry import Entry, KeyType, parse_entry
-from cidsync.errors import InvalidInput
+from cidsync.entry import Entry, KeyType, parse_jsonl_entries
 
 SAMPLE_ENTRIES = "sample_entries.jsonl"
 
@@ -27,19 +25,6 @@ def sample_entries() -> list[Entry]:
     """The bundled sample: valid entries over two participants and every key type."""
     text = resources.files("cidsync.data").joinpath(SAMPLE_ENTRIES).read_text(encoding="utf-8")
     return list(parse_jsonl_entries(text.splitlines(), SAMPLE_ENTRIES))
-
-
-def parse_jsonl_entries(lines: Iterable[str], source: str) -> Iterator[Entry]:
-    """Entries from JSONL, one per line; a bad line is reported with its line number."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield parse_entry(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise InvalidInput(f"{source} line {number}", []) from error
-        except InvalidInput as error:
-            raise InvalidInput(f"{source} line {number}", error.problems) from None
 
 
 def vsync_table(entries: Iterable[Entry]) -> list[tuple[str, KeyType, int, str]]:

@@ -12,6 +12,7 @@ these messages travel to stderr, logs and dead-letter properties.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -26,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from cidsync.errors import validated, validated_json
+from cidsync.errors import InvalidInput, validated, validated_json
 
 
 class KeyType(StrEnum):
@@ -161,3 +162,14 @@ def parse_entry(data: Any) -> Entry:
 def parse_entry_json(raw: str | bytes) -> Entry:
     """Validate JSON text as an entry; raises `InvalidInput` naming every bad field."""
     return validated_json(Entry, raw, where="entry")
+
+
+def parse_jsonl_entries(lines: Iterable[str], source: str) -> Iterator[Entry]:
+    """Entries from JSON Lines, one `entry` object a line; a bad line is reported by its number."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield parse_entry_json(line)
+        except InvalidInput as error:
+            raise InvalidInput(f"{source} line {number}", error.problems) from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cidsync.config import load_settings
-from cidsync.entry import KeyType, parse_entry_json
+from cidsync.entry import KeyType, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
 FILE_WAIT_TIMEOUT = 900.0
@@ -127,7 +127,6 @@ async def _run_simulator(args: argparse.Namespace) -> int:
 async def _admin(args: argparse.Namespace) -> int:
     from cidsync.bridge.models import FileStatus
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-    from cidsync.demo import parse_jsonl_entries
 
     async with SimulatorAdmin(_bridge_address(args)) as admin:
         match args.admin_command:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import random
 import re
 import uuid
@@ -34,7 +33,7 @@ from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
-from cidsync.entry import parse_entry_json
+from cidsync.entry import parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
 DEFAULT_PAGE_SIZE = 1_000
@@ -450,19 +449,5 @@ async def start_server(
 def load_seed(sim: Simulator, path: Path) -> int:
     """Register the entries of a JSONL file (one event-contract `entry` per line)."""
     now = SimulatedDict.now()
-    count = 0
     with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    sim.dict.register(parse_entry_json(line), now)
-                except InvalidInput as error:
-                    raise InvalidInput(f"{path.name} line {number}", error.problems) from None
-                count += 1
-    return count
-
-
-async def serve_forever(server: grpc.aio.Server, stop: asyncio.Event) -> None:
-    await stop.wait()
-    with contextlib.suppress(asyncio.CancelledError):
-        await server.stop(grace=5)
+        return sum(1 for entry in parse_jsonl_entries(lines, path.name) if sim.dict.register(entry, now))
