@@ -378,9 +378,10 @@ class EntryEventProducer:
             await self._producers[self.topics.dead_letter_topic].send(
                 payload, properties={**properties, **reason}, partition_key=str(event.entry.id)
             )
-        except pulsar_asyncio.PulsarException as dead_letter_error:
+        except pulsar_asyncio.PulsarException as unreachable:
             logger.error("event %s was lost: the dead-letter topic is unreachable too", event.event_id)
-            return dead_letter_error
+            lost: Exception = unreachable
+            return lost
         self.stats.dead_lettered += 1
         self._metrics.dead_lettered.add(1, {"topic": topic})
         logger.error("event %s dead-lettered after %d attempts to %s", event.event_id, attempts, topic)
