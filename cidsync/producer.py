@@ -109,6 +109,39 @@ class SequenceClock:
             return self._last
 
 
+_SEQUENCES = SequenceClock()
+
+
+def build_event(
+    event_type: EventType,
+    entry: Entry | Mapping[str, Any],
+    user_id: str,
+    *,
+    deletion_type: DeletionType | None = None,
+    sequence: int | None = None,
+    occurred_at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
+    sequences: SequenceClock = _SEQUENCES,
+) -> EntryEvent:
+    """A v1 event, validated; raises `InvalidInput` (and so sends nothing) when anything is wrong.
+
+    An `Entry` is valid by construction (frozen, validated when made), so it is embedded as it is; a
+    mapping is validated in full with the rest of the event.
+    """
+    return parse_event(
+        {
+            "schema": SCHEMA_V1,
+            "event_id": event_id or uuid.uuid4(),
+            "event_type": event_type,
+            "occurred_at": occurred_at or datetime.now(UTC),
+            "sequence": sequence if sequence is not None else sequences.next(),
+            "deletion_type": deletion_type,
+            "user_id": user_id,
+            "entry": entry if isinstance(entry, Entry) else dict(entry),
+        }
+    )
+
+
 @dataclass
 class ProducerStats:
     sent: int = 0
@@ -255,30 +288,11 @@ class EntryEventProducer:
         )
 
     def build(
-        self,
-        event_type: EventType,
-        entry: Entry | Mapping[str, Any],
-        user_id: str,
-        *,
-        deletion_type: DeletionType | None = None,
-        sequence: int | None = None,
-        occurred_at: datetime | None = None,
-        event_id: uuid.UUID | None = None,
+        self, event_type: EventType, entry: Entry | Mapping[str, Any], user_id: str, **options: Any
     ) -> EntryEvent:
-        """The v1 event, validated whole (entry included); raises `InvalidInput`, sends nothing."""
-        entry_data = entry.model_dump(mode="json") if isinstance(entry, Entry) else dict(entry)
-        return parse_event(
-            {
-                "schema": SCHEMA_V1,
-                "event_id": str(event_id or uuid.uuid4()),
-                "event_type": event_type.value,
-                "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
-                "sequence": sequence if sequence is not None else self._sequences.next(),
-                "deletion_type": deletion_type.value if deletion_type else None,
-                "user_id": user_id,
-                "entry": entry_data,
-            }
-        )
+        """`build_event` with this producer's sequence clock."""
+        options.setdefault("sequences", self._sequences)
+        return build_event(event_type, entry, user_id, **options)
 
     async def publish_event(self, event: EntryEvent) -> Published:
         """Publish a ready v1 event (e.g. read from a file) to the topic its type selects."""

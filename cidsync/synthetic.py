@@ -10,9 +10,11 @@ import random
 import unicodedata
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cidsync.entry import AccountType, Entry, KeyType, OwnerType
+from cidsync.events import DeletionType, EventType
 
 _FIRST = ["João", "Maria", "José", "Ana", "Luís", "Conceição", "Antônio", "Fernanda", "Sérgio", "Lúcia"]
 _LAST = ["Silva", "Souza", "Araújo", "Gonçalves", "Pereira", "Simões", "Conceição", "Brandão"]
@@ -79,3 +81,47 @@ def synthetic_entries(count: int, participants: list[str], seed: int = 0) -> Ite
     rng = random.Random(seed)
     for index in range(count):
         yield synthetic_entry(rng, participants[index % len(participants)], _KEY_TYPES[index % len(_KEY_TYPES)])
+
+
+@dataclass(frozen=True)
+class SyntheticChange:
+    """One step of a synthetic history: what happens to which entry (the event is built by the producer)."""
+
+    event_type: EventType
+    entry: Entry
+    deletion_type: DeletionType | None = None
+
+
+def synthetic_history(
+    count: int,
+    participants: list[str],
+    *,
+    seed: int = 0,
+    update_ratio: float = 0.2,
+    delete_ratio: float = 0.1,
+    waiting_period_share: float = 0.2,
+) -> Iterator[SyntheticChange]:
+    """`count` changes over a growing set of entries: mostly creations, then updates and deletes of
+    live entries, each entry's changes in a valid order (created, updated..., deleted at most once)."""
+    rng = random.Random(seed)
+    live: list[Entry] = []
+    created = 0
+    for _ in range(count):
+        roll = rng.random()
+        if live and roll < update_ratio:
+            index = rng.randrange(len(live))
+            live[index] = live[index].model_copy(update={"account_number": _digits(rng, rng.randrange(4, 13))})
+            yield SyntheticChange(EventType.UPDATED, live[index])
+        elif live and roll < update_ratio + delete_ratio:
+            entry = live.pop(rng.randrange(len(live)))
+            waiting = rng.random() < waiting_period_share
+            yield SyntheticChange(
+                EventType.DELETED, entry, DeletionType.WAITING_PERIOD if waiting else DeletionType.IMMEDIATE
+            )
+        else:
+            entry = synthetic_entry(
+                rng, participants[created % len(participants)], _KEY_TYPES[created % len(_KEY_TYPES)]
+            )
+            created += 1
+            live.append(entry)
+            yield SyntheticChange(EventType.CREATED, entry)

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from cidsync import __version__
 from cidsync.bridge.errors import BridgeError, InvalidArgument
-from cidsync.cli import bridge_commands, dev_commands, domain_commands
+from cidsync.cli import bridge_commands, dev_commands, domain_commands, publish_command
 from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     domain_commands.register(commands)
     dev_commands.register(commands)
     bridge_commands.register(commands)
+    publish_command.register(commands)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""`cidsync publish` through the console script, against the session's pulsar-lite broker."""
+
+import json
+import random
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pulsar.asyncio as pulsar_asyncio
+
+from cidsync.events import EventType, parse_event_json
+from cidsync.producer import build_event, pulsar_client
+from cidsync.synthetic import synthetic_entry
+from cidsync.topics import Topics
+from tests.cli_runner import cidsync
+from tests.conftest import PulsarBroker
+from tests.producer.conftest import receive, subscribe
+
+
+def _namespace() -> str:
+    """A namespace of this test's own: the CLI publishes to the contract's topic names."""
+    return f"public/t{uuid.uuid4().hex[:10]}"
+
+
+def _event_json() -> str:
+    return build_event(EventType.CREATED, synthetic_entry(random.Random(), "12345678"), "user-9").to_json()
+
+
+async def test_publishes_one_event_from_a_file(pulsar_broker: PulsarBroker, tmp_path: Path) -> None:
+    namespace = _namespace()
+    topics = Topics(namespace=namespace)
+    event_json = _event_json()
+    path = tmp_path / "event.json"
+    path.write_text(event_json, encoding="utf-8")
+    client = pulsar_client(pulsar_broker.url)
+    try:
+        consumer = await subscribe(client, topics.entry_topics())
+        result = cidsync("publish", str(path), "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace,
+                         "--json")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert (summary["sent"], summary["failed"]) == (1, 0)
+        message = await receive(consumer)
+        assert message.topic_name() == topics.full(topics.created)
+        assert parse_event_json(message.data()) == parse_event_json(event_json)
+    finally:
+        await client.close()
+
+
+async def test_a_file_with_one_bad_event_publishes_nothing(pulsar_broker: PulsarBroker, tmp_path: Path) -> None:
+    namespace = _namespace()
+    topics = Topics(namespace=namespace)
+    good = _event_json()
+    bad = json.loads(_event_json())
+    bad["entry"]["participant"] = "1"
+    path = tmp_path / "events.jsonl"
+    path.write_text(good + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+    args = ["--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace]
+    result = cidsync("publish", str(path), *args)
+    assert result.returncode == 2
+    assert "line 2: event.entry.participant: a participant (ISPB) must be exactly 8 digits" in result.stderr
+
+    client = pulsar_client(pulsar_broker.url)
+    try:
+        consumer: pulsar_asyncio.Consumer = await subscribe(client, topics.entry_topics())
+        marker = tmp_path / "marker.json"
+        marker.write_text(_event_json(), encoding="utf-8")
+        assert cidsync("publish", str(marker), *args).returncode == 0
+        first = parse_event_json((await receive(consumer)).data())
+        assert str(first.event_id) == json.loads(marker.read_text())["event_id"]
+    finally:
+        await client.close()
+
+
+async def test_generate_publishes_a_valid_history_and_summarises(pulsar_broker: PulsarBroker) -> None:
+    namespace = _namespace()
+    topics = Topics(namespace=namespace)
+    client = pulsar_client(pulsar_broker.url)
+    try:
+        consumer = await subscribe(client, topics.entry_topics())
+        result = cidsync("publish", "--generate", "300", "--rate", "0", "--participants", "12345678,87654321",
+                         "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace, "--json")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert (summary["sent"], summary["failed"]) == (300, 0)
+        assert summary["msgs_per_s"] > 0
+        assert 0 < summary["latency_p50_ms"] <= summary["latency_p99_ms"]
+        kinds: Counter[str] = Counter()
+        key_types = set()
+        for _ in range(300):
+            event = parse_event_json((await receive(consumer)).data())
+            kinds[event.event_type.value] += 1
+            key_types.add(event.entry.key_type.value)
+        assert set(kinds) == {"entry.created", "entry.updated", "entry.deleted"}
+        assert key_types == {"CPF", "CNPJ", "PHONE", "EMAIL", "EVP"}
+    finally:
+        await client.close()
+
+
+def test_generate_needs_a_positive_count() -> None:
+    result = cidsync("publish", "--generate", "0", "--pulsar-url", "pulsar://127.0.0.1:1")
+    assert result.returncode == 2
+    assert "N >= 1" in result.stderr
