@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +111,7 @@ async def simulator_admin(bridge_simulator: BridgeSimulator) -> AsyncIterator[Si
 @pytest.fixture
 def participant() -> str:
     """A participant of this test alone: its entries and DICT rate-limit buckets are its own."""
-    return f"{random.randrange(10**8):08d}"
+    return f"{uuid.uuid4().int % 10**8:08d}"
 
 
 async def namespace_ready(env: WorkflowEnvironment) -> None:

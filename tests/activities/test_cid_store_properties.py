@@ -1,0 +1,119 @@
+"""Invariants I1-I3 of DESIGN.md §4, property-tested against the real Redis.
+
+I1: the VSync always equals the XOR of the stored CIDs. I2: a key has at most one current CID.
+I3: any permutation and duplication of an event history gives the state of applying it once in
+sequence order.
+"""
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from activities.cid_store import ApplyStatus, CIDChange, CIDStore
+from cidsync.cid import vsync
+from cidsync.entry import KeyType
+from tests.conftest import RedisServer
+
+SECRET = b"test-secret"
+KEYS = ["+5511900000001", "+5511900000002", "+5511900000003", "+5511900000004"]
+cids = st.integers(min_value=1, max_value=2**256 - 1).map(lambda n: format(n, "064x"))
+
+
+@dataclass(frozen=True)
+class Step:
+    key: str
+    sequence: int
+    cid: str | None  # None: a delete
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Step]:
+    """Each key's own strictly increasing sequences; creations, updates and deletes mixed."""
+    steps = []
+    for key in draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=4, unique=True)):
+        sequences = sorted(draw(st.sets(st.integers(1, 2**63 - 1), min_size=1, max_size=6)))
+        for sequence in sequences:
+            deleted = draw(st.booleans()) and draw(st.booleans())  # about one in four is a delete
+            steps.append(Step(key, sequence, None if deleted else draw(cids)))
+    return steps
+
+
+def expected_state(history: list[Step]) -> set[str]:
+    """Applying the history once, in sequence order, per key: the last step of each key decides."""
+    last: dict[str, Step] = {}
+    for step in sorted(history, key=lambda s: s.sequence):
+        if step.key not in last or step.sequence > last[step.key].sequence:
+            last[step.key] = step
+    return {s.cid for s in last.values() if s.cid is not None}
+
+
+async def _apply_all(url: str, participant: str, history: list[Step], deliveries: list[int], concurrent: bool) -> None:
+    client = redis.Redis.from_url(url)
+    store = CIDStore(client, SECRET)
+    events = {i: str(uuid.uuid4()) for i in range(len(history))}
+
+    def change(i: int) -> CIDChange:
+        step = history[i]
+        return CIDChange(participant=participant, key_type=KeyType.PHONE, key=step.key, sequence=step.sequence,
+                         cid=step.cid, event_id=events[i])  # fmt: skip
+
+    try:
+        if concurrent:
+            await asyncio.gather(*(store.apply_change(change(i)) for i in deliveries))
+        else:
+            for i in deliveries:
+                result = await store.apply_change(change(i))
+                # I1 after every single change, not just at the end.
+                assert result.vsync == vsync(await store.cids(participant, KeyType.PHONE))
+        stored = await store.cids(participant, KeyType.PHONE)
+        assert stored == expected_state(history)  # I3
+        assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)  # I1
+        assert len(stored) <= len({s.key for s in history})  # I2: at most one CID a key
+    finally:
+        await client.aclose()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(), data=st.data(), concurrent=st.booleans())
+def test_any_permutation_with_duplicates_gives_the_in_order_state(
+    redis_server: RedisServer, history: list[Step], data: st.DataObject, concurrent: bool
+) -> None:
+    deliveries = list(range(len(history)))
+    deliveries += data.draw(st.lists(st.sampled_from(deliveries), max_size=len(history)), label="duplicates")
+    deliveries = data.draw(st.permutations(deliveries), label="arrival order")
+    participant = f"{uuid.uuid4().int % 10**8:08d}"
+    asyncio.run(_apply_all(redis_server.url, participant, history, deliveries, concurrent))
+
+
+async def test_duplicates_and_older_events_are_reported_stale(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = CIDStore(client, SECRET)
+    participant = f"{uuid.uuid4().int % 10**8:08d}"
+    base = {"participant": participant, "key_type": KeyType.EMAIL, "key": "ana@exemplo.com"}
+    try:
+        first = await store.apply_change(CIDChange(**base, sequence=10, cid="a" * 64, event_id="e1"))
+        again = await store.apply_change(CIDChange(**base, sequence=10, cid="a" * 64, event_id="e1"))
+        older = await store.apply_change(CIDChange(**base, sequence=9, cid="b" * 64, event_id="e0"))
+        deleted = await store.apply_change(CIDChange(**base, sequence=11, cid=None, event_id="e2"))
+        assert (first.status, again.status, older.status, deleted.status) == (
+            ApplyStatus.APPLIED, ApplyStatus.STALE, ApplyStatus.STALE, ApplyStatus.APPLIED,
+        )  # fmt: skip
+        assert first.vsync == "a" * 64
+        assert deleted.vsync == "0" * 64
+        assert deleted.previous_sequence == 10
+        # The tombstone keeps its sequence: a late creation older than the delete stays out.
+        late = await store.apply_change(CIDChange(**base, sequence=10, cid="c" * 64, event_id="e3"))
+        assert late.status is ApplyStatus.STALE
+        assert await store.cids(participant, KeyType.EMAIL) == set()
+        assert await store.is_marked(participant, KeyType.EMAIL, "e3")
+        # Nothing of the key is stored in clear.
+        assert not [k async for k in client.scan_iter(match="*ana@exemplo*")]
+        for name in [k async for k in client.scan_iter(match=f"{{cid:{participant}:*")]:
+            value = await client.dump(name)
+            assert value is None or b"ana@exemplo" not in value
+    finally:
+        await client.aclose()
