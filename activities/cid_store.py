@@ -130,8 +130,15 @@ def key_id(secret: bytes, key_type: KeyType, key: str) -> str:
     return hmac.new(secret, f"{key_type.value}\x00{key}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _vsync_hex(raw: bytes | None) -> str:
+def _vsync_hex(raw: bytes | str | None) -> str:
+    # The store's client never decodes responses (the VSync is raw bytes); str only satisfies typing.
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
     return raw.hex().rjust(64, "0") if raw else ZERO_VSYNC
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class CIDStore:
@@ -180,12 +187,12 @@ class CIDStore:
         return int(await self.redis.scard(PairKeys(participant, key_type).cids))
 
     async def cids(self, participant: str, key_type: KeyType) -> set[str]:
-        return {c.decode() for c in await self.redis.smembers(PairKeys(participant, key_type).cids)}
+        return {_text(c) for c in await self.redis.smembers(PairKeys(participant, key_type).cids)}
 
     async def pairs(self) -> list[tuple[str, KeyType]]:
         """Every (participant, key type) with a VSync in the store, sorted."""
         found = set()
         async for name in self.redis.scan_iter(match="{cid:*}:vsync", count=1000):
-            participant, key_type = name.decode()[5:].split("}")[0].split(":")
+            participant, key_type = _text(name)[5:].split("}")[0].split(":")
             found.add((participant, KeyType(key_type)))
         return sorted(found)

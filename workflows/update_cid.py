@@ -1,0 +1,17 @@
+"""UpdateCID: one run per `entry.updated` event; the old CID leaves and the new one joins, atomically."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from cidsync.events import EventType
+    from workflows.cid_change import CIDEventInput, CIDResult, apply, expect
+
+
+@workflow.defn
+class UpdateCID:
+    @workflow.run
+    async def run(self, input: CIDEventInput) -> CIDResult:
+        expect(input.event, EventType.UPDATED)
+        return await apply(input.event)
