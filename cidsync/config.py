@@ -25,13 +25,20 @@ ENVIRONMENT: Mapping[str, str] = {
     "redis_url": "CIDSYNC_REDIS_URL",
     "bridge_address": "CIDSYNC_BRIDGE_ADDRESS",
     "participants": "CIDSYNC_PARTICIPANTS",
+    "key_secret": "CIDSYNC_KEY_SECRET",
+    "mark_ttl_seconds": "CIDSYNC_MARK_TTL_SECONDS",
+    "waiting_period_days": "CIDSYNC_WAITING_PERIOD_DAYS",
 }
 DEFAULTS: Mapping[str, str] = {
     "temporal_namespace": "default",
     "task_queue": "cidsync",
     "pulsar_namespace": "public/default",
     "participants": "",
+    "mark_ttl_seconds": "86400",
+    "waiting_period_days": "30",
 }
+# Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
+DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
 STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
 _ISPB = re.compile(r"[0-9]{8}")
 
@@ -56,6 +63,14 @@ class Settings:
     redis_url: str | None = None
     bridge_address: str | None = None
     participants: tuple[str, ...] = ()
+    key_secret: str | None = None
+    mark_ttl_seconds: int = 86_400
+    waiting_period_days: float = 30.0
+
+    @property
+    def key_secret_bytes(self) -> bytes:
+        """The secret the store hashes PIX keys with (the development one when none is set)."""
+        return (self.key_secret or DEVELOPMENT_KEY_SECRET).encode()
 
     def require(self, name: str) -> str:
         value = getattr(self, name)
@@ -102,7 +117,23 @@ def load_settings(
                 resolved[name] = DEFAULTS[name]
 
     participants = parse_participants(resolved.pop("participants", ""), ENVIRONMENT["participants"])
-    return Settings(participants=participants, **resolved)
+    numbers = {name: _positive(resolved.pop(name), name) for name in ("mark_ttl_seconds", "waiting_period_days")}
+    return Settings(
+        participants=participants,
+        mark_ttl_seconds=int(numbers["mark_ttl_seconds"]),
+        waiting_period_days=numbers["waiting_period_days"],
+        **resolved,
+    )
+
+
+def _positive(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise InvalidInput(ENVIRONMENT[name], [Problem(ENVIRONMENT[name], "must be a positive number")])
+    return value
 
 
 def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:

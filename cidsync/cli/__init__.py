@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from cidsync import __version__
 from cidsync.bridge.errors import BridgeError, InvalidArgument
-from cidsync.cli import bridge_commands, dev_commands, domain_commands, publish_command
+from cidsync.cli import bridge_commands, dev_commands, domain_commands, publish_command, run_commands
 from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev_commands.register(commands)
     bridge_commands.register(commands)
     publish_command.register(commands)
+    run_commands.register(commands)
     return parser
 
 

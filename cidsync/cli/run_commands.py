@@ -1,0 +1,165 @@
+"""`cidsync worker`, `cidsync starter` and `cidsync vsync`: the long-running roles and the store view.
+
+Each role runs until SIGTERM or SIGINT, then drains and shuts down in order (STACK.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+from datetime import timedelta
+from typing import Any
+
+from cidsync.config import Settings, load_settings
+from cidsync.entry import KeyType
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = ("temporal_address", "temporal_namespace", "task_queue", "pulsar_url", "pulsar_namespace", "redis_url")
+    return load_settings({name: getattr(args, name, None) for name in names})
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _logging(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pulsar").setLevel(logging.WARNING)
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from cidsync.temporal_client import connect
+    from workers.cid_worker import WorkerOptions, run_worker
+
+    _logging(args)
+    settings = _settings(args)
+    client = await connect(settings, identity=f"cidsync-worker@{settings.task_queue}")
+    options = WorkerOptions(
+        max_concurrent_activities=args.max_concurrent_activities,
+        max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
+        graceful_shutdown=timedelta(seconds=args.graceful_shutdown_seconds),
+    )
+    await run_worker(client, settings, options, _stop_on_signals())
+    return 0
+
+
+async def _starter(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from activities.cid_store import CIDStore
+    from cidsync.producer import pulsar_client
+    from cidsync.temporal_client import connect
+    from cidsync.topics import Topics
+    from starters.entry_events import EntryEventStarter, Mode, StarterConfig
+
+    _logging(args)
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    temporal = await connect(settings, identity="cidsync-starter")
+    redis = Redis.from_url(settings.require("redis_url"))
+    pulsar = pulsar_client(settings.require("pulsar_url"))
+    config = StarterConfig(
+        task_queue=settings.task_queue,
+        subscription=args.subscription,
+        key_shared=args.subscription_type == "key_shared",
+        max_in_flight=args.max_in_flight,
+        max_redeliveries=args.max_redeliveries,
+        waiting_period=timedelta(days=settings.waiting_period_days),
+        mode=Mode(args.mode),
+        batch_max_events=args.batch_max_events,
+        batch_max_wait=timedelta(milliseconds=args.batch_max_wait_ms),
+    )
+    starter = EntryEventStarter(
+        temporal,
+        CIDStore(redis, settings.key_secret_bytes),
+        pulsar,
+        Topics(namespace=settings.pulsar_namespace),
+        config,
+    )
+    try:
+        await starter.run(stop)
+    finally:
+        # Pulsar consumers first, then the Pulsar client, then the rest (STACK.md's order).
+        await pulsar.close()
+        await redis.aclose()
+    logging.getLogger(__name__).info("starter stopped: %s", starter.stats)
+    return 0
+
+
+async def _vsync(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from activities.cid_store import CIDStore
+
+    settings = _settings(args)
+    redis = Redis.from_url(settings.require("redis_url"))
+    try:
+        store = CIDStore(redis, settings.key_secret_bytes)
+        pairs = [
+            (p, k) for p, k in await store.pairs() if args.participant in (None, p) and args.key_type in (None, k.value)
+        ]
+        rows = [
+            {"participant": p, "key_type": k.value, "count": await store.count(p, k), "vsync": await store.vsync(p, k)}
+            for p, k in pairs
+        ]
+    finally:
+        await redis.aclose()
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"{'participant':<11} {'key type':<8} {'count':>8}  vsync")
+        for row in rows:
+            print(f"{row['participant']:<11} {row['key_type']:<8} {row['count']:>8}  {row['vsync']}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, *, temporal: bool, pulsar: bool) -> None:
+    if temporal:
+        parser.add_argument("--temporal-address", help="host:port (default: TEMPORAL_ADDRESS, else the dev stack)")
+        parser.add_argument("--temporal-namespace", help="default: TEMPORAL_NAMESPACE, else default")
+        parser.add_argument("--task-queue", help="default: CIDSYNC_TASK_QUEUE, else cidsync")
+    if pulsar:
+        parser.add_argument("--pulsar-url")
+        parser.add_argument("--pulsar-namespace")
+    parser.add_argument("--redis-url", help="default: CIDSYNC_REDIS_URL, else the dev stack")
+
+
+def register(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
+    _common(worker, temporal=True, pulsar=False)
+    worker.add_argument("--max-concurrent-activities", type=int, default=100)
+    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
+    worker.add_argument("--graceful-shutdown-seconds", type=float, default=30.0,
+                        help="how long in-flight activities may finish after SIGTERM")  # fmt: skip
+    worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(handler=lambda args: asyncio.run(_worker(args)))
+
+    starter = commands.add_parser("starter", help="run the starter bridge: entry events from Pulsar to workflows")
+    _common(starter, temporal=True, pulsar=True)
+    starter.add_argument("--subscription", default="cidsync-starter")
+    starter.add_argument("--subscription-type", default="key_shared", choices=["key_shared", "shared"])
+    starter.add_argument("--max-in-flight", type=int, default=200)
+    starter.add_argument("--max-redeliveries", type=int, default=10, help="then the message is dead-lettered")
+    starter.add_argument("--mode", default="per-event", choices=["per-event", "batch"],
+                         help="batch: many events per ApplyCIDBatch run, for throughput")  # fmt: skip
+    starter.add_argument("--batch-max-events", type=int, default=100)
+    starter.add_argument("--batch-max-wait-ms", type=int, default=200)
+    starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    starter.set_defaults(handler=lambda args: asyncio.run(_starter(args)))
+
+    vsync = commands.add_parser("vsync", help="print the local VSync and count of each (participant, key type)")
+    vsync.add_argument("--participant", metavar="ISPB")
+    vsync.add_argument("--key-type", choices=[k.value for k in KeyType])
+    vsync.add_argument(
+        "--json", action="store_true", help='a JSON list of {"participant", "key_type", "count", "vsync"}'
+    )
+    vsync.add_argument("--redis-url", help="default: CIDSYNC_REDIS_URL, else the dev stack")
+    vsync.set_defaults(handler=lambda args: asyncio.run(_vsync(args)))

@@ -1,0 +1,301 @@
+"""The starter bridge: entry events from Pulsar become Temporal workflow starts (DESIGN.md §2, §4).
+
+For each message:
+- it does not parse or breaks the contract: dead-letter it with the reason, then ack (it can never
+  succeed);
+- its idempotency mark is in Redis: it was applied already; ack;
+- else start its workflow with the deterministic id (USE_EXISTING + REJECT_DUPLICATE) and ack only once
+  Temporal has accepted the start; "already started" is accepted too;
+- Temporal or Redis unavailable: nack after a backoff that doubles with each redelivery, and after
+  `max_redeliveries` dead-letter it with the last error.
+
+Dead-lettering after N redeliveries is done here rather than by the client's dead-letter policy, on
+purpose: with producer batching, a nack redelivers the whole batch (STACK.md), so a valid message
+inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
+unprocessed. Here each message is processed before its count is looked at.
+
+Receiving never waits on processing: messages are handled as tasks, at most `max_in_flight` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+from redis.exceptions import RedisError
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from activities.cid_store import CIDStore
+from cidsync.errors import InvalidInput
+from cidsync.events import DeletionType, EntryEvent, EventType, parse_event_json
+from cidsync.naming import batch_workflow_id, event_search_attributes, event_summary, event_workflow_id
+from cidsync.topics import Topics
+from workflows.apply_cid_batch import ApplyCIDBatch, CIDBatchInput
+from workflows.cid_change import CIDEventInput
+from workflows.create_cid import CreateCID
+from workflows.delete_cid import DeleteCID, DeleteCIDInput
+from workflows.update_cid import UpdateCID
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (RPCError, RedisError, ConnectionError, TimeoutError, asyncio.TimeoutError)
+
+
+class Mode(StrEnum):
+    PER_EVENT = "per-event"
+    BATCH = "batch"
+
+
+@dataclass(frozen=True)
+class StarterConfig:
+    task_queue: str = "cidsync"
+    subscription: str = "cidsync-starter"
+    key_shared: bool = True  # Key_Shared keeps each entry on one consumer; Shared spreads more evenly
+    max_in_flight: int = 200
+    max_redeliveries: int = 10
+    backoff_base: timedelta = timedelta(seconds=1)
+    backoff_max: timedelta = timedelta(seconds=60)
+    waiting_period: timedelta = timedelta(days=30)
+    mode: Mode = Mode.PER_EVENT
+    batch_max_events: int = 100
+    batch_max_wait: timedelta = timedelta(milliseconds=200)
+
+
+@dataclass
+class StarterStats:
+    started: int = 0
+    already_started: int = 0
+    already_marked: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    batches: int = 0
+
+
+def _properties(message: pulsar.Message, reason: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {
+        **message.properties(),
+        "reason": reason[:2000],
+        "original_topic": message.topic_name(),
+        "original_message_id": str(message.message_id()),
+        "redelivery_count": str(message.redelivery_count()),
+        "dead_lettered_at": datetime.now(UTC).isoformat(),
+        **(extra or {}),
+    }
+
+
+class EntryEventStarter:
+    def __init__(
+        self,
+        temporal: Client,
+        store: CIDStore,
+        pulsar_client: pulsar_asyncio.Client,
+        topics: Topics,
+        config: StarterConfig,
+    ) -> None:
+        self.temporal = temporal
+        self.store = store
+        self.pulsar = pulsar_client
+        self.topics = topics
+        self.config = config
+        self.stats = StarterStats()
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumer: pulsar_asyncio.Consumer | None = None
+        self._dead_letters: pulsar_asyncio.Producer | None = None
+        self._batch: list[tuple[pulsar.Message, EntryEvent]] = []
+        self._batch_started = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
+        kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
+        self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
+        self._consumer = await self.pulsar.subscribe(
+            self.topics.entry_topics(),
+            self.config.subscription,
+            consumer_type=kind,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=max(10, self.config.max_in_flight),
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        # One receive stays outstanding across iterations and is never cancelled while running: the
+        # client completes a cancelled receive by dropping its message, which would then sit unacked.
+        receiving: asyncio.Future[pulsar.Message] | None = None
+        try:
+            while not stop.is_set():
+                if receiving is None:
+                    receiving = asyncio.ensure_future(self._consumer.receive())
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, timeout=self._batch_timeout(), return_when="FIRST_COMPLETED"
+                )
+                if receiving in done:
+                    finished, receiving = receiving, None
+                    try:
+                        message = finished.result()
+                    except pulsar_asyncio.PulsarException as error:
+                        logger.warning("receive failed (%s); the client reconnects by itself", error)
+                        await asyncio.sleep(0.5)
+                        continue
+                    await self._slots.acquire()
+                    self._spawn(self._handle(message))
+                else:
+                    await self._flush_batch_if_due()
+        finally:
+            stopping.cancel()
+            if receiving is not None:
+                receiving.cancel()  # closing the consumer below hands its message back to the broker
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if self._batch:
+            await self._slots.acquire()
+            self._spawn(self._start_batch(self._take_batch()))
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+        if self._consumer is not None:
+            await self._consumer.close()
+        if self._dead_letters is not None:
+            await self._dead_letters.flush()
+            await self._dead_letters.close()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            self._slots.release()
+            if not done.cancelled() and done.exception() is not None:
+                logger.error("message handling failed unexpectedly", exc_info=done.exception())
+
+        task.add_done_callback(finished)
+
+    # --- one message ------------------------------------------------------------------------------------
+
+    async def _handle(self, message: pulsar.Message) -> None:
+        assert self._consumer is not None
+        try:
+            event = parse_event_json(message.data())
+        except InvalidInput as error:
+            await self._dead_letter(message, error.summary())
+            return
+        try:
+            entry = event.entry
+            if await self.store.is_marked(entry.participant, entry.key_type, str(event.event_id)):
+                self.stats.already_marked += 1
+                await self._consumer.acknowledge(message)
+                return
+            if self.config.mode is Mode.BATCH and event.deletion_type is not DeletionType.WAITING_PERIOD:
+                await self._add_to_batch(message, event)
+                return
+            await self._start(event)
+            await self._consumer.acknowledge(message)
+        except TRANSIENT as error:
+            await self._retry_later(message, error)
+
+    async def _start(self, event: EntryEvent) -> None:
+        workflow: Callable[..., Any]
+        argument: Any
+        if event.event_type is EventType.CREATED:
+            workflow, argument = CreateCID.run, CIDEventInput(event=event)
+        elif event.event_type is EventType.UPDATED:
+            workflow, argument = UpdateCID.run, CIDEventInput(event=event)
+        else:
+            workflow, argument = DeleteCID.run, DeleteCIDInput(event=event, waiting_period=self.config.waiting_period)
+        try:
+            await self.temporal.start_workflow(
+                workflow,
+                argument,
+                id=event_workflow_id(event),
+                task_queue=self.config.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=event_search_attributes(event),
+                static_summary=event_summary(event),
+            )
+            self.stats.started += 1
+        except WorkflowAlreadyStartedError:
+            # Started before (it may even have finished): Temporal has it, which is all we need.
+            self.stats.already_started += 1
+
+    async def _retry_later(self, message: pulsar.Message, error: BaseException) -> None:
+        assert self._consumer is not None
+        count = message.redelivery_count()
+        if count >= self.config.max_redeliveries:
+            await self._dead_letter(message, f"gave up after {count} redeliveries: {error!r}")
+            return
+        self.stats.retried += 1
+        delay = min(self.config.backoff_max, self.config.backoff_base * (2**count)).total_seconds()
+        logger.warning("transient failure (%r); redelivery in %.1f s", error, delay)
+        consumer = self._consumer
+        # Scheduled, not awaited: the slot is free for other messages meanwhile.
+        asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(consumer.negative_acknowledge(message))
+        )
+
+    async def _dead_letter(self, message: pulsar.Message, reason: str) -> None:
+        assert self._consumer is not None
+        assert self._dead_letters is not None
+        await self._dead_letters.send(message.data(), properties=_properties(message, reason),
+                                      partition_key=message.partition_key() or None)  # fmt: skip
+        self.stats.dead_lettered += 1
+        logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300])
+        await self._consumer.acknowledge(message)
+
+    # --- batch mode -------------------------------------------------------------------------------------
+
+    def _batch_timeout(self) -> float | None:
+        if not self._batch:
+            return None
+        due = self._batch_started + self.config.batch_max_wait.total_seconds()
+        return max(0.0, due - time.monotonic())
+
+    async def _add_to_batch(self, message: pulsar.Message, event: EntryEvent) -> None:
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append((message, event))
+        if len(self._batch) >= self.config.batch_max_events:
+            await self._start_batch(self._take_batch())
+
+    def _take_batch(self) -> list[tuple[pulsar.Message, EntryEvent]]:
+        batch, self._batch = self._batch, []
+        return batch
+
+    async def _flush_batch_if_due(self) -> None:
+        if self._batch and self._batch_timeout() == 0.0:
+            await self._slots.acquire()
+            self._spawn(self._start_batch(self._take_batch()))
+
+    async def _start_batch(self, batch: list[tuple[pulsar.Message, EntryEvent]]) -> None:
+        assert self._consumer is not None
+        events = [event for _, event in batch]
+        try:
+            try:
+                await self.temporal.start_workflow(
+                    ApplyCIDBatch.run,
+                    CIDBatchInput(events=events),
+                    id=batch_workflow_id(events),
+                    task_queue=self.config.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    static_summary=f"batch of {len(events)} entry events",
+                )
+                self.stats.batches += 1
+            except WorkflowAlreadyStartedError:
+                self.stats.already_started += 1
+        except TRANSIENT as error:
+            for message, _ in batch:
+                await self._retry_later(message, error)
+            return
+        for message, _ in batch:
+            await self._consumer.acknowledge(message)
