@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.cid_store import CIDStore
 from cidsync.config import Settings
+from cidsync.redis_client import redis_client
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID
@@ -54,7 +54,7 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     """Run until `stop` is set, then shut down gracefully."""
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
-    redis = Redis.from_url(settings.require("redis_url"))
+    redis = redis_client(settings.require("redis_url"))
     try:
         store = CIDStore(redis, settings.key_secret_bytes, settings.mark_ttl_seconds)
         worker = build_worker(client, store, settings.task_queue, options)

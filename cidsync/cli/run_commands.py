@@ -52,10 +52,9 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 async def _starter(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
     from activities.cid_store import CIDStore
     from cidsync.producer import pulsar_client
+    from cidsync.redis_client import redis_client
     from cidsync.temporal_client import connect
     from cidsync.topics import Topics
     from starters.entry_events import EntryEventStarter, Mode, StarterConfig
@@ -64,7 +63,7 @@ async def _starter(args: argparse.Namespace) -> int:
     settings = _settings(args)
     stop = _stop_on_signals()
     temporal = await connect(settings, identity="cidsync-starter")
-    redis = Redis.from_url(settings.require("redis_url"))
+    redis = redis_client(settings.require("redis_url"))
     pulsar = pulsar_client(settings.require("pulsar_url"))
     config = StarterConfig(
         task_queue=settings.task_queue,
@@ -95,12 +94,11 @@ async def _starter(args: argparse.Namespace) -> int:
 
 
 async def _vsync(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
     from activities.cid_store import CIDStore
+    from cidsync.redis_client import redis_client
 
     settings = _settings(args)
-    redis = Redis.from_url(settings.require("redis_url"))
+    redis = redis_client(settings.require("redis_url"))
     try:
         store = CIDStore(redis, settings.key_secret_bytes)
         pairs = [

@@ -1,0 +1,123 @@
+"""An ingestion pipeline on the session's real servers: worker and starter in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.testing import WorkflowEnvironment
+
+from activities.cid_store import CIDStore
+from cidsync.cid import cid, vsync
+from cidsync.entry import Entry, KeyType
+from cidsync.events import EntryEvent, EventType
+from cidsync.producer import build_event, pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.synthetic import synthetic_history
+from cidsync.topics import Topics
+from starters.entry_events import EntryEventStarter, Mode, StarterConfig
+from workers.cid_worker import WorkerOptions, build_worker
+
+SECRET = b"e2e-secret"
+
+
+@dataclass
+class Pipeline:
+    topics: Topics
+    store: CIDStore
+    starter: EntryEventStarter
+    participants: list[str]
+
+
+def unique_participants(count: int) -> list[str]:
+    return [f"{uuid.uuid4().int % 10**8:08d}" for _ in range(count)]
+
+
+def history_events(count: int, participants: list[str], seed: int) -> list[EntryEvent]:
+    """A valid history as v1 events, sequences in history order."""
+    rng_sequence = 1_000
+    events = []
+    for change in synthetic_history(count, participants, seed=seed):
+        rng_sequence += 1
+        events.append(build_event(change.event_type, change.entry, "e2e", deletion_type=change.deletion_type,
+                                  sequence=rng_sequence))  # fmt: skip
+    return events
+
+
+def expected_vsyncs(events: list[EntryEvent]) -> dict[tuple[str, KeyType], tuple[int, str]]:
+    """Independent of the pipeline: apply in sequence order in memory, every delete included."""
+    latest: dict[uuid.UUID, EntryEvent] = {}
+    for event in sorted(events, key=lambda e: e.sequence):
+        latest[event.entry.id] = event
+    groups: dict[tuple[str, KeyType], list[str]] = {}
+    for event in latest.values():
+        if event.event_type is not EventType.DELETED:
+            entry: Entry = event.entry
+            groups.setdefault((entry.participant, entry.key_type), []).append(cid(entry))
+    return {pair: (len(cids), vsync(cids)) for pair, cids in groups.items()}
+
+
+async def local_vsyncs(store: CIDStore, participants: list[str]) -> dict[tuple[str, KeyType], tuple[int, str]]:
+    found = {}
+    for participant in participants:
+        for key_type in KeyType:
+            count = await store.count(participant, key_type)
+            if count:
+                found[(participant, key_type)] = (count, await store.vsync(participant, key_type))
+    return found
+
+
+APPLY_TIMEOUT = 120.0
+
+
+async def wait_for_vsyncs(store: CIDStore, participants: list[str], expected: object) -> None:
+    """Wait until the store shows the expected state (or fail, showing what it holds)."""
+    last: object = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(APPLY_TIMEOUT):
+            # The store has no change feed to wait on; polling it adds no timing assumption.
+            while (last := await local_vsyncs(store, participants)) != expected:  # noqa: ASYNC110
+                await asyncio.sleep(0.25)
+    assert last == expected
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, *, mode: Mode = Mode.PER_EVENT, participants: int = 2
+) -> AsyncIterator[Pipeline]:
+    queue = f"e2e-{uuid.uuid4()}"
+    topics = Topics(namespace=f"public/e2e{uuid.uuid4().hex[:10]}")
+    client = redis_client(redis_url)
+    store = CIDStore(client, SECRET)
+    pulsar = pulsar_client(pulsar_url)
+    config = StarterConfig(
+        task_queue=queue,
+        waiting_period=timedelta(seconds=2),
+        mode=mode,
+        backoff_base=timedelta(milliseconds=200),
+        batch_max_wait=timedelta(milliseconds=100),
+    )
+    starter = EntryEventStarter(env.client, store, pulsar, topics, config)
+    stop = asyncio.Event()
+    worker = build_worker(env.client, store, queue, WorkerOptions())
+    async with worker:
+        running = asyncio.ensure_future(starter.run(stop))
+        try:
+            yield Pipeline(topics, store, starter, unique_participants(participants))
+        finally:
+            stop.set()
+            await running
+            await pulsar.close()
+            await client.aclose()
+
+
+def shuffled_with_duplicates(events: list[EntryEvent], seed: int, duplicates: int) -> list[EntryEvent]:
+    rng = random.Random(seed)
+    delivered = events + rng.sample(events, duplicates)
+    rng.shuffle(delivered)
+    return delivered

@@ -1,0 +1,172 @@
+"""Crashes and outages while events flow: afterwards nothing is lost and nothing is applied twice.
+
+This module runs its own Temporal dev server (with a database file, so it survives a restart) and its
+own Redis (AOF on), both restartable on the same ports, plus the worker and the starter as real
+`cidsync` processes. Every test checks the final VSyncs against an independent computation: a lost
+event or a change applied twice (an XOR done twice) would show.
+"""
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.cid_store import CIDStore
+from cidsync.devstack.processes import Launched, free_port, launch
+from cidsync.devstack.servers import redis_answers, start_redis, start_temporal, temporal_argv
+from cidsync.events import EntryEvent
+from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.producer import EntryEventProducer, pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.topics import Topics
+from tests.conftest import PulsarBroker
+from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
+
+SECRET = "faults-secret"
+WAITING_PERIOD_DAYS = 2 / 86_400  # two seconds
+
+
+@dataclass
+class FaultStack:
+    root: Path
+    pulsar_url: str
+    temporal_port: int = field(default_factory=free_port)
+    redis_port: int = field(default_factory=free_port)
+    namespace: str = field(default_factory=lambda: f"public/faults{uuid.uuid4().hex[:10]}")
+    processes: dict[str, Launched] = field(default_factory=dict)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
+            "CIDSYNC_REDIS_URL": self.redis_url,
+            "CIDSYNC_PULSAR_URL": self.pulsar_url,
+            "CIDSYNC_PULSAR_NAMESPACE": self.namespace,
+            "CIDSYNC_TASK_QUEUE": "faults",
+            "CIDSYNC_KEY_SECRET": SECRET,
+            "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_DAYS),
+            "CIDSYNC_STATE_DIR": str(self.root / "no-dev-stack"),
+        }
+
+    def start_temporal(self) -> None:
+        argv = temporal_argv(port=self.temporal_port, ui_port=None, namespace="default",
+                             db_filename=self.root / "temporal.db", log_level="error", dynamic_config={},
+                             search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES})  # fmt: skip
+        self.processes["temporal"] = start_temporal(argv=argv, port=self.temporal_port, namespace="default",
+                                                    log=self.root / "temporal.log")  # fmt: skip
+
+    def start_redis(self) -> None:
+        self.processes["redis"] = start_redis(port=self.redis_port, data_dir=self.root / "redis", appendonly=True,
+                                              log=self.root / "redis.log")  # fmt: skip
+
+    def start_role(self, role: str) -> None:
+        argv = [sys.executable, "-m", "cidsync", role, "--log-level", "warning"]
+        self.processes[role] = launch(role, argv, log=self.root / f"{role}.log", ready=lambda: True,
+                                      env=self.env)  # fmt: skip
+
+    def stop(self, name: str) -> None:
+        self.processes.pop(name).stop()
+
+    def kill(self, name: str) -> int:
+        """SIGKILL the role's process group; returns the pid that was killed."""
+        launched = self.processes.pop(name)
+        os.killpg(launched.process.pid, signal.SIGKILL)
+        launched.process.wait(timeout=10)
+        return launched.process.pid
+
+    def stop_all(self) -> None:
+        for name in ("starter", "worker", "temporal", "redis"):
+            if name in self.processes:
+                self.stop(name)
+
+
+@pytest.fixture(scope="module")
+def stack(pulsar_broker: PulsarBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
+    stack = FaultStack(tmp_path_factory.mktemp("faults"), pulsar_broker.url)
+    stack.start_redis()
+    stack.start_temporal()
+    stack.start_role("worker")
+    stack.start_role("starter")
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+async def store(stack: FaultStack) -> AsyncIterator[CIDStore]:
+    client = redis_client(stack.redis_url)
+    try:
+        yield CIDStore(client, SECRET.encode())
+    finally:
+        await client.aclose()
+
+
+async def publish(stack: FaultStack, count: int, participants: list[str]) -> list[EntryEvent]:
+    events = history_events(count, participants, seed=uuid.uuid4().int % 10_000)
+    async with EntryEventProducer(pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace),
+                                  owns_client=True) as producer:  # fmt: skip
+        await producer.start()
+        await asyncio.gather(*(producer.publish_event(e) for e in events))
+    return events
+
+
+async def some_progress(store: CIDStore, participants: list[str]) -> None:
+    async with asyncio.timeout(60):
+        while not await local_vsyncs(store, participants):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def no_failed_workflows(stack: FaultStack) -> None:
+    client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
+    failed = await client.count_workflows('ExecutionStatus="Failed" OR ExecutionStatus="Terminated"')
+    assert failed.count == 0
+
+
+async def test_worker_killed_mid_run_and_restarted(stack: FaultStack, store: CIDStore) -> None:
+    participants = unique_participants(2)
+    events = await publish(stack, 300, participants)
+    await some_progress(store, participants)
+    killed = stack.kill("worker")  # SIGKILL: no graceful shutdown, activities die mid-flight
+    assert not psutil.pid_exists(killed)
+    assert await local_vsyncs(store, participants) != expected_vsyncs(events), "the kill came too late to test"
+    stack.start_role("worker")
+    await wait_for_vsyncs(store, participants, expected_vsyncs(events))
+    await no_failed_workflows(stack)
+
+
+async def test_temporal_stopped_for_10_seconds_while_events_flow(stack: FaultStack, store: CIDStore) -> None:
+    participants = unique_participants(2)
+    first = await publish(stack, 100, participants)
+    stack.stop("temporal")
+    # Events keep coming while Temporal is down: the starter must nack them, not drop them.
+    during = await publish(stack, 100, participants)
+    await asyncio.sleep(10)
+    stack.start_temporal()
+    await wait_for_vsyncs(store, participants, expected_vsyncs([*first, *during]))
+    await no_failed_workflows(stack)
+
+
+async def test_redis_restarted_while_events_flow(stack: FaultStack, store: CIDStore) -> None:
+    participants = unique_participants(2)
+    events = await publish(stack, 200, participants)
+    await some_progress(store, participants)
+    stack.stop("redis")
+    await asyncio.sleep(3)
+    assert not redis_answers(stack.redis_port)
+    stack.start_redis()  # AOF on: what was applied before is still there
+    await wait_for_vsyncs(store, participants, expected_vsyncs(events))
+    await no_failed_workflows(stack)
