@@ -1,6 +1,9 @@
 """`cidsync demo` (`make demo`): the main job, end to end on the embedded stack.
 
-It brings the stack up, works on the bundled sample, prints what a platform team would look at, and
+It brings the stack up (Temporal, Pulsar, Redis, the DICT simulator, the worker and the starter),
+publishes a realistic history of entry events (every key type, updates, deletes, duplicates and a few
+malformed messages), waits until the worker has applied them, and shows per (participant, key type)
+the count, the local VSync and whether DICT (the simulator, loaded with the same entries) agrees. It
 stops only what it started itself, so a stack a developer already had running is left alone.
 """
 
@@ -8,17 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+import random
+import time
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from typing import Any
 
-from cidsync.cid import ZERO_VSYNC, cid, vsync
+from cidsync.cid import cid, vsync
 from cidsync.devstack.spec import StackSpec
-from cidsync.devstack.stack import down, read_state, up
+from cidsync.devstack.stack import StackState, down, read_state, up
 from cidsync.entry import Entry, KeyType, parse_jsonl_entries
+from cidsync.events import DeletionType, EntryEvent, EventType
 
 SAMPLE_ENTRIES = "sample_entries.jsonl"
+PARTICIPANTS = ["12345678", "87654321"]
+MALFORMED = [
+    b"{this is not json",
+    b'{"schema": "cidsync.entry-event/v2", "event_type": "entry.created"}',
+    b'{"schema": "cidsync.entry-event/v1", "event_type": "entry.deleted", "sequence": 0}',
+]
+APPLY_TIMEOUT_S = 600.0
 
 
 def sample_entries() -> list[Entry]:
@@ -29,56 +43,146 @@ def sample_entries() -> list[Entry]:
 
 def vsync_table(entries: Iterable[Entry]) -> list[tuple[str, KeyType, int, str]]:
     """(participant, key type, count, VSync), sorted, for every pair that has entries."""
-    groups: dict[tuple[str, KeyType], list[str]] = defaultdict(list)
+    groups: dict[tuple[str, KeyType], list[str]] = {}
     for entry in entries:
-        groups[(entry.participant, entry.key_type)].append(cid(entry))
+        groups.setdefault((entry.participant, entry.key_type), []).append(cid(entry))
     return [(p, k, len(cids), vsync(cids)) for (p, k), cids in sorted(groups.items())]
 
 
-async def _verify_with_dict(address: str, entries: list[Entry]) -> list[str]:
-    """Register the entries in the simulator (once) and ask DICT to verify each local VSync."""
+def active_after(events: Iterable[EntryEvent]) -> list[Entry]:
+    """The entries cidsync holds once the history is applied: the last event of each entry decides,
+    and a WAITING_PERIOD delete has not applied yet (DICT's 30 days)."""
+    latest: dict[uuid.UUID, EntryEvent] = {}
+    for event in sorted(events, key=lambda e: e.sequence):
+        latest[event.entry.id] = event
+    return [
+        e.entry
+        for e in latest.values()
+        if e.event_type is not EventType.DELETED or e.deletion_type is DeletionType.WAITING_PERIOD
+    ]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    events: int = 3_000
+    duplicates: float = 0.05
+    seed: int = 2026
+
+
+async def _run(state: StackState, options: DemoOptions) -> bool:
+    from activities.cid_store import CIDStore
     from cidsync.bridge.client import BridgeClient
-    from cidsync.bridge.errors import InvalidArgument
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+    from cidsync.config import load_settings
+    from cidsync.producer import EntryEventProducer, build_event, pulsar_client
+    from cidsync.redis_client import redis_client
+    from cidsync.synthetic import synthetic_history
+    from cidsync.topics import Topics
 
-    async with SimulatorAdmin(address) as admin:
-        with contextlib.suppress(InvalidArgument):  # already there from an earlier demo on this stack
-            await admin.load(entries)
-    lines = []
-    async with BridgeClient(address) as client:
-        for participant, key_type, _, value in vsync_table(entries):
-            result = await client.verify_sync(participant, key_type, value)
-            lines.append(f"{participant} {key_type.value:<5} {'OK' if result.ok else 'NOK'}")
-        probe = entries[0]
-        wrong = await client.verify_sync(probe.participant, probe.key_type, ZERO_VSYNC)
-        lines.append(f"{probe.participant} {probe.key_type.value:<5} {'OK' if wrong.ok else 'NOK'}"
-                     "  (a wrong VSync, for contrast)")  # fmt: skip
-    return lines
+    settings = load_settings({}, dev_endpoints=state.endpoints())
+    topics = Topics(namespace=state.pulsar_namespace)
+
+    history = list(synthetic_history(options.events, PARTICIPANTS, seed=options.seed))
+    events = [build_event(c.event_type, c.entry, "demo", deletion_type=c.deletion_type) for c in history]
+    rng = random.Random(options.seed)
+    duplicates = rng.sample(events, int(len(events) * options.duplicates))
+    delivered = events + duplicates
+    rng.shuffle(delivered)  # arrival order is not commit order: `sequence` is what orders
+    kinds = {t: sum(1 for e in events if e.event_type is t) for t in EventType}
+    waiting = sum(1 for e in events if e.deletion_type is DeletionType.WAITING_PERIOD)
+    print(f"\n== publishing {len(events)} entry events ({kinds[EventType.CREATED]} created, "
+          f"{kinds[EventType.UPDATED]} updated, {kinds[EventType.DELETED]} deleted of which {waiting} with "
+          f"DICT's 30-day waiting period), {len(duplicates)} duplicates, shuffled, and "
+          f"{len(MALFORMED)} malformed messages")  # fmt: skip
+
+    pulsar = pulsar_client(settings.require("pulsar_url"))
+    dlq = await pulsar.subscribe(topics.dead_letter_topic, f"demo-{uuid.uuid4()}")
+    producer = EntryEventProducer(pulsar, topics=topics)
+    await producer.start()
+    started = time.perf_counter()
+    await asyncio.gather(*(producer.publish_event(e) for e in delivered))
+    raw = await pulsar.create_producer(topics.full(topics.created), batching_enabled=False)
+    for payload in MALFORMED:
+        await raw.send(payload)
+    await producer.flush()
+    print(f"   published in {time.perf_counter() - started:.1f} s")
+
+    expected = {(p, k): (n, v) for p, k, n, v in vsync_table(active_after(events))}
+    redis = redis_client(settings.require("redis_url"))
+    store = CIDStore(redis, settings.key_secret_bytes)
+
+    async def local() -> dict[tuple[str, KeyType], tuple[int, str]]:
+        found = {}
+        for participant in PARTICIPANTS:
+            for key_type in KeyType:
+                count = await store.count(participant, key_type)
+                if count or (participant, key_type) in expected:
+                    found[(participant, key_type)] = (count, await store.vsync(participant, key_type))
+        return found
+
+    print("\n== waiting for the worker to apply them (one workflow per event; watch them in the Web UI)")
+    deadline = time.perf_counter() + APPLY_TIMEOUT_S
+    shown = 0.0
+    while (current := await local()) != expected and time.perf_counter() < deadline:
+        if time.perf_counter() - shown > 5:
+            shown = time.perf_counter()
+            print(f"   {sum(n for n, _ in current.values())} of {sum(n for n, _ in expected.values())} CIDs "
+                  f"in place after {shown - started:.0f} s", flush=True)  # fmt: skip
+        await asyncio.sleep(0.5)
+    applied = current == expected
+    print(f"   {'all applied' if applied else 'NOT all applied'} after {time.perf_counter() - started:.0f} s")
+
+    ok_pairs = 0
+    if state.bridge_address:
+        async with SimulatorAdmin(state.bridge_address) as admin:
+            await admin.reset()  # the demo owns the simulator's content
+            await admin.load(active_after(events))
+        async with BridgeClient(state.bridge_address) as bridge:
+            verdicts = {
+                pair: (await bridge.verify_sync(pair[0], pair[1], value)).ok for pair, (_, value) in current.items()
+            }
+        print("\n== local VSync per (participant, key type), verified by DICT (the simulator, same entries)")
+        print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
+        for (participant, key_type), (count, value) in sorted(current.items()):
+            print(f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "
+                  f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
+        ok_pairs = sum(verdicts.values())
+
+    letters: list[Any] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            while len(letters) < len(MALFORMED):
+                letter = await dlq.receive()
+                await dlq.acknowledge(letter)
+                letters.append(letter)
+    print(f"\n== dead-letter topic {topics.dead_letter_topic}: {len(letters)} messages "
+          f"(the {len(MALFORMED)} malformed ones), with their reasons:")  # fmt: skip
+    for letter in letters:
+        print(f"   - {letter.properties().get('reason', '?')[:110]}")
+
+    await producer.close()
+    await pulsar.close()
+    await redis.aclose()
+    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED)
 
 
-def run_demo(spec: StackSpec, config_path: Path) -> int:
+def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None = None) -> int:
+    from pathlib import Path
+
     before = read_state(spec.state_dir)
     already_running = before is not None and all(before.running().values())
-    print("== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator)")
-    state = up(spec, config_path, on_start=lambda name: print(f"   starting {name}...", flush=True))
+    print("== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator, worker, starter)")
+    state = up(spec, Path(str(config_path)), on_start=lambda name: print(f"   starting {name}...", flush=True))
     try:
-        entries = sample_entries()
-        print(f"\n== CIDs of the {len(entries)} bundled sample entries (entry id -> CID)")
-        for entry in entries:
-            print(f"   {entry.participant} {entry.key_type.value:<5} {entry.id}  {cid(entry)}")
-        print("\n== VSync per (participant, key type)")
-        print(f"   {'participant':<11} {'key type':<8} {'count':>5}  vsync")
-        for participant, key_type, count, value in vsync_table(entries):
-            print(f"   {participant:<11} {key_type.value:<8} {count:>5}  {value}")
-        if state.bridge_address:
-            print("\n== DICT (the simulator) loaded with the same entries; VerifySync of each local VSync")
-            for line in asyncio.run(_verify_with_dict(state.bridge_address, entries)):
-                print(f"   {line}")
+        good = asyncio.run(_run(state, options or DemoOptions()))
         print(f"\n== Temporal Web UI: {state.temporal_ui or 'off (headless)'}")
+        print(f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
+              "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
+        print("\n== " + ("every VSync applied and confirmed by DICT" if good else "SOMETHING IS WRONG: see above"))
     finally:
         if already_running:
             print("\n== the stack was already running before the demo: left up (`cidsync dev down` stops it)")
         else:
             print("\n== stopping the stack the demo started")
             down(spec.state_dir)
-    return 0
+    return 0 if good else 1

@@ -31,15 +31,22 @@ from typing import Any
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 from redis.exceptions import RedisError
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.cid_store import CIDStore
 from cidsync.errors import InvalidInput
 from cidsync.events import DeletionType, EntryEvent, EventType, parse_event_json
-from cidsync.naming import batch_workflow_id, event_search_attributes, event_summary, event_workflow_id
+from cidsync.naming import (
+    SEARCH_ATTRIBUTES,
+    batch_workflow_id,
+    event_search_attributes,
+    event_summary,
+    event_workflow_id,
+)
 from cidsync.topics import Topics
 from workflows.apply_cid_batch import ApplyCIDBatch, CIDBatchInput
 from workflows.cid_change import CIDEventInput
@@ -50,6 +57,22 @@ from workflows.update_cid import UpdateCID
 logger = logging.getLogger(__name__)
 
 TRANSIENT = (RPCError, RedisError, ConnectionError, TimeoutError, asyncio.TimeoutError)
+# Temporal answers that may pass by themselves. Any other refusal (an unknown search attribute, a missing
+# namespace, no permission) is a deployment problem: retrying cannot fix it and dead-lettering would
+# throw valid events away, so the starter halts and the messages stay in Pulsar.
+TRANSIENT_RPC = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.INTERNAL,
+}
+
+
+class StarterHalted(RuntimeError):
+    """Temporal refused a start for a reason no retry can fix; the messages are left in Pulsar."""
 
 
 class Mode(StrEnum):
@@ -115,9 +138,25 @@ class EntryEventStarter:
         self._dead_letters: pulsar_asyncio.Producer | None = None
         self._batch: list[tuple[pulsar.Message, EntryEvent]] = []
         self._batch_started = 0.0
+        self._halted: BaseException | None = None
+
+    async def check_search_attributes(self) -> None:
+        """Fail at start, with the fix, when the namespace lacks our search attributes."""
+        reply = await self.temporal.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=self.temporal.namespace)
+        )
+        missing = [key.name for key in SEARCH_ATTRIBUTES if key.name not in reply.custom_attributes]
+        if missing:
+            commands = "; ".join(
+                f"temporal operator search-attribute create --name {n} --type Keyword" for n in missing
+            )
+            raise StarterHalted(
+                f"namespace {self.temporal.namespace} lacks the search attributes {', '.join(missing)}: {commands}"
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
+        await self.check_search_attributes()
         kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
         self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         self._consumer = await self.pulsar.subscribe(
@@ -132,7 +171,7 @@ class EntryEventStarter:
         # client completes a cancelled receive by dropping its message, which would then sit unacked.
         receiving: asyncio.Future[pulsar.Message] | None = None
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._halted is None:
                 if receiving is None:
                     receiving = asyncio.ensure_future(self._consumer.receive())
                 done, _ = await asyncio.wait(
@@ -155,6 +194,8 @@ class EntryEventStarter:
             if receiving is not None:
                 receiving.cancel()  # closing the consumer below hands its message back to the broker
             await self._drain()
+        if self._halted is not None:
+            raise StarterHalted(f"Temporal refused to start workflows: {self._halted}") from self._halted
 
     async def _drain(self) -> None:
         if self._batch:
@@ -230,6 +271,11 @@ class EntryEventStarter:
 
     async def _retry_later(self, message: pulsar.Message, error: BaseException) -> None:
         assert self._consumer is not None
+        if isinstance(error, RPCError) and error.status not in TRANSIENT_RPC:
+            logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error)
+            self._halted = error
+            await self._consumer.negative_acknowledge(message)
+            return
         count = message.redelivery_count()
         if count >= self.config.max_redeliveries:
             await self._dead_letter(message, f"gave up after {count} redeliveries: {error!r}")

@@ -96,10 +96,12 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cidsync.demo import run_demo
+    from cidsync.demo import DemoOptions, run_demo
 
+    if args.events < 1:
+        raise StackError("--events must be at least 1")
     spec, path = _spec(args)
-    return run_demo(spec, path)
+    return run_demo(spec, path, DemoOptions(events=args.events, seed=args.seed))
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -131,4 +133,6 @@ def register(commands: Any) -> None:
             description="The main job on the embedded stack: what `make demo` runs.",
         )
     )
+    demo.add_argument("--events", type=int, default=3_000, metavar="N", help="how many entry events to publish")
+    demo.add_argument("--seed", type=int, default=2026, help="the same seed, the same history")
     demo.set_defaults(handler=_demo)

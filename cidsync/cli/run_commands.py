@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -57,7 +58,7 @@ async def _starter(args: argparse.Namespace) -> int:
     from cidsync.redis_client import redis_client
     from cidsync.temporal_client import connect
     from cidsync.topics import Topics
-    from starters.entry_events import EntryEventStarter, Mode, StarterConfig
+    from starters.entry_events import EntryEventStarter, Mode, StarterConfig, StarterHalted
 
     _logging(args)
     settings = _settings(args)
@@ -85,6 +86,10 @@ async def _starter(args: argparse.Namespace) -> int:
     )
     try:
         await starter.run(stop)
+    except StarterHalted as halted:
+        logging.getLogger(__name__).error("%s", halted)
+        print(f"cidsync: {halted}", file=sys.stderr)
+        return 1
     finally:
         # Pulsar consumers first, then the Pulsar client, then the rest (STACK.md's order).
         await pulsar.close()

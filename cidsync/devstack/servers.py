@@ -116,3 +116,10 @@ def start_bridge_simulator(
     if not rate_limits:
         argv.append("--no-rate-limits")
     return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port))
+
+
+def start_role(role: str, options: list[str], *, state_dir: Path, env: Mapping[str, str], log: Path) -> Launched:
+    """`cidsync worker` or `cidsync starter`, finding every endpoint through the stack's state file."""
+    argv = [sys.executable, "-m", "cidsync", role, *options]
+    environment = {"CIDSYNC_STATE_DIR": str(state_dir), **env}
+    return launch(role, argv, log=log, ready=lambda: True, env=environment)

@@ -58,12 +58,31 @@ class BridgeSpec(_Spec):
     rate_limits: bool = True
 
 
+class WorkerSpec(_Spec):
+    """`cidsync worker`, against the stack's own Temporal and Redis."""
+
+    enabled: bool = True
+    task_queue: str = "cidsync"
+    graceful_shutdown_seconds: float = Field(default=10.0, gt=0)
+
+
+class StarterSpec(_Spec):
+    """`cidsync starter`, from the stack's Pulsar to its Temporal."""
+
+    enabled: bool = True
+    mode: Literal["per-event", "batch"] = "per-event"
+    subscription_type: Literal["key_shared", "shared"] = "key_shared"
+    waiting_period_days: float = Field(default=30.0, gt=0)
+
+
 class StackSpec(_Spec):
     state_dir: Path = Path(".cidsync")
     temporal: TemporalSpec = TemporalSpec()
     pulsar: PulsarSpec = PulsarSpec()
     redis: RedisSpec = RedisSpec()
     bridge: BridgeSpec = BridgeSpec()
+    worker: WorkerSpec = WorkerSpec()
+    starter: StarterSpec = StarterSpec()
 
     def resolved(self, base: Path) -> StackSpec:
         """The same spec with every relative path anchored at `base`."""

@@ -22,6 +22,7 @@ from cidsync.devstack.servers import (
     start_bridge_simulator,
     start_pulsar,
     start_redis,
+    start_role,
     start_temporal,
     temporal_argv,
 )
@@ -127,6 +128,7 @@ class _Service:
     name: str
     ports: Callable[[StackSpec], dict[str, int]]
     start: Callable[[StackSpec, dict[str, int], Path], Launched]
+    enabled: Callable[[StackSpec], bool] = lambda _: True
 
 
 def _temporal_ports(spec: StackSpec) -> dict[str, int]:
@@ -148,6 +150,19 @@ def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launc
         search_attributes=t.search_attributes,
     )
     return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log")
+
+
+def _start_worker(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    w = spec.worker
+    options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds)]
+    return start_role("worker", options, state_dir=spec.state_dir, env={}, log=logs / "worker.log")
+
+
+def _start_starter(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    s = spec.starter
+    options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type]
+    env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days)}
+    return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / "starter.log")
 
 
 # Start order; `down` stops in reverse, so clients go before the servers they use.
@@ -179,6 +194,8 @@ SERVICES: tuple[_Service, ...] = (
             log=logs / "bridge.log",
         ),
     ),
+    _Service("worker", lambda s: {}, _start_worker, lambda s: s.worker.enabled),
+    _Service("starter", lambda s: {}, _start_starter, lambda s: s.starter.enabled),
 )
 
 
@@ -213,6 +230,8 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
             taken = {port for svc in state.services.values() for port in svc.ports.values()}
             plan: list[tuple[_Service, dict[str, int]]] = []
             for service in SERVICES:
+                if not service.enabled(spec):
+                    continue
                 previous = state.services.get(service.name)
                 if previous is not None and previous.ref.alive():
                     continue

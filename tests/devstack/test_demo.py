@@ -11,13 +11,15 @@ from tests.devstack.test_dev_stack import _stack_file
 def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     config = _stack_file(tmp_path)
     before = {p.pid for p in psutil.process_iter()}
-    result = cidsync("demo", "--config", str(config))
-    assert result.returncode == 0, result.stderr
+    result = cidsync("demo", "--config", str(config), "--events", "200", timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    verdicts = [line.split()[-1] for line in lines if line.strip().endswith(("OK", "NOK")) and "contrast" not in line]
+    verdicts = [line.split()[-1] for line in lines if line.strip().endswith((" OK", " NOK"))]
     assert verdicts == ["OK"] * 10  # two participants x five key types, all agreeing with DICT
-    assert any("NOK  (a wrong VSync, for contrast)" in line for line in lines)
+    assert any("3 messages (the 3 malformed ones)" in line for line in lines)
+    assert sum(1 for line in lines if line.startswith("   - invalid event: ")) == 3
     assert any(line.startswith("== Temporal Web UI: http://127.0.0.1:") for line in lines)
+    assert "== every VSync applied and confirmed by DICT" in lines
     assert lines[-1] == "== stopping the stack the demo started"
     assert not (tmp_path / "state" / "state.json").exists()
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before

@@ -16,7 +16,8 @@ def _stack_file(tmp_path: Path, **redis: object) -> Path:
         "state_dir": str(tmp_path / "state"),
         "temporal": {"port": 0, "ui_port": 0, "db_filename": None,
                      "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
-                     "search_attributes": {"CidParticipant": "Keyword"}},
+                     "search_attributes": {name: "Keyword" for name in
+                                           ("CidParticipant", "CidKeyType", "CidEventType", "CidOutcome")}},
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
         "bridge": {"port": 0, "file_delay_seconds": 0.1},
@@ -57,7 +58,7 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         services = status["services"]
         assert isinstance(services, dict)
         pids = {name: svc["pid"] for name, svc in services.items()}
-        assert set(pids) == {"redis", "pulsar", "temporal", "bridge"}
+        assert set(pids) == {"redis", "pulsar", "temporal", "bridge", "worker", "starter"}
         labels = [line.split()[0] for line in first.stdout.splitlines()]
         assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "State"]
 
@@ -81,7 +82,7 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
     finally:
         down = cidsync("dev", "down", "--config", str(config))
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped: bridge, temporal, pulsar, redis"
+    assert down.stdout.strip() == "stopped: starter, worker, bridge, temporal, pulsar, redis"
     assert not _group_members(list(pids.values())), "a process of the stack outlived `dev down`"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values())
     gone = _status(config)
