@@ -14,9 +14,10 @@ import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.cid_store import ApplyStatus, CIDChange, CIDStore
+from activities.cid_store import ApplyStatus, CIDBatch, CIDChange, CIDStore
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
+from cidsync.redis_client import redis_client
 from tests.conftest import RedisServer
 
 SECRET = b"test-secret"
@@ -123,3 +124,44 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
             assert value is None or b"ana@exemplo" not in value
     finally:
         await client.aclose()
+
+
+async def _apply_in_batches(url: str, participant: str, history: list[Step], batches: list[list[int]]) -> None:
+    client = redis_client(url)
+    store = CIDStore(client, SECRET)
+    try:
+        for batch in batches:
+            changes = [
+                CIDChange(
+                    participant=participant,
+                    key_type=KeyType.PHONE,
+                    key=history[i].key,
+                    sequence=history[i].sequence,
+                    cid=history[i].cid,
+                    event_id=f"event-{i}",
+                )
+                for i in batch
+            ]
+            await store.apply_batch(CIDBatch(changes=changes))
+        stored = await store.cids(participant, KeyType.PHONE)
+        assert stored == expected_state(history)
+        assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)
+    finally:
+        await client.aclose()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories(), data=st.data())
+def test_batches_regrouped_on_redelivery_give_the_in_order_state(
+    redis_server: RedisServer, history: list[Step], data: st.DataObject
+) -> None:
+    """Batch mode: however events are grouped, and regrouped when a batch is redelivered (some events
+    again, in other company and order), the state is that of applying the history once in order."""
+    indices = data.draw(st.permutations(list(range(len(history)))), label="first delivery order")
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(indices) - 1)), max_size=5), label="cuts"))
+    batches = [indices[a:b] for a, b in zip([0, *cuts], [*cuts, len(indices)], strict=True) if indices[a:b]]
+    redelivered = data.draw(st.lists(st.lists(st.sampled_from(indices), min_size=1, max_size=8), max_size=4),
+                            label="redelivered batches")  # fmt: skip
+    order = data.draw(st.permutations(batches + redelivered), label="batch order")
+    participant = f"{uuid.uuid4().int % 10**8:08d}"
+    asyncio.run(_apply_in_batches(redis_server.url, participant, history, list(order)))
