@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -34,7 +36,7 @@ class WorkerOptions:
     graceful_shutdown: timedelta = timedelta(seconds=30)
 
 
-def activities_of(store: CIDStore) -> list[object]:
+def activities_of(store: CIDStore) -> list[Callable[..., Any]]:
     return [store.apply_change, store.key_sequence, store.apply_batch]
 
 
@@ -43,7 +45,7 @@ def build_worker(client: Client, store: CIDStore, task_queue: str, options: Work
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities_of(store),  # type: ignore[arg-type]
+        activities=activities_of(store),
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=options.graceful_shutdown,

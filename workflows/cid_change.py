@@ -10,7 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cid_store import ApplyResult, ApplyStatus, CIDChange, CIDStore
+    from activities.cid_store import ApplyResult, CIDChange, CIDStore
     from cidsync.cid import cid
     from cidsync.events import EntryEvent, EventType
 
@@ -69,6 +69,3 @@ async def apply(event: EntryEvent) -> CIDResult:
     )
     workflow.set_current_details(f"{result.status.value}; VSync of the pair now {result.vsync}")
     return CIDResult(outcome=result.status.value, vsync=result.vsync)
-
-
-__all__ = ["ApplyStatus", "CIDEventInput", "CIDResult", "apply", "change_for", "expect"]
