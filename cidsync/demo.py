@@ -64,7 +64,7 @@ def active_after(events: Iterable[EntryEvent]) -> list[Entry]:
 
 @dataclass(frozen=True)
 class DemoOptions:
-    events: int = 3_000
+    events: int = 2_000
     duplicates: float = 0.05
     seed: int = 2026
 

@@ -133,6 +133,6 @@ def register(commands: Any) -> None:
             description="The main job on the embedded stack: what `make demo` runs.",
         )
     )
-    demo.add_argument("--events", type=int, default=3_000, metavar="N", help="how many entry events to publish")
+    demo.add_argument("--events", type=int, default=2_000, metavar="N", help="how many entry events to publish")
     demo.add_argument("--seed", type=int, default=2026, help="the same seed, the same history")
     demo.set_defaults(handler=_demo)
