@@ -6,6 +6,7 @@ Cluster slot and one Lua script may touch all of it (DESIGN.md §5):
     {cid:<participant>:<key type>}:cids        SET    the active CIDs (64 hex chars)
     {cid:<participant>:<key type>}:vsync       STRING the VSync, 32 raw bytes (kept by BITOP XOR)
     {cid:<participant>:<key type>}:keys        HASH   key id -> "<sequence, 19 digits>|<cid or empty>"
+    {cid:<participant>:<key type>}:by-cid      HASH   cid -> key id, for every CID in the set
     {cid:<participant>:<key type>}:mark:<id>   STRING an event's idempotency mark, with a TTL
 
 A key id is an HMAC of the PIX key under a secret of the deployment: the store never holds the key in
@@ -52,12 +53,55 @@ if state then
   end
 end
 -- The VSync moves only when the set really changed, so VSync == XOR(set) holds whatever happens.
-if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then xor_into(old_cid) end
-if ARGV[3] ~= '' and redis.call('SADD', KEYS[1], ARGV[3]) == 1 then xor_into(ARGV[3]) end
+if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
+  xor_into(old_cid)
+  redis.call('HDEL', KEYS[6], old_cid)
+end
+if ARGV[3] ~= '' and redis.call('SADD', KEYS[1], ARGV[3]) == 1 then
+  xor_into(ARGV[3])
+  redis.call('HSET', KEYS[6], ARGV[3], ARGV[1])
+end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
 return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 """
+
+
+# Reconciliation's repair: make a key's CID what DICT says, but only if the key's state is still the one
+# read when the repair was decided (compare-and-set). It keeps the key's sequence, so any later event
+# still wins and older ones stay stale: a DICT snapshot never overwrites a newer local change.
+_REPAIR = """
+local function xor_into(cid_hex)
+  local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
+  redis.call('SET', KEYS[4], bin)
+  redis.call('BITOP', 'XOR', KEYS[2], KEYS[2], KEYS[4])
+  redis.call('DEL', KEYS[4])
+end
+local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+if state ~= ARGV[2] then
+  return {'changed', state}
+end
+local sequence, old_cid = '0000000000000000000', ''
+if state ~= '' then
+  sequence = string.sub(state, 1, 19)
+  old_cid = string.sub(state, 21)
+end
+if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
+  xor_into(old_cid)
+  redis.call('HDEL', KEYS[5], old_cid)
+end
+if ARGV[3] ~= '' and redis.call('SADD', KEYS[1], ARGV[3]) == 1 then
+  xor_into(ARGV[3])
+  redis.call('HSET', KEYS[5], ARGV[3], ARGV[1])
+end
+redis.call('HSET', KEYS[3], ARGV[1], sequence .. '|' .. ARGV[3])
+return {'repaired', sequence .. '|' .. ARGV[3]}
+"""
+
+
+class RepairStatus(StrEnum):
+    REPAIRED = "repaired"
+    CHANGED = "changed"  # the key changed since the repair was decided: left as it is
 
 
 class ApplyStatus(StrEnum):
@@ -134,6 +178,10 @@ class PairKeys:
     def scratch(self) -> str:
         return f"{self.tag}:xor"
 
+    @property
+    def by_cid(self) -> str:
+        return f"{self.tag}:by-cid"
+
     def mark(self, event_id: str) -> str:
         return f"{self.tag}:mark:{event_id}"
 
@@ -162,10 +210,11 @@ class CIDStore:
         self.key_secret = key_secret
         self.mark_ttl_seconds = mark_ttl_seconds
         self._apply = redis.register_script(_APPLY)
+        self._repair = redis.register_script(_REPAIR)
 
     def _script_call(self, change: CIDChange) -> tuple[list[str], list[str | int]]:
         pair = PairKeys(change.participant, change.key_type)
-        keys = [pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(change.event_id)]
+        keys = [pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(change.event_id), pair.by_cid]
         args: list[str | int] = [
             key_id(self.key_secret, change.key_type, change.key),
             str(change.sequence).zfill(SEQUENCE_DIGITS),
@@ -204,6 +253,26 @@ class CIDStore:
         pair = PairKeys(query.participant, query.key_type)
         state = await self.redis.hget(pair.states, key_id(self.key_secret, query.key_type, query.key))
         return int(state[:SEQUENCE_DIGITS]) if state else None
+
+    # --- reconciliation's repair primitives (the activities that use them come with ReconcileVSync) -----
+
+    async def key_state(self, pair: PairKeys, key_id_: str) -> str:
+        """A key's raw state ("<sequence>|<cid>"), or "" when the store never saw it."""
+        state = await self.redis.hget(pair.states, key_id_)
+        return _text(state) if state else ""
+
+    async def key_of_cid(self, pair: PairKeys, cid_value: str) -> str | None:
+        """The key id holding a CID of the set (for removing a CID DICT does not have)."""
+        found = await self.redis.hget(pair.by_cid, cid_value)
+        return _text(found) if found else None
+
+    async def repair(self, pair: PairKeys, key_id_: str, expected_state: str, cid_value: str | None) -> RepairStatus:
+        """Set a key's CID to DICT's (None: remove it) iff its state is still `expected_state`."""
+        status, _ = await self._repair(
+            keys=[pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid],
+            args=[key_id_, expected_state, cid_value or ""],
+        )
+        return RepairStatus(_text(status))
 
     # --- reads for the CLI, the starter and tests (not activities) ----------------------------------
 

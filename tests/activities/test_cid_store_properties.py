@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.cid_store import ApplyStatus, CIDBatch, CIDChange, CIDStore
+from activities.cid_store import ApplyStatus, CIDBatch, CIDChange, CIDStore, PairKeys, key_id
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
@@ -80,6 +80,11 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
         assert stored == expected_state(history)  # I3
         assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)  # I1
         assert len(stored) <= len({s.key for s in history})  # I2: at most one CID a key
+        # The reverse index maps exactly the stored CIDs, each to the key that holds it.
+        last = {s.key: s for s in sorted(history, key=lambda s: s.sequence)}
+        holders = {s.cid: key_id(SECRET, KeyType.PHONE, key) for key, s in last.items() if s.cid}
+        index = await client.hgetall(PairKeys(participant, KeyType.PHONE).by_cid)
+        assert index == {k.encode(): v.encode() for k, v in holders.items()}
     finally:
         await client.aclose()
 

@@ -1,0 +1,82 @@
+"""Reconciliation's repair primitive: compare-and-set, so a DICT snapshot never beats a newer local change."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from activities.cid_store import CIDChange, CIDStore, PairKeys, RepairStatus, key_id
+from cidsync.cid import vsync
+from cidsync.entry import KeyType
+from cidsync.redis_client import redis_client
+from tests.conftest import RedisServer
+
+SECRET = b"repair-secret"
+KEY = "+5511987654321"
+A, B, C = "a" * 64, "b" * 64, "c" * 64
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[CIDStore]:
+    client = redis_client(redis_server.url)
+    yield CIDStore(client, SECRET)
+    await client.aclose()
+
+
+def event(pair: PairKeys, sequence: int, cid: str | None) -> CIDChange:
+    return CIDChange(participant=pair.participant, key_type=pair.key_type, key=KEY, sequence=sequence, cid=cid,
+                     event_id=str(uuid.uuid4()))  # fmt: skip
+
+
+async def consistent(store: CIDStore, pair: PairKeys) -> set[str]:
+    """I1 holds; returns the set."""
+    cids = await store.cids(pair.participant, pair.key_type)
+    assert await store.vsync(pair.participant, pair.key_type) == vsync(cids)
+    return cids
+
+
+@pytest.fixture
+def pair(participant: str) -> PairKeys:
+    return PairKeys(participant, KeyType.PHONE)
+
+
+async def test_a_key_unknown_locally_is_added_at_sequence_zero(store: CIDStore, pair: PairKeys) -> None:
+    kid = key_id(SECRET, pair.key_type, KEY)
+    assert await store.repair(pair, kid, "", A) is RepairStatus.REPAIRED
+    assert await consistent(store, pair) == {A}
+    assert await store.key_of_cid(pair, A) == kid
+    # The first real event for the key (any sequence >= 1) still applies over the repair.
+    await store.apply_change(event(pair, 1, B))
+    assert await consistent(store, pair) == {B}
+
+
+async def test_a_newer_local_change_is_never_overwritten_by_the_dict_snapshot(store: CIDStore, pair: PairKeys) -> None:
+    kid = key_id(SECRET, pair.key_type, KEY)
+    await store.apply_change(event(pair, 5, A))
+    seen = await store.key_state(pair, kid)  # the repair decides on this state: DICT says B
+    await store.apply_change(event(pair, 6, C))  # ...and meanwhile core's newer change arrives
+    assert await store.repair(pair, kid, seen, B) is RepairStatus.CHANGED
+    assert await consistent(store, pair) == {C}
+
+
+async def test_a_repair_keeps_the_sequence_so_later_events_win_and_older_ones_stay_stale(
+    store: CIDStore, pair: PairKeys
+) -> None:
+    kid = key_id(SECRET, pair.key_type, KEY)
+    await store.apply_change(event(pair, 5, A))
+    assert await store.repair(pair, kid, await store.key_state(pair, kid), B) is RepairStatus.REPAIRED
+    assert await consistent(store, pair) == {B}
+    await store.apply_change(event(pair, 5, A))  # a redelivered old event
+    assert await consistent(store, pair) == {B}
+    await store.apply_change(event(pair, 7, C))
+    assert await consistent(store, pair) == {C}
+
+
+async def test_a_cid_dict_lacks_is_removed_through_its_key(store: CIDStore, pair: PairKeys) -> None:
+    await store.apply_change(event(pair, 3, A))
+    kid = await store.key_of_cid(pair, A)
+    assert kid == key_id(SECRET, pair.key_type, KEY)
+    assert await store.repair(pair, kid, await store.key_state(pair, kid), None) is RepairStatus.REPAIRED
+    assert await consistent(store, pair) == set()
+    assert await store.key_of_cid(pair, A) is None
+    assert await store.key_state(pair, kid) == f"{3:019d}|"  # a tombstone with the key's own sequence
