@@ -35,13 +35,29 @@ from cidsync.entry import KeyType
 SEQUENCE_DIGITS = 19  # 2**63 - 1 has 19 digits
 DEFAULT_MARK_TTL_SECONDS = 24 * 3600
 
-_APPLY = """
+# Shared by both scripts: move a key from one CID to another, keeping the set, the VSync and the
+# reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds.
+# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, `index` the reverse index.
+_MOVE = """
 local function xor_into(cid_hex)
   local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
   redis.call('SET', KEYS[4], bin)
   redis.call('BITOP', 'XOR', KEYS[2], KEYS[2], KEYS[4])
   redis.call('DEL', KEYS[4])
 end
+local function move(index, key_id, old_cid, new_cid)
+  if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
+    xor_into(old_cid)
+    redis.call('HDEL', index, old_cid)
+  end
+  if new_cid ~= '' and redis.call('SADD', KEYS[1], new_cid) == 1 then
+    xor_into(new_cid)
+    redis.call('HSET', index, new_cid, key_id)
+  end
+end
+"""
+
+_APPLY = _MOVE + """
 local state = redis.call('HGET', KEYS[3], ARGV[1])
 local old_sequence, old_cid = '', ''
 if state then
@@ -52,15 +68,7 @@ if state then
     return {'stale', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
   end
 end
--- The VSync moves only when the set really changed, so VSync == XOR(set) holds whatever happens.
-if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
-  xor_into(old_cid)
-  redis.call('HDEL', KEYS[6], old_cid)
-end
-if ARGV[3] ~= '' and redis.call('SADD', KEYS[1], ARGV[3]) == 1 then
-  xor_into(ARGV[3])
-  redis.call('HSET', KEYS[6], ARGV[3], ARGV[1])
-end
+move(KEYS[6], ARGV[1], old_cid, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
 return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
@@ -70,13 +78,7 @@ return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 # Reconciliation's repair: make a key's CID what DICT says, but only if the key's state is still the one
 # read when the repair was decided (compare-and-set). It keeps the key's sequence, so any later event
 # still wins and older ones stay stale: a DICT snapshot never overwrites a newer local change.
-_REPAIR = """
-local function xor_into(cid_hex)
-  local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
-  redis.call('SET', KEYS[4], bin)
-  redis.call('BITOP', 'XOR', KEYS[2], KEYS[2], KEYS[4])
-  redis.call('DEL', KEYS[4])
-end
+_REPAIR = _MOVE + """
 local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 if state ~= ARGV[2] then
   return {'changed', state}
@@ -86,14 +88,7 @@ if state ~= '' then
   sequence = string.sub(state, 1, 19)
   old_cid = string.sub(state, 21)
 end
-if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
-  xor_into(old_cid)
-  redis.call('HDEL', KEYS[5], old_cid)
-end
-if ARGV[3] ~= '' and redis.call('SADD', KEYS[1], ARGV[3]) == 1 then
-  xor_into(ARGV[3])
-  redis.call('HSET', KEYS[5], ARGV[3], ARGV[1])
-end
+move(KEYS[5], ARGV[1], old_cid, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], sequence .. '|' .. ARGV[3])
 return {'repaired', sequence .. '|' .. ARGV[3]}
 """
