@@ -57,7 +57,9 @@ local function move(index, key_id, old_cid, new_cid)
 end
 """
 
-_APPLY = _MOVE + """
+_APPLY = (
+    _MOVE
+    + """
 local state = redis.call('HGET', KEYS[3], ARGV[1])
 local old_sequence, old_cid = '', ''
 if state then
@@ -73,12 +75,15 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
 return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 """
+)
 
 
 # Reconciliation's repair: make a key's CID what DICT says, but only if the key's state is still the one
 # read when the repair was decided (compare-and-set). It keeps the key's sequence, so any later event
 # still wins and older ones stay stale: a DICT snapshot never overwrites a newer local change.
-_REPAIR = _MOVE + """
+_REPAIR = (
+    _MOVE
+    + """
 local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 if state ~= ARGV[2] then
   return {'changed', state}
@@ -92,6 +97,7 @@ move(KEYS[5], ARGV[1], old_cid, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], sequence .. '|' .. ARGV[3])
 return {'repaired', sequence .. '|' .. ARGV[3]}
 """
+)
 
 
 class RepairStatus(StrEnum):

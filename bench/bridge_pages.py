@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.bridge.simulator.server import page_token
 from cidsync.devstack.processes import free_port
 from cidsync.devstack.servers import start_bridge_simulator
 from cidsync.entry import KeyType
@@ -53,7 +54,7 @@ async def run(cids: int, page_size: int) -> None:
                 report("unary, sequential", seen, pages, time.perf_counter() - started)
 
                 started = time.perf_counter()
-                tokens = [client_token(file.file_id, offset) for offset in range(0, cids, page_size)]
+                tokens = ["", *(page_token(file.file_id, offset) for offset in range(page_size, cids, page_size))]
                 semaphore = asyncio.Semaphore(8)
 
                 async def fetch(tok: str) -> int:
@@ -76,13 +77,6 @@ async def run(cids: int, page_size: int) -> None:
                       f"(the file as Python strings: ~{cids * 113 / 1e6:.0f} MB)")  # fmt: skip
         finally:
             sim.stop()
-
-
-def client_token(file_id: str, offset: int) -> str:
-    """The simulator's page token for an offset (opaque to real callers; used here to fan out)."""
-    import base64
-
-    return "" if offset == 0 else base64.urlsafe_b64encode(f"{file_id}:{offset}".encode()).decode()
 
 
 def report(mode: str, seen: int, pages: int, elapsed: float) -> None:

@@ -8,11 +8,11 @@ and production sets the environment (or the flags) and never touches a state fil
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from cidsync.entry import PARTICIPANT
 from cidsync.errors import InvalidInput, Problem
 
 # Setting name -> environment variable; the names DESIGN.md §7 fixes.
@@ -40,7 +40,6 @@ DEFAULTS: Mapping[str, str] = {
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
 STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
-_ISPB = re.compile(r"[0-9]{8}")
 
 
 class NotConfigured(RuntimeError):
@@ -81,14 +80,10 @@ class Settings:
             )
         return str(value)
 
-    @property
-    def topic_prefix(self) -> str:
-        return f"persistent://{self.pulsar_namespace}/"
-
 
 def parse_participants(raw: str, source: str) -> tuple[str, ...]:
     values = tuple(p.strip() for p in raw.split(",") if p.strip())
-    bad = [p for p in values if not _ISPB.fullmatch(p)]
+    bad = [p for p in values if not PARTICIPANT.fullmatch(p)]
     if bad:
         raise InvalidInput(source, [Problem(source, "each participant (ISPB) must be exactly 8 digits")])
     return values

@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from cidsync.errors import InvalidInput, validated, validated_json
+from cidsync.errors import InvalidInput, Problem, validated, validated_json
 
 
 class KeyType(StrEnum):
@@ -85,9 +85,18 @@ def _pattern(regex: str, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-Participant = Annotated[str, _pattern(r"[0-9]{8}", "a participant (ISPB) must be exactly 8 digits")]
+PARTICIPANT = re.compile(r"[0-9]{8}")
+PARTICIPANT_RULE = "a participant (ISPB) must be exactly 8 digits"
+Participant = Annotated[str, _pattern(PARTICIPANT.pattern, PARTICIPANT_RULE)]
 Branch = Annotated[str, _pattern(r"[0-9]{1,4}", "a branch must be 1 to 4 digits (null when there is none)")]
 AccountNumber = Annotated[str, _pattern(r"[0-9]{1,20}", "an account number must be 1 to 20 digits")]
+
+
+def check_participant(value: str, *, field: str, what: str = "request") -> str:
+    """`value` if it is a participant (ISPB), else `InvalidInput` naming `field`: the same rule everywhere."""
+    if not PARTICIPANT.fullmatch(value):
+        raise InvalidInput(what, [Problem(field, PARTICIPANT_RULE)])
+    return value
 
 
 def key_problem(key_type: KeyType, key: str) -> str | None:

@@ -6,14 +6,13 @@ import argparse
 import asyncio
 import hashlib
 import json
-import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from cidsync.config import load_settings
-from cidsync.entry import KeyType, parse_entry_json, parse_jsonl_entries
+from cidsync.entry import KeyType, check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
 FILE_WAIT_TIMEOUT = 900.0
@@ -24,9 +23,7 @@ def _bridge_address(args: argparse.Namespace) -> str:
 
 
 def _check_participant(value: str) -> str:
-    if not re.fullmatch(r"[0-9]{8}", value):
-        raise InvalidInput("request", [Problem("--participant", "a participant (ISPB) must be exactly 8 digits")])
-    return value
+    return check_participant(value, field="--participant")
 
 
 def _check_vsync(value: str) -> str:

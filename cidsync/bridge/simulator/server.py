@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import random
-import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,13 +32,12 @@ from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
-from cidsync.entry import parse_entry_json, parse_jsonl_entries
+from cidsync.entry import check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
 DEFAULT_PAGE_SIZE = 1_000
 MAX_PAGE_SIZE = 10_000
 MAX_EVENTS = 200
-_ISPB = re.compile(r"[0-9]{8}")
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -124,9 +122,7 @@ class Simulator:
 
 
 def _participant(value: str) -> str:
-    if not _ISPB.fullmatch(value):
-        raise InvalidInput("request", [Problem("participant", "a participant (ISPB) must be exactly 8 digits")])
-    return value
+    return check_participant(value, field="participant")
 
 
 def _page_size(requested: int) -> int:
@@ -135,7 +131,8 @@ def _page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _token(file_id: str, offset: int) -> str:
+def page_token(file_id: str, offset: int) -> str:
+    """The simulator's opaque page token: the file and the offset of the next page."""
     return base64.urlsafe_b64encode(f"{file_id}:{offset}".encode()).decode()
 
 
@@ -249,7 +246,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     @staticmethod
     def _page(file: SimFile, offset: int, size: int) -> pb.CidPage:
         end = min(offset + size, len(file.cids))
-        token = _token(file.file_id, end) if end < len(file.cids) else ""
+        token = page_token(file.file_id, end) if end < len(file.cids) else ""
         return pb.CidPage(cids=file.cids[offset:end], next_page_token=token, offset=offset)
 
     @_unary("GetCIDList")
