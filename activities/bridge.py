@@ -4,8 +4,10 @@
   so the wait is durable and honours DICT rather than our backoff.
 - INVALID_ARGUMENT, PERMISSION_DENIED: no retry can help; non-retryable.
 - UNAVAILABLE, DEADLINE_EXCEEDED: retryable (the client already retried the idempotent calls).
-- CreateCidSetFile spends one of DICT's 40 files a day, so it fails non-retryably on any error and the
-  workflow decides; a rate-limit refusal carries its retry-after in the error details.
+- CreateCidSetFile spends one of DICT's 40 files a day. It carries the workflow's idempotency key
+  (`request_id`), so retrying an ambiguous failure (a timeout, a worker crash) returns the same file
+  instead of a second one. A rate-limit refusal is final for the activity, with its retry-after in the
+  error details: the workflow then waits on a durable timer that the Web UI shows as such.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from cidsync.bridge.models import CidSetFile, EntryByCid, Verification
 from cidsync.entry import KeyType
 
 
-class PairRef(BaseModel):
+class CreateFileRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     participant: str
     key_type: KeyType
+    request_id: str  # the idempotency key: one per file the workflow wants
 
 
 class VerifyRequest(BaseModel):
@@ -44,18 +47,18 @@ class EntryRequest(BaseModel):
     cid: str
 
 
-def _temporal_error(error: errors.BridgeError, *, final: bool = False) -> ApplicationError:
+def temporal_error(error: errors.BridgeError, *, final_if_limited: bool = False) -> ApplicationError:
     kind = type(error).__name__
     if isinstance(error, errors.RateLimited):
         return ApplicationError(
             str(error),
             error.retry_after,
             type=kind,
-            non_retryable=final,
+            non_retryable=final_if_limited,
             next_retry_delay=timedelta(seconds=max(error.retry_after, 0.1)),
         )
     permanent = isinstance(error, errors.InvalidArgument | errors.PermissionDenied)
-    return ApplicationError(str(error), type=kind, non_retryable=final or permanent)
+    return ApplicationError(str(error), type=kind, non_retryable=permanent)
 
 
 class BridgeActivities:
@@ -69,21 +72,21 @@ class BridgeActivities:
         try:
             return await self.bridge.verify_sync(request.participant, request.key_type, request.vsync)
         except errors.BridgeError as error:
-            raise _temporal_error(error) from error
+            raise temporal_error(error) from error
 
     @activity.defn(name="create_cid_set_file")
-    async def create_cid_set_file(self, pair: PairRef) -> CidSetFile:
+    async def create_cid_set_file(self, request: CreateFileRequest) -> CidSetFile:
         try:
-            return await self.bridge.create_cid_set_file(pair.participant, pair.key_type)
+            return await self.bridge.create_cid_set_file(request.participant, request.key_type, request.request_id)
         except errors.BridgeError as error:
-            raise _temporal_error(error, final=True) from error
+            raise temporal_error(error, final_if_limited=True) from error
 
     @activity.defn(name="get_cid_set_file")
     async def get_cid_set_file(self, file_id: str) -> CidSetFile:
         try:
             return await self.bridge.get_cid_set_file(file_id)
         except errors.BridgeError as error:
-            raise _temporal_error(error) from error
+            raise temporal_error(error) from error
 
     @activity.defn(name="get_entry_by_cid")
     async def get_entry_by_cid(self, request: EntryRequest) -> EntryByCid | None:
@@ -93,4 +96,4 @@ class BridgeActivities:
         except errors.NotFound:
             return None
         except errors.BridgeError as error:
-            raise _temporal_error(error) from error
+            raise temporal_error(error) from error

@@ -54,8 +54,13 @@ class Scratch(BaseModel):
         return f"{self._base}:local-only"
 
     @property
+    def outbox(self) -> str:
+        """Notifications to core, written with each repair, published by `publish_outbox`."""
+        return f"{self._base}:outbox"
+
+    @property
     def all_keys(self) -> list[str]:
-        return [self.dict_cids, self.dict_only, self.local_only]
+        return [self.dict_cids, self.dict_only, self.local_only, self.outbox]
 
 
 class StreamFileInput(BaseModel):

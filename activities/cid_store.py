@@ -6,8 +6,11 @@ Cluster slot and one Lua script may touch all of it (DESIGN.md §5):
     {cid:<participant>:<key type>}:cids        SET    the active CIDs (64 hex chars)
     {cid:<participant>:<key type>}:vsync       STRING the VSync, 32 raw bytes (kept by BITOP XOR)
     {cid:<participant>:<key type>}:keys        HASH   key id -> "<sequence, 19 digits>|<cid or empty>"
-    {cid:<participant>:<key type>}:by-cid      HASH   cid -> key id, for every CID in the set
+    {cid:<participant>:<key type>}:by-cid      HASH   cid -> "<key id>|<entry id>", for every CID in the set
     {cid:<participant>:<key type>}:mark:<id>   STRING an event's idempotency mark, with a TTL
+    {cid:<participant>:<key type>}:touched     SET    while a reconciliation runs: the key ids changed by
+                                                      events since it began (see `begin_watch`)
+    {cid:<participant>:<key type>}:verified    HASH   the last verification with DICT (result, time, id)
 
 A key id is an HMAC of the PIX key under a secret of the deployment: the store never holds the key in
 clear, yet the same key always maps to the same state. An empty CID in the state is a tombstone.
@@ -23,21 +26,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 from temporalio import activity
 
 from cidsync.cid import ZERO_VSYNC
-from cidsync.entry import KeyType
+from cidsync.entry import KeyType, PairRef
 
 SEQUENCE_DIGITS = 19  # 2**63 - 1 has 19 digits
 DEFAULT_MARK_TTL_SECONDS = 24 * 3600
 
 # Shared by both scripts: move a key from one CID to another, keeping the set, the VSync and the
 # reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds.
-# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, `index` the reverse index.
+# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, `index` the reverse index, `ref` "<key id>|<entry id>".
 _MOVE = """
 local function xor_into(cid_hex)
   local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
@@ -45,14 +50,14 @@ local function xor_into(cid_hex)
   redis.call('BITOP', 'XOR', KEYS[2], KEYS[2], KEYS[4])
   redis.call('DEL', KEYS[4])
 end
-local function move(index, key_id, old_cid, new_cid)
+local function move(index, ref, old_cid, new_cid)
   if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
     xor_into(old_cid)
     redis.call('HDEL', index, old_cid)
   end
   if new_cid ~= '' and redis.call('SADD', KEYS[1], new_cid) == 1 then
     xor_into(new_cid)
-    redis.call('HSET', index, new_cid, key_id)
+    redis.call('HSET', index, new_cid, ref)
   end
 end
 """
@@ -70,22 +75,28 @@ if state then
     return {'stale', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
   end
 end
-move(KEYS[6], ARGV[1], old_cid, ARGV[3])
+move(KEYS[6], ARGV[1] .. '|' .. ARGV[5], old_cid, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('SADD', KEYS[7], ARGV[1])
+end
 return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 """
 )
 
 
-# Reconciliation's repair: make a key's CID what DICT says, but only if the key's state is still the one
-# read when the repair was decided (compare-and-set). It keeps the key's sequence, so any later event
-# still wins and older ones stay stale: a DICT snapshot never overwrites a newer local change.
+# Reconciliation's repair: make a key's CID what DICT says, but only if no event changed the key since the
+# reconciliation began (the `touched` set, filled by the apply script) and its state is still the one read
+# when the repair was decided (compare-and-set). The key's sequence is kept, so any later event still wins
+# and older ones stay stale: a DICT snapshot never overwrites a newer local change. A repair that happens
+# records its notification to core in the run's outbox in the same step, so none is lost or invented.
+# KEYS[6] touched, KEYS[7] outbox; ARGV[4] the index ref, ARGV[5] the notification (JSON).
 _REPAIR = (
     _MOVE
     + """
 local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
-if state ~= ARGV[2] then
+if state ~= ARGV[2] or redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'changed', state}
 end
 local sequence, old_cid = '0000000000000000000', ''
@@ -93,8 +104,12 @@ if state ~= '' then
   sequence = string.sub(state, 1, 19)
   old_cid = string.sub(state, 21)
 end
-move(KEYS[5], ARGV[1], old_cid, ARGV[3])
+move(KEYS[5], ARGV[4], old_cid, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], sequence .. '|' .. ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[7], ARGV[5])
+  redis.call('EXPIRE', KEYS[7], ARGV[6])
+end
 return {'repaired', sequence .. '|' .. ARGV[3]}
 """
 )
@@ -121,6 +136,7 @@ class CIDChange(BaseModel):
     sequence: int
     cid: str | None
     event_id: str
+    entry_id: str = ""  # kept in the reverse index, so a CID removed by reconciliation names its entry
 
 
 class ApplyResult(BaseModel):
@@ -142,6 +158,53 @@ class BatchResult(BaseModel):
 
     applied: int
     stale: int
+
+
+@dataclass(frozen=True)
+class CidHolder:
+    key_id: str
+    entry_id: str  # "" when the CID came from an event older than the reverse index's entry ids
+
+
+class LocalVSync(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    vsync: str
+    count: int
+
+
+class WatchRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    ttl_seconds: int = 3 * 24 * 3600
+
+
+class VerificationRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    ok: bool
+    at: datetime
+    verification_id: str
+
+
+class PairsRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pairs: list[PairRef]
+
+
+class PairVerification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    last_result: str | None
+    last_at: datetime | None
+    last_ok_at: datetime | None
 
 
 class KeySequenceQuery(BaseModel):
@@ -183,6 +246,14 @@ class PairKeys:
     def by_cid(self) -> str:
         return f"{self.tag}:by-cid"
 
+    @property
+    def touched(self) -> str:
+        return f"{self.tag}:touched"
+
+    @property
+    def verified(self) -> str:
+        return f"{self.tag}:verified"
+
     def mark(self, event_id: str) -> str:
         return f"{self.tag}:mark:{event_id}"
 
@@ -215,12 +286,15 @@ class CIDStore:
 
     def _script_call(self, change: CIDChange) -> tuple[list[str], list[str | int]]:
         pair = PairKeys(change.participant, change.key_type)
-        keys = [pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(change.event_id), pair.by_cid]
+        keys = [
+            pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(change.event_id), pair.by_cid, pair.touched
+        ]  # fmt: skip
         args: list[str | int] = [
             key_id(self.key_secret, change.key_type, change.key),
             str(change.sequence).zfill(SEQUENCE_DIGITS),
             change.cid or "",
             self.mark_ttl_seconds,
+            change.entry_id,
         ]
         return keys, args
 
@@ -262,18 +336,105 @@ class CIDStore:
         state = await self.redis.hget(pair.states, key_id_)
         return _text(state) if state else ""
 
-    async def key_of_cid(self, pair: PairKeys, cid_value: str) -> str | None:
-        """The key id holding a CID of the set (for removing a CID DICT does not have)."""
+    async def holder_of_cid(self, pair: PairKeys, cid_value: str) -> CidHolder | None:
+        """The key (and entry, when known) holding a CID of the set: how a CID DICT lacks is removed."""
         found = await self.redis.hget(pair.by_cid, cid_value)
-        return _text(found) if found else None
+        if not found:
+            return None
+        kid, _, entry_id = _text(found).partition("|")
+        return CidHolder(key_id=kid, entry_id=entry_id)
 
-    async def repair(self, pair: PairKeys, key_id_: str, expected_state: str, cid_value: str | None) -> RepairStatus:
-        """Set a key's CID to DICT's (None: remove it) iff its state is still `expected_state`."""
+    async def key_of_cid(self, pair: PairKeys, cid_value: str) -> str | None:
+        holder = await self.holder_of_cid(pair, cid_value)
+        return holder.key_id if holder else None
+
+    async def repair(
+        self,
+        pair: PairKeys,
+        key_id_: str,
+        expected_state: str,
+        cid_value: str | None,
+        *,
+        entry_id: str = "",
+        outbox: str = "",
+        notification: str = "",
+        outbox_ttl_seconds: int = 3 * 24 * 3600,
+    ) -> RepairStatus:
+        """Set a key's CID to DICT's (None: remove it) iff no event changed it since `begin_watch` and its
+        state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
         status, _ = await self._repair(
-            keys=[pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid],
-            args=[key_id_, expected_state, cid_value or ""],
+            keys=[pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch],
+            args=[key_id_, expected_state, cid_value or "", f"{key_id_}|{entry_id}", notification, outbox_ttl_seconds],
         )
         return RepairStatus(_text(status))
+
+    async def begin_watch(self, pair: PairKeys, ttl_seconds: int) -> None:
+        """From now on, every key an event changes is recorded in the pair's `touched` set.
+
+        A reconciliation calls this before it requests the CID file: a key changed after that may be
+        newer locally than in DICT's snapshot, so its repair is skipped (left to the next verification)
+        instead of risking an older snapshot overwriting it. The sentinel member keeps the set alive
+        while it is empty; the TTL ends a watch whose reconciliation never finished.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(pair.touched)
+            pipe.sadd(pair.touched, "-")
+            pipe.expire(pair.touched, ttl_seconds)
+            await pipe.execute()
+
+    async def end_watch(self, pair: PairKeys) -> None:
+        await self.redis.delete(pair.touched)
+
+    # --- reconciliation's activities on the store ----------------------------------------------------
+
+    @activity.defn(name="local_vsync")
+    async def local_vsync(self, pair: PairRef) -> LocalVSync:
+        keys = PairKeys(pair.participant, pair.key_type)
+        async with self.redis.pipeline(transaction=True) as pipe:  # both from the same instant
+            pipe.get(keys.vsync)
+            pipe.scard(keys.cids)
+            raw, count = await pipe.execute()
+        return LocalVSync(vsync=_vsync_hex(raw), count=int(count))
+
+    @activity.defn(name="begin_watch")
+    async def begin_watch_activity(self, request: WatchRequest) -> None:
+        await self.begin_watch(PairKeys(request.participant, request.key_type), request.ttl_seconds)
+
+    @activity.defn(name="end_watch")
+    async def end_watch_activity(self, pair: PairRef) -> None:
+        await self.end_watch(PairKeys(pair.participant, pair.key_type))
+
+    @activity.defn(name="record_verification")
+    async def record_verification(self, record: VerificationRecord) -> None:
+        """The pair's last verification, and its last OK: what the 36-hour freshness check reads."""
+        fields: dict[FieldT, EncodableT] = {
+            "result": "OK" if record.ok else "NOK",
+            "at": record.at.isoformat(),
+            "id": record.verification_id,
+        }
+        if record.ok:
+            fields["ok_at"] = record.at.isoformat()
+        await self.redis.hset(PairKeys(record.participant, record.key_type).verified, mapping=fields)
+
+    @activity.defn(name="last_verifications")
+    async def last_verifications(self, request: PairsRequest) -> list[PairVerification]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pair in request.pairs:
+                pipe.hgetall(PairKeys(pair.participant, pair.key_type).verified)
+            found = await pipe.execute()
+        result = []
+        for pair, fields in zip(request.pairs, found, strict=True):
+            text = {_text(k): _text(v) for k, v in fields.items()}
+            result.append(
+                PairVerification(
+                    participant=pair.participant,
+                    key_type=pair.key_type,
+                    last_result=text.get("result"),
+                    last_at=datetime.fromisoformat(text["at"]) if "at" in text else None,
+                    last_ok_at=datetime.fromisoformat(text["ok_at"]) if "ok_at" in text else None,
+                )
+            )
+        return result
 
     # --- reads for the CLI, the starter and tests (not activities) ----------------------------------
 

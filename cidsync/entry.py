@@ -163,6 +163,15 @@ class Entry(BaseModel):
         return tax_id
 
 
+class PairRef(BaseModel):
+    """One (participant, key type): the unit DICT verifies and reconciles (one VSync each)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    participant: Participant
+    key_type: KeyType
+
+
 def parse_entry(data: Any) -> Entry:
     """Validate a decoded JSON object as an entry; raises `InvalidInput` naming every bad field."""
     return validated(Entry, data, where="entry")

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+from cidsync.entry import KeyType
 from cidsync.events import EntryEvent, EventType
 
 PARTICIPANT = SearchAttributeKey.for_keyword("CidParticipant")
@@ -48,4 +49,19 @@ def event_summary(event: EntryEvent) -> str:
     return (
         f"{event.event_type.value}{deletion}: {event.entry.key_type.value} key of entry {event.entry.id}, "
         f"participant {event.entry.participant}, sequence {event.sequence}"
+    )
+
+
+def reconcile_workflow_id(participant: str, key_type: KeyType) -> str:
+    """`reconcile-<participant>-<key type>`: one reconciliation per pair at a time (DESIGN.md §3)."""
+    return f"reconcile-{participant}-{key_type.value}"
+
+
+def reconcile_search_attributes(participant: str, key_type: KeyType) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PARTICIPANT, participant),
+            SearchAttributePair(KEY_TYPE, key_type.value),
+            SearchAttributePair(EVENT_TYPE, "reconcile"),
+        ]
     )

@@ -1,7 +1,11 @@
 """The cidsync worker: registers the workflows and activities and owns their clients' lifecycle.
 
-Shutdown order (STACK.md): stop polling and let in-flight activities finish within the graceful
-timeout, then close Redis (the activities' client). The Temporal client needs no close.
+Clients are built once here and injected into the activity classes (STYLE.md): Redis for the CID store
+and reconciliation's scratch sets, the Bridge for DICT, and a Pulsar producer for `core-events`.
+
+Shutdown order (STACK.md): stop polling and let in-flight activities finish within the graceful timeout,
+then close the clients the activities used (Pulsar producer and client, Bridge channel, Redis). The
+Temporal client needs no close.
 """
 
 from __future__ import annotations
@@ -16,17 +20,29 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.bridge import BridgeActivities
+from activities.cid_file import CidFileActivities
 from activities.cid_store import CIDStore
+from activities.core_events import CoreEventsPublisher
+from activities.repair import RepairActivities
+from activities.schedule import ScheduleActivities
+from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import Settings
+from cidsync.producer import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.topics import Topics
 from workflows.apply_cid_batch import ApplyCIDBatch
+from workflows.check_freshness import CheckVerificationFreshness
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID
+from workflows.reconcile_vsync import ReconcileVSync
 from workflows.update_cid import UpdateCID
+from workflows.verify_all import VerifyAllPairs
 
 logger = logging.getLogger(__name__)
 
-WORKFLOWS = [CreateCID, UpdateCID, DeleteCID, ApplyCIDBatch]
+INGESTION_WORKFLOWS = [CreateCID, UpdateCID, DeleteCID, ApplyCIDBatch]
+RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness]
 
 
 @dataclass(frozen=True)
@@ -36,16 +52,56 @@ class WorkerOptions:
     graceful_shutdown: timedelta = timedelta(seconds=30)
 
 
-def activities_of(store: CIDStore) -> list[Callable[..., Any]]:
-    return [store.apply_change, store.key_sequence, store.apply_batch]
+@dataclass(frozen=True)
+class Reconciliation:
+    """The activities reconciliation needs besides the store: DICT, the CID files, repairs, core."""
+
+    bridge: BridgeActivities
+    cid_files: CidFileActivities
+    repair: RepairActivities
+    core_events: CoreEventsPublisher
+    schedule: ScheduleActivities
 
 
-def build_worker(client: Client, store: CIDStore, task_queue: str, options: WorkerOptions) -> Worker:
+def activities_of(store: CIDStore, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
+    found: list[Callable[..., Any]] = [store.apply_change, store.key_sequence, store.apply_batch]
+    if reconciliation is not None:
+        r = reconciliation
+        found += [
+            store.local_vsync,
+            store.begin_watch_activity,
+            store.end_watch_activity,
+            store.record_verification,
+            store.last_verifications,
+            r.bridge.verify_sync,
+            r.bridge.create_cid_set_file,
+            r.bridge.get_cid_set_file,
+            r.bridge.get_entry_by_cid,
+            r.cid_files.stream_cid_file,
+            r.cid_files.diff,
+            r.cid_files.drop_scratch,
+            r.repair.repair_cids,
+            r.core_events.publish_outbox,
+            r.core_events.publish_notice,
+            r.schedule.start_reconciliation,
+        ]
+    return found
+
+
+def build_worker(
+    client: Client,
+    store: CIDStore,
+    task_queue: str,
+    options: WorkerOptions,
+    reconciliation: Reconciliation | None = None,
+) -> Worker:
+    """Ingestion only when `reconciliation` is None (tests of the ingestion path need nothing more)."""
+    workflows = INGESTION_WORKFLOWS + (RECONCILIATION_WORKFLOWS if reconciliation else [])
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=activities_of(store),
+        workflows=workflows,
+        activities=activities_of(store, reconciliation),
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=options.graceful_shutdown,
@@ -57,12 +113,25 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
     redis = redis_client(settings.require("redis_url"))
+    bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
+    pulsar = pulsar_client(settings.require("pulsar_url"))
     try:
         store = CIDStore(redis, settings.key_secret_bytes, settings.mark_ttl_seconds)
-        worker = build_worker(client, store, settings.task_queue, options)
+        publisher = await CoreEventsPublisher.create(redis, pulsar, Topics(namespace=settings.pulsar_namespace))
+        reconciliation = Reconciliation(
+            bridge=BridgeActivities(bridge),
+            cid_files=CidFileActivities(redis, bridge),
+            repair=RepairActivities(store, bridge, redis),
+            core_events=publisher,
+            schedule=ScheduleActivities(client, settings.task_queue),
+        )
+        worker = build_worker(client, store, settings.task_queue, options, reconciliation)
         async with worker:
             logger.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()
             logger.info("shutting down: finishing in-flight activities (up to %s)", options.graceful_shutdown)
+        await publisher.close()
     finally:
+        await pulsar.close()
+        await bridge.close()
         await redis.aclose()

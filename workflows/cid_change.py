@@ -51,6 +51,7 @@ def change_for(event: EntryEvent) -> CIDChange:
         sequence=event.sequence,
         cid=None if event.event_type is EventType.DELETED else cid(entry),
         event_id=str(event.event_id),
+        entry_id=str(entry.id),
     )
 
 

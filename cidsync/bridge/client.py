@@ -173,13 +173,16 @@ class BridgeClient:
             verified_at=convert.moment(reply.verified_at),
         )
 
-    async def create_cid_set_file(self, participant: str, key_type: KeyType) -> CidSetFile:
-        """Spends DICT quota; never retried here (see the module docstring)."""
-        reply: pb.CidSetFile = await self._call(
-            "CreateCidSetFile",
-            self._stub.CreateCidSetFile,
-            pb.CreateCidSetFileRequest(participant=participant, key_type=convert.key_type_to_pb(key_type)),
+    async def create_cid_set_file(self, participant: str, key_type: KeyType, request_id: str = "") -> CidSetFile:
+        """Spends DICT quota; never retried here (see the module docstring).
+
+        `request_id` is the idempotency key: the same key returns the same file, so the caller (a
+        Temporal activity) may retry an ambiguous failure without spending a second file.
+        """
+        request = pb.CreateCidSetFileRequest(
+            participant=participant, key_type=convert.key_type_to_pb(key_type), request_id=request_id
         )
+        reply: pb.CidSetFile = await self._call("CreateCidSetFile", self._stub.CreateCidSetFile, request)
         return convert.cid_set_file_from_pb(reply)
 
     async def get_cid_set_file(self, file_id: str) -> CidSetFile:

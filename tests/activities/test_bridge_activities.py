@@ -1,5 +1,6 @@
 """Bridge activities against the simulator: DICT's answers become the right Temporal retry semantics."""
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -7,7 +8,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.bridge import BridgeActivities, EntryRequest, PairRef, VerifyRequest
+from activities.bridge import BridgeActivities, CreateFileRequest, EntryRequest, VerifyRequest
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
@@ -35,19 +36,35 @@ async def test_rate_limit_is_retryable_after_dicts_retry_after(bridge: BridgeAct
     assert timedelta(seconds=5) < limited.value.next_retry_delay <= timedelta(seconds=6)
 
 
-async def test_create_file_failures_are_final_for_the_workflow_to_decide(
+async def test_create_file_is_idempotent_so_a_transient_failure_is_retried_without_a_second_file(
     bridge: BridgeActivities, simulator_admin: SimulatorAdmin, participant: str
 ) -> None:
+    request = CreateFileRequest(participant=participant, key_type=KeyType.EVP, request_id=str(uuid.uuid4()))
     await simulator_admin.set_faults(fail_next={"CreateCidSetFile": 1})
     with pytest.raises(ApplicationError) as failed:
-        await ActivityEnvironment().run(
-            bridge.create_cid_set_file, PairRef(participant=participant, key_type=KeyType.EVP)
-        )
-    assert (failed.value.type, failed.value.non_retryable) == ("Unavailable", True)
-    created = await ActivityEnvironment().run(
-        bridge.create_cid_set_file, PairRef(participant=participant, key_type=KeyType.EVP)
-    )
-    assert created.file_id
+        await ActivityEnvironment().run(bridge.create_cid_set_file, request)
+    assert (failed.value.type, failed.value.non_retryable) == ("Unavailable", False)
+    before = (await simulator_admin.stats())["files_created"]
+    created = await ActivityEnvironment().run(bridge.create_cid_set_file, request)
+    again = await ActivityEnvironment().run(bridge.create_cid_set_file, request)  # e.g. the answer was lost
+    assert created.file_id == again.file_id
+    assert (await simulator_admin.stats())["files_created"] == before + 1
+
+
+async def test_a_rate_limited_file_request_is_final_with_its_retry_after(
+    bridge: BridgeActivities, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    refused = None
+    for _ in range(250):  # DICT's bucket holds 200 files
+        request = CreateFileRequest(participant=participant, key_type=KeyType.EVP, request_id=str(uuid.uuid4()))
+        try:
+            await ActivityEnvironment().run(bridge.create_cid_set_file, request)
+        except ApplicationError as error:
+            refused = error
+            break
+    assert refused is not None
+    assert (refused.type, refused.non_retryable) == ("RateLimited", True)
+    assert float(refused.details[0]) > 0
 
 
 async def test_invalid_requests_are_not_retried_and_a_gone_entry_is_none(

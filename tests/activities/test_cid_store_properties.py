@@ -66,7 +66,7 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
     def change(i: int) -> CIDChange:
         step = history[i]
         return CIDChange(participant=participant, key_type=KeyType.PHONE, key=step.key, sequence=step.sequence,
-                         cid=step.cid, event_id=events[i])  # fmt: skip
+                         cid=step.cid, event_id=events[i], entry_id=f"entry-{step.key}")  # fmt: skip
 
     try:
         if concurrent:
@@ -82,7 +82,7 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
         assert len(stored) <= len({s.key for s in history})  # I2: at most one CID a key
         # The reverse index maps exactly the stored CIDs, each to the key that holds it.
         last = {s.key: s for s in sorted(history, key=lambda s: s.sequence)}
-        holders = {s.cid: key_id(SECRET, KeyType.PHONE, key) for key, s in last.items() if s.cid}
+        holders = {s.cid: f"{key_id(SECRET, KeyType.PHONE, key)}|entry-{key}" for key, s in last.items() if s.cid}
         index = await client.hgetall(PairKeys(participant, KeyType.PHONE).by_cid)
         assert index == {k.encode(): v.encode() for k, v in holders.items()}
     finally:

@@ -78,6 +78,14 @@ class SimulatorAdmin:
         reply: admin_pb2.InjectDivergenceResponse = await self._call("InjectDivergence", request)
         return reply
 
+    async def load_synthetic(self, participant: str, key_type: KeyType, count: int, seed: int = 0) -> tuple[int, str]:
+        """Generate `count` entries inside the simulator; returns how many were loaded and the VSync."""
+        request = admin_pb2.LoadSyntheticRequest(
+            participant=participant, key_type=convert.key_type_to_pb(key_type), count=count, seed=seed
+        )
+        reply = await self._call("LoadSynthetic", request)
+        return int(reply.loaded), str(reply.vsync)
+
     async def set_faults(
         self,
         *,
@@ -85,6 +93,7 @@ class SimulatorAdmin:
         latency_ms: int = 0,
         fail_next: Mapping[str, int] | None = None,
         file_outcome: FileStatus = FileStatus.AVAILABLE,
+        page_delay_ms: int = 0,
     ) -> None:
         """Replace every fault setting (the defaults mean: no faults)."""
         await self._call(
@@ -94,6 +103,7 @@ class SimulatorAdmin:
                 latency_ms=latency_ms,
                 fail_next=dict(fail_next or {}),
                 file_outcome=convert.file_status_to_pb(file_outcome),
+                page_delay_ms=page_delay_ms,
             ),
         )
 
@@ -104,6 +114,7 @@ class SimulatorAdmin:
             "rate_limited": dict(reply.rate_limited),
             "injected_unavailable": dict(reply.injected_unavailable),
             "entries": int(reply.entries),
+            "files_created": int(reply.files_created),
         }
 
     async def reset(self) -> None:

@@ -134,6 +134,18 @@ class SimulatedDict:
         self.files[file.file_id] = file
         return file
 
+    def load_synthetic(self, pair: Pair, count: int, seed: int) -> int:
+        """`count` synthetic entries of one pair, from `seed`; a key DICT already holds is skipped."""
+        rng = random.Random(seed)
+        now = self.now()
+        loaded = 0
+        for _ in range(count):
+            entry = synthetic_entry(rng, pair[0], pair[1])
+            if (entry.key_type, entry.key) not in self._by_key and entry.id not in self._by_entry_id:
+                self._add(entry, now)
+                loaded += 1
+        return loaded
+
     def diverge(
         self, pair: Pair, *, add: int, remove: int, alter: int, seed: int, now: datetime
     ) -> tuple[list[str], list[str], list[tuple[str, str]]]:

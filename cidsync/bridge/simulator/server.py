@@ -49,6 +49,7 @@ class Faults:
     latency_ms: int = 0
     fail_next: Counter[str] = field(default_factory=Counter)
     file_outcome: FileStatus = FileStatus.AVAILABLE
+    page_delay_ms: int = 0
 
 
 class Simulator:
@@ -73,11 +74,13 @@ class Simulator:
         self.injected_unavailable: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.file_requests: dict[tuple[str, str], str] = {}  # (participant, request id) -> file id
 
     def reset(self) -> None:
         for task in self._tasks:
             task.cancel()
         self.dict = SimulatedDict()
+        self.file_requests.clear()
         self.limiter.reset()
         self.faults = Faults()
         self.calls.clear()
@@ -215,8 +218,18 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     ) -> pb.CidSetFile:
         participant = _participant(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
+        # A repeated idempotency key returns the first file and spends nothing (checked before the
+        # rate limit: a retry of a request that got through must not be refused for quota).
+        known = self.sim.file_requests.get((participant, request.request_id)) if request.request_id else None
+        if known is not None:
+            file = self.sim.dict.files[known]
+            if file.key_type is not key_type:
+                raise InvalidInput("request", [Problem("request_id", "was used for another key type")])
+            return _file_pb(file)
         await self.sim.admit(context, "CreateCidSetFile", participant)
         file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now())
+        if request.request_id:
+            self.sim.file_requests[(participant, request.request_id)] = file.file_id
         self.sim.generate(file)
         return _file_pb(file)
 
@@ -254,7 +267,13 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
         self, request: pb.GetCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidPage:
         file = await self._available(request.file_id, context)
-        return self._page(file, _offset(file.file_id, request.page_token), _page_size(request.page_size))
+        page = self._page(file, _offset(file.file_id, request.page_token), _page_size(request.page_size))
+        await self._page_delay()
+        return page
+
+    async def _page_delay(self) -> None:
+        if self.sim.faults.page_delay_ms:
+            await asyncio.sleep(self.sim.faults.page_delay_ms / 1000)
 
     async def StreamCIDList(  # noqa: N802
         self, request: pb.StreamCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -268,6 +287,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
         while True:
             page = self._page(file, offset, size)
+            await self._page_delay()
             yield page
             if not page.next_page_token:
                 return
@@ -366,11 +386,25 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
             altered_new=[n for _, n in altered],
         )
 
+    async def LoadSynthetic(  # noqa: N802
+        self, request: admin_pb2.LoadSyntheticRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.LoadSyntheticResponse:
+        try:
+            pair = (_participant(request.participant), convert.key_type_from_pb(request.key_type))
+            if request.count < 0:
+                raise InvalidInput("request", [Problem("count", "must not be negative")])
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        loaded = await asyncio.to_thread(self.sim.dict.load_synthetic, pair, request.count, request.seed)
+        return admin_pb2.LoadSyntheticResponse(loaded=loaded, vsync=self.sim.dict.vsync(pair))
+
     async def SetFaults(  # noqa: N802
         self, request: admin_pb2.Faults, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.Faults:
-        if not 0 <= request.unavailable_ratio <= 1 or request.latency_ms < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unavailable_ratio is 0..1, latency_ms >= 0")
+        if not 0 <= request.unavailable_ratio <= 1 or request.latency_ms < 0 or request.page_delay_ms < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "unavailable_ratio is 0..1, latency_ms and page_delay_ms >= 0"
+            )
         outcome = FileStatus.AVAILABLE
         if request.file_outcome != pb.CID_SET_FILE_STATUS_UNSPECIFIED:
             outcome = convert.file_status_from_pb(request.file_outcome)
@@ -379,6 +413,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
             latency_ms=request.latency_ms,
             fail_next=Counter(dict(request.fail_next)),
             file_outcome=outcome,
+            page_delay_ms=request.page_delay_ms,
         )
         return request
 
@@ -390,6 +425,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
             rate_limited=dict(self.sim.rate_limited),
             injected_unavailable=dict(self.sim.injected_unavailable),
             entries=self.sim.dict.entry_count(),
+            files_created=len(self.sim.dict.files),
         )
 
     async def Reset(  # noqa: N802

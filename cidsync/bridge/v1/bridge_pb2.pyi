@@ -211,17 +211,25 @@ class CreateCidSetFileRequest(_message.Message):
 
     PARTICIPANT_FIELD_NUMBER: _builtins.int
     KEY_TYPE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     participant: _builtins.str
     key_type: Global___KeyType.ValueType
+    request_id: _builtins.str
+    """Idempotency key chosen by the caller (e.g. the reconciliation's workflow id and round). A repeated
+    request with the same key for the same participant returns the file it created the first time instead
+    of spending another of DICT's 40 files a day, so an ambiguous failure (a timeout, a crash) can be
+    retried safely. Empty: no deduplication.
+    """
     def __init__(
         self,
         *,
         participant: _builtins.str = ...,
         key_type: Global___KeyType.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_type", b"key_type", "participant", b"participant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_type", b"key_type", "participant", b"participant", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cidsync.bridge.v1 import bridge_pb2 as cidsync_dot_bridge_dot_v1_dot_bridge__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cidsync/bridge/simulator/v1/admin.proto\x12\x1b\x63idsync.bridge.simulator.v1\x1a\x1e\x63idsync/bridge/v1/bridge.proto\"(\n\x12LoadEntriesRequest\x12\x12\n\nentry_json\x18\x01 \x03(\t\"3\n\x13LoadEntriesResponse\x12\x0e\n\x06loaded\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ids\x18\x02 \x03(\t\"$\n\x14RemoveEntriesRequest\x12\x0c\n\x04\x63ids\x18\x01 \x03(\t\";\n\x15RemoveEntriesResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\'\n\x11\x41lterEntryRequest\x12\x12\n\nentry_json\x18\x01 \x01(\t\"6\n\x12\x41lterEntryResponse\x12\x0f\n\x07old_cid\x18\x01 \x01(\t\x12\x0f\n\x07new_cid\x18\x02 \x01(\t\"\x96\x01\n\x17InjectDivergenceRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x0b\n\x03\x61\x64\x64\x18\x03 \x01(\x05\x12\x0e\n\x06remove\x18\x04 \x01(\x05\x12\r\n\x05\x61lter\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"d\n\x18InjectDivergenceResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x13\n\x0b\x61ltered_old\x18\x03 \x03(\t\x12\x13\n\x0b\x61ltered_new\x18\x04 \x03(\t\"\xe9\x01\n\x06\x46\x61ults\x12\x19\n\x11unavailable_ratio\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x05\x12\x44\n\tfail_next\x18\x03 \x03(\x0b\x32\x31.cidsync.bridge.simulator.v1.Faults.FailNextEntry\x12\x39\n\x0c\x66ile_outcome\x18\x04 \x01(\x0e\x32#.cidsync.bridge.v1.CidSetFileStatus\x1a/\n\rFailNextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x11\n\x0fGetStatsRequest\"\x9a\x03\n\x05Stats\x12<\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32-.cidsync.bridge.simulator.v1.Stats.CallsEntry\x12I\n\x0crate_limited\x18\x02 \x03(\x0b\x32\x33.cidsync.bridge.simulator.v1.Stats.RateLimitedEntry\x12Y\n\x14injected_unavailable\x18\x03 \x03(\x0b\x32;.cidsync.bridge.simulator.v1.Stats.InjectedUnavailableEntry\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x03\x1a,\n\nCallsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10RateLimitedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a:\n\x18InjectedUnavailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse2\x83\x06\n\x12\x44ictSimulatorAdmin\x12p\n\x0bLoadEntries\x12/.cidsync.bridge.simulator.v1.LoadEntriesRequest\x1a\x30.cidsync.bridge.simulator.v1.LoadEntriesResponse\x12v\n\rRemoveEntries\x12\x31.cidsync.bridge.simulator.v1.RemoveEntriesRequest\x1a\x32.cidsync.bridge.simulator.v1.RemoveEntriesResponse\x12m\n\nAlterEntry\x12..cidsync.bridge.simulator.v1.AlterEntryRequest\x1a/.cidsync.bridge.simulator.v1.AlterEntryResponse\x12\x7f\n\x10InjectDivergence\x12\x34.cidsync.bridge.simulator.v1.InjectDivergenceRequest\x1a\x35.cidsync.bridge.simulator.v1.InjectDivergenceResponse\x12U\n\tSetFaults\x12#.cidsync.bridge.simulator.v1.Faults\x1a#.cidsync.bridge.simulator.v1.Faults\x12\\\n\x08GetStats\x12,.cidsync.bridge.simulator.v1.GetStatsRequest\x1a\".cidsync.bridge.simulator.v1.Stats\x12^\n\x05Reset\x12).cidsync.bridge.simulator.v1.ResetRequest\x1a*.cidsync.bridge.simulator.v1.ResetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'cidsync/bridge/simulator/v1/admin.proto\x12\x1b\x63idsync.bridge.simulator.v1\x1a\x1e\x63idsync/bridge/v1/bridge.proto\"(\n\x12LoadEntriesRequest\x12\x12\n\nentry_json\x18\x01 \x03(\t\"3\n\x13LoadEntriesResponse\x12\x0e\n\x06loaded\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ids\x18\x02 \x03(\t\"$\n\x14RemoveEntriesRequest\x12\x0c\n\x04\x63ids\x18\x01 \x03(\t\";\n\x15RemoveEntriesResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12\x11\n\tnot_found\x18\x02 \x03(\t\"\'\n\x11\x41lterEntryRequest\x12\x12\n\nentry_json\x18\x01 \x01(\t\"6\n\x12\x41lterEntryResponse\x12\x0f\n\x07old_cid\x18\x01 \x01(\t\x12\x0f\n\x07new_cid\x18\x02 \x01(\t\"\x96\x01\n\x17InjectDivergenceRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x0b\n\x03\x61\x64\x64\x18\x03 \x01(\x05\x12\x0e\n\x06remove\x18\x04 \x01(\x05\x12\r\n\x05\x61lter\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"d\n\x18InjectDivergenceResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x13\n\x0b\x61ltered_old\x18\x03 \x03(\t\x12\x13\n\x0b\x61ltered_new\x18\x04 \x03(\t\"v\n\x14LoadSyntheticRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0c\n\x04seed\x18\x04 \x01(\x03\"6\n\x15LoadSyntheticResponse\x12\x0e\n\x06loaded\x18\x01 \x01(\x03\x12\r\n\x05vsync\x18\x02 \x01(\t\"\x80\x02\n\x06\x46\x61ults\x12\x19\n\x11unavailable_ratio\x18\x01 \x01(\x01\x12\x12\n\nlatency_ms\x18\x02 \x01(\x05\x12\x44\n\tfail_next\x18\x03 \x03(\x0b\x32\x31.cidsync.bridge.simulator.v1.Faults.FailNextEntry\x12\x39\n\x0c\x66ile_outcome\x18\x04 \x01(\x0e\x32#.cidsync.bridge.v1.CidSetFileStatus\x12\x15\n\rpage_delay_ms\x18\x05 \x01(\x05\x1a/\n\rFailNextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\x11\n\x0fGetStatsRequest\"\xb1\x03\n\x05Stats\x12<\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32-.cidsync.bridge.simulator.v1.Stats.CallsEntry\x12I\n\x0crate_limited\x18\x02 \x03(\x0b\x32\x33.cidsync.bridge.simulator.v1.Stats.RateLimitedEntry\x12Y\n\x14injected_unavailable\x18\x03 \x03(\x0b\x32;.cidsync.bridge.simulator.v1.Stats.InjectedUnavailableEntry\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x03\x12\x15\n\rfiles_created\x18\x05 \x01(\x03\x1a,\n\nCallsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10RateLimitedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a:\n\x18InjectedUnavailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse2\xfb\x06\n\x12\x44ictSimulatorAdmin\x12p\n\x0bLoadEntries\x12/.cidsync.bridge.simulator.v1.LoadEntriesRequest\x1a\x30.cidsync.bridge.simulator.v1.LoadEntriesResponse\x12v\n\rRemoveEntries\x12\x31.cidsync.bridge.simulator.v1.RemoveEntriesRequest\x1a\x32.cidsync.bridge.simulator.v1.RemoveEntriesResponse\x12m\n\nAlterEntry\x12..cidsync.bridge.simulator.v1.AlterEntryRequest\x1a/.cidsync.bridge.simulator.v1.AlterEntryResponse\x12\x7f\n\x10InjectDivergence\x12\x34.cidsync.bridge.simulator.v1.InjectDivergenceRequest\x1a\x35.cidsync.bridge.simulator.v1.InjectDivergenceResponse\x12v\n\rLoadSynthetic\x12\x31.cidsync.bridge.simulator.v1.LoadSyntheticRequest\x1a\x32.cidsync.bridge.simulator.v1.LoadSyntheticResponse\x12U\n\tSetFaults\x12#.cidsync.bridge.simulator.v1.Faults\x1a#.cidsync.bridge.simulator.v1.Faults\x12\\\n\x08GetStats\x12,.cidsync.bridge.simulator.v1.GetStatsRequest\x1a\".cidsync.bridge.simulator.v1.Stats\x12^\n\x05Reset\x12).cidsync.bridge.simulator.v1.ResetRequest\x1a*.cidsync.bridge.simulator.v1.ResetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,24 +56,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INJECTDIVERGENCEREQUEST']._serialized_end=546
   _globals['_INJECTDIVERGENCERESPONSE']._serialized_start=548
   _globals['_INJECTDIVERGENCERESPONSE']._serialized_end=648
-  _globals['_FAULTS']._serialized_start=651
-  _globals['_FAULTS']._serialized_end=884
-  _globals['_FAULTS_FAILNEXTENTRY']._serialized_start=837
-  _globals['_FAULTS_FAILNEXTENTRY']._serialized_end=884
-  _globals['_GETSTATSREQUEST']._serialized_start=886
-  _globals['_GETSTATSREQUEST']._serialized_end=903
-  _globals['_STATS']._serialized_start=906
-  _globals['_STATS']._serialized_end=1316
-  _globals['_STATS_CALLSENTRY']._serialized_start=1160
-  _globals['_STATS_CALLSENTRY']._serialized_end=1204
-  _globals['_STATS_RATELIMITEDENTRY']._serialized_start=1206
-  _globals['_STATS_RATELIMITEDENTRY']._serialized_end=1256
-  _globals['_STATS_INJECTEDUNAVAILABLEENTRY']._serialized_start=1258
-  _globals['_STATS_INJECTEDUNAVAILABLEENTRY']._serialized_end=1316
-  _globals['_RESETREQUEST']._serialized_start=1318
-  _globals['_RESETREQUEST']._serialized_end=1332
-  _globals['_RESETRESPONSE']._serialized_start=1334
-  _globals['_RESETRESPONSE']._serialized_end=1349
-  _globals['_DICTSIMULATORADMIN']._serialized_start=1352
-  _globals['_DICTSIMULATORADMIN']._serialized_end=2123
+  _globals['_LOADSYNTHETICREQUEST']._serialized_start=650
+  _globals['_LOADSYNTHETICREQUEST']._serialized_end=768
+  _globals['_LOADSYNTHETICRESPONSE']._serialized_start=770
+  _globals['_LOADSYNTHETICRESPONSE']._serialized_end=824
+  _globals['_FAULTS']._serialized_start=827
+  _globals['_FAULTS']._serialized_end=1083
+  _globals['_FAULTS_FAILNEXTENTRY']._serialized_start=1036
+  _globals['_FAULTS_FAILNEXTENTRY']._serialized_end=1083
+  _globals['_GETSTATSREQUEST']._serialized_start=1085
+  _globals['_GETSTATSREQUEST']._serialized_end=1102
+  _globals['_STATS']._serialized_start=1105
+  _globals['_STATS']._serialized_end=1538
+  _globals['_STATS_CALLSENTRY']._serialized_start=1382
+  _globals['_STATS_CALLSENTRY']._serialized_end=1426
+  _globals['_STATS_RATELIMITEDENTRY']._serialized_start=1428
+  _globals['_STATS_RATELIMITEDENTRY']._serialized_end=1478
+  _globals['_STATS_INJECTEDUNAVAILABLEENTRY']._serialized_start=1480
+  _globals['_STATS_INJECTEDUNAVAILABLEENTRY']._serialized_end=1538
+  _globals['_RESETREQUEST']._serialized_start=1540
+  _globals['_RESETREQUEST']._serialized_end=1554
+  _globals['_RESETRESPONSE']._serialized_start=1556
+  _globals['_RESETRESPONSE']._serialized_end=1571
+  _globals['_DICTSIMULATORADMIN']._serialized_start=1574
+  _globals['_DICTSIMULATORADMIN']._serialized_end=2465
 # @@protoc_insertion_point(module_scope)

@@ -215,6 +215,57 @@ class InjectDivergenceResponse(_message.Message):
 Global___InjectDivergenceResponse: _TypeAlias = InjectDivergenceResponse  # noqa: Y015
 
 @_typing.final
+class LoadSyntheticRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_FIELD_NUMBER: _builtins.int
+    KEY_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    participant: _builtins.str
+    key_type: _bridge_pb2.KeyType.ValueType
+    count: _builtins.int
+    seed: _builtins.int
+    def __init__(
+        self,
+        *,
+        participant: _builtins.str = ...,
+        key_type: _bridge_pb2.KeyType.ValueType = ...,
+        count: _builtins.int = ...,
+        seed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key_type", b"key_type", "participant", b"participant", "seed", b"seed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadSyntheticRequest: _TypeAlias = LoadSyntheticRequest  # noqa: Y015
+
+@_typing.final
+class LoadSyntheticResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOADED_FIELD_NUMBER: _builtins.int
+    VSYNC_FIELD_NUMBER: _builtins.int
+    loaded: _builtins.int
+    vsync: _builtins.str
+    """the pair's VSync after loading"""
+    def __init__(
+        self,
+        *,
+        loaded: _builtins.int = ...,
+        vsync: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loaded", b"loaded", "vsync", b"vsync"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadSyntheticResponse: _TypeAlias = LoadSyntheticResponse  # noqa: Y015
+
+@_typing.final
 class Faults(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -242,12 +293,15 @@ class Faults(_message.Message):
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     FAIL_NEXT_FIELD_NUMBER: _builtins.int
     FILE_OUTCOME_FIELD_NUMBER: _builtins.int
+    PAGE_DELAY_MS_FIELD_NUMBER: _builtins.int
     unavailable_ratio: _builtins.float
     """0..1: share of calls answered UNAVAILABLE"""
     latency_ms: _builtins.int
     """added to every call"""
     file_outcome: _bridge_pb2.CidSetFileStatus.ValueType
     """The outcome of the next CID files: AVAILABLE (default, also for UNSPECIFIED), ERROR or UNAVAILABLE."""
+    page_delay_ms: _builtins.int
+    """added before each page of a CID list (unary or streamed)"""
     @_builtins.property
     def fail_next(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """method name -> the next N calls answer UNAVAILABLE"""
@@ -259,10 +313,11 @@ class Faults(_message.Message):
         latency_ms: _builtins.int = ...,
         fail_next: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         file_outcome: _bridge_pb2.CidSetFileStatus.ValueType = ...,
+        page_delay_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_next", b"fail_next", "file_outcome", b"file_outcome", "latency_ms", b"latency_ms", "unavailable_ratio", b"unavailable_ratio"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_next", b"fail_next", "file_outcome", b"file_outcome", "latency_ms", b"latency_ms", "page_delay_ms", b"page_delay_ms", "unavailable_ratio", b"unavailable_ratio"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -351,7 +406,10 @@ class Stats(_message.Message):
     RATE_LIMITED_FIELD_NUMBER: _builtins.int
     INJECTED_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    FILES_CREATED_FIELD_NUMBER: _builtins.int
     entries: _builtins.int
+    files_created: _builtins.int
+    """CID files DICT generated (a deduplicated request creates none)"""
     @_builtins.property
     def calls(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """per method, every call that reached the simulator"""
@@ -369,10 +427,11 @@ class Stats(_message.Message):
         rate_limited: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         injected_unavailable: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         entries: _builtins.int = ...,
+        files_created: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "entries", b"entries", "injected_unavailable", b"injected_unavailable", "rate_limited", b"rate_limited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "entries", b"entries", "files_created", b"files_created", "injected_unavailable", b"injected_unavailable", "rate_limited", b"rate_limited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

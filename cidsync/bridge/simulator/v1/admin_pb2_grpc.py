@@ -54,6 +54,11 @@ class DictSimulatorAdminStub:
                 request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
                 response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
                 _registered_method=True)
+        self.LoadSynthetic = channel.unary_unary(
+                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
+                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
+                _registered_method=True)
         self.SetFaults = channel.unary_unary(
                 '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/SetFaults',
                 request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
@@ -102,6 +107,14 @@ class DictSimulatorAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadSynthetic(self, request, context):
+        """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
+        the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetFaults(self, request, context):
         """Replaces the fault settings; returns them.
         """
@@ -144,6 +157,11 @@ def add_DictSimulatorAdminServicer_to_server(servicer, server):
                     servicer.InjectDivergence,
                     request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.FromString,
                     response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.SerializeToString,
+            ),
+            'LoadSynthetic': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadSynthetic,
+                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.SerializeToString,
             ),
             'SetFaults': grpc.unary_unary_rpc_method_handler(
                     servicer.SetFaults,
@@ -269,6 +287,33 @@ class DictSimulatorAdmin:
             '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/InjectDivergence',
             cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
             cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadSynthetic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
+            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
+            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
             options,
             channel_credentials,
             insecure,

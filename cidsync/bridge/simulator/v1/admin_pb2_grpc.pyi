@@ -41,6 +41,10 @@ class DictSimulatorAdminStub:
     """Replaces the entry with the same id (same RequestId): its CID changes, as after an update."""
     InjectDivergence: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InjectDivergenceRequest, _admin_pb2.InjectDivergenceResponse]
     """Random divergence on one pair: new entries added, existing ones removed or altered."""
+    LoadSynthetic: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LoadSyntheticRequest, _admin_pb2.LoadSyntheticResponse]
+    """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
+    the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+    """
     SetFaults: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.Faults]
     """Replaces the fault settings; returns them."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetStatsRequest, _admin_pb2.Stats]
@@ -58,6 +62,10 @@ class DictSimulatorAdminAsyncStub(DictSimulatorAdminStub):
     """Replaces the entry with the same id (same RequestId): its CID changes, as after an update."""
     InjectDivergence: _aio.UnaryUnaryMultiCallable[_admin_pb2.InjectDivergenceRequest, _admin_pb2.InjectDivergenceResponse]  # type: ignore[assignment]
     """Random divergence on one pair: new entries added, existing ones removed or altered."""
+    LoadSynthetic: _aio.UnaryUnaryMultiCallable[_admin_pb2.LoadSyntheticRequest, _admin_pb2.LoadSyntheticResponse]  # type: ignore[assignment]
+    """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
+    the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+    """
     SetFaults: _aio.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.Faults]  # type: ignore[assignment]
     """Replaces the fault settings; returns them."""
     GetStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetStatsRequest, _admin_pb2.Stats]  # type: ignore[assignment]
@@ -96,6 +104,16 @@ class DictSimulatorAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.InjectDivergenceResponse, _abc.Awaitable[_admin_pb2.InjectDivergenceResponse]]:
         """Random divergence on one pair: new entries added, existing ones removed or altered."""
+
+    @_abc_1.abstractmethod
+    def LoadSynthetic(
+        self,
+        request: _admin_pb2.LoadSyntheticRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.LoadSyntheticResponse, _abc.Awaitable[_admin_pb2.LoadSyntheticResponse]]:
+        """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
+        the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+        """
 
     @_abc_1.abstractmethod
     def SetFaults(

@@ -1,0 +1,83 @@
+"""Notifications to core banking on `core-events` (Pulsar): the outbox of repairs, and single notices.
+
+The repair step writes each notification into the run's Redis outbox atomically with the repair itself;
+`publish_outbox` drains it: it sends a slice, waits for the broker's acknowledgements, and only then trims
+the slice off. A crash in between publishes the slice again, which is harmless: every notification has a
+deterministic `event_id` for core to drop duplicates by. So the delivery is at least once and nothing
+repaired goes unreported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+from temporalio import activity
+
+from activities.cid_file import Scratch
+from cidsync.core_events import SCHEMA, ApprovalNeeded, EntryReconciled, ReconciliationCompleted, VerificationStale
+from cidsync.topics import Topics
+
+OUTBOX_SLICE = 500
+
+Notice = Annotated[ReconciliationCompleted | ApprovalNeeded | VerificationStale, Field(discriminator="event_type")]
+
+
+class NoticeInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    notice: Notice
+
+
+class CoreEventsPublisher:
+    """Built once in the worker: one producer for `core-events`, created up front."""
+
+    def __init__(self, redis: Redis, producer: pulsar_asyncio.Producer) -> None:
+        self.redis = redis
+        self.producer = producer
+
+    @classmethod
+    async def create(cls, redis: Redis, client: pulsar_asyncio.Client, topics: Topics) -> CoreEventsPublisher:
+        producer = await client.create_producer(
+            topics.full(topics.core_events),
+            send_timeout_millis=30_000,
+            compression_type=pulsar.CompressionType.LZ4,
+            batching_enabled=True,
+            batching_max_publish_delay_ms=10,
+        )
+        return cls(redis, producer)
+
+    async def close(self) -> None:
+        await self.producer.close()
+
+    async def _send(self, payload: str, partition_key: str, event_type: str, event_id: str) -> None:
+        await self.producer.send(
+            payload.encode(),
+            partition_key=partition_key,
+            properties={"schema": SCHEMA, "event_type": event_type, "event_id": event_id},
+        )
+
+    @activity.defn(name="publish_outbox")
+    async def publish_outbox(self, scratch: Scratch) -> int:
+        published = 0
+        while raw := await self.redis.lrange(scratch.outbox, 0, OUTBOX_SLICE - 1):
+            events = [EntryReconciled.model_validate_json(item) for item in raw]
+            await asyncio.gather(
+                *(
+                    self._send(event.to_json(), event.partition_key, event.event_type.value, str(event.event_id))
+                    for event in events
+                )
+            )
+            await self.redis.ltrim(scratch.outbox, len(raw), -1)
+            published += len(raw)
+            activity.heartbeat(published)
+        return published
+
+    @activity.defn(name="publish_notice")
+    async def publish_notice(self, request: NoticeInput) -> None:
+        notice = request.notice
+        await self._send(notice.to_json(), notice.partition_key, notice.event_type.value, str(notice.event_id))

@@ -1,0 +1,291 @@
+"""ReconcileVSync with recorded fake activities, on the time-skipping server: the durable waits of a
+reconciliation (file polling, DICT's retry-after, the operator's approval and its reminders) and its
+give-up path, in simulated hours and days.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.bridge import CreateFileRequest, VerifyRequest
+from activities.cid_file import DiffResult, Scratch, StreamFileInput, StreamFileResult
+from activities.cid_store import LocalVSync, PairsRequest, PairVerification, VerificationRecord, WatchRequest
+from activities.core_events import NoticeInput
+from activities.repair import RepairInput, RepairResult, RepairSide
+from cidsync.bridge.models import CidSetFile, FileStatus, Verification
+from cidsync.core_events import CoreEventType, Outcome
+from cidsync.entry import KeyType, PairRef
+from cidsync.naming import OUTCOME, reconcile_search_attributes
+from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
+
+PARTICIPANT = "12345678"
+
+
+@dataclass
+class FakeDict:
+    """DICT and the stores, scripted: verification answers, file statuses, rate limits, diff sizes."""
+
+    verdicts: list[bool]  # one per verification; the last repeats
+    statuses: list[FileStatus] = field(default_factory=lambda: [FileStatus.AVAILABLE])  # per poll; last repeats
+    file_outcomes: list[FileStatus] = field(default_factory=list)  # final status per file (default AVAILABLE)
+    rate_limited: list[float] = field(default_factory=list)  # retry-afters answered to the first creates
+    dict_only: int = 3
+    local_only: int = 2
+    creates: list[tuple[str, datetime]] = field(default_factory=list)
+    polls: list[datetime] = field(default_factory=list)
+    repairs: list[RepairSide] = field(default_factory=list)
+    notices: list[NoticeInput] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    verified: list[VerificationRecord] = field(default_factory=list)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        files: dict[str, int] = {}
+
+        @activity.defn(name="local_vsync")
+        async def local_vsync(pair: PairRef) -> LocalVSync:
+            return LocalVSync(vsync="0" * 64, count=10)
+
+        @activity.defn(name="verify_sync")
+        async def verify_sync(request: VerifyRequest) -> Verification:
+            ok = self.verdicts[min(len(self.verified), len(self.verdicts) - 1)]
+            return Verification(verification_id=str(uuid.uuid4()), ok=ok, verified_at=datetime.now(UTC))
+
+        @activity.defn(name="record_verification")
+        async def record_verification(record: VerificationRecord) -> None:
+            self.verified.append(record)
+
+        @activity.defn(name="begin_watch")
+        async def begin_watch(request: WatchRequest) -> None:
+            pass
+
+        @activity.defn(name="end_watch")
+        async def end_watch(pair: PairRef) -> None:
+            pass
+
+        @activity.defn(name="create_cid_set_file")
+        async def create_cid_set_file(request: CreateFileRequest) -> CidSetFile:
+            self.creates.append((request.request_id, activity.info().current_attempt_scheduled_time))
+            if len(self.creates) <= len(self.rate_limited):
+                wait = self.rate_limited[len(self.creates) - 1]
+                raise ApplicationError("file quota", wait, type="RateLimited", non_retryable=True)
+            files.setdefault(request.request_id, len(files))
+            return self._file(request.request_id, FileStatus.REQUESTED)
+
+        @activity.defn(name="get_cid_set_file")
+        async def get_cid_set_file(file_id: str) -> CidSetFile:
+            self.polls.append(activity.info().current_attempt_scheduled_time)
+            status = self.statuses[min(len(self.polls) - 1, len(self.statuses) - 1)]
+            if status is FileStatus.AVAILABLE and files[file_id] < len(self.file_outcomes):
+                status = self.file_outcomes[files[file_id]]
+            return self._file(file_id, status)
+
+        @activity.defn(name="stream_cid_file")
+        async def stream_cid_file(request: StreamFileInput) -> StreamFileResult:
+            return StreamFileResult(cids=request.cid_count, resumed=False)
+
+        @activity.defn(name="diff_cid_sets")
+        async def diff_cid_sets(scratch: Scratch) -> DiffResult:
+            return DiffResult(dict_only=self.dict_only, local_only=self.local_only)
+
+        @activity.defn(name="repair_cids")
+        async def repair_cids(request: RepairInput) -> RepairResult:
+            self.repairs.append(request.side)
+            count = self.dict_only if request.side is RepairSide.DICT_ONLY else self.local_only
+            return RepairResult(repaired=count, skipped=0, vanished=0, remaining=0)
+
+        @activity.defn(name="publish_outbox")
+        async def publish_outbox(scratch: Scratch) -> int:
+            return self.dict_only + self.local_only
+
+        @activity.defn(name="drop_scratch")
+        async def drop_scratch(scratch: Scratch) -> int:
+            self.dropped.append(scratch.run_id)
+            return 3
+
+        @activity.defn(name="publish_notice")
+        async def publish_notice(request: NoticeInput) -> None:
+            self.notices.append(request)
+
+        @activity.defn(name="last_verifications")
+        async def last_verifications(request: PairsRequest) -> list[PairVerification]:
+            return []
+
+        return [local_vsync, verify_sync, record_verification, begin_watch, end_watch, create_cid_set_file,
+                get_cid_set_file, stream_cid_file, diff_cid_sets, repair_cids, publish_outbox, drop_scratch,
+                publish_notice, last_verifications]  # fmt: skip
+
+    @staticmethod
+    def _file(file_id: str, status: FileStatus) -> CidSetFile:
+        available = status is FileStatus.AVAILABLE
+        return CidSetFile(
+            file_id=file_id, participant=PARTICIPANT, key_type=KeyType.EVP, status=status,
+            requested_at=datetime.now(UTC), cid_count=10 if available else 0, sha256="ab" * 32 if available else "",
+        )  # fmt: skip
+
+    def kinds(self) -> list[CoreEventType]:
+        return [n.notice.event_type for n in self.notices]
+
+
+def request(**changes: Any) -> ReconcileInput:
+    values: dict[str, Any] = {"poll_initial": timedelta(minutes=5), "poll_max": timedelta(hours=1), **changes}
+    return ReconcileInput(participant=PARTICIPANT, key_type=KeyType.EVP, **values)
+
+
+async def reconcile(env: WorkflowEnvironment, fake: FakeDict, argument: ReconcileInput) -> ReconcileResult:
+    queue = f"reconcile-{uuid.uuid4()}"
+    async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync], activities=fake.activities()):
+        return await env.client.execute_workflow(
+            ReconcileVSync.run, argument, id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
+            search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
+        )  # fmt: skip
+
+
+async def test_ok_at_once_needs_no_file(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[True])
+    result = await reconcile(time_skipping_env, fake, request())
+    assert (result.outcome, result.verifications, result.files, result.added, result.removed) == (Outcome.OK, 1, 0,
+                                                                                                    0, 0)  # fmt: skip
+    assert fake.creates == [] and fake.repairs == []
+    assert fake.kinds() == [CoreEventType.RECONCILIATION_COMPLETED]
+    assert [v.ok for v in fake.verified] == [True]  # what the 36-hour check reads
+
+
+async def test_file_is_polled_with_durable_backoff_over_simulated_hours(time_skipping_env: WorkflowEnvironment) -> None:
+    processing = [FileStatus.PROCESSING] * 4
+    fake = FakeDict(verdicts=[False, True], statuses=[*processing, FileStatus.AVAILABLE])
+    result = await reconcile(time_skipping_env, fake, request())
+    assert (result.outcome, result.added, result.removed, result.verifications) == (Outcome.REPAIRED, 3, 2, 2)
+    assert len(fake.creates) == 1 and result.files == 1
+    gaps = [later - earlier for earlier, later in zip(fake.polls, fake.polls[1:], strict=False)]
+    # 5 min, then doubling up to the 1 h cap: 10 min, 20 min, 40 min, 1 h between the five polls.
+    minutes = [round(gap.total_seconds() / 60) for gap in gaps]
+    assert minutes == [10, 20, 40, 60]
+    assert fake.polls[-1] - fake.creates[0][1] >= timedelta(hours=2)
+    assert fake.repairs == [RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY]
+    assert len(fake.dropped) == 1  # the round's scratch keys are dropped
+    completed = fake.notices[-1].notice
+    assert completed.event_type is CoreEventType.RECONCILIATION_COMPLETED
+    assert (completed.outcome, completed.added, completed.removed) == (Outcome.REPAIRED, 3, 2)  # type: ignore[union-attr]
+
+
+async def test_a_rate_limited_file_request_waits_the_retry_after_and_reuses_its_key(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    fake = FakeDict(verdicts=[False, True], rate_limited=[3 * 3600.0])
+    result = await reconcile(time_skipping_env, fake, request())
+    assert result.outcome is Outcome.REPAIRED
+    (first_key, first_at), (second_key, second_at) = fake.creates
+    assert first_key == second_key  # the refused request made no file: the same idempotency key again
+    assert second_at - first_at >= timedelta(hours=3)
+    assert result.files == 1
+
+
+async def test_a_failed_file_is_replaced_by_a_new_request(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False, True], file_outcomes=[FileStatus.ERROR])
+    result = await reconcile(time_skipping_env, fake, request())
+    assert result.outcome is Outcome.REPAIRED
+    keys = [key for key, _ in fake.creates]
+    assert len(keys) == 2 and keys[0] != keys[1]  # a new file, so a new key
+
+
+async def test_still_nok_after_the_allowed_rounds_fails_loudly(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False])
+    with pytest.raises(WorkflowFailureError) as failed:
+        await reconcile(time_skipping_env, fake, request(max_rounds=2))
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ReconciliationFailed"
+    assert "still answers NOK after 2 repair rounds" in cause.message
+    assert cause.details[0]["outcome"] == "FAILED" and cause.details[0]["verifications"] == 3
+    assert len(fake.creates) == 2 and len(fake.dropped) == 2
+    completed = fake.notices[-1].notice
+    assert completed.outcome is Outcome.FAILED  # type: ignore[union-attr]
+
+
+async def _until(handle: WorkflowHandle[Any, Any], check: Callable[[Progress], bool]) -> Progress:
+    for _ in range(600):
+        progress = await handle.query(ReconcileVSync.progress)
+        if check(progress):
+            return progress
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never reached: last progress {progress}")
+
+
+async def test_large_divergence_waits_for_approval_with_reminders(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False, True], dict_only=150, local_only=20)
+    queue = f"reconcile-{uuid.uuid4()}"
+    argument = request(approval_reminder=timedelta(hours=4), approval_timeout=timedelta(days=30))
+    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
+                      activities=fake.activities()):  # fmt: skip
+        handle = await time_skipping_env.client.start_workflow(
+            ReconcileVSync.run, argument, id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
+            search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
+        )  # fmt: skip
+        waiting = await _until(handle, lambda p: p.awaiting_approval and p.reminders >= 2)
+        assert (waiting.dict_only, waiting.local_only) == (150, 20)
+        assert fake.repairs == []  # nothing repaired blindly
+        assert await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana", reason="checked"))
+        result = await handle.result()
+    assert result.outcome is Outcome.REPAIRED and (result.added, result.removed) == (150, 20)
+    reminders = [k for k in fake.kinds() if k is CoreEventType.APPROVAL_NEEDED]
+    assert len(reminders) >= 3  # the first call for approval and at least two reminders, 4 h apart
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(OUTCOME) == "REPAIRED"
+
+
+async def test_a_decision_is_refused_when_no_approval_is_pending(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False], statuses=[FileStatus.PROCESSING])
+    queue = f"reconcile-{uuid.uuid4()}"
+    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
+                      activities=fake.activities()):  # fmt: skip
+        handle = await time_skipping_env.client.start_workflow(
+            ReconcileVSync.run, request(file_deadline=timedelta(days=60), poll_max=timedelta(days=1)),
+            id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
+            search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
+        )  # fmt: skip
+        await _until(handle, lambda p: p.phase == "waiting for file")
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana"))
+        assert "no approval is pending" in str(refused.value.cause)
+        await handle.terminate("test done")
+
+
+async def test_a_rejected_repair_ends_as_needs_attention(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False], dict_only=500, local_only=0)
+    queue = f"reconcile-{uuid.uuid4()}"
+    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
+                      activities=fake.activities()):  # fmt: skip
+        handle = await time_skipping_env.client.start_workflow(
+            ReconcileVSync.run, request(approval_timeout=timedelta(days=30)), id=f"reconcile-{uuid.uuid4()}",
+            task_queue=queue, search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
+        )  # fmt: skip
+        await _until(handle, lambda p: p.awaiting_approval)
+        await handle.execute_update(ReconcileVSync.reject, Decision(operator="ana", reason="looks like a DICT bug"))
+        result = await handle.result()
+    assert result.outcome is Outcome.NEEDS_ATTENTION
+    assert result.reason == "rejected by ana: looks like a DICT bug"
+    assert fake.repairs == [] and len(fake.dropped) == 1
+
+
+async def test_no_decision_in_time_ends_as_needs_attention(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False], dict_only=101, local_only=0)
+    argument = request(approval_reminder=timedelta(hours=4), approval_timeout=timedelta(hours=10))
+    result = await reconcile(time_skipping_env, fake, argument)
+    assert result.outcome is Outcome.NEEDS_ATTENTION
+    assert result.reason == "no operator decision within 10:00:00"
+    assert fake.kinds().count(CoreEventType.APPROVAL_NEEDED) == 3  # at 0 h, 4 h and 8 h
+
+
+def test_the_defaults_follow_the_issue() -> None:
+    defaults = ReconcileInput(participant=PARTICIPANT, key_type=KeyType.CPF)
+    assert defaults.divergence_threshold == 100
+    assert defaults.approval_reminder == timedelta(hours=4)

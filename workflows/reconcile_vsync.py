@@ -1,0 +1,459 @@
+"""ReconcileVSync: prove a (participant, key type)'s VSync to DICT and, on NOK, repair the local base.
+
+DESIGN.md §1 "Reconciliation rule" and §3. One run per pair at a time: the workflow id is the pair's
+(`reconcile-<participant>-<key type>`) and every start uses USE_EXISTING, so a second trigger joins.
+
+Each round: verify. OK ends the run. NOK: begin watching the pair's keys (an event from now on makes its
+key off-limits to this round's repair), get a CID file, stream it into Redis, diff it there, wait for an
+operator above the divergence threshold, repair in batches, publish the notifications to core, then verify
+again. After `max_rounds` repairs still NOK, the run fails loudly.
+
+What crosses this workflow's history is counts, ids and statuses, never a CID list or an entry.
+
+Exactly one CID file per need: the request carries an idempotency key derived from this run, recorded in
+history before the call, so an activity retry or a worker crash asks DICT for the same file again and DICT
+(the Bridge) answers with the one it made. A rate-limit refusal is waited out on a durable timer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
+    from activities.cid_file import CidFileActivities, DiffResult, Scratch, StreamFileInput
+    from activities.cid_store import CIDStore, VerificationRecord, WatchRequest
+    from activities.core_events import CoreEventsPublisher, NoticeInput
+    from activities.repair import RepairActivities, RepairInput, RepairResult, RepairSide
+    from cidsync.bridge.models import CidSetFile, FileStatus
+    from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
+    from cidsync.entry import KeyType, PairRef
+    from cidsync.naming import OUTCOME
+    from workflows.cid_change import STORE_RETRY, STORE_TIMEOUT
+
+# DICT calls: transient failures retried with backoff for up to an hour, then the run gives up (FAILED)
+# and the next scheduled run tries again. A rate limit's retry-after sets the next attempt's delay.
+BRIDGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=["InvalidArgument", "PermissionDenied"],
+)
+BRIDGE_CALL = timedelta(seconds=30)
+BRIDGE_GIVE_UP = timedelta(hours=1)
+Arg = TypeVar("Arg")
+Result = TypeVar("Result")
+
+
+class ReconcileInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    trigger: str = "manual"  # who asked: manual, cli, schedule
+    divergence_threshold: int = 100  # above it (DICT-only + local-only CIDs), an operator must approve
+    max_rounds: int = 3  # repair-and-verify rounds before the run fails
+    max_files: int = 3  # files per round, when one ends ERROR/UNAVAILABLE or does not match its digest
+    file_deadline: timedelta = timedelta(hours=6)  # from the request to AVAILABLE
+    poll_initial: timedelta = timedelta(seconds=5)
+    poll_max: timedelta = timedelta(minutes=5)
+    approval_reminder: timedelta = timedelta(hours=4)
+    approval_timeout: timedelta = timedelta(days=3)  # then NEEDS_ATTENTION; the 36 h alert fires anyway
+    repair_batch: int = 500
+
+
+class ReconcileResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    participant: str
+    key_type: KeyType
+    outcome: Outcome
+    added: int
+    removed: int
+    skipped: int
+    vanished: int
+    verifications: int
+    files: int
+    rounds: int
+    reason: str = ""
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    operator: str = ""
+    reason: str = ""
+
+
+class Progress(BaseModel):
+    """What the `progress` query returns: where the run is, in counts."""
+
+    phase: str = "starting"
+    round: int = 0
+    verifications: int = 0
+    files: int = 0
+    file_id: str = ""
+    file_status: str = ""
+    file_cids: int = 0
+    dict_only: int = 0
+    local_only: int = 0
+    added: int = 0
+    removed: int = 0
+    skipped: int = 0
+    vanished: int = 0
+    awaiting_approval: bool = False
+    reminders: int = 0
+    decision: str = ""
+    retry_after_until: datetime | None = None
+
+
+class _GiveUp(Exception):
+    """The run cannot finish its reconciliation: it ends FAILED with this reason."""
+
+
+@workflow.defn
+class ReconcileVSync:
+    def __init__(self) -> None:
+        self._progress = Progress()
+        self._decision: tuple[bool, Decision] | None = None
+        self._approved = False
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self._progress
+
+    @workflow.update
+    async def approve(self, decision: Decision) -> str:
+        self._decision = (True, decision)
+        return "approved: the repair goes on"
+
+    @workflow.update
+    async def reject(self, decision: Decision) -> str:
+        self._decision = (False, decision)
+        return "rejected: the run ends as NEEDS_ATTENTION"
+
+    @approve.validator
+    def _validate_approve(self, decision: Decision) -> None:
+        self._pending()
+
+    @reject.validator
+    def _validate_reject(self, decision: Decision) -> None:
+        self._pending()
+
+    def _pending(self) -> None:
+        if not self._progress.awaiting_approval or self._decision is not None:
+            raise ValueError(f"no approval is pending (phase: {self._progress.phase})")
+
+    def _phase(self, phase: str, details: str) -> None:
+        self._progress.phase = phase
+        workflow.set_current_details(f"round {self._progress.round}, {phase}: {details}")
+
+    @workflow.run
+    async def run(self, input: ReconcileInput) -> ReconcileResult:
+        self._input = input
+        self._pair = PairRef(participant=input.participant, key_type=input.key_type)
+        started = workflow.now()
+        reason = ""
+        try:
+            outcome = await self._reconcile()
+        except _GiveUp as give_up:
+            outcome, reason = Outcome.FAILED, str(give_up)
+        except ActivityError as error:
+            outcome, reason = Outcome.FAILED, f"{error.activity_type} failed: {error.cause or error}"
+        # Not in a `finally`: that would also run when the worker evicts the run from its cache (and on
+        # cancellation), where no activity may be scheduled. A watch left behind expires by its TTL.
+        await self._store(CIDStore.end_watch_activity, self._pair)
+        if outcome is Outcome.NEEDS_ATTENTION:
+            reason = self._progress.decision
+        result = self._result(outcome, reason)
+        workflow.upsert_search_attributes([OUTCOME.value_set(outcome.value)])
+        await self._notice(
+            ReconciliationCompleted(
+                event_id=event_id(workflow.info().workflow_id, workflow.info().run_id, "completed"),
+                occurred_at=workflow.now(),
+                participant=input.participant,
+                key_type=input.key_type,
+                reconciliation_id=workflow.info().workflow_id,
+                trigger=input.trigger,
+                outcome=outcome,
+                added=result.added,
+                removed=result.removed,
+                skipped=result.skipped,
+                verifications=result.verifications,
+                files=result.files,
+                started_at=started,
+                duration_seconds=(workflow.now() - started).total_seconds(),
+                reason=reason,
+            )
+        )
+        self._phase("done", f"{outcome.value}{': ' + reason if reason else ''}")
+        if outcome is Outcome.FAILED:
+            # Fail loudly: the run shows as Failed in the UI and to `temporal workflow list`, with the
+            # result in the error's details for `cidsync reconcile --wait`.
+            workflow.logger.error("reconciliation of %s %s FAILED: %s", input.participant, input.key_type, reason)
+            raise ApplicationError(
+                f"reconciliation FAILED: {reason}", result.model_dump(mode="json"), type="ReconciliationFailed",
+                non_retryable=True,
+            )  # fmt: skip
+        return result
+
+    def _result(self, outcome: Outcome, reason: str) -> ReconcileResult:
+        p = self._progress
+        return ReconcileResult(
+            workflow_id=workflow.info().workflow_id,
+            participant=self._input.participant,
+            key_type=self._input.key_type,
+            outcome=outcome,
+            added=p.added,
+            removed=p.removed,
+            skipped=p.skipped,
+            vanished=p.vanished,
+            verifications=p.verifications,
+            files=p.files,
+            rounds=p.round,
+            reason=reason,
+        )
+
+    async def _reconcile(self) -> Outcome:
+        input = self._input
+        for round_ in range(input.max_rounds + 1):
+            self._progress.round = round_
+            if await self._verify():
+                return Outcome.OK if round_ == 0 else Outcome.REPAIRED
+            if round_ == input.max_rounds:
+                raise _GiveUp(f"DICT still answers NOK after {input.max_rounds} repair rounds")
+            scratch = Scratch(
+                participant=input.participant, key_type=input.key_type, run_id=f"{workflow.info().run_id}-{round_}"
+            )
+            try:
+                repaired = await self._repair_round(scratch)
+            except Exception:
+                await self._store(CidFileActivities.drop_scratch, scratch)  # scratch keys also carry a TTL
+                raise
+            await self._store(CidFileActivities.drop_scratch, scratch)
+            if not repaired:
+                return Outcome.NEEDS_ATTENTION
+        raise AssertionError("unreachable")
+
+    async def _verify(self) -> bool:
+        self._phase("verifying", "local VSync against DICT")
+        local = await self._store(CIDStore.local_vsync, self._pair)
+        verification = await workflow.execute_activity_method(
+            BridgeActivities.verify_sync,
+            VerifyRequest(participant=self._input.participant, key_type=self._input.key_type, vsync=local.vsync),
+            start_to_close_timeout=BRIDGE_CALL,
+            schedule_to_close_timeout=BRIDGE_GIVE_UP,
+            retry_policy=BRIDGE_RETRY,
+        )
+        self._progress.verifications += 1
+        record = VerificationRecord(
+            participant=self._input.participant,
+            key_type=self._input.key_type,
+            ok=verification.ok,
+            at=verification.verified_at,
+            verification_id=verification.verification_id,
+        )
+        await self._store(CIDStore.record_verification, record)
+        self._phase("verified", f"{'OK' if verification.ok else 'NOK'} ({local.count} local CIDs)")
+        return verification.ok
+
+    async def _repair_round(self, scratch: Scratch) -> bool:
+        """One NOK's repair. False: the operator rejected it (or never decided)."""
+        input = self._input
+        await self._store(CIDStore.begin_watch_activity, WatchRequest(**self._pair.model_dump()))
+        await self._load_file(scratch)
+        self._phase("diffing", "DICT's CIDs against the local set")
+        diff: DiffResult = await self._store(CidFileActivities.diff, scratch)
+        self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
+        divergence = diff.dict_only + diff.local_only
+        if divergence > input.divergence_threshold and not self._approved and not await self._approval(diff):
+            return False
+        for side in (RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY):
+            await self._repair_side(scratch, side, diff.dict_only if side is RepairSide.DICT_ONLY else diff.local_only)
+        self._phase("notifying", "publishing the repaired entries to core-events")
+        await workflow.execute_activity_method(
+            CoreEventsPublisher.publish_outbox,
+            scratch,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
+        return True
+
+    async def _load_file(self, scratch: Scratch) -> None:
+        """A CID file of DICT, AVAILABLE and streamed into `scratch` with its count and digest checked."""
+        input = self._input
+        problems = []
+        for attempt in range(input.max_files):
+            request_id = f"{workflow.info().workflow_id}/{workflow.info().run_id}/{self._progress.round}/{attempt}"
+            deadline = workflow.now() + input.file_deadline
+            file = await self._poll(await self._create(request_id), deadline)
+            if file.status is not FileStatus.AVAILABLE:
+                problems.append(f"file {file.file_id} ended {file.status.value}")
+                continue
+            self._phase("streaming", f"{file.cid_count} CIDs of file {file.file_id} into Redis")
+            try:
+                await workflow.execute_activity_method(
+                    CidFileActivities.stream_cid_file,
+                    StreamFileInput(
+                        scratch=scratch, file_id=file.file_id, cid_count=file.cid_count, sha256=file.sha256
+                    ),
+                    start_to_close_timeout=timedelta(hours=1),
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(
+                        maximum_interval=timedelta(minutes=1), maximum_attempts=10,
+                        non_retryable_error_types=["CidFileMismatch", "InvalidArgument", "PermissionDenied"],
+                    ),
+                )  # fmt: skip
+                return
+            except ActivityError as error:
+                if not (isinstance(error.cause, ApplicationError) and error.cause.type == "CidFileMismatch"):
+                    raise
+                problems.append(f"file {file.file_id}: {error.cause.message}")
+                await self._store(CidFileActivities.drop_scratch, scratch)
+        raise _GiveUp(f"no usable CID file after {input.max_files} requests: {'; '.join(problems)}")
+
+    async def _create(self, request_id: str) -> CidSetFile:
+        self._phase("requesting file", f"CreateCidSetFile (idempotency key {request_id})")
+        while True:
+            try:
+                file: CidSetFile = await workflow.execute_activity_method(
+                    BridgeActivities.create_cid_set_file,
+                    CreateFileRequest(
+                        participant=self._input.participant, key_type=self._input.key_type, request_id=request_id
+                    ),
+                    start_to_close_timeout=BRIDGE_CALL,
+                    schedule_to_close_timeout=BRIDGE_GIVE_UP,
+                    retry_policy=BRIDGE_RETRY,
+                )
+            except ActivityError as error:
+                cause = error.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == "RateLimited"):
+                    raise
+                # DICT's file quota (40 a day): wait its retry-after on a durable timer, then ask again
+                # with the same key (a refused request made no file).
+                wait = timedelta(seconds=max(float(cause.details[0]) if cause.details else 60.0, 1.0))
+                self._progress.retry_after_until = workflow.now() + wait
+                self._phase("rate limited", f"DICT's file quota: asking again at {self._progress.retry_after_until}")
+                await workflow.sleep(wait)
+                self._progress.retry_after_until = None
+                continue
+            self._progress.files += 1
+            self._progress.file_id, self._progress.file_status = file.file_id, file.status.value
+            return file
+
+    async def _poll(self, file: CidSetFile, deadline: datetime) -> CidSetFile:
+        input = self._input
+        delay = input.poll_initial
+        while not file.status.final:
+            if workflow.now() + delay > deadline:
+                raise _GiveUp(f"CID file {file.file_id} was not ready within {input.file_deadline}")
+            self._phase("waiting for file", f"{file.file_id} is {file.status.value}; next look in {delay}")
+            await workflow.sleep(delay)
+            delay = min(delay * 2, input.poll_max)
+            file = await workflow.execute_activity_method(
+                BridgeActivities.get_cid_set_file,
+                file.file_id,
+                start_to_close_timeout=BRIDGE_CALL,
+                schedule_to_close_timeout=BRIDGE_GIVE_UP,
+                retry_policy=BRIDGE_RETRY,
+            )
+            self._progress.file_status = file.status.value
+            self._progress.file_cids = file.cid_count
+        return file
+
+    async def _approval(self, diff: DiffResult) -> bool:
+        input = self._input
+        p = self._progress
+        p.awaiting_approval = True
+        since = workflow.now()
+        deadline = since + input.approval_timeout
+        summary = (
+            f"{diff.dict_only} DICT-only and {diff.local_only} local-only CIDs exceed the threshold of "
+            f"{input.divergence_threshold}: `cidsync reconcile approve|reject {workflow.info().workflow_id}`"
+        )
+        while self._decision is None and (remaining := deadline - workflow.now()) > timedelta(0):
+            self._phase("awaiting approval", summary)
+            workflow.logger.warning("reconciliation awaits an operator's approval: %s", summary)
+            await self._notice(
+                ApprovalNeeded(
+                    event_id=event_id(workflow.info().run_id, "approval", str(p.reminders)),
+                    occurred_at=workflow.now(),
+                    participant=input.participant,
+                    key_type=input.key_type,
+                    reconciliation_id=workflow.info().workflow_id,
+                    dict_only=diff.dict_only,
+                    local_only=diff.local_only,
+                    threshold=input.divergence_threshold,
+                    waiting_since=since,
+                )
+            )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._decision is not None, timeout=min(input.approval_reminder, remaining)
+                )
+            except TimeoutError:
+                if workflow.now() < deadline:
+                    p.reminders += 1
+        p.awaiting_approval = False
+        if self._decision is None:
+            p.decision = f"no operator decision within {input.approval_timeout}"
+            return False
+        approved, decision = self._decision
+        who = decision.operator or "an operator"
+        because = f": {decision.reason}" if decision.reason else ""
+        p.decision = f"{'approved' if approved else 'rejected'} by {who}{because}"
+        self._approved = approved
+        return approved
+
+    async def _repair_side(self, scratch: Scratch, side: RepairSide, total: int) -> None:
+        p = self._progress
+        remaining = total
+        while remaining:
+            label = "adding DICT-only CIDs" if side is RepairSide.DICT_ONLY else "removing local-only CIDs"
+            self._phase("repairing", f"{label}: {remaining} of {total} left")
+            result: RepairResult = await workflow.execute_activity_method(
+                RepairActivities.repair_cids,
+                RepairInput(
+                    scratch=scratch,
+                    side=side,
+                    reconciliation_id=workflow.info().workflow_id,
+                    batch_size=self._input.repair_batch,
+                ),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(minutes=2),
+                    maximum_attempts=20,
+                    non_retryable_error_types=["DictInconsistent", "InvalidArgument", "PermissionDenied"],
+                ),
+            )
+            if side is RepairSide.DICT_ONLY:
+                p.added += result.repaired
+            else:
+                p.removed += result.repaired
+            p.skipped += result.skipped
+            p.vanished += result.vanished
+            remaining = result.remaining
+
+    async def _notice(self, notice: ApprovalNeeded | ReconciliationCompleted) -> None:
+        await workflow.execute_activity_method(
+            CoreEventsPublisher.publish_notice,
+            NoticeInput(notice=notice),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
+
+    @staticmethod
+    async def _store(method: Callable[[Any, Arg], Awaitable[Result]], arg: Arg) -> Result:
+        """A Redis activity: retried without limit (nothing may be lost), like the ingestion's."""
+        return await workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
+        )
