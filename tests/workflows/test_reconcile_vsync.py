@@ -155,7 +155,8 @@ async def test_ok_at_once_needs_no_file(time_skipping_env: WorkflowEnvironment) 
     result = await reconcile(time_skipping_env, fake, request())
     assert (result.outcome, result.verifications, result.files, result.added, result.removed) == (Outcome.OK, 1, 0,
                                                                                                     0, 0)  # fmt: skip
-    assert fake.creates == [] and fake.repairs == []
+    assert fake.creates == []
+    assert fake.repairs == []
     assert fake.kinds() == [CoreEventType.RECONCILIATION_COMPLETED]
     assert [v.ok for v in fake.verified] == [True]  # what the 36-hour check reads
 
@@ -165,7 +166,8 @@ async def test_file_is_polled_with_durable_backoff_over_simulated_hours(time_ski
     fake = FakeDict(verdicts=[False, True], statuses=[*processing, FileStatus.AVAILABLE])
     result = await reconcile(time_skipping_env, fake, request())
     assert (result.outcome, result.added, result.removed, result.verifications) == (Outcome.REPAIRED, 3, 2, 2)
-    assert len(fake.creates) == 1 and result.files == 1
+    assert len(fake.creates) == 1
+    assert result.files == 1
     gaps = [later - earlier for earlier, later in zip(fake.polls, fake.polls[1:], strict=False)]
     # 5 min, then doubling up to the 1 h cap: 10 min, 20 min, 40 min, 1 h between the five polls.
     minutes = [round(gap.total_seconds() / 60) for gap in gaps]
@@ -195,7 +197,8 @@ async def test_a_failed_file_is_replaced_by_a_new_request(time_skipping_env: Wor
     result = await reconcile(time_skipping_env, fake, request())
     assert result.outcome is Outcome.REPAIRED
     keys = [key for key, _ in fake.creates]
-    assert len(keys) == 2 and keys[0] != keys[1]  # a new file, so a new key
+    assert len(keys) == 2
+    assert keys[0] != keys[1]
 
 
 async def test_still_nok_after_the_allowed_rounds_fails_loudly(time_skipping_env: WorkflowEnvironment) -> None:
@@ -203,10 +206,13 @@ async def test_still_nok_after_the_allowed_rounds_fails_loudly(time_skipping_env
     with pytest.raises(WorkflowFailureError) as failed:
         await reconcile(time_skipping_env, fake, request(max_rounds=2))
     cause = failed.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "ReconciliationFailed"
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "ReconciliationFailed"
     assert "still answers NOK after 2 repair rounds" in cause.message
-    assert cause.details[0]["outcome"] == "FAILED" and cause.details[0]["verifications"] == 3
-    assert len(fake.creates) == 2 and len(fake.dropped) == 2
+    assert cause.details[0]["outcome"] == "FAILED"
+    assert cause.details[0]["verifications"] == 3
+    assert len(fake.creates) == 2
+    assert len(fake.dropped) == 2
     completed = fake.notices[-1].notice
     assert completed.outcome is Outcome.FAILED  # type: ignore[union-attr]
 
@@ -235,7 +241,8 @@ async def test_large_divergence_waits_for_approval_with_reminders(time_skipping_
         assert fake.repairs == []  # nothing repaired blindly
         assert await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana", reason="checked"))
         result = await handle.result()
-    assert result.outcome is Outcome.REPAIRED and (result.added, result.removed) == (150, 20)
+    assert result.outcome is Outcome.REPAIRED
+    assert (result.added, result.removed) == (150, 20)
     reminders = [k for k in fake.kinds() if k is CoreEventType.APPROVAL_NEEDED]
     assert len(reminders) >= 3  # the first call for approval and at least two reminders, 4 h apart
     description = await handle.describe()
@@ -273,7 +280,8 @@ async def test_a_rejected_repair_ends_as_needs_attention(time_skipping_env: Work
         result = await handle.result()
     assert result.outcome is Outcome.NEEDS_ATTENTION
     assert result.reason == "rejected by ana: looks like a DICT bug"
-    assert fake.repairs == [] and len(fake.dropped) == 1
+    assert fake.repairs == []
+    assert len(fake.dropped) == 1
 
 
 async def test_no_decision_in_time_ends_as_needs_attention(time_skipping_env: WorkflowEnvironment) -> None:
