@@ -23,7 +23,7 @@ from activities.cid_store import LocalVSync, PairsRequest, PairVerification, Ver
 from activities.core_events import NoticeInput
 from activities.repair import RepairInput, RepairResult, RepairSide
 from cidsync.bridge.models import CidSetFile, FileStatus, Verification
-from cidsync.core_events import CoreEventType, Outcome
+from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
 from cidsync.entry import KeyType, PairRef
 from cidsync.naming import OUTCOME, reconcile_search_attributes
 from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
@@ -176,8 +176,8 @@ async def test_file_is_polled_with_durable_backoff_over_simulated_hours(time_ski
     assert fake.repairs == [RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY]
     assert len(fake.dropped) == 1  # the round's scratch keys are dropped
     completed = fake.notices[-1].notice
-    assert completed.event_type is CoreEventType.RECONCILIATION_COMPLETED
-    assert (completed.outcome, completed.added, completed.removed) == (Outcome.REPAIRED, 3, 2)  # type: ignore[union-attr]
+    assert isinstance(completed, ReconciliationCompleted)
+    assert (completed.outcome, completed.added, completed.removed) == (Outcome.REPAIRED, 3, 2)
 
 
 async def test_a_rate_limited_file_request_waits_the_retry_after_and_reuses_its_key(
@@ -214,7 +214,8 @@ async def test_still_nok_after_the_allowed_rounds_fails_loudly(time_skipping_env
     assert len(fake.creates) == 2
     assert len(fake.dropped) == 2
     completed = fake.notices[-1].notice
-    assert completed.outcome is Outcome.FAILED  # type: ignore[union-attr]
+    assert isinstance(completed, ReconciliationCompleted)
+    assert completed.outcome is Outcome.FAILED
 
 
 async def _until(handle: WorkflowHandle[Any, Any], check: Callable[[Progress], bool]) -> Progress:
