@@ -66,6 +66,8 @@ class ReconcileInput(BaseModel):
     approval_reminder: timedelta = timedelta(hours=4)
     approval_timeout: timedelta = timedelta(days=3)  # then NEEDS_ATTENTION; the 36 h alert fires anyway
     repair_batch: int = 500
+    # How soon a crashed worker's streaming or repair is noticed and retried (on another worker).
+    activity_heartbeat: timedelta = timedelta(seconds=30)
 
 
 class ReconcileResult(BaseModel):
@@ -306,7 +308,7 @@ class ReconcileVSync:
                         scratch=scratch, file_id=file.file_id, cid_count=file.cid_count, sha256=file.sha256
                     ),
                     start_to_close_timeout=timedelta(hours=1),
-                    heartbeat_timeout=timedelta(seconds=30),
+                    heartbeat_timeout=input.activity_heartbeat,
                     retry_policy=RetryPolicy(
                         maximum_interval=timedelta(minutes=1), maximum_attempts=10,
                         non_retryable_error_types=["CidFileMismatch", "InvalidArgument", "PermissionDenied"],
@@ -428,7 +430,7 @@ class ReconcileVSync:
                     batch_size=self._input.repair_batch,
                 ),
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=1),
+                heartbeat_timeout=self._input.activity_heartbeat,
                 retry_policy=RetryPolicy(
                     maximum_interval=timedelta(minutes=2),
                     maximum_attempts=20,

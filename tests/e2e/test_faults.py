@@ -28,7 +28,7 @@ from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.producer import EntryEventProducer, pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.topics import Topics
-from tests.conftest import PulsarBroker
+from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
 
 SECRET = "faults-secret"
@@ -39,6 +39,7 @@ WAITING_PERIOD_DAYS = 2 / 86_400  # two seconds
 class FaultStack:
     root: Path
     pulsar_url: str
+    bridge_address: str
     temporal_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     namespace: str = field(default_factory=lambda: f"public/faults{uuid.uuid4().hex[:10]}")
@@ -55,6 +56,7 @@ class FaultStack:
             "CIDSYNC_REDIS_URL": self.redis_url,
             "CIDSYNC_PULSAR_URL": self.pulsar_url,
             "CIDSYNC_PULSAR_NAMESPACE": self.namespace,
+            "CIDSYNC_BRIDGE_ADDRESS": self.bridge_address,
             "CIDSYNC_TASK_QUEUE": "faults",
             "CIDSYNC_KEY_SECRET": SECRET,
             "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_DAYS),
@@ -94,8 +96,10 @@ class FaultStack:
 
 
 @pytest.fixture(scope="module")
-def stack(pulsar_broker: PulsarBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
-    stack = FaultStack(tmp_path_factory.mktemp("faults"), pulsar_broker.url)
+def stack(
+    pulsar_broker: PulsarBroker, bridge_simulator: BridgeSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultStack]:
+    stack = FaultStack(tmp_path_factory.mktemp("faults"), pulsar_broker.url, bridge_simulator.address)
     stack.start_redis()
     stack.start_temporal()
     stack.start_role("worker")

@@ -1,0 +1,113 @@
+"""Helpers for reconciliation end to end: a worker with every reconciliation activity, on the real
+servers, and a pair seeded identically in DICT (the simulator) and in the local store."""
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.bridge import BridgeActivities
+from activities.cid_file import CidFileActivities
+from activities.cid_store import CIDBatch, CIDChange, CIDStore
+from activities.core_events import CoreEventsPublisher
+from activities.repair import RepairActivities
+from activities.schedule import ScheduleActivities
+from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.cid import cid
+from cidsync.entry import Entry, KeyType
+from cidsync.producer import pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.synthetic import synthetic_entry
+from cidsync.topics import Topics
+from workers.cid_worker import Reconciliation, WorkerOptions, build_worker
+from workflows.reconcile_vsync import Progress, ReconcileVSync
+
+SECRET = b"reconciliation-e2e-secret"
+
+
+@dataclass
+class Running:
+    queue: str
+    store: CIDStore
+    bridge: BridgeClient
+    topics: Topics
+    core_events: pulsar_asyncio.Consumer
+
+
+@asynccontextmanager
+async def reconciliation_worker(
+    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, bridge_address: str
+) -> AsyncIterator[Running]:
+    queue = f"reconcile-{uuid.uuid4()}"
+    topics = Topics(namespace=f"public/recon{uuid.uuid4().hex[:10]}")
+    redis = redis_client(redis_url)
+    store = CIDStore(redis, SECRET)
+    bridge = BridgeClient(bridge_address)
+    pulsar_ = pulsar_client(pulsar_url)
+    consumer = await pulsar_.subscribe(
+        topics.full(topics.core_events), f"core-{uuid.uuid4()}", consumer_type=pulsar.ConsumerType.Shared,
+        initial_position=pulsar.InitialPosition.Earliest,
+    )  # fmt: skip
+    publisher = await CoreEventsPublisher.create(redis, pulsar_, topics)
+    reconciliation = Reconciliation(
+        bridge=BridgeActivities(bridge),
+        cid_files=CidFileActivities(redis, bridge),
+        repair=RepairActivities(store, bridge, redis),
+        core_events=publisher,
+        schedule=ScheduleActivities(env.client, queue),
+    )
+    try:
+        async with build_worker(env.client, store, queue, WorkerOptions(), reconciliation):
+            yield Running(queue, store, bridge, topics, consumer)
+    finally:
+        await publisher.close()
+        await pulsar_.close()
+        await bridge.close()
+        await redis.aclose()
+
+
+def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> list[Entry]:
+    rng = random.Random(seed)
+    return [synthetic_entry(rng, participant, key_type) for _ in range(count)]
+
+
+async def apply_locally(store: CIDStore, entries: list[Entry], sequence: int = 1) -> None:
+    changes = [
+        CIDChange(participant=e.participant, key_type=e.key_type, key=e.key, sequence=sequence, cid=cid(e),
+                  event_id=str(uuid.uuid4()), entry_id=str(e.id))  # fmt: skip
+        for e in entries
+    ]
+    for start in range(0, len(changes), 1000):
+        await store.apply_batch(CIDBatch(changes=changes[start : start + 1000]))
+
+
+async def seed_pair(admin: SimulatorAdmin, store: CIDStore, entries: list[Entry]) -> None:
+    """The same entries active in DICT and in the local store: the pair starts in sync."""
+    await admin.load(entries)
+    await apply_locally(store, entries)
+
+
+async def until(handle: WorkflowHandle[ReconcileVSync, object], check: Callable[[Progress], bool]) -> Progress:
+    async with asyncio.timeout(60):
+        while not check(progress := await handle.query(ReconcileVSync.progress)):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return progress
+
+
+async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[pulsar.Message]:
+    """The next `count` messages, acknowledged (a receive is never cancelled: STACK.md)."""
+    received = []
+    async with asyncio.timeout(30):
+        for _ in range(count):
+            message = await consumer.receive()
+            await consumer.acknowledge(message)
+            received.append(message)
+    return received
