@@ -81,8 +81,15 @@ def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> 
 
 async def apply_locally(store: CIDStore, entries: list[Entry], sequence: int = 1) -> None:
     changes = [
-        CIDChange(participant=e.participant, key_type=e.key_type, key=e.key, sequence=sequence, cid=cid(e),
-                  event_id=str(uuid.uuid4()), entry_id=str(e.id))  # fmt: skip
+        CIDChange(
+            participant=e.participant,
+            key_type=e.key_type,
+            key=e.key,
+            sequence=sequence,
+            cid=cid(e),
+            event_id=str(uuid.uuid4()),
+            entry_id=str(e.id),
+        )
         for e in entries
     ]
     for start in range(0, len(changes), 1000):

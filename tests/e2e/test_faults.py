@@ -13,23 +13,31 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.cid_store import CIDStore
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.core_events import Outcome
 from cidsync.devstack.processes import Launched, free_port, launch
 from cidsync.devstack.servers import redis_answers, start_redis, start_temporal, temporal_argv
+from cidsync.entry import KeyType
 from cidsync.events import EntryEvent
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.producer import EntryEventProducer, pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.topics import Topics
+from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
+from tests.e2e.reconciliation import apply_locally, pair_entries
+from workflows.reconcile_vsync import ReconcileInput
 
 SECRET = "faults-secret"
 WAITING_PERIOD_DAYS = 2 / 86_400  # two seconds
@@ -174,3 +182,46 @@ async def test_redis_restarted_while_events_flow(stack: FaultStack, store: CIDSt
     stack.start_redis()  # AOF on: what was applied before is still there
     await wait_for_vsyncs(store, participants, expected_vsyncs(events))
     await no_failed_workflows(stack)
+
+
+async def test_worker_killed_while_the_cid_file_streams_resumes_without_a_second_file(
+    stack: FaultStack, store: CIDStore, simulator_admin: SimulatorAdmin
+) -> None:
+    participant = unique_participants(1)[0]
+    # 20,000 CIDs, 20 pages, each page held back 150 ms: the stream lasts ~3 s, long enough to kill it.
+    await simulator_admin.load_synthetic(participant, KeyType.EVP, 20_000, seed=42)
+    await apply_locally(store, pair_entries(participant, KeyType.EVP, 20_000, seed=42))
+    await simulator_admin.diverge(participant, KeyType.EVP, add=3, remove=3, seed=1)
+    await simulator_admin.set_faults(page_delay_ms=150)
+    before = await simulator_admin.stats()
+    client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
+    request = ReconcileInput(participant=participant, key_type=KeyType.EVP, poll_initial=timedelta(seconds=0.3),
+                             activity_heartbeat=timedelta(seconds=3))  # fmt: skip
+    handle = await start_reconciliation(client, request, "faults")
+
+    async with asyncio.timeout(60):
+        while not await streaming_with_progress(handle):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    stack.kill("worker")  # SIGKILL mid-stream: the attempt dies without a word
+    stack.start_role("worker")
+    result = await handle.result()
+
+    after = await simulator_admin.stats()
+    assert result.outcome is Outcome.REPAIRED
+    assert (result.added, result.removed) == (3, 3)
+    assert after["files_created"] - before["files_created"] == 1
+    assert after["calls"]["CreateCidSetFile"] - before["calls"].get("CreateCidSetFile", 0) == 1
+    assert after["calls"]["StreamCIDList"] - before["calls"].get("StreamCIDList", 0) >= 2  # resumed
+    history = await handle.fetch_history()
+    attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                if e.HasField("activity_task_started_event_attributes")]  # fmt: skip
+    assert max(attempts) >= 2  # the stream's retry is what finished the job
+
+
+async def streaming_with_progress(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True once the stream activity has reported a stored page."""
+    description = await handle.describe()
+    return any(
+        pending.activity_type.name == "stream_cid_file" and pending.heartbeat_details.payloads
+        for pending in description.raw_description.pending_activities
+    )
