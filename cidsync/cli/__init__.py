@@ -16,7 +16,14 @@ from typing import NoReturn
 
 from cidsync import __version__
 from cidsync.bridge.errors import BridgeError, InvalidArgument
-from cidsync.cli import bridge_commands, dev_commands, domain_commands, publish_command, run_commands
+from cidsync.cli import (
+    bridge_commands,
+    dev_commands,
+    domain_commands,
+    publish_command,
+    reconcile_commands,
+    run_commands,
+)
 from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
@@ -49,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     bridge_commands.register(commands)
     publish_command.register(commands)
     run_commands.register(commands)
+    reconcile_commands.register(commands)
     return parser
 
 

@@ -19,7 +19,10 @@ from cidsync.entry import KeyType
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("temporal_address", "temporal_namespace", "task_queue", "pulsar_url", "pulsar_namespace", "redis_url")
+    names = (
+        "temporal_address", "temporal_namespace", "task_queue", "pulsar_url", "pulsar_namespace", "redis_url",
+        "bridge_address",
+    )  # fmt: skip
     return load_settings({name: getattr(args, name, None) for name in names})
 
 
@@ -137,7 +140,8 @@ def _common(parser: argparse.ArgumentParser, *, temporal: bool, pulsar: bool) ->
 
 def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
-    _common(worker, temporal=True, pulsar=False)
+    _common(worker, temporal=True, pulsar=True)
+    worker.add_argument("--bridge-address", help="host:port (default: CIDSYNC_BRIDGE_ADDRESS, else the dev stack)")
     worker.add_argument("--max-concurrent-activities", type=int, default=100)
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
     worker.add_argument("--graceful-shutdown-seconds", type=float, default=30.0,

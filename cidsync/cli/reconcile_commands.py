@@ -1,0 +1,170 @@
+"""`cidsync reconcile ...` and `cidsync schedule ensure`: operators' entry points to ReconcileVSync.
+
+`reconcile --wait` prints one JSON object (DESIGN.md §7): `workflow_id`, `outcome` (OK, REPAIRED,
+NEEDS_ATTENTION, FAILED), `added`, `removed`, `verifications`, and the rest of the run's counts. OK and
+REPAIRED exit 0; NEEDS_ATTENTION and FAILED exit 1 with the reason on stderr, so a cron job notices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from typing import Any
+
+from cidsync.config import Settings, load_settings
+from cidsync.entry import KeyType, check_participant
+from cidsync.errors import InvalidInput, Problem
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = ("temporal_address", "temporal_namespace", "task_queue")
+    return load_settings({name: getattr(args, name, None) for name in names})
+
+
+def _check(args: argparse.Namespace) -> None:
+    problems = []
+    if args.action:
+        if not args.workflow_id:
+            problems.append(Problem("WORKFLOW_ID", f"`reconcile {args.action}` needs the reconciliation's workflow id"))
+    else:
+        if not args.participant:
+            problems.append(Problem("--participant", "is required (or: reconcile approve|reject WORKFLOW_ID)"))
+        if not args.key_type:
+            problems.append(Problem("--key-type", "is required"))
+        if args.threshold is not None and args.threshold < 0:
+            problems.append(Problem("--threshold", "must not be negative"))
+    if problems:
+        raise InvalidInput("arguments", problems)
+    if args.participant:
+        check_participant(args.participant, field="--participant")
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    _check(args)
+    from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+    from temporalio.exceptions import ApplicationError
+
+    from cidsync.temporal_client import connect
+    from starters.reconciliation import start_reconciliation
+    from workflows.reconcile_vsync import Decision, ReconcileInput, ReconcileResult, ReconcileVSync
+
+    settings = _settings(args)
+    client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    if args.action:
+        handle = client.get_workflow_handle_for(ReconcileVSync.run, args.workflow_id)
+        decision = Decision(operator=args.operator or getpass.getuser(), reason=args.reason or "")
+        update = ReconcileVSync.approve if args.action == "approve" else ReconcileVSync.reject
+        try:
+            print(await handle.execute_update(update, decision))
+        except WorkflowUpdateFailedError as refused:
+            print(f"cidsync: {args.workflow_id}: {refused.cause}", file=sys.stderr)
+            return 1
+        return 0
+
+    values: dict[str, Any] = {"participant": args.participant, "key_type": KeyType(args.key_type), "trigger": "cli"}
+    if args.threshold is not None:
+        values["divergence_threshold"] = args.threshold
+    handle = await start_reconciliation(client, ReconcileInput(**values), settings.task_queue)
+    if not args.wait:
+        print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id}))
+        return 0
+    try:
+        result: ReconcileResult = await handle.result()
+    except WorkflowFailureError as failure:
+        cause = failure.cause
+        if isinstance(cause, ApplicationError) and cause.type == "ReconciliationFailed" and cause.details:
+            print(json.dumps(cause.details[0]))
+            print(f"cidsync: {cause.message}", file=sys.stderr)
+        else:
+            print(json.dumps({"workflow_id": handle.id, "outcome": "FAILED", "reason": str(cause)}))
+            print(f"cidsync: reconciliation {handle.id} failed: {cause}", file=sys.stderr)
+        return 1
+    print(result.model_dump_json())
+    if result.outcome.value in ("OK", "REPAIRED"):
+        return 0
+    print(f"cidsync: reconciliation {handle.id} ended {result.outcome.value}: {result.reason}", file=sys.stderr)
+    return 1
+
+
+async def _schedule_ensure(args: argparse.Namespace) -> int:
+    from cidsync.config import parse_participants
+
+    settings = _settings(args)
+    participants = (
+        parse_participants(args.participants, "--participants") if args.participants else settings.participants
+    )
+    problems = []
+    if not participants:
+        problems.append(Problem("--participants", "none configured: set CIDSYNC_PARTICIPANTS or pass --participants"))
+    if not (0 <= args.hour <= 23 and 0 <= args.minute <= 59):
+        problems.append(Problem("--hour/--minute", "a time of day: hour 0-23, minute 0-59"))
+    if problems:
+        raise InvalidInput("arguments", problems)
+    _check_time_zone(args.time_zone)
+    from datetime import timedelta
+
+    from cidsync.temporal_client import connect
+    from starters.schedules import ScheduleConfig, ensure_schedules
+
+    config = ScheduleConfig(
+        participants=participants,
+        hour=args.hour,
+        minute=args.minute,
+        time_zone=args.time_zone,
+        catchup_window=timedelta(hours=args.catchup_hours),
+        divergence_threshold=args.threshold,
+    )
+    client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    done = await ensure_schedules(client, config, settings.task_queue)
+    print(json.dumps({"schedules": done, "pairs": len(config.pairs), "time": f"{args.hour:02d}:{args.minute:02d}",
+                      "time_zone": args.time_zone}))  # fmt: skip
+    return 0
+
+
+def _check_time_zone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput("arguments", [Problem("--time-zone", f"unknown time zone {name!r}")]) from None
+
+
+def _temporal_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temporal-address", help="host:port (default: TEMPORAL_ADDRESS, else the dev stack)")
+    parser.add_argument("--temporal-namespace", help="default: TEMPORAL_NAMESPACE, else default")
+    parser.add_argument("--task-queue", help="default: CIDSYNC_TASK_QUEUE, else cidsync")
+
+
+def register(commands: Any) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="verify a (participant, key type) with DICT and repair it on NOK; or approve/reject a pending repair",
+        description="Starts ReconcileVSync, or joins the one running for the pair. "
+        "`reconcile approve|reject WORKFLOW_ID` answers a reconciliation waiting for an operator.",
+    )
+    reconcile.add_argument("action", nargs="?", choices=["approve", "reject"])
+    reconcile.add_argument("workflow_id", nargs="?", metavar="WORKFLOW_ID")
+    reconcile.add_argument("--participant", metavar="ISPB")
+    reconcile.add_argument("--key-type", choices=[k.value for k in KeyType])
+    reconcile.add_argument("--wait", action="store_true", help="wait for the outcome and print it as JSON")
+    reconcile.add_argument("--threshold", type=int, help="divergence above which an operator must approve (100)")
+    reconcile.add_argument("--operator", help="who decides (approve/reject; default: the OS user)")
+    reconcile.add_argument("--reason", help="why (approve/reject)")
+    _temporal_flags(reconcile)
+    reconcile.set_defaults(handler=lambda args: asyncio.run(_reconcile(args)))
+
+    schedule = commands.add_parser("schedule", help="the Temporal Schedules of the daily verification")
+    actions = schedule.add_subparsers(title="actions", metavar="ACTION", required=True)
+    ensure = actions.add_parser("ensure", help="create or update the daily verification and the 36 h alert")
+    ensure.add_argument("--participants", metavar="ISPB,...", help="default: CIDSYNC_PARTICIPANTS")
+    ensure.add_argument("--hour", type=int, default=3)
+    ensure.add_argument("--minute", type=int, default=0)
+    ensure.add_argument("--time-zone", default="America/Sao_Paulo")
+    ensure.add_argument("--catchup-hours", type=float, default=12.0, help="how late a missed run may still run")
+    ensure.add_argument("--threshold", type=int, default=100, help="divergence needing an operator's approval")
+    _temporal_flags(ensure)
+    ensure.set_defaults(handler=lambda args: asyncio.run(_schedule_ensure(args)))
