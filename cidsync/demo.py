@@ -3,8 +3,12 @@
 It brings the stack up (Temporal, Pulsar, Redis, the DICT simulator, the worker and the starter),
 publishes a realistic history of entry events (every key type, updates, deletes, duplicates and a few
 malformed messages), waits until the worker has applied them, and shows per (participant, key type)
-the count, the local VSync and whether DICT (the simulator, loaded with the same entries) agrees. It
-stops only what it started itself, so a stack a developer already had running is left alone.
+the count, the local VSync and whether DICT (the simulator, loaded with the same entries) agrees.
+
+Then it changes DICT behind cidsync's back (entries added, removed and altered in the simulator), shows
+DICT answering NOK, runs one ReconcileVSync per key type on the stack's worker, and shows the outcome, the
+repairs, the notifications core received on `core-events`, and DICT answering OK again. It stops only
+what it started itself, so a stack a developer already had running is left alone.
 """
 
 from __future__ import annotations
@@ -148,6 +152,8 @@ async def _run(state: StackState, options: DemoOptions) -> bool:
                   f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
         ok_pairs = sum(verdicts.values())
 
+    reconciled = await _reconcile(state, settings, current) if state.bridge_address else False
+
     letters: list[Any] = []
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
@@ -163,7 +169,88 @@ async def _run(state: StackState, options: DemoOptions) -> bool:
     await producer.close()
     await pulsar.close()
     await redis.aclose()
-    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED)
+    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled
+
+
+async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, KeyType], tuple[int, str]]) -> bool:
+    """Diverge DICT for one participant, every key type; reconcile each; show NOK turning OK."""
+    from datetime import timedelta
+
+    import pulsar
+
+    from activities.cid_store import CIDStore
+    from cidsync.bridge.client import BridgeClient
+    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+    from cidsync.producer import pulsar_client
+    from cidsync.redis_client import redis_client
+    from cidsync.temporal_client import connect
+    from cidsync.topics import Topics
+    from starters.reconciliation import start_reconciliation
+    from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
+
+    participant = PARTICIPANTS[0]
+    key_types = [k for k in KeyType if (participant, k) in current]
+    print(f"\n== reconciliation: DICT changes behind cidsync's back for participant {participant} "
+          "(per key type: 3 entries added, 2 removed, 2 altered there)")  # fmt: skip
+    assert state.bridge_address is not None
+    async with SimulatorAdmin(state.bridge_address) as admin:
+        for index, key_type in enumerate(key_types):
+            room = current[(participant, key_type)][0] // 3
+            await admin.diverge(participant, key_type, add=3, remove=min(2, room), alter=min(2, room),
+                                seed=7_000 + index)  # fmt: skip
+    redis = redis_client(settings.require("redis_url"))
+    store = CIDStore(redis, settings.key_secret_bytes)
+    pulsar_ = pulsar_client(settings.require("pulsar_url"))
+    topics = Topics(namespace=state.pulsar_namespace)
+    core = await pulsar_.subscribe(topics.full(topics.core_events), f"demo-core-{uuid.uuid4()}",
+                                   initial_position=pulsar.InitialPosition.Latest)  # fmt: skip
+    try:
+        async with BridgeClient(state.bridge_address) as bridge:
+
+            async def verdicts() -> dict[KeyType, str]:
+                found = {}
+                for key_type in key_types:
+                    local = await store.vsync(participant, key_type)
+                    found[key_type] = "OK" if (await bridge.verify_sync(participant, key_type, local)).ok else "NOK"
+                return found
+
+            before = await verdicts()
+            client = await connect(settings, identity="cidsync-demo")
+            started = time.perf_counter()
+            requests = [
+                ReconcileInput(participant=participant, key_type=k, trigger="demo", poll_initial=timedelta(seconds=1))
+                for k in key_types
+            ]
+            handles = [await start_reconciliation(client, r, settings.task_queue) for r in requests]
+            print(f"   started {len(handles)} ReconcileVSync runs ({', '.join(h.id for h in handles[:2])}, ...)")
+            results: list[ReconcileResult] = await asyncio.gather(*(h.result() for h in handles))
+            elapsed = time.perf_counter() - started
+            after = await verdicts()
+        expected_messages = sum(r.added + r.removed for r in results) + len(results)
+        received: dict[str, int] = {}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                while sum(received.values()) < expected_messages:
+                    message = await core.receive()
+                    await core.acknowledge(message)
+                    kind = message.properties().get("event_type", "?")
+                    received[kind] = received.get(kind, 0) + 1
+    finally:
+        await pulsar_.close()
+        await redis.aclose()
+    print(f"   all finished in {elapsed:.1f} s")
+    print(f"   {'key type':<8} {'before':<6} {'outcome':<15} {'added':>5} {'removed':>7} {'verifications':>13}  after")
+    for r in results:
+        print(f"   {r.key_type.value:<8} {before[r.key_type]:<6} {r.outcome.value:<15} "
+              f"{r.added:>5} {r.removed:>7} {r.verifications:>13}  {after[r.key_type]}")  # fmt: skip
+    print("   (an altered entry counts as added: its key moves to DICT's new CID, which drops the old one)")
+    print(f"   core-events received: {', '.join(f'{n} {kind}' for kind, n in sorted(received.items()))}")
+    return (
+        all(v == "NOK" for v in before.values())
+        and all(v == "OK" for v in after.values())
+        and all(r.outcome.value == "REPAIRED" for r in results)
+        and sum(received.values()) == expected_messages
+    )
 
 
 def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None = None) -> int:
@@ -178,6 +265,8 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
         print(f"\n== Temporal Web UI: {state.temporal_ui or 'off (headless)'}")
         print(f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
+        print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
+              "--query 'CidEventType=\"reconcile\" AND CidOutcome=\"REPAIRED\"'")  # fmt: skip
         print("\n== " + ("every VSync applied and confirmed by DICT" if good else "SOMETHING IS WRONG: see above"))
     finally:
         if already_running:
