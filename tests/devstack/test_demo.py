@@ -14,8 +14,13 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     result = cidsync("demo", "--config", str(config), "--events", "200", timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    verdicts = [line.split()[-1] for line in lines if line.strip().endswith((" OK", " NOK"))]
+    table = [line.split() for line in lines if line.strip().endswith((" OK", " NOK"))]
+    verdicts = [row[-1] for row in table if len(row) == 5]  # participant, key type, count, vsync, DICT
     assert verdicts == ["OK"] * 10  # two participants x five key types, all agreeing with DICT
+    # Then DICT diverges for one participant: every key type goes from NOK to OK through a repair.
+    reconciled = [(row[1], row[2], row[-1]) for row in table if len(row) == 7]
+    assert reconciled == [("NOK", "REPAIRED", "OK")] * 5
+    assert any(line.startswith("   core-events received: 5 cid.reconciliation.completed") for line in lines)
     assert any("3 messages (the 3 malformed ones)" in line for line in lines)
     assert sum(1 for line in lines if line.startswith("   - invalid event: ")) == 3
     assert any(line.startswith("== Temporal Web UI: http://127.0.0.1:") for line in lines)
