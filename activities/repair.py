@@ -55,6 +55,7 @@ class RepairInput(BaseModel):
     reconciliation_id: str
     batch_size: int = 500
     concurrency: int = 8  # GetEntryByCid calls in flight
+    entries_per_minute: int = 1_200  # DICT's refill rate for GetEntryByCid (DESIGN.md §1)
 
 
 class RepairResult(BaseModel):
@@ -67,13 +68,26 @@ class RepairResult(BaseModel):
 
 
 class _Pacer:
-    """Shared by the calls of one batch: after a rate-limit answer, all wait until DICT's retry-after."""
+    """Shared by the calls of one batch. Until DICT refuses, calls go as fast as they come (its bucket
+    allows a burst of 1,200). After a refusal, every call waits DICT's retry-after and then gets its own
+    slot at DICT's refill rate, so the calls in flight do not all wake at once into a bucket with one
+    token and get refused again."""
 
-    def __init__(self) -> None:
-        self.resume_at = 0.0
+    def __init__(self, per_minute: int) -> None:
+        self.spacing = 60.0 / per_minute
+        self.limited = False
+        self.next_slot = 0.0
+
+    def refused(self, retry_after: float) -> None:
+        self.limited = True
+        self.next_slot = max(self.next_slot, time.monotonic() + retry_after)
 
     async def wait(self) -> None:
-        while (delay := self.resume_at - time.monotonic()) > 0:
+        if not self.limited:
+            return
+        slot = max(self.next_slot, time.monotonic())
+        self.next_slot = slot + self.spacing
+        while (delay := slot - time.monotonic()) > 0:
             activity.heartbeat()
             await asyncio.sleep(min(delay, 5.0))
 
@@ -92,7 +106,7 @@ class RepairActivities:
         source = scratch.dict_only if request.side is RepairSide.DICT_ONLY else scratch.local_only
         members = await self.redis.srandmember(source, request.batch_size)
         batch = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
-        pacer = _Pacer()
+        pacer = _Pacer(request.entries_per_minute)
         limit = asyncio.Semaphore(request.concurrency)
         counts = {status: 0 for status in ("repaired", "skipped", "vanished")}
 
@@ -120,7 +134,7 @@ class RepairActivities:
             except errors.RateLimited as error:
                 if error.retry_after > MAX_IN_ACTIVITY_WAIT.total_seconds():
                     raise temporal_error(error) from error
-                pacer.resume_at = max(pacer.resume_at, time.monotonic() + error.retry_after)
+                pacer.refused(error.retry_after)
             except errors.BridgeError as error:
                 raise temporal_error(error) from error
 
