@@ -28,6 +28,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "key_secret": "CIDSYNC_KEY_SECRET",
     "mark_ttl_seconds": "CIDSYNC_MARK_TTL_SECONDS",
     "waiting_period_days": "CIDSYNC_WAITING_PERIOD_DAYS",
+    "metrics_bind": "CIDSYNC_METRICS_BIND",
 }
 DEFAULTS: Mapping[str, str] = {
     "temporal_namespace": "default",
@@ -65,6 +66,7 @@ class Settings:
     key_secret: str | None = None
     mark_ttl_seconds: int = 86_400
     waiting_period_days: float = 30.0
+    metrics_bind: str | None = None  # host:port of the worker's Prometheus endpoint (Temporal's and ours)
 
     @property
     def key_secret_bytes(self) -> bytes:

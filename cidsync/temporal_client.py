@@ -12,12 +12,21 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cidsync.config import Settings
 
 
-async def connect(settings: Settings, *, identity: str | None = None) -> Client:
+def metrics_runtime(bind_address: str) -> Runtime:
+    """A runtime exporting the SDK's metrics and the workflows' own (e.g. `cidsync_verification_stale`)
+    on a Prometheus endpoint; without one, metrics recorded by workflows go nowhere."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
+async def connect(settings: Settings, *, identity: str | None = None, runtime: Runtime | None = None) -> Client:
     options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    if runtime is not None:
+        options["runtime"] = runtime
     options["target_host"] = settings.require("temporal_address")
     options["namespace"] = settings.temporal_namespace
     if identity:

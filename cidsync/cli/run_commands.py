@@ -21,7 +21,7 @@ from cidsync.entry import KeyType
 def _settings(args: argparse.Namespace) -> Settings:
     names = (
         "temporal_address", "temporal_namespace", "task_queue", "pulsar_url", "pulsar_namespace", "redis_url",
-        "bridge_address",
+        "bridge_address", "metrics_bind",
     )  # fmt: skip
     return load_settings({name: getattr(args, name, None) for name in names})
 
@@ -40,12 +40,15 @@ def _logging(args: argparse.Namespace) -> None:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from cidsync.temporal_client import connect
+    from cidsync.temporal_client import connect, metrics_runtime
     from workers.cid_worker import WorkerOptions, run_worker
 
     _logging(args)
     settings = _settings(args)
-    client = await connect(settings, identity=f"cidsync-worker@{settings.task_queue}")
+    runtime = metrics_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    client = await connect(settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime)
+    if settings.metrics_bind:
+        logging.getLogger(__name__).info("metrics on http://%s/metrics", settings.metrics_bind)
     options = WorkerOptions(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
@@ -142,6 +145,8 @@ def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
     _common(worker, temporal=True, pulsar=True)
     worker.add_argument("--bridge-address", help="host:port (default: CIDSYNC_BRIDGE_ADDRESS, else the dev stack)")
+    worker.add_argument("--metrics-bind", metavar="HOST:PORT",
+                        help="serve Prometheus metrics there (default: CIDSYNC_METRICS_BIND; none)")  # fmt: skip
     worker.add_argument("--max-concurrent-activities", type=int, default=100)
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
     worker.add_argument("--graceful-shutdown-seconds", type=float, default=30.0,
