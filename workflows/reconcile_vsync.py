@@ -237,6 +237,9 @@ class ReconcileVSync:
             try:
                 repaired = await self._repair_round(scratch)
             except Exception:
+                # Repairs made before the failure are in the store: their notifications must still reach
+                # core before the scratch keys (the outbox among them) go.
+                await self._publish_outbox(scratch)
                 await self._store(CidFileActivities.drop_scratch, scratch)  # scratch keys also carry a TTL
                 raise
             await self._store(CidFileActivities.drop_scratch, scratch)
@@ -279,6 +282,11 @@ class ReconcileVSync:
             return False
         for side in (RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY):
             await self._repair_side(scratch, side, diff.dict_only if side is RepairSide.DICT_ONLY else diff.local_only)
+        await self._publish_outbox(scratch)
+        return True
+
+    async def _publish_outbox(self, scratch: Scratch) -> None:
+        """Retried without limit: a repair core never hears of would leave its records wrong."""
         self._phase("notifying", "publishing the repaired entries to core-events")
         await workflow.execute_activity_method(
             CoreEventsPublisher.publish_outbox,
@@ -287,7 +295,6 @@ class ReconcileVSync:
             heartbeat_timeout=timedelta(minutes=1),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
         )
-        return True
 
     async def _load_file(self, scratch: Scratch) -> None:
         """A CID file of DICT, AVAILABLE and streamed into `scratch` with its count and digest checked."""

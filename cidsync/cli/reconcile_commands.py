@@ -53,6 +53,12 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    if args.action == "progress":
+        progress = await client.get_workflow_handle_for(ReconcileVSync.run, args.workflow_id).query(
+            ReconcileVSync.progress
+        )
+        print(progress.model_dump_json())
+        return 0
     if args.action:
         handle = client.get_workflow_handle_for(ReconcileVSync.run, args.workflow_id)
         decision = Decision(operator=args.operator or getpass.getuser(), reason=args.reason or "")
@@ -144,9 +150,10 @@ def register(commands: Any) -> None:
         "reconcile",
         help="verify a (participant, key type) with DICT and repair it on NOK; or approve/reject a pending repair",
         description="Starts ReconcileVSync, or joins the one running for the pair. "
-        "`reconcile approve|reject WORKFLOW_ID` answers a reconciliation waiting for an operator.",
+        "`reconcile approve|reject WORKFLOW_ID` answers a reconciliation waiting for an operator; "
+        "`reconcile progress WORKFLOW_ID` prints where a run is (its `progress` query) as JSON.",
     )
-    reconcile.add_argument("action", nargs="?", choices=["approve", "reject"])
+    reconcile.add_argument("action", nargs="?", choices=["approve", "reject", "progress"])
     reconcile.add_argument("workflow_id", nargs="?", metavar="WORKFLOW_ID")
     reconcile.add_argument("--participant", metavar="ISPB")
     reconcile.add_argument("--key-type", choices=[k.value for k in KeyType])

@@ -60,8 +60,11 @@ async def test_an_operator_approves_a_large_repair_from_the_cli(
         assert started.returncode == 0, started.stderr
         workflow_id = json.loads(started.stdout)["workflow_id"]
         handle = temporal_env.client.get_workflow_handle_for(ReconcileVSync.run, workflow_id)
-        waiting = await until(handle, lambda p: p.awaiting_approval)
-        assert (waiting.dict_only, waiting.local_only) == (3, 2)
+        await until(handle, lambda p: p.awaiting_approval)
+        shown = await asyncio.to_thread(cidsync, "reconcile", "progress", workflow_id, *flags)
+        assert shown.returncode == 0, shown.stderr
+        progress = json.loads(shown.stdout)
+        assert (progress["phase"], progress["dict_only"], progress["local_only"]) == ("awaiting approval", 3, 2)
         approved = await asyncio.to_thread(
             cidsync, "reconcile", "approve", workflow_id, "--operator", "ana", "--reason", "checked with DICT", *flags
         )

@@ -8,12 +8,17 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from cidsync.bridge.models import FileStatus
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType, Outcome
 from cidsync.entry import Entry, KeyType
+from cidsync.naming import OUTCOME
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.reconciliation import (
@@ -134,3 +139,30 @@ async def test_a_second_trigger_joins_the_running_reconciliation(
         again = await start_reconciliation(temporal_env.client, request, running.queue)  # a new run once done
         assert again.result_run_id != first.result_run_id
         assert (await again.result()).outcome is Outcome.OK
+
+
+async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothing(
+    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
+) -> None:  # fmt: skip
+    async with reconciliation_worker(
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
+    ) as running:
+        await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 30, seed=106))
+        await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=6)
+        before = await running.store.cids(participant, KEY_TYPE)
+        await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
+        request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
+        handle = await start_reconciliation(temporal_env.client, request, running.queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        cause = failed.value.cause
+        assert isinstance(cause, ApplicationError)
+        assert cause.type == "ReconciliationFailed"
+        assert "no usable CID file after 3 requests" in cause.message
+        assert cause.details[0]["files"] == 3
+        assert await running.store.cids(participant, KEY_TYPE) == before
+        (completed,) = [json.loads(m.data()) for m in await core_messages(running.core_events, 1)]
+        assert (completed["event_type"], completed["outcome"]) == (CoreEventType.RECONCILIATION_COMPLETED, "FAILED")
+        description = await handle.describe()
+        assert description.typed_search_attributes.get(OUTCOME) == "FAILED"
