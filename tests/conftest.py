@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -24,6 +25,9 @@ from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.devstack.processes import free_port, temporal_binary
 from cidsync.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
 from cidsync.naming import SEARCH_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from tests.e2e.reconciliation import Running
 
 TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
 
@@ -183,3 +187,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if stream is not None:
             stream.flush()
     os._exit(_final_status[-1])
+
+
+@pytest.fixture
+async def running(
+    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator,
+) -> AsyncIterator[Running]:  # fmt: skip
+    """A worker with every reconciliation activity, on the session's real servers, for one test."""
+    from tests.e2e.reconciliation import reconciliation_worker
+
+    async with reconciliation_worker(
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
+    ) as reconciling:
+        yield reconciling

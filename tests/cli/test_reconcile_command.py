@@ -14,8 +14,7 @@ from cidsync.entry import KeyType, PairRef
 from cidsync.naming import reconcile_workflow_id
 from starters.schedules import FRESHNESS_SCHEDULE_ID, VERIFY_SCHEDULE_ID
 from tests.cli_runner import cidsync
-from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
-from tests.e2e.reconciliation import core_messages, pair_entries, reconciliation_worker, seed_pair, until
+from tests.e2e.reconciliation import Running, core_messages, pair_entries, seed_pair, until
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 from workflows.reconcile_vsync import ReconcileVSync
 
@@ -25,53 +24,45 @@ def temporal_flags(env: WorkflowEnvironment, queue: str) -> list[str]:
 
 
 async def test_reconcile_wait_prints_the_outcome_as_json(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.EMAIL, 40, seed=102))
-        await simulator_admin.diverge(participant, KeyType.EMAIL, add=2, seed=2)
-        result = await asyncio.to_thread(
-            cidsync, "reconcile", "--participant", participant, "--key-type", "EMAIL", "--wait",
-            *temporal_flags(temporal_env, running.queue),
-        )  # fmt: skip
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.EMAIL, 40, seed=102))
+    await simulator_admin.diverge(participant, KeyType.EMAIL, add=2, seed=2)
+    result = await asyncio.to_thread(
+        cidsync, "reconcile", "--participant", participant, "--key-type", "EMAIL", "--wait",
+        *temporal_flags(temporal_env, running.queue),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["workflow_id"] == reconcile_workflow_id(participant, KeyType.EMAIL)
     assert (outcome["outcome"], outcome["added"], outcome["removed"], outcome["verifications"]) == ("REPAIRED", 2,
-                                                                                                      0, 2)  # fmt: skip
+                                                                                                  0, 2)  # fmt: skip
 
 
 async def test_an_operator_approves_a_large_repair_from_the_cli(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.PHONE, 30, seed=104))
-        await simulator_admin.diverge(participant, KeyType.PHONE, add=3, remove=2, seed=4)
-        flags = temporal_flags(temporal_env, running.queue)
-        started = await asyncio.to_thread(
-            cidsync, "reconcile", "--participant", participant, "--key-type", "PHONE", "--threshold", "4", *flags
-        )
-        assert started.returncode == 0, started.stderr
-        workflow_id = json.loads(started.stdout)["workflow_id"]
-        handle = temporal_env.client.get_workflow_handle_for(ReconcileVSync.run, workflow_id)
-        await until(handle, lambda p: p.awaiting_approval)
-        shown = await asyncio.to_thread(cidsync, "reconcile", "progress", workflow_id, *flags)
-        assert shown.returncode == 0, shown.stderr
-        progress = json.loads(shown.stdout)
-        assert (progress["phase"], progress["dict_only"], progress["local_only"]) == ("awaiting approval", 3, 2)
-        approved = await asyncio.to_thread(
-            cidsync, "reconcile", "approve", workflow_id, "--operator", "ana", "--reason", "checked with DICT", *flags
-        )
-        assert approved.returncode == 0, approved.stderr
-        result = await handle.result()
-        assert (result.outcome.value, result.added, result.removed) == ("REPAIRED", 3, 2)
-        late = await asyncio.to_thread(cidsync, "reconcile", "reject", workflow_id, *flags)
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.PHONE, 30, seed=104))
+    await simulator_admin.diverge(participant, KeyType.PHONE, add=3, remove=2, seed=4)
+    flags = temporal_flags(temporal_env, running.queue)
+    started = await asyncio.to_thread(
+        cidsync, "reconcile", "--participant", participant, "--key-type", "PHONE", "--threshold", "4", *flags
+    )
+    assert started.returncode == 0, started.stderr
+    workflow_id = json.loads(started.stdout)["workflow_id"]
+    handle = temporal_env.client.get_workflow_handle_for(ReconcileVSync.run, workflow_id)
+    await until(handle, lambda p: p.awaiting_approval)
+    shown = await asyncio.to_thread(cidsync, "reconcile", "progress", workflow_id, *flags)
+    assert shown.returncode == 0, shown.stderr
+    progress = json.loads(shown.stdout)
+    assert (progress["phase"], progress["dict_only"], progress["local_only"]) == ("awaiting approval", 3, 2)
+    approved = await asyncio.to_thread(
+        cidsync, "reconcile", "approve", workflow_id, "--operator", "ana", "--reason", "checked with DICT", *flags
+    )
+    assert approved.returncode == 0, approved.stderr
+    result = await handle.result()
+    assert (result.outcome.value, result.added, result.removed) == ("REPAIRED", 3, 2)
+    late = await asyncio.to_thread(cidsync, "reconcile", "reject", workflow_id, *flags)
     assert late.returncode == 1
     assert late.stderr
 
@@ -98,62 +89,58 @@ def test_schedule_ensure_needs_participants_and_a_real_time_zone() -> None:
 
 
 async def test_schedule_ensure_creates_then_updates_and_its_runs_verify_every_pair(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        flags = temporal_flags(temporal_env, running.queue)
-        first = await asyncio.to_thread(cidsync, "schedule", "ensure", "--participants", participant, *flags)
-        assert first.returncode == 0, first.stderr
-        assert json.loads(first.stdout)["schedules"] == {
-            VERIFY_SCHEDULE_ID: "created",
-            FRESHNESS_SCHEDULE_ID: "created",
-        }
-        again = await asyncio.to_thread(cidsync, "schedule", "ensure", "--participants", participant, *flags)
-        assert json.loads(again.stdout)["schedules"] == {
-            VERIFY_SCHEDULE_ID: "updated",
-            FRESHNESS_SCHEDULE_ID: "updated",
-        }
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    flags = temporal_flags(temporal_env, running.queue)
+    first = await asyncio.to_thread(cidsync, "schedule", "ensure", "--participants", participant, *flags)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["schedules"] == {
+        VERIFY_SCHEDULE_ID: "created",
+        FRESHNESS_SCHEDULE_ID: "created",
+    }
+    again = await asyncio.to_thread(cidsync, "schedule", "ensure", "--participants", participant, *flags)
+    assert json.loads(again.stdout)["schedules"] == {
+        VERIFY_SCHEDULE_ID: "updated",
+        FRESHNESS_SCHEDULE_ID: "updated",
+    }
 
-        verify = temporal_env.client.get_schedule_handle(VERIFY_SCHEDULE_ID)
-        schedule = (await verify.describe()).schedule
-        calendar = schedule.spec.calendars[0]
-        assert (calendar.hour[0].start, calendar.minute[0].start) == (3, 0)
-        assert schedule.spec.time_zone_name == "America/Sao_Paulo"
-        assert schedule.policy.overlap is ScheduleOverlapPolicy.SKIP
-        assert schedule.policy.catchup_window == timedelta(hours=12)
-        assert isinstance(schedule.action, ScheduleActionStartWorkflow)
+    verify = temporal_env.client.get_schedule_handle(VERIFY_SCHEDULE_ID)
+    schedule = (await verify.describe()).schedule
+    calendar = schedule.spec.calendars[0]
+    assert (calendar.hour[0].start, calendar.minute[0].start) == (3, 0)
+    assert schedule.spec.time_zone_name == "America/Sao_Paulo"
+    assert schedule.policy.overlap is ScheduleOverlapPolicy.SKIP
+    assert schedule.policy.catchup_window == timedelta(hours=12)
+    assert isinstance(schedule.action, ScheduleActionStartWorkflow)
 
-        # A run of the schedule starts every pair's reconciliation under the pair's own id.
-        await verify.trigger()
-        for key_type in KeyType:  # nothing stored on either side: every VSync is zero, DICT agrees
-            handle = temporal_env.client.get_workflow_handle_for(
-                ReconcileVSync.run, reconcile_workflow_id(participant, key_type)
-            )
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        result = await handle.result()
-                        break
-                    except Exception:  # not started yet
-                        await asyncio.sleep(0.2)
-            assert result.outcome.value == "OK"
-        await verify.delete()
-        await temporal_env.client.get_schedule_handle(FRESHNESS_SCHEDULE_ID).delete()
+    # A run of the schedule starts every pair's reconciliation under the pair's own id.
+    await verify.trigger()
+    for key_type in KeyType:  # nothing stored on either side: every VSync is zero, DICT agrees
+        handle = temporal_env.client.get_workflow_handle_for(
+            ReconcileVSync.run, reconcile_workflow_id(participant, key_type)
+        )
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    result = await handle.result()
+                    break
+                except Exception:  # not started yet
+                    await asyncio.sleep(0.2)
+        assert result.outcome.value == "OK"
+    await verify.delete()
+    await temporal_env.client.get_schedule_handle(FRESHNESS_SCHEDULE_ID).delete()
 
-        # Freshness: every pair of `participant` was just verified OK; a pair never verified is stale.
-        never = f"{uuid.uuid4().int % 10**8:08d}"
-        pairs = [PairRef(participant=participant, key_type=KeyType.CPF), PairRef(participant=never,
-                                                                                  key_type=KeyType.EVP)]  # fmt: skip
-        stale = await temporal_env.client.execute_workflow(
-            CheckVerificationFreshness.run, FreshnessInput(pairs=pairs), id=f"fresh-{uuid.uuid4()}",
-            task_queue=running.queue,
-        )  # fmt: skip
-        assert [(s.participant, s.key_type) for s in stale] == [(never, KeyType.EVP)]
-        # The completions of the five reconciliations, then the stale alert.
-        events = [json.loads(m.data()) for m in await core_messages(running.core_events, 6)]
-        alert = events[-1]
-        assert alert["event_type"] == CoreEventType.VERIFICATION_STALE
-        assert (alert["participant"], alert["key_type"], alert["last_ok_at"]) == (never, "EVP", None)
+    # Freshness: every pair of `participant` was just verified OK; a pair never verified is stale.
+    never = f"{uuid.uuid4().int % 10**8:08d}"
+    pairs = [PairRef(participant=participant, key_type=KeyType.CPF), PairRef(participant=never,
+                                                                              key_type=KeyType.EVP)]  # fmt: skip
+    stale = await temporal_env.client.execute_workflow(
+        CheckVerificationFreshness.run, FreshnessInput(pairs=pairs), id=f"fresh-{uuid.uuid4()}",
+        task_queue=running.queue,
+    )  # fmt: skip
+    assert [(s.participant, s.key_type) for s in stale] == [(never, KeyType.EVP)]
+    # The completions of the five reconciliations, then the stale alert.
+    events = [json.loads(m.data()) for m in await core_messages(running.core_events, 6)]
+    alert = events[-1]
+    assert alert["event_type"] == CoreEventType.VERIFICATION_STALE
+    assert (alert["participant"], alert["key_type"], alert["last_ok_at"]) == (never, "EVP", None)

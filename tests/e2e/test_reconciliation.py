@@ -20,12 +20,11 @@ from cidsync.core_events import CoreEventType, Outcome
 from cidsync.entry import Entry, KeyType
 from cidsync.naming import OUTCOME
 from starters.reconciliation import start_reconciliation
-from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.reconciliation import (
+    Running,
     apply_locally,
     core_messages,
     pair_entries,
-    reconciliation_worker,
     seed_pair,
     until,
 )
@@ -35,134 +34,116 @@ KEY_TYPE = KeyType.EVP
 
 
 async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        entries = pair_entries(
-            participant, KEY_TYPE, 300, seed=10_000 + uuid.uuid4().int % 1000
-        )  # never a diverge seed
-        await seed_pair(simulator_admin, running.store, entries)
-        by_cid = {cid(e): e for e in entries}
-        diverged = await simulator_admin.diverge(participant, KEY_TYPE, add=5, remove=4, alter=3, seed=11)
-        assert not (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
-            participant, KEY_TYPE))).ok  # fmt: skip
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    entries = pair_entries(participant, KEY_TYPE, 300, seed=10_000 + uuid.uuid4().int % 1000)  # never a diverge seed
+    await seed_pair(simulator_admin, running.store, entries)
+    by_cid = {cid(e): e for e in entries}
+    diverged = await simulator_admin.diverge(participant, KEY_TYPE, add=5, remove=4, alter=3, seed=11)
+    assert not (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
+        participant, KEY_TYPE))).ok  # fmt: skip
 
-        request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
-        handle = await start_reconciliation(temporal_env.client, request, running.queue)
-        result = await handle.result()
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
+    handle = await start_reconciliation(temporal_env.client, request, running.queue)
+    result = await handle.result()
 
-        # DICT-only: 5 new entries and the 3 altered ones' new CIDs. Local-only: the 4 DICT removed (the
-        # altered ones' old CIDs leave with their key's move to the new CID).
-        assert result.outcome is Outcome.REPAIRED
-        assert (result.added, result.removed, result.skipped) == (8, 4, 0)
-        assert result.verifications == 2
-        assert result.files == 1
-        local = await running.store.cids(participant, KEY_TYPE)
-        expected = set(by_cid) - set(diverged.removed) - set(diverged.altered_old)
-        expected |= set(diverged.added) | set(diverged.altered_new)
-        assert local == expected
-        assert (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
-            participant, KEY_TYPE))).ok  # fmt: skip
+    # DICT-only: 5 new entries and the 3 altered ones' new CIDs. Local-only: the 4 DICT removed (the
+    # altered ones' old CIDs leave with their key's move to the new CID).
+    assert result.outcome is Outcome.REPAIRED
+    assert (result.added, result.removed, result.skipped) == (8, 4, 0)
+    assert result.verifications == 2
+    assert result.files == 1
+    local = await running.store.cids(participant, KEY_TYPE)
+    expected = set(by_cid) - set(diverged.removed) - set(diverged.altered_old)
+    expected |= set(diverged.added) | set(diverged.altered_new)
+    assert local == expected
+    assert (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
+        participant, KEY_TYPE))).ok  # fmt: skip
 
-        messages = await core_messages(running.core_events, 8 + 4 + 1)
-        events = [json.loads(m.data()) for m in messages]
-        kinds = [e["event_type"] for e in events]
-        assert kinds.count(CoreEventType.ENTRY_ADDED) == 8
-        assert kinds.count(CoreEventType.ENTRY_REMOVED) == 4
-        assert kinds[-1] == CoreEventType.RECONCILIATION_COMPLETED
-        added = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_ADDED}
-        assert set(added) == set(diverged.added) | set(diverged.altered_new)
-        for value, event in added.items():  # the full entry, as DICT holds it: it hashes to its CID
-            entry = Entry.model_validate(event["entry"])
-            assert cid(entry) == value
-            assert event["entry_id"] == str(entry.id)
-        removed = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_REMOVED}
-        assert set(removed) == set(diverged.removed)
-        for value, event in removed.items():  # the entry's identity only: no key, no owner
-            assert event["entry_id"] == str(by_cid[value].id)
-            assert "entry" not in event or event["entry"] is None
-            assert by_cid[value].key not in json.dumps(event)
-        keys = {m.partition_key() for m in messages[:-1]}
-        assert keys == {e["entry_id"] for e in events[:-1]}  # in order with core's own events per entry
-        completed = events[-1]
-        assert completed["outcome"] == "REPAIRED"
-        assert (completed["added"], completed["removed"], completed["key_type"]) == (8, 4, "EVP")
-        assert messages[-1].partition_key() == "EVP"
+    messages = await core_messages(running.core_events, 8 + 4 + 1)
+    events = [json.loads(m.data()) for m in messages]
+    kinds = [e["event_type"] for e in events]
+    assert kinds.count(CoreEventType.ENTRY_ADDED) == 8
+    assert kinds.count(CoreEventType.ENTRY_REMOVED) == 4
+    assert kinds[-1] == CoreEventType.RECONCILIATION_COMPLETED
+    added = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_ADDED}
+    assert set(added) == set(diverged.added) | set(diverged.altered_new)
+    for value, event in added.items():  # the full entry, as DICT holds it: it hashes to its CID
+        entry = Entry.model_validate(event["entry"])
+        assert cid(entry) == value
+        assert event["entry_id"] == str(entry.id)
+    removed = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_REMOVED}
+    assert set(removed) == set(diverged.removed)
+    for value, event in removed.items():  # the entry's identity only: no key, no owner
+        assert event["entry_id"] == str(by_cid[value].id)
+        assert "entry" not in event or event["entry"] is None
+        assert by_cid[value].key not in json.dumps(event)
+    keys = {m.partition_key() for m in messages[:-1]}
+    assert keys == {e["entry_id"] for e in events[:-1]}  # in order with core's own events per entry
+    completed = events[-1]
+    assert completed["outcome"] == "REPAIRED"
+    assert (completed["added"], completed["removed"], completed["key_type"]) == (8, 4, "EVP")
+    assert messages[-1].partition_key() == "EVP"
 
 
 async def test_a_key_changed_by_an_event_during_the_run_is_not_repaired_from_the_older_snapshot(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        entries = pair_entries(participant, KEY_TYPE, 50, seed=10_000 + uuid.uuid4().int % 1000)  # never a diverge seed
-        await seed_pair(simulator_admin, running.store, entries)
-        await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=3)
-        request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
-        handle = await start_reconciliation(temporal_env.client, request, running.queue)
-        await until(handle, lambda p: p.phase == "waiting for file")  # DICT's snapshot is taken
-        # Core registers a new key in DICT and its created event reaches us: the snapshot lacks it, so
-        # the diff calls it local-only, and a blind repair would delete a live entry.
-        (fresh,) = pair_entries(participant, KEY_TYPE, 1, seed=uuid.uuid4().int)
-        await simulator_admin.load([fresh])
-        await apply_locally(running.store, [fresh], sequence=7)
-        result = await handle.result()
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    entries = pair_entries(participant, KEY_TYPE, 50, seed=10_000 + uuid.uuid4().int % 1000)  # never a diverge seed
+    await seed_pair(simulator_admin, running.store, entries)
+    await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=3)
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
+    handle = await start_reconciliation(temporal_env.client, request, running.queue)
+    await until(handle, lambda p: p.phase == "waiting for file")  # DICT's snapshot is taken
+    # Core registers a new key in DICT and its created event reaches us: the snapshot lacks it, so
+    # the diff calls it local-only, and a blind repair would delete a live entry.
+    (fresh,) = pair_entries(participant, KEY_TYPE, 1, seed=uuid.uuid4().int)
+    await simulator_admin.load([fresh])
+    await apply_locally(running.store, [fresh], sequence=7)
+    result = await handle.result()
 
-        assert result.outcome is Outcome.REPAIRED
-        assert (result.added, result.removed, result.skipped) == (2, 0, 1)
-        assert cid(fresh) in await running.store.cids(participant, KEY_TYPE)
-        events = [json.loads(m.data()) for m in await core_messages(running.core_events, 3)]
-        assert [e["event_type"] for e in events].count(CoreEventType.ENTRY_REMOVED) == 0
+    assert result.outcome is Outcome.REPAIRED
+    assert (result.added, result.removed, result.skipped) == (2, 0, 1)
+    assert cid(fresh) in await running.store.cids(participant, KEY_TYPE)
+    events = [json.loads(m.data()) for m in await core_messages(running.core_events, 3)]
+    assert [e["event_type"] for e in events].count(CoreEventType.ENTRY_REMOVED) == 0
 
 
 async def test_a_second_trigger_joins_the_running_reconciliation(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 20, seed=105))
-        await simulator_admin.diverge(participant, KEY_TYPE, remove=1, seed=5)
-        request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
-        first = await start_reconciliation(temporal_env.client, request, running.queue)
-        await until(first, lambda p: p.phase == "waiting for file")
-        second = await start_reconciliation(temporal_env.client, request.model_copy(update={"trigger": "cli"}),
-                                            running.queue)  # fmt: skip
-        assert second.result_run_id == first.result_run_id
-        assert (await second.result()).outcome is Outcome.REPAIRED
-        again = await start_reconciliation(temporal_env.client, request, running.queue)  # a new run once done
-        assert again.result_run_id != first.result_run_id
-        assert (await again.result()).outcome is Outcome.OK
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 20, seed=105))
+    await simulator_admin.diverge(participant, KEY_TYPE, remove=1, seed=5)
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
+    first = await start_reconciliation(temporal_env.client, request, running.queue)
+    await until(first, lambda p: p.phase == "waiting for file")
+    second = await start_reconciliation(temporal_env.client, request.model_copy(update={"trigger": "cli"}),
+                                        running.queue)  # fmt: skip
+    assert second.result_run_id == first.result_run_id
+    assert (await second.result()).outcome is Outcome.REPAIRED
+    again = await start_reconciliation(temporal_env.client, request, running.queue)  # a new run once done
+    assert again.result_run_id != first.result_run_id
+    assert (await again.result()).outcome is Outcome.OK
 
 
 async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothing(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin, participant: str,
-) -> None:  # fmt: skip
-    async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
-    ) as running:
-        await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 30, seed=106))
-        await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=6)
-        before = await running.store.cids(participant, KEY_TYPE)
-        await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
-        request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
-        handle = await start_reconciliation(temporal_env.client, request, running.queue)
-        with pytest.raises(WorkflowFailureError) as failed:
-            await handle.result()
-        cause = failed.value.cause
-        assert isinstance(cause, ApplicationError)
-        assert cause.type == "ReconciliationFailed"
-        assert "no usable CID file after 3 requests" in cause.message
-        assert cause.details[0]["files"] == 3
-        assert await running.store.cids(participant, KEY_TYPE) == before
-        (completed,) = [json.loads(m.data()) for m in await core_messages(running.core_events, 1)]
-        assert (completed["event_type"], completed["outcome"]) == (CoreEventType.RECONCILIATION_COMPLETED, "FAILED")
-        description = await handle.describe()
-        assert description.typed_search_attributes.get(OUTCOME) == "FAILED"
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 30, seed=106))
+    await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=6)
+    before = await running.store.cids(participant, KEY_TYPE)
+    await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
+    handle = await start_reconciliation(temporal_env.client, request, running.queue)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "ReconciliationFailed"
+    assert "no usable CID file after 3 requests" in cause.message
+    assert cause.details[0]["files"] == 3
+    assert await running.store.cids(participant, KEY_TYPE) == before
+    (completed,) = [json.loads(m.data()) for m in await core_messages(running.core_events, 1)]
+    assert (completed["event_type"], completed["outcome"]) == (CoreEventType.RECONCILIATION_COMPLETED, "FAILED")
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(OUTCOME) == "FAILED"
