@@ -92,7 +92,9 @@ async def test_a_key_changed_by_an_event_during_the_run_is_not_repaired_from_the
     entries = pair_entries(participant, KEY_TYPE, 50, seed=10_000 + uuid.uuid4().int % 1000)  # never a diverge seed
     await seed_pair(simulator_admin, running.store, entries)
     await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=3)
-    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
+    # The first look at the file comes 3 s after its request: the window in which the event below lands
+    # between DICT's snapshot and the diff, even on a loaded machine.
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=3))
     handle = await start_reconciliation(temporal_env.client, request, running.queue)
     await until(handle, lambda p: p.phase == "waiting for file")  # DICT's snapshot is taken
     # Core registers a new key in DICT and its created event reaches us: the snapshot lacks it, so
@@ -114,7 +116,7 @@ async def test_a_second_trigger_joins_the_running_reconciliation(
 ) -> None:
     await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 20, seed=105))
     await simulator_admin.diverge(participant, KEY_TYPE, remove=1, seed=5)
-    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.5))
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=3))
     first = await start_reconciliation(temporal_env.client, request, running.queue)
     await until(first, lambda p: p.phase == "waiting for file")
     second = await start_reconciliation(temporal_env.client, request.model_copy(update={"trigger": "cli"}),
