@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.repair import RepairActivities, RepairInput, RepairResult, RepairSide
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
-    from cidsync.entry import KeyType, PairRef
+    from cidsync.entry import KeyType, PairRef, Participant
     from cidsync.naming import OUTCOME
     from workflows.cid_change import STORE_RETRY, STORE_TIMEOUT
 
@@ -54,20 +54,29 @@ Result = TypeVar("Result")
 class ReconcileInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    participant: str
+    participant: Participant
     key_type: KeyType
     trigger: str = "manual"  # who asked: manual, cli, schedule
-    divergence_threshold: int = 100  # above it (DICT-only + local-only CIDs), an operator must approve
-    max_rounds: int = 3  # repair-and-verify rounds before the run fails
-    max_files: int = 3  # files per round, when one ends ERROR/UNAVAILABLE or does not match its digest
+    divergence_threshold: int = Field(100, ge=0)  # above it (DICT-only + local-only CIDs), an operator approves
+    max_rounds: int = Field(3, ge=1)  # repair-and-verify rounds before the run fails
+    max_files: int = Field(3, ge=1)  # files per round, when one ends ERROR/UNAVAILABLE or does not match its digest
     file_deadline: timedelta = timedelta(hours=6)  # from the request to AVAILABLE
     poll_initial: timedelta = timedelta(seconds=5)
     poll_max: timedelta = timedelta(minutes=5)
     approval_reminder: timedelta = timedelta(hours=4)
     approval_timeout: timedelta = timedelta(days=3)  # then NEEDS_ATTENTION; the 36 h alert fires anyway
-    repair_batch: int = 500
+    repair_batch: int = Field(500, ge=1, le=10_000)
     # How soon a crashed worker's streaming or repair is noticed and retried (on another worker).
     activity_heartbeat: timedelta = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _positive_durations(self) -> ReconcileInput:
+        durations = ("file_deadline", "poll_initial", "poll_max", "approval_reminder", "approval_timeout",
+                     "activity_heartbeat")  # fmt: skip
+        bad = [name for name in durations if getattr(self, name) <= timedelta(0)]
+        if bad:
+            raise ValueError(f"must be positive: {', '.join(bad)}")
+        return self
 
 
 class ReconcileResult(BaseModel):

@@ -298,3 +298,13 @@ def test_the_defaults_follow_the_issue() -> None:
     defaults = ReconcileInput(participant=PARTICIPANT, key_type=KeyType.CPF)
     assert defaults.divergence_threshold == 100
     assert defaults.approval_reminder == timedelta(hours=4)
+
+
+def test_bad_settings_are_refused_before_any_run() -> None:
+    with pytest.raises(ValueError, match="participant") as refused:
+        ReconcileInput(participant="123", key_type=KeyType.CPF, divergence_threshold=-1,
+                       poll_initial=timedelta(0))  # fmt: skip
+    text = str(refused.value)
+    assert "divergence_threshold" in text
+    with pytest.raises(ValueError, match="must be positive: poll_initial"):
+        ReconcileInput(participant=PARTICIPANT, key_type=KeyType.CPF, poll_initial=timedelta(0))
