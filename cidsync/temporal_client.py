@@ -3,10 +3,18 @@
 `temporalio.envconfig` reads the profile file and the TEMPORAL_* variables (address, namespace, TLS, API
 key, ...); an address or namespace resolved by `cidsync.config` (a flag, or a running dev stack) wins.
 Every client uses the pydantic data converter: workflow inputs and results are pydantic models.
+
+Long-running roles (worker, starter) may start before Temporal answers (a restart of the whole stack, a
+rolling deploy): they pass `wait` and keep trying, with backoff and a warning each time, instead of
+exiting at once. One-shot commands fail fast.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -16,6 +24,8 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cidsync.config import Settings
 
+logger = logging.getLogger(__name__)
+
 
 def metrics_runtime(bind_address: str) -> Runtime:
     """A runtime exporting the SDK's metrics and the workflows' own (e.g. `cidsync_verification_stale`)
@@ -23,7 +33,13 @@ def metrics_runtime(bind_address: str) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
 
 
-async def connect(settings: Settings, *, identity: str | None = None, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings,
+    *,
+    identity: str | None = None,
+    runtime: Runtime | None = None,
+    wait: timedelta = timedelta(0),
+) -> Client:
     options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if runtime is not None:
         options["runtime"] = runtime
@@ -31,4 +47,15 @@ async def connect(settings: Settings, *, identity: str | None = None, runtime: R
     options["namespace"] = settings.temporal_namespace
     if identity:
         options["identity"] = identity
-    return await Client.connect(**options, data_converter=pydantic_data_converter)
+    deadline = time.monotonic() + wait.total_seconds()
+    delay = 0.5
+    while True:
+        try:
+            return await Client.connect(**options, data_converter=pydantic_data_converter)
+        except RuntimeError as error:  # what the SDK raises when it cannot reach the server
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("Temporal at %s does not answer (%s); trying again in %.1f s",
+                           options["target_host"], error, delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -17,6 +17,9 @@ from typing import Any
 from cidsync.config import Settings, load_settings
 from cidsync.entry import KeyType
 
+# How long the worker and the starter keep trying to reach Temporal when they start before it answers.
+ROLE_CONNECT_WAIT = timedelta(minutes=5)
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     names = (
@@ -46,7 +49,9 @@ async def _worker(args: argparse.Namespace) -> int:
     _logging(args)
     settings = _settings(args)
     runtime = metrics_runtime(settings.metrics_bind) if settings.metrics_bind else None
-    client = await connect(settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime)
+    client = await connect(
+        settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime, wait=ROLE_CONNECT_WAIT
+    )
     if settings.metrics_bind:
         logging.getLogger(__name__).info("metrics on http://%s/metrics", settings.metrics_bind)
     options = WorkerOptions(
@@ -69,7 +74,7 @@ async def _starter(args: argparse.Namespace) -> int:
     _logging(args)
     settings = _settings(args)
     stop = _stop_on_signals()
-    temporal = await connect(settings, identity="cidsync-starter")
+    temporal = await connect(settings, identity="cidsync-starter", wait=ROLE_CONNECT_WAIT)
     redis = redis_client(settings.require("redis_url"))
     pulsar = pulsar_client(settings.require("pulsar_url"))
     config = StarterConfig(
