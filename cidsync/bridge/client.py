@@ -2,8 +2,9 @@
 
 Resilience comes from gRPC itself, configured once here rather than hand-written around each call:
 - gRPC's retry policy (service config) retries UNAVAILABLE with backoff for the idempotent calls only.
-  `CreateCidSetFile` is never retried here: each call may spend one of DICT's 40 files a day, so the
-  caller (a workflow that records the file id first) decides.
+  `CreateCidSetFile` is never retried here: a call without an idempotency key (`request_id`) may
+  spend one of DICT's 40 files a day. The reconciliation workflow sends a key of its own and lets its
+  activity be retried: the same key returns the same file.
 - Every call has a deadline; keepalive pings every 10 s (3 s timeout) find dead connections before a
   call does.
 - RESOURCE_EXHAUSTED is not retried: it becomes `RateLimited` with DICT's retry-after, so a workflow
