@@ -127,7 +127,16 @@ async def _admin(args: argparse.Namespace) -> int:
 
     async with SimulatorAdmin(_bridge_address(args)) as admin:
         match args.admin_command:
+            case "load" if args.synthetic:
+                if not (args.participant and args.key_type) or args.synthetic < 0:
+                    raise InvalidInput("options", [Problem("--synthetic", "N >= 0, with --participant and --key-type")])
+                loaded, pair_vsync = await admin.load_synthetic(
+                    _check_participant(args.participant), KeyType(args.key_type), args.synthetic, seed=args.seed
+                )
+                print(f"loaded {loaded} synthetic entries; the pair's VSync is now {pair_vsync}")
             case "load":
+                if not args.file:
+                    raise InvalidInput("options", [Problem("--file", "is required (or --synthetic N)")])
                 text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
                 cids = await admin.load(parse_jsonl_entries(text.splitlines(), args.file))
                 print(f"loaded {len(cids)} entries")
@@ -153,7 +162,7 @@ async def _admin(args: argparse.Namespace) -> int:
                     fail_next[method] = int(count)
                 await admin.set_faults(
                     unavailable_ratio=args.unavailable_ratio, latency_ms=args.latency_ms, fail_next=fail_next,
-                    file_outcome=FileStatus(args.file_outcome),
+                    file_outcome=FileStatus(args.file_outcome), page_delay_ms=args.page_delay_ms,
                 )  # fmt: skip
                 print("faults set")
             case "stats":
@@ -225,8 +234,12 @@ def register(commands: Any) -> None:
     admin_commands = sim.add_subparsers(title="admin", metavar="admin", dest="sim_command")
     admin = admin_commands.add_parser("admin", help="drive a running simulator")
     which = admin.add_subparsers(title="actions", metavar="ACTION", dest="admin_command", required=True)
-    load = which.add_parser("load", help="register the entries of a JSONL file")
-    load.add_argument("--file", required=True, metavar="JSONL")
+    load = which.add_parser("load", help="register the entries of a JSONL file, or N synthetic ones of a pair")
+    load.add_argument("--file", metavar="JSONL")
+    load.add_argument("--synthetic", type=int, metavar="N", help="generated inside the simulator (fast, for scale)")
+    load.add_argument("--participant", metavar="ISPB", help="with --synthetic")
+    load.add_argument("--key-type", choices=[k.value for k in KeyType], help="with --synthetic")
+    load.add_argument("--seed", type=int, default=0, help="with --synthetic")
     remove = which.add_parser("remove", help="remove entries by CID")
     remove.add_argument("cids", nargs="+", metavar="CID")
     alter = which.add_parser("alter", help="replace the entry with the same id (its CID changes)")
@@ -241,6 +254,7 @@ def register(commands: Any) -> None:
     faults.add_argument("--latency-ms", type=int, default=0)
     faults.add_argument("--fail-next", action="append", metavar="METHOD=N")
     faults.add_argument("--file-outcome", default="AVAILABLE", choices=["AVAILABLE", "ERROR", "UNAVAILABLE"])
+    faults.add_argument("--page-delay-ms", type=int, default=0, help="before each page of a CID list")
     stats = which.add_parser("stats", help="per-RPC call counters")
     stats.add_argument("--json", action="store_true")
     which.add_parser("reset", help="forget every entry, file, counter and fault")

@@ -62,3 +62,16 @@ def test_unreachable_bridge_fails_with_exit_1(participant: str) -> None:
                      "--bridge-address", f"127.0.0.1:{free_port()}", timeout=120)  # fmt: skip
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr
+
+
+def test_synthetic_load_matches_the_library_generator(bridge_simulator: BridgeSimulator, participant: str) -> None:
+    address = ["--bridge-address", bridge_simulator.address]
+    loaded = cidsync("bridge-sim", "admin", "load", "--synthetic", "50", "--participant", participant,
+                     "--key-type", "EVP", "--seed", "9", *address)  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    rng = random.Random(9)
+    expected = vsync(cid(synthetic_entry(rng, participant, KeyType.EVP)) for _ in range(50))
+    assert loaded.stdout.strip() == f"loaded 50 synthetic entries; the pair's VSync is now {expected}"
+    incomplete = cidsync("bridge-sim", "admin", "load", "--synthetic", "5", *address)
+    assert incomplete.returncode == 2
+    assert "--participant and --key-type" in incomplete.stderr
