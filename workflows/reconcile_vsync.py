@@ -17,6 +17,7 @@ history before the call, so an activity retry or a worker crash asks DICT for th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -172,12 +173,17 @@ class ReconcileVSync:
         self._pair = PairRef(participant=input.participant, key_type=input.key_type)
         started = workflow.now()
         reason = ""
+        cancelled = False
         try:
             outcome = await self._reconcile()
         except _GiveUp as give_up:
             outcome, reason = Outcome.FAILED, str(give_up)
         except ActivityError as error:
             outcome, reason = Outcome.FAILED, f"{error.activity_type} failed: {error.cause or error}"
+        except asyncio.CancelledError:
+            # Cancelled (`temporal workflow cancel`): report it to core like any other end, then end as
+            # Cancelled. Repairs already made were published by the round's own clean-up.
+            outcome, reason, cancelled = Outcome.FAILED, "cancelled", True
         # Not in a `finally`: that would also run when the worker evicts the run from its cache (and on
         # cancellation), where no activity may be scheduled. A watch left behind expires by its TTL.
         await self._store(CIDStore.end_watch_activity, self._pair)
@@ -205,6 +211,8 @@ class ReconcileVSync:
             )
         )
         self._phase("done", f"{outcome.value}{': ' + reason if reason else ''}")
+        if cancelled:
+            raise asyncio.CancelledError()
         if outcome is Outcome.FAILED:
             # Fail loudly: the run shows as Failed in the UI and to `temporal workflow list`, with the
             # result in the error's details for `cidsync reconcile --wait`.
@@ -245,7 +253,7 @@ class ReconcileVSync:
             )
             try:
                 repaired = await self._repair_round(scratch)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a cancelled run cleans up too (never on eviction)
                 # Repairs made before the failure are in the store: their notifications must still reach
                 # core before the scratch keys (the outbox among them) go.
                 await self._publish_outbox(scratch)

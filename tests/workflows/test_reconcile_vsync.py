@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -46,6 +46,7 @@ class FakeDict:
     repairs: list[RepairSide] = field(default_factory=list)
     notices: list[NoticeInput] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    outboxes: list[str] = field(default_factory=list)
     verified: list[VerificationRecord] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
@@ -105,6 +106,7 @@ class FakeDict:
 
         @activity.defn(name="publish_outbox")
         async def publish_outbox(scratch: Scratch) -> int:
+            self.outboxes.append(scratch.run_id)
             return self.dict_only + self.local_only
 
         @activity.defn(name="drop_scratch")
@@ -265,6 +267,27 @@ async def test_a_decision_is_refused_when_no_approval_is_pending(time_skipping_e
             await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana"))
         assert "no approval is pending" in str(refused.value.cause)
         await handle.terminate("test done")
+
+
+async def test_a_cancelled_run_cleans_up_and_reports_before_it_ends(time_skipping_env: WorkflowEnvironment) -> None:
+    fake = FakeDict(verdicts=[False], dict_only=500, local_only=0)
+    queue = f"reconcile-{uuid.uuid4()}"
+    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
+                      activities=fake.activities()):  # fmt: skip
+        handle = await time_skipping_env.client.start_workflow(
+            ReconcileVSync.run, request(approval_timeout=timedelta(days=30)), id=f"reconcile-{uuid.uuid4()}",
+            task_queue=queue, search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
+        )  # fmt: skip
+        await _until(handle, lambda p: p.awaiting_approval)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as ended:
+            await handle.result()
+    assert isinstance(ended.value.cause, CancelledError)
+    assert fake.outboxes == fake.dropped  # the outbox was published, then the scratch keys went
+    assert len(fake.dropped) == 1
+    completed = fake.notices[-1].notice
+    assert isinstance(completed, ReconciliationCompleted)
+    assert (completed.outcome, completed.reason) == (Outcome.FAILED, "cancelled")
 
 
 async def test_a_rejected_repair_ends_as_needs_attention(time_skipping_env: WorkflowEnvironment) -> None:
