@@ -4,6 +4,7 @@ DICT is changed behind cidsync's back (entries added, removed and altered); one 
 bring the local set to DICT's, end with an OK verification, and tell core about every entry it changed.
 """
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -149,3 +150,36 @@ async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothi
     assert (completed["event_type"], completed["outcome"]) == (CoreEventType.RECONCILIATION_COMPLETED, "FAILED")
     description = await handle.describe()
     assert description.typed_search_attributes.get(OUTCOME) == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("local", "in_dict", "add", "remove", "alter"),
+    [
+        (0, 25, 0, 0, 0),  # nothing local yet: every CID comes from DICT
+        (25, 25, 0, 25, 0),  # DICT removed everything: the set empties, the VSync is zero again
+        (60, 60, 7, 5, 9),  # a bit of everything
+    ],
+    ids=["local-empty", "dict-emptied", "mixed"],
+)
+async def test_after_a_successful_reconciliation_the_sets_are_equal_and_dict_says_ok(
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str,
+    local: int, in_dict: int, add: int, remove: int, alter: int,
+) -> None:  # fmt: skip
+    # DESIGN.md §4, I4, including the edges: an empty local set and an emptied DICT.
+    entries = pair_entries(participant, KEY_TYPE, max(local, in_dict), seed=20_000 + uuid.uuid4().int % 1000)
+    await simulator_admin.load(entries[:in_dict])
+    await apply_locally(running.store, entries[:local])
+    await simulator_admin.diverge(participant, KEY_TYPE, add=add, remove=remove, alter=alter, seed=8)
+    request = ReconcileInput(participant=participant, key_type=KEY_TYPE, poll_initial=timedelta(seconds=0.2))
+    result = await (await start_reconciliation(temporal_env.client, request, running.queue)).result()
+
+    assert result.outcome is Outcome.REPAIRED
+    file = await running.bridge.create_cid_set_file(participant, KEY_TYPE)
+    while not (file := await running.bridge.get_cid_set_file(file.file_id)).status.final:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    in_dict_now = {c async for page in running.bridge.cid_pages(file.file_id) for c in page.cids}
+    assert await running.store.cids(participant, KEY_TYPE) == in_dict_now
+    local_vsync = await running.store.vsync(participant, KEY_TYPE)
+    assert (await running.bridge.verify_sync(participant, KEY_TYPE, local_vsync)).ok
+    if not in_dict_now:
+        assert local_vsync == "0" * 64
