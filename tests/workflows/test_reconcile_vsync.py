@@ -5,7 +5,8 @@ give-up path, in simulated hours and days.
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,13 +144,22 @@ def request(**changes: Any) -> ReconcileInput:
     return ReconcileInput(participant=PARTICIPANT, key_type=KeyType.EVP, **values)
 
 
-async def reconcile(env: WorkflowEnvironment, fake: FakeDict, argument: ReconcileInput) -> ReconcileResult:
+@asynccontextmanager
+async def started(
+    env: WorkflowEnvironment, fake: FakeDict, argument: ReconcileInput
+) -> AsyncIterator[WorkflowHandle[ReconcileVSync, ReconcileResult]]:
+    """A run with a worker of its own (its own task queue) serving the fake activities."""
     queue = f"reconcile-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync], activities=fake.activities()):
-        return await env.client.execute_workflow(
+        yield await env.client.start_workflow(
             ReconcileVSync.run, argument, id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
             search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
         )  # fmt: skip
+
+
+async def reconcile(env: WorkflowEnvironment, fake: FakeDict, argument: ReconcileInput) -> ReconcileResult:
+    async with started(env, fake, argument) as handle:
+        return await handle.result()
 
 
 async def test_ok_at_once_needs_no_file(time_skipping_env: WorkflowEnvironment) -> None:
@@ -231,14 +241,8 @@ async def _until(handle: WorkflowHandle[Any, Any], check: Callable[[Progress], b
 
 async def test_large_divergence_waits_for_approval_with_reminders(time_skipping_env: WorkflowEnvironment) -> None:
     fake = FakeDict(verdicts=[False, True], dict_only=150, local_only=20)
-    queue = f"reconcile-{uuid.uuid4()}"
     argument = request(approval_reminder=timedelta(hours=4), approval_timeout=timedelta(days=30))
-    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
-                      activities=fake.activities()):  # fmt: skip
-        handle = await time_skipping_env.client.start_workflow(
-            ReconcileVSync.run, argument, id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
-            search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
-        )  # fmt: skip
+    async with started(time_skipping_env, fake, argument) as handle:
         waiting = await _until(handle, lambda p: p.awaiting_approval and p.reminders >= 2)
         assert (waiting.dict_only, waiting.local_only) == (150, 20)
         assert fake.repairs == []  # nothing repaired blindly
@@ -254,14 +258,9 @@ async def test_large_divergence_waits_for_approval_with_reminders(time_skipping_
 
 async def test_a_decision_is_refused_when_no_approval_is_pending(time_skipping_env: WorkflowEnvironment) -> None:
     fake = FakeDict(verdicts=[False], statuses=[FileStatus.PROCESSING])
-    queue = f"reconcile-{uuid.uuid4()}"
-    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
-                      activities=fake.activities()):  # fmt: skip
-        handle = await time_skipping_env.client.start_workflow(
-            ReconcileVSync.run, request(file_deadline=timedelta(days=60), poll_max=timedelta(days=1)),
-            id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
-            search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
-        )  # fmt: skip
+    async with started(
+        time_skipping_env, fake, request(file_deadline=timedelta(days=60), poll_max=timedelta(days=1))
+    ) as handle:
         await _until(handle, lambda p: p.phase == "waiting for file")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana"))
@@ -271,13 +270,7 @@ async def test_a_decision_is_refused_when_no_approval_is_pending(time_skipping_e
 
 async def test_a_cancelled_run_cleans_up_and_reports_before_it_ends(time_skipping_env: WorkflowEnvironment) -> None:
     fake = FakeDict(verdicts=[False], dict_only=500, local_only=0)
-    queue = f"reconcile-{uuid.uuid4()}"
-    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
-                      activities=fake.activities()):  # fmt: skip
-        handle = await time_skipping_env.client.start_workflow(
-            ReconcileVSync.run, request(approval_timeout=timedelta(days=30)), id=f"reconcile-{uuid.uuid4()}",
-            task_queue=queue, search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
-        )  # fmt: skip
+    async with started(time_skipping_env, fake, request(approval_timeout=timedelta(days=30))) as handle:
         await _until(handle, lambda p: p.awaiting_approval)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as ended:
@@ -292,13 +285,7 @@ async def test_a_cancelled_run_cleans_up_and_reports_before_it_ends(time_skippin
 
 async def test_a_rejected_repair_ends_as_needs_attention(time_skipping_env: WorkflowEnvironment) -> None:
     fake = FakeDict(verdicts=[False], dict_only=500, local_only=0)
-    queue = f"reconcile-{uuid.uuid4()}"
-    async with Worker(time_skipping_env.client, task_queue=queue, workflows=[ReconcileVSync],
-                      activities=fake.activities()):  # fmt: skip
-        handle = await time_skipping_env.client.start_workflow(
-            ReconcileVSync.run, request(approval_timeout=timedelta(days=30)), id=f"reconcile-{uuid.uuid4()}",
-            task_queue=queue, search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
-        )  # fmt: skip
+    async with started(time_skipping_env, fake, request(approval_timeout=timedelta(days=30))) as handle:
         await _until(handle, lambda p: p.awaiting_approval)
         await handle.execute_update(ReconcileVSync.reject, Decision(operator="ana", reason="looks like a DICT bug"))
         result = await handle.result()
