@@ -267,7 +267,8 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
               "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
         print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidEventType=\"reconcile\" AND CidOutcome=\"REPAIRED\"'")  # fmt: skip
-        print("\n== " + ("every VSync applied and confirmed by DICT" if good else "SOMETHING IS WRONG: see above"))
+        verdict = "every VSync applied and confirmed by DICT, every divergence repaired"
+        print("\n== " + (verdict if good else "SOMETHING IS WRONG: see above"))
     finally:
         if already_running:
             print("\n== the stack was already running before the demo: left up (`cidsync dev down` stops it)")

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     assert any("3 messages (the 3 malformed ones)" in line for line in lines)
     assert sum(1 for line in lines if line.startswith("   - invalid event: ")) == 3
     assert any(line.startswith("== Temporal Web UI: http://127.0.0.1:") for line in lines)
-    assert "== every VSync applied and confirmed by DICT" in lines
+    assert "== every VSync applied and confirmed by DICT, every divergence repaired" in lines
     assert lines[-1] == "== stopping the stack the demo started"
     assert not (tmp_path / "state" / "state.json").exists()
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
