@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -137,7 +136,8 @@ class EntryEventStarter:
         self._consumer: pulsar_asyncio.Consumer | None = None
         self._dead_letters: pulsar_asyncio.Producer | None = None
         self._batch: list[tuple[pulsar.Message, EntryEvent]] = []
-        self._batch_started = 0.0
+        self._batch_generation = 0
+        self._batch_timer: asyncio.Task[None] | None = None
         self._halted: BaseException | None = None
 
     async def check_search_attributes(self) -> None:
@@ -174,9 +174,7 @@ class EntryEventStarter:
             while not stop.is_set() and self._halted is None:
                 if receiving is None:
                     receiving = asyncio.ensure_future(self._consumer.receive())
-                done, _ = await asyncio.wait(
-                    {receiving, stopping}, timeout=self._batch_timeout(), return_when="FIRST_COMPLETED"
-                )
+                done, _ = await asyncio.wait({receiving, stopping}, return_when="FIRST_COMPLETED")
                 if receiving in done:
                     finished, receiving = receiving, None
                     try:
@@ -187,8 +185,6 @@ class EntryEventStarter:
                         continue
                     await self._slots.acquire()
                     self._spawn(self._handle(message))
-                else:
-                    await self._flush_batch_if_due()
         finally:
             stopping.cancel()
             if receiving is not None:
@@ -198,6 +194,8 @@ class EntryEventStarter:
             raise StarterHalted(f"Temporal refused to start workflows: {self._halted}") from self._halted
 
     async def _drain(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
         if self._batch:
             await self._slots.acquire()
             self._spawn(self._start_batch(self._take_batch()))
@@ -300,15 +298,13 @@ class EntryEventStarter:
 
     # --- batch mode -------------------------------------------------------------------------------------
 
-    def _batch_timeout(self) -> float | None:
-        if not self._batch:
-            return None
-        due = self._batch_started + self.config.batch_max_wait.total_seconds()
-        return max(0.0, due - time.monotonic())
-
     async def _add_to_batch(self, message: pulsar.Message, event: EntryEvent) -> None:
         if not self._batch:
-            self._batch_started = time.monotonic()
+            # The batch's own timer, started with its first event. (A timeout on the receive loop was
+            # not enough: events join the batch from their handling tasks, after the loop had already
+            # gone back to waiting, so a batch with nothing after it waited for the next message.)
+            self._batch_generation += 1
+            self._batch_timer = asyncio.ensure_future(self._flush_when_due(self._batch_generation))
         self._batch.append((message, event))
         if len(self._batch) >= self.config.batch_max_events:
             await self._start_batch(self._take_batch())
@@ -317,10 +313,15 @@ class EntryEventStarter:
         batch, self._batch = self._batch, []
         return batch
 
-    async def _flush_batch_if_due(self) -> None:
-        if self._batch and self._batch_timeout() == 0.0:
-            await self._slots.acquire()
+    async def _flush_when_due(self, generation: int) -> None:
+        await asyncio.sleep(self.config.batch_max_wait.total_seconds())
+        if not (self._batch and self._batch_generation == generation):
+            return  # the batch filled up and went already
+        await self._slots.acquire()
+        if self._batch and self._batch_generation == generation:  # still the batch this timer was made for
             self._spawn(self._start_batch(self._take_batch()))
+        else:
+            self._slots.release()
 
     async def _start_batch(self, batch: list[tuple[pulsar.Message, EntryEvent]]) -> None:
         assert self._consumer is not None
