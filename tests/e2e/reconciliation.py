@@ -44,12 +44,12 @@ class Running:
 
 @asynccontextmanager
 async def reconciliation_worker(
-    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, bridge_address: str
+    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, bridge_address: str, secret: bytes = SECRET
 ) -> AsyncIterator[Running]:
     queue = f"reconcile-{uuid.uuid4()}"
     topics = Topics(namespace=f"public/recon{uuid.uuid4().hex[:10]}")
     redis = redis_client(redis_url)
-    store = CIDStore(redis, SECRET)
+    store = CIDStore(redis, secret)
     bridge = BridgeClient(bridge_address)
     pulsar_ = pulsar_client(pulsar_url)
     consumer = await pulsar_.subscribe(
