@@ -20,11 +20,11 @@ from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.cid_store import PairKeys
+from activities.cid_store import RECONCILIATION_TTL_SECONDS, PairKeys
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
 
-DEFAULT_SCRATCH_TTL = timedelta(days=3)
+DEFAULT_SCRATCH_TTL = timedelta(seconds=RECONCILIATION_TTL_SECONDS)
 PAGE_SIZE = 1_000
 
 

@@ -39,6 +39,9 @@ from cidsync.entry import KeyType, PairRef
 
 SEQUENCE_DIGITS = 19  # 2**63 - 1 has 19 digits
 DEFAULT_MARK_TTL_SECONDS = 24 * 3600
+# The backstop for everything a reconciliation leaves in Redis (watch, scratch sets, outbox) should it
+# never clean up: longer than any run is expected to last, short enough not to linger.
+RECONCILIATION_TTL_SECONDS = 3 * 24 * 3600
 
 # Shared by both scripts: move a key from one CID to another, keeping the set, the VSync and the
 # reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds.
@@ -178,7 +181,7 @@ class WatchRequest(BaseModel):
 
     participant: str
     key_type: KeyType
-    ttl_seconds: int = 3 * 24 * 3600
+    ttl_seconds: int = RECONCILIATION_TTL_SECONDS
 
 
 class VerificationRecord(BaseModel):
@@ -344,10 +347,6 @@ class CIDStore:
         kid, _, entry_id = _text(found).partition("|")
         return CidHolder(key_id=kid, entry_id=entry_id)
 
-    async def key_of_cid(self, pair: PairKeys, cid_value: str) -> str | None:
-        holder = await self.holder_of_cid(pair, cid_value)
-        return holder.key_id if holder else None
-
     async def repair(
         self,
         pair: PairKeys,
@@ -358,7 +357,7 @@ class CIDStore:
         entry_id: str = "",
         outbox: str = "",
         notification: str = "",
-        outbox_ttl_seconds: int = 3 * 24 * 3600,
+        outbox_ttl_seconds: int = RECONCILIATION_TTL_SECONDS,
     ) -> RepairStatus:
         """Set a key's CID to DICT's (None: remove it) iff no event changed it since `begin_watch` and its
         state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""

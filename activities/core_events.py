@@ -54,9 +54,9 @@ class CoreEventsPublisher:
     async def close(self) -> None:
         await self.producer.close()
 
-    async def _send(self, payload: str, partition_key: str, event_type: str, event_id: str) -> None:
+    async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
         await self.producer.send(
-            payload.encode(),
+            payload,
             partition_key=partition_key,
             properties={"schema": SCHEMA, "event_type": event_type, "event_id": event_id},
         )
@@ -65,12 +65,11 @@ class CoreEventsPublisher:
     async def publish_outbox(self, scratch: Scratch) -> int:
         published = 0
         while raw := await self.redis.lrange(scratch.outbox, 0, OUTBOX_SLICE - 1):
-            events = [EntryReconciled.model_validate_json(item) for item in raw]
+            # Sent as written by the repair; parsed only for the routing fields.
+            payloads = [item if isinstance(item, bytes) else item.encode() for item in raw]
+            events = [(item, EntryReconciled.model_validate_json(item)) for item in payloads]
             await asyncio.gather(
-                *(
-                    self._send(event.to_json(), event.partition_key, event.event_type.value, str(event.event_id))
-                    for event in events
-                )
+                *(self._send(item, e.partition_key, e.event_type.value, str(e.event_id)) for item, e in events)
             )
             await self.redis.ltrim(scratch.outbox, len(raw), -1)
             published += len(raw)
@@ -80,4 +79,4 @@ class CoreEventsPublisher:
     @activity.defn(name="publish_notice")
     async def publish_notice(self, request: NoticeInput) -> None:
         notice = request.notice
-        await self._send(notice.to_json(), notice.partition_key, notice.event_type.value, str(notice.event_id))
+        await self._send(notice.to_json().encode(), notice.partition_key, notice.event_type.value, str(notice.event_id))

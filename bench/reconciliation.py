@@ -144,13 +144,11 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     rss.stop()
     spent = phases(await handle.fetch_history())
-    ok = await store.count(PARTICIPANT, KEY_TYPE)
     await redis.aclose()
     return {
         "size": size, "divergence": divergence, "outcome": result.outcome.value, "added": result.added,
         "removed": result.removed, "vanished": result.vanished, "verifications": result.verifications,
         "wall_s": wall, "rss_before_mb": rss.baseline / 2**20, "rss_peak_mb": rss.peak / 2**20, "phases": spent,
-        "final_count": ok,
     }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from activities.cid_store import CIDChange, CIDStore, PairKeys, RepairStatus, key_id
+from activities.cid_store import CIDChange, CidHolder, CIDStore, PairKeys, RepairStatus, key_id
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
@@ -44,7 +44,7 @@ async def test_a_key_unknown_locally_is_added_at_sequence_zero(store: CIDStore, 
     kid = key_id(SECRET, pair.key_type, KEY)
     assert await store.repair(pair, kid, "", A) is RepairStatus.REPAIRED
     assert await consistent(store, pair) == {A}
-    assert await store.key_of_cid(pair, A) == kid
+    assert await store.holder_of_cid(pair, A) == CidHolder(key_id=kid, entry_id="")
     # The first real event for the key (any sequence >= 1) still applies over the repair.
     await store.apply_change(event(pair, 1, B))
     assert await consistent(store, pair) == {B}
@@ -74,9 +74,11 @@ async def test_a_repair_keeps_the_sequence_so_later_events_win_and_older_ones_st
 
 async def test_a_cid_dict_lacks_is_removed_through_its_key(store: CIDStore, pair: PairKeys) -> None:
     await store.apply_change(event(pair, 3, A))
-    kid = await store.key_of_cid(pair, A)
+    holder = await store.holder_of_cid(pair, A)
+    assert holder is not None
+    kid = holder.key_id
     assert kid == key_id(SECRET, pair.key_type, KEY)
     assert await store.repair(pair, kid, await store.key_state(pair, kid), None) is RepairStatus.REPAIRED
     assert await consistent(store, pair) == set()
-    assert await store.key_of_cid(pair, A) is None
+    assert await store.holder_of_cid(pair, A) is None
     assert await store.key_state(pair, kid) == f"{3:019d}|"  # a tombstone with the key's own sequence
