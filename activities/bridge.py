@@ -8,6 +8,9 @@
   (`request_id`), so retrying an ambiguous failure (a timeout, a worker crash) returns the same file
   instead of a second one. A rate-limit refusal is final for the activity, with its retry-after in the
   error details: the workflow then waits on a durable timer that the Web UI shows as such.
+
+There is no activity for `GetEntryByCid`: its answer is an entry, personal data that must never be an
+activity result (DESIGN.md §5). The repair activity calls it and keeps the entry between DICT and Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidSetFile, EntryByCid, Verification
+from cidsync.bridge.models import CidSetFile, Verification
 from cidsync.entry import KeyType
 
 
@@ -38,13 +41,6 @@ class VerifyRequest(BaseModel):
     participant: str
     key_type: KeyType
     vsync: str
-
-
-class EntryRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    participant: str
-    cid: str
 
 
 def temporal_error(error: errors.BridgeError, *, final_if_limited: bool = False) -> ApplicationError:
@@ -85,15 +81,5 @@ class BridgeActivities:
     async def get_cid_set_file(self, file_id: str) -> CidSetFile:
         try:
             return await self.bridge.get_cid_set_file(file_id)
-        except errors.BridgeError as error:
-            raise temporal_error(error) from error
-
-    @activity.defn(name="get_entry_by_cid")
-    async def get_entry_by_cid(self, request: EntryRequest) -> EntryByCid | None:
-        """The entry, or None when DICT no longer has it (removed since the file was made)."""
-        try:
-            return await self.bridge.get_entry_by_cid(request.participant, request.cid)
-        except errors.NotFound:
-            return None
         except errors.BridgeError as error:
             raise temporal_error(error) from error

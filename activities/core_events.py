@@ -15,11 +15,11 @@ from typing import Annotated
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 from pydantic import BaseModel, ConfigDict, Field
-from redis.asyncio import Redis
 from temporalio import activity
 
-from activities.cid_file import Scratch
 from cidsync.core_events import SCHEMA, ApprovalNeeded, EntryReconciled, ReconciliationCompleted, VerificationStale
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import Scratch
 from cidsync.topics import Topics
 
 OUTBOX_SLICE = 500
@@ -34,14 +34,14 @@ class NoticeInput(BaseModel):
 
 
 class CoreEventsPublisher:
-    """Built once in the worker: one producer for `core-events`, created up front."""
+    """Built once in the worker: the store (for the outbox) and one producer for `core-events`, made up front."""
 
-    def __init__(self, redis: Redis, producer: pulsar_asyncio.Producer) -> None:
-        self.redis = redis
+    def __init__(self, store: CIDStore, producer: pulsar_asyncio.Producer) -> None:
+        self.store = store
         self.producer = producer
 
     @classmethod
-    async def create(cls, redis: Redis, client: pulsar_asyncio.Client, topics: Topics) -> CoreEventsPublisher:
+    async def create(cls, store: CIDStore, client: pulsar_asyncio.Client, topics: Topics) -> CoreEventsPublisher:
         producer = await client.create_producer(
             topics.full(topics.core_events),
             send_timeout_millis=30_000,
@@ -49,7 +49,7 @@ class CoreEventsPublisher:
             batching_enabled=True,
             batching_max_publish_delay_ms=10,
         )
-        return cls(redis, producer)
+        return cls(store, producer)
 
     async def close(self) -> None:
         await self.producer.close()
@@ -64,15 +64,14 @@ class CoreEventsPublisher:
     @activity.defn(name="publish_outbox")
     async def publish_outbox(self, scratch: Scratch) -> int:
         published = 0
-        while raw := await self.redis.lrange(scratch.outbox, 0, OUTBOX_SLICE - 1):
+        while payloads := await self.store.outbox_slice(scratch, OUTBOX_SLICE):
             # Sent as written by the repair; parsed only for the routing fields.
-            payloads = [item if isinstance(item, bytes) else item.encode() for item in raw]
             events = [(item, EntryReconciled.model_validate_json(item)) for item in payloads]
             await asyncio.gather(
                 *(self._send(item, e.partition_key, e.event_type.value, str(e.event_id)) for item, e in events)
             )
-            await self.redis.ltrim(scratch.outbox, len(raw), -1)
-            published += len(raw)
+            await self.store.trim_outbox(scratch, len(payloads))
+            published += len(payloads)
             activity.heartbeat(published)
         return published
 

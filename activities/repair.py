@@ -10,7 +10,9 @@ The batch is read from the diff's scratch set without removing it (SRANDMEMBER) 
 from the set only once handled; a retry after a crash redoes at most the CIDs in flight, and redoing one is
 harmless (the compare-and-set sees the repair already made). Only counts go back to the workflow.
 
-The entries cross this activity from the Bridge into Redis and never into workflow history.
+The entries cross this activity from the Bridge into Redis (the outbox, for core) and never into workflow
+history: the input names the round's scratch keys, the result is counts, and no failure message carries
+an entry (DESIGN.md §5).
 """
 
 from __future__ import annotations
@@ -19,32 +21,28 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
-from redis.asyncio import Redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bridge import temporal_error
-from activities.cid_file import Scratch
-from activities.cid_store import CIDStore, PairKeys, RepairStatus, key_id
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import EntryByCid
 from cidsync.cid import cid as cid_of
 from cidsync.core_events import entry_added, entry_removed
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import RepairSide, Scratch
+from cidsync.store.models import RepairStatus
 
 logger = logging.getLogger(__name__)
 
 # A retry-after up to this long is waited out inside the activity (heartbeating); a longer one ends the
 # attempt with `next_retry_delay`, so Temporal waits durably instead of a worker slot.
 MAX_IN_ACTIVITY_WAIT = timedelta(seconds=60)
-
-
-class RepairSide(StrEnum):
-    DICT_ONLY = "dict_only"  # add locally what DICT has
-    LOCAL_ONLY = "local_only"  # remove locally what DICT does not have
+# DICT answered an entry that does not hash to the CID asked for: never stored, and no retry can help.
+DICT_INCONSISTENT = "DictInconsistent"
 
 
 class RepairInput(BaseModel):
@@ -95,17 +93,14 @@ class _Pacer:
 class RepairActivities:
     """Built once in the worker with the CID store and the Bridge client injected."""
 
-    def __init__(self, store: CIDStore, bridge: BridgeClient, redis: Redis) -> None:
+    def __init__(self, store: CIDStore, bridge: BridgeClient) -> None:
         self.store = store
         self.bridge = bridge
-        self.redis = redis
 
     @activity.defn(name="repair_cids")
     async def repair_cids(self, request: RepairInput) -> RepairResult:
-        scratch = request.scratch
-        source = scratch.dict_only if request.side is RepairSide.DICT_ONLY else scratch.local_only
-        members = await self.redis.srandmember(source, request.batch_size)
-        batch = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
+        scratch, side = request.scratch, request.side
+        batch = await self.store.to_repair(scratch, side, request.batch_size)
         pacer = _Pacer(request.entries_per_minute)
         limit = asyncio.Semaphore(request.concurrency)
         counts = {status: 0 for status in ("repaired", "skipped", "vanished")}
@@ -117,12 +112,11 @@ class RepairActivities:
                 else:
                     status = await self._remove(request, value)
                 counts[status] += 1
-                await self.redis.srem(source, value)
+                await self.store.repaired(scratch, side, value)
                 activity.heartbeat(counts)
 
         await asyncio.gather(*(handle(value) for value in batch))
-        remaining = int(await self.redis.scard(source))
-        return RepairResult(**counts, remaining=remaining)
+        return RepairResult(**counts, remaining=await self.store.left_to_repair(scratch, side))
 
     async def _entry(self, participant: str, value: str, pacer: _Pacer) -> EntryByCid | None:
         while True:
@@ -148,11 +142,11 @@ class RepairActivities:
             # DICT's answer does not hash to the CID asked for: never store what cannot be verified.
             raise ApplicationError(
                 f"DICT's entry for CID {value} does not match it (pair or CID differs)",
-                type="DictInconsistent",
+                type=DICT_INCONSISTENT,
                 non_retryable=True,
             )
-        pair = PairKeys(scratch.participant, scratch.key_type)
-        kid = key_id(self.store.key_secret, entry.key_type, entry.key)
+        pair = scratch.pair
+        kid = self.store.key_id(entry.key_type, entry.key)
         state = await self.store.key_state(pair, kid)
         if state.endswith("|" + value):
             return "repaired"  # done by an earlier attempt of this batch
@@ -164,7 +158,7 @@ class RepairActivities:
 
     async def _remove(self, request: RepairInput, value: str) -> str:
         scratch = request.scratch
-        pair = PairKeys(scratch.participant, scratch.key_type)
+        pair = scratch.pair
         holder = await self.store.holder_of_cid(pair, value)
         if holder is None:
             return "vanished"  # an event (or an earlier attempt) already took it out of the set

@@ -26,8 +26,10 @@ from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, 
 from cidsync.devstack.stack import down, up
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.naming import SEARCH_ATTRIBUTES
-from cidsync.producer import EntryEventProducer, build_event, pulsar_client
+from cidsync.producer import EntryEventProducer, build_event
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
 from cidsync.synthetic import synthetic_history
 from cidsync.topics import Topics
 
@@ -45,7 +47,7 @@ def stack_spec(root: Path, mode: str) -> StackSpec:
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
         bridge=BridgeSpec(port=0),
-        starter=StarterSpec(mode=mode),  # type: ignore[arg-type]
+        starter=StarterSpec(mode=mode),
     )
 
 
@@ -57,27 +59,11 @@ def events(count: int, seed: int) -> list[EntryEvent]:
     return out
 
 
-async def measure(
-    pulsar_url: str, redis_url: str, namespace: str, batch: list[EntryEvent], rate: float
-) -> dict[str, float]:
-    redis = redis_client(redis_url)
-    await redis.config_set("notify-keyspace-events", "K$")
-    pubsub = redis.pubsub()
-    await pubsub.psubscribe("__keyspace@0__:{cid:*}:mark:*")
-    applied: dict[str, float] = {}
-    wanted = {str(e.event_id) for e in batch}
-
-    async def listen() -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "pmessage":
-                event_id = message["channel"].decode().rsplit(":", 1)[1]
-                if event_id in wanted and event_id not in applied:
-                    applied[event_id] = time.perf_counter()
-                    if len(applied) == len(wanted):
-                        return
-
-    listener = asyncio.ensure_future(listen())
-    acked: dict[str, float] = {}
+async def publish(
+    pulsar_url: str, namespace: str, batch: list[EntryEvent], rate: float, acked: dict[str, float]
+) -> float:
+    """Publish `batch` at `rate` events/s (0: as fast as possible); each event's broker ack time goes into
+    `acked`. Returns when the first was published."""
     producer = EntryEventProducer(pulsar_client(pulsar_url), topics=Topics(namespace=namespace), owns_client=True)
     await producer.start()
     first = time.perf_counter()
@@ -93,9 +79,31 @@ async def measure(
         tasks.append(asyncio.ensure_future(send(event)))
     await asyncio.gather(*tasks)
     await producer.close()
-    await asyncio.wait_for(listener, timeout=1800)
-    await pubsub.aclose()
-    await redis.aclose()
+    return first
+
+
+async def measure(
+    pulsar_url: str, redis_url: str, namespace: str, batch: list[EntryEvent], rate: float
+) -> dict[str, float]:
+    store = CIDStore(redis_client(redis_url), b"bench: reads marks only")
+    applied: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    wanted = {str(e.event_id) for e in batch}
+    try:
+        async with store.applied_events() as event_ids:
+
+            async def listen() -> None:
+                async for event_id in event_ids:
+                    if event_id in wanted and event_id not in applied:
+                        applied[event_id] = time.perf_counter()
+                        if len(applied) == len(wanted):
+                            return
+
+            listener = asyncio.ensure_future(listen())
+            first = await publish(pulsar_url, namespace, batch, rate, acked)
+            await asyncio.wait_for(listener, timeout=1800)
+    finally:
+        await store.close()
     latencies = sorted((applied[i] - acked[i]) * 1000 for i in wanted)
     return {
         "events": len(batch),

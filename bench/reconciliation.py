@@ -27,22 +27,21 @@ import random
 import tempfile
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from activities.cid_store import CIDBatch, CIDChange, CIDStore
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.cid import cid
 from cidsync.config import load_settings
 from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
 from cidsync.devstack.stack import down, up
 from cidsync.entry import KeyType
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.models import CIDChange
 from cidsync.synthetic import synthetic_entry
 from cidsync.temporal_client import connect
 from starters.reconciliation import start_reconciliation
@@ -73,12 +72,11 @@ async def seed_local(store: CIDStore, size: int) -> None:
     rng = random.Random(SEED)
     done = 0
     while done < size:
-        changes = []
-        for _ in range(min(CHUNK, size - done)):
-            entry = synthetic_entry(rng, PARTICIPANT, KEY_TYPE)
-            changes.append(CIDChange(participant=PARTICIPANT, key_type=KEY_TYPE, key=entry.key, sequence=1,
-                                     cid=cid(entry), event_id=str(uuid.uuid4()), entry_id=str(entry.id)))  # fmt: skip
-        await store.apply_batch(CIDBatch(changes=changes))
+        changes = [
+            CIDChange.creation(synthetic_entry(rng, PARTICIPANT, KEY_TYPE), sequence=1, key_secret=store.key_secret)
+            for _ in range(min(CHUNK, size - done))
+        ]
+        await store.apply_batch(changes)
         done += len(changes)
 
 
@@ -118,8 +116,7 @@ def phases(history: Any) -> dict[str, float]:
 
 async def run_size(state: Any, size: int) -> dict[str, Any]:
     settings = load_settings({}, dev_endpoints=state.endpoints())
-    redis = redis_client(settings.require("redis_url"))
-    store = CIDStore(redis, settings.key_secret_bytes)
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     divergence = size // 100
     add, remove, alter = divergence * 3 // 10, divergence * 4 // 10, divergence * 3 // 20
     async with SimulatorAdmin(state.bridge_address, deadline=900) as admin:
@@ -144,7 +141,7 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     rss.stop()
     spent = phases(await handle.fetch_history())
-    await redis.aclose()
+    await store.close()
     return {
         "size": size, "divergence": divergence, "outcome": result.outcome.value, "added": result.added,
         "removed": result.removed, "vanished": result.vanished, "verifications": result.verifications,

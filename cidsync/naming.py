@@ -1,6 +1,7 @@
 """Names Temporal sees: deterministic workflow ids, search attributes, one-line summaries.
 
-None of them carries personal data (DESIGN.md §5): ids use the entry id and sequence, never the key.
+None of them carries personal data (DESIGN.md §5): ids use the entry id and sequence, never the key; a
+key is named by its key id (a keyed hash, `cidsync key-id`), so an operator can find its runs without it.
 """
 
 from __future__ import annotations
@@ -11,44 +12,49 @@ from collections.abc import Iterable
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from cidsync.entry import KeyType
-from cidsync.events import EntryEvent, EventType
+from cidsync.events import EventType
+from cidsync.store.models import CIDChange
 
 PARTICIPANT = SearchAttributeKey.for_keyword("CidParticipant")
 KEY_TYPE = SearchAttributeKey.for_keyword("CidKeyType")
 EVENT_TYPE = SearchAttributeKey.for_keyword("CidEventType")
 OUTCOME = SearchAttributeKey.for_keyword("CidOutcome")
-SEARCH_ATTRIBUTES = (PARTICIPANT, KEY_TYPE, EVENT_TYPE, OUTCOME)
+KEY_ID = SearchAttributeKey.for_keyword("CidKeyId")
+ENTRY_ID = SearchAttributeKey.for_keyword("CidEntryId")
+SEARCH_ATTRIBUTES = (PARTICIPANT, KEY_TYPE, EVENT_TYPE, OUTCOME, KEY_ID, ENTRY_ID)
 
 _VERB = {EventType.CREATED: "created", EventType.UPDATED: "updated", EventType.DELETED: "deleted"}
 
 
-def event_workflow_id(event: EntryEvent) -> str:
+def event_workflow_id(change: CIDChange) -> str:
     """`cid-<created|updated|deleted>-<entry id>-<sequence>`: one run per event, readable, no key."""
-    return f"cid-{_VERB[event.event_type]}-{event.entry.id}-{event.sequence}"
+    return f"cid-{_VERB[change.event_type]}-{change.entry_id}-{change.sequence}"
 
 
-def batch_workflow_id(events: Iterable[EntryEvent]) -> str:
+def batch_workflow_id(changes: Iterable[CIDChange]) -> str:
     """Derived from the batch's event ids (order-free), so the same batch redelivered is the same run."""
-    digest = hashlib.sha256("\n".join(sorted(str(e.event_id) for e in events)).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(sorted(str(c.event_id) for c in changes)).encode()).hexdigest()
     return f"cid-batch-{digest[:32]}"
 
 
-def event_search_attributes(event: EntryEvent) -> TypedSearchAttributes:
+def event_search_attributes(change: CIDChange) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
-            SearchAttributePair(PARTICIPANT, event.entry.participant),
-            SearchAttributePair(KEY_TYPE, event.entry.key_type.value),
-            SearchAttributePair(EVENT_TYPE, event.event_type.value),
+            SearchAttributePair(PARTICIPANT, change.participant),
+            SearchAttributePair(KEY_TYPE, change.key_type.value),
+            SearchAttributePair(EVENT_TYPE, change.event_type.value),
+            SearchAttributePair(KEY_ID, change.key_id),
+            SearchAttributePair(ENTRY_ID, str(change.entry_id)),
         ]
     )
 
 
-def event_summary(event: EntryEvent) -> str:
+def event_summary(change: CIDChange) -> str:
     """The one-line static summary the Web UI shows for a run."""
-    deletion = f" ({event.deletion_type.value})" if event.deletion_type else ""
+    deletion = f" ({change.deletion_type.value})" if change.deletion_type else ""
     return (
-        f"{event.event_type.value}{deletion}: {event.entry.key_type.value} key of entry {event.entry.id}, "
-        f"participant {event.entry.participant}, sequence {event.sequence}"
+        f"{change.event_type.value}{deletion}: {change.key_type.value} key {change.key_id} of entry "
+        f"{change.entry_id}, participant {change.participant}, sequence {change.sequence}"
     )
 
 
@@ -65,3 +71,7 @@ def reconcile_search_attributes(participant: str, key_type: KeyType) -> TypedSea
             SearchAttributePair(EVENT_TYPE, "reconcile"),
         ]
     )
+
+
+def reconcile_summary(participant: str, key_type: KeyType, trigger: str) -> str:
+    return f"verify and reconcile the {key_type.value} VSync of {participant} ({trigger})"

@@ -34,6 +34,7 @@ from opentelemetry import metrics
 
 from cidsync.entry import Entry
 from cidsync.events import SCHEMA_V1, DeletionType, EntryEvent, EventType, parse_event
+from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -186,13 +187,6 @@ class _BatchSizes:
         for topic, (_, count) in self._current.items():
             self._record(count, {"topic": topic})
         self._current.clear()
-
-
-def pulsar_client(service_url: str, **options: Any) -> pulsar_asyncio.Client:
-    """A Pulsar client whose native logs go to Python logging (logger "pulsar"), not to stdout."""
-    options.setdefault("logger", logging.getLogger("pulsar"))
-    options.setdefault("operation_timeout_seconds", 30)
-    return pulsar_asyncio.Client(service_url, **options)
 
 
 class EntryEventProducer:

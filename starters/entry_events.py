@@ -1,8 +1,11 @@
-"""The starter bridge: entry events from Pulsar become Temporal workflow starts (DESIGN.md §2, §4).
+"""The starter bridge: entry events from Pulsar become Temporal workflow starts (DESIGN.md §2, §3, §4).
 
 For each message:
 - it does not parse or breaks the contract: dead-letter it with the reason, then ack (it can never
   succeed);
+- else it becomes its minimal change (`CIDChange.of_event`: ids, the key's keyed hash, the CID, the
+  sequence). The entry itself, with its personal data, goes no further than this process's memory:
+  Temporal sees the change only (DESIGN.md §5);
 - its idempotency mark is in Redis: it was applied already; ack;
 - else start its workflow with the deterministic id (USE_EXISTING + REJECT_DUPLICATE) and ack only once
   Temporal has accepted the start; "already started" is accepted too;
@@ -23,8 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import UTC, datetime
 from typing import Any
 
 import pulsar
@@ -36,9 +38,9 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.cid_store import CIDStore
+from cidsync.config import Settings
 from cidsync.errors import InvalidInput
-from cidsync.events import DeletionType, EntryEvent, EventType, parse_event_json
+from cidsync.events import DeletionType, EventType, parse_event_json
 from cidsync.naming import (
     SEARCH_ATTRIBUTES,
     batch_workflow_id,
@@ -46,9 +48,13 @@ from cidsync.naming import (
     event_summary,
     event_workflow_id,
 )
+from cidsync.pulsar_client import pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.models import CIDBatch, CIDChange
 from cidsync.topics import Topics
-from workflows.apply_cid_batch import ApplyCIDBatch, CIDBatchInput
-from workflows.cid_change import CIDEventInput
+from starters.options import Mode, StarterConfig
+from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.update_cid import UpdateCID
@@ -72,26 +78,6 @@ TRANSIENT_RPC = {
 
 class StarterHalted(RuntimeError):
     """Temporal refused a start for a reason no retry can fix; the messages are left in Pulsar."""
-
-
-class Mode(StrEnum):
-    PER_EVENT = "per-event"
-    BATCH = "batch"
-
-
-@dataclass(frozen=True)
-class StarterConfig:
-    task_queue: str = "cidsync"
-    subscription: str = "cidsync-starter"
-    key_shared: bool = True  # Key_Shared keeps each entry on one consumer; Shared spreads more evenly
-    max_in_flight: int = 200
-    max_redeliveries: int = 10
-    backoff_base: timedelta = timedelta(seconds=1)
-    backoff_max: timedelta = timedelta(seconds=60)
-    waiting_period: timedelta = timedelta(days=30)
-    mode: Mode = Mode.PER_EVENT
-    batch_max_events: int = 100
-    batch_max_wait: timedelta = timedelta(milliseconds=200)
 
 
 @dataclass
@@ -135,7 +121,7 @@ class EntryEventStarter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer: pulsar_asyncio.Consumer | None = None
         self._dead_letters: pulsar_asyncio.Producer | None = None
-        self._batch: list[tuple[pulsar.Message, EntryEvent]] = []
+        self._batch: list[tuple[pulsar.Message, CIDChange]] = []
         self._batch_generation = 0
         self._batch_timer: asyncio.Task[None] | None = None
         self._halted: BaseException | None = None
@@ -157,6 +143,7 @@ class EntryEventStarter:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
         await self.check_search_attributes()
+        await self.store.check_key_secret()
         kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
         self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         self._consumer = await self.pulsar.subscribe(
@@ -224,43 +211,42 @@ class EntryEventStarter:
     async def _handle(self, message: pulsar.Message) -> None:
         assert self._consumer is not None
         try:
-            event = parse_event_json(message.data())
+            change = CIDChange.of_event(parse_event_json(message.data()), self.store.key_secret)
         except InvalidInput as error:
             await self._dead_letter(message, error.summary())
             return
         try:
-            entry = event.entry
-            if await self.store.is_marked(entry.participant, entry.key_type, str(event.event_id)):
+            if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
                 self.stats.already_marked += 1
                 await self._consumer.acknowledge(message)
                 return
-            if self.config.mode is Mode.BATCH and event.deletion_type is not DeletionType.WAITING_PERIOD:
-                await self._add_to_batch(message, event)
+            if self.config.mode is Mode.BATCH and change.deletion_type is not DeletionType.WAITING_PERIOD:
+                await self._add_to_batch(message, change)
                 return
-            await self._start(event)
+            await self._start(change)
             await self._consumer.acknowledge(message)
         except TRANSIENT as error:
             await self._retry_later(message, error)
 
-    async def _start(self, event: EntryEvent) -> None:
+    async def _start(self, change: CIDChange) -> None:
         workflow: Callable[..., Any]
         argument: Any
-        if event.event_type is EventType.CREATED:
-            workflow, argument = CreateCID.run, CIDEventInput(event=event)
-        elif event.event_type is EventType.UPDATED:
-            workflow, argument = UpdateCID.run, CIDEventInput(event=event)
+        if change.event_type is EventType.CREATED:
+            workflow, argument = CreateCID.run, change
+        elif change.event_type is EventType.UPDATED:
+            workflow, argument = UpdateCID.run, change
         else:
-            workflow, argument = DeleteCID.run, DeleteCIDInput(event=event, waiting_period=self.config.waiting_period)
+            workflow, argument = DeleteCID.run, DeleteCIDInput(change=change, waiting_period=self.config.waiting_period)
         try:
             await self.temporal.start_workflow(
                 workflow,
                 argument,
-                id=event_workflow_id(event),
+                id=event_workflow_id(change),
                 task_queue=self.config.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=event_search_attributes(event),
-                static_summary=event_summary(event),
+                search_attributes=event_search_attributes(change),
+                static_summary=event_summary(change),
             )
             self.stats.started += 1
         except WorkflowAlreadyStartedError:
@@ -298,18 +284,18 @@ class EntryEventStarter:
 
     # --- batch mode -------------------------------------------------------------------------------------
 
-    async def _add_to_batch(self, message: pulsar.Message, event: EntryEvent) -> None:
+    async def _add_to_batch(self, message: pulsar.Message, change: CIDChange) -> None:
         if not self._batch:
             # The batch's own timer, started with its first event. (A timeout on the receive loop was
             # not enough: events join the batch from their handling tasks, after the loop had already
             # gone back to waiting, so a batch with nothing after it waited for the next message.)
             self._batch_generation += 1
             self._batch_timer = asyncio.ensure_future(self._flush_when_due(self._batch_generation))
-        self._batch.append((message, event))
+        self._batch.append((message, change))
         if len(self._batch) >= self.config.batch_max_events:
             await self._start_batch(self._take_batch())
 
-    def _take_batch(self) -> list[tuple[pulsar.Message, EntryEvent]]:
+    def _take_batch(self) -> list[tuple[pulsar.Message, CIDChange]]:
         batch, self._batch = self._batch, []
         return batch
 
@@ -323,19 +309,19 @@ class EntryEventStarter:
         else:
             self._slots.release()
 
-    async def _start_batch(self, batch: list[tuple[pulsar.Message, EntryEvent]]) -> None:
+    async def _start_batch(self, batch: list[tuple[pulsar.Message, CIDChange]]) -> None:
         assert self._consumer is not None
-        events = [event for _, event in batch]
+        changes = [change for _, change in batch]
         try:
             try:
                 await self.temporal.start_workflow(
                     ApplyCIDBatch.run,
-                    CIDBatchInput(events=events),
-                    id=batch_workflow_id(events),
+                    CIDBatch(changes=changes),
+                    id=batch_workflow_id(changes),
                     task_queue=self.config.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    static_summary=f"batch of {len(events)} entry events",
+                    static_summary=f"batch of {len(changes)} entry events",
                 )
                 self.stats.batches += 1
             except WorkflowAlreadyStartedError:
@@ -346,3 +332,19 @@ class EntryEventStarter:
             return
         for message, _ in batch:
             await self._consumer.acknowledge(message)
+
+
+async def run_starter(temporal: Client, settings: Settings, config: StarterConfig, stop: asyncio.Event) -> StarterStats:
+    """Run until `stop` is set, then drain. Builds the clients it needs and closes them in order (STACK.md):
+    the Pulsar consumer and client first, then the store."""
+    if settings.key_secret is None:
+        logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
+    pulsar = pulsar_client(settings.require("pulsar_url"))
+    starter = EntryEventStarter(temporal, store, pulsar, Topics(namespace=settings.pulsar_namespace), config)
+    try:
+        await starter.run(stop)
+    finally:
+        await pulsar.close()
+        await store.close()
+    return starter.stats

@@ -10,7 +10,7 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from cidsync.naming import reconcile_search_attributes, reconcile_workflow_id
+from cidsync.naming import reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
 
@@ -25,6 +25,5 @@ async def start_reconciliation(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=reconcile_search_attributes(request.participant, request.key_type),
-        static_summary=f"verify and reconcile the {request.key_type.value} VSync of {request.participant} "
-        f"({request.trigger})",
+        static_summary=reconcile_summary(request.participant, request.key_type, request.trigger),
     )

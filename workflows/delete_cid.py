@@ -14,9 +14,11 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cid_store import CIDStore, KeySequenceQuery
-    from cidsync.events import DeletionType, EntryEvent, EventType
-    from workflows.cid_change import STORE_RETRY, STORE_TIMEOUT, CIDResult, apply, expect
+    from activities.cid_store import KeySequenceQuery, StoreActivities
+    from cidsync.events import DeletionType, EventType
+    from cidsync.store.models import CIDChange
+    from workflows.cid_change import CIDResult, apply, expect
+    from workflows.policies import STORE_RETRY, STORE_TIMEOUT
 
 DEFAULT_WAITING_PERIOD = timedelta(days=30)
 DEFAULT_RECHECK_EVERY = timedelta(days=1)
@@ -25,7 +27,7 @@ DEFAULT_RECHECK_EVERY = timedelta(days=1)
 class DeleteCIDInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    event: EntryEvent
+    change: CIDChange
     waiting_period: timedelta = DEFAULT_WAITING_PERIOD
     recheck_every: timedelta = DEFAULT_RECHECK_EVERY
 
@@ -34,24 +36,22 @@ class DeleteCIDInput(BaseModel):
 class DeleteCID:
     @workflow.run
     async def run(self, input: DeleteCIDInput) -> CIDResult:
-        event = input.event
-        expect(event, EventType.DELETED)
-        if event.deletion_type is DeletionType.WAITING_PERIOD:
+        change = input.change
+        expect(change, EventType.DELETED)
+        if change.deletion_type is DeletionType.WAITING_PERIOD:
             deadline = workflow.now() + input.waiting_period
             while (remaining := deadline - workflow.now()) > timedelta(0):
                 workflow.set_current_details(f"waiting period: the delete applies at {deadline.isoformat()}")
                 await workflow.sleep(min(remaining, input.recheck_every))
-                if await self._superseded(event):
+                if await self._superseded(change):
                     workflow.set_current_details("superseded by a newer event for the key: nothing to delete")
                     return CIDResult(outcome="superseded")
-        return await apply(event)
+        return await apply(change)
 
     @staticmethod
-    async def _superseded(event: EntryEvent) -> bool:
-        query = KeySequenceQuery(
-            participant=event.entry.participant, key_type=event.entry.key_type, key=event.entry.key
-        )
+    async def _superseded(change: CIDChange) -> bool:
+        query = KeySequenceQuery(participant=change.participant, key_type=change.key_type, key_id=change.key_id)
         latest = await workflow.execute_activity_method(
-            CIDStore.key_sequence, query, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
+            StoreActivities.key_sequence, query, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
         )
-        return latest is not None and latest > event.sequence
+        return latest is not None and latest > change.sequence

@@ -29,25 +29,32 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
-    from activities.cid_file import CidFileActivities, DiffResult, Scratch, StreamFileInput
-    from activities.cid_store import CIDStore, VerificationRecord, WatchRequest
+    from activities.cid_file import CidFileActivities, StreamFileInput
+    from activities.cid_store import StoreActivities, WatchRequest
     from activities.core_events import CoreEventsPublisher, NoticeInput
-    from activities.repair import RepairActivities, RepairInput, RepairResult, RepairSide
+    from activities.repair import RepairActivities, RepairInput, RepairResult
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
     from cidsync.naming import OUTCOME
-    from workflows.cid_change import STORE_RETRY, STORE_TIMEOUT
+    from cidsync.store.layout import RepairSide, Scratch
+    from cidsync.store.models import DiffResult, VerificationRecord
+    from workflows.policies import (
+        BRIDGE_CALL,
+        BRIDGE_GIVE_UP,
+        BRIDGE_RETRY,
+        CID_FILE_MISMATCH,
+        DICT_INCONSISTENT,
+        INVALID_ARGUMENT,
+        NOTICE_RETRY,
+        NOTICE_TIMEOUT,
+        PERMISSION_DENIED,
+        RATE_LIMITED,
+        RECONCILIATION_FAILED,
+        STORE_RETRY,
+        STORE_TIMEOUT,
+    )
 
-# DICT calls: transient failures retried with backoff for up to an hour, then the run gives up (FAILED)
-# and the next scheduled run tries again. A rate limit's retry-after sets the next attempt's delay.
-BRIDGE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=["InvalidArgument", "PermissionDenied"],
-)
-BRIDGE_CALL = timedelta(seconds=30)
-BRIDGE_GIVE_UP = timedelta(hours=1)
 Arg = TypeVar("Arg")
 Result = TypeVar("Result")
 
@@ -186,7 +193,7 @@ class ReconcileVSync:
             outcome, reason, cancelled = Outcome.FAILED, "cancelled", True
         # Not in a `finally`: that would also run when the worker evicts the run from its cache (and on
         # cancellation), where no activity may be scheduled. A watch left behind expires by its TTL.
-        await self._store(CIDStore.end_watch_activity, self._pair)
+        await self._store(StoreActivities.end_watch, self._pair)
         if outcome is Outcome.NEEDS_ATTENTION:
             reason = self._progress.decision
         result = self._result(outcome, reason)
@@ -218,7 +225,7 @@ class ReconcileVSync:
             # result in the error's details for `cidsync reconcile --wait`.
             workflow.logger.error("reconciliation of %s %s FAILED: %s", input.participant, input.key_type, reason)
             raise ApplicationError(
-                f"reconciliation FAILED: {reason}", result.model_dump(mode="json"), type="ReconciliationFailed",
+                f"reconciliation FAILED: {reason}", result.model_dump(mode="json"), type=RECONCILIATION_FAILED,
                 non_retryable=True,
             )  # fmt: skip
         return result
@@ -266,7 +273,7 @@ class ReconcileVSync:
 
     async def _verify(self) -> bool:
         self._phase("verifying", "local VSync against DICT")
-        local = await self._store(CIDStore.local_vsync, self._pair)
+        local = await self._store(StoreActivities.local_vsync, self._pair)
         verification = await workflow.execute_activity_method(
             BridgeActivities.verify_sync,
             VerifyRequest(participant=self._input.participant, key_type=self._input.key_type, vsync=local.vsync),
@@ -282,14 +289,14 @@ class ReconcileVSync:
             at=verification.verified_at,
             verification_id=verification.verification_id,
         )
-        await self._store(CIDStore.record_verification, record)
+        await self._store(StoreActivities.record_verification, record)
         self._phase("verified", f"{'OK' if verification.ok else 'NOK'} ({local.count} local CIDs)")
         return verification.ok
 
     async def _repair_round(self, scratch: Scratch) -> bool:
         """One NOK's repair. False: the operator rejected it (or never decided)."""
         input = self._input
-        await self._store(CIDStore.begin_watch_activity, WatchRequest(**self._pair.model_dump()))
+        await self._store(StoreActivities.begin_watch, WatchRequest(**self._pair.model_dump()))
         await self._load_file(scratch)
         self._phase("diffing", "DICT's CIDs against the local set")
         diff: DiffResult = await self._store(CidFileActivities.diff, scratch)
@@ -335,12 +342,12 @@ class ReconcileVSync:
                     heartbeat_timeout=input.activity_heartbeat,
                     retry_policy=RetryPolicy(
                         maximum_interval=timedelta(minutes=1), maximum_attempts=10,
-                        non_retryable_error_types=["CidFileMismatch", "InvalidArgument", "PermissionDenied"],
+                        non_retryable_error_types=[CID_FILE_MISMATCH, INVALID_ARGUMENT, PERMISSION_DENIED],
                     ),
                 )  # fmt: skip
                 return
             except ActivityError as error:
-                if not (isinstance(error.cause, ApplicationError) and error.cause.type == "CidFileMismatch"):
+                if not (isinstance(error.cause, ApplicationError) and error.cause.type == CID_FILE_MISMATCH):
                     raise
                 problems.append(f"file {file.file_id}: {error.cause.message}")
                 await self._store(CidFileActivities.drop_scratch, scratch)
@@ -361,7 +368,7 @@ class ReconcileVSync:
                 )
             except ActivityError as error:
                 cause = error.cause
-                if not (isinstance(cause, ApplicationError) and cause.type == "RateLimited"):
+                if not (isinstance(cause, ApplicationError) and cause.type == RATE_LIMITED):
                     raise
                 # DICT's file quota (40 a day): wait its retry-after on a durable timer, then ask again
                 # with the same key (a refused request made no file).
@@ -458,7 +465,7 @@ class ReconcileVSync:
                 retry_policy=RetryPolicy(
                     maximum_interval=timedelta(minutes=2),
                     maximum_attempts=20,
-                    non_retryable_error_types=["DictInconsistent", "InvalidArgument", "PermissionDenied"],
+                    non_retryable_error_types=[DICT_INCONSISTENT, INVALID_ARGUMENT, PERMISSION_DENIED],
                 ),
             )
             if side is RepairSide.DICT_ONLY:
@@ -473,8 +480,8 @@ class ReconcileVSync:
         await workflow.execute_activity_method(
             CoreEventsPublisher.publish_notice,
             NoticeInput(notice=notice),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            start_to_close_timeout=NOTICE_TIMEOUT,
+            retry_policy=NOTICE_RETRY,
         )
 
     @staticmethod

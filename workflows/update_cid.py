@@ -6,12 +6,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from cidsync.events import EventType
-    from workflows.cid_change import CIDEventInput, CIDResult, apply, expect
+    from cidsync.store.models import CIDChange
+    from workflows.cid_change import CIDResult, apply, expect
 
 
 @workflow.defn
 class UpdateCID:
     @workflow.run
-    async def run(self, input: CIDEventInput) -> CIDResult:
-        expect(input.event, EventType.UPDATED)
-        return await apply(input.event)
+    async def run(self, change: CIDChange) -> CIDResult:
+        expect(change, EventType.UPDATED)
+        return await apply(change)

@@ -1,21 +1,24 @@
 """VerifyAllPairs: what the daily Schedule runs. It starts (or joins) every pair's ReconcileVSync.
 
-It does not wait for them: each reconciliation is its own durable run with its own outcome, and one
-pair's long repair or pending approval must not hold the others back.
+A Temporal Schedule appends a timestamp to the ids of the workflows it starts, so it cannot start
+ReconcileVSync itself without breaking "one per pair at a time". This workflow starts each pair's run as
+a child under the pair's own id, with an ABANDON parent-close policy: it does not wait for them, since
+each reconciliation is its own durable run with its own outcome, and one pair's long repair or pending
+approval must not hold the others back. A pair whose reconciliation is already running (from the CLI,
+or yesterday's still awaiting approval) is joined, not doubled: "already started" counts as done.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.schedule import ScheduleActivities, StartReconciliation
     from cidsync.entry import PairRef
-    from workflows.reconcile_vsync import ReconcileInput
+    from cidsync.naming import reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
+    from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
 
 
 class VerifyAllInput(BaseModel):
@@ -25,12 +28,19 @@ class VerifyAllInput(BaseModel):
     divergence_threshold: int = 100
 
 
+class VerifyAllResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    started: list[str]  # workflow ids of the reconciliations this run started
+    joined: list[str]  # ... and of those already running, left to finish
+
+
 @workflow.defn
 class VerifyAllPairs:
     @workflow.run
-    async def run(self, input: VerifyAllInput) -> list[str]:
+    async def run(self, input: VerifyAllInput) -> VerifyAllResult:
         workflow.set_current_details(f"starting the verification of {len(input.pairs)} (participant, key type)")
-        started = []
+        started, joined = [], []
         for pair in input.pairs:
             request = ReconcileInput(
                 participant=pair.participant,
@@ -38,13 +48,18 @@ class VerifyAllPairs:
                 trigger="schedule",
                 divergence_threshold=input.divergence_threshold,
             )
-            started.append(
-                await workflow.execute_activity_method(
-                    ScheduleActivities.start_reconciliation,
-                    StartReconciliation(request=request),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=20),
+            workflow_id = reconcile_workflow_id(pair.participant, pair.key_type)
+            try:
+                await workflow.start_child_workflow(
+                    ReconcileVSync.run,
+                    request,
+                    id=workflow_id,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    search_attributes=reconcile_search_attributes(pair.participant, pair.key_type),
+                    static_summary=reconcile_summary(request.participant, request.key_type, request.trigger),
                 )
-            )
-        workflow.set_current_details(f"started or joined {len(started)} reconciliations")
-        return started
+                started.append(workflow_id)
+            except WorkflowAlreadyStartedError:
+                joined.append(workflow_id)
+        workflow.set_current_details(f"started {len(started)} reconciliations, joined {len(joined)} already running")
+        return VerifyAllResult(started=started, joined=joined)

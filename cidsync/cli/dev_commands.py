@@ -96,7 +96,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cidsync.demo import DemoOptions, run_demo
+    from cidsync.cli.demo import DemoOptions, run_demo
 
     if args.events < 1:
         raise StackError("--events must be at least 1")

@@ -16,6 +16,8 @@ from typing import Any
 
 from cidsync.config import Settings, load_settings
 from cidsync.entry import KeyType
+from starters.options import Mode, StarterConfig
+from workers.options import WorkerOptions
 
 # How long the worker and the starter keep trying to reach Temporal when they start before it answers.
 ROLE_CONNECT_WAIT = timedelta(minutes=5)
@@ -44,7 +46,7 @@ def _logging(args: argparse.Namespace) -> None:
 
 async def _worker(args: argparse.Namespace) -> int:
     from cidsync.temporal_client import connect, metrics_runtime
-    from workers.cid_worker import WorkerOptions, run_worker
+    from workers.cid_worker import run_worker
 
     _logging(args)
     settings = _settings(args)
@@ -64,19 +66,13 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 async def _starter(args: argparse.Namespace) -> int:
-    from activities.cid_store import CIDStore
-    from cidsync.producer import pulsar_client
-    from cidsync.redis_client import redis_client
     from cidsync.temporal_client import connect
-    from cidsync.topics import Topics
-    from starters.entry_events import EntryEventStarter, Mode, StarterConfig, StarterHalted
+    from starters.entry_events import StarterHalted, run_starter
 
     _logging(args)
     settings = _settings(args)
     stop = _stop_on_signals()
     temporal = await connect(settings, identity="cidsync-starter", wait=ROLE_CONNECT_WAIT)
-    redis = redis_client(settings.require("redis_url"))
-    pulsar = pulsar_client(settings.require("pulsar_url"))
     config = StarterConfig(
         task_queue=settings.task_queue,
         subscription=args.subscription,
@@ -88,35 +84,23 @@ async def _starter(args: argparse.Namespace) -> int:
         batch_max_events=args.batch_max_events,
         batch_max_wait=timedelta(milliseconds=args.batch_max_wait_ms),
     )
-    starter = EntryEventStarter(
-        temporal,
-        CIDStore(redis, settings.key_secret_bytes),
-        pulsar,
-        Topics(namespace=settings.pulsar_namespace),
-        config,
-    )
     try:
-        await starter.run(stop)
+        stats = await run_starter(temporal, settings, config, stop)
     except StarterHalted as halted:
         logging.getLogger(__name__).error("%s", halted)
         print(f"cidsync: {halted}", file=sys.stderr)
         return 1
-    finally:
-        # Pulsar consumers first, then the Pulsar client, then the rest (STACK.md's order).
-        await pulsar.close()
-        await redis.aclose()
-    logging.getLogger(__name__).info("starter stopped: %s", starter.stats)
+    logging.getLogger(__name__).info("starter stopped: %s", stats)
     return 0
 
 
 async def _vsync(args: argparse.Namespace) -> int:
-    from activities.cid_store import CIDStore
     from cidsync.redis_client import redis_client
+    from cidsync.store.cid_store import CIDStore
 
     settings = _settings(args)
-    redis = redis_client(settings.require("redis_url"))
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     try:
-        store = CIDStore(redis, settings.key_secret_bytes)
         pairs = [
             (p, k) for p, k in await store.pairs() if args.participant in (None, p) and args.key_type in (None, k.value)
         ]
@@ -125,7 +109,7 @@ async def _vsync(args: argparse.Namespace) -> int:
             for p, k in pairs
         ]
     finally:
-        await redis.aclose()
+        await store.close()
     if args.json:
         print(json.dumps(rows))
     else:
@@ -152,23 +136,28 @@ def register(commands: Any) -> None:
     worker.add_argument("--bridge-address", help="host:port (default: CIDSYNC_BRIDGE_ADDRESS, else the dev stack)")
     worker.add_argument("--metrics-bind", metavar="HOST:PORT",
                         help="serve Prometheus metrics there (default: CIDSYNC_METRICS_BIND; none)")  # fmt: skip
-    worker.add_argument("--max-concurrent-activities", type=int, default=100)
-    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=100)
-    worker.add_argument("--graceful-shutdown-seconds", type=float, default=30.0,
+    defaults = WorkerOptions()
+    worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
+    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks)
+    worker.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown.total_seconds(),
                         help="how long in-flight activities may finish after SIGTERM")  # fmt: skip
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(handler=lambda args: asyncio.run(_worker(args)))
 
     starter = commands.add_parser("starter", help="run the starter bridge: entry events from Pulsar to workflows")
     _common(starter, temporal=True, pulsar=True)
-    starter.add_argument("--subscription", default="cidsync-starter")
-    starter.add_argument("--subscription-type", default="key_shared", choices=["key_shared", "shared"])
-    starter.add_argument("--max-in-flight", type=int, default=200)
-    starter.add_argument("--max-redeliveries", type=int, default=10, help="then the message is dead-lettered")
-    starter.add_argument("--mode", default="per-event", choices=["per-event", "batch"],
+    config = StarterConfig()
+    starter.add_argument("--subscription", default=config.subscription)
+    starter.add_argument("--subscription-type", default="key_shared" if config.key_shared else "shared",
+                         choices=["key_shared", "shared"])  # fmt: skip
+    starter.add_argument("--max-in-flight", type=int, default=config.max_in_flight)
+    starter.add_argument("--max-redeliveries", type=int, default=config.max_redeliveries,
+                         help="then the message is dead-lettered")  # fmt: skip
+    starter.add_argument("--mode", default=config.mode.value, choices=[m.value for m in Mode],
                          help="batch: many events per ApplyCIDBatch run, for throughput")  # fmt: skip
-    starter.add_argument("--batch-max-events", type=int, default=100)
-    starter.add_argument("--batch-max-wait-ms", type=int, default=200)
+    starter.add_argument("--batch-max-events", type=int, default=config.batch_max_events)
+    starter.add_argument("--batch-max-wait-ms", type=int,
+                         default=int(config.batch_max_wait.total_seconds() * 1000))  # fmt: skip
     starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     starter.set_defaults(handler=lambda args: asyncio.run(_starter(args)))
 

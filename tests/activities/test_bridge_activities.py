@@ -8,7 +8,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.bridge import BridgeActivities, CreateFileRequest, EntryRequest, VerifyRequest
+from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
@@ -67,12 +67,14 @@ async def test_a_rate_limited_file_request_is_final_with_its_retry_after(
     assert float(refused.details[0]) > 0
 
 
-async def test_invalid_requests_are_not_retried_and_a_gone_entry_is_none(
-    bridge: BridgeActivities, participant: str
-) -> None:
+async def test_invalid_requests_are_not_retried(bridge: BridgeActivities) -> None:
     with pytest.raises(ApplicationError) as invalid:
         await ActivityEnvironment().run(bridge.verify_sync, VerifyRequest(participant="1", key_type=KeyType.CPF,
                                                                            vsync=ZERO))  # fmt: skip
     assert (invalid.value.type, invalid.value.non_retryable) == ("InvalidArgument", True)
-    gone = await ActivityEnvironment().run(bridge.get_entry_by_cid, EntryRequest(participant=participant, cid=ZERO))
-    assert gone is None
+
+
+async def test_no_bridge_activity_returns_an_entry(bridge: BridgeActivities) -> None:
+    """An entry is personal data: GetEntryByCid is called inside the repair activity, never as an activity
+    whose result Temporal would keep in history (DESIGN.md §5)."""
+    assert not hasattr(bridge, "get_entry_by_cid")

@@ -9,13 +9,14 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.cid_file import CidFileActivities, Scratch, StreamFileInput
-from activities.cid_store import PairKeys
+from activities.cid_file import CidFileActivities, StreamFileInput
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import CidSetFile
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys, Scratch
 from cidsync.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
 from tests.conftest import BridgeSimulator, RedisServer
@@ -29,10 +30,10 @@ class Crash(Exception):
 
 @pytest.fixture
 async def activities(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -> AsyncIterator[CidFileActivities]:
-    redis = redis_client(redis_server.url)
+    store = CIDStore(redis_client(redis_server.url), b"cid-file-secret")
     async with BridgeClient(bridge_simulator.address) as bridge:
-        yield CidFileActivities(redis, bridge)
-    await redis.aclose()
+        yield CidFileActivities(store, bridge)
+    await store.close()
 
 
 async def dict_file(bridge_simulator: BridgeSimulator, participant: str) -> tuple[CidSetFile, list[str]]:
@@ -60,7 +61,7 @@ async def test_streams_the_whole_file_into_the_scratch_set(
     env.on_heartbeat = lambda *details: beats.append(details)
     result = await env.run(activities.stream_cid_file, request(file, participant))
     assert (result.cids, result.resumed) == (COUNT, False)
-    stored = await activities.redis.smembers(request(file, participant).scratch.dict_cids)
+    stored = await activities.store.redis.smembers(request(file, participant).scratch.dict_cids)
     assert stored == {c.encode() for c in cids}
     assert beats[-1] == ("store", "", COUNT)
     assert len(beats) == COUNT // 1_000  # one heartbeat a page, carrying the cursor
@@ -93,7 +94,7 @@ async def test_a_crash_mid_stream_resumes_from_the_last_heartbeat(
     assert (result.cids, result.resumed) == (COUNT, True)
     stored_pages = [b for b in resumed_beats if b[0] == "store"]
     assert len(stored_pages) == 3  # the three pages not stored before the crash, and no others
-    stored = await activities.redis.smembers(request(file, participant).scratch.dict_cids)
+    stored = await activities.store.redis.smembers(request(file, participant).scratch.dict_cids)
     assert stored == {c.encode() for c in cids}
 
 
@@ -111,12 +112,12 @@ async def test_a_file_that_does_not_match_its_announcement_fails_without_retryin
 async def test_diff_counts_both_sides_and_drop_cleans_up(activities: CidFileActivities, participant: str) -> None:
     scratch = Scratch(participant=participant, key_type=KeyType.CPF, run_id="r")
     local = PairKeys(participant, KeyType.CPF).cids
-    await activities.redis.sadd(scratch.dict_cids, "a" * 64, "b" * 64, "c" * 64)
-    await activities.redis.sadd(local, "b" * 64, "c" * 64, "d" * 64, "e" * 64)
+    await activities.store.redis.sadd(scratch.dict_cids, "a" * 64, "b" * 64, "c" * 64)
+    await activities.store.redis.sadd(local, "b" * 64, "c" * 64, "d" * 64, "e" * 64)
     result = await ActivityEnvironment().run(activities.diff, scratch)
     assert (result.dict_only, result.local_only) == (1, 2)
-    assert await activities.redis.smembers(scratch.dict_only) == {b"a" * 64}
-    assert await activities.redis.smembers(scratch.local_only) == {b"d" * 64, b"e" * 64}
-    assert 0 < await activities.redis.ttl(scratch.dict_only) <= 3 * 86_400
+    assert await activities.store.redis.smembers(scratch.dict_only) == {b"a" * 64}
+    assert await activities.store.redis.smembers(scratch.local_only) == {b"d" * 64, b"e" * 64}
+    assert 0 < await activities.store.redis.ttl(scratch.dict_only) <= 3 * 86_400
     assert await ActivityEnvironment().run(activities.drop_scratch, scratch) == 3
-    assert await activities.redis.smembers(local) == {b"b" * 64, b"c" * 64, b"d" * 64, b"e" * 64}
+    assert await activities.store.redis.smembers(local) == {b"b" * 64, b"c" * 64, b"d" * 64, b"e" * 64}

@@ -14,10 +14,15 @@ import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.cid_store import ApplyStatus, CIDBatch, CIDChange, CIDStore, PairKeys, key_id
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.key_id import key_id
+from cidsync.store.layout import PairKeys
+from cidsync.store.models import ApplyStatus, CIDChange
+from tests.changes import change as make_change
+from tests.changes import entry_id_of
 from tests.conftest import RedisServer
 
 SECRET = b"test-secret"
@@ -65,15 +70,15 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
 
     def change(i: int) -> CIDChange:
         step = history[i]
-        return CIDChange(participant=participant, key_type=KeyType.PHONE, key=step.key, sequence=step.sequence,
-                         cid=step.cid, event_id=events[i], entry_id=f"entry-{step.key}")  # fmt: skip
+        return make_change(participant, KeyType.PHONE, step.key, step.sequence, step.cid, secret=SECRET,
+                           event_id=events[i])  # fmt: skip
 
     try:
         if concurrent:
-            await asyncio.gather(*(store.apply_change(change(i)) for i in deliveries))
+            await asyncio.gather(*(store.apply(change(i)) for i in deliveries))
         else:
             for i in deliveries:
-                result = await store.apply_change(change(i))
+                result = await store.apply(change(i))
                 # I1 after every single change, not just at the end.
                 assert result.vsync == vsync(await store.cids(participant, KeyType.PHONE))
         stored = await store.cids(participant, KeyType.PHONE)
@@ -82,7 +87,9 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
         assert len(stored) <= len({s.key for s in history})  # I2: at most one CID a key
         # The reverse index maps exactly the stored CIDs, each to the key that holds it.
         last = {s.key: s for s in sorted(history, key=lambda s: s.sequence)}
-        holders = {s.cid: f"{key_id(SECRET, KeyType.PHONE, key)}|entry-{key}" for key, s in last.items() if s.cid}
+        holders = {
+            s.cid: f"{key_id(SECRET, KeyType.PHONE, key)}|{entry_id_of(key)}" for key, s in last.items() if s.cid
+        }
         index = await client.hgetall(PairKeys(participant, KeyType.PHONE).by_cid)
         assert index == {k.encode(): v.encode() for k, v in holders.items()}
     finally:
@@ -105,12 +112,17 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
     client = redis.Redis.from_url(redis_server.url)
     store = CIDStore(client, SECRET)
     participant = f"{uuid.uuid4().int % 10**8:08d}"
-    base = {"participant": participant, "key_type": KeyType.EMAIL, "key": "ana@exemplo.com"}
+    e0, e1, e2, e3 = (str(uuid.uuid4()) for _ in range(4))
+
+    def change(sequence: int, cid: str | None, event_id: str) -> CIDChange:
+        return make_change(participant, KeyType.EMAIL, "ana@exemplo.com", sequence, cid, secret=SECRET,
+                           event_id=event_id)  # fmt: skip
+
     try:
-        first = await store.apply_change(CIDChange(**base, sequence=10, cid="a" * 64, event_id="e1"))
-        again = await store.apply_change(CIDChange(**base, sequence=10, cid="a" * 64, event_id="e1"))
-        older = await store.apply_change(CIDChange(**base, sequence=9, cid="b" * 64, event_id="e0"))
-        deleted = await store.apply_change(CIDChange(**base, sequence=11, cid=None, event_id="e2"))
+        first = await store.apply(change(10, "a" * 64, e1))
+        again = await store.apply(change(10, "a" * 64, e1))
+        older = await store.apply(change(9, "b" * 64, e0))
+        deleted = await store.apply(change(11, None, e2))
         assert (first.status, again.status, older.status, deleted.status) == (
             ApplyStatus.APPLIED, ApplyStatus.STALE, ApplyStatus.STALE, ApplyStatus.APPLIED,
         )  # fmt: skip
@@ -118,10 +130,10 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
         assert deleted.vsync == "0" * 64
         assert deleted.previous_sequence == 10
         # The tombstone keeps its sequence: a late creation older than the delete stays out.
-        late = await store.apply_change(CIDChange(**base, sequence=10, cid="c" * 64, event_id="e3"))
+        late = await store.apply(change(10, "c" * 64, e3))
         assert late.status is ApplyStatus.STALE
         assert await store.cids(participant, KeyType.EMAIL) == set()
-        assert await store.is_marked(participant, KeyType.EMAIL, "e3")
+        assert await store.is_marked(participant, KeyType.EMAIL, e3)
         # Nothing of the key is stored in clear.
         assert not [k async for k in client.scan_iter(match="*ana@exemplo*")]
         for name in [k async for k in client.scan_iter(match=f"{{cid:{participant}:*")]:
@@ -134,20 +146,15 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
 async def _apply_in_batches(url: str, participant: str, history: list[Step], batches: list[list[int]]) -> None:
     client = redis_client(url)
     store = CIDStore(client, SECRET)
+    events = {i: uuid.uuid5(uuid.NAMESPACE_OID, f"event-{i}") for i in range(len(history))}
     try:
         for batch in batches:
+            steps = [(history[i], events[i]) for i in batch]
             changes = [
-                CIDChange(
-                    participant=participant,
-                    key_type=KeyType.PHONE,
-                    key=history[i].key,
-                    sequence=history[i].sequence,
-                    cid=history[i].cid,
-                    event_id=f"event-{i}",
-                )
-                for i in batch
+                make_change(participant, KeyType.PHONE, s.key, s.sequence, s.cid, secret=SECRET, event_id=e)
+                for s, e in steps
             ]
-            await store.apply_batch(CIDBatch(changes=changes))
+            await store.apply_batch(changes)
         stored = await store.cids(participant, KeyType.PHONE)
         assert stored == expected_state(history)
         assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)

@@ -5,10 +5,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from activities.cid_store import CIDChange, CidHolder, CIDStore, PairKeys, RepairStatus, key_id
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.key_id import key_id
+from cidsync.store.layout import PairKeys
+from cidsync.store.models import CIDChange, CidHolder, RepairStatus
+from tests.changes import change
 from tests.conftest import RedisServer
 
 SECRET = b"repair-secret"
@@ -24,8 +28,7 @@ async def store(redis_server: RedisServer) -> AsyncIterator[CIDStore]:
 
 
 def event(pair: PairKeys, sequence: int, cid: str | None) -> CIDChange:
-    return CIDChange(participant=pair.participant, key_type=pair.key_type, key=KEY, sequence=sequence, cid=cid,
-                     event_id=str(uuid.uuid4()))  # fmt: skip
+    return change(pair.participant, pair.key_type, KEY, sequence, cid, secret=SECRET, event_id=uuid.uuid4())
 
 
 async def consistent(store: CIDStore, pair: PairKeys) -> set[str]:
@@ -46,15 +49,15 @@ async def test_a_key_unknown_locally_is_added_at_sequence_zero(store: CIDStore, 
     assert await consistent(store, pair) == {A}
     assert await store.holder_of_cid(pair, A) == CidHolder(key_id=kid, entry_id="")
     # The first real event for the key (any sequence >= 1) still applies over the repair.
-    await store.apply_change(event(pair, 1, B))
+    await store.apply(event(pair, 1, B))
     assert await consistent(store, pair) == {B}
 
 
 async def test_a_newer_local_change_is_never_overwritten_by_the_dict_snapshot(store: CIDStore, pair: PairKeys) -> None:
     kid = key_id(SECRET, pair.key_type, KEY)
-    await store.apply_change(event(pair, 5, A))
+    await store.apply(event(pair, 5, A))
     seen = await store.key_state(pair, kid)  # the repair decides on this state: DICT says B
-    await store.apply_change(event(pair, 6, C))  # ...and meanwhile core's newer change arrives
+    await store.apply(event(pair, 6, C))  # ...and meanwhile core's newer change arrives
     assert await store.repair(pair, kid, seen, B) is RepairStatus.CHANGED
     assert await consistent(store, pair) == {C}
 
@@ -63,17 +66,17 @@ async def test_a_repair_keeps_the_sequence_so_later_events_win_and_older_ones_st
     store: CIDStore, pair: PairKeys
 ) -> None:
     kid = key_id(SECRET, pair.key_type, KEY)
-    await store.apply_change(event(pair, 5, A))
+    await store.apply(event(pair, 5, A))
     assert await store.repair(pair, kid, await store.key_state(pair, kid), B) is RepairStatus.REPAIRED
     assert await consistent(store, pair) == {B}
-    await store.apply_change(event(pair, 5, A))  # a redelivered old event
+    await store.apply(event(pair, 5, A))  # a redelivered old event
     assert await consistent(store, pair) == {B}
-    await store.apply_change(event(pair, 7, C))
+    await store.apply(event(pair, 7, C))
     assert await consistent(store, pair) == {C}
 
 
 async def test_a_cid_dict_lacks_is_removed_through_its_key(store: CIDStore, pair: PairKeys) -> None:
-    await store.apply_change(event(pair, 3, A))
+    await store.apply(event(pair, 3, A))
     holder = await store.holder_of_cid(pair, A)
     assert holder is not None
     kid = holder.key_id

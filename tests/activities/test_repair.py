@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.cid_file import Scratch
-from activities.cid_store import CIDStore
-from activities.repair import RepairActivities, RepairInput, RepairSide
+from activities.repair import RepairActivities, RepairInput
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid, vsync
 from cidsync.core_events import EntryReconciled
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import RepairSide, Scratch
 from tests.conftest import BridgeSimulator, RedisServer
 from tests.e2e.reconciliation import SECRET, apply_locally, pair_entries
 
@@ -29,11 +29,10 @@ class Parts:
 
 @pytest.fixture
 async def parts(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -> AsyncIterator[Parts]:
-    redis = redis_client(redis_server.url)
-    store = CIDStore(redis, SECRET)
+    store = CIDStore(redis_client(redis_server.url), SECRET)
     async with BridgeClient(bridge_simulator.address) as bridge:
-        yield Parts(RepairActivities(store, bridge, redis), store)
-    await redis.aclose()
+        yield Parts(RepairActivities(store, bridge), store)
+    await store.close()
 
 
 def scratch_of(participant: str) -> Scratch:
@@ -47,7 +46,7 @@ async def test_dict_only_cids_are_added_within_dicts_rate_limit(
     entries = pair_entries(participant, KeyType.CPF, 1_300, seed=77)
     await simulator_admin.load(entries)
     scratch = scratch_of(participant)
-    await parts.repair.redis.sadd(scratch.dict_only, *[cid(e) for e in entries])
+    await parts.store.redis.sadd(scratch.dict_only, *[cid(e) for e in entries])
     limited_before = (await simulator_admin.stats())["rate_limited"].get("GetEntryByCid", 0)
 
     result = await ActivityEnvironment().run(
@@ -61,9 +60,7 @@ async def test_dict_only_cids_are_added_within_dicts_rate_limit(
     assert await parts.store.vsync(participant, KeyType.CPF) == vsync(stored)
     limited = (await simulator_admin.stats())["rate_limited"].get("GetEntryByCid", 0) - limited_before
     assert 0 < limited <= 20  # refused at the bucket's end, then paced at DICT's refill rate
-    outbox = [
-        EntryReconciled.model_validate_json(raw) for raw in await parts.repair.redis.lrange(scratch.outbox, 0, -1)
-    ]
+    outbox = [EntryReconciled.model_validate_json(raw) for raw in await parts.store.redis.lrange(scratch.outbox, 0, -1)]
     assert sorted(n.cid for n in outbox) == sorted(cid(e) for e in entries)
     assert all(n.entry is not None and n.entry.id == n.entry_id for n in outbox)
 
@@ -76,7 +73,7 @@ async def test_a_batch_redone_after_a_crash_changes_and_notifies_nothing_twice(
     await simulator_admin.load(in_dict)
     await apply_locally(parts.store, only_local)
     scratch = scratch_of(participant)
-    redis = parts.repair.redis
+    redis = parts.store.redis
     env = ActivityEnvironment()
     for side, members in ((RepairSide.DICT_ONLY, in_dict), (RepairSide.LOCAL_ONLY, only_local)):
         key = scratch.dict_only if side is RepairSide.DICT_ONLY else scratch.local_only

@@ -9,7 +9,8 @@ from pathlib import Path
 import pulsar.asyncio as pulsar_asyncio
 
 from cidsync.events import EventType, parse_event_json
-from cidsync.producer import build_event, pulsar_client
+from cidsync.producer import build_event
+from cidsync.pulsar_client import pulsar_client
 from cidsync.synthetic import synthetic_entry
 from cidsync.topics import Topics
 from tests.cli_runner import cidsync

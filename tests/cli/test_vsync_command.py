@@ -1,28 +1,27 @@
 """`cidsync vsync` reads the store as DESIGN.md §7 promises: a JSON list of pairs."""
 
 import json
-import uuid
 
-from activities.cid_store import CIDChange, CIDStore
 from cidsync.cid import vsync
 from cidsync.config import DEVELOPMENT_KEY_SECRET
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from tests.changes import change
 from tests.cli_runner import cidsync
 from tests.conftest import RedisServer
 
 
 async def test_vsync_json_lists_each_pair(redis_server: RedisServer, participant: str) -> None:
-    client = redis_client(redis_server.url)
-    store = CIDStore(client, DEVELOPMENT_KEY_SECRET.encode())
+    secret = DEVELOPMENT_KEY_SECRET.encode()
+    store = CIDStore(redis_client(redis_server.url), secret)
     cids = {KeyType.CPF: ["1" * 64, "2" * 64], KeyType.EVP: ["3" * 64]}
     try:
         for key_type, values in cids.items():
             for n, value in enumerate(values):
-                await store.apply_change(CIDChange(participant=participant, key_type=key_type, key=f"k{n}",
-                                                   sequence=1, cid=value, event_id=str(uuid.uuid4())))  # fmt: skip
+                await store.apply(change(participant, key_type, f"k{n}", 1, value, secret=secret))
     finally:
-        await client.aclose()
+        await store.close()
     result = cidsync("vsync", "--participant", participant, "--json", "--redis-url", redis_server.url)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [

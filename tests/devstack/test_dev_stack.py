@@ -8,6 +8,7 @@ import psutil
 import pytest
 import yaml
 
+from cidsync.naming import SEARCH_ATTRIBUTES
 from tests.cli_runner import cidsync
 
 
@@ -16,8 +17,7 @@ def _stack_file(tmp_path: Path, **redis: object) -> Path:
         "state_dir": str(tmp_path / "state"),
         "temporal": {"port": 0, "ui_port": 0, "db_filename": None,
                      "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
-                     "search_attributes": {name: "Keyword" for name in
-                                           ("CidParticipant", "CidKeyType", "CidEventType", "CidOutcome")}},
+                     "search_attributes": {key.name: "Keyword" for key in SEARCH_ATTRIBUTES}},
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
         "bridge": {"port": 0, "file_delay_seconds": 0.1},

@@ -12,18 +12,22 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cid_store import CIDStore
 from cidsync.cid import cid, vsync
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EntryEvent, EventType
-from cidsync.producer import build_event, pulsar_client
+from cidsync.producer import build_event
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
 from cidsync.synthetic import synthetic_history
 from cidsync.topics import Topics
-from starters.entry_events import EntryEventStarter, Mode, StarterConfig
-from workers.cid_worker import WorkerOptions, build_worker
+from starters.entry_events import EntryEventStarter
+from starters.options import Mode, StarterConfig
+from tests.conftest import KEY_SECRET
+from workers.cid_worker import build_worker
+from workers.options import WorkerOptions
 
-SECRET = b"e2e-secret"
+SECRET = KEY_SECRET
 
 
 @dataclass
@@ -92,8 +96,7 @@ async def running_pipeline(
 ) -> AsyncIterator[Pipeline]:
     queue = f"e2e-{uuid.uuid4()}"
     topics = Topics(namespace=f"public/e2e{uuid.uuid4().hex[:10]}")
-    client = redis_client(redis_url)
-    store = CIDStore(client, SECRET)
+    store = CIDStore(redis_client(redis_url), SECRET)
     pulsar = pulsar_client(pulsar_url)
     config = StarterConfig(
         task_queue=queue,
@@ -113,7 +116,7 @@ async def running_pipeline(
             stop.set()
             await running
             await pulsar.close()
-            await client.aclose()
+            await store.close()
 
 
 def shuffled_with_duplicates(events: list[EntryEvent], seed: int, duplicates: int) -> list[EntryEvent]:

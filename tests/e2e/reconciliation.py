@@ -13,24 +13,22 @@ import pulsar.asyncio as pulsar_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.bridge import BridgeActivities
-from activities.cid_file import CidFileActivities
-from activities.cid_store import CIDBatch, CIDChange, CIDStore
 from activities.core_events import CoreEventsPublisher
-from activities.repair import RepairActivities
-from activities.schedule import ScheduleActivities
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.cid import cid
 from cidsync.entry import Entry, KeyType
-from cidsync.producer import pulsar_client
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.models import CIDChange
 from cidsync.synthetic import synthetic_entry
 from cidsync.topics import Topics
-from workers.cid_worker import Reconciliation, WorkerOptions, build_worker
+from tests.conftest import KEY_SECRET
+from workers.cid_worker import Reconciliation, build_worker
+from workers.options import WorkerOptions
 from workflows.reconcile_vsync import Progress, ReconcileVSync
 
-SECRET = b"reconciliation-e2e-secret"
+SECRET = KEY_SECRET
 
 
 @dataclass
@@ -48,30 +46,22 @@ async def reconciliation_worker(
 ) -> AsyncIterator[Running]:
     queue = f"reconcile-{uuid.uuid4()}"
     topics = Topics(namespace=f"public/recon{uuid.uuid4().hex[:10]}")
-    redis = redis_client(redis_url)
-    store = CIDStore(redis, secret)
+    store = CIDStore(redis_client(redis_url), secret)
     bridge = BridgeClient(bridge_address)
     pulsar_ = pulsar_client(pulsar_url)
     consumer = await pulsar_.subscribe(
         topics.full(topics.core_events), f"core-{uuid.uuid4()}", consumer_type=pulsar.ConsumerType.Shared,
         initial_position=pulsar.InitialPosition.Earliest,
     )  # fmt: skip
-    publisher = await CoreEventsPublisher.create(redis, pulsar_, topics)
-    reconciliation = Reconciliation(
-        bridge=BridgeActivities(bridge),
-        cid_files=CidFileActivities(redis, bridge),
-        repair=RepairActivities(store, bridge, redis),
-        core_events=publisher,
-        schedule=ScheduleActivities(env.client, queue),
-    )
+    publisher = await CoreEventsPublisher.create(store, pulsar_, topics)
     try:
-        async with build_worker(env.client, store, queue, WorkerOptions(), reconciliation):
+        async with build_worker(env.client, store, queue, WorkerOptions(), Reconciliation.of(store, bridge, publisher)):
             yield Running(queue, store, bridge, topics, consumer)
     finally:
         await publisher.close()
         await pulsar_.close()
         await bridge.close()
-        await redis.aclose()
+        await store.close()
 
 
 def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> list[Entry]:
@@ -80,20 +70,9 @@ def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> 
 
 
 async def apply_locally(store: CIDStore, entries: list[Entry], sequence: int = 1) -> None:
-    changes = [
-        CIDChange(
-            participant=e.participant,
-            key_type=e.key_type,
-            key=e.key,
-            sequence=sequence,
-            cid=cid(e),
-            event_id=str(uuid.uuid4()),
-            entry_id=str(e.id),
-        )
-        for e in entries
-    ]
+    changes = [CIDChange.creation(e, sequence=sequence, key_secret=store.key_secret) for e in entries]
     for start in range(0, len(changes), 1000):
-        await store.apply_batch(CIDBatch(changes=changes[start : start + 1000]))
+        await store.apply_batch(changes[start : start + 1000])
 
 
 async def seed_pair(admin: SimulatorAdmin, store: CIDStore, entries: list[Entry]) -> None:

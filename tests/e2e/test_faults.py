@@ -22,7 +22,6 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.cid_store import CIDStore
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.core_events import Outcome
 from cidsync.devstack.processes import Launched, free_port, launch
@@ -30,8 +29,10 @@ from cidsync.devstack.servers import redis_answers, start_redis, start_temporal,
 from cidsync.entry import KeyType
 from cidsync.events import EntryEvent
 from cidsync.naming import SEARCH_ATTRIBUTES
-from cidsync.producer import EntryEventProducer, pulsar_client
+from cidsync.producer import EntryEventProducer
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker

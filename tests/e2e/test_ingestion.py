@@ -6,8 +6,9 @@ import uuid
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.producer import EntryEventProducer, ProducerConfig, pulsar_client
-from starters.entry_events import Mode
+from cidsync.producer import EntryEventProducer, ProducerConfig
+from cidsync.pulsar_client import pulsar_client
+from starters.options import Mode
 from tests.conftest import PulsarBroker, RedisServer
 from tests.e2e.harness import (
     expected_vsyncs,

@@ -19,8 +19,9 @@ from cidsync.cid import cid
 from cidsync.core_events import Outcome
 from cidsync.entry import Entry, KeyType
 from cidsync.events import DeletionType, EntryEvent, EventType
-from cidsync.producer import EntryEventProducer, build_event, pulsar_client
-from starters.entry_events import Mode
+from cidsync.producer import EntryEventProducer, build_event
+from cidsync.pulsar_client import pulsar_client
+from starters.options import Mode
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import SECRET, history_events, running_pipeline

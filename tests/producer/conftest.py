@@ -12,7 +12,7 @@ import pytest
 
 from cidsync.devstack.processes import Launched, free_port
 from cidsync.devstack.servers import start_pulsar
-from cidsync.producer import pulsar_client
+from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
 from tests.conftest import PulsarBroker
 

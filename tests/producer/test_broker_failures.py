@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from cidsync.producer import EntryEventProducer, ProducerConfig, PublishFailed, pulsar_client
+from cidsync.producer import EntryEventProducer, ProducerConfig, PublishFailed
+from cidsync.pulsar_client import pulsar_client
 from cidsync.synthetic import synthetic_entry
 from tests.producer.conftest import StoppableBroker, receive, subscribe, unique_topics
 

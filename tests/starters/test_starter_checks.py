@@ -10,11 +10,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.cid_store import CIDStore
-from cidsync.producer import pulsar_client
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
-from starters.entry_events import EntryEventStarter, StarterConfig, StarterHalted
+from starters.entry_events import EntryEventStarter, StarterHalted
+from starters.options import StarterConfig
 from tests.conftest import PulsarBroker, RedisServer
 
 

@@ -13,11 +13,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cid_store import PairsRequest, PairVerification
+from activities.cid_store import PairsRequest
 from activities.core_events import NoticeInput
 from cidsync.core_events import CoreEventType
 from cidsync.devstack.processes import free_port
 from cidsync.entry import KeyType, PairRef
+from cidsync.store.models import PairVerification
 from cidsync.temporal_client import metrics_runtime
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 

@@ -1,4 +1,6 @@
-"""CreateCID, UpdateCID and DeleteCID with recorded fake activities; time skipping for the waits."""
+"""CreateCID, UpdateCID and DeleteCID with recorded fake activities; time skipping for the waits.
+
+Their input is the starter's minimal change (`CIDChange.of_event`), never the event's entry."""
 
 import random
 import uuid
@@ -13,13 +15,15 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.cid_store import ApplyResult, ApplyStatus, CIDChange, KeySequenceQuery
+from activities.cid_store import KeySequenceQuery
 from cidsync.cid import ZERO_VSYNC, cid, xor_cid
-from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync.entry import Entry
+from cidsync.events import DeletionType, EventType
 from cidsync.naming import event_workflow_id
 from cidsync.producer import build_event
+from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange
 from cidsync.synthetic import synthetic_entry
-from workflows.cid_change import CIDEventInput, CIDResult
+from workflows.cid_change import CIDResult
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.update_cid import UpdateCID
@@ -36,17 +40,17 @@ class FakeStore:
         @activity.defn(name="apply_cid_change")
         async def apply_cid_change(change: CIDChange) -> ApplyResult:
             self.applied.append((change, activity.info().current_attempt_scheduled_time.timestamp()))
-            previous = self.states.get(change.key)
+            previous = self.states.get(change.key_id)
             if previous is not None and previous[0] >= change.sequence:
                 return ApplyResult(status=ApplyStatus.STALE, previous_sequence=previous[0], vsync=self.vsync())
-            self.states[change.key] = (change.sequence, change.cid)
+            self.states[change.key_id] = (change.sequence, change.cid)
             return ApplyResult(
                 status=ApplyStatus.APPLIED, previous_sequence=previous[0] if previous else None, vsync=self.vsync()
             )
 
         @activity.defn(name="key_sequence")
         async def key_sequence(query: KeySequenceQuery) -> int | None:
-            state = self.states.get(query.key)
+            state = self.states.get(query.key_id)
             return state[0] if state else None
 
         return [apply_cid_change, key_sequence]
@@ -59,9 +63,20 @@ class FakeStore:
         return value
 
 
-def event(event_type: EventType, sequence: int, deletion: DeletionType | None = None, seed: int = 1) -> EntryEvent:
-    entry = synthetic_entry(random.Random(seed), "12345678")
-    return build_event(event_type, entry, "user-1", sequence=sequence, deletion_type=deletion)
+SECRET = b"workflow-tests-secret"
+
+
+def event(
+    event_type: EventType,
+    sequence: int,
+    deletion: DeletionType | None = None,
+    seed: int = 1,
+    entry: Entry | None = None,
+) -> CIDChange:
+    """The change the starter makes of such an event."""
+    entry = entry or synthetic_entry(random.Random(1), "12345678")
+    built = build_event(event_type, entry, "user-1", sequence=sequence, deletion_type=deletion)
+    return CIDChange.of_event(built, SECRET)
 
 
 async def run(env: WorkflowEnvironment, store: FakeStore, workflow: Any, argument: object, wf_id: str) -> CIDResult:
@@ -74,12 +89,12 @@ async def run(env: WorkflowEnvironment, store: FakeStore, workflow: Any, argumen
 
 async def test_create_then_update_apply_the_computed_cids(time_skipping_env: WorkflowEnvironment) -> None:
     store = FakeStore()
-    created, updated = event(EventType.CREATED, 10), event(EventType.UPDATED, 11)
-    updated_entry = updated.entry.model_copy(update={"account_number": "777"})
-    updated = updated.model_copy(update={"entry": updated_entry})
-    first = await run(time_skipping_env, store, CreateCID.run, CIDEventInput(event=created), f"t-{uuid.uuid4()}")
-    second = await run(time_skipping_env, store, UpdateCID.run, CIDEventInput(event=updated), f"t-{uuid.uuid4()}")
-    assert [c.cid for c, _ in store.applied] == [cid(created.entry), cid(updated_entry)]
+    entry = synthetic_entry(random.Random(1), "12345678")
+    updated_entry = entry.model_copy(update={"account_number": "777"})
+    created, updated = event(EventType.CREATED, 10, entry=entry), event(EventType.UPDATED, 11, entry=updated_entry)
+    first = await run(time_skipping_env, store, CreateCID.run, created, f"t-{uuid.uuid4()}")
+    second = await run(time_skipping_env, store, UpdateCID.run, updated, f"t-{uuid.uuid4()}")
+    assert [c.cid for c, _ in store.applied] == [cid(entry), cid(updated_entry)]
     assert [c.sequence for c, _ in store.applied] == [10, 11]
     assert first.outcome == second.outcome == "applied"
     assert second.vsync == cid(updated_entry)
@@ -88,7 +103,7 @@ async def test_create_then_update_apply_the_computed_cids(time_skipping_env: Wor
 async def test_immediate_delete_applies_at_once(time_skipping_env: WorkflowEnvironment) -> None:
     store = FakeStore()
     gone = event(EventType.DELETED, 12, DeletionType.IMMEDIATE)
-    result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(event=gone), f"t-{uuid.uuid4()}")
+    result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(change=gone), f"t-{uuid.uuid4()}")
     assert result.outcome == "applied"
     assert [(c.cid, c.sequence) for c, _ in store.applied] == [(None, 12)]
 
@@ -96,11 +111,11 @@ async def test_immediate_delete_applies_at_once(time_skipping_env: WorkflowEnvir
 async def test_waiting_period_delete_waits_30_days_durably(time_skipping_env: WorkflowEnvironment) -> None:
     store = FakeStore()
     created = event(EventType.CREATED, 10)
-    await run(time_skipping_env, store, CreateCID.run, CIDEventInput(event=created), f"t-{uuid.uuid4()}")
+    await run(time_skipping_env, store, CreateCID.run, created, f"t-{uuid.uuid4()}")
     gone = event(EventType.DELETED, 20, DeletionType.WAITING_PERIOD)
     wf_id = event_workflow_id(gone)
     # Rechecking every 10 days keeps the test at 3 skipped timers (each costs ~1 s of wall time here).
-    waiting = DeleteCIDInput(event=gone, recheck_every=timedelta(days=10))
+    waiting = DeleteCIDInput(change=gone, recheck_every=timedelta(days=10))
     result = await run(time_skipping_env, store, DeleteCID.run, waiting, wf_id)
     assert result.outcome == "applied"
     (_, created_at), (delete_change, deleted_at) = store.applied
@@ -113,7 +128,7 @@ async def test_waiting_period_delete_waits_30_days_durably(time_skipping_env: Wo
 
 
 def test_the_defaults_are_dicts_30_days_rechecked_daily() -> None:
-    defaults = DeleteCIDInput(event=event(EventType.DELETED, 1, DeletionType.WAITING_PERIOD))
+    defaults = DeleteCIDInput(change=event(EventType.DELETED, 1, DeletionType.WAITING_PERIOD))
     assert (defaults.waiting_period, defaults.recheck_every) == (timedelta(days=30), timedelta(days=1))
 
 
@@ -121,9 +136,8 @@ async def test_a_newer_event_cancels_the_waiting_delete(time_skipping_env: Workf
     store = FakeStore()
     gone = event(EventType.DELETED, 20, DeletionType.WAITING_PERIOD)
     # While the delete waits, the key is re-registered: a newer event for it is applied.
-    await run(time_skipping_env, store, CreateCID.run, CIDEventInput(event=event(EventType.CREATED, 21)),
-              f"t-{uuid.uuid4()}")  # fmt: skip
-    result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(event=gone), f"t-{uuid.uuid4()}")
+    await run(time_skipping_env, store, CreateCID.run, event(EventType.CREATED, 21), f"t-{uuid.uuid4()}")
+    result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(change=gone), f"t-{uuid.uuid4()}")
     assert result.outcome == "superseded"
     assert [c.sequence for c, _ in store.applied] == [21]  # the delete never touched the store
     assert store.vsync() != ZERO_VSYNC
@@ -134,7 +148,6 @@ async def test_an_event_sent_to_the_wrong_workflow_fails_without_retrying(
 ) -> None:
     store = FakeStore()
     with pytest.raises(WorkflowFailureError) as failed:
-        await run(time_skipping_env, store, CreateCID.run, CIDEventInput(event=event(EventType.UPDATED, 5)),
-                  f"t-{uuid.uuid4()}")  # fmt: skip
+        await run(time_skipping_env, store, CreateCID.run, event(EventType.UPDATED, 5), f"t-{uuid.uuid4()}")
     assert "sent to the wrong workflow" in str(failed.value.cause)
     assert store.applied == []

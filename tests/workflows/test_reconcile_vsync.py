@@ -19,14 +19,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.bridge import CreateFileRequest, VerifyRequest
-from activities.cid_file import DiffResult, Scratch, StreamFileInput, StreamFileResult
-from activities.cid_store import LocalVSync, PairsRequest, PairVerification, VerificationRecord, WatchRequest
+from activities.cid_file import StreamFileInput, StreamFileResult
+from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
-from activities.repair import RepairInput, RepairResult, RepairSide
+from activities.repair import RepairInput, RepairResult
 from cidsync.bridge.models import CidSetFile, FileStatus, Verification
 from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
 from cidsync.entry import KeyType, PairRef
 from cidsync.naming import OUTCOME, reconcile_search_attributes
+from cidsync.store.layout import RepairSide, Scratch
+from cidsync.store.models import DiffResult, LocalVSync, PairVerification, VerificationRecord
 from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
 
 PARTICIPANT = "12345678"

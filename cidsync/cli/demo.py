@@ -74,12 +74,13 @@ class DemoOptions:
 
 
 async def _run(state: StackState, options: DemoOptions) -> bool:
-    from activities.cid_store import CIDStore
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
     from cidsync.config import load_settings
-    from cidsync.producer import EntryEventProducer, build_event, pulsar_client
+    from cidsync.producer import EntryEventProducer, build_event
+    from cidsync.pulsar_client import pulsar_client
     from cidsync.redis_client import redis_client
+    from cidsync.store.cid_store import CIDStore
     from cidsync.synthetic import synthetic_history
     from cidsync.topics import Topics
 
@@ -112,8 +113,7 @@ async def _run(state: StackState, options: DemoOptions) -> bool:
     print(f"   published in {time.perf_counter() - started:.1f} s")
 
     expected = {(p, k): (n, v) for p, k, n, v in vsync_table(active_after(events))}
-    redis = redis_client(settings.require("redis_url"))
-    store = CIDStore(redis, settings.key_secret_bytes)
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
 
     async def local() -> dict[tuple[str, KeyType], tuple[int, str]]:
         found = {}
@@ -168,7 +168,7 @@ async def _run(state: StackState, options: DemoOptions) -> bool:
 
     await producer.close()
     await pulsar.close()
-    await redis.aclose()
+    await store.close()
     return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled
 
 
@@ -178,11 +178,11 @@ async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, 
 
     import pulsar
 
-    from activities.cid_store import CIDStore
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-    from cidsync.producer import pulsar_client
+    from cidsync.pulsar_client import pulsar_client
     from cidsync.redis_client import redis_client
+    from cidsync.store.cid_store import CIDStore
     from cidsync.temporal_client import connect
     from cidsync.topics import Topics
     from starters.reconciliation import start_reconciliation
@@ -198,8 +198,7 @@ async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, 
             room = current[(participant, key_type)][0] // 3
             await admin.diverge(participant, key_type, add=3, remove=min(2, room), alter=min(2, room),
                                 seed=7_000 + index)  # fmt: skip
-    redis = redis_client(settings.require("redis_url"))
-    store = CIDStore(redis, settings.key_secret_bytes)
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     pulsar_ = pulsar_client(settings.require("pulsar_url"))
     topics = Topics(namespace=state.pulsar_namespace)
     core = await pulsar_.subscribe(topics.full(topics.core_events), f"demo-core-{uuid.uuid4()}",
@@ -237,7 +236,7 @@ async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, 
                     received[kind] = received.get(kind, 0) + 1
     finally:
         await pulsar_.close()
-        await redis.aclose()
+        await store.close()
     print(f"   all finished in {elapsed:.1f} s")
     print(f"   {'key type':<8} {'before':<6} {'outcome':<15} {'added':>5} {'removed':>7} {'verifications':>13}  after")
     for r in results:

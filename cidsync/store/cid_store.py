@@ -1,0 +1,323 @@
+"""`CIDStore`: the CID store's API over Redis, for every role (DESIGN.md §3: the store is a library).
+
+Built once per process with its Redis client injected (`cidsync.redis_client`). The starter checks marks,
+the worker's activities apply changes, read and repair the store and keep a reconciliation's scratch sets,
+and the CLI, the demo and the benches read it; none of them touches Redis beside it.
+
+The client must not decode responses: the VSync is raw bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from cidsync.cid import ZERO_VSYNC
+from cidsync.entry import KeyType
+from cidsync.store.key_id import KeySecretMismatch, fingerprint, key_id
+from cidsync.store.layout import (
+    DEFAULT_MARK_TTL_SECONDS,
+    KEY_SECRET_CHECK,
+    MARK_PATTERN,
+    RECONCILIATION_TTL_SECONDS,
+    SEQUENCE_DIGITS,
+    VSYNC_PATTERN,
+    PairKeys,
+    RepairSide,
+    Scratch,
+)
+from cidsync.store.models import (
+    ApplyResult,
+    ApplyStatus,
+    BatchResult,
+    CIDChange,
+    CidHolder,
+    DiffResult,
+    LocalVSync,
+    PairVerification,
+    RepairStatus,
+    VerificationRecord,
+)
+from cidsync.store.scripts import APPLY, REPAIR
+
+
+def _vsync_hex(raw: bytes | str | None) -> str:
+    # The store's client never decodes responses (the VSync is raw bytes); str only satisfies typing.
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    return raw.hex().rjust(64, "0") if raw else ZERO_VSYNC
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class CIDStore:
+    def __init__(
+        self,
+        redis: Redis,
+        key_secret: bytes,
+        *,
+        mark_ttl_seconds: int = DEFAULT_MARK_TTL_SECONDS,
+        scratch_ttl_seconds: int = RECONCILIATION_TTL_SECONDS,
+    ) -> None:
+        self.redis = redis
+        self.key_secret = key_secret
+        self.mark_ttl_seconds = mark_ttl_seconds
+        self.scratch_ttl_seconds = scratch_ttl_seconds
+        self._apply = redis.register_script(APPLY)
+        self._repair = redis.register_script(REPAIR)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def key_id(self, key_type: KeyType, key: str) -> str:
+        return key_id(self.key_secret, key_type, key)
+
+    async def check_key_secret(self) -> None:
+        """Record this secret's fingerprint on first use; refuse to go on if the store knows another.
+
+        Every role calls this at start: a starter and a worker with different secrets would give one PIX
+        key two key ids (two current CIDs, a wrong VSync), and nothing else would notice.
+        """
+        mine = fingerprint(self.key_secret)
+        await self.redis.set(KEY_SECRET_CHECK, mine, nx=True)
+        stored = await self.redis.get(KEY_SECRET_CHECK)
+        if stored is not None and _text(stored) != mine:
+            raise KeySecretMismatch(
+                f"CIDSYNC_KEY_SECRET differs from the one this store was built with (fingerprint "
+                f"{_text(stored)}, this process {mine}): every starter and worker must share one secret"
+            )
+
+    # --- ingestion ---------------------------------------------------------------------------------------
+
+    def _script_call(self, change: CIDChange) -> tuple[list[str], list[str | int]]:
+        pair = PairKeys(change.participant, change.key_type)
+        keys = [
+            pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(str(change.event_id)), pair.by_cid,
+            pair.touched,
+        ]  # fmt: skip
+        args: list[str | int] = [
+            change.key_id,
+            str(change.sequence).zfill(SEQUENCE_DIGITS),
+            change.cid or "",
+            self.mark_ttl_seconds,
+            str(change.entry_id),
+        ]
+        return keys, args
+
+    async def apply(self, change: CIDChange) -> ApplyResult:
+        keys, args = self._script_call(change)
+        status, previous, _, raw_vsync = await self._apply(keys=keys, args=args)
+        return ApplyResult(
+            status=ApplyStatus(_text(status)),
+            previous_sequence=int(previous) if previous else None,
+            vsync=_vsync_hex(raw_vsync),
+        )
+
+    async def apply_batch(self, changes: Iterable[CIDChange]) -> BatchResult:
+        """Each change is still its own atomic, versioned apply; the pipeline only saves round trips.
+
+        So how events are grouped into batches (and regrouped on redelivery) cannot change the result.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                keys, args = self._script_call(change)
+                await self._apply(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        applied = sum(1 for reply in replies if reply[0] == b"applied")
+        return BatchResult(applied=applied, stale=len(replies) - applied)
+
+    @asynccontextmanager
+    async def applied_events(self) -> AsyncIterator[AsyncIterator[str]]:
+        """The event id of every idempotency mark set from entering on, as Redis announces it.
+
+        How the benches see each event applied the moment it is, without polling. It turns on keyspace
+        notifications for string commands (CONFIG SET) and costs every write a publish: not for production.
+        """
+        await self.redis.config_set("notify-keyspace-events", "K$")
+        pubsub = self.redis.pubsub()
+        await pubsub.psubscribe(f"__keyspace@*__:{MARK_PATTERN}")
+
+        async def event_ids() -> AsyncIterator[str]:
+            async for message in pubsub.listen():
+                if message["type"] == "pmessage":
+                    yield _text(message["channel"]).rsplit(":", 1)[1]
+
+        try:
+            yield event_ids()
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def is_marked(self, participant: str, key_type: KeyType, event_id: str) -> bool:
+        return bool(await self.redis.exists(PairKeys(participant, key_type).mark(event_id)))
+
+    async def key_sequence(self, pair: PairKeys, key_id_: str) -> int | None:
+        """The sequence last applied for a key (a delete included), or None if never seen."""
+        state = await self.key_state(pair, key_id_)
+        return int(state[:SEQUENCE_DIGITS]) if state else None
+
+    async def key_state(self, pair: PairKeys, key_id_: str) -> str:
+        """A key's raw state ("<sequence>|<cid>"), or "" when the store never saw it."""
+        state = await self.redis.hget(pair.states, key_id_)
+        return _text(state) if state else ""
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def local_vsync(self, pair: PairKeys) -> LocalVSync:
+        async with self.redis.pipeline(transaction=True) as pipe:  # both from the same instant
+            pipe.get(pair.vsync)
+            pipe.scard(pair.cids)
+            raw, count = await pipe.execute()
+        return LocalVSync(vsync=_vsync_hex(raw), count=int(count))
+
+    async def vsync(self, participant: str, key_type: KeyType) -> str:
+        return _vsync_hex(await self.redis.get(PairKeys(participant, key_type).vsync))
+
+    async def count(self, participant: str, key_type: KeyType) -> int:
+        return int(await self.redis.scard(PairKeys(participant, key_type).cids))
+
+    async def cids(self, participant: str, key_type: KeyType) -> set[str]:
+        return {_text(c) for c in await self.redis.smembers(PairKeys(participant, key_type).cids)}
+
+    async def pairs(self) -> list[tuple[str, KeyType]]:
+        """Every (participant, key type) with a VSync in the store, sorted."""
+        found = set()
+        async for name in self.redis.scan_iter(match=VSYNC_PATTERN, count=1000):
+            pair = PairKeys.of_vsync_key(_text(name))
+            found.add((pair.participant, pair.key_type))
+        return sorted(found)
+
+    # --- verification records (what the 36-hour freshness check reads) ---------------------------------
+
+    async def record_verification(self, record: VerificationRecord) -> None:
+        """The pair's last verification, and its last OK."""
+        fields: dict[FieldT, EncodableT] = {
+            "result": "OK" if record.ok else "NOK",
+            "at": record.at.isoformat(),
+            "id": record.verification_id,
+        }
+        if record.ok:
+            fields["ok_at"] = record.at.isoformat()
+        await self.redis.hset(PairKeys(record.participant, record.key_type).verified, mapping=fields)
+
+    async def last_verifications(self, pairs: Sequence[PairKeys]) -> list[PairVerification]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pair in pairs:
+                pipe.hgetall(pair.verified)
+            found = await pipe.execute()
+        result = []
+        for pair, fields in zip(pairs, found, strict=True):
+            text = {_text(k): _text(v) for k, v in fields.items()}
+            result.append(
+                PairVerification(
+                    participant=pair.participant,
+                    key_type=pair.key_type,
+                    last_result=text.get("result"),
+                    last_at=datetime.fromisoformat(text["at"]) if "at" in text else None,
+                    last_ok_at=datetime.fromisoformat(text["ok_at"]) if "ok_at" in text else None,
+                )
+            )
+        return result
+
+    # --- reconciliation: the watch, DICT's CID file, the diff, the repair, the outbox -------------------
+
+    async def begin_watch(self, pair: PairKeys, ttl_seconds: int) -> None:
+        """From now on, every key an event changes is recorded in the pair's `touched` set.
+
+        A reconciliation calls this before it requests the CID file: a key changed after that may be
+        newer locally than in DICT's snapshot, so its repair is skipped (left to the next verification)
+        instead of risking an older snapshot overwriting it. The sentinel member keeps the set alive
+        while it is empty; the TTL ends a watch whose reconciliation never finished.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(pair.touched)
+            pipe.sadd(pair.touched, "-")
+            pipe.expire(pair.touched, ttl_seconds)
+            await pipe.execute()
+
+    async def end_watch(self, pair: PairKeys) -> None:
+        await self.redis.delete(pair.touched)
+
+    async def add_file_page(self, scratch: Scratch, cids: list[str]) -> None:
+        """One page of DICT's CID file into the round's scratch set (adding a page twice is harmless)."""
+        if not cids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(scratch.dict_cids, *cids)
+            pipe.expire(scratch.dict_cids, self.scratch_ttl_seconds)
+            await pipe.execute()
+
+    async def file_cids(self, scratch: Scratch) -> int:
+        """How many distinct CIDs of DICT's file the scratch set holds."""
+        return int(await self.redis.scard(scratch.dict_cids))
+
+    async def diff(self, scratch: Scratch) -> DiffResult:
+        """DICT-only and local-only CIDs, computed inside Redis into the scratch sets; counts come back."""
+        local = scratch.pair.cids
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sdiffstore(scratch.dict_only, [scratch.dict_cids, local])
+            pipe.sdiffstore(scratch.local_only, [local, scratch.dict_cids])
+            pipe.expire(scratch.dict_only, self.scratch_ttl_seconds)
+            pipe.expire(scratch.local_only, self.scratch_ttl_seconds)
+            dict_only, local_only, *_ = await pipe.execute()
+        return DiffResult(dict_only=int(dict_only), local_only=int(local_only))
+
+    async def to_repair(self, scratch: Scratch, side: RepairSide, count: int) -> list[str]:
+        """Up to `count` CIDs of one side of the diff, left in place until `repaired` (crash safe)."""
+        # With a count, SRANDMEMBER always answers a list (redis-py types the count-less form too).
+        members = await self.redis.srandmember(scratch.side(side), count)
+        return [_text(m) for m in cast(list[bytes | str], members or [])]
+
+    async def repaired(self, scratch: Scratch, side: RepairSide, cid_value: str) -> None:
+        await self.redis.srem(scratch.side(side), cid_value)
+
+    async def left_to_repair(self, scratch: Scratch, side: RepairSide) -> int:
+        return int(await self.redis.scard(scratch.side(side)))
+
+    async def holder_of_cid(self, pair: PairKeys, cid_value: str) -> CidHolder | None:
+        """The key (and entry, when known) holding a CID of the set: how a CID DICT lacks is removed."""
+        found = await self.redis.hget(pair.by_cid, cid_value)
+        if not found:
+            return None
+        kid, _, entry_id = _text(found).partition("|")
+        return CidHolder(key_id=kid, entry_id=entry_id)
+
+    async def repair(
+        self,
+        pair: PairKeys,
+        key_id_: str,
+        expected_state: str,
+        cid_value: str | None,
+        *,
+        entry_id: str = "",
+        outbox: str = "",
+        notification: str = "",
+    ) -> RepairStatus:
+        """Set a key's CID to DICT's (None: remove it) iff no event changed it since `begin_watch` and its
+        state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
+        status, _ = await self._repair(
+            keys=[pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch],
+            args=[
+                key_id_, expected_state, cid_value or "", f"{key_id_}|{entry_id}", notification,
+                self.scratch_ttl_seconds,
+            ],
+        )  # fmt: skip
+        return RepairStatus(_text(status))
+
+    async def outbox_slice(self, scratch: Scratch, count: int) -> list[bytes]:
+        """The oldest `count` notifications waiting in the round's outbox, as the repair wrote them."""
+        raw = await self.redis.lrange(scratch.outbox, 0, count - 1)
+        return [item if isinstance(item, bytes) else item.encode() for item in raw]
+
+    async def trim_outbox(self, scratch: Scratch, count: int) -> None:
+        """Drop the oldest `count` notifications: only once the broker has acknowledged them."""
+        await self.redis.ltrim(scratch.outbox, count, -1)
+
+    async def drop_scratch(self, scratch: Scratch) -> int:
+        return int(await self.redis.delete(*scratch.all_keys))

@@ -1,0 +1,135 @@
+"""Where everything lives in Redis: one place for the pair's keys and a reconciliation's scratch keys.
+
+Per (participant, key type), all under the hash tag `{cid:<participant>:<key type>}`:
+
+    ...:cids        SET    the active CIDs (64 hex chars)
+    ...:vsync       STRING the VSync, 32 raw bytes (kept by BITOP XOR)
+    ...:keys        HASH   key id -> "<sequence, 19 digits>|<cid or empty>"; an empty CID is a tombstone
+    ...:by-cid      HASH   cid -> "<key id>|<entry id>", for every CID in the set
+    ...:mark:<id>   STRING an event's idempotency mark, with a TTL
+    ...:touched     SET    while a reconciliation runs: the key ids changed by events since it began
+    ...:verified    HASH   the last verification with DICT (result, time, id, last OK time)
+    ...:xor         STRING scratch for one BITOP inside a script (never outlives it)
+    ...:recon:<run>:dict | :dict-only | :local-only | :outbox
+                           one reconciliation round's scratch: DICT's CID file, the diff both ways, and
+                           the notifications for core written with each repair (all with a TTL)
+
+Outside any pair: `cidsync:key-secret` holds a fingerprint of the key secret (see `key_id`).
+
+A key id, never the PIX key, names a key: the store holds no personal data but the outbox's entries,
+which wait there for core (with a TTL) as DESIGN.md §5 allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from cidsync.entry import KeyType
+
+SEQUENCE_DIGITS = 19  # 2**63 - 1 has 19 digits: sequences are compared as zero-padded strings in Lua
+DEFAULT_MARK_TTL_SECONDS = 24 * 3600
+# The backstop for everything a reconciliation leaves in Redis (watch, scratch sets, outbox) should it
+# never clean up: longer than any run is expected to last, short enough not to linger.
+RECONCILIATION_TTL_SECONDS = 3 * 24 * 3600
+KEY_SECRET_CHECK = "cidsync:key-secret"
+VSYNC_PATTERN = "{cid:*}:vsync"  # one per pair that ever held a CID
+MARK_PATTERN = "{cid:*}:mark:*"
+
+
+@dataclass(frozen=True)
+class PairKeys:
+    """The Redis keys of one (participant, key type)."""
+
+    participant: str
+    key_type: KeyType
+
+    @property
+    def tag(self) -> str:
+        return f"{{cid:{self.participant}:{self.key_type.value}}}"
+
+    @property
+    def cids(self) -> str:
+        return f"{self.tag}:cids"
+
+    @property
+    def vsync(self) -> str:
+        return f"{self.tag}:vsync"
+
+    @property
+    def states(self) -> str:
+        return f"{self.tag}:keys"
+
+    @property
+    def scratch(self) -> str:
+        return f"{self.tag}:xor"
+
+    @property
+    def by_cid(self) -> str:
+        return f"{self.tag}:by-cid"
+
+    @property
+    def touched(self) -> str:
+        return f"{self.tag}:touched"
+
+    @property
+    def verified(self) -> str:
+        return f"{self.tag}:verified"
+
+    def mark(self, event_id: str) -> str:
+        return f"{self.tag}:mark:{event_id}"
+
+    @classmethod
+    def of_vsync_key(cls, name: str) -> PairKeys:
+        """The pair whose `vsync` key this is (what `VSYNC_PATTERN` finds)."""
+        participant, key_type = name.removeprefix("{cid:").split("}")[0].split(":")
+        return cls(participant, KeyType(key_type))
+
+
+class RepairSide(StrEnum):
+    DICT_ONLY = "dict_only"  # add locally what DICT has
+    LOCAL_ONLY = "local_only"  # remove locally what DICT does not have
+
+
+class Scratch(BaseModel):
+    """The scratch keys of one reconciliation round of one pair (an activity input: names, no data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    run_id: str
+
+    @property
+    def pair(self) -> PairKeys:
+        return PairKeys(self.participant, self.key_type)
+
+    @property
+    def _base(self) -> str:
+        return f"{self.pair.tag}:recon:{self.run_id}"
+
+    @property
+    def dict_cids(self) -> str:
+        return f"{self._base}:dict"
+
+    @property
+    def dict_only(self) -> str:
+        return f"{self._base}:dict-only"
+
+    @property
+    def local_only(self) -> str:
+        return f"{self._base}:local-only"
+
+    def side(self, side: RepairSide) -> str:
+        return self.dict_only if side is RepairSide.DICT_ONLY else self.local_only
+
+    @property
+    def outbox(self) -> str:
+        """Notifications to core, written with each repair, published by `publish_outbox`."""
+        return f"{self._base}:outbox"
+
+    @property
+    def all_keys(self) -> list[str]:
+        return [self.dict_cids, self.dict_only, self.local_only, self.outbox]

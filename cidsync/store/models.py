@@ -1,0 +1,162 @@
+"""What goes into the store and what comes out: the minimal change of an event, and results as counts.
+
+`CIDChange` is everything Temporal sees of an entry event (DESIGN.md §3, §5): ids, the key id (a keyed
+hash, see `key_id`), the CID and the sequence. The starter builds it from the validated event
+(`CIDChange.of_event`); the PIX key, the owner's name and tax id and the account never leave the starter.
+The models validate what they carry, so a change that could only have come from a bug (a delete with a
+CID, a key id that is not a hash) fails where it is made, not inside Redis.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from cidsync.cid import cid, is_cid
+from cidsync.entry import Entry, KeyType, Participant
+from cidsync.events import MAX_SEQUENCE, DeletionType, EntryEvent, EventType
+from cidsync.store.key_id import KeyId, key_id
+
+
+def _check(valid: bool, message: str) -> None:
+    if not valid:
+        raise ValueError(message)
+
+
+def _cid(value: str) -> str:
+    _check(is_cid(value), "a CID must be 64 lowercase hexadecimal digits")
+    return value
+
+
+Cid = Annotated[str, AfterValidator(_cid)]
+
+
+class CIDChange(BaseModel):
+    """One versioned change of a key's CID: `cid` None deletes it (the store keeps a tombstone)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    participant: Participant
+    key_type: KeyType
+    key_id: KeyId
+    cid: Cid | None
+    sequence: int = Field(ge=1, le=MAX_SEQUENCE)
+    event_type: EventType
+    deletion_type: DeletionType | None = None
+    event_id: UUID
+    entry_id: UUID  # kept in the reverse index, so a CID removed by reconciliation names its entry
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CIDChange:
+        deleted = self.event_type is EventType.DELETED
+        _check(deleted == (self.cid is None), "a delete carries no CID, a creation or update carries one")
+        _check(deleted == (self.deletion_type is not None), "a delete, and only a delete, has a deletion type")
+        return self
+
+    @classmethod
+    def of_event(cls, event: EntryEvent, key_secret: bytes) -> CIDChange:
+        """The change a validated event makes: its CID (pure domain code) and its key's id."""
+        return cls._of(event.entry, event.event_type, event.sequence, key_secret, event.event_id, event.deletion_type)
+
+    @classmethod
+    def creation(cls, entry: Entry, *, sequence: int, key_secret: bytes, event_id: UUID | None = None) -> CIDChange:
+        """The change that creates `entry`, outside any event: how a store is seeded from known entries."""
+        return cls._of(entry, EventType.CREATED, sequence, key_secret, event_id or uuid4(), None)
+
+    @classmethod
+    def _of(
+        cls,
+        entry: Entry,
+        event_type: EventType,
+        sequence: int,
+        key_secret: bytes,
+        event_id: UUID,
+        deletion_type: DeletionType | None,
+    ) -> CIDChange:
+        return cls(
+            participant=entry.participant,
+            key_type=entry.key_type,
+            key_id=key_id(key_secret, entry.key_type, entry.key),
+            cid=None if event_type is EventType.DELETED else cid(entry),
+            sequence=sequence,
+            event_type=event_type,
+            deletion_type=deletion_type,
+            event_id=event_id,
+            entry_id=entry.id,
+        )
+
+
+class ApplyStatus(StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"  # an equal or newer sequence was already applied for the key: nothing changed
+
+
+class ApplyResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: ApplyStatus
+    previous_sequence: int | None
+    vsync: str
+
+
+class CIDBatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    changes: list[CIDChange]
+
+
+class BatchResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    applied: int
+    stale: int
+
+
+class RepairStatus(StrEnum):
+    REPAIRED = "repaired"
+    CHANGED = "changed"  # the key changed since the repair was decided: left as it is
+
+
+class CidHolder(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    entry_id: str  # "" when the CID came from an event older than the reverse index's entry ids
+
+
+class LocalVSync(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    vsync: str
+    count: int
+
+
+class VerificationRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    ok: bool
+    at: datetime
+    verification_id: str
+
+
+class PairVerification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    last_result: str | None
+    last_at: datetime | None
+    last_ok_at: datetime | None
+
+
+class DiffResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dict_only: int
+    local_only: int

@@ -1,0 +1,85 @@
+"""The store's Lua scripts: each change is one atomic step, so the invariants hold between any two commands.
+
+(I1) the VSync is the XOR of the set, (I2) a key has at most one current CID, (I3) any permutation and
+duplication of a history gives the state of applying it once in sequence order (DESIGN.md §4).
+Sequences are compared as zero-padded strings, because Lua numbers are doubles and core's sequences
+(nanosecond timestamps) do not fit 53 bits.
+"""
+
+# Shared by both scripts: move a key from one CID to another, keeping the set, the VSync and the
+# reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds.
+# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, `index` the reverse index, `ref` "<key id>|<entry id>".
+MOVE = """
+local function xor_into(cid_hex)
+  local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
+  redis.call('SET', KEYS[4], bin)
+  redis.call('BITOP', 'XOR', KEYS[2], KEYS[2], KEYS[4])
+  redis.call('DEL', KEYS[4])
+end
+local function move(index, ref, old_cid, new_cid)
+  if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
+    xor_into(old_cid)
+    redis.call('HDEL', index, old_cid)
+  end
+  if new_cid ~= '' and redis.call('SADD', KEYS[1], new_cid) == 1 then
+    xor_into(new_cid)
+    redis.call('HSET', index, new_cid, ref)
+  end
+end
+"""
+
+# An event's change: applied only when its sequence is newer than the key's stored one; the idempotency
+# mark is set either way, in the same step; a key changed while a reconciliation watches is recorded.
+# KEYS: set, VSync, states, scratch, mark, reverse index, touched.
+# ARGV: key id, sequence (19 digits), CID or "", mark TTL, entry id.
+APPLY = (
+    MOVE
+    + """
+local state = redis.call('HGET', KEYS[3], ARGV[1])
+local old_sequence, old_cid = '', ''
+if state then
+  old_sequence = string.sub(state, 1, 19)
+  old_cid = string.sub(state, 21)
+  if ARGV[2] <= old_sequence then
+    redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
+    return {'stale', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
+  end
+end
+move(KEYS[6], ARGV[1] .. '|' .. ARGV[5], old_cid, ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('SADD', KEYS[7], ARGV[1])
+end
+return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
+"""
+)
+
+# Reconciliation's repair: make a key's CID what DICT says, but only if no event changed the key since the
+# reconciliation began (the `touched` set, filled by the apply script) and its state is still the one read
+# when the repair was decided (compare-and-set). The key's sequence is kept, so any later event still wins
+# and older ones stay stale: a DICT snapshot never overwrites a newer local change. A repair that happens
+# records its notification to core in the run's outbox in the same step, so none is lost or invented.
+# KEYS: set, VSync, states, scratch, reverse index, touched, outbox.
+# ARGV: key id, expected state, CID or "", index ref, notification (JSON) or "", outbox TTL.
+REPAIR = (
+    MOVE
+    + """
+local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+if state ~= ARGV[2] or redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
+  return {'changed', state}
+end
+local sequence, old_cid = '0000000000000000000', ''
+if state ~= '' then
+  sequence = string.sub(state, 1, 19)
+  old_cid = string.sub(state, 21)
+end
+move(KEYS[5], ARGV[4], old_cid, ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], sequence .. '|' .. ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[7], ARGV[5])
+  redis.call('EXPIRE', KEYS[7], ARGV[6])
+end
+return {'repaired', sequence .. '|' .. ARGV[3]}
+"""
+)

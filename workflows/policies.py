@@ -1,0 +1,52 @@
+"""Timeouts, retry policies and failure types that every workflow shares, in one place.
+
+Failure types are the names activities raise (`ApplicationError.type`), taken from where they are raised
+so a rename cannot split the raiser from the workflow that matches on it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cid_file import CID_FILE_MISMATCH
+    from activities.repair import DICT_INCONSISTENT
+    from cidsync.bridge import errors
+    from cidsync.errors import InvalidInput
+
+__all__ = ["CID_FILE_MISMATCH", "DICT_INCONSISTENT"]
+
+INVALID_INPUT = InvalidInput.__name__
+VALIDATION_ERROR = "ValidationError"  # pydantic's, raised when an activity's input or output is malformed
+RATE_LIMITED = errors.RateLimited.__name__
+INVALID_ARGUMENT = errors.InvalidArgument.__name__
+PERMISSION_DENIED = errors.PermissionDenied.__name__
+RECONCILIATION_FAILED = "ReconciliationFailed"  # how a FAILED reconciliation ends (the result in its details)
+
+# Redis may be down for a while: retry without limit (nothing may be lost), backing off to 30 s.
+# Invalid data can never succeed, so it fails at once.
+STORE_TIMEOUT = timedelta(seconds=10)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=[INVALID_INPUT, VALIDATION_ERROR],
+)
+
+# DICT calls: transient failures retried with backoff for up to an hour, then the run gives up (FAILED)
+# and the next scheduled run tries again. A rate limit's retry-after sets the next attempt's delay.
+BRIDGE_CALL = timedelta(seconds=30)
+BRIDGE_GIVE_UP = timedelta(hours=1)
+BRIDGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=[INVALID_ARGUMENT, PERMISSION_DENIED],
+)
+
+# Notices to core (`core-events`): small, retried until the broker takes them.
+NOTICE_TIMEOUT = timedelta(seconds=30)
+NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
