@@ -18,8 +18,8 @@ from cidsync.bridge.models import FileStatus
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType, Outcome
-from cidsync.entry import Entry, KeyType
-from cidsync.naming import OUTCOME
+from cidsync.entry import Entry, KeyType, PairRef
+from cidsync.naming import OUTCOME, reconcile_workflow_id
 from starters.reconciliation import start_reconciliation
 from tests.e2e.reconciliation import (
     Running,
@@ -29,7 +29,8 @@ from tests.e2e.reconciliation import (
     seed_pair,
     until,
 )
-from workflows.reconcile_vsync import ReconcileInput
+from workflows.reconcile_vsync import Decision, ReconcileInput, ReconcileVSync
+from workflows.verify_all import VerifyAllInput, VerifyAllPairs
 
 KEY_TYPE = KeyType.EVP
 
@@ -127,6 +128,30 @@ async def test_a_second_trigger_joins_the_running_reconciliation(
     again = await start_reconciliation(temporal_env.client, request, running.queue)  # a new run once done
     assert again.result_run_id != first.result_run_id
     assert (await again.result()).outcome is Outcome.OK
+
+
+async def test_the_scheduled_run_joins_a_running_reconciliation_and_starts_the_others(
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """VerifyAllPairs starts each pair's run as an abandoned child; one already running (here, waiting for
+    an operator) is joined, not doubled, and is left to finish after the scheduled run has ended."""
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 20, seed=107))
+    await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=9)
+    waiting = ReconcileInput(participant=participant, key_type=KEY_TYPE, divergence_threshold=0,
+                             poll_initial=timedelta(seconds=0.2))  # fmt: skip
+    pending = await start_reconciliation(temporal_env.client, waiting, running.queue)
+    await until(pending, lambda p: p.awaiting_approval)
+    pairs = [PairRef(participant=participant, key_type=k) for k in (KEY_TYPE, KeyType.CPF)]
+    result = await temporal_env.client.execute_workflow(
+        VerifyAllPairs.run, VerifyAllInput(pairs=pairs), id=f"verify-all-{uuid.uuid4()}", task_queue=running.queue
+    )
+    assert result.joined == [pending.id]
+    assert result.started == [reconcile_workflow_id(participant, KeyType.CPF)]
+    started = temporal_env.client.get_workflow_handle_for(ReconcileVSync.run, result.started[0])
+    assert (await started.result()).outcome is Outcome.OK  # outlives its parent (ABANDON)
+    assert (await pending.describe()).run_id == pending.result_run_id  # the same run, still waiting
+    await pending.execute_update(ReconcileVSync.approve, Decision(operator="ana"))
+    assert (await pending.result()).outcome is Outcome.REPAIRED
 
 
 async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothing(

@@ -1,0 +1,364 @@
+"""Personal data never reaches Temporal, the logs or the metrics (DESIGN.md §5), proven on the real stack.
+
+A stack of its own, as `cidsync dev up` starts it (Temporal with its log, Pulsar, Redis, the DICT
+simulator), plus a worker and two starters (per-event and batch) as real `cidsync` processes logging at
+debug level. Entries with distinctive personal values (names, tax ids, keys of every type, accounts) flow
+through both modes, including updates, an IMMEDIATE delete and a WAITING_PERIOD delete that waits and
+applies; then DICT alone holds entries of another participant, and `cidsync reconcile --wait` adds them
+locally (and tells core, which may and does receive them).
+
+Then everything Temporal keeps is read through its API and decoded: every workflow's full history (every
+payload decoded by the data converter, every string of every event), its description (memo, search
+attributes, summaries, pending activities), and its current details; plus every process's log, the
+worker's metrics endpoint and the CLI's output. None holds any of the personal values, nor a payload with
+a personal field's name. Positive controls show the search would find them: the values are on the
+`core-events` topic (where they may be), and the decoded inputs do hold each change's key id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pulsar
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.enums.v1 import EventType as HistoryEventType
+from temporalio.api.query.v1 import WorkflowQuery
+from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.devstack.processes import Launched, free_port
+from cidsync.devstack.servers import start_role
+from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec, WorkerSpec
+from cidsync.devstack.stack import StackState, down, up
+from cidsync.entry import AccountType, Entry, KeyType, OwnerType
+from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.producer import EntryEventProducer, build_event
+from cidsync.pulsar_client import pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.key_id import key_id
+from cidsync.topics import Topics
+from tests.cli_runner import cidsync
+from tests.e2e.harness import expected_vsyncs, local_vsyncs
+
+SECRET = "personal-data-test-secret"
+QUEUE = "pii"
+PER_EVENT, BATCH = "public/pii-per-event", "public/pii-batch"
+WAITING_PERIOD_SECONDS = 3
+# The entry's personal fields (DESIGN.md §5): no decoded payload may even name them.
+PERSONAL_FIELDS = {"key", "owner_name", "owner_trade_name", "owner_tax_id", "account_number", "branch", "entry"}
+
+
+def canary(n: int, participant: str, key_type: KeyType) -> Entry:
+    """An entry whose every personal value is distinctive: found anywhere, it can only have come from here."""
+    legal = key_type is KeyType.CNPJ or (key_type is not KeyType.CPF and n % 3 == 0)
+    tax_id = f"{'98' if legal else '97'}{'4' * 3}{n:0{9 if legal else 6}d}"
+    keys = {
+        KeyType.CPF: tax_id,
+        KeyType.CNPJ: tax_id,
+        KeyType.PHONE: f"+5561988{n:06d}",
+        KeyType.EMAIL: f"canario.pessoal.{n}@exemplo-sigiloso.com.br",
+        KeyType.EVP: str(uuid.UUID(int=0xC0FFEE_0000_0000_0000_0000_0000_0000 + n, version=4)),
+    }
+    return Entry(
+        id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        key_type=key_type,
+        key=keys[key_type],
+        participant=participant,
+        branch=f"{n % 10_000:04d}",
+        account_number=f"8086{n:012d}",
+        account_type=AccountType.CACC,
+        account_opened_at=datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC),
+        owner_type=OwnerType.LEGAL_PERSON if legal else OwnerType.NATURAL_PERSON,
+        owner_name=f"Zuleica Canária Sigilosa {n}" if not legal else f"Empresa Canária Sigilosa {n} S.A.",
+        owner_trade_name=f"Fantasia Canária {n}" if legal else None,
+        owner_tax_id=tax_id,
+    )
+
+
+def personal_values(entries: Iterable[Entry]) -> set[str]:
+    """What must never leave the allowed places. The branch (4 digits) is checked by field name only:
+    as a value it is too short to tell from any other number."""
+    values: set[str] = set()
+    for e in entries:
+        values |= {e.key, e.owner_name, e.owner_tax_id, e.account_number}
+        if e.owner_trade_name:
+            values.add(e.owner_trade_name)
+    return values
+
+
+@dataclass
+class Corpus:
+    """Every text read back, by where it came from."""
+
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    payload_fields: set[str] = field(default_factory=set)
+
+    def add(self, where: str, text: str) -> None:
+        self.texts.setdefault(where, []).append(text)
+
+    def where(self, value: str) -> list[str]:
+        forms = {value, json.dumps(value)[1:-1]}  # as written, and as JSON escapes it (\u00e1 for á)
+        return sorted({w for w, texts in self.texts.items() for t in texts for f in forms if f in t})
+
+
+def _json_fields(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield str(name)
+            yield from _json_fields(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _json_fields(inner)
+
+
+def read_message(message: Message, where: str, corpus: Corpus) -> None:
+    """Every string and bytes field of a Temporal API message, recursively; every payload decoded."""
+    if isinstance(message, Payload):
+        corpus.add(where, message.data.decode("utf-8", "replace"))
+        for name, raw in message.metadata.items():
+            corpus.add(where, f"{name}={raw.decode('utf-8', 'replace')}")
+        if message.data:
+            value = pydantic_data_converter.payload_converter.from_payloads([message])[0]
+            corpus.add(where, json.dumps(value, ensure_ascii=False, default=str))
+            corpus.payload_fields |= set(_json_fields(value))
+        return
+    for descriptor, value in message.ListFields():
+        if descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+                for name, inner in value.items():
+                    corpus.add(where, str(name))
+                    if isinstance(inner, Message):
+                        read_message(inner, where, corpus)
+                    else:
+                        corpus.add(where, str(inner))
+            elif descriptor.is_repeated:
+                for inner in value:
+                    read_message(inner, where, corpus)
+            else:
+                read_message(value, where, corpus)
+        elif descriptor.type == FieldDescriptor.TYPE_STRING:
+            for text in value if descriptor.is_repeated else [value]:
+                corpus.add(where, text)
+        elif descriptor.type == FieldDescriptor.TYPE_BYTES:
+            for raw in value if descriptor.is_repeated else [value]:
+                corpus.add(where, raw.decode("utf-8", "replace"))
+
+
+async def read_temporal(client: Client, corpus: Corpus) -> dict[str, list[Any]]:
+    """Every workflow of the namespace: history, description and current details. Returns the histories
+    by workflow type."""
+    by_type: dict[str, list[Any]] = {}
+    async for listed in client.list_workflows():
+        handle = client.get_workflow_handle(listed.id, run_id=listed.run_id)
+        where = f"temporal:{listed.workflow_type}:{listed.id}"
+        corpus.add(where, listed.id)
+        history = await handle.fetch_history()
+        for event in history.events:
+            read_message(event, where, corpus)
+        read_message((await handle.describe()).raw_description, where, corpus)
+        metadata = await client.workflow_service.query_workflow(  # the current details, among others
+            QueryWorkflowRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=listed.id, run_id=listed.run_id),
+                query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
+            )
+        )
+        read_message(metadata, where, corpus)
+        by_type.setdefault(listed.workflow_type, []).append(history)
+    return by_type
+
+
+@dataclass
+class Stack:
+    root: Path
+    state: StackState
+    metrics: str
+    roles: list[Launched]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"CIDSYNC_STATE_DIR": str(self.root / "state"), "CIDSYNC_KEY_SECRET": SECRET,
+                "CIDSYNC_TASK_QUEUE": QUEUE}  # fmt: skip
+
+    def logs(self) -> Iterator[Path]:
+        yield from sorted((self.root / "state" / "logs").glob("*.log"))
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    spec = StackSpec(
+        state_dir=tmp_path / "state",
+        temporal=TemporalSpec(
+            port=0, ui_port=None, log_level="info", search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES}
+        ),
+        pulsar=PulsarSpec(port=0, data_dir=tmp_path / "pulsar"),
+        redis=RedisSpec(port=0, data_dir=tmp_path / "redis", appendonly=False),
+        bridge=BridgeSpec(port=0, file_delay_seconds=0.2),
+        worker=WorkerSpec(enabled=False),
+        starter=StarterSpec(enabled=False),
+    )
+    state = await asyncio.to_thread(up, spec, tmp_path / "temporal-dev.yaml")
+    metrics = f"127.0.0.1:{free_port()}"
+    logs = tmp_path / "state" / "logs"
+    common = {"CIDSYNC_KEY_SECRET": SECRET, "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_SECONDS / 86_400)}
+    roles = []
+    try:
+        roles.append(start_role("worker", ["--task-queue", QUEUE, "--log-level", "debug", "--metrics-bind", metrics],
+                                state_dir=spec.state_dir, env=common, log=logs / "worker.log"))  # fmt: skip
+        for name, namespace, mode in (("starter-per-event", PER_EVENT, "per-event"), ("starter-batch", BATCH, "batch")):
+            options = ["--task-queue", QUEUE, "--log-level", "debug", "--mode", mode, "--subscription", name]
+            roles.append(start_role("starter", options, state_dir=spec.state_dir, log=logs / f"{name}.log",
+                                    env={**common, "CIDSYNC_PULSAR_NAMESPACE": namespace}))  # fmt: skip
+        yield Stack(tmp_path, state, metrics, roles)
+    finally:
+        for role in reversed(roles):
+            role.stop()
+        await asyncio.to_thread(down, spec.state_dir)
+        shutil.rmtree(tmp_path / "pulsar", ignore_errors=True)
+
+
+def history_of(entries: list[Entry], first_sequence: int) -> list[EntryEvent]:
+    """Creations, an update of every other entry (new name and account: a new CID), an IMMEDIATE delete
+    and a WAITING_PERIOD delete."""
+    events, sequence = [], first_sequence
+    for n, entry in enumerate(entries):
+        events.append(build_event(EventType.CREATED, entry, "user-pii", sequence=(sequence := sequence + 1)))
+        if n % 2:
+            moved = entry.model_copy(update={"account_number": entry.account_number[:-1] + "9",
+                                             "owner_name": entry.owner_name + " Atualizada"})  # fmt: skip
+            events.append(build_event(EventType.UPDATED, moved, "user-pii", sequence=(sequence := sequence + 1)))
+    for entry, deletion in zip(entries[:2], (DeletionType.IMMEDIATE, DeletionType.WAITING_PERIOD), strict=True):
+        events.append(build_event(EventType.DELETED, entry, "user-pii", deletion_type=deletion,
+                                  sequence=(sequence := sequence + 1)))  # fmt: skip
+    return events
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+async def wait_until_applied(store: CIDStore, participants: list[str], expected: object) -> None:
+    async with asyncio.timeout(120):
+        while await local_vsyncs(store, participants) != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.25)
+
+
+async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) -> None:
+    ingested, from_dict = f"{random.randrange(10**8):08d}", f"{random.randrange(10**8):08d}"
+    per_event_entries = [canary(n, ingested, k) for n, k in enumerate(list(KeyType) * 2)]
+    batch_entries = [canary(100 + n, ingested, k) for n, k in enumerate(list(KeyType) * 2)]
+    dict_entries = [canary(200 + n, from_dict, k) for n, k in enumerate([KeyType.EMAIL, KeyType.CPF] * 3)]
+    per_event, batch = history_of(per_event_entries, 1_000), history_of(batch_entries, 2_000)
+    all_entries = [e.entry for e in per_event + batch] + dict_entries
+    values = personal_values(all_entries)
+    cli_output: list[str] = []
+
+    # Ingestion, both modes.
+    for namespace, events in ((PER_EVENT, per_event), (BATCH, batch)):
+        async with EntryEventProducer(pulsar_client(stack.state.pulsar_url or ""), topics=Topics(namespace=namespace),
+                                      owns_client=True) as producer:  # fmt: skip
+            await producer.start()
+            for event in events:
+                await producer.publish_event(event)
+    store = CIDStore(redis_client(stack.state.redis_url or ""), SECRET.encode())
+    try:
+        await wait_until_applied(store, [ingested], expected_vsyncs(per_event + batch))
+    finally:
+        await store.close()
+
+    # Reconciliation: DICT alone holds `from_dict`'s entries; two runs add them locally and tell core.
+    assert stack.state.bridge_address is not None
+    async with SimulatorAdmin(stack.state.bridge_address) as admin:
+        await admin.load(dict_entries)
+    core = pulsar_client(stack.state.pulsar_url or "")
+    consumer = await core.subscribe(Topics().full(Topics().core_events), "pii-core",
+                                    initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    for key_type in ("EMAIL", "CPF"):
+        run = await asyncio.to_thread(cidsync, "reconcile", "--participant", from_dict, "--key-type", key_type,
+                                      "--wait", env=stack.env)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        outcome = json.loads(run.stdout)
+        assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)
+        cli_output += [run.stdout, run.stderr]
+        progress = await asyncio.to_thread(cidsync, "reconcile", "progress", outcome["workflow_id"], env=stack.env)
+        assert progress.returncode == 0, progress.stderr
+        cli_output += [progress.stdout, progress.stderr]
+    shown = await asyncio.to_thread(cidsync, "vsync", "--json", env=stack.env)
+    cli_output += [shown.stdout, shown.stderr]
+    core_texts: list[str] = []
+    async with asyncio.timeout(30):
+        while len(core_texts) < 6 + 2:  # 6 entries added, 2 completions
+            message = await consumer.receive()
+            await consumer.acknowledge(message)
+            core_texts.append(message.data().decode())
+    await core.close()
+
+    # Read back everything Temporal keeps, every log, the metrics and the CLI's output.
+    corpus = Corpus()
+    client = await Client.connect(stack.state.temporal_address or "", data_converter=pydantic_data_converter)
+    histories = await read_temporal(client, corpus)
+    metrics = await asyncio.to_thread(scrape, f"http://{stack.metrics}/metrics")
+    corpus.add("worker metrics", metrics)
+    for text in cli_output:
+        corpus.add("cli", text)
+    for role in stack.roles:
+        role.stop()  # flushed and closed: their logs are complete
+    for log in stack.logs():
+        corpus.add(f"log:{log.name}", log.read_text(errors="replace"))
+
+    # Not vacuous: every kind of run is there, the WAITING_PERIOD delete waited on a durable timer, and the
+    # reconciliations repaired; the metrics are Temporal's; the logs were written at debug level.
+    kinds = {name: len(found) for name, found in histories.items()}
+    assert kinds.get("CreateCID") == len(per_event_entries)
+    assert kinds.get("UpdateCID") == len(per_event_entries) // 2
+    assert kinds.get("DeleteCID") == 3  # two per-event, and batch mode's WAITING_PERIOD delete (never batched)
+    assert kinds.get("ApplyCIDBatch", 0) >= 1
+    assert kinds.get("ReconcileVSync") == 2
+    timers = [
+        e for h in histories["DeleteCID"] for e in h.events if e.event_type == HistoryEventType.EVENT_TYPE_TIMER_FIRED
+    ]
+    assert timers
+    assert "temporal_" in metrics
+    assert any("DEBUG" in text for text in corpus.texts["log:worker.log"])
+    assert {"log:temporal.log", "log:starter-per-event.log", "log:starter-batch.log", "log:bridge.log"} <= set(
+        corpus.texts
+    )
+    # Positive controls: the values did flow (core received the reconciled entries, as it may), and the
+    # decoded inputs carry each change's key id: a leak would have been found.
+    core_corpus = Corpus({"core-events": core_texts})
+    assert all(core_corpus.where(value) for value in personal_values(dict_entries))
+    temporal_texts = {w: t for w, t in corpus.texts.items() if w.startswith("temporal:")}
+    decoded = Corpus(temporal_texts)
+    for entry in per_event_entries:
+        assert decoded.where(key_id(SECRET.encode(), entry.key_type, entry.key)), entry.id
+
+    # An operator finds a key's runs without the key: its key id (`cidsync key-id`), or the entry id.
+    entry = per_event_entries[3]  # created, then updated (0 and 1 are deleted)
+    named = await asyncio.to_thread(cidsync, "key-id", "--key-type", entry.key_type.value, stdin=entry.key,
+                                    env=stack.env)  # fmt: skip
+    by_key = [w.workflow_type async for w in client.list_workflows(f'CidKeyId="{named.stdout.strip()}"')]
+    by_entry = [w.workflow_type async for w in client.list_workflows(f'CidEntryId="{entry.id}"')]
+    assert sorted(by_key) == sorted(by_entry) == ["CreateCID", "UpdateCID"]
+
+    leaks = {value: corpus.where(value) for value in values}
+    assert {value: where for value, where in leaks.items() if where} == {}
+    assert corpus.payload_fields & PERSONAL_FIELDS == set()
