@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 
 from cidsync.entry import PARTICIPANT
@@ -41,6 +42,9 @@ DEFAULTS: Mapping[str, str] = {
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
 STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
+# How long the worker and the starter keep trying to reach Temporal and Redis when they start before
+# those answer (a restart of the whole stack, a rolling deploy); one-shot commands fail fast.
+ROLE_CONNECT_WAIT = timedelta(minutes=5)
 
 
 class NotConfigured(RuntimeError):

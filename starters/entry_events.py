@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pulsar
@@ -38,7 +38,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from cidsync.config import Settings
+from cidsync.config import ROLE_CONNECT_WAIT, Settings
 from cidsync.errors import InvalidInput
 from cidsync.events import DeletionType, EventType, parse_event_json
 from cidsync.naming import (
@@ -140,10 +140,10 @@ class EntryEventStarter:
                 f"namespace {self.temporal.namespace} lacks the search attributes {', '.join(missing)}: {commands}"
             )
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, connect_wait: timedelta = ROLE_CONNECT_WAIT) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
         await self.check_search_attributes()
-        await self.store.check_key_secret()
+        await self.store.check_key_secret(wait=connect_wait)
         kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
         self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         self._consumer = await self.pulsar.subscribe(

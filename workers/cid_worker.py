@@ -25,7 +25,7 @@ from activities.cid_store import StoreActivities
 from activities.core_events import CoreEventsPublisher
 from activities.repair import RepairActivities
 from cidsync.bridge.client import BridgeClient, ClientTls
-from cidsync.config import Settings
+from cidsync.config import ROLE_CONNECT_WAIT, Settings
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
@@ -112,7 +112,7 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
     pulsar = pulsar_client(settings.require("pulsar_url"))
     try:
-        await store.check_key_secret()
+        await store.check_key_secret(wait=ROLE_CONNECT_WAIT)
         publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
         worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
         async with worker:

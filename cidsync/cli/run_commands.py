@@ -14,13 +14,10 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from cidsync.config import Settings, load_settings
+from cidsync.config import ROLE_CONNECT_WAIT, Settings, load_settings
 from cidsync.entry import KeyType
 from starters.options import Mode, StarterConfig
 from workers.options import WorkerOptions
-
-# How long the worker and the starter keep trying to reach Temporal when they start before it answers.
-ROLE_CONNECT_WAIT = timedelta(minutes=5)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -9,12 +9,17 @@ The client must not decode responses: the VSync is raw bytes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from cidsync.cid import ZERO_VSYNC
@@ -44,6 +49,8 @@ from cidsync.store.models import (
     VerificationRecord,
 )
 from cidsync.store.scripts import APPLY, REPAIR
+
+logger = logging.getLogger(__name__)
 
 
 def _vsync_hex(raw: bytes | str | None) -> str:
@@ -79,15 +86,27 @@ class CIDStore:
     def key_id(self, key_type: KeyType, key: str) -> str:
         return key_id(self.key_secret, key_type, key)
 
-    async def check_key_secret(self) -> None:
+    async def check_key_secret(self, *, wait: timedelta = timedelta(0)) -> None:
         """Record this secret's fingerprint on first use; refuse to go on if the store knows another.
 
         Every role calls this at start: a starter and a worker with different secrets would give one PIX
-        key two key ids (two current CIDs, a wrong VSync), and nothing else would notice.
+        key two key ids (two current CIDs, a wrong VSync), and nothing else would notice. A role may
+        start while Redis is briefly away (a restart of the whole stack): it keeps asking for `wait`.
         """
         mine = fingerprint(self.key_secret)
-        await self.redis.set(KEY_SECRET_CHECK, mine, nx=True)
-        stored = await self.redis.get(KEY_SECRET_CHECK)
+        deadline = time.monotonic() + wait.total_seconds()
+        delay = 0.5
+        while True:
+            try:
+                await self.redis.set(KEY_SECRET_CHECK, mine, nx=True)
+                stored = await self.redis.get(KEY_SECRET_CHECK)
+                break
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("Redis does not answer (%s); trying again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         if stored is not None and _text(stored) != mine:
             raise KeySecretMismatch(
                 f"CIDSYNC_KEY_SECRET differs from the one this store was built with (fingerprint "

@@ -136,7 +136,9 @@ async def test_the_scheduled_run_joins_a_running_reconciliation_and_starts_the_o
     """VerifyAllPairs starts each pair's run as an abandoned child; one already running (here, waiting for
     an operator) is joined, not doubled, and is left to finish after the scheduled run has ended."""
     await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 20, seed=107))
-    await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=9)
+    # DICT's keys are global: a seed of its own, so the added entries are no other test's (the CLI's tests
+    # load `--synthetic` with seed 9).
+    await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=40_000 + uuid.uuid4().int % 10_000)
     waiting = ReconcileInput(participant=participant, key_type=KEY_TYPE, divergence_threshold=0,
                              poll_initial=timedelta(seconds=0.2))  # fmt: skip
     pending = await start_reconciliation(temporal_env.client, waiting, running.queue)
