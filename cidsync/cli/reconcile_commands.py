@@ -49,6 +49,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
     from cidsync.temporal_client import connect
     from starters.reconciliation import start_reconciliation
+    from workflows.policies import RECONCILIATION_FAILED
     from workflows.reconcile_vsync import Decision, ReconcileInput, ReconcileResult, ReconcileVSync
 
     settings = _settings(args)
@@ -81,7 +82,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
         result: ReconcileResult = await handle.result()
     except WorkflowFailureError as failure:
         cause = failure.cause
-        if isinstance(cause, ApplicationError) and cause.type == "ReconciliationFailed" and cause.details:
+        if isinstance(cause, ApplicationError) and cause.type == RECONCILIATION_FAILED and cause.details:
             print(json.dumps(cause.details[0]))
             print(f"cidsync: {cause.message}", file=sys.stderr)
         else:
