@@ -6,7 +6,8 @@ For each message:
 - else it becomes its minimal change (`CIDChange.of_event`: ids, the key's keyed hash, the CID, the
   sequence). The entry itself, with its personal data, goes no further than this process's memory:
   Temporal sees the change only (DESIGN.md §5);
-- its idempotency mark is in Redis: it was applied already; ack;
+- its idempotency mark is in Redis: it was applied already; ack (in batch mode the marks of a whole
+  batch are looked up in one pipelined round trip, just before its start);
 - else start its workflow with the deterministic id (USE_EXISTING + REJECT_DUPLICATE) and ack only once
   Temporal has accepted the start; "already started" is accepted too;
 - Temporal or Redis unavailable: nack after a backoff that doubles with each redelivery, and after
@@ -215,13 +216,13 @@ class EntryEventStarter:
         except InvalidInput as error:
             await self._dead_letter(message, error.summary())
             return
+        if self.config.mode is Mode.BATCH and change.deletion_type is not DeletionType.WAITING_PERIOD:
+            await self._add_to_batch(message, change)  # its mark is checked with the whole batch's
+            return
         try:
             if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
                 self.stats.already_marked += 1
                 await self._consumer.acknowledge(message)
-                return
-            if self.config.mode is Mode.BATCH and change.deletion_type is not DeletionType.WAITING_PERIOD:
-                await self._add_to_batch(message, change)
                 return
             await self._start(change)
             await self._consumer.acknowledge(message)
@@ -310,28 +311,36 @@ class EntryEventStarter:
             self._slots.release()
 
     async def _start_batch(self, batch: list[tuple[pulsar.Message, CIDChange]]) -> None:
+        """Drop what is marked applied (one pipelined look-up for the whole batch), start one run for the
+        rest, then ack them all. On a transient failure nothing is acked and every message is retried."""
         assert self._consumer is not None
-        changes = [change for _, change in batch]
         try:
-            try:
-                await self.temporal.start_workflow(
-                    ApplyCIDBatch.run,
-                    CIDBatch(changes=changes),
-                    id=batch_workflow_id(changes),
-                    task_queue=self.config.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    static_summary=f"batch of {len(changes)} entry events",
-                )
-                self.stats.batches += 1
-            except WorkflowAlreadyStartedError:
-                self.stats.already_started += 1
+            marked = await self.store.marked([change for _, change in batch])
+            changes = [change for (_, change), done in zip(batch, marked, strict=True) if not done]
+            if changes:
+                await self._start_changes(changes)
         except TRANSIENT as error:
             for message, _ in batch:
                 await self._retry_later(message, error)
             return
+        self.stats.already_marked += sum(marked)
         for message, _ in batch:
             await self._consumer.acknowledge(message)
+
+    async def _start_changes(self, changes: list[CIDChange]) -> None:
+        try:
+            await self.temporal.start_workflow(
+                ApplyCIDBatch.run,
+                CIDBatch(changes=changes),
+                id=batch_workflow_id(changes),
+                task_queue=self.config.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"batch of {len(changes)} entry events",
+            )
+            self.stats.batches += 1
+        except WorkflowAlreadyStartedError:
+            self.stats.already_started += 1
 
 
 async def run_starter(temporal: Client, settings: Settings, config: StarterConfig, stop: asyncio.Event) -> StarterStats:

@@ -23,5 +23,5 @@ class StarterConfig:
     backoff_max: timedelta = timedelta(seconds=60)
     waiting_period: timedelta = timedelta(days=30)
     mode: Mode = Mode.PER_EVENT
-    batch_max_events: int = 100
+    batch_max_events: int = 500
     batch_max_wait: timedelta = timedelta(milliseconds=200)

@@ -25,7 +25,10 @@ class ApplyCIDBatch:
     async def run(self, batch: CIDBatch) -> BatchResult:
         if any(c.deletion_type is DeletionType.WAITING_PERIOD for c in batch.changes):
             raise ApplicationError("a WAITING_PERIOD delete cannot be batched", type=INVALID_INPUT, non_retryable=True)
-        result = await workflow.execute_activity_method(
+        # A local activity: the apply runs in this worker, straight after the workflow task, with no
+        # activity task through the server and no second copy of the batch in history (only the result
+        # is recorded). The server is what limits ingestion here (PERF.md); retries are the same policy.
+        result = await workflow.execute_local_activity_method(
             StoreActivities.apply_batch, batch, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
         )
         workflow.set_current_details(f"{len(batch.changes)} events: {result.applied} applied, {result.stale} stale")

@@ -173,6 +173,13 @@ class CIDStore:
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def marked(self, changes: Sequence[CIDChange]) -> list[bool]:
+        """Whether each change's event is marked applied: one pipelined round trip for all of them."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                pipe.exists(PairKeys(change.participant, change.key_type).mark(str(change.event_id)))
+            return [bool(found) for found in await pipe.execute()]
+
     async def is_marked(self, participant: str, key_type: KeyType, event_id: str) -> bool:
         return bool(await self.redis.exists(PairKeys(participant, key_type).mark(event_id)))
 
