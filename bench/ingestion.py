@@ -10,6 +10,9 @@ IMMEDIATE ones, since they would wait 30 days.
 
 - burst: N events published as fast as possible; events/s = N / (last applied - first published).
 - steady: R events/s for S seconds; latency p50/p99 from each event's broker ack to its mark.
+
+After the burst it prints the CPU-seconds each process spent (the stack's, and this one's publishing),
+per event too: where the time goes when every part shares the machine's two cores.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from cidsync.config import load_settings
 from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
-from cidsync.devstack.stack import down, up
+from cidsync.devstack.stack import StackState, down, up
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.producer import EntryEventProducer, build_event
@@ -113,6 +118,26 @@ async def measure(
     }
 
 
+class CpuSeconds:
+    """CPU-seconds each process of the stack (and this one, the publisher) spends while a measurement runs:
+    where the time goes when everything shares the machine's two cores."""
+
+    def __init__(self, state: StackState) -> None:
+        self.processes = {name: psutil.Process(service.pid) for name, service in state.services.items()}
+        self.processes["bench"] = psutil.Process()
+        self.before = {name: self._spent(p) for name, p in self.processes.items()}
+
+    @staticmethod
+    def _spent(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    def report(self, events: int) -> str:
+        spent = {name: self._spent(p) - self.before[name] for name, p in self.processes.items()}
+        return ", ".join(f"{name} {seconds:.1f} s ({seconds / events * 1e6:.0f} us/event)"
+                         for name, seconds in sorted(spent.items(), key=lambda item: -item[1]))  # fmt: skip
+
+
 def run_mode(mode: str, burst: int, rate: float, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = stack_spec(Path(tmp), mode)
@@ -121,11 +146,13 @@ def run_mode(mode: str, burst: int, rate: float, seconds: float) -> None:
             settings = load_settings({}, dev_endpoints=state.endpoints())
             pulsar_url, redis_url = settings.require("pulsar_url"), settings.require("redis_url")
             time.sleep(3)  # the worker and starter connect
+            cpu = CpuSeconds(state)
             burst_result = asyncio.run(measure(pulsar_url, redis_url, state.pulsar_namespace, events(burst, 1), 0))
             print(
                 f"{mode:<9} burst  {burst_result['events']:>6} events: {burst_result['events_per_s']:7.1f} events/s "
                 f"(latency under backlog p50 {burst_result['p50_ms']:.0f} ms, p99 {burst_result['p99_ms']:.0f} ms)"
             )
+            print(f"          CPU during the burst: {cpu.report(burst)}")
             steady = asyncio.run(measure(pulsar_url, redis_url, state.pulsar_namespace,
                                          events(int(rate * seconds), 2), rate))  # fmt: skip
             print(f"{mode:<9} steady {steady['events']:>6} events at {rate:g}/s: publish->applied "

@@ -11,6 +11,7 @@ Temporal client needs no close.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,12 @@ def build_worker(
 ) -> Worker:
     """Ingestion only when `reconciliation` is None (tests of the ingestion path need nothing more)."""
     workflows = INGESTION_WORKFLOWS + (RECONCILIATION_WORKFLOWS if reconciliation else [])
+    # The Worker loads each workflow module in the sandbox to validate it. On Python 3.11 a garbage cycle
+    # whose finalizer imports `warnings` (a never-awaited coroutine), collected during that load, re-enters
+    # CPython's module lock and fails validation with "KeyError: <thread id>" (sdk-python #585, fix not
+    # released: #1833; CPython fixed its side in 3.12). Seen once in the suite, at a test's worker start.
+    # Collecting pending garbage first, outside the sandbox, removes that trigger.
+    gc.collect()
     return Worker(
         client,
         task_queue=task_queue,
