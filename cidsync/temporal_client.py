@@ -11,9 +11,6 @@ exiting at once. One-shot commands fail fast.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +20,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cidsync.config import Settings
-
-logger = logging.getLogger(__name__)
+from cidsync.patience import until_answered
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
@@ -47,15 +43,10 @@ async def connect(
     options["namespace"] = settings.temporal_namespace
     if identity:
         options["identity"] = identity
-    deadline = time.monotonic() + wait.total_seconds()
-    delay = 0.5
-    while True:
-        try:
-            return await Client.connect(**options, data_converter=pydantic_data_converter)
-        except RuntimeError as error:  # what the SDK raises when it cannot reach the server
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning("Temporal at %s does not answer (%s); trying again in %.1f s",
-                           options["target_host"], error, delay)  # fmt: skip
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    # RuntimeError: what the SDK raises when it cannot reach the server.
+    return await until_answered(
+        f"Temporal at {options['target_host']}",
+        lambda: Client.connect(**options, data_converter=pydantic_data_converter),
+        (RuntimeError,),
+        wait,
+    )

@@ -12,12 +12,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cid_file import CID_FILE_MISMATCH
-    from activities.repair import DICT_INCONSISTENT
+    # Re-exported: the names are defined where they are raised.
+    from activities.cid_file import CID_FILE_MISMATCH as CID_FILE_MISMATCH
+    from activities.repair import DICT_INCONSISTENT as DICT_INCONSISTENT
     from cidsync.bridge import errors
     from cidsync.errors import InvalidInput
-
-__all__ = ["CID_FILE_MISMATCH", "DICT_INCONSISTENT"]
 
 INVALID_INPUT = InvalidInput.__name__
 VALIDATION_ERROR = "ValidationError"  # pydantic's, raised when an activity's input or output is malformed

@@ -9,9 +9,6 @@ The client must not decode responses: the VSync is raw bytes.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -24,6 +21,7 @@ from redis.typing import EncodableT, FieldT
 
 from cidsync.cid import ZERO_VSYNC
 from cidsync.entry import KeyType
+from cidsync.patience import until_answered
 from cidsync.store.key_id import KeySecretMismatch, fingerprint, key_id
 from cidsync.store.layout import (
     DEFAULT_MARK_TTL_SECONDS,
@@ -49,8 +47,6 @@ from cidsync.store.models import (
     VerificationRecord,
 )
 from cidsync.store.scripts import APPLY, REPAIR
-
-logger = logging.getLogger(__name__)
 
 
 def _vsync_hex(raw: bytes | str | None) -> str:
@@ -94,19 +90,13 @@ class CIDStore:
         start while Redis is briefly away (a restart of the whole stack): it keeps asking for `wait`.
         """
         mine = fingerprint(self.key_secret)
-        deadline = time.monotonic() + wait.total_seconds()
-        delay = 0.5
-        while True:
-            try:
-                await self.redis.set(KEY_SECRET_CHECK, mine, nx=True)
-                stored = await self.redis.get(KEY_SECRET_CHECK)
-                break
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                if time.monotonic() + delay > deadline:
-                    raise
-                logger.warning("Redis does not answer (%s); trying again in %.1f s", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+
+        async def record_or_read() -> bytes | str | None:
+            await self.redis.set(KEY_SECRET_CHECK, mine, nx=True)
+            stored: bytes | str | None = await self.redis.get(KEY_SECRET_CHECK)
+            return stored
+
+        stored = await until_answered("Redis", record_or_read, (RedisConnectionError, RedisTimeoutError), wait)
         if stored is not None and _text(stored) != mine:
             raise KeySecretMismatch(
                 f"CIDSYNC_KEY_SECRET differs from the one this store was built with (fingerprint "
