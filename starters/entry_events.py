@@ -18,7 +18,10 @@ purpose: with producer batching, a nack redelivers the whole batch (STACK.md), s
 inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
 unprocessed. Here each message is processed before its count is looked at.
 
-Receiving never waits on processing: messages are handled as tasks, at most `max_in_flight` at once.
+Messages arrive in batches (`cidsync.pulsar_batches`: one wake-up of the event loop for up to
+`receive_max_messages`), are parsed inline, and their starts run as tasks: at most `max_in_flight`
+per-event starts, or `batches_in_flight` batch starts, at once. Waiting for a free slot is the
+backpressure: the loop receives no more while all are taken.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from cidsync.naming import (
     event_summary,
     event_workflow_id,
 )
+from cidsync.pulsar_batches import BatchConsumer
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
@@ -119,8 +123,10 @@ class EntryEventStarter:
         self.config = config
         self.stats = StarterStats()
         self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._batch_slots = asyncio.Semaphore(config.batches_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer: pulsar_asyncio.Consumer | None = None
+        self._receiver: BatchConsumer | None = None
         self._dead_letters: pulsar_asyncio.Producer | None = None
         self._batch: list[tuple[pulsar.Message, CIDChange]] = []
         self._batch_generation = 0
@@ -147,36 +153,29 @@ class EntryEventStarter:
         await self.store.check_key_secret(wait=connect_wait)
         kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
         self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
+        receive_max = self.config.receive_max_messages
         self._consumer = await self.pulsar.subscribe(
             self.topics.entry_topics(),
             self.config.subscription,
             consumer_type=kind,
             initial_position=pulsar.InitialPosition.Earliest,
-            receiver_queue_size=max(10, self.config.max_in_flight),
+            receiver_queue_size=max(1000, 2 * receive_max),
+            batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(
+                receive_max, -1, int(self.config.receive_wait.total_seconds() * 1000)
+            ),
         )
-        stopping = asyncio.ensure_future(stop.wait())
-        # One receive stays outstanding across iterations and is never cancelled while running: the
-        # client completes a cancelled receive by dropping its message, which would then sit unacked.
-        receiving: asyncio.Future[pulsar.Message] | None = None
+        self._receiver = BatchConsumer(self._consumer)
         try:
             while not stop.is_set() and self._halted is None:
-                if receiving is None:
-                    receiving = asyncio.ensure_future(self._consumer.receive())
-                done, _ = await asyncio.wait({receiving, stopping}, return_when="FIRST_COMPLETED")
-                if receiving in done:
-                    finished, receiving = receiving, None
-                    try:
-                        message = finished.result()
-                    except pulsar_asyncio.PulsarException as error:
-                        logger.warning("receive failed (%s); the client reconnects by itself", error)
-                        await asyncio.sleep(0.5)
-                        continue
-                    await self._slots.acquire()
-                    self._spawn(self._handle(message))
+                try:
+                    messages = await self._receiver.receive()
+                except pulsar_asyncio.PulsarException as error:
+                    logger.warning("receive failed (%s); the client reconnects by itself", error)
+                    await asyncio.sleep(0.5)
+                    continue
+                for message in messages:
+                    await self._accept(message)
         finally:
-            stopping.cancel()
-            if receiving is not None:
-                receiving.cancel()  # closing the consumer below hands its message back to the broker
             await self._drain()
         if self._halted is not None:
             raise StarterHalted(f"Temporal refused to start workflows: {self._halted}") from self._halted
@@ -185,8 +184,8 @@ class EntryEventStarter:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
         if self._batch:
-            await self._slots.acquire()
-            self._spawn(self._start_batch(self._take_batch()))
+            await self._batch_slots.acquire()
+            self._spawn(self._start_batch(self._take_batch()), self._batch_slots)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
         if self._consumer is not None:
@@ -195,13 +194,14 @@ class EntryEventStarter:
             await self._dead_letters.flush()
             await self._dead_letters.close()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None], slots: asyncio.Semaphore) -> None:
+        """Run `work` as a task holding one of `slots`, which the caller acquired."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
 
         def finished(done: asyncio.Task[None]) -> None:
             self._tasks.discard(done)
-            self._slots.release()
+            slots.release()
             if not done.cancelled() and done.exception() is not None:
                 logger.error("message handling failed unexpectedly", exc_info=done.exception())
 
@@ -209,25 +209,37 @@ class EntryEventStarter:
 
     # --- one message ------------------------------------------------------------------------------------
 
-    async def _handle(self, message: pulsar.Message) -> None:
-        assert self._consumer is not None
+    async def _accept(self, message: pulsar.Message) -> None:
+        """Turn one received message into its change and pass it on; waits only for a free slot.
+
+        Parsing runs here, inline: it is pure CPU, and a task per message cost more than the parse itself.
+        """
         try:
             change = CIDChange.of_event(parse_event_json(message.data()), self.store.key_secret)
         except InvalidInput as error:
-            await self._dead_letter(message, error.summary())
+            await self._slots.acquire()
+            self._spawn(self._dead_letter(message, error.summary()), self._slots)
             return
         if self.config.mode is Mode.BATCH and change.deletion_type is not DeletionType.WAITING_PERIOD:
             await self._add_to_batch(message, change)  # its mark is checked with the whole batch's
             return
+        await self._slots.acquire()
+        self._spawn(self._handle(message, change), self._slots)
+
+    async def _handle(self, message: pulsar.Message, change: CIDChange) -> None:
         try:
             if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
                 self.stats.already_marked += 1
-                await self._consumer.acknowledge(message)
+                self._ack(message)
                 return
             await self._start(change)
-            await self._consumer.acknowledge(message)
+            self._ack(message)
         except TRANSIENT as error:
             await self._retry_later(message, error)
+
+    def _ack(self, message: pulsar.Message) -> None:
+        assert self._receiver is not None
+        self._receiver.acknowledge(message)
 
     async def _start(self, change: CIDChange) -> None:
         workflow: Callable[..., Any]
@@ -281,20 +293,20 @@ class EntryEventStarter:
                                       partition_key=message.partition_key() or None)  # fmt: skip
         self.stats.dead_lettered += 1
         logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300])
-        await self._consumer.acknowledge(message)
+        self._ack(message)
 
     # --- batch mode -------------------------------------------------------------------------------------
 
     async def _add_to_batch(self, message: pulsar.Message, change: CIDChange) -> None:
         if not self._batch:
-            # The batch's own timer, started with its first event. (A timeout on the receive loop was
-            # not enough: events join the batch from their handling tasks, after the loop had already
-            # gone back to waiting, so a batch with nothing after it waited for the next message.)
+            # The batch's own timer, started with its first event: a batch with nothing after it goes
+            # when it is due, not when the next message happens to arrive (possibly hours later).
             self._batch_generation += 1
             self._batch_timer = asyncio.ensure_future(self._flush_when_due(self._batch_generation))
         self._batch.append((message, change))
         if len(self._batch) >= self.config.batch_max_events:
-            await self._start_batch(self._take_batch())
+            await self._batch_slots.acquire()
+            self._spawn(self._start_batch(self._take_batch()), self._batch_slots)
 
     def _take_batch(self) -> list[tuple[pulsar.Message, CIDChange]]:
         batch, self._batch = self._batch, []
@@ -304,16 +316,15 @@ class EntryEventStarter:
         await asyncio.sleep(self.config.batch_max_wait.total_seconds())
         if not (self._batch and self._batch_generation == generation):
             return  # the batch filled up and went already
-        await self._slots.acquire()
+        await self._batch_slots.acquire()
         if self._batch and self._batch_generation == generation:  # still the batch this timer was made for
-            self._spawn(self._start_batch(self._take_batch()))
+            self._spawn(self._start_batch(self._take_batch()), self._batch_slots)
         else:
-            self._slots.release()
+            self._batch_slots.release()
 
     async def _start_batch(self, batch: list[tuple[pulsar.Message, CIDChange]]) -> None:
         """Drop what is marked applied (one pipelined look-up for the whole batch), start one run for the
         rest, then ack them all. On a transient failure nothing is acked and every message is retried."""
-        assert self._consumer is not None
         try:
             marked = await self.store.marked([change for _, change in batch])
             changes = [change for (_, change), done in zip(batch, marked, strict=True) if not done]
@@ -325,7 +336,7 @@ class EntryEventStarter:
             return
         self.stats.already_marked += sum(marked)
         for message, _ in batch:
-            await self._consumer.acknowledge(message)
+            self._ack(message)
 
     async def _start_changes(self, changes: list[CIDChange]) -> None:
         try:

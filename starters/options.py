@@ -17,7 +17,7 @@ class StarterConfig:
     task_queue: str = "cidsync"
     subscription: str = "cidsync-starter"
     key_shared: bool = True  # Key_Shared keeps each entry on one consumer; Shared spreads more evenly
-    max_in_flight: int = 200
+    max_in_flight: int = 200  # per-event starts under way at once
     max_redeliveries: int = 10
     backoff_base: timedelta = timedelta(seconds=1)
     backoff_max: timedelta = timedelta(seconds=60)
@@ -25,3 +25,8 @@ class StarterConfig:
     mode: Mode = Mode.PER_EVENT
     batch_max_events: int = 500
     batch_max_wait: timedelta = timedelta(milliseconds=200)
+    batches_in_flight: int = 4  # batch starts under way at once; more only queue at the server
+    # Each receive hands over what has arrived, up to this many, waiting at most `receive_wait` for more:
+    # the added latency when traffic is low, and how quickly a stop is noticed.
+    receive_max_messages: int = 500
+    receive_wait: timedelta = timedelta(milliseconds=10)

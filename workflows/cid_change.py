@@ -36,7 +36,11 @@ def expect(change: CIDChange, *types: EventType) -> None:
 
 
 async def apply(change: CIDChange) -> CIDResult:
-    result: ApplyResult = await workflow.execute_activity_method(
+    # A local activity: it runs in this worker straight after the workflow task, so a run is one workflow
+    # task at the server, as a no-op workflow is; a regular activity added a task and its events, and the
+    # server is what bounds per-event mode (PERF.md). The apply is one atomic, idempotent script, so the
+    # at-least-once of a local activity (run again if the worker dies before the task completes) is safe.
+    result: ApplyResult = await workflow.execute_local_activity_method(
         StoreActivities.apply_change, change, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
     )
     workflow.set_current_details(f"{result.status.value}; VSync of the pair now {result.vsync}")

@@ -6,12 +6,12 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -31,15 +31,15 @@ from workflows.update_cid import UpdateCID
 
 @dataclass
 class FakeStore:
-    """The versioned apply in memory, recording every call with the workflow time it happened at."""
+    """The versioned apply in memory, recording every change it is given."""
 
     states: dict[str, tuple[int, str | None]] = field(default_factory=dict)
-    applied: list[tuple[CIDChange, float]] = field(default_factory=list)
+    applied: list[CIDChange] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="apply_cid_change")
         async def apply_cid_change(change: CIDChange) -> ApplyResult:
-            self.applied.append((change, activity.info().current_attempt_scheduled_time.timestamp()))
+            self.applied.append(change)
             previous = self.states.get(change.key_id)
             if previous is not None and previous[0] >= change.sequence:
                 return ApplyResult(status=ApplyStatus.STALE, previous_sequence=previous[0], vsync=self.vsync())
@@ -79,6 +79,10 @@ def event(
     return CIDChange.of_event(built, SECRET)
 
 
+def local_activity_times(history: WorkflowHistory) -> list[datetime]:
+    return [e.event_time.ToDatetime() for e in history.events if e.HasField("marker_recorded_event_attributes")]
+
+
 async def run(env: WorkflowEnvironment, store: FakeStore, workflow: Any, argument: object, wf_id: str) -> CIDResult:
     queue = f"cid-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[CreateCID, UpdateCID, DeleteCID],
@@ -94,8 +98,8 @@ async def test_create_then_update_apply_the_computed_cids(time_skipping_env: Wor
     created, updated = event(EventType.CREATED, 10, entry=entry), event(EventType.UPDATED, 11, entry=updated_entry)
     first = await run(time_skipping_env, store, CreateCID.run, created, f"t-{uuid.uuid4()}")
     second = await run(time_skipping_env, store, UpdateCID.run, updated, f"t-{uuid.uuid4()}")
-    assert [c.cid for c, _ in store.applied] == [cid(entry), cid(updated_entry)]
-    assert [c.sequence for c, _ in store.applied] == [10, 11]
+    assert [c.cid for c in store.applied] == [cid(entry), cid(updated_entry)]
+    assert [c.sequence for c in store.applied] == [10, 11]
     assert first.outcome == second.outcome == "applied"
     assert second.vsync == cid(updated_entry)
 
@@ -105,7 +109,7 @@ async def test_immediate_delete_applies_at_once(time_skipping_env: WorkflowEnvir
     gone = event(EventType.DELETED, 12, DeletionType.IMMEDIATE)
     result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(change=gone), f"t-{uuid.uuid4()}")
     assert result.outcome == "applied"
-    assert [(c.cid, c.sequence) for c, _ in store.applied] == [(None, 12)]
+    assert [(c.cid, c.sequence) for c in store.applied] == [(None, 12)]
 
 
 async def test_waiting_period_delete_waits_30_days_durably(time_skipping_env: WorkflowEnvironment) -> None:
@@ -118,13 +122,14 @@ async def test_waiting_period_delete_waits_30_days_durably(time_skipping_env: Wo
     waiting = DeleteCIDInput(change=gone, recheck_every=timedelta(days=10))
     result = await run(time_skipping_env, store, DeleteCID.run, waiting, wf_id)
     assert result.outcome == "applied"
-    (_, created_at), (delete_change, deleted_at) = store.applied
-    assert delete_change.cid is None
-    assert timedelta(seconds=deleted_at - created_at) >= timedelta(days=30)
+    assert [c.cid is None for c in store.applied] == [False, True]
     assert store.vsync() == ZERO_VSYNC
     history = await time_skipping_env.client.get_workflow_handle(wf_id).fetch_history()
     timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
     assert len(timers) == 3  # durable timers, each followed by a check of the store
+    # The apply is a local activity: its marker's time is when it ran, in the workflow's (skipped) time.
+    started, applied = history.events[0].event_time.ToDatetime(), local_activity_times(history)[-1]
+    assert applied - started >= timedelta(days=30)
 
 
 def test_the_defaults_are_dicts_30_days_rechecked_daily() -> None:
@@ -139,7 +144,7 @@ async def test_a_newer_event_cancels_the_waiting_delete(time_skipping_env: Workf
     await run(time_skipping_env, store, CreateCID.run, event(EventType.CREATED, 21), f"t-{uuid.uuid4()}")
     result = await run(time_skipping_env, store, DeleteCID.run, DeleteCIDInput(change=gone), f"t-{uuid.uuid4()}")
     assert result.outcome == "superseded"
-    assert [c.sequence for c, _ in store.applied] == [21]  # the delete never touched the store
+    assert [c.sequence for c in store.applied] == [21]  # the delete never touched the store
     assert store.vsync() != ZERO_VSYNC
 
 
