@@ -18,7 +18,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-
 MAX_CONNECTIONS = 64
 POOL_WAIT_SECONDS = 30.0  # past this, a command fails with ConnectionError: Redis is hung, not busy
 

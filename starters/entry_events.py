@@ -18,7 +18,7 @@ purpose: with producer batching, a nack redelivers the whole batch (STACK.md), s
 inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
 unprocessed. Here each message is processed before its count is looked at.
 
-Messages arrive in batches (`cidsync.pulsar_batches`: one wake-up of the event loop for up to
+Messages arrive in batches (`cidsync.pulsar_native`: one wake-up of the event loop for up to
 `receive_max_messages`), are parsed inline, and their starts run as tasks: at most `max_in_flight`
 per-event starts, or `batches_in_flight` batch starts, at once. Waiting for a free slot is the
 backpressure: the loop receives no more while all are taken.
@@ -52,8 +52,8 @@ from cidsync.naming import (
     event_summary,
     event_workflow_id,
 )
-from cidsync.pulsar_batches import BatchConsumer
 from cidsync.pulsar_client import pulsar_client
+from cidsync.pulsar_native import BatchConsumer
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDBatch, CIDChange

@@ -71,6 +71,7 @@ def temporal_argv(
     log_level: str,
     dynamic_config: Mapping[str, object],
     search_attributes: Mapping[str, str],
+    sqlite_pragmas: Mapping[str, str] | None = None,
 ) -> list[str]:
     argv = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
     argv += ["--headless"] if ui_port is None else ["--ui-port", str(ui_port)]
@@ -80,6 +81,8 @@ def temporal_argv(
     if db_filename is not None:
         db_filename.parent.mkdir(parents=True, exist_ok=True)
         argv += ["--db-filename", str(db_filename)]
+        for pragma, setting in (sqlite_pragmas or {}).items():
+            argv += ["--sqlite-pragma", f"{pragma}={setting}"]
     for key, value in dynamic_config.items():
         argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
     for name, kind in search_attributes.items():

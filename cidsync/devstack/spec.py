@@ -29,6 +29,8 @@ class TemporalSpec(_Spec):
     # None: in memory, lost when the server stops.
     db_filename: Path | None = None
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    # `--sqlite-pragma NAME=VALUE` for a database file, e.g. journal_mode: wal (see temporal-dev.yaml).
+    sqlite_pragmas: dict[str, str] = Field(default_factory=dict)
     dynamic_config: dict[str, Any] = Field(default_factory=dict)
     search_attributes: dict[str, Literal["Text", "Keyword", "Int", "Double", "Bool", "Datetime", "KeywordList"]] = (
         Field(default_factory=dict)

@@ -148,6 +148,7 @@ def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launc
         log_level=t.log_level,
         dynamic_config=t.dynamic_config,
         search_attributes=t.search_attributes,
+        sqlite_pragmas=t.sqlite_pragmas,
     )
     return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log")
 

@@ -1,10 +1,11 @@
-"""Batch receive and cheap acks for an asyncio Pulsar consumer.
+"""What `pulsar.asyncio` (pulsar-client 3.x) does not offer, where the cost per message matters.
 
-`pulsar.asyncio.Consumer` (pulsar-client 3.x) has `receive()` and an awaited `acknowledge()` only. Each
-completes a future from the client's own thread through `call_soon_threadsafe`, so every message costs two
-event-loop wake-ups: at thousands of messages a second that was the starter's largest cost (issue 11's
-profile: ~25% of its samples in the loop's self-pipe, task and future machinery). The native consumer
-underneath has what the asyncio wrapper lacks:
+The asyncio wrapper completes one future per message from the client's own thread, through
+`call_soon_threadsafe`: a write to the loop's self-pipe and a wake-up for every message sent, received
+or acked. At thousands of messages a second that was the largest single cost of the starter (issue 11's
+profile: ~25% of its samples in the loop's self-pipe, task and future machinery).
+
+Receiving: the native consumer underneath has what the wrapper lacks:
 
 - `batch_receive()`, bounded by the subscription's `ConsumerBatchReceivePolicy` (a message count and a
   wait), which releases the GIL while it waits: run in a worker thread it hands over up to a whole batch

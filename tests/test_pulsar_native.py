@@ -1,0 +1,97 @@
+"""`BatchConsumer` against the real broker: batches bounded by the policy, acks that stick, the loop free
+while a receive waits, and nothing lost across a close."""
+
+import asyncio
+import time
+import uuid
+
+import pulsar
+import pulsar.asyncio as pulsar_asyncio
+
+from cidsync.pulsar_client import pulsar_client
+from cidsync.pulsar_native import BatchConsumer
+from tests.conftest import PulsarBroker
+
+WAIT_MS = 50
+
+
+async def subscribe(client: pulsar_asyncio.Client, topic: str, subscription: str) -> BatchConsumer:
+    consumer = await client.subscribe(
+        topic,
+        subscription,
+        # Shared: pulsar-lite's Key_Shared hands back only one unacked message per key after a reconnect
+        # (seen here; the issue 11 note has the reproduction), which is not what this test is about.
+        consumer_type=pulsar.ConsumerType.Shared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        receiver_queue_size=1000,
+        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(100, -1, WAIT_MS),
+    )
+    return BatchConsumer(consumer)
+
+
+async def publish(client: pulsar_asyncio.Client, topic: str, count: int) -> None:
+    producer = await client.create_producer(topic, batching_enabled=False)
+    await asyncio.gather(*(producer.send(f"m{i}".encode(), partition_key=str(i % 7)) for i in range(count)))
+    await producer.close()
+
+
+async def test_batches_are_bounded_and_acks_stick(pulsar_broker: PulsarBroker) -> None:
+    topic, client = f"persistent://public/default/native-{uuid.uuid4().hex}", pulsar_client(pulsar_broker.url)
+    try:
+        await publish(client, topic, 250)
+        receiver = await subscribe(client, topic, "s")
+        seen: list[bytes] = []
+        sizes = []
+        while len(seen) < 250:
+            batch = await receiver.receive()
+            sizes.append(len(batch))
+            seen += [m.data() for m in batch]
+            # The first 200 are acked; the last 50 are received but never acked. (Unbatched messages: an
+            # acked message of a batch comes back with its unacked batch-mates, as Pulsar documents.)
+            for message in batch:
+                if int(message.data()[1:]) < 200:
+                    receiver.acknowledge(message)
+        assert sorted(seen) == sorted(f"m{i}".encode() for i in range(250))
+        assert max(sizes) <= 100
+        await receiver.consumer.close()
+
+        # Reopened: the unacked 50 come back, and none of the acked ones.
+        receiver = await subscribe(client, topic, "s")
+        again: list[bytes] = []
+        async with asyncio.timeout(10):
+            while len(again) < 50:
+                batch = await receiver.receive()
+                again += [m.data() for m in batch]
+                for message in batch:
+                    receiver.acknowledge(message)
+        await asyncio.sleep(0.2)  # anything further would arrive now
+        again += [m.data() for m in await receiver.receive()]
+        assert sorted(again) == sorted(f"m{i}".encode() for i in range(200, 250))
+        await receiver.consumer.close()
+    finally:
+        await client.close()
+
+
+async def test_an_empty_receive_returns_after_the_wait_and_leaves_the_loop_free(pulsar_broker: PulsarBroker) -> None:
+    topic, client = f"persistent://public/default/native-{uuid.uuid4().hex}", pulsar_client(pulsar_broker.url)
+    try:
+        receiver = await subscribe(client, topic, "s")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        started = time.perf_counter()
+        batches = [await receiver.receive() for _ in range(4)]
+        elapsed = time.perf_counter() - started
+        ticker.cancel()
+        assert batches == [[], [], [], []]
+        assert elapsed >= 4 * WAIT_MS / 1000 * 0.9
+        assert ticks >= 10  # the loop ran other work while the receives waited in their thread
+        await receiver.consumer.close()
+    finally:
+        await client.close()
