@@ -30,8 +30,10 @@ lint: install
 proto: install
 	$(BIN)/python -m cidsync.bridge.codegen
 
+# Ingestion against its ceilings, 3 fresh rounds, written to bench/RESULTS.md (bench/run.py says how).
+# The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
 bench: install
-	$(BIN)/python bench/bridge_pages.py
+	$(BIN)/python -m bench.run
 
 format: install
 	$(BIN)/ruff check --fix .

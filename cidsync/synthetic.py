@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cidsync.cid import cid, vsync
 from cidsync.entry import AccountType, Entry, KeyType, OwnerType
 from cidsync.events import DeletionType, EventType
 
@@ -125,3 +126,19 @@ def synthetic_history(
             created += 1
             live.append(entry)
             yield SyntheticChange(EventType.CREATED, entry)
+
+
+def final_vsyncs(changes: Iterable[tuple[EventType, Entry]]) -> dict[tuple[str, KeyType], tuple[int, str]]:
+    """What a store must hold after `changes` applied in this order: per pair, its key count and VSync.
+
+    Computed in memory, independently of the store and its scripts, so a lost event or one applied twice
+    shows as a difference (how the tests and `make bench` check a pipeline's result).
+    """
+    latest: dict[uuid.UUID, tuple[EventType, Entry]] = {}
+    for event_type, entry in changes:
+        latest[entry.id] = (event_type, entry)
+    groups: dict[tuple[str, KeyType], list[str]] = {}
+    for event_type, entry in latest.values():
+        if event_type is not EventType.DELETED:
+            groups.setdefault((entry.participant, entry.key_type), []).append(cid(entry))
+    return {pair: (len(cids), vsync(cids)) for pair, cids in groups.items()}

@@ -73,7 +73,7 @@ class DemoOptions:
     seed: int = 2026
 
 
-async def _run(state: StackState, options: DemoOptions) -> bool:
+async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bool:
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
     from cidsync.config import load_settings
@@ -124,7 +124,13 @@ async def _run(state: StackState, options: DemoOptions) -> bool:
                     found[(participant, key_type)] = (count, await store.vsync(participant, key_type))
         return found
 
-    print("\n== waiting for the worker to apply them (one workflow per event; watch them in the Web UI)")
+    how = (
+        "one workflow per event"
+        if starter_mode == "per-event"
+        else "batch mode: up to 500 events per ApplyCIDBatch run, a DeleteCID run of its own for each "
+        "WAITING_PERIOD delete"
+    )
+    print(f"\n== waiting for the worker to apply them ({how}; watch them in the Web UI)")
     deadline = time.perf_counter() + APPLY_TIMEOUT_S
     shown = 0.0
     while (current := await local()) != expected and time.perf_counter() < deadline:
@@ -260,7 +266,7 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
     print("== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator, worker, starter)")
     state = up(spec, Path(str(config_path)), on_start=lambda name: print(f"   starting {name}...", flush=True))
     try:
-        good = asyncio.run(_run(state, options or DemoOptions()))
+        good = asyncio.run(_run(state, options or DemoOptions(), spec.starter.mode))
         print(f"\n== Temporal Web UI: {state.temporal_ui or 'off (headless)'}")
         print(f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip

@@ -12,14 +12,13 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.cid import cid, vsync
-from cidsync.entry import Entry, KeyType
-from cidsync.events import EntryEvent, EventType
+from cidsync.entry import KeyType
+from cidsync.events import EntryEvent
 from cidsync.producer import build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.synthetic import synthetic_history
+from cidsync.synthetic import final_vsyncs, synthetic_history
 from cidsync.topics import Topics
 from starters.entry_events import EntryEventStarter
 from starters.options import Mode, StarterConfig
@@ -55,15 +54,7 @@ def history_events(count: int, participants: list[str], seed: int) -> list[Entry
 
 def expected_vsyncs(events: list[EntryEvent]) -> dict[tuple[str, KeyType], tuple[int, str]]:
     """Independent of the pipeline: apply in sequence order in memory, every delete included."""
-    latest: dict[uuid.UUID, EntryEvent] = {}
-    for event in sorted(events, key=lambda e: e.sequence):
-        latest[event.entry.id] = event
-    groups: dict[tuple[str, KeyType], list[str]] = {}
-    for event in latest.values():
-        if event.event_type is not EventType.DELETED:
-            entry: Entry = event.entry
-            groups.setdefault((entry.participant, entry.key_type), []).append(cid(entry))
-    return {pair: (len(cids), vsync(cids)) for pair, cids in groups.items()}
+    return final_vsyncs((event.event_type, event.entry) for event in sorted(events, key=lambda e: e.sequence))
 
 
 async def local_vsyncs(store: CIDStore, participants: list[str]) -> dict[tuple[str, KeyType], tuple[int, str]]:

@@ -1,0 +1,119 @@
+"""The ceilings `make bench` measures before ours, on the same stack in the same round.
+
+- raw producer: `pulsar.asyncio` sends of prebuilt payloads with the same batching, compression, properties
+  and partition keys as `EntryEventProducer`: what any asyncio producer of these messages can reach;
+- raw Pulsar -> Redis: the same messages consumed in batches, each parsed as JSON, one idempotency-style
+  `SET` each in a pipeline per batch, acked: the least any ingestion must do, in one Python process;
+- no-op workflows: workflows that return at once, started 200 at a time (the starter's `max_in_flight`)
+  from one client and run by a worker process with the cidsync worker's settings: what the server completes
+  per second, which bounds per-event mode (one workflow per event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pulsar
+import redis
+from temporalio.client import Client
+
+from bench.noop_workflow import NOOP_TASK_QUEUE, NoOp
+from cidsync.devstack.processes import launch
+from cidsync.events import EntryEvent
+from cidsync.producer import ProducerConfig
+from cidsync.pulsar_client import pulsar_client
+
+
+async def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
+    """Messages/s acknowledged, sending prebuilt payloads to a scratch topic."""
+    c = ProducerConfig()
+    client = pulsar_client(pulsar_url)
+    producer = await client.create_producer(
+        f"persistent://public/default/bench-raw-{uuid.uuid4().hex[:8]}",
+        compression_type=pulsar.CompressionType.LZ4,
+        batching_enabled=True,
+        batching_max_messages=c.batching_max_messages,
+        batching_max_publish_delay_ms=c.batching_max_publish_delay_ms,
+        max_pending_messages=c.max_in_flight,
+    )
+    prebuilt = [(e.to_json().encode(), {"event_id": str(e.event_id), "sequence": str(e.sequence)}, str(e.entry.id))
+                for e in events]  # fmt: skip
+    in_flight = asyncio.Semaphore(c.max_in_flight)
+
+    async def send(payload: bytes, properties: dict[str, str], key: str) -> None:
+        async with in_flight:
+            await producer.send(payload, properties=properties, partition_key=key)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(send(*message) for message in prebuilt))
+    elapsed = time.perf_counter() - started
+    await producer.close()
+    await client.close()
+    return len(prebuilt) / elapsed
+
+
+def raw_pulsar_to_redis(pulsar_url: str, redis_url: str, topics: list[str], count: int) -> float:
+    """Messages/s from the first batch received to the last written and acked (blocking client, one
+    process: no event loop in the way)."""
+    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    consumer = client.subscribe(
+        topics,
+        "bench-ceiling",
+        consumer_type=pulsar.ConsumerType.Shared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        receiver_queue_size=1000,
+        batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(500, -1, 100),
+    )
+    store = redis.Redis.from_url(redis_url)
+    done = 0
+    started = 0.0
+    while done < count:
+        messages = consumer.batch_receive()
+        if not messages:
+            continue
+        if not started:
+            started = time.perf_counter()
+        pipe = store.pipeline(transaction=False)
+        for message in messages:
+            event = json.loads(message.data())
+            pipe.set(f"bench:ceiling:{event['event_id']}", 1, ex=600)
+        pipe.execute()
+        for message in messages:
+            consumer.acknowledge(message)
+        done += len(messages)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    client.close()
+    store.close()
+    return count / elapsed
+
+
+async def noop_workflows(temporal_address: str, count: int, log: Path, in_flight: int = 200) -> float:
+    """Workflows completed per second, from the first start to the moment all are completed."""
+    client = await Client.connect(temporal_address)
+    argv = [sys.executable, "-m", "bench.noop_worker", temporal_address]
+    worker = launch("noop-worker", argv, log=log, ready=lambda: True, cwd=Path(__file__).parent.parent)
+    try:
+        await asyncio.sleep(2)  # the worker connects and polls
+        slots = asyncio.Semaphore(in_flight)
+        run = uuid.uuid4().hex[:8]
+
+        async def start(index: int) -> None:
+            async with slots:
+                await client.start_workflow(NoOp.run, index, id=f"noop-{run}-{index}", task_queue=NOOP_TASK_QUEUE)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(start(i) for i in range(count)))
+        query = f'WorkflowType="NoOp" AND ExecutionStatus="Completed" AND WorkflowId STARTS_WITH "noop-{run}-"'
+        # Visibility is the only place completions are counted without a long poll per run.
+        while (await client.count_workflows(query)).count < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return count / (time.perf_counter() - started)
+    finally:
+        worker.stop()

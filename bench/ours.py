@@ -1,0 +1,108 @@
+"""Our side of `make bench`: the producer, the starter and worker draining a backlog, steady traffic's
+publish->applied latency, and per-event mode; each result checked against the expected VSyncs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bench.common import Sampler, Stack, history, store_matches, watching
+from cidsync.events import EntryEvent
+from cidsync.producer import EntryEventProducer, ProducerConfig
+from cidsync.pulsar_client import pulsar_client
+from cidsync.topics import Topics
+
+APPLY_TIMEOUT = 600.0
+
+
+@dataclass
+class Publishing:
+    msgs_per_s: float
+    acked_at: dict[str, float] = field(default_factory=dict)
+    send_ms: list[float] = field(default_factory=list)
+
+
+async def publish(stack: Stack, events: Sequence[EntryEvent], rate: float = 0.0) -> Publishing:
+    """Through `EntryEventProducer` (default, batched), as fast as it goes (`rate` 0) or at `rate`/s, paced
+    in 10 ms ticks. At most `max_in_flight` sends are under way, as `cidsync publish` does."""
+    config = ProducerConfig()
+    producer = EntryEventProducer(pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace),
+                                  config=config, owns_client=True)  # fmt: skip
+    await producer.start()
+    result = Publishing(0.0)
+    slots = asyncio.Semaphore(config.max_in_flight)
+    tasks = []
+
+    async def send(event: EntryEvent) -> None:
+        try:
+            published = await producer.publish_event(event)
+        finally:
+            slots.release()
+        result.acked_at[str(event.event_id)] = time.perf_counter()
+        result.send_ms.append(published.latency_ms)
+
+    started = time.perf_counter()
+    for index, event in enumerate(events):
+        if rate and index % max(1, int(rate / 100)) == 0:
+            await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+        await slots.acquire()
+        tasks.append(asyncio.ensure_future(send(event)))
+    await asyncio.gather(*tasks)
+    result.msgs_per_s = len(events) / (time.perf_counter() - started)
+    await producer.close()
+    return result
+
+
+@dataclass
+class Drain:
+    events_per_s: float
+    exact: bool
+    cpu_us_per_event: dict[str, float]
+
+
+async def drain(
+    stack: Stack,
+    sampler: Sampler,
+    events: Sequence[EntryEvent],
+    expected: object,
+    mode: str,
+    begun: Callable[[], object] | None = None,
+) -> Drain:
+    """Start the starter on a full backlog; events/s from the first applied to the last. CPU-seconds are
+    counted from the first applied on too (not the starter's start-up); `begun` is called then."""
+    async with watching(stack.redis_url, events) as applied:
+        stack.start_starter(mode)
+        assert stack.starter is not None
+        sampler.add("starter", stack.starter.process.pid)
+        await asyncio.wait_for(applied.begun.wait(), APPLY_TIMEOUT)
+        before = sampler.cpu_seconds()
+        if begun is not None:
+            begun()
+        await asyncio.wait_for(applied.done.wait(), APPLY_TIMEOUT)
+        after = sampler.cpu_seconds()
+    cpu = {name: (after[name] - before.get(name, 0.0)) / len(events) * 1e6 for name in after}
+    return Drain(applied.rate(), await store_matches(stack.redis_url, expected), cpu)  # type: ignore[arg-type]
+
+
+@dataclass
+class Steady:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    send_p99_ms: float
+    exact: bool
+
+
+async def steady(stack: Stack, rate: float, seconds: float, participants: list[str], seed: int) -> Steady:
+    """`rate` events/s for `seconds` while the starter runs: publish (broker ack) -> applied latency."""
+    from bench.common import percentile
+
+    events, expected = history(int(rate * seconds), participants, seed)
+    async with watching(stack.redis_url, events) as applied:
+        published = await publish(stack, events, rate)
+        await asyncio.wait_for(applied.done.wait(), APPLY_TIMEOUT)
+    latencies = [(applied.at[i] - published.acked_at[i]) * 1000 for i in applied.wanted]
+    return Steady(rate, percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(published.send_ms, 0.99),
+                  await store_matches(stack.redis_url, expected))  # fmt: skip
