@@ -13,6 +13,10 @@ Receiving: the native consumer underneath has what the wrapper lacks:
 - `acknowledge()`, which only records the ack (the client groups acks and sends them on its own thread)
   and returns at once, so nothing is gained by awaiting it.
 
+Sending: `send_async` with a plain callback, run on the client's thread, so that a caller sending many
+messages at once can wake the loop once for all their acknowledgements (`EntryEventProducer.publish_events`)
+rather than once per message as the wrapper's `send` does.
+
 A receive in progress is never cancelled, so no message can be dropped between the client and us: on stop
 the caller lets the current receive return (it does within the policy's wait) and handles or leaves
 unacked what it got; closing the consumer hands unacked messages back to the broker.
@@ -21,7 +25,9 @@ unacked what it got; closing the consumer hands unacked messages back to the bro
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
+import _pulsar
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 from pulsar.schema import BytesSchema
@@ -51,3 +57,29 @@ def _wrap(native: object) -> pulsar.Message:
     message._message = native
     message._schema = _BYTES
     return message
+
+
+def send_async(
+    producer: pulsar_asyncio.Producer,
+    payload: bytes,
+    *,
+    properties: Mapping[str, str],
+    partition_key: str,
+    event_timestamp: int,
+    callback: Callable[[_pulsar.Result, object], None],
+) -> None:
+    """Queue one message on the wrapper's native producer; `callback(result, native message id)` runs on
+    the client's thread once the broker has answered (or the send timed out)."""
+    builder = _pulsar.MessageBuilder()
+    builder.content(payload)
+    for name, value in properties.items():
+        builder.property(name, value)
+    builder.partition_key(partition_key)
+    builder.event_timestamp(event_timestamp)
+    producer._producer.send_async(builder.build(), callback)  # the wrapper keeps the native producer here
+
+
+def public_message_id(native: object) -> pulsar.MessageId:
+    """The public `MessageId` for a native one, as the wrapper's `send` returns it."""
+    n: _pulsar.MessageId = native
+    return pulsar.MessageId(n.partition(), n.ledger_id(), n.entry_id(), n.batch_index())

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from cidsync.events import EventType
 from cidsync.producer import EntryEventProducer, ProducerConfig, PublishFailed
 from cidsync.pulsar_client import pulsar_client
 from cidsync.synthetic import synthetic_entry
@@ -77,3 +78,25 @@ async def test_an_unreachable_dlq_is_reported_clearly(stoppable_broker: Stoppabl
     finally:
         stoppable_broker.start()
         await producer.close()
+
+
+async def test_bulk_publish_with_the_broker_gone_retries_each_event_then_dead_letters_it(
+    stoppable_broker: StoppableBroker,
+) -> None:
+    topics = unique_topics()
+    rng = random.Random(uuid.uuid4().int)
+    producer = await EntryEventProducer.connect(stoppable_broker.url, topics=topics, config=CONFIG)
+    try:
+        stoppable_broker.stop()
+        events = [producer.build(EventType.CREATED, synthetic_entry(rng, "12345678"), "u") for _ in range(3)]
+        bulk = asyncio.ensure_future(producer.publish_events(events))
+        # The bulk pass fails for all 3; then the first goes through publish_event's 4 attempts and waits
+        # for the dead-letter topic. The broker comes back: it is dead-lettered, the other two are sent.
+        await _until(lambda: producer.stats.failed_attempts == 3 + 4)
+        stoppable_broker.start()
+        first, *others = await bulk
+    finally:
+        await producer.close()
+    assert isinstance(first, PublishFailed) and first.dead_lettered and first.event_id == events[0].event_id
+    assert [getattr(o, "event_id", None) for o in others] == [e.event_id for e in events[1:]]
+    assert (producer.stats.sent, producer.stats.failed, producer.stats.dead_lettered) == (2, 1, 1)

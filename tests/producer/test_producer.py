@@ -155,3 +155,39 @@ def test_publish_kinds_cover_every_topic() -> None:
     topics = unique_topics()
     assert len(set(topics.entry_topics())) == 4
     assert topics.dead_letter_topic not in topics.entry_topics()
+
+
+async def test_publish_events_in_bulk_keeps_each_outcome_per_entry_order_and_the_metrics(
+    pulsar_broker: PulsarBroker, reader_client: pulsar_asyncio.Client
+) -> None:
+    topics = unique_topics()
+    consumer = await subscribe(reader_client, topics.entry_topics())
+    reader = InMemoryMetricReader()
+    entries = [an_entry(i) for i in range(30)]
+    # max_in_flight 100: 2,400 events go in 24 chunks, so chunk boundaries are crossed many times.
+    config = ProducerConfig(max_in_flight=100)
+    async with await EntryEventProducer.connect(
+        pulsar_broker.url, topics=topics, config=config, meter_provider=MeterProvider(metric_readers=[reader])
+    ) as producer:
+        events = [producer.build(EventType.CREATED, entry, "u") for entry in entries]
+        events += [
+            producer.build(EventType.UPDATED, entry.model_copy(update={"account_number": str(n)}), "u")
+            for n in range(1, 80)
+            for entry in entries
+        ]
+        outcomes = await producer.publish_events(events)
+    assert [getattr(o, "event_id", None) for o in outcomes] == [e.event_id for e in events]
+    assert producer.stats.sent == len(events) == 2400
+    points = metric_points(reader)
+    assert sum(p.value for p in points["cidsync.producer.messages.sent"]) == 2400
+    assert sum(p.count for p in points["cidsync.producer.send.latency"]) == 2400
+
+    updates: dict[uuid.UUID, list[int]] = {e.id: [] for e in entries}
+    for _ in range(2400):
+        message = await receive(consumer)
+        event = parse_event_json(message.data())
+        assert message.properties()["event_id"] == str(event.event_id)
+        assert message.partition_key() == str(event.entry.id)
+        if event.event_type is EventType.UPDATED:
+            updates[event.entry.id].append(int(event.entry.account_number))
+    assert all(numbers == list(range(1, 80)) for numbers in updates.values())
