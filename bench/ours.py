@@ -44,6 +44,7 @@ async def publish(stack: Stack, events: Sequence[EntryEvent], rate: float = 0.0)
         result.acked_at[str(event.event_id)] = time.perf_counter()
         result.send_ms.append(published.latency_ms)
 
+    count = len(events)
     started = time.perf_counter()
     if not rate:
         for outcome in await producer.publish_events(events):
@@ -58,7 +59,7 @@ async def publish(stack: Stack, events: Sequence[EntryEvent], rate: float = 0.0)
         await slots.acquire()
         tasks.append(asyncio.ensure_future(send(event)))
     await asyncio.gather(*tasks)
-    result.msgs_per_s = len(events) / (time.perf_counter() - started)
+    result.msgs_per_s = count / (time.perf_counter() - started)
     await producer.close()
     return result
 
