@@ -97,6 +97,8 @@ async def test_bulk_publish_with_the_broker_gone_retries_each_event_then_dead_le
         first, *others = await bulk
     finally:
         await producer.close()
-    assert isinstance(first, PublishFailed) and first.dead_lettered and first.event_id == events[0].event_id
+    assert isinstance(first, PublishFailed)
+    assert first.dead_lettered
+    assert first.event_id == events[0].event_id
     assert [getattr(o, "event_id", None) for o in others] == [e.event_id for e in events[1:]]
     assert (producer.stats.sent, producer.stats.failed, producer.stats.dead_lettered) == (2, 1, 1)
