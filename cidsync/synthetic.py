@@ -103,9 +103,11 @@ def synthetic_history(
     waiting_period_share: float = 0.2,
 ) -> Iterator[SyntheticChange]:
     """`count` changes over a growing set of entries: mostly creations, then updates and deletes of
-    live entries, each entry's changes in a valid order (created, updated..., deleted at most once)."""
+    live entries, each entry's changes in a valid order (created, updated..., deleted at most once), and
+    no key used by two entries."""
     rng = random.Random(seed)
     live: list[Entry] = []
+    used_keys: set[tuple[KeyType, str]] = set()
     created = 0
     for _ in range(count):
         roll = rng.random()
@@ -120,9 +122,13 @@ def synthetic_history(
                 EventType.DELETED, entry, DeletionType.WAITING_PERIOD if waiting else DeletionType.IMMEDIATE
             )
         else:
-            entry = synthetic_entry(
-                rng, participants[created % len(participants)], _KEY_TYPES[created % len(_KEY_TYPES)]
-            )
+            key_type = _KEY_TYPES[created % len(_KEY_TYPES)]
+            entry = synthetic_entry(rng, participants[created % len(participants)], key_type)
+            # A key belongs to one entry in DICT: a drawn key that was used already (e-mail addresses
+            # collide within tens of thousands) is drawn again, or two entries would share one key id.
+            while (key_type, entry.key) in used_keys:
+                entry = synthetic_entry(rng, entry.participant, key_type)
+            used_keys.add((key_type, entry.key))
             created += 1
             live.append(entry)
             yield SyntheticChange(EventType.CREATED, entry)

@@ -1,8 +1,11 @@
 """Synthetic histories are valid: every entry is created first and nothing follows its delete."""
 
+import uuid
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cidsync.entry import KeyType
 from cidsync.events import EventType
 from cidsync.synthetic import synthetic_history
 
@@ -29,3 +32,11 @@ def test_a_long_history_has_every_kind_and_is_reproducible() -> None:
     first = list(synthetic_history(2_000, ["12345678"], seed=7))
     assert {c.event_type for c in first} == set(EventType)
     assert [c.entry for c in first] == [c.entry for c in synthetic_history(2_000, ["12345678"], seed=7)]
+
+
+def test_no_key_is_used_by_two_entries_even_at_scale() -> None:
+    # Seed 7 drew the same e-mail address twice within 60,000 changes before keys were kept unique.
+    owners: dict[tuple[KeyType, str], set[uuid.UUID]] = {}
+    for change in synthetic_history(60_000, ["50000001", "50000002"], seed=7):
+        owners.setdefault((change.entry.key_type, change.entry.key), set()).add(change.entry.id)
+    assert all(len(entries) == 1 for entries in owners.values())
