@@ -11,6 +11,7 @@ exiting at once. One-shot commands fail fast.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ async def connect(
     identity: str | None = None,
     runtime: Runtime | None = None,
     wait: timedelta = timedelta(0),
+    stop: asyncio.Event | None = None,
 ) -> Client:
     options: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if runtime is not None:
@@ -49,4 +51,5 @@ async def connect(
         lambda: Client.connect(**options, data_converter=pydantic_data_converter),
         (RuntimeError,),
         wait,
+        stop=stop,
     )

@@ -150,7 +150,7 @@ class EntryEventStarter:
     async def run(self, stop: asyncio.Event, *, connect_wait: timedelta = ROLE_CONNECT_WAIT) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
         await self.check_search_attributes()
-        await self.store.check_key_secret(wait=connect_wait)
+        await self.store.check_key_secret(wait=connect_wait, stop=stop)
         kind = pulsar.ConsumerType.KeyShared if self.config.key_shared else pulsar.ConsumerType.Shared
         self._dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         receive_max = self.config.receive_max_messages

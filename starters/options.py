@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from cidsync.errors import InvalidInput, Problem
+
 
 class Mode(StrEnum):
     PER_EVENT = "per-event"
@@ -30,3 +32,17 @@ class StarterConfig:
     # the added latency when traffic is low, and how quickly a stop is noticed.
     receive_max_messages: int = 500
     receive_wait: timedelta = timedelta(milliseconds=10)
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would stall the starter (a semaphore of 0 never lets a start through)."""
+        problems = [
+            Problem(f"--{name.replace('_', '-')}", "must be at least 1")
+            for name in ("max_in_flight", "batch_max_events", "batches_in_flight", "receive_max_messages")
+            if getattr(self, name) < 1
+        ]
+        if self.max_redeliveries < 0:
+            problems.append(Problem("--max-redeliveries", "must be 0 or more"))
+        if self.batch_max_wait <= timedelta(0) or self.receive_wait <= timedelta(0):
+            problems.append(Problem("--batch-max-wait-ms/--receive-wait-ms", "must be more than 0"))
+        if problems:
+            raise InvalidInput("starter settings", problems)

@@ -119,7 +119,7 @@ async def run_worker(client: Client, settings: Settings, options: WorkerOptions,
     bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
     pulsar = pulsar_client(settings.require("pulsar_url"))
     try:
-        await store.check_key_secret(wait=ROLE_CONNECT_WAIT)
+        await store.check_key_secret(wait=ROLE_CONNECT_WAIT, stop=stop)
         publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
         worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
         async with worker:

@@ -27,6 +27,7 @@ from cidsync.cli import (
 from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
+from cidsync.patience import Interrupted, NoAnswer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -78,6 +79,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"cidsync: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except (NotConfigured, StackError, OSError) as error:
+        print(f"cidsync: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Interrupted as stopped:
+        print(f"cidsync: {stopped}", file=sys.stderr)
+        return 0
+    except NoAnswer as error:
         print(f"cidsync: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -48,8 +48,9 @@ async def _worker(args: argparse.Namespace) -> int:
     _logging(args)
     settings = _settings(args)
     runtime = metrics_runtime(settings.metrics_bind) if settings.metrics_bind else None
+    stop = _stop_on_signals()
     client = await connect(
-        settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime, wait=ROLE_CONNECT_WAIT
+        settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime, wait=ROLE_CONNECT_WAIT, stop=stop
     )
     if settings.metrics_bind:
         logging.getLogger(__name__).info("metrics on http://%s/metrics", settings.metrics_bind)
@@ -58,7 +59,7 @@ async def _worker(args: argparse.Namespace) -> int:
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
         graceful_shutdown=timedelta(seconds=args.graceful_shutdown_seconds),
     )
-    await run_worker(client, settings, options, _stop_on_signals())
+    await run_worker(client, settings, options, stop)
     return 0
 
 
@@ -69,7 +70,6 @@ async def _starter(args: argparse.Namespace) -> int:
     _logging(args)
     settings = _settings(args)
     stop = _stop_on_signals()
-    temporal = await connect(settings, identity="cidsync-starter", wait=ROLE_CONNECT_WAIT)
     config = StarterConfig(
         task_queue=settings.task_queue,
         subscription=args.subscription,
@@ -80,7 +80,11 @@ async def _starter(args: argparse.Namespace) -> int:
         mode=Mode(args.mode),
         batch_max_events=args.batch_max_events,
         batch_max_wait=timedelta(milliseconds=args.batch_max_wait_ms),
+        batches_in_flight=args.batches_in_flight,
+        receive_max_messages=args.receive_max_messages,
+        receive_wait=timedelta(milliseconds=args.receive_wait_ms),
     )
+    temporal = await connect(settings, identity="cidsync-starter", wait=ROLE_CONNECT_WAIT, stop=stop)
     try:
         stats = await run_starter(temporal, settings, config, stop)
     except StarterHalted as halted:
@@ -155,6 +159,12 @@ def register(commands: Any) -> None:
     starter.add_argument("--batch-max-events", type=int, default=config.batch_max_events)
     starter.add_argument("--batch-max-wait-ms", type=int,
                          default=int(config.batch_max_wait.total_seconds() * 1000))  # fmt: skip
+    starter.add_argument("--batches-in-flight", type=int, default=config.batches_in_flight,
+                         help="batch starts under way at once")  # fmt: skip
+    starter.add_argument("--receive-max-messages", type=int, default=config.receive_max_messages,
+                         help="messages handed over per receive")  # fmt: skip
+    starter.add_argument("--receive-wait-ms", type=int, default=int(config.receive_wait.total_seconds() * 1000),
+                         help="how long a receive waits for more (the added latency when traffic is low)")  # fmt: skip
     starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     starter.set_defaults(handler=lambda args: asyncio.run(_starter(args)))
 

@@ -9,6 +9,7 @@ The client must not decode responses: the VSync is raw bytes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -82,7 +83,7 @@ class CIDStore:
     def key_id(self, key_type: KeyType, key: str) -> str:
         return key_id(self.key_secret, key_type, key)
 
-    async def check_key_secret(self, *, wait: timedelta = timedelta(0)) -> None:
+    async def check_key_secret(self, *, wait: timedelta = timedelta(0), stop: asyncio.Event | None = None) -> None:
         """Record this secret's fingerprint on first use; refuse to go on if the store knows another.
 
         Every role calls this at start: a starter and a worker with different secrets would give one PIX
@@ -96,7 +97,8 @@ class CIDStore:
             stored: bytes | str | None = await self.redis.get(KEY_SECRET_CHECK)
             return stored
 
-        stored = await until_answered("Redis", record_or_read, (RedisConnectionError, RedisTimeoutError), wait)
+        stored = await until_answered("Redis", record_or_read, (RedisConnectionError, RedisTimeoutError), wait,
+                                      stop=stop)  # fmt: skip
         if stored is not None and _text(stored) != mine:
             raise KeySecretMismatch(
                 f"CIDSYNC_KEY_SECRET differs from the one this store was built with (fingerprint "

@@ -1,5 +1,6 @@
-"""`cidsync worker` started before Temporal or Redis answers keeps trying instead of exiting (a restart of
-the whole stack, a rolling deploy)."""
+"""`cidsync worker` and `cidsync starter` started before Temporal or Redis answers keep trying instead of
+exiting (a restart of the whole stack, a rolling deploy), and a SIGTERM while they wait stops them at once
+(it used to be ignored until the 5-minute wait ran out, then a traceback)."""
 
 import os
 import signal
@@ -19,24 +20,34 @@ def waiting(log: Path, waits_for: str) -> int:
     return sum(1 for line in log.read_text().splitlines() if "does not answer" in line and waits_for in line)
 
 
+@pytest.mark.parametrize("role", ["worker", "starter"])
 @pytest.mark.parametrize("waits_for", ["Temporal", "Redis"])
-def test_the_worker_waits_instead_of_exiting(tmp_path: Path, temporal_env: WorkflowEnvironment, waits_for: str) -> None:
-    log = tmp_path / "worker.log"
+def test_a_role_waits_instead_of_exiting_and_a_stop_ends_the_wait(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, waits_for: str, role: str
+) -> None:
+    log = tmp_path / f"{role}.log"
     running_temporal = temporal_env.client.service_client.config.target_host
     env = {**os.environ, "CIDSYNC_STATE_DIR": str(tmp_path),
            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}" if waits_for == "Temporal" else running_temporal,
            "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
            "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1"}  # fmt: skip
     with open(log, "w") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "cidsync", "worker", "--log-level", "warning"], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-m", "cidsync", role, "--log-level", "warning"], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and waiting(log, waits_for) < 2:
-            assert worker.poll() is None, log.read_text()
+            assert process.poll() is None, log.read_text()
             time.sleep(0.2)
         assert waiting(log, waits_for) >= 2, log.read_text()
-        assert worker.poll() is None  # still trying
+        assert process.poll() is None  # still trying
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()
+        assert time.monotonic() - stopped_at < 5  # not at the end of the next backoff of up to 10 s
+        assert f"stopped while waiting for {waits_for}" in log.read_text()
+        assert "Traceback" not in log.read_text()
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
