@@ -72,6 +72,10 @@ _KEY_RULES: dict[KeyType, tuple[re.Pattern[str], str]] = {
 }
 
 _TAX_ID_DIGITS = {OwnerType.NATURAL_PERSON: 11, OwnerType.LEGAL_PERSON: 14}
+# Compiled once: `re.fullmatch` with a pattern string looks it up in re's cache on every call, ~3% of the
+# starter's time in batch mode (issue 11's profile).
+_TAX_ID = {owner: re.compile(rf"[0-9]{{{digits}}}") for owner, digits in _TAX_ID_DIGITS.items()}
+_ANY_TAX_ID = re.compile(r"[0-9]{11}|[0-9]{14}")
 
 
 def _pattern(regex: str, message: str) -> AfterValidator:
@@ -153,11 +157,11 @@ class Entry(BaseModel):
     def _tax_id_matches_owner(cls, tax_id: str, info: ValidationInfo) -> str:
         owner_type = info.data.get("owner_type")
         if owner_type is None:
-            if not re.fullmatch(r"[0-9]{11}|[0-9]{14}", tax_id):
+            if not _ANY_TAX_ID.fullmatch(tax_id):
                 raise ValueError("an owner tax id must be 11 digits (CPF) or 14 digits (CNPJ)")
             return tax_id
         digits = _TAX_ID_DIGITS[owner_type]
-        if not re.fullmatch(rf"[0-9]{{{digits}}}", tax_id):
+        if not _TAX_ID[owner_type].fullmatch(tax_id):
             kind = "CPF" if owner_type is OwnerType.NATURAL_PERSON else "CNPJ"
             raise ValueError(f"a {owner_type.value} owner's tax id must be exactly {digits} digits ({kind})")
         return tax_id
