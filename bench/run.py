@@ -143,6 +143,18 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} CPUs ({model}), {memory:.1f} GB RAM, {platform.platform()}"
 
 
+def commit() -> str:
+    """The commit measured, marked when the work tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30,
+                              cwd=RESULTS.parent, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=30, cwd=RESULTS.parent, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} (with uncommitted changes)" if dirty else head
+
+
 def versions() -> str:
     found = [f"Python {platform.python_version()}"]
     for package in ("temporalio", "pulsar-client", "pulsar-lite", "redis", "pydantic"):
@@ -210,7 +222,8 @@ def report(batch: list[dict[str, Any]], per_event: list[dict[str, Any]], profile
         START,
         f"## `make bench` (issue 11), {when}",
         "",
-        f"Command: `{command}` ({len(batch)} rounds, {elapsed / 60:.1f} min). Machine: {machine()}. "
+        f"Command: `{command}` at commit {commit()} ({len(batch)} rounds, {elapsed / 60:.1f} min). "
+        f"Machine: {machine()}. "
         f"Versions: {versions()}.",
         "",
         "Each round: fresh stacks; the ceilings first, then ours, on the same servers. Median, min and max over "
