@@ -29,6 +29,8 @@ from cidsync.events import EntryEvent
 from cidsync.producer import ProducerConfig
 from cidsync.pulsar_client import pulsar_client
 
+STALL_SECONDS = 30.0
+
 
 async def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
     """Messages/s acknowledged, sending prebuilt payloads to a scratch topic."""
@@ -73,10 +75,15 @@ def raw_pulsar_to_redis(pulsar_url: str, redis_url: str, topics: list[str], coun
     store = redis.Redis.from_url(redis_url)
     done = 0
     started = 0.0
+    last_message = time.monotonic()
     while done < count:
         messages = consumer.batch_receive()
         if not messages:
+            if time.monotonic() - last_message > STALL_SECONDS:
+                raise RuntimeError(f"the broker stopped delivering after {done} of {count} messages (see "
+                                   "'Noticed' in bench/RESULTS.md): this round cannot be measured")  # fmt: skip
             continue
+        last_message = time.monotonic()
         if not started:
             started = time.perf_counter()
         pipe = store.pipeline(transaction=False)

@@ -4,17 +4,28 @@ publish->applied latency, and per-event mode; each result checked against the ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.common import Sampler, Stack, history, store_matches, watching
+from bench.common import Applied, Sampler, Stack, history, store_matches, watching
 from cidsync.events import EntryEvent
 from cidsync.producer import EntryEventProducer, ProducerConfig, Published
 from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
 
-APPLY_TIMEOUT = 600.0
+STALL_SECONDS = 60.0  # no event applied for this long: the run failed (it does not hang the bench)
+
+
+async def all_applied(applied: Applied) -> None:
+    """Until every awaited event is applied; `TimeoutError` naming the progress when it stalls."""
+    while not applied.done.is_set():
+        seen = len(applied.at)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(applied.done.wait(), STALL_SECONDS)
+        if not applied.done.is_set() and len(applied.at) == seen:
+            raise TimeoutError(f"no event applied for {STALL_SECONDS:.0f} s, at {seen} of {len(applied.wanted)}")
 
 
 @dataclass
@@ -85,11 +96,11 @@ async def drain(
         stack.start_starter(mode)
         assert stack.starter is not None
         sampler.add("starter", stack.starter.process.pid)
-        await asyncio.wait_for(applied.begun.wait(), APPLY_TIMEOUT)
+        await asyncio.wait_for(applied.begun.wait(), STALL_SECONDS)
         before = sampler.cpu_seconds()
         if begun is not None:
             begun()
-        await asyncio.wait_for(applied.done.wait(), APPLY_TIMEOUT)
+        await all_applied(applied)
         after = sampler.cpu_seconds()
     cpu = {name: (after[name] - before.get(name, 0.0)) / len(events) * 1e6 for name in after}
     return Drain(applied.rate(), await store_matches(stack.redis_url, expected), cpu)  # type: ignore[arg-type]
@@ -111,7 +122,7 @@ async def steady(stack: Stack, rate: float, seconds: float, participants: list[s
     events, expected = history(int(rate * seconds), participants, seed)
     async with watching(stack.redis_url, events) as applied:
         published = await publish(stack, events, rate)
-        await asyncio.wait_for(applied.done.wait(), APPLY_TIMEOUT)
+        await all_applied(applied)
     latencies = [(applied.at[i] - published.acked_at[i]) * 1000 for i in applied.wanted]
     return Steady(rate, percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(published.send_ms, 0.99),
                   await store_matches(stack.redis_url, expected))  # fmt: skip
