@@ -116,20 +116,23 @@ async def _publish(args: argparse.Namespace) -> int:
     in_flight = asyncio.Semaphore(config.max_in_flight)
     pending: set[asyncio.Task[Published]] = set()
 
+    def record(outcome: Published | BaseException) -> None:
+        if isinstance(outcome, Published):
+            summary.sent += 1
+            summary.latencies_ms.append(outcome.latency_ms)
+            return
+        summary.failed += 1
+        if isinstance(outcome, PublishFailed):
+            summary.dead_lettered += outcome.dead_lettered
+            failures.append(str(outcome))
+        else:
+            failures.append(repr(outcome))
+
     def done(task: asyncio.Task[Published]) -> None:
         in_flight.release()
         pending.discard(task)
         error = task.exception()
-        if error is None:
-            summary.sent += 1
-            summary.latencies_ms.append(task.result().latency_ms)
-        elif isinstance(error, PublishFailed):
-            summary.failed += 1
-            summary.dead_lettered += error.dead_lettered
-            failures.append(str(error))
-        else:
-            summary.failed += 1
-            failures.append(repr(error))
+        record(task.result() if error is None else error)
 
     def event_of(item: Any) -> EntryEvent:
         if isinstance(item, EntryEvent):
@@ -141,22 +144,16 @@ async def _publish(args: argparse.Namespace) -> int:
         if args.rate == 0:
             # No pacing: the bulk path (one wake-up of the loop per chunk's acknowledgements).
             for outcome in await producer.publish_events([event_of(item) for item in items]):
-                if isinstance(outcome, PublishFailed):
-                    summary.failed += 1
-                    summary.dead_lettered += outcome.dead_lettered
-                    failures.append(str(outcome))
-                else:
-                    summary.sent += 1
-                    summary.latencies_ms.append(outcome.latency_ms)
-            items = []
-        async for item in _paced(items, args.rate):
-            coroutine = producer.publish_event(event_of(item))
-            await in_flight.acquire()
-            task = asyncio.ensure_future(coroutine)
-            pending.add(task)
-            task.add_done_callback(done)
-        if pending:
-            await asyncio.wait(set(pending))
+                record(outcome)
+        else:
+            async for item in _paced(items, args.rate):
+                coroutine = producer.publish_event(event_of(item))
+                await in_flight.acquire()
+                task = asyncio.ensure_future(coroutine)
+                pending.add(task)
+                task.add_done_callback(done)
+            if pending:
+                await asyncio.wait(set(pending))
         summary.elapsed_s = time.perf_counter() - started
     finally:
         await producer.close()
