@@ -167,10 +167,18 @@ class EntryEventStarter:
                 ),
             )
             self._receivers[topic] = BatchConsumer(consumer)
+        loops = [asyncio.ensure_future(self._receive_from(r, stop)) for r in self._receivers.values()]
         try:
-            await asyncio.gather(*(self._receive_from(r, stop) for r in self._receivers.values()))
+            # Until stop (or a halt) ends every loop; a loop that fails unexpectedly ends them all.
+            await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            for loop in loops:
+                loop.cancel()  # a receive under way finishes in its thread; what it got stays unacked
+            await asyncio.gather(*loops, return_exceptions=True)
             await self._drain()
+        for loop in loops:
+            if not loop.cancelled() and (error := loop.exception()) is not None:
+                raise error
         if self._halted is not None:
             raise StarterHalted(f"Temporal refused to start workflows: {self._halted}") from self._halted
 
