@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import threading
 import time
@@ -105,8 +106,6 @@ def fresh_stack(root: Path) -> Iterator[Stack]:
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     """The stack's roles inherit this process's environment: the key secret reaches the worker this way."""
-    import os
-
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

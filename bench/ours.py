@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.common import Applied, Sampler, Stack, history, store_matches, watching
+from bench.common import Applied, Sampler, Stack, history, percentile, store_matches, watching
 from cidsync.events import EntryEvent
 from cidsync.producer import EntryEventProducer, ProducerConfig, Published
 from cidsync.pulsar_client import pulsar_client
@@ -117,8 +117,6 @@ class Steady:
 
 async def steady(stack: Stack, rate: float, seconds: float, participants: list[str], seed: int) -> Steady:
     """`rate` events/s for `seconds` while the starter runs: publish (broker ack) -> applied latency."""
-    from bench.common import percentile
-
     events, expected = history(int(rate * seconds), participants, seed)
     async with watching(stack.redis_url, events) as applied:
         published = await publish(stack, events, rate)

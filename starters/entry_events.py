@@ -197,9 +197,7 @@ class EntryEventStarter:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
         if self._batch:
-            batch = self._take_batch()
-            await self._batch_slots.acquire()
-            self._spawn(self._start_batch(batch), self._batch_slots)
+            await self._send_batch()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
         for receiver in self._receivers.values():
@@ -319,22 +317,20 @@ class EntryEventStarter:
             self._batch_timer = asyncio.ensure_future(self._flush_when_due(self._batch_generation))
         self._batch.append((message, change))
         if len(self._batch) >= self.config.batch_max_events:
-            # Taken before waiting for a slot: the other topics' receive loops add to a new batch meanwhile.
-            batch = self._take_batch()
-            await self._batch_slots.acquire()
-            self._spawn(self._start_batch(batch), self._batch_slots)
+            await self._send_batch()
 
-    def _take_batch(self) -> list[tuple[pulsar.Message, CIDChange]]:
+    async def _send_batch(self) -> None:
+        """Start the current batch as a task once a batch slot is free. It is taken before the wait: the
+        other topics' receive loops add to a new batch meanwhile."""
         batch, self._batch = self._batch, []
-        return batch
+        await self._batch_slots.acquire()
+        self._spawn(self._start_batch(batch), self._batch_slots)
 
     async def _flush_when_due(self, generation: int) -> None:
         await asyncio.sleep(self.config.batch_max_wait.total_seconds())
         if not (self._batch and self._batch_generation == generation):
             return  # the batch filled up and went already
-        batch = self._take_batch()
-        await self._batch_slots.acquire()
-        self._spawn(self._start_batch(batch), self._batch_slots)
+        await self._send_batch()
 
     async def _start_batch(self, batch: list[tuple[pulsar.Message, CIDChange]]) -> None:
         """Drop what is marked applied (one pipelined look-up for the whole batch), start one run for the
