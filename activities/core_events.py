@@ -14,12 +14,14 @@ from typing import Annotated
 
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from cidsync.core_events import SCHEMA, ApprovalNeeded, EntryReconciled, ReconciliationCompleted, VerificationStale
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import Scratch
+from cidsync.telemetry import tracing
 from cidsync.topics import Topics
 
 OUTBOX_SLICE = 500
@@ -55,11 +57,12 @@ class CoreEventsPublisher:
         await self.producer.close()
 
     async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
-        await self.producer.send(
-            payload,
-            partition_key=partition_key,
-            properties={"schema": SCHEMA, "event_type": event_type, "event_id": event_id},
-        )
+        attributes = {"messaging.system": "pulsar", "messaging.operation.type": "send",
+                      "messaging.destination.name": self.producer.topic(), "cidsync.event_type": event_type,
+                      "cidsync.event_id": event_id}  # fmt: skip
+        with tracing.span("send core-events", kind=SpanKind.PRODUCER, attributes=attributes):
+            properties = {"schema": SCHEMA, "event_type": event_type, "event_id": event_id}
+            await self.producer.send(payload, partition_key=partition_key, properties=dict(tracing.inject(properties)))
 
     @activity.defn(name="publish_outbox")
     async def publish_outbox(self, scratch: Scratch) -> int:

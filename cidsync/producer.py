@@ -34,11 +34,13 @@ import _pulsar
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 from opentelemetry import metrics
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from cidsync.entry import Entry
 from cidsync.events import SCHEMA_V1, DeletionType, EntryEvent, EventType, parse_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import public_message_id, send_async
+from cidsync.telemetry import tracing
 from cidsync.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,26 @@ def _properties(event: EntryEvent) -> dict[str, str]:
         "event_id": str(event.event_id),
         "sequence": str(event.sequence),
     }
+
+
+def _send_span(event: EntryEvent, topic: str) -> Span | None:
+    """The PRODUCER span of one event, child of the caller's current span (core's own trace, if any).
+    Its context travels in the message's `traceparent` property; the starter continues it."""
+    attributes = {
+        "messaging.system": "pulsar",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topic,
+        **tracing.event_attributes(str(event.event_id), event.event_type.value, str(event.entry.id), event.sequence),
+    }
+    return tracing.start_span(f"send {topic.rsplit('/', 1)[-1]}", kind=SpanKind.PRODUCER, attributes=attributes)
+
+
+def _end_send_span(span: Span | None, error: Exception | None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    span.end()
 
 
 @dataclass
@@ -306,32 +328,38 @@ class EntryEventProducer:
         """Publish a ready v1 event (e.g. read from a file) to the topic its type selects."""
         topic = self.topics.for_event(event)
         payload = event.to_json().encode("utf-8")
-        properties = _properties(event)
+        span = _send_span(event, topic)
+        properties = dict(tracing.inject_span(span, _properties(event)))
         attempts = 0
         last_error: Exception | None = None
-        async with self._in_flight:
-            for delay in (0.0, *self.config.retry_delays):
-                if delay:
-                    await asyncio.sleep(delay)
-                attempts += 1
-                started = time.perf_counter()
-                try:
-                    message_id = await self._producers[topic].send(
-                        payload,
-                        properties=properties,
-                        partition_key=str(event.entry.id),
-                        event_timestamp=int(event.occurred_at.timestamp() * 1000),
-                    )
-                except pulsar_asyncio.PulsarException as error:
-                    last_error = error
-                    self._count_error(topic, error)
-                    continue
-                latency_ms = (time.perf_counter() - started) * 1000
-                return self._acknowledged(event, topic, message_id, latency_ms)
-            assert last_error is not None
-            dead_letter_error = await self._dead_letter(payload, properties, event, topic, attempts, last_error)
-        self.stats.failed += 1
-        raise PublishFailed(event, topic, attempts, last_error, dead_letter_error)
+        failure: PublishFailed | None = None
+        try:
+            async with self._in_flight:
+                for delay in (0.0, *self.config.retry_delays):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    attempts += 1
+                    started = time.perf_counter()
+                    try:
+                        message_id = await self._producers[topic].send(
+                            payload,
+                            properties=properties,
+                            partition_key=str(event.entry.id),
+                            event_timestamp=int(event.occurred_at.timestamp() * 1000),
+                        )
+                    except pulsar_asyncio.PulsarException as error:
+                        last_error = error
+                        self._count_error(topic, error)
+                        continue
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    return self._acknowledged(event, topic, message_id, latency_ms)
+                assert last_error is not None
+                dead_letter_error = await self._dead_letter(payload, properties, event, topic, attempts, last_error)
+            self.stats.failed += 1
+            failure = PublishFailed(event, topic, attempts, last_error, dead_letter_error)
+            raise failure
+        finally:
+            _end_send_span(span, failure)
 
     async def publish_events(self, events: Sequence[EntryEvent]) -> list[Published | PublishFailed]:
         """Publish many ready events; the outcome of each, in order. For bulk loads and backfills.
@@ -369,8 +397,12 @@ class EntryEventProducer:
         remaining = [len(events)]
         lock = threading.Lock()
 
-        def answered(index: int, topic: str, sent: float, result: _pulsar.Result, native_id: object) -> None:
+        def answered(
+            index: int, topic: str, sent: float, span: Span | None, result: _pulsar.Result, native_id: object
+        ) -> None:
             answers[index] = (topic, result, native_id, (time.perf_counter() - sent) * 1000)
+            # A refused send is retried through publish_event, under a span of its own.
+            _end_send_span(span, None if result == _pulsar.Result.Ok else pulsar_asyncio.PulsarException(result))
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
@@ -385,9 +417,11 @@ class EntryEventProducer:
             for index, event in enumerate(events):
                 topic = self.topics.for_event(event)
                 sent = time.perf_counter()
-                send_async(self._producers[topic], event.to_json().encode("utf-8"), properties=_properties(event),
+                span = _send_span(event, topic)
+                properties = dict(tracing.inject_span(span, _properties(event)))
+                send_async(self._producers[topic], event.to_json().encode("utf-8"), properties=properties,
                            partition_key=str(event.entry.id), event_timestamp=int(event.occurred_at.timestamp() * 1000),
-                           callback=functools.partial(answered, index, topic, sent))  # fmt: skip
+                           callback=functools.partial(answered, index, topic, sent, span))  # fmt: skip
             await all_answered
         return answers
 

@@ -22,6 +22,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cidsync.config import Settings
 from cidsync.patience import until_answered
+from cidsync.telemetry import tracing
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
@@ -45,6 +46,8 @@ async def connect(
     options["namespace"] = settings.temporal_namespace
     if identity:
         options["identity"] = identity
+    # Workers built on this client inherit its interceptors: one trace from the start to the activities.
+    options["interceptors"] = [*options.get("interceptors", ()), *tracing.temporal_interceptors()]
     # RuntimeError: what the SDK raises when it cannot reach the server.
     return await until_answered(
         f"Temporal at {options['target_host']}",

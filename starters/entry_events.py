@@ -29,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
+from opentelemetry.trace import Link, Span, SpanKind
 from redis.exceptions import RedisError
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
@@ -57,6 +59,7 @@ from cidsync.pulsar_native import BatchConsumer
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDBatch, CIDChange
+from cidsync.telemetry import tracing
 from cidsync.topics import Topics
 from starters.options import Mode, StarterConfig
 from workflows.apply_cid_batch import ApplyCIDBatch
@@ -79,6 +82,28 @@ TRANSIENT_RPC = {
     RPCStatusCode.UNKNOWN,
     RPCStatusCode.INTERNAL,
 }
+
+
+Batched = tuple[pulsar.Message, CIDChange, Link | None]  # the link: to the event's consumer span, if traced
+
+
+def _consumer_span(message: pulsar.Message, change: CIDChange) -> AbstractContextManager[Span | None]:
+    """The CONSUMER span of one event, continuing the producer's trace from the `traceparent` property."""
+    if not tracing.enabled():
+        return nullcontext()
+    attributes = {
+        "messaging.system": "pulsar",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": message.topic_name(),
+        **tracing.event_attributes(str(change.event_id), change.event_type.value, str(change.entry_id),
+                                   change.sequence),
+        "cidsync.participant": change.participant,
+        "cidsync.key_type": change.key_type.value,
+        "cidsync.key_id": change.key_id,
+    }  # fmt: skip
+    topic = message.topic_name().rsplit("/", 1)[-1]
+    return tracing.span(f"process {topic}", kind=SpanKind.CONSUMER, attributes=attributes,
+                        parent=tracing.extract(message.properties()))  # fmt: skip
 
 
 class StarterHalted(RuntimeError):
@@ -127,7 +152,7 @@ class EntryEventStarter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._receivers: dict[str, BatchConsumer] = {}  # by full topic name
         self._dead_letters: pulsar_asyncio.Producer | None = None
-        self._batch: list[tuple[pulsar.Message, CIDChange]] = []
+        self._batch: list[Batched] = []
         self._batch_generation = 0
         self._batch_timer: asyncio.Task[None] | None = None
         self._halted: BaseException | None = None
@@ -239,15 +264,16 @@ class EntryEventStarter:
         self._spawn(self._handle(message, change), self._slots)
 
     async def _handle(self, message: pulsar.Message, change: CIDChange) -> None:
-        try:
-            if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
-                self.stats.already_marked += 1
+        with _consumer_span(message, change):
+            try:
+                if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
+                    self.stats.already_marked += 1
+                    self._ack(message)
+                    return
+                await self._start(change)  # under the consumer span: the workflow continues this trace
                 self._ack(message)
-                return
-            await self._start(change)
-            self._ack(message)
-        except TRANSIENT as error:
-            await self._retry_later(message, error)
+            except TRANSIENT as error:
+                await self._retry_later(message, error)
 
     def _receiver_of(self, message: pulsar.Message) -> BatchConsumer:
         return self._receivers[message.topic_name()]
@@ -315,7 +341,11 @@ class EntryEventStarter:
             # when it is due, not when the next message happens to arrive (possibly hours later).
             self._batch_generation += 1
             self._batch_timer = asyncio.ensure_future(self._flush_when_due(self._batch_generation))
-        self._batch.append((message, change))
+        link: Link | None = None
+        with _consumer_span(message, change) as span:
+            if span is not None:
+                link = Link(span.get_span_context())
+        self._batch.append((message, change, link))
         if len(self._batch) >= self.config.batch_max_events:
             await self._send_batch()
 
@@ -332,20 +362,26 @@ class EntryEventStarter:
             return  # the batch filled up and went already
         await self._send_batch()
 
-    async def _start_batch(self, batch: list[tuple[pulsar.Message, CIDChange]]) -> None:
+    async def _start_batch(self, batch: list[Batched]) -> None:
         """Drop what is marked applied (one pipelined look-up for the whole batch), start one run for the
-        rest, then ack them all. On a transient failure nothing is acked and every message is retried."""
-        try:
-            marked = await self.store.marked([change for _, change in batch])
-            changes = [change for (_, change), done in zip(batch, marked, strict=True) if not done]
-            if changes:
-                await self._start_changes(changes)
-        except TRANSIENT as error:
-            for message, _ in batch:
-                await self._retry_later(message, error)
-            return
+        rest, then ack them all. On a transient failure nothing is acked and every message is retried.
+
+        Traced, the batch is a trace of its own whose root links to each event's consumer span (OpenTelemetry's
+        messaging conventions for batch processing): one run serves events of many traces."""
+        links = [link for _, _, link in batch if link is not None]
+        with tracing.span("start batch", kind=SpanKind.PRODUCER, links=links,
+                          attributes={"messaging.batch.message_count": len(batch)}):  # fmt: skip
+            try:
+                marked = await self.store.marked([change for _, change, _ in batch])
+                changes = [change for (_, change, _), done in zip(batch, marked, strict=True) if not done]
+                if changes:
+                    await self._start_changes(changes)
+            except TRANSIENT as error:
+                for message, _, _ in batch:
+                    await self._retry_later(message, error)
+                return
         self.stats.already_marked += sum(marked)
-        for message, _ in batch:
+        for message, _, _ in batch:
             self._ack(message)
 
     async def _start_changes(self, changes: list[CIDChange]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import grpc
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from cidsync.bridge import convert
 from cidsync.bridge.errors import BridgeError, from_rpc_error
@@ -40,6 +42,7 @@ from cidsync.bridge.models import (
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.entry import KeyType
+from cidsync.telemetry import tracing
 
 SERVICE = "cidsync.bridge.v1.DictBridge"
 IDEMPOTENT_METHODS = (
@@ -54,6 +57,16 @@ DEFAULT_DEADLINE = 30.0
 DEFAULT_STREAM_DEADLINE = 600.0
 
 Reply = TypeVar("Reply")
+
+
+def _rpc_span(method: str) -> AbstractContextManager[Span | None]:
+    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+    return tracing.span(f"{SERVICE}/{method}", kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...] | None:
+    """`traceparent` for the Bridge (or the simulator) to continue the caller's trace; None when off."""
+    return tuple(tracing.inject({}).items()) if tracing.enabled() else None
 
 
 def service_config(max_attempts: int = 5) -> str:
@@ -155,10 +168,14 @@ class BridgeClient:
         await self.close()
 
     async def _call(self, method: str, call: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
-        try:
-            return await call(request, timeout=self.deadline)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, method) from None
+        with _rpc_span(method) as span:
+            try:
+                return await call(request, timeout=self.deadline, metadata=_trace_metadata())
+            except grpc.aio.AioRpcError as error:
+                if span is not None:
+                    span.set_attribute("rpc.grpc.status_code", error.code().value[0])
+                    span.set_status(Status(StatusCode.ERROR, error.code().name))
+                raise from_rpc_error(error, method) from None
 
     async def verify_sync(self, participant: str, key_type: KeyType, vsync: str) -> Verification:
         reply: pb.VerifySyncResponse = await self._call(
@@ -205,6 +222,7 @@ class BridgeClient:
         stream = self._stub.StreamCIDList(
             pb.StreamCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
             timeout=self.stream_deadline,
+            metadata=_trace_metadata(),
         )
         try:
             async for reply in stream:

@@ -28,6 +28,7 @@ from cidsync.config import NotConfigured
 from cidsync.devstack.processes import StackError
 from cidsync.errors import InvalidInput
 from cidsync.patience import Interrupted, NoAnswer
+from cidsync.telemetry import tracing
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -51,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         "`cidsync dev up`. Exit status: 0 ok, 2 invalid input, 1 any other failure.",
     )
     parser.add_argument("--version", action="version", version=f"cidsync {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", dest="command", required=True, parser_class=_Parser
+    )
     domain_commands.register(commands)
     dev_commands.register(commands)
     bridge_commands.register(commands)
@@ -65,6 +68,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        tracing.setup(f"cidsync-{args.command}")
         code: int = args.handler(args)
         return code
     except SystemExit as exit_:
@@ -90,6 +94,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cidsync: interrupted", file=sys.stderr)
         return 130
+    finally:
+        tracing.shutdown()  # before os._exit: the spans of the last events still go out
 
 
 def main() -> NoReturn:

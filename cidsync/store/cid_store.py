@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import cast
 
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -48,6 +49,16 @@ from cidsync.store.models import (
     VerificationRecord,
 )
 from cidsync.store.scripts import APPLY, REPAIR
+from cidsync.telemetry import tracing
+
+_REDIS_SCRIPT = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
+
+
+def _apply_attributes(change: CIDChange) -> dict[str, str | int]:
+    """A span about one apply: ids, the key id and the pair; no key, no CID (DESIGN.md §5)."""
+    return {**_REDIS_SCRIPT, "cidsync.event_id": str(change.event_id), "cidsync.participant": change.participant,
+            "cidsync.key_type": change.key_type.value, "cidsync.key_id": change.key_id,
+            "cidsync.sequence": change.sequence}  # fmt: skip
 
 
 def _vsync_hex(raw: bytes | str | None) -> str:
@@ -124,7 +135,10 @@ class CIDStore:
 
     async def apply(self, change: CIDChange) -> ApplyResult:
         keys, args = self._script_call(change)
-        status, previous, _, raw_vsync = await self._apply(keys=keys, args=args)
+        with tracing.span("redis apply", kind=SpanKind.CLIENT, attributes=_apply_attributes(change)) as span:
+            status, previous, _, raw_vsync = await self._apply(keys=keys, args=args)
+            if span is not None:
+                span.set_attribute("cidsync.outcome", _text(status))
         return ApplyResult(
             status=ApplyStatus(_text(status)),
             previous_sequence=int(previous) if previous else None,
@@ -136,12 +150,15 @@ class CIDStore:
 
         So how events are grouped into batches (and regrouped on redelivery) cannot change the result.
         """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for change in changes:
-                keys, args = self._script_call(change)
-                await self._apply(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
-        applied = sum(1 for reply in replies if reply[0] == b"applied")
+        with tracing.span("redis apply batch", kind=SpanKind.CLIENT, attributes=_REDIS_SCRIPT) as span:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for change in changes:
+                    keys, args = self._script_call(change)
+                    await self._apply(keys=keys, args=args, client=pipe)
+                replies = await pipe.execute()
+            applied = sum(1 for reply in replies if reply[0] == b"applied")
+            if span is not None:
+                span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": applied})
         return BatchResult(applied=applied, stale=len(replies) - applied)
 
     @asynccontextmanager
