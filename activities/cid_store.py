@@ -23,6 +23,7 @@ from cidsync.store.models import (
     PairVerification,
     VerificationRecord,
 )
+from cidsync.telemetry import instruments
 
 
 class KeySequenceQuery(BaseModel):
@@ -59,11 +60,16 @@ class StoreActivities:
 
     @activity.defn(name="apply_cid_change")
     async def apply_change(self, change: CIDChange) -> ApplyResult:
-        return await self.store.apply(change)
+        result = await self.store.apply(change)
+        instruments.store_changes.add(1, {"outcome": result.status.value})
+        return result
 
     @activity.defn(name="apply_cid_batch")
     async def apply_batch(self, batch: CIDBatch) -> BatchResult:
-        return await self.store.apply_batch(batch.changes)
+        result = await self.store.apply_batch(batch.changes)
+        instruments.store_changes.add(result.applied, {"outcome": "applied"})
+        instruments.store_changes.add(result.stale, {"outcome": "stale"})
+        return result
 
     @activity.defn(name="key_sequence")
     async def key_sequence(self, query: KeySequenceQuery) -> int | None:

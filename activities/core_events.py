@@ -56,6 +56,11 @@ class CoreEventsPublisher:
     async def close(self) -> None:
         await self.producer.close()
 
+    async def check_connected(self) -> None:
+        """Readiness: the producer holds a live connection to the broker."""
+        if not self.producer._producer.is_connected():  # the wrapper keeps the native producer here
+            raise ConnectionError("not connected to the Pulsar broker")
+
     async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
         attributes = {"messaging.system": "pulsar", "messaging.operation.type": "send",
                       "messaging.destination.name": self.producer.topic(), "cidsync.event_type": event_type,

@@ -41,6 +41,11 @@ class BatchConsumer:
     def __init__(self, consumer: pulsar_asyncio.Consumer) -> None:
         self.consumer = consumer
         self._native = consumer._consumer  # the wrapper keeps the native consumer here
+        self.topic: str = self._native.topic().rsplit("/", 1)[-1]  # the short name, for metric labels
+
+    def connected(self) -> bool:
+        """Whether the client holds a live connection to the broker for this consumer (readiness)."""
+        return bool(self._native.is_connected())
 
     async def receive(self) -> list[pulsar.Message]:
         """What arrived, up to the policy's count, waiting at most the policy's wait; may be empty."""

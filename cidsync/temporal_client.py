@@ -18,17 +18,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import Runtime
 
 from cidsync.config import Settings
 from cidsync.patience import until_answered
 from cidsync.telemetry import tracing
-
-
-def metrics_runtime(bind_address: str) -> Runtime:
-    """A runtime exporting the SDK's metrics and the workflows' own (e.g. `cidsync_verification_stale`)
-    on a Prometheus endpoint; without one, metrics recorded by workflows go nowhere."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
 
 
 async def connect(

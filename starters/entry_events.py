@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,7 +60,8 @@ from cidsync.pulsar_native import BatchConsumer
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDBatch, CIDChange
-from cidsync.telemetry import tracing
+from cidsync.telemetry import instruments, tracing
+from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
 from starters.options import Mode, StarterConfig
 from workflows.apply_cid_batch import ApplyCIDBatch
@@ -106,12 +108,25 @@ def _consumer_span(message: pulsar.Message, change: CIDChange) -> AbstractContex
                         parent=tracing.extract(message.properties()))  # fmt: skip
 
 
+# The metrics' labels: fixed sets, never the free text of a reason.
+INVALID_EVENT = "invalid_event"
+REDELIVERIES_EXHAUSTED = "redeliveries_exhausted"
+PER_EVENT = {"mode": "per_event"}
+BATCH = {"mode": "batch"}
+
+
+def _count_start(mode: dict[str, str], result: str, started: float) -> None:
+    instruments.workflow_starts.add(1, {**mode, "result": result})
+    instruments.start_duration.record(time.perf_counter() - started, mode)
+
+
 class StarterHalted(RuntimeError):
     """Temporal refused a start for a reason no retry can fix; the messages are left in Pulsar."""
 
 
 @dataclass
 class StarterStats:
+    consumed: int = 0
     started: int = 0
     already_started: int = 0
     already_marked: int = 0
@@ -171,6 +186,18 @@ class EntryEventStarter:
                 f"namespace {self.temporal.namespace} lacks the search attributes {', '.join(missing)}: {commands}"
             )
 
+    async def check_connected(self) -> None:
+        """Readiness: subscribed to every entry topic, each with a live connection to the broker."""
+        down = [topic for topic, receiver in self._receivers.items() if not receiver.connected()]
+        if not self._receivers or down:
+            raise ConnectionError(f"not consuming from {', '.join(down) or 'the entry topics yet'}")
+
+    async def log_stats(self, every: timedelta) -> None:
+        """The counters in the log every `every`, so an operator without a scraper still sees progress."""
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            logger.info("starter counters: %s", _counters(self.stats), extra={"counters": asdict(self.stats)})
+
     async def run(self, stop: asyncio.Event, *, connect_wait: timedelta = ROLE_CONNECT_WAIT) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
         await self.check_search_attributes()
@@ -215,6 +242,9 @@ class EntryEventStarter:
                 logger.warning("receive failed (%s); the client reconnects by itself", error)
                 await asyncio.sleep(0.5)
                 continue
+            if messages:
+                self.stats.consumed += len(messages)
+                instruments.events_consumed.add(len(messages), {"topic": receiver.topic})
             for message in messages:
                 await self._accept(message)
 
@@ -255,7 +285,7 @@ class EntryEventStarter:
             change = CIDChange.of_event(parse_event_json(message.data()), self.store.key_secret)
         except InvalidInput as error:
             await self._slots.acquire()
-            self._spawn(self._dead_letter(message, error.summary()), self._slots)
+            self._spawn(self._dead_letter(message, error.summary(), INVALID_EVENT), self._slots)
             return
         if self.config.mode is Mode.BATCH and change.deletion_type is not DeletionType.WAITING_PERIOD:
             await self._add_to_batch(message, change)  # its mark is checked with the whole batch's
@@ -268,6 +298,7 @@ class EntryEventStarter:
             try:
                 if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
                     self.stats.already_marked += 1
+                    instruments.events_already_applied.add(1)
                     self._ack(message)
                     return
                 await self._start(change)  # under the consumer span: the workflow continues this trace
@@ -290,6 +321,7 @@ class EntryEventStarter:
             workflow, argument = UpdateCID.run, change
         else:
             workflow, argument = DeleteCID.run, DeleteCIDInput(change=change, waiting_period=self.config.waiting_period)
+        started = time.perf_counter()
         try:
             await self.temporal.start_workflow(
                 workflow,
@@ -302,9 +334,11 @@ class EntryEventStarter:
                 static_summary=event_summary(change),
             )
             self.stats.started += 1
+            _count_start(PER_EVENT, "started", started)
         except WorkflowAlreadyStartedError:
             # Started before (it may even have finished): Temporal has it, which is all we need.
             self.stats.already_started += 1
+            _count_start(PER_EVENT, "already_started", started)
 
     async def _retry_later(self, message: pulsar.Message, error: BaseException) -> None:
         consumer = self._receiver_of(message).consumer
@@ -315,9 +349,10 @@ class EntryEventStarter:
             return
         count = message.redelivery_count()
         if count >= self.config.max_redeliveries:
-            await self._dead_letter(message, f"gave up after {count} redeliveries: {error!r}")
+            await self._dead_letter(message, f"gave up after {count} redeliveries: {error!r}", REDELIVERIES_EXHAUSTED)
             return
         self.stats.retried += 1
+        instruments.events_retried.add(1)
         delay = min(self.config.backoff_max, self.config.backoff_base * (2**count)).total_seconds()
         logger.warning("transient failure (%r); redelivery in %.1f s", error, delay)
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
@@ -325,11 +360,13 @@ class EntryEventStarter:
             delay, lambda: asyncio.ensure_future(consumer.negative_acknowledge(message))
         )
 
-    async def _dead_letter(self, message: pulsar.Message, reason: str) -> None:
+    async def _dead_letter(self, message: pulsar.Message, reason: str, kind: str) -> None:
+        """`reason` (the full text) goes with the message; `kind` (a fixed set) labels the metric."""
         assert self._dead_letters is not None
-        await self._dead_letters.send(message.data(), properties=_properties(message, reason),
+        await self._dead_letters.send(message.data(), properties=_properties(message, reason, {"kind": kind}),
                                       partition_key=message.partition_key() or None)  # fmt: skip
         self.stats.dead_lettered += 1
+        instruments.events_dead_lettered.add(1, {"reason": kind})
         logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300])
         self._ack(message)
 
@@ -381,10 +418,13 @@ class EntryEventStarter:
                     await self._retry_later(message, error)
                 return
         self.stats.already_marked += sum(marked)
+        instruments.events_already_applied.add(sum(marked))
         for message, _, _ in batch:
             self._ack(message)
 
     async def _start_changes(self, changes: list[CIDChange]) -> None:
+        instruments.batch_size.record(len(changes))
+        started = time.perf_counter()
         try:
             await self.temporal.start_workflow(
                 ApplyCIDBatch.run,
@@ -396,21 +436,36 @@ class EntryEventStarter:
                 static_summary=f"batch of {len(changes)} entry events",
             )
             self.stats.batches += 1
+            _count_start(BATCH, "started", started)
         except WorkflowAlreadyStartedError:
             self.stats.already_started += 1
+            _count_start(BATCH, "already_started", started)
 
 
-async def run_starter(temporal: Client, settings: Settings, config: StarterConfig, stop: asyncio.Event) -> StarterStats:
+def _counters(stats: StarterStats) -> str:
+    return " ".join(f"{name}={value}" for name, value in asdict(stats).items())
+
+
+async def run_starter(
+    temporal: Client, settings: Settings, config: StarterConfig, stop: asyncio.Event, health: Health | None = None
+) -> StarterStats:
     """Run until `stop` is set, then drain. Builds the clients it needs and closes them in order (STACK.md):
-    the Pulsar consumer and client first, then the store."""
+    the Pulsar consumer and client first, then the store. `health` gets a probe per dependency."""
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     pulsar = pulsar_client(settings.require("pulsar_url"))
     starter = EntryEventStarter(temporal, store, pulsar, Topics(namespace=settings.pulsar_namespace), config)
+    if health is not None:
+        health.add("temporal", temporal.service_client.check_health)
+        health.add("redis", store.ping)
+        health.add("pulsar", starter.check_connected)
+    logging_stats = asyncio.ensure_future(starter.log_stats(config.log_stats_every))
     try:
         await starter.run(stop)
     finally:
+        logging_stats.cancel()
         await pulsar.close()
         await store.close()
+    logger.info("starter stopped: %s", _counters(starter.stats), extra={"counters": asdict(starter.stats)})
     return starter.stats

@@ -32,6 +32,7 @@ class StarterConfig:
     # the added latency when traffic is low, and how quickly a stop is noticed.
     receive_max_messages: int = 500
     receive_wait: timedelta = timedelta(milliseconds=10)
+    log_stats_every: timedelta = timedelta(seconds=60)  # the counters in the log, for those without a scraper
 
     def __post_init__(self) -> None:
         """Refuse settings that would stall the starter (a semaphore of 0 never lets a start through)."""
@@ -44,5 +45,7 @@ class StarterConfig:
             problems.append(Problem("--max-redeliveries", "must be 0 or more"))
         if self.batch_max_wait <= timedelta(0) or self.receive_wait <= timedelta(0):
             problems.append(Problem("--batch-max-wait-ms/--receive-wait-ms", "must be more than 0"))
+        if self.log_stats_every <= timedelta(0):
+            problems.append(Problem("--log-stats-every-s", "must be more than 0"))
         if problems:
             raise InvalidInput("starter settings", problems)

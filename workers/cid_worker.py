@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -27,9 +28,13 @@ from activities.core_events import CoreEventsPublisher
 from activities.repair import RepairActivities
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
+from cidsync.entry import KeyType
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys
+from cidsync.telemetry import instruments
+from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
 from workers.options import WorkerOptions
 from workflows.apply_cid_batch import ApplyCIDBatch
@@ -110,24 +115,56 @@ def build_worker(
     )
 
 
-async def run_worker(client: Client, settings: Settings, options: WorkerOptions, stop: asyncio.Event) -> None:
-    """Run until `stop` is set, then shut down gracefully."""
+async def run_worker(
+    client: Client, settings: Settings, options: WorkerOptions, stop: asyncio.Event, health: Health | None = None
+) -> None:
+    """Run until `stop` is set, then shut down gracefully. `health` gets a probe per dependency."""
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
     redis = redis_client(settings.require("redis_url"))
     store = CIDStore(redis, settings.key_secret_bytes, mark_ttl_seconds=settings.mark_ttl_seconds)
     bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
     pulsar = pulsar_client(settings.require("pulsar_url"))
+    freshness: asyncio.Future[None] | None = None
     try:
         await store.check_key_secret(wait=ROLE_CONNECT_WAIT, stop=stop)
         publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
         worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
+        if health is not None:
+            health.add("temporal", client.service_client.check_health)
+            health.add("redis", store.ping)
+            health.add("pulsar", publisher.check_connected)
+            # Ingestion runs without DICT; only reconciliation needs it, and it retries: reported, not required.
+            health.add("bridge", bridge.check_connected, required=False)
+            freshness = asyncio.ensure_future(_refresh_last_ok(store, settings.participants))
         async with worker:
             logger.info("worker polling task queue %s", settings.task_queue)
             await stop.wait()
             logger.info("shutting down: finishing in-flight activities (up to %s)", options.graceful_shutdown)
         await publisher.close()
     finally:
+        if freshness is not None:
+            freshness.cancel()
         await pulsar.close()
         await bridge.close()
         await store.close()
+
+
+LAST_OK_REFRESH = 30.0
+
+
+async def _refresh_last_ok(store: CIDStore, participants: tuple[str, ...]) -> None:
+    """Feed `cidsync.verification.seconds_since_ok` from the store's verification records: for every key
+    type of the configured participants (CIDSYNC_PARTICIPANTS), else of every pair the store holds (a scan
+    of the keyspace: fine on a dev stack, not on a store of millions of keys)."""
+    while True:
+        try:
+            found_pairs = [(p, k) for p in participants for k in KeyType] if participants else await store.pairs()
+            pairs = [PairKeys(p, k) for p, k in found_pairs]
+            found = await store.last_verifications(pairs)
+            instruments.seconds_since_ok.update({
+                (v.participant, v.key_type.value): v.last_ok_at.timestamp() if v.last_ok_at else None for v in found
+            })  # fmt: skip
+        except RedisError as error:  # readiness reports Redis; the gauge keeps its last values meanwhile
+            logger.debug("could not refresh the verification ages: %s", error)
+        await asyncio.sleep(LAST_OK_REFRESH)

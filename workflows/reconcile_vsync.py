@@ -198,6 +198,7 @@ class ReconcileVSync:
             reason = self._progress.decision
         result = self._result(outcome, reason)
         workflow.upsert_search_attributes([OUTCOME.value_set(outcome.value)])
+        self._count(result)
         await self._notice(
             ReconciliationCompleted(
                 event_id=event_id(workflow.info().workflow_id, workflow.info().run_id, "completed"),
@@ -229,6 +230,18 @@ class ReconcileVSync:
                 non_retryable=True,
             )  # fmt: skip
         return result
+
+    def _count(self, result: ReconcileResult) -> None:
+        """Outcomes and repairs as metrics; the SDK records them once, never again on replay."""
+        meter = workflow.metric_meter()
+        pair = {"participant": result.participant, "key_type": result.key_type.value}
+        meter.create_counter("cidsync_reconciliations", "reconciliations ended, by pair and outcome").add(
+            1, {**pair, "outcome": result.outcome.value}
+        )
+        repairs = meter.create_counter("cidsync_repairs", "CIDs repaired in the local set, by pair and kind")
+        for kind, count in (("added", result.added), ("removed", result.removed)):
+            if count:
+                repairs.add(count, {**pair, "kind": kind})
 
     def _result(self, outcome: Outcome, reason: str) -> ReconcileResult:
         p = self._progress

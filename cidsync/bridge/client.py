@@ -159,6 +159,12 @@ class BridgeClient:
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
+    async def check_connected(self) -> None:
+        """Readiness: raises unless the channel is (or can become) connected; spends no DICT quota."""
+        state = self._channel.get_state(try_to_connect=True)
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            raise ConnectionError(f"the Bridge at {self.address} is {state.name.lower()}")
+
     async def __aenter__(self) -> BridgeClient:
         return self
 

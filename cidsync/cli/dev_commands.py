@@ -57,6 +57,9 @@ def print_endpoints(state: StackState) -> None:
     ]
     if e["bridge_address"]:
         rows.append(("Bridge", e["bridge_address"]))
+    for role in ("worker", "starter"):
+        if url := e[f"{role}_metrics"]:
+            rows.append((role.capitalize(), f"{url}/metrics  {url}/healthz  {url}/readyz"))
     rows.append(("State", str(Path(state.state_dir) / "state.json")))
     for label, value in rows:
         print(f"{label:<9} {value}")

@@ -9,13 +9,16 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 from datetime import timedelta
 from typing import Any
 
 from cidsync.config import ROLE_CONNECT_WAIT, Settings, load_settings
 from cidsync.entry import KeyType
+from cidsync.telemetry.logs import configure_logging
 from starters.options import Mode, StarterConfig
 from workers.options import WorkerOptions
 
@@ -36,38 +39,44 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _logging(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pulsar").setLevel(logging.WARNING)
+def identity(role: str, task_queue: str) -> str:
+    """Unique per process, so replicas can be told apart in the Web UI and in `temporal task-queue describe`."""
+    return f"{role}/{task_queue}/{os.getpid()}@{socket.gethostname()}"
+
+
+def _announce(role: str, url: str | None) -> None:
+    if url is not None:
+        logging.getLogger(__name__).info("%s: metrics on %s/metrics, health on %s/healthz and %s/readyz",
+                                         role, url, url, url)  # fmt: skip
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from cidsync.temporal_client import connect, metrics_runtime
+    from cidsync.telemetry.endpoint import serving
+    from cidsync.temporal_client import connect
     from workers.cid_worker import run_worker
 
-    _logging(args)
+    configure_logging(args.log_level)
     settings = _settings(args)
-    runtime = metrics_runtime(settings.metrics_bind) if settings.metrics_bind else None
-    stop = _stop_on_signals()
-    client = await connect(
-        settings, identity=f"cidsync-worker@{settings.task_queue}", runtime=runtime, wait=ROLE_CONNECT_WAIT, stop=stop
-    )
-    if settings.metrics_bind:
-        logging.getLogger(__name__).info("metrics on http://%s/metrics", settings.metrics_bind)
     options = WorkerOptions(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
         graceful_shutdown=timedelta(seconds=args.graceful_shutdown_seconds),
     )
-    await run_worker(client, settings, options, stop)
+    stop = _stop_on_signals()
+    async with serving("cidsync-worker", settings.metrics_bind) as observed:
+        _announce("worker", observed.url)
+        client = await connect(settings, identity=identity("cidsync-worker", settings.task_queue),
+                               runtime=observed.runtime, wait=ROLE_CONNECT_WAIT, stop=stop)  # fmt: skip
+        await run_worker(client, settings, options, stop, observed.health)
     return 0
 
 
 async def _starter(args: argparse.Namespace) -> int:
+    from cidsync.telemetry.endpoint import serving
     from cidsync.temporal_client import connect
     from starters.entry_events import StarterHalted, run_starter
 
-    _logging(args)
+    configure_logging(args.log_level)
     settings = _settings(args)
     stop = _stop_on_signals()
     config = StarterConfig(
@@ -83,15 +92,18 @@ async def _starter(args: argparse.Namespace) -> int:
         batches_in_flight=args.batches_in_flight,
         receive_max_messages=args.receive_max_messages,
         receive_wait=timedelta(milliseconds=args.receive_wait_ms),
+        log_stats_every=timedelta(seconds=args.log_stats_every_s),
     )
-    temporal = await connect(settings, identity="cidsync-starter", wait=ROLE_CONNECT_WAIT, stop=stop)
-    try:
-        stats = await run_starter(temporal, settings, config, stop)
-    except StarterHalted as halted:
-        logging.getLogger(__name__).error("%s", halted)
-        print(f"cidsync: {halted}", file=sys.stderr)
-        return 1
-    logging.getLogger(__name__).info("starter stopped: %s", stats)
+    async with serving("cidsync-starter", settings.metrics_bind) as observed:
+        _announce("starter", observed.url)
+        temporal = await connect(settings, identity=identity("cidsync-starter", settings.task_queue),
+                                 runtime=observed.runtime, wait=ROLE_CONNECT_WAIT, stop=stop)  # fmt: skip
+        try:
+            await run_starter(temporal, settings, config, stop, observed.health)
+        except StarterHalted as halted:
+            logging.getLogger(__name__).error("%s", halted)
+            print(f"cidsync: {halted}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -131,12 +143,15 @@ def _common(parser: argparse.ArgumentParser, *, temporal: bool, pulsar: bool) ->
     parser.add_argument("--redis-url", help="default: CIDSYNC_REDIS_URL, else the dev stack")
 
 
+METRICS_HELP = ("serve /metrics (Temporal's and ours), /healthz and /readyz there; port 0 picks a free one "
+                "(default: CIDSYNC_METRICS_BIND; none)")  # fmt: skip
+
+
 def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
     _common(worker, temporal=True, pulsar=True)
     worker.add_argument("--bridge-address", help="host:port (default: CIDSYNC_BRIDGE_ADDRESS, else the dev stack)")
-    worker.add_argument("--metrics-bind", metavar="HOST:PORT",
-                        help="serve Prometheus metrics there (default: CIDSYNC_METRICS_BIND; none)")  # fmt: skip
+    worker.add_argument("--metrics-bind", metavar="HOST:PORT", help=METRICS_HELP)
     defaults = WorkerOptions()
     worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks)
@@ -165,6 +180,9 @@ def register(commands: Any) -> None:
                          help="messages handed over per receive")  # fmt: skip
     starter.add_argument("--receive-wait-ms", type=int, default=int(config.receive_wait.total_seconds() * 1000),
                          help="how long a receive waits for more (the added latency when traffic is low)")  # fmt: skip
+    starter.add_argument("--metrics-bind", metavar="HOST:PORT", help=METRICS_HELP)
+    starter.add_argument("--log-stats-every-s", type=float, default=config.log_stats_every.total_seconds(),
+                         help="log the counters this often")  # fmt: skip
     starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     starter.set_defaults(handler=lambda args: asyncio.run(_starter(args)))
 

@@ -66,6 +66,7 @@ class WorkerSpec(_Spec):
     enabled: bool = True
     task_queue: str = "cidsync"
     graceful_shutdown_seconds: float = Field(default=10.0, gt=0)
+    metrics_port: Port = Field(default=0, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: a free port
 
 
 class StarterSpec(_Spec):
@@ -75,6 +76,7 @@ class StarterSpec(_Spec):
     mode: Literal["per-event", "batch"] = "per-event"
     subscription_type: Literal["key_shared", "shared"] = "key_shared"
     waiting_period_days: float = Field(default=30.0, gt=0)
+    metrics_port: Port = Field(default=0, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: a free port
 
 
 class StackSpec(_Spec):

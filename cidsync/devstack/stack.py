@@ -87,7 +87,14 @@ class StackState(BaseModel):
             "pulsar_namespace": self.pulsar_namespace,
             "redis_url": self.redis_url,
             "bridge_address": self.bridge_address,
+            "worker_metrics": self._metrics_of("worker"),
+            "starter_metrics": self._metrics_of("starter"),
         }
+
+    def _metrics_of(self, role: str) -> str | None:
+        """The role's endpoint base URL: `/metrics`, `/healthz` and `/readyz` under it."""
+        svc = self.services.get(role)
+        return f"http://127.0.0.1:{svc.ports['metrics']}" if svc and "metrics" in svc.ports else None
 
     def running(self) -> dict[str, bool]:
         return {name: svc.ref.alive() for name, svc in self.services.items()}
@@ -155,13 +162,15 @@ def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launc
 
 def _start_worker(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     w = spec.worker
-    options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds)]
+    options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds),
+               "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
     return start_role("worker", options, state_dir=spec.state_dir, env={}, log=logs / "worker.log")
 
 
 def _start_starter(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     s = spec.starter
-    options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type]
+    options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type,
+               "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days)}
     return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / "starter.log")
 
@@ -195,8 +204,8 @@ SERVICES: tuple[_Service, ...] = (
             log=logs / "bridge.log",
         ),
     ),
-    _Service("worker", lambda s: {}, _start_worker, lambda s: s.worker.enabled),
-    _Service("starter", lambda s: {}, _start_starter, lambda s: s.starter.enabled),
+    _Service("worker", lambda s: {"metrics": s.worker.metrics_port}, _start_worker, lambda s: s.worker.enabled),
+    _Service("starter", lambda s: {"metrics": s.starter.metrics_port}, _start_starter, lambda s: s.starter.enabled),
 )
 
 

@@ -94,6 +94,10 @@ class CIDStore:
     def key_id(self, key_type: KeyType, key: str) -> str:
         return key_id(self.key_secret, key_type, key)
 
+    async def ping(self) -> None:
+        """Readiness: Redis answers."""
+        await self.redis.ping()
+
     async def check_key_secret(self, *, wait: timedelta = timedelta(0), stop: asyncio.Event | None = None) -> None:
         """Record this secret's fingerprint on first use; refuse to go on if the store knows another.
 

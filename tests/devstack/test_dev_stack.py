@@ -2,6 +2,9 @@
 
 import json
 import socket
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -45,6 +48,17 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+def _eventually_ready(url: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    return False
+
+
 def test_up_status_up_again_down(tmp_path: Path) -> None:
     config = _stack_file(tmp_path)
     first = cidsync("dev", "up", "--config", str(config))
@@ -60,7 +74,13 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         pids = {name: svc["pid"] for name, svc in services.items()}
         assert set(pids) == {"redis", "pulsar", "temporal", "bridge", "worker", "starter"}
         labels = [line.split()[0] for line in first.stdout.splitlines()]
-        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "State"]
+        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Worker", "Starter", "State"]
+
+        # Each role serves its endpoint on the port recorded in the state, and says when it is ready.
+        for role in ("worker", "starter"):
+            url = str(status[f"{role}_metrics"])
+            assert f"{url}/metrics" in first.stdout
+            assert _eventually_ready(url), f"{role} at {url} never became ready"
 
         # Every command finds the simulator through the state file, with no configuration at all.
         verify = cidsync("bridge", "verify", "--participant", "12345678", "--key-type", "EVP", "--vsync", "0" * 64,

@@ -10,6 +10,7 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -19,7 +20,6 @@ from cidsync.core_events import CoreEventType
 from cidsync.devstack.processes import free_port
 from cidsync.entry import KeyType, PairRef
 from cidsync.store.models import PairVerification
-from cidsync.temporal_client import metrics_runtime
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 
 
@@ -41,10 +41,12 @@ async def test_a_pair_not_verified_ok_within_36_hours_raises_the_alert(
     async def publish_notice(request: NoticeInput) -> None:
         notices.append(request)
 
-    # A worker whose runtime exports metrics on Prometheus, as `cidsync worker --metrics-bind` runs it.
+    # A worker whose runtime exports workflow metrics on Prometheus. `cidsync worker --metrics-bind` routes
+    # them through OpenTelemetry instead (tests/telemetry); the workflow records them the same way.
     bind = f"127.0.0.1:{free_port()}"
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
     client = await Client.connect(temporal_env.client.service_client.config.target_host,
-                                  data_converter=pydantic_data_converter, runtime=metrics_runtime(bind))  # fmt: skip
+                                  data_converter=pydantic_data_converter, runtime=runtime)  # fmt: skip
     queue = f"fresh-{uuid.uuid4()}"
     pairs = [PairRef(participant=p, key_type=KeyType.CPF) for p in (fresh, old, never)]
     with caplog.at_level(logging.WARNING):
