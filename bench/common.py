@@ -21,7 +21,7 @@ from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, 
 from cidsync.devstack.stack import StackState, down, up
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EntryEvent
-from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.naming import search_attribute_types
 from cidsync.producer import build_event
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
@@ -80,7 +80,7 @@ def fresh_stack(root: Path) -> Iterator[Stack]:
         db_filename=root / "temporal.db",
         log_level="error",
         sqlite_pragmas=SQLITE_PRAGMAS,
-        search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES},
+        search_attributes=search_attribute_types(),
     )
     spec = StackSpec(
         state_dir=root / "state",

@@ -38,7 +38,7 @@ from cidsync.config import load_settings
 from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
 from cidsync.devstack.stack import down, up
 from cidsync.entry import KeyType
-from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDChange
@@ -58,7 +58,7 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
         state_dir=root / "state",
         temporal=TemporalSpec(
             port=0, ui_port=None, db_filename=root / "temporal.db", log_level="error",
-            search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES},
+            search_attributes=search_attribute_types(),
         ),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),

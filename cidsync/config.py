@@ -30,6 +30,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "mark_ttl_seconds": "CIDSYNC_MARK_TTL_SECONDS",
     "waiting_period_days": "CIDSYNC_WAITING_PERIOD_DAYS",
     "metrics_bind": "CIDSYNC_METRICS_BIND",
+    "codec_keys_file": "CIDSYNC_CODEC_KEYS_FILE",
 }
 DEFAULTS: Mapping[str, str] = {
     "temporal_namespace": "default",
@@ -71,6 +72,7 @@ class Settings:
     mark_ttl_seconds: int = 86_400
     waiting_period_days: float = 30.0
     metrics_bind: str | None = None  # host:port of the worker's Prometheus endpoint (Temporal's and ours)
+    codec_keys_file: str | None = None  # the payload codec's keys (cidsync.codec); inline keys: CIDSYNC_CODEC_KEYS
 
     @property
     def key_secret_bytes(self) -> bytes:
@@ -153,5 +155,6 @@ def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
         "pulsar_namespace": "pulsar",
         "redis_url": "redis",
         "bridge_address": "bridge",
+        "codec_keys_file": "codec",
     }
     return {name: value for name, value in endpoints.items() if running.get(owner.get(name, ""), False)}

@@ -117,6 +117,10 @@ class ReconciliationCompleted(_CoreEvent):
     started_at: datetime
     duration_seconds: float
     reason: str = ""
+    # When a repair above the threshold needed an operator: approved, rejected or timed out, by whom, why.
+    decision: str = ""
+    operator: str = ""
+    decision_reason: str = ""
 
 
 class ApprovalNeeded(_CoreEvent):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from cidsync.entry import KeyType
-from cidsync.events import EventType
+from cidsync.events import DeletionType, EventType
 from cidsync.store.models import CIDChange
 
 PARTICIPANT = SearchAttributeKey.for_keyword("CidParticipant")
@@ -21,7 +22,21 @@ EVENT_TYPE = SearchAttributeKey.for_keyword("CidEventType")
 OUTCOME = SearchAttributeKey.for_keyword("CidOutcome")
 KEY_ID = SearchAttributeKey.for_keyword("CidKeyId")
 ENTRY_ID = SearchAttributeKey.for_keyword("CidEntryId")
-SEARCH_ATTRIBUTES = (PARTICIPANT, KEY_TYPE, EVENT_TYPE, OUTCOME, KEY_ID, ENTRY_ID)
+# Where a long run is: a reconciliation's phase ("awaiting approval", ...), a WAITING_PERIOD delete's wait.
+PHASE = SearchAttributeKey.for_keyword("CidPhase")
+# What a batch run touches: every participant and key type among its events.
+PARTICIPANTS = SearchAttributeKey.for_keyword_list("CidParticipants")
+KEY_TYPES = SearchAttributeKey.for_keyword_list("CidKeyTypes")
+SEARCH_ATTRIBUTES = (PARTICIPANT, KEY_TYPE, EVENT_TYPE, OUTCOME, KEY_ID, ENTRY_ID, PHASE, PARTICIPANTS, KEY_TYPES)
+WAITING_PERIOD_PHASE = "waiting period"
+_TYPE_NAMES = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
+
+
+def search_attribute_types() -> dict[str, str]:
+    """Name -> type as `temporal operator search-attribute create --type` and temporal-dev.yaml spell it."""
+    return {key.name: _TYPE_NAMES[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
+            for key in SEARCH_ATTRIBUTES}  # fmt: skip
+
 
 _VERB = {EventType.CREATED: "created", EventType.UPDATED: "updated", EventType.DELETED: "deleted"}
 
@@ -38,15 +53,27 @@ def batch_workflow_id(changes: Iterable[CIDChange]) -> str:
 
 
 def event_search_attributes(change: CIDChange) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(PARTICIPANT, change.participant),
-            SearchAttributePair(KEY_TYPE, change.key_type.value),
-            SearchAttributePair(EVENT_TYPE, change.event_type.value),
-            SearchAttributePair(KEY_ID, change.key_id),
-            SearchAttributePair(ENTRY_ID, str(change.entry_id)),
-        ]
-    )
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(PARTICIPANT, change.participant),
+        SearchAttributePair(KEY_TYPE, change.key_type.value),
+        SearchAttributePair(EVENT_TYPE, change.event_type.value),
+        SearchAttributePair(KEY_ID, change.key_id),
+        SearchAttributePair(ENTRY_ID, str(change.entry_id)),
+    ]
+    if change.deletion_type is DeletionType.WAITING_PERIOD:
+        # Searchable from its start: `CidPhase="waiting period" AND ExecutionStatus="Running"` lists the
+        # deletes DICT's waiting period holds, which would otherwise look like stuck runs.
+        pairs.append(SearchAttributePair(PHASE, WAITING_PERIOD_PHASE))
+    return TypedSearchAttributes(pairs)
+
+
+def batch_search_attributes(changes: Iterable[CIDChange]) -> TypedSearchAttributes:
+    """`CidParticipants` and `CidKeyTypes` of a batch run: find the runs that touched a pair."""
+    changes = list(changes)
+    return TypedSearchAttributes([
+        SearchAttributePair(PARTICIPANTS, sorted({c.participant for c in changes})),
+        SearchAttributePair(KEY_TYPES, sorted({c.key_type.value for c in changes})),
+    ])  # fmt: skip
 
 
 def event_summary(change: CIDChange) -> str:

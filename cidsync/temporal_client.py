@@ -12,17 +12,37 @@ exiting at once. One-shot commands fail fast.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
+from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, EncryptionCodec, KeyRing
 from cidsync.config import Settings
 from cidsync.patience import until_answered
 from cidsync.telemetry import tracing
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads; encrypted when codec keys are configured (inline keys win over a keys file, which
+    may come from a running dev stack). Failure messages and stack traces are encoded too: they are
+    payloads an operator of the Temporal cluster would otherwise read."""
+    if os.environ.get(KEYS_VARIABLE, "").strip():
+        ring = KeyRing.from_environment()
+    elif settings.codec_keys_file:
+        ring = KeyRing.from_environment({**os.environ, KEYS_FILE_VARIABLE: settings.codec_keys_file})
+    else:
+        ring = KeyRing.from_environment()
+    if ring is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(ring),
+                               failure_converter_class=DefaultFailureConverterWithEncodedAttributes)  # fmt: skip
 
 
 async def connect(
@@ -42,10 +62,11 @@ async def connect(
         options["identity"] = identity
     # Workers built on this client inherit its interceptors: one trace from the start to the activities.
     options["interceptors"] = [*options.get("interceptors", ()), *tracing.temporal_interceptors()]
+    converter = data_converter(settings)
     # RuntimeError: what the SDK raises when it cannot reach the server.
     return await until_answered(
         f"Temporal at {options['target_host']}",
-        lambda: Client.connect(**options, data_converter=pydantic_data_converter),
+        lambda: Client.connect(**options, data_converter=converter),
         (RuntimeError,),
         wait,
         stop=stop,

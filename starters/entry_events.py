@@ -50,10 +50,12 @@ from cidsync.errors import InvalidInput
 from cidsync.events import DeletionType, EventType, parse_event_json
 from cidsync.naming import (
     SEARCH_ATTRIBUTES,
+    batch_search_attributes,
     batch_workflow_id,
     event_search_attributes,
     event_summary,
     event_workflow_id,
+    search_attribute_types,
 )
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import BatchConsumer
@@ -179,8 +181,9 @@ class EntryEventStarter:
         )
         missing = [key.name for key in SEARCH_ATTRIBUTES if key.name not in reply.custom_attributes]
         if missing:
+            types = search_attribute_types()
             commands = "; ".join(
-                f"temporal operator search-attribute create --name {n} --type Keyword" for n in missing
+                f"temporal operator search-attribute create --name {n} --type {types[n]}" for n in missing
             )
             raise StarterHalted(
                 f"namespace {self.temporal.namespace} lacks the search attributes {', '.join(missing)}: {commands}"
@@ -433,6 +436,7 @@ class EntryEventStarter:
                 task_queue=self.config.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=batch_search_attributes(changes),
                 static_summary=f"batch of {len(changes)} entry events",
             )
             self.stats.batches += 1

@@ -41,6 +41,7 @@ class CheckVerificationFreshness:
             PairsRequest(pairs=input.pairs),
             start_to_close_timeout=STORE_TIMEOUT,
             retry_policy=STORE_RETRY,
+            summary=f"the last verifications of {len(input.pairs)} pairs",
         )
         now = workflow.now()
         stale = [p for p in found if p.last_ok_at is None or now - p.last_ok_at > input.max_age]
@@ -68,6 +69,7 @@ class CheckVerificationFreshness:
                 ),
                 start_to_close_timeout=NOTICE_TIMEOUT,
                 retry_policy=NOTICE_RETRY,
+                summary=f"notify core: {pair.participant} {pair.key_type.value} stale",
             )
         workflow.set_current_details(f"{len(stale)} of {len(found)} pairs stale (max age {input.max_age})")
         return stale

@@ -16,9 +16,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import KeySequenceQuery, StoreActivities
     from cidsync.events import DeletionType, EventType
+    from cidsync.naming import PHASE
     from cidsync.store.models import CIDChange
     from workflows.cid_change import CIDResult, apply, expect
-    from workflows.policies import STORE_RETRY, STORE_TIMEOUT
+    from workflows.policies import PHASE_SEARCH_ATTRIBUTE, STORE_RETRY, STORE_TIMEOUT
 
 DEFAULT_WAITING_PERIOD = timedelta(days=30)
 DEFAULT_RECHECK_EVERY = timedelta(days=1)
@@ -38,20 +39,30 @@ class DeleteCID:
     async def run(self, input: DeleteCIDInput) -> CIDResult:
         change = input.change
         expect(change, EventType.DELETED)
-        if change.deletion_type is DeletionType.WAITING_PERIOD:
-            deadline = workflow.now() + input.waiting_period
-            while (remaining := deadline - workflow.now()) > timedelta(0):
-                workflow.set_current_details(f"waiting period: the delete applies at {deadline.isoformat()}")
-                await workflow.sleep(min(remaining, input.recheck_every))
-                if await self._superseded(change):
-                    workflow.set_current_details("superseded by a newer event for the key: nothing to delete")
-                    return CIDResult(outcome="superseded")
-        return await apply(change)
+        if change.deletion_type is not DeletionType.WAITING_PERIOD:
+            return await apply(change)
+        # The starter marked the run `CidPhase="waiting period"` at its start; it says how it ended here.
+        deadline = workflow.now() + input.waiting_period
+        while (remaining := deadline - workflow.now()) > timedelta(0):
+            workflow.set_current_details(f"waiting period: the delete applies at {deadline.isoformat()}")
+            summary = f"DICT's waiting period: the delete applies at {deadline.isoformat()}"
+            await workflow.sleep(min(remaining, input.recheck_every), summary=summary)
+            if await self._superseded(change):
+                workflow.set_current_details("superseded by a newer event for the key: nothing to delete")
+                return self._ended(CIDResult(outcome="superseded"))
+        return self._ended(await apply(change))
+
+    @staticmethod
+    def _ended(result: CIDResult) -> CIDResult:
+        if workflow.patched(PHASE_SEARCH_ATTRIBUTE):  # runs started before this replay without it
+            workflow.upsert_search_attributes([PHASE.value_set(result.outcome)])
+        return result
 
     @staticmethod
     async def _superseded(change: CIDChange) -> bool:
         query = KeySequenceQuery(participant=change.participant, key_type=change.key_type, key_id=change.key_id)
         latest = await workflow.execute_activity_method(
-            StoreActivities.key_sequence, query, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
-        )
+            StoreActivities.key_sequence, query, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY,
+            summary="has a newer event for the key been applied?",
+        )  # fmt: skip
         return latest is not None and latest > change.sequence

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
-    from cidsync.naming import OUTCOME
+    from cidsync.naming import OUTCOME, PHASE
     from cidsync.store.layout import RepairSide, Scratch
     from cidsync.store.models import DiffResult, VerificationRecord
     from workflows.policies import (
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         NOTICE_RETRY,
         NOTICE_TIMEOUT,
         PERMISSION_DENIED,
+        PHASE_SEARCH_ATTRIBUTE,
         RATE_LIMITED,
         RECONCILIATION_FAILED,
         STORE_RETRY,
@@ -87,6 +88,9 @@ class ReconcileInput(BaseModel):
         return self
 
 
+DROP_SCRATCH = "drop the run's scratch keys"
+
+
 class ReconcileResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -102,6 +106,10 @@ class ReconcileResult(BaseModel):
     files: int
     rounds: int
     reason: str = ""
+    # An operator's answer to a repair above the threshold: approved, rejected, timed out; empty if none asked.
+    decision: str = ""
+    operator: str = ""
+    decision_reason: str = ""
 
 
 class Decision(BaseModel):
@@ -143,18 +151,19 @@ class ReconcileVSync:
         self._progress = Progress()
         self._decision: tuple[bool, Decision] | None = None
         self._approved = False
+        self._answer = ("", "", "")  # (approved|rejected|timed out, operator, reason) of the last question
 
-    @workflow.query
+    @workflow.query(description="where the run is: phase, round, file, divergence and repair counts")
     def progress(self) -> Progress:
         return self._progress
 
-    @workflow.update
-    async def approve(self, decision: Decision) -> str:
+    @workflow.update(description="approve the pending repair (above the divergence threshold); operator and reason")
+    def approve(self, decision: Decision) -> str:
         self._decision = (True, decision)
         return "approved: the repair goes on"
 
-    @workflow.update
-    async def reject(self, decision: Decision) -> str:
+    @workflow.update(description="reject the pending repair: the run ends NEEDS_ATTENTION; operator and reason")
+    def reject(self, decision: Decision) -> str:
         self._decision = (False, decision)
         return "rejected: the run ends as NEEDS_ATTENTION"
 
@@ -171,8 +180,13 @@ class ReconcileVSync:
             raise ValueError(f"no approval is pending (phase: {self._progress.phase})")
 
     def _phase(self, phase: str, details: str) -> None:
+        changed = phase != self._progress.phase
         self._progress.phase = phase
         workflow.set_current_details(f"round {self._progress.round}, {phase}: {details}")
+        # Searchable: `CidPhase="awaiting approval"` lists the runs an operator must answer. Gated: runs
+        # started by the code before it replay without these commands (tests/workflows/test_replay.py).
+        if changed and workflow.patched(PHASE_SEARCH_ATTRIBUTE):
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
 
     @workflow.run
     async def run(self, input: ReconcileInput) -> ReconcileResult:
@@ -193,7 +207,7 @@ class ReconcileVSync:
             outcome, reason, cancelled = Outcome.FAILED, "cancelled", True
         # Not in a `finally`: that would also run when the worker evicts the run from its cache (and on
         # cancellation), where no activity may be scheduled. A watch left behind expires by its TTL.
-        await self._store(StoreActivities.end_watch, self._pair)
+        await self._store(StoreActivities.end_watch, self._pair, "stop watching the pair's events")
         if outcome is Outcome.NEEDS_ATTENTION:
             reason = self._progress.decision
         result = self._result(outcome, reason)
@@ -216,6 +230,9 @@ class ReconcileVSync:
                 started_at=started,
                 duration_seconds=(workflow.now() - started).total_seconds(),
                 reason=reason,
+                decision=result.decision,
+                operator=result.operator,
+                decision_reason=result.decision_reason,
             )
         )
         self._phase("done", f"{outcome.value}{': ' + reason if reason else ''}")
@@ -258,6 +275,9 @@ class ReconcileVSync:
             files=p.files,
             rounds=p.round,
             reason=reason,
+            decision=self._answer[0],
+            operator=self._answer[1],
+            decision_reason=self._answer[2],
         )
 
     async def _reconcile(self) -> Outcome:
@@ -277,22 +297,25 @@ class ReconcileVSync:
                 # Repairs made before the failure are in the store: their notifications must still reach
                 # core before the scratch keys (the outbox among them) go.
                 await self._publish_outbox(scratch)
-                await self._store(CidFileActivities.drop_scratch, scratch)  # scratch keys also carry a TTL
+                await self._store(
+                    CidFileActivities.drop_scratch, scratch, "drop the run's scratch keys"
+                )  # scratch keys also carry a TTL
                 raise
-            await self._store(CidFileActivities.drop_scratch, scratch)
+            await self._store(CidFileActivities.drop_scratch, scratch, DROP_SCRATCH)
             if not repaired:
                 return Outcome.NEEDS_ATTENTION
         raise AssertionError("unreachable")
 
     async def _verify(self) -> bool:
         self._phase("verifying", "local VSync against DICT")
-        local = await self._store(StoreActivities.local_vsync, self._pair)
+        local = await self._store(StoreActivities.local_vsync, self._pair, "the local VSync and count")
         verification = await workflow.execute_activity_method(
             BridgeActivities.verify_sync,
             VerifyRequest(participant=self._input.participant, key_type=self._input.key_type, vsync=local.vsync),
             start_to_close_timeout=BRIDGE_CALL,
             schedule_to_close_timeout=BRIDGE_GIVE_UP,
             retry_policy=BRIDGE_RETRY,
+            summary=f"VerifySync of {local.count} local CIDs",
         )
         self._progress.verifications += 1
         record = VerificationRecord(
@@ -302,17 +325,18 @@ class ReconcileVSync:
             at=verification.verified_at,
             verification_id=verification.verification_id,
         )
-        await self._store(StoreActivities.record_verification, record)
+        await self._store(StoreActivities.record_verification, record, "record DICT's answer")
         self._phase("verified", f"{'OK' if verification.ok else 'NOK'} ({local.count} local CIDs)")
         return verification.ok
 
     async def _repair_round(self, scratch: Scratch) -> bool:
         """One NOK's repair. False: the operator rejected it (or never decided)."""
         input = self._input
-        await self._store(StoreActivities.begin_watch, WatchRequest(**self._pair.model_dump()))
+        await self._store(StoreActivities.begin_watch, WatchRequest(**self._pair.model_dump()),
+                          "watch the pair's events during the repair")  # fmt: skip
         await self._load_file(scratch)
         self._phase("diffing", "DICT's CIDs against the local set")
-        diff: DiffResult = await self._store(CidFileActivities.diff, scratch)
+        diff: DiffResult = await self._store(CidFileActivities.diff, scratch, "DICT's CIDs against the local set")
         self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
         divergence = diff.dict_only + diff.local_only
         if divergence > input.divergence_threshold and not self._approved and not await self._approval(diff):
@@ -331,6 +355,7 @@ class ReconcileVSync:
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(minutes=1),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            summary="publish the repaired entries to core-events",
         )
 
     async def _load_file(self, scratch: Scratch) -> None:
@@ -357,13 +382,14 @@ class ReconcileVSync:
                         maximum_interval=timedelta(minutes=1), maximum_attempts=10,
                         non_retryable_error_types=[CID_FILE_MISMATCH, INVALID_ARGUMENT, PERMISSION_DENIED],
                     ),
+                    summary=f"stream the {file.cid_count} CIDs of file {file.file_id} into Redis",
                 )  # fmt: skip
                 return
             except ActivityError as error:
                 if not (isinstance(error.cause, ApplicationError) and error.cause.type == CID_FILE_MISMATCH):
                     raise
                 problems.append(f"file {file.file_id}: {error.cause.message}")
-                await self._store(CidFileActivities.drop_scratch, scratch)
+                await self._store(CidFileActivities.drop_scratch, scratch, DROP_SCRATCH)
         raise _GiveUp(f"no usable CID file after {input.max_files} requests: {'; '.join(problems)}")
 
     async def _create(self, request_id: str) -> CidSetFile:
@@ -378,6 +404,7 @@ class ReconcileVSync:
                     start_to_close_timeout=BRIDGE_CALL,
                     schedule_to_close_timeout=BRIDGE_GIVE_UP,
                     retry_policy=BRIDGE_RETRY,
+                    summary=f"CreateCidSetFile (idempotency key {request_id})",
                 )
             except ActivityError as error:
                 cause = error.cause
@@ -388,7 +415,7 @@ class ReconcileVSync:
                 wait = timedelta(seconds=max(float(cause.details[0]) if cause.details else 60.0, 1.0))
                 self._progress.retry_after_until = workflow.now() + wait
                 self._phase("rate limited", f"DICT's file quota: asking again at {self._progress.retry_after_until}")
-                await workflow.sleep(wait)
+                await workflow.sleep(wait, summary="DICT's file quota: its retry-after")
                 self._progress.retry_after_until = None
                 continue
             self._progress.files += 1
@@ -402,7 +429,7 @@ class ReconcileVSync:
             if workflow.now() + delay > deadline:
                 raise _GiveUp(f"CID file {file.file_id} was not ready within {input.file_deadline}")
             self._phase("waiting for file", f"{file.file_id} is {file.status.value}; next look in {delay}")
-            await workflow.sleep(delay)
+            await workflow.sleep(delay, summary=f"until the next look at file {file.file_id}")
             delay = min(delay * 2, input.poll_max)
             file = await workflow.execute_activity_method(
                 BridgeActivities.get_cid_set_file,
@@ -410,6 +437,7 @@ class ReconcileVSync:
                 start_to_close_timeout=BRIDGE_CALL,
                 schedule_to_close_timeout=BRIDGE_GIVE_UP,
                 retry_policy=BRIDGE_RETRY,
+                summary=f"status of file {file.file_id}",
             )
             self._progress.file_status = file.status.value
             self._progress.file_cids = file.cid_count
@@ -443,19 +471,22 @@ class ReconcileVSync:
             )
             try:
                 await workflow.wait_condition(
-                    lambda: self._decision is not None, timeout=min(input.approval_reminder, remaining)
-                )
+                    lambda: self._decision is not None, timeout=min(input.approval_reminder, remaining),
+                    timeout_summary="the operator's answer, or the next reminder",
+                )  # fmt: skip
             except TimeoutError:
                 if workflow.now() < deadline:
                     p.reminders += 1
         p.awaiting_approval = False
         if self._decision is None:
             p.decision = f"no operator decision within {input.approval_timeout}"
+            self._answer = ("timed out", "", "")
             return False
         approved, decision = self._decision
         who = decision.operator or "an operator"
         because = f": {decision.reason}" if decision.reason else ""
         p.decision = f"{'approved' if approved else 'rejected'} by {who}{because}"
+        self._answer = ("approved" if approved else "rejected", decision.operator, decision.reason)
         self._approved = approved
         return approved
 
@@ -480,6 +511,7 @@ class ReconcileVSync:
                     maximum_attempts=20,
                     non_retryable_error_types=[DICT_INCONSISTENT, INVALID_ARGUMENT, PERMISSION_DENIED],
                 ),
+                summary=f"{label}: up to {self._input.repair_batch} of {remaining}",
             )
             if side is RepairSide.DICT_ONLY:
                 p.added += result.repaired
@@ -495,11 +527,12 @@ class ReconcileVSync:
             NoticeInput(notice=notice),
             start_to_close_timeout=NOTICE_TIMEOUT,
             retry_policy=NOTICE_RETRY,
+            summary=f"notify core: {notice.event_type.value}",
         )
 
     @staticmethod
-    async def _store(method: Callable[[Any, Arg], Awaitable[Result]], arg: Arg) -> Result:
+    async def _store(method: Callable[[Any, Arg], Awaitable[Result]], arg: Arg, summary: str | None = None) -> Result:
         """A Redis activity: retried without limit (nothing may be lost), like the ingestion's."""
         return await workflow.execute_activity_method(
-            method, arg, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY
+            method, arg, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY, summary=summary
         )

@@ -14,10 +14,13 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from temporalio.service import RPCError
+
 from cidsync import __version__
 from cidsync.bridge.errors import BridgeError, InvalidArgument
 from cidsync.cli import (
     bridge_commands,
+    codec_commands,
     dev_commands,
     domain_commands,
     publish_command,
@@ -58,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     domain_commands.register(commands)
     dev_commands.register(commands)
     bridge_commands.register(commands)
+    codec_commands.register(commands)
     publish_command.register(commands)
     run_commands.register(commands)
     reconcile_commands.register(commands)
@@ -90,6 +94,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0
     except NoAnswer as error:
         print(f"cidsync: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except RPCError as error:  # e.g. a search attribute the namespace lacks: a deployment problem, said plainly
+        print(f"cidsync: Temporal refused the request ({error.status.name}): {error.message}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("cidsync: interrupted", file=sys.stderr)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from cidsync.cid import cid, vsync
@@ -30,7 +31,7 @@ from cidsync.entry import Entry, KeyType, parse_jsonl_entries
 from cidsync.events import DeletionType, EntryEvent, EventType
 
 SAMPLE_ENTRIES = "sample_entries.jsonl"
-PARTICIPANTS = ["12345678", "87654321"]
+PARTICIPANT_COUNT = 2
 MALFORMED = [
     b"{this is not json",
     b'{"schema": "cidsync.entry-event/v2", "event_type": "entry.created"}',
@@ -87,7 +88,10 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
     settings = load_settings({}, dev_endpoints=state.endpoints())
     topics = Topics(namespace=state.pulsar_namespace)
 
-    history = list(synthetic_history(options.events, PARTICIPANTS, seed=options.seed))
+    # Participants of this run alone: a stack that is kept (`.cidsync`, AOF on) still holds what earlier runs
+    # applied, including WAITING_PERIOD deletes 30 days from due, which would never match this run's VSyncs.
+    participants = [f"{random.SystemRandom().randrange(10**7, 10**8)}" for _ in range(PARTICIPANT_COUNT)]
+    history = list(synthetic_history(options.events, participants, seed=options.seed))
     events = [build_event(c.event_type, c.entry, "demo", deletion_type=c.deletion_type) for c in history]
     rng = random.Random(options.seed)
     duplicates = rng.sample(events, int(len(events) * options.duplicates))
@@ -117,7 +121,7 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
 
     async def local() -> dict[tuple[str, KeyType], tuple[int, str]]:
         found = {}
-        for participant in PARTICIPANTS:
+        for participant in participants:
             for key_type in KeyType:
                 count = await store.count(participant, key_type)
                 if count or (participant, key_type) in expected:
@@ -134,6 +138,10 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
     deadline = time.perf_counter() + APPLY_TIMEOUT_S
     shown = 0.0
     while (current := await local()) != expected and time.perf_counter() < deadline:
+        if stopped := [name for name in ("worker", "starter") if state.running().get(name) is False]:
+            for name in stopped:  # no point waiting: say why, from the role's own log
+                print(f"   the {name} stopped ({state.services[name].log}): {_last_line(state.services[name].log)}")
+            break
         if time.perf_counter() - shown > 5:
             shown = time.perf_counter()
             print(f"   {sum(n for n, _ in current.values())} of {sum(n for n, _ in expected.values())} CIDs "
@@ -158,7 +166,7 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
                   f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
         ok_pairs = sum(verdicts.values())
 
-    reconciled = await _reconcile(state, settings, current) if state.bridge_address else False
+    reconciled = await _reconcile(state, settings, current, participants[0]) if state.bridge_address else False
 
     letters: list[Any] = []
     with contextlib.suppress(TimeoutError):
@@ -178,7 +186,9 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
     return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled
 
 
-async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, KeyType], tuple[int, str]]) -> bool:
+async def _reconcile(
+    state: StackState, settings: Any, current: dict[tuple[str, KeyType], tuple[int, str]], participant: str
+) -> bool:
     """Diverge DICT for one participant, every key type; reconcile each; show NOK turning OK."""
     from datetime import timedelta
 
@@ -194,7 +204,6 @@ async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, 
     from starters.reconciliation import start_reconciliation
     from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
 
-    participant = PARTICIPANTS[0]
     key_types = [k for k in KeyType if (participant, k) in current]
     print(f"\n== reconciliation: DICT changes behind cidsync's back for participant {participant} "
           "(per key type: 3 entries added, 2 removed, 2 altered there)")  # fmt: skip
@@ -258,6 +267,12 @@ async def _reconcile(state: StackState, settings: Any, current: dict[tuple[str, 
     )
 
 
+def _last_line(log: str) -> str:
+    path = Path(log)
+    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+    return lines[-1][:300] if lines else "no log"
+
+
 def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None = None) -> int:
     from pathlib import Path
 
@@ -272,6 +287,8 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
               "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
         print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidEventType=\"reconcile\" AND CidOutcome=\"REPAIRED\"'")  # fmt: skip
+        print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
+              "--query 'CidPhase=\"waiting period\" AND ExecutionStatus=\"Running\"'")  # fmt: skip
         verdict = "every VSync applied and confirmed by DICT, every divergence repaired"
         print("\n== " + (verdict if good else "SOMETHING IS WRONG: see above"))
     finally:

@@ -57,6 +57,8 @@ def print_endpoints(state: StackState) -> None:
     ]
     if e["bridge_address"]:
         rows.append(("Bridge", e["bridge_address"]))
+    if e["codec_url"]:
+        rows.append(("Codec", f"{e['codec_url']} (payloads encrypted with {e['codec_keys_file']}; the UI decodes)"))
     for role in ("worker", "starter"):
         if url := e[f"{role}_metrics"]:
             rows.append((role.capitalize(), f"{url}/metrics  {url}/healthz  {url}/readyz"))

@@ -6,7 +6,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cidsync.devstack.processes import (
@@ -72,9 +72,12 @@ def temporal_argv(
     dynamic_config: Mapping[str, object],
     search_attributes: Mapping[str, str],
     sqlite_pragmas: Mapping[str, str] | None = None,
+    ui_codec_endpoint: str | None = None,
 ) -> list[str]:
     argv = [str(temporal_binary()), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
     argv += ["--headless"] if ui_port is None else ["--ui-port", str(ui_port)]
+    if ui_port is not None and ui_codec_endpoint is not None:
+        argv += ["--ui-codec-endpoint", ui_codec_endpoint]  # the UI decodes through our codec server
     argv += ["--log-level", log_level]
     if namespace != "default":
         argv += ["--namespace", namespace]
@@ -104,8 +107,35 @@ def temporal_answers(port: int, namespace: str) -> bool:
     return result.returncode == 0
 
 
-def start_temporal(*, argv: list[str], port: int, namespace: str, log: Path) -> Launched:
-    return launch("temporal", argv, log=log, ready=lambda: temporal_answers(port, namespace), timeout=90)
+def start_temporal(
+    *, argv: list[str], port: int, namespace: str, log: Path, search_attributes: Mapping[str, str] | None = None
+) -> Launched:
+    launched = launch("temporal", argv, log=log, ready=lambda: temporal_answers(port, namespace), timeout=90)
+    if search_attributes:
+        try:
+            ensure_search_attributes(port, namespace, search_attributes)
+        except BaseException:
+            launched.stop()
+            raise
+    return launched
+
+
+def ensure_search_attributes(port: int, namespace: str, wanted: Mapping[str, str]) -> list[str]:
+    """Create the search attributes the namespace lacks; return their names.
+
+    `start-dev --search-attribute` registers them only in a new database: a database kept from an older
+    version of the stack (`db_filename`) would lack any added since, and the starter would halt on it."""
+    temporal = str(temporal_binary())
+    address = ["--address", f"127.0.0.1:{port}", "--namespace", namespace]
+    listed = subprocess.run([temporal, "operator", "search-attribute", "list", *address, "--output", "json"],
+                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    present = json.loads(listed.stdout).get("customAttributes", {})
+    missing = {name: kind for name, kind in wanted.items() if name not in present}
+    # One at a time: with several names of one type, the dev server's SQLite visibility created only the first.
+    for name, kind in missing.items():
+        subprocess.run([temporal, "operator", "search-attribute", "create", "--name", name, "--type", kind, *address],
+                       capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    return sorted(missing)
 
 
 def start_bridge_simulator(
@@ -121,8 +151,12 @@ def start_bridge_simulator(
     return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port))
 
 
-def start_role(role: str, options: list[str], *, state_dir: Path, env: Mapping[str, str], log: Path) -> Launched:
-    """`cidsync worker` or `cidsync starter`, finding every endpoint through the stack's state file."""
+def start_role(
+    role: str, options: list[str], *, state_dir: Path, env: Mapping[str, str], log: Path,
+    ready: Callable[[], bool] = lambda: True,
+) -> Launched:  # fmt: skip
+    """`cidsync worker`, `cidsync starter` or `cidsync codec-server`, finding every endpoint through the
+    stack's state file."""
     argv = [sys.executable, "-m", "cidsync", role, *options]
     environment = {"CIDSYNC_STATE_DIR": str(state_dir), **env}
-    return launch(role, argv, log=log, ready=lambda: True, env=environment)
+    return launch(role, argv, log=log, ready=ready, env=environment)

@@ -60,6 +60,13 @@ class BridgeSpec(_Spec):
     rate_limits: bool = True
 
 
+class CodecSpec(_Spec):
+    """`cidsync codec-server` with a key made for the stack, so every role encrypts and the UI decodes."""
+
+    enabled: bool = False
+    port: Port = Field(default=8081, ge=0, le=65535)
+
+
 class WorkerSpec(_Spec):
     """`cidsync worker`, against the stack's own Temporal and Redis."""
 
@@ -85,6 +92,7 @@ class StackSpec(_Spec):
     pulsar: PulsarSpec = PulsarSpec()
     redis: RedisSpec = RedisSpec()
     bridge: BridgeSpec = BridgeSpec()
+    codec: CodecSpec = CodecSpec()
     worker: WorkerSpec = WorkerSpec()
     starter: StarterSpec = StarterSpec()
 

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from cidsync.devstack.processes import Launched, ProcessRef, StackError, check_ports_free, free_port
+from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, new_key
+from cidsync.devstack.processes import (
+    Launched,
+    ProcessRef,
+    StackError,
+    accepts_connections,
+    check_ports_free,
+    free_port,
+)
 from cidsync.devstack.servers import (
     start_bridge_simulator,
     start_pulsar,
@@ -87,9 +95,16 @@ class StackState(BaseModel):
             "pulsar_namespace": self.pulsar_namespace,
             "redis_url": self.redis_url,
             "bridge_address": self.bridge_address,
+            "codec_url": self._codec_url,
+            "codec_keys_file": str(Path(self.state_dir) / CODEC_KEYS_FILE) if self._codec_url else None,
             "worker_metrics": self._metrics_of("worker"),
             "starter_metrics": self._metrics_of("starter"),
         }
+
+    @property
+    def _codec_url(self) -> str | None:
+        svc = self.services.get("codec")
+        return f"http://127.0.0.1:{svc.ports['http']}" if svc else None
 
     def _metrics_of(self, role: str) -> str | None:
         """The role's endpoint base URL: `/metrics`, `/healthz` and `/readyz` under it."""
@@ -156,22 +171,56 @@ def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launc
         dynamic_config=t.dynamic_config,
         search_attributes=t.search_attributes,
         sqlite_pragmas=t.sqlite_pragmas,
+        ui_codec_endpoint=f"http://127.0.0.1:{spec.codec.port}" if spec.codec.enabled else None,
     )
-    return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log")
+    return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log",
+                          search_attributes=t.search_attributes)  # fmt: skip
+
+
+CODEC_KEYS_FILE = "codec-keys"
+
+
+def codec_keys_file(spec: StackSpec) -> Path:
+    """The stack's own codec key, made at its first `up` (0600) and kept with its state: the payloads in
+    `.cidsync/temporal.db` stay readable across restarts."""
+    path = spec.state_dir / CODEC_KEYS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(
+                f"# the dev stack's payload-codec key (cidsync codec-key); never for production\ndev1={new_key()}\n"
+            )
+    return path
+
+
+def _codec_env(spec: StackSpec) -> dict[str, str]:
+    """The roles encrypt with the stack's key, unless the developer configured keys of their own."""
+    if not spec.codec.enabled or os.environ.get(KEYS_VARIABLE) or os.environ.get(KEYS_FILE_VARIABLE):
+        return {}
+    return {KEYS_FILE_VARIABLE: str(codec_keys_file(spec))}
+
+
+def _start_codec(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    port = ports["http"]
+    origins = [f"http://{host}:{spec.temporal.ui_port}" for host in ("127.0.0.1", "localhost")]
+    options = ["--bind", f"127.0.0.1:{port}", *(arg for o in origins for arg in ("--ui-origin", o))]
+    return start_role("codec-server", options, state_dir=spec.state_dir, env=_codec_env(spec),
+                      log=logs / "codec.log", ready=lambda: accepts_connections(port))  # fmt: skip
 
 
 def _start_worker(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     w = spec.worker
     options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds),
                "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
-    return start_role("worker", options, state_dir=spec.state_dir, env={}, log=logs / "worker.log")
+    return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / "worker.log")
 
 
 def _start_starter(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     s = spec.starter
     options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type,
                "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
-    env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days)}
+    env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
     return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / "starter.log")
 
 
@@ -191,6 +240,8 @@ SERVICES: tuple[_Service, ...] = (
             port=p["broker"], metrics_port=p["metrics"], data_dir=s.pulsar.data_dir, log=logs / "pulsar.log"
         ),
     ),
+    # Before Temporal, whose UI is told where it answers.
+    _Service("codec", lambda s: {"http": s.codec.port}, _start_codec, lambda s: s.codec.enabled),
     _Service("temporal", _temporal_ports, _start_temporal),
     _Service(
         "bridge",
@@ -219,6 +270,16 @@ def _choose_ports(wanted: dict[str, int], taken: set[int]) -> dict[str, int]:
         taken.add(port)
         chosen[label] = port
     return chosen
+
+
+def _with_chosen_ports(spec: StackSpec, ports: dict[str, dict[str, int]]) -> StackSpec:
+    """The spec with the ports one service must know of another's: the codec server's CORS names the UI's
+    origin, and the UI is told the codec server's URL. A port of 0 is only known once chosen."""
+    temporal, codec = ports.get("temporal", {}), ports.get("codec", {})
+    return spec.model_copy(update={
+        "temporal": spec.temporal.model_copy(update={"ui_port": temporal.get("ui", spec.temporal.ui_port)}),
+        "codec": spec.codec.model_copy(update={"port": codec.get("http", spec.codec.port)}),
+    })  # fmt: skip
 
 
 def _port_label(service: str, label: str) -> str:
@@ -251,6 +312,8 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
             check_ports_free(
                 {_port_label(service.name, label): port for service, ports in plan for label, port in ports.items()}
             )
+            spec = _with_chosen_ports(spec, {**{n: s.ports for n, s in state.services.items()},
+                                             **{service.name: ports for service, ports in plan}})  # fmt: skip
             for service, ports in plan:
                 on_start(service.name)
                 launched = service.start(spec, ports, state_dir / "logs")

@@ -1,18 +1,10 @@
 """Rate limits, retries, deadlines and TLS: the client's production behaviour, over real gRPC."""
 
 import asyncio
-import datetime as dt
-import ipaddress
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.bridge.errors import BridgeError, DeadlineExceeded, PermissionDenied, RateLimited, Unavailable
@@ -20,6 +12,7 @@ from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.devstack.processes import accepts_connections, free_port, launch
 from cidsync.entry import KeyType
 from tests.conftest import BridgeSimulator
+from tests.pki import Pki, make_pki
 
 KEY_TYPE = KeyType.EMAIL
 ZERO = "0" * 64
@@ -88,54 +81,9 @@ async def test_deadline_fires(
 # --- TLS, with a CA made here ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-          *, ca: bool = False, server: bool = False) -> x509.Certificate:  # fmt: skip
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = issuer or (name, key)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )  # fmt: skip
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    root = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _cert("cidsync test CA", ca_key, None, ca=True)
-    files = {}
-    for role in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(f"cidsync {role}", key, (ca_cert.subject, ca_key), server=role == "server")
-        (root / f"{role}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (root / f"{role}.key").write_bytes(_key_pem(key))
-        files[role] = (root / f"{role}.pem", root / f"{role}.key")
-    (root / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    return Pki(root / "ca.pem", *files["server"], *files["client"])
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

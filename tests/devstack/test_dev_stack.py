@@ -1,7 +1,9 @@
 """`cidsync dev up|status|down` on real processes: up, status, a second up, down, nothing left."""
 
+import base64
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +13,8 @@ import psutil
 import pytest
 import yaml
 
-from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.devstack.processes import temporal_binary
+from cidsync.naming import search_attribute_types
 from tests.cli_runner import cidsync
 
 
@@ -20,10 +23,11 @@ def _stack_file(tmp_path: Path, **redis: object) -> Path:
         "state_dir": str(tmp_path / "state"),
         "temporal": {"port": 0, "ui_port": 0, "db_filename": None,
                      "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
-                     "search_attributes": {key.name: "Keyword" for key in SEARCH_ATTRIBUTES}},
+                     "search_attributes": search_attribute_types()},
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
         "bridge": {"port": 0, "file_delay_seconds": 0.1},
+        "codec": {"enabled": True, "port": 0},
     }  # fmt: skip
     path = tmp_path / "temporal-dev.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -59,6 +63,34 @@ def _eventually_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict[str, object]) -> None:
+    """The stack made its key (0600), the roles and the CLI encrypt with it, Temporal stores ciphertext, and
+    the UI, told where the codec server is, gets the payloads decoded from it."""
+    keys = tmp_path / "state" / "codec-keys"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    ui, codec = str(status["temporal_ui"]), str(status["codec_url"])
+    with urllib.request.urlopen(f"{ui}/api/v1/settings", timeout=10) as reply:
+        assert json.load(reply)["Codec"]["Endpoint"] == codec
+    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait",
+                         env={"CIDSYNC_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+    assert reconciled.returncode == 0, reconciled.stderr
+    assert json.loads(reconciled.stdout)["outcome"] == "OK"  # the CLI decoded the result with the stack's key
+    shown = subprocess.run([str(temporal_binary()), "workflow", "show", "--workflow-id", "reconcile-87654321-EVP",
+                            "--address", str(status["temporal_address"]), "--output", "json"],
+                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    started = json.loads(shown.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
+    stored = started["input"]["payloads"][0]
+    assert base64.b64decode(stored["metadata"]["encoding"]) == b"binary/encrypted"
+    assert b"87654321" not in base64.b64decode(stored["data"])
+    request = urllib.request.Request(f"{codec}/decode", data=json.dumps({"payloads": [stored]}).encode(),
+                                     headers={"Origin": ui, "Content-Type": "application/json",
+                                              "X-Namespace": "default"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.headers["Access-Control-Allow-Origin"] == ui
+        decoded = json.load(reply)["payloads"][0]
+    assert b'"participant":"87654321"' in base64.b64decode(decoded["data"])
+
+
 def test_up_status_up_again_down(tmp_path: Path) -> None:
     config = _stack_file(tmp_path)
     first = cidsync("dev", "up", "--config", str(config))
@@ -72,9 +104,9 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         services = status["services"]
         assert isinstance(services, dict)
         pids = {name: svc["pid"] for name, svc in services.items()}
-        assert set(pids) == {"redis", "pulsar", "temporal", "bridge", "worker", "starter"}
+        assert set(pids) == {"redis", "pulsar", "codec", "temporal", "bridge", "worker", "starter"}
         labels = [line.split()[0] for line in first.stdout.splitlines()]
-        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Worker", "Starter", "State"]
+        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Codec", "Worker", "Starter", "State"]
 
         # Each role serves its endpoint on the port recorded in the state, and says when it is ready.
         for role in ("worker", "starter"):
@@ -93,6 +125,8 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
 
+        _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path, status)
+
         second = cidsync("dev", "up", "--config", str(config))
         assert second.returncode == 0, second.stderr
         assert "starting" not in second.stderr
@@ -102,7 +136,7 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
     finally:
         down = cidsync("dev", "down", "--config", str(config))
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped: starter, worker, bridge, temporal, pulsar, redis"
+    assert down.stdout.strip() == "stopped: starter, worker, bridge, temporal, codec, pulsar, redis"
     assert not _group_members(list(pids.values())), "a process of the stack outlived `dev down`"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values())
     gone = _status(config)
@@ -138,3 +172,29 @@ def test_missing_stack_file_is_reported(tmp_path: Path, action: str) -> None:
     result = cidsync("dev", action, "--config", str(tmp_path / "absent.yaml"))
     assert result.returncode == 2
     assert "cannot be read" in result.stderr
+
+
+def test_a_kept_database_gains_the_search_attributes_added_since(tmp_path: Path) -> None:
+    """`start-dev --search-attribute` registers them in a new database only; an upgraded stack that kept its
+    database must still get the new ones, or the starter halts on them."""
+    config = _stack_file(tmp_path)
+    spec = yaml.safe_load(config.read_text())
+    spec["temporal"]["db_filename"] = str(tmp_path / "temporal.db")
+    everything = dict(spec["temporal"]["search_attributes"])
+    spec["temporal"]["search_attributes"] = {"CidParticipant": "Keyword"}  # an older version of the stack
+    for name in ("worker", "starter", "codec"):
+        spec[name] = {"enabled": False}
+    config.write_text(yaml.safe_dump(spec))
+    assert cidsync("dev", "up", "--config", str(config)).returncode == 0
+    assert cidsync("dev", "down", "--config", str(config)).returncode == 0
+    spec["temporal"]["search_attributes"] = everything
+    config.write_text(yaml.safe_dump(spec))
+    try:
+        again = cidsync("dev", "up", "--config", str(config))
+        assert again.returncode == 0, again.stderr
+        listed = subprocess.run([str(temporal_binary()), "operator", "search-attribute", "list", "--address",
+                                 str(_status(config)["temporal_address"]), "--output", "json"],
+                                capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        assert everything.keys() <= json.loads(listed.stdout)["customAttributes"].keys()
+    finally:
+        cidsync("dev", "down", "--config", str(config))

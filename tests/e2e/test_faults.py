@@ -28,7 +28,7 @@ from cidsync.devstack.processes import Launched, free_port, launch
 from cidsync.devstack.servers import redis_answers, start_redis, start_temporal, temporal_argv
 from cidsync.entry import KeyType
 from cidsync.events import EntryEvent
-from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.naming import search_attribute_types
 from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
@@ -75,7 +75,7 @@ class FaultStack:
     def start_temporal(self) -> None:
         argv = temporal_argv(port=self.temporal_port, ui_port=None, namespace="default",
                              db_filename=self.root / "temporal.db", log_level="error", dynamic_config={},
-                             search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES})  # fmt: skip
+                             search_attributes=search_attribute_types())  # fmt: skip
         self.processes["temporal"] = start_temporal(argv=argv, port=self.temporal_port, namespace="default",
                                                     log=self.root / "temporal.log")  # fmt: skip
 

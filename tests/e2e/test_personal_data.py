@@ -47,7 +47,7 @@ from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, 
 from cidsync.devstack.stack import StackState, down, up
 from cidsync.entry import AccountType, Entry, KeyType, OwnerType
 from cidsync.events import DeletionType, EntryEvent, EventType
-from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.naming import search_attribute_types
 from cidsync.producer import EntryEventProducer, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
@@ -56,6 +56,7 @@ from cidsync.store.key_id import key_id
 from cidsync.topics import Topics
 from tests.cli_runner import cidsync
 from tests.e2e.harness import expected_vsyncs, local_vsyncs
+from tests.telemetry.otlp_receiver import Received, http_receiver
 
 SECRET = "personal-data-test-secret"
 QUEUE = "pii"
@@ -192,6 +193,8 @@ class Stack:
     state: StackState
     metrics: str
     roles: list[Launched]
+    spans: Received
+    starter_metrics: list[str]
 
     @property
     def env(self) -> dict[str, str]:
@@ -206,9 +209,7 @@ class Stack:
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     spec = StackSpec(
         state_dir=tmp_path / "state",
-        temporal=TemporalSpec(
-            port=0, ui_port=None, log_level="info", search_attributes={k.name: "Keyword" for k in SEARCH_ATTRIBUTES}
-        ),
+        temporal=TemporalSpec(port=0, ui_port=None, log_level="info", search_attributes=search_attribute_types()),
         pulsar=PulsarSpec(port=0, data_dir=tmp_path / "pulsar"),
         redis=RedisSpec(port=0, data_dir=tmp_path / "redis", appendonly=False),
         bridge=BridgeSpec(port=0, file_delay_seconds=0.2),
@@ -217,18 +218,32 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     )
     state = await asyncio.to_thread(up, spec, tmp_path / "temporal-dev.yaml")
     metrics = f"127.0.0.1:{free_port()}"
+    starter_metrics = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     logs = tmp_path / "state" / "logs"
-    common = {"CIDSYNC_KEY_SECRET": SECRET, "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_SECONDS / 86_400)}
+    receiving = http_receiver()
+    endpoint, spans = receiving.__enter__()
+    # Every role traces to a receiver here, and the worker logs JSON: what they export is read back too.
+    common = {
+        "CIDSYNC_KEY_SECRET": SECRET,
+        "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_SECONDS / 86_400),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
     roles = []
     try:
         roles.append(start_role("worker", ["--task-queue", QUEUE, "--log-level", "debug", "--metrics-bind", metrics],
-                                state_dir=spec.state_dir, env=common, log=logs / "worker.log"))  # fmt: skip
-        for name, namespace, mode in (("starter-per-event", PER_EVENT, "per-event"), ("starter-batch", BATCH, "batch")):
-            options = ["--task-queue", QUEUE, "--log-level", "debug", "--mode", mode, "--subscription", name]
+                                state_dir=spec.state_dir, env={**common, "CIDSYNC_LOG_FORMAT": "json"},
+                                log=logs / "worker.log"))  # fmt: skip
+        starters = (("starter-per-event", PER_EVENT, "per-event"), ("starter-batch", BATCH, "batch"))
+        for (name, namespace, mode), bind in zip(starters, starter_metrics, strict=True):
+            options = ["--task-queue", QUEUE, "--log-level", "debug", "--mode", mode, "--subscription", name,
+                       "--metrics-bind", bind]  # fmt: skip
             roles.append(start_role("starter", options, state_dir=spec.state_dir, log=logs / f"{name}.log",
                                     env={**common, "CIDSYNC_PULSAR_NAMESPACE": namespace}))  # fmt: skip
-        yield Stack(tmp_path, state, metrics, roles)
+        yield Stack(tmp_path, state, metrics, roles, spans, starter_metrics)
     finally:
+        receiving.__exit__(None, None, None)
         for role in reversed(roles):
             role.stop()
         await asyncio.to_thread(down, spec.state_dir)
@@ -316,14 +331,26 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
     corpus = Corpus()
     client = await Client.connect(stack.state.temporal_address or "", data_converter=pydantic_data_converter)
     histories = await read_temporal(client, corpus)
+
+    # The operator's view: the WAITING_PERIOD delete says how its wait ended; batch runs name their pair.
+    async def listed(query: str) -> list[str]:
+        return [w.workflow_type async for w in client.list_workflows(query)]
+
+    assert await listed('CidPhase="applied"') == ["DeleteCID"] * 2  # one per mode: never batched
+    assert set(await listed(f'CidParticipants="{ingested}" AND CidKeyTypes="EVP"')) == {"ApplyCIDBatch"}
     metrics = await asyncio.to_thread(scrape, f"http://{stack.metrics}/metrics")
     corpus.add("worker metrics", metrics)
+    for bind in stack.starter_metrics:
+        corpus.add(f"starter metrics {bind}", await asyncio.to_thread(scrape, f"http://{bind}/metrics"))
     for text in cli_output:
         corpus.add("cli", text)
     for role in stack.roles:
         role.stop()  # flushed and closed: their logs are complete
     for log in stack.logs():
         corpus.add(f"log:{log.name}", log.read_text(errors="replace"))
+    spans = stack.spans.snapshot()  # the roles flushed their spans when they stopped
+    for span in spans:
+        corpus.add(f"span:{span.service}:{span.name}", " ".join([span.name, *map(str, span.attributes.values())]))
 
     # Not vacuous: every kind of run is there, the WAITING_PERIOD delete waited on a durable timer, and the
     # reconciliations repaired; the metrics are Temporal's; the logs were written at debug level.
@@ -338,6 +365,12 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
     ]
     assert timers
     assert "temporal_" in metrics
+    assert {"redis apply", "redis apply batch", "start batch"} <= {span.name for span in spans}
+    assert any(span.name.startswith("cidsync.bridge.v1.DictBridge/") for span in spans)
+    assert any(span.name == "send core-events" for span in spans)
+    json_lines = [json.loads(line) for line in corpus.texts["log:worker.log"][0].splitlines() if line.startswith("{")]
+    assert len(json_lines) > 10
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in json_lines)
     assert any("DEBUG" in text for text in corpus.texts["log:worker.log"])
     assert {"log:temporal.log", "log:starter-per-event.log", "log:starter-batch.log", "log:bridge.log"} <= set(
         corpus.texts

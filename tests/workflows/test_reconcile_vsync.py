@@ -26,7 +26,7 @@ from activities.repair import RepairInput, RepairResult
 from cidsync.bridge.models import CidSetFile, FileStatus, Verification
 from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
 from cidsync.entry import KeyType, PairRef
-from cidsync.naming import OUTCOME, reconcile_search_attributes
+from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes
 from cidsync.store.layout import RepairSide, Scratch
 from cidsync.store.models import DiffResult, LocalVSync, PairVerification, VerificationRecord
 from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
@@ -248,14 +248,27 @@ async def test_large_divergence_waits_for_approval_with_reminders(time_skipping_
         waiting = await _until(handle, lambda p: p.awaiting_approval and p.reminders >= 2)
         assert (waiting.dict_only, waiting.local_only) == (150, 20)
         assert fake.repairs == []  # nothing repaired blindly
+        # An operator finds it by its phase (visibility is eventually consistent: a moment's wait at most).
+        query = f'CidPhase="awaiting approval" AND WorkflowId="{handle.id}"'
+        found = []
+        for _ in range(100):
+            if found := [w.id async for w in time_skipping_env.client.list_workflows(query)]:
+                break
+            await asyncio.sleep(0.1)
+        assert found == [handle.id]
         assert await handle.execute_update(ReconcileVSync.approve, Decision(operator="ana", reason="checked"))
         result = await handle.result()
     assert result.outcome is Outcome.REPAIRED
     assert (result.added, result.removed) == (150, 20)
+    assert (result.decision, result.operator, result.decision_reason) == ("approved", "ana", "checked")
+    completed = fake.notices[-1].notice
+    assert isinstance(completed, ReconciliationCompleted)
+    assert (completed.decision, completed.operator, completed.decision_reason) == ("approved", "ana", "checked")
     reminders = [k for k in fake.kinds() if k is CoreEventType.APPROVAL_NEEDED]
     assert len(reminders) >= 3  # the first call for approval and at least two reminders, 4 h apart
     description = await handle.describe()
     assert description.typed_search_attributes.get(OUTCOME) == "REPAIRED"
+    assert description.typed_search_attributes.get(PHASE) == "done"
 
 
 async def test_a_decision_is_refused_when_no_approval_is_pending(time_skipping_env: WorkflowEnvironment) -> None:
@@ -293,6 +306,7 @@ async def test_a_rejected_repair_ends_as_needs_attention(time_skipping_env: Work
         result = await handle.result()
     assert result.outcome is Outcome.NEEDS_ATTENTION
     assert result.reason == "rejected by ana: looks like a DICT bug"
+    assert (result.decision, result.operator, result.decision_reason) == ("rejected", "ana", "looks like a DICT bug")
     assert fake.repairs == []
     assert len(fake.dropped) == 1
 
@@ -303,6 +317,7 @@ async def test_no_decision_in_time_ends_as_needs_attention(time_skipping_env: Wo
     result = await reconcile(time_skipping_env, fake, argument)
     assert result.outcome is Outcome.NEEDS_ATTENTION
     assert result.reason == "no operator decision within 10:00:00"
+    assert (result.decision, result.operator) == ("timed out", "")
     assert fake.kinds().count(CoreEventType.APPROVAL_NEEDED) == 3  # at 0 h, 4 h and 8 h
 
 

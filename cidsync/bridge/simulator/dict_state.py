@@ -149,8 +149,11 @@ class SimulatedDict:
     def diverge(
         self, pair: Pair, *, add: int, remove: int, alter: int, seed: int, now: datetime
     ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-        """Change DICT behind the participant's back: new entries, deletions and updates."""
-        rng = random.Random(seed)
+        """Change DICT behind the participant's back: new entries, deletions and updates.
+
+        The same seed gives the same changes for the same pair; other pairs get other entries (ids and keys
+        are unique in DICT, and one simulator serves many participants at once)."""
+        rng = random.Random(f"{pair[0]}/{pair[1].value}/{seed}")
         existing = self.cids(pair)
         chosen = rng.sample(existing, min(len(existing), remove + alter))
         removed = [value for value in chosen[:remove] if self.remove(value, now)]
