@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import tempfile
 import threading
 import time
@@ -42,7 +41,7 @@ from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDChange
-from cidsync.synthetic import synthetic_entry
+from cidsync.synthetic import pair_random, synthetic_entry
 from cidsync.temporal_client import connect
 from starters.reconciliation import start_reconciliation
 from workflows.reconcile_vsync import ReconcileInput
@@ -69,7 +68,7 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
 
 async def seed_local(store: CIDStore, size: int) -> None:
     """The same entries the simulator generates from SEED, applied in chunks (never all in memory)."""
-    rng = random.Random(SEED)
+    rng = pair_random(PARTICIPANT, KEY_TYPE, SEED)
     done = 0
     while done < size:
         changes = [

@@ -9,20 +9,71 @@ The pool blocks when all its connections are busy, rather than failing the comma
 pool raises `MaxConnectionsError` past 100). Many concurrent commands are normal here (a starter with 200
 starts in flight, a worker's activities), and a busy pool is not an outage: with the raising pool the
 starter took each such error for one and nacked messages that only had to wait their turn.
+
+TLS and ACLs come from the environment, so the URL (which does get printed) holds no secret:
+`rediss://host:port/0` for TLS, with `CIDSYNC_REDIS_CA_FILE` (the CA to trust, else the system's) and
+optionally `CIDSYNC_REDIS_TLS_CERT_FILE`/`CIDSYNC_REDIS_TLS_KEY_FILE` (a client certificate);
+`CIDSYNC_REDIS_USERNAME` and `CIDSYNC_REDIS_PASSWORD` (or `CIDSYNC_REDIS_PASSWORD_FILE`) for an ACL user.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from cidsync.errors import InvalidInput, Problem
+
 MAX_CONNECTIONS = 64
 POOL_WAIT_SECONDS = 30.0  # past this, a command fails with ConnectionError: Redis is hung, not busy
+TLS_FILES = {"ssl_ca_certs": "CIDSYNC_REDIS_CA_FILE", "ssl_certfile": "CIDSYNC_REDIS_TLS_CERT_FILE",
+             "ssl_keyfile": "CIDSYNC_REDIS_TLS_KEY_FILE"}  # fmt: skip
 
 
-def redis_client(url: str) -> Redis:
+def _readable(variable: str, value: str) -> str:
+    if not Path(value).is_file():
+        raise InvalidInput("settings", [Problem(variable, "is not a readable file")])
+    return value
+
+
+def redis_options(url: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The connection options the environment adds to `url`; an error names any bad variable."""
+    environ = os.environ if environ is None else environ
+    options: dict[str, Any] = {}
+    tls = urlsplit(url).scheme == "rediss"
+    for option, variable in TLS_FILES.items():
+        if value := environ.get(variable, "").strip():
+            if not tls:
+                raise InvalidInput("settings", [Problem(variable, "needs a rediss:// CIDSYNC_REDIS_URL")])
+            options[option] = _readable(variable, value)
+    if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+        raise InvalidInput("settings", [Problem("CIDSYNC_REDIS_TLS_CERT_FILE/CIDSYNC_REDIS_TLS_KEY_FILE",
+                                                "give both, or neither")])  # fmt: skip
+    if tls:
+        options["ssl_cert_reqs"] = "required"  # and the host name checked: never a connection on trust
+        options["ssl_check_hostname"] = True
+    if username := environ.get("CIDSYNC_REDIS_USERNAME", "").strip():
+        options["username"] = username
+    password, password_file = environ.get("CIDSYNC_REDIS_PASSWORD", ""), environ.get("CIDSYNC_REDIS_PASSWORD_FILE", "")
+    if password and password_file:
+        raise InvalidInput(
+            "settings", [Problem("CIDSYNC_REDIS_PASSWORD", "set it or CIDSYNC_REDIS_PASSWORD_FILE, not both")]
+        )
+    if password_file:
+        options["password"] = Path(_readable("CIDSYNC_REDIS_PASSWORD_FILE", password_file)).read_text().strip()
+    elif password:
+        options["password"] = password
+    return options
+
+
+def redis_client(url: str, environ: Mapping[str, str] | None = None) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -31,5 +82,6 @@ def redis_client(url: str) -> Redis:
         retry_on_error=[ConnectionError, TimeoutError],
         health_check_interval=30,
         socket_connect_timeout=5,
+        **redis_options(url, environ),
     )
     return Redis.from_pool(pool)

@@ -36,6 +36,13 @@ def _uuid(rng: random.Random) -> uuid.UUID:
     return uuid.UUID(int=rng.getrandbits(128), version=4)
 
 
+def pair_random(participant: str, key_type: KeyType, seed: int) -> random.Random:
+    """The random source of a pair's synthetic entries: the same for the same pair and seed, so the DICT
+    simulator and a local store built from one seed hold the same entries; different for other pairs, since
+    DICT refuses a repeated entry id or key and one simulator serves many participants at once."""
+    return random.Random(f"{participant}/{key_type.value}/{seed}")
+
+
 def synthetic_entry(rng: random.Random, participant: str, key_type: KeyType | None = None) -> Entry:
     """One valid entry; the owner type follows the key type where DICT ties them (CPF/CNPJ keys)."""
     key_type = key_type or rng.choice(_KEY_TYPES)

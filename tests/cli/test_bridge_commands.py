@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cidsync.cid import cid, vsync
 from cidsync.entry import KeyType
-from cidsync.synthetic import synthetic_entry
+from cidsync.synthetic import pair_random, synthetic_entry
 from tests.cli_runner import cidsync
 from tests.conftest import BridgeSimulator
 
@@ -69,7 +69,7 @@ def test_synthetic_load_matches_the_library_generator(bridge_simulator: BridgeSi
     loaded = cidsync("bridge-sim", "admin", "load", "--synthetic", "50", "--participant", participant,
                      "--key-type", "EVP", "--seed", "9", *address)  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr
-    rng = random.Random(9)
+    rng = pair_random(participant, KeyType.EVP, 9)
     expected = vsync(cid(synthetic_entry(rng, participant, KeyType.EVP)) for _ in range(50))
     assert loaded.stdout.strip() == f"loaded 50 synthetic entries; the pair's VSync is now {expected}"
     incomplete = cidsync("bridge-sim", "admin", "load", "--synthetic", "5", *address)

@@ -2,7 +2,6 @@
 servers, and a pair seeded identically in DICT (the simulator) and in the local store."""
 
 import asyncio
-import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDChange
-from cidsync.synthetic import synthetic_entry
+from cidsync.synthetic import pair_random, synthetic_entry
 from cidsync.topics import Topics
 from tests.conftest import KEY_SECRET
 from workers.cid_worker import Reconciliation, build_worker
@@ -65,9 +64,9 @@ async def reconciliation_worker(
 
 
 def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> list[Entry]:
-    """Reproducible for a pair and seed; unique across pairs, since DICT refuses a repeated id or key (two
-    tests whose seeds happened to coincide once collided in the session's one simulator)."""
-    rng = random.Random(f"{participant}/{key_type.value}/{seed}")
+    """The entries the simulator's `load_synthetic` makes from the same pair and seed (`pair_random`): two
+    tests whose plain seeds happened to coincide once collided on an entry id in the session's simulator."""
+    rng = pair_random(participant, key_type, seed)
     return [synthetic_entry(rng, participant, key_type) for _ in range(count)]
 
 

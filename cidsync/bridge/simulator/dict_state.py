@@ -7,7 +7,6 @@ are kept as compact JSON (about 450 bytes each) so a million-CID set stays withi
 from __future__ import annotations
 
 import hashlib
-import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from cidsync.bridge.models import CidEventType, FileStatus
 from cidsync.cid import cid as cid_of
 from cidsync.entry import Entry, KeyType, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
-from cidsync.synthetic import synthetic_entry
+from cidsync.synthetic import pair_random, synthetic_entry
 
 Pair = tuple[str, KeyType]
 
@@ -136,7 +135,7 @@ class SimulatedDict:
 
     def load_synthetic(self, pair: Pair, count: int, seed: int) -> int:
         """`count` synthetic entries of one pair, from `seed`; a key DICT already holds is skipped."""
-        rng = random.Random(seed)
+        rng = pair_random(pair[0], pair[1], seed)
         now = self.now()
         loaded = 0
         for _ in range(count):
@@ -151,9 +150,8 @@ class SimulatedDict:
     ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
         """Change DICT behind the participant's back: new entries, deletions and updates.
 
-        The same seed gives the same changes for the same pair; other pairs get other entries (ids and keys
-        are unique in DICT, and one simulator serves many participants at once)."""
-        rng = random.Random(f"{pair[0]}/{pair[1].value}/{seed}")
+        The same seed gives the same changes for the same pair (`pair_random`)."""
+        rng = pair_random(pair[0], pair[1], seed)
         existing = self.cids(pair)
         chosen = rng.sample(existing, min(len(existing), remove + alter))
         removed = [value for value in chosen[:remove] if self.remove(value, now)]
