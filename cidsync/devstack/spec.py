@@ -73,7 +73,8 @@ class WorkerSpec(_Spec):
     enabled: bool = True
     task_queue: str = "cidsync"
     graceful_shutdown_seconds: float = Field(default=10.0, gt=0)
-    metrics_port: Port = Field(default=0, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: a free port
+    # /metrics, /healthz, /readyz on this loopback port (0: a free one); null: no endpoint
+    metrics_port: Port | None = Field(default=0, ge=0, le=65535)
 
 
 class StarterSpec(_Spec):
@@ -83,7 +84,7 @@ class StarterSpec(_Spec):
     mode: Literal["per-event", "batch"] = "per-event"
     subscription_type: Literal["key_shared", "shared"] = "key_shared"
     waiting_period_days: float = Field(default=30.0, gt=0)
-    metrics_port: Port = Field(default=0, ge=0, le=65535)  # /metrics, /healthz, /readyz; 0: a free port
+    metrics_port: Port | None = Field(default=0, ge=0, le=65535)  # as the worker's
 
 
 class StackSpec(_Spec):

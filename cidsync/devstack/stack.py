@@ -209,17 +209,25 @@ def _start_codec(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched
                       log=logs / "codec.log", ready=lambda: accepts_connections(port))  # fmt: skip
 
 
+def _metrics_bind(ports: dict[str, int]) -> list[str]:
+    return ["--metrics-bind", f"127.0.0.1:{ports['metrics']}"] if "metrics" in ports else []
+
+
+def _role_ports(port: int | None) -> dict[str, int]:
+    return {} if port is None else {"metrics": port}
+
+
 def _start_worker(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     w = spec.worker
     options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds),
-               "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
+               *_metrics_bind(ports)]  # fmt: skip
     return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / "worker.log")
 
 
 def _start_starter(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     s = spec.starter
     options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type,
-               "--metrics-bind", f"127.0.0.1:{ports['metrics']}"]  # fmt: skip
+               *_metrics_bind(ports)]  # fmt: skip
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
     return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / "starter.log")
 
@@ -255,8 +263,8 @@ SERVICES: tuple[_Service, ...] = (
             log=logs / "bridge.log",
         ),
     ),
-    _Service("worker", lambda s: {"metrics": s.worker.metrics_port}, _start_worker, lambda s: s.worker.enabled),
-    _Service("starter", lambda s: {"metrics": s.starter.metrics_port}, _start_starter, lambda s: s.starter.enabled),
+    _Service("worker", lambda s: _role_ports(s.worker.metrics_port), _start_worker, lambda s: s.worker.enabled),
+    _Service("starter", lambda s: _role_ports(s.starter.metrics_port), _start_starter, lambda s: s.starter.enabled),
 )
 
 

@@ -174,7 +174,7 @@ async def serving(role: str, bind: str | None) -> AsyncIterator[Observability]:
     reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(metric_readers=[reader], resource=Resource.create({SERVICE_NAME: role}))
     metrics.set_meter_provider(provider)
-    buffer = MetricBuffer(100_000)
+    buffer = MetricBuffer(10_000)  # drained every second: many times what a busy worker emits in one
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
     server = make_server(host, port, _app(registry, health), server_class=_ThreadingServer,
                          handler_class=_QuietHandler)  # fmt: skip
