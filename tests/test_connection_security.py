@@ -142,9 +142,9 @@ def test_pulsar_tls_and_token_settings(pki: Pki, tmp_path: Path) -> None:
     mtls = pulsar_options("pulsar+ssl://broker:6651", {"CIDSYNC_PULSAR_TLS_CERT_FILE": str(pki.client_cert),
                                                        "CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)})  # fmt: skip
     assert isinstance(mtls["authentication"], pulsar.AuthenticationTLS)
-    assert pulsar_options("pulsar://broker:6650", {}) == {}
+    assert pulsar_options("pulsar://broker.test:16650", {}) == {}
     for url, environ, variable in [
-        ("pulsar://b:6650", {"CIDSYNC_PULSAR_TLS_CA_FILE": str(pki.ca)}, "CIDSYNC_PULSAR_TLS_CA_FILE"),
+        ("pulsar://b.test:16650", {"CIDSYNC_PULSAR_TLS_CA_FILE": str(pki.ca)}, "CIDSYNC_PULSAR_TLS_CA_FILE"),
         ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TLS_CA_FILE": str(tmp_path / "missing")},
          "CIDSYNC_PULSAR_TLS_CA_FILE"),
         ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TOKEN": "t", "CIDSYNC_PULSAR_TOKEN_FILE": str(tmp_path / "token")},

@@ -14,7 +14,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from cidsync.codec.encryption import EncryptionCodec, KeyRing, new_key
 from cidsync.codec.server import CodecServer, CodecServerConfig
 
-UI = "http://localhost:8233"
+UI = "http://temporal-ui.test"  # an origin the browser would send; nothing listens there
 TOKEN = "s3cret-token"
 CODEC = EncryptionCodec(KeyRing.parse(f"k1={new_key()}", "CIDSYNC_CODEC_KEYS"))
 
