@@ -117,6 +117,12 @@ PER_EVENT = {"mode": "per_event"}
 BATCH = {"mode": "batch"}
 
 
+def _about(message: pulsar.Message) -> dict[str, str]:
+    """The event id for a JSON log line (the producer's property; absent on a message that is not an event)."""
+    event_id = message.properties().get("event_id")
+    return {"event_id": event_id} if event_id else {}
+
+
 def _count_start(mode: dict[str, str], result: str, started: float) -> None:
     instruments.workflow_starts.add(1, {**mode, "result": result})
     instruments.start_duration.record(time.perf_counter() - started, mode)
@@ -346,7 +352,8 @@ class EntryEventStarter:
     async def _retry_later(self, message: pulsar.Message, error: BaseException) -> None:
         consumer = self._receiver_of(message).consumer
         if isinstance(error, RPCError) and error.status not in TRANSIENT_RPC:
-            logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error)
+            logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error,
+                         extra=_about(message))  # fmt: skip
             self._halted = error
             await consumer.negative_acknowledge(message)
             return
@@ -357,7 +364,7 @@ class EntryEventStarter:
         self.stats.retried += 1
         instruments.events_retried.add(1)
         delay = min(self.config.backoff_max, self.config.backoff_base * (2**count)).total_seconds()
-        logger.warning("transient failure (%r); redelivery in %.1f s", error, delay)
+        logger.warning("transient failure (%r); redelivery in %.1f s", error, delay, extra=_about(message))
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
         asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(consumer.negative_acknowledge(message))
@@ -370,7 +377,8 @@ class EntryEventStarter:
                                       partition_key=message.partition_key() or None)  # fmt: skip
         self.stats.dead_lettered += 1
         instruments.events_dead_lettered.add(1, {"reason": kind})
-        logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300])
+        logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300],
+                       extra=_about(message))  # fmt: skip
         self._ack(message)
 
     # --- batch mode -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ event or a change applied twice (an XOR done twice) would show.
 """
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -70,6 +71,7 @@ class FaultStack:
             "CIDSYNC_KEY_SECRET": SECRET,
             "CIDSYNC_WAITING_PERIOD_DAYS": str(WAITING_PERIOD_DAYS),
             "CIDSYNC_STATE_DIR": str(self.root / "no-dev-stack"),
+            "CIDSYNC_LOG_FORMAT": "json",  # one line per record, with the event id where there is one
         }
 
     def start_temporal(self) -> None:
@@ -171,6 +173,11 @@ async def test_temporal_stopped_for_10_seconds_while_events_flow(stack: FaultSta
     stack.start_temporal()
     await wait_for_vsyncs(store, participants, expected_vsyncs([*first, *during]))
     await no_failed_workflows(stack)
+    # Each nack is logged with the event it was about, so an operator can follow one event through an outage.
+    lines = [json.loads(line) for line in (stack.root / "starter.log").read_text().splitlines() if line.startswith("{")]
+    retried = [line for line in lines if line["message"].startswith("transient failure")]
+    assert retried
+    assert {line["event_id"] for line in retried} <= {str(e.event_id) for e in [*first, *during]}
 
 
 async def test_redis_restarted_while_events_flow(stack: FaultStack, store: CIDStore) -> None:
