@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from cidsync.core_events import SCHEMA, ApprovalNeeded, EntryReconciled, ReconciliationCompleted, VerificationStale
+from cidsync.pulsar_native import producer_connected
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import Scratch
 from cidsync.telemetry import tracing
@@ -58,12 +59,11 @@ class CoreEventsPublisher:
 
     async def check_connected(self) -> None:
         """Readiness: the producer holds a live connection to the broker."""
-        if not self.producer._producer.is_connected():  # the wrapper keeps the native producer here
+        if not producer_connected(self.producer):
             raise ConnectionError("not connected to the Pulsar broker")
 
     async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
-        attributes = {"messaging.system": "pulsar", "messaging.operation.type": "send",
-                      "messaging.destination.name": self.producer.topic(), "cidsync.event_type": event_type,
+        attributes = {**tracing.messaging_attributes("send", self.producer.topic()), "cidsync.event_type": event_type,
                       "cidsync.event_id": event_id}  # fmt: skip
         with tracing.span("send core-events", kind=SpanKind.PRODUCER, attributes=attributes):
             properties = {"schema": SCHEMA, "event_type": event_type, "event_id": event_id}

@@ -163,9 +163,7 @@ def _send_span(event: EntryEvent, topic: str) -> Span | None:
     """The PRODUCER span of one event, child of the caller's current span (core's own trace, if any).
     Its context travels in the message's `traceparent` property; the starter continues it."""
     attributes = {
-        "messaging.system": "pulsar",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": topic,
+        **tracing.messaging_attributes("send", topic),
         **tracing.event_attributes(str(event.event_id), event.event_type.value, str(event.entry.id), event.sequence),
     }
     return tracing.start_span(f"send {topic.rsplit('/', 1)[-1]}", kind=SpanKind.PRODUCER, attributes=attributes)

@@ -84,6 +84,11 @@ def send_async(
     producer._producer.send_async(builder.build(), callback)  # the wrapper keeps the native producer here
 
 
+def producer_connected(producer: pulsar_asyncio.Producer) -> bool:
+    """Whether the client holds a live connection to the broker for this producer (readiness)."""
+    return bool(producer._producer.is_connected())
+
+
 def public_message_id(native: object) -> pulsar.MessageId:
     """The public `MessageId` for a native one, as the wrapper's `send` returns it."""
     n: _pulsar.MessageId = native

@@ -96,9 +96,7 @@ def _consumer_span(message: pulsar.Message, change: CIDChange) -> AbstractContex
     if not tracing.enabled():
         return nullcontext()
     attributes = {
-        "messaging.system": "pulsar",
-        "messaging.operation.type": "process",
-        "messaging.destination.name": message.topic_name(),
+        **tracing.messaging_attributes("process", message.topic_name()),
         **tracing.event_attributes(str(change.event_id), change.event_type.value, str(change.entry_id),
                                    change.sequence),
         "cidsync.participant": change.participant,

@@ -50,7 +50,7 @@ batch_size = _meter.create_histogram(
 # --- the worker --------------------------------------------------------------------------------------
 store_changes = _meter.create_counter(
     "cidsync.store.changes", unit="{change}",
-    description="changes the store applied, by key type and outcome (applied, stale)",
+    description="changes the store applied, by outcome (applied, stale)",
 )  # fmt: skip
 
 

@@ -161,6 +161,12 @@ def inject_span(span: Span | None, carrier: MutableMapping[str, str]) -> Mutable
     return carrier
 
 
+def messaging_attributes(operation: str, destination: str) -> dict[str, str | int]:
+    """OpenTelemetry's messaging attributes of a Pulsar send or process span."""
+    return {"messaging.system": "pulsar", "messaging.operation.type": operation,
+            "messaging.destination.name": destination}  # fmt: skip
+
+
 def event_attributes(event_id: str, event_type: str, entry_id: str, sequence: int) -> dict[str, str | int]:
     """What every span about one entry event carries: ids only, never the entry (DESIGN.md §5)."""
     return {
