@@ -65,6 +65,39 @@ class RepairResult(BaseModel):
     remaining: int  # CIDs of this side still to handle
 
 
+class SuspectRepair(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cid: str
+    in_dict: bool  # DICT holds it (add it locally) or not (remove it locally)
+    repair_id: str  # names the repair in core's notification (its event id derives from it)
+
+
+class SuspectRepairInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    scratch: Scratch  # the follower's outbox lives here
+    suspects: list[SuspectRepair]
+    concurrency: int = 8
+    entries_per_minute: int = 1_200
+
+
+SUSPECT_OUTCOMES = ("repaired", "skipped", "vanished", "inconsistent")
+
+
+class SuspectRepairResult(BaseModel):
+    """The suspects' CIDs by outcome: repaired (the local set now holds DICT's state), skipped (an event
+    changed the key meanwhile), vanished (DICT and the local set agree after all) and inconsistent (DICT
+    answered an entry that does not hash to the CID: nothing stored)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repaired: list[str]
+    skipped: list[str]
+    vanished: list[str]
+    inconsistent: list[str]
+
+
 class _Pacer:
     """Shared by the calls of one batch. Until DICT refuses, calls go as fast as they come (its bucket
     allows a burst of 1,200). After a refusal, every call waits DICT's retry-after and then gets its own
@@ -108,15 +141,38 @@ class RepairActivities:
         async def handle(value: str) -> None:
             async with limit:
                 if request.side is RepairSide.DICT_ONLY:
-                    status = await self._add(request, value, pacer)
+                    status = await self._add(scratch, request.reconciliation_id, value, pacer)
                 else:
-                    status = await self._remove(request, value)
+                    status = await self._remove(scratch, request.reconciliation_id, value)
+                if status == "inconsistent":
+                    raise _inconsistent(value)
                 counts[status] += 1
                 await self.store.repaired(scratch, side, value)
                 activity.heartbeat(counts)
 
         await asyncio.gather(*(handle(value) for value in batch))
         return RepairResult(**counts, remaining=await self.store.left_to_repair(scratch, side))
+
+    @activity.defn(name="repair_suspects")
+    async def repair_suspects(self, request: SuspectRepairInput) -> SuspectRepairResult:
+        """The follower's repair: CIDs whose DICT state the event log showed and the local set still
+        contradicts after the grace period. Each is checked against DICT itself first (`GetEntryByCid`):
+        the log may be behind DICT, and nothing is removed locally that DICT still holds."""
+        pacer = _Pacer(request.entries_per_minute)
+        limit = asyncio.Semaphore(request.concurrency)
+        outcomes: dict[str, list[str]] = {status: [] for status in SUSPECT_OUTCOMES}
+
+        async def handle(suspect: SuspectRepair) -> None:
+            async with limit:
+                if suspect.in_dict:
+                    status = await self._add(request.scratch, suspect.repair_id, suspect.cid, pacer)
+                else:
+                    status = await self._remove(request.scratch, suspect.repair_id, suspect.cid, confirm=pacer)
+                outcomes[status].append(suspect.cid)
+                activity.heartbeat(len(outcomes["repaired"]))
+
+        await asyncio.gather(*(handle(suspect) for suspect in request.suspects))
+        return SuspectRepairResult(**outcomes)
 
     async def _entry(self, participant: str, value: str, pacer: _Pacer) -> EntryByCid | None:
         while True:
@@ -132,41 +188,48 @@ class RepairActivities:
             except errors.BridgeError as error:
                 raise temporal_error(error) from error
 
-    async def _add(self, request: RepairInput, value: str, pacer: _Pacer) -> str:
-        scratch = request.scratch
+    async def _add(self, scratch: Scratch, repair_id: str, value: str, pacer: _Pacer) -> str:
+        """Add DICT's CID `value` locally: repaired, skipped (an event changed the key), vanished (DICT
+        no longer has it) or inconsistent (DICT's entry does not hash to it: never stored)."""
         found = await self._entry(scratch.participant, value, pacer)
         if found is None:
-            return "vanished"  # removed from DICT since the file was made
+            return "vanished"  # removed from DICT since the file was made (or the log was read)
         entry = found.entry
         if (entry.participant, entry.key_type) != (scratch.participant, scratch.key_type) or cid_of(entry) != value:
-            # DICT's answer does not hash to the CID asked for: never store what cannot be verified.
-            raise ApplicationError(
-                f"DICT's entry for CID {value} does not match it (pair or CID differs)",
-                type=DICT_INCONSISTENT,
-                non_retryable=True,
-            )
+            return "inconsistent"
         pair = scratch.pair
         kid = self.store.key_id(entry.key_type, entry.key)
         state = await self.store.key_state(pair, kid)
         if state.endswith("|" + value):
-            return "repaired"  # done by an earlier attempt of this batch
-        notification = entry_added(request.reconciliation_id, entry, value, datetime.now(UTC))
+            return "repaired"  # done by an earlier attempt (or the event arrived meanwhile)
+        notification = entry_added(repair_id, entry, value, datetime.now(UTC))
         status = await self.store.repair(
             pair, kid, state, value, entry_id=str(entry.id), outbox=scratch.outbox, notification=notification.to_json()
         )
         return "repaired" if status is RepairStatus.REPAIRED else "skipped"
 
-    async def _remove(self, request: RepairInput, value: str) -> str:
-        scratch = request.scratch
+    async def _remove(self, scratch: Scratch, repair_id: str, value: str, confirm: _Pacer | None = None) -> str:
+        """Remove the CID `value` from the local set: repaired, skipped or vanished (already gone). With
+        `confirm`, DICT is asked first, and a CID it holds after all is left alone (vanished)."""
         pair = scratch.pair
         holder = await self.store.holder_of_cid(pair, value)
         if holder is None:
             return "vanished"  # an event (or an earlier attempt) already took it out of the set
+        if confirm is not None and await self._entry(scratch.participant, value, confirm) is not None:
+            return "vanished"  # DICT holds it again: nothing to remove
         state = await self.store.key_state(pair, holder.key_id)
         notification = entry_removed(
-            request.reconciliation_id, scratch.participant, scratch.key_type, value, holder.entry_id, datetime.now(UTC)
+            repair_id, scratch.participant, scratch.key_type, value, holder.entry_id, datetime.now(UTC)
         )
         status = await self.store.repair(
             pair, holder.key_id, state, None, outbox=scratch.outbox, notification=notification.to_json()
         )
         return "repaired" if status is RepairStatus.REPAIRED else "skipped"
+
+
+def _inconsistent(value: str) -> ApplicationError:
+    # DICT's answer does not hash to the CID asked for: never store what cannot be verified.
+    return ApplicationError(
+        f"DICT's entry for CID {value} does not match it (pair or CID differs)", type=DICT_INCONSISTENT,
+        non_retryable=True,
+    )  # fmt: skip

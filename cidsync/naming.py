@@ -102,3 +102,22 @@ def reconcile_search_attributes(participant: str, key_type: KeyType) -> TypedSea
 
 def reconcile_summary(participant: str, key_type: KeyType, trigger: str) -> str:
     return f"verify and reconcile the {key_type.value} VSync of {participant} ({trigger})"
+
+
+def follow_workflow_id(participant: str, key_type: KeyType) -> str:
+    """`follow-<participant>-<key type>`: the one follower of a pair's DICT event log."""
+    return f"follow-{participant}-{key_type.value}"
+
+
+def follow_search_attributes(participant: str, key_type: KeyType) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PARTICIPANT, participant),
+            SearchAttributePair(KEY_TYPE, key_type.value),
+            SearchAttributePair(EVENT_TYPE, "follow"),
+        ]
+    )
+
+
+def follow_summary(participant: str, key_type: KeyType) -> str:
+    return f"follow DICT's CID event log of {participant} {key_type.value} and repair divergences"

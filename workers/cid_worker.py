@@ -25,6 +25,7 @@ from activities.bridge import BridgeActivities
 from activities.cid_file import CidFileActivities
 from activities.cid_store import StoreActivities
 from activities.core_events import CoreEventsPublisher
+from activities.follow import FollowActivities
 from activities.repair import RepairActivities
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
@@ -41,6 +42,7 @@ from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID
+from workflows.follow_cid_events import FollowCidEvents
 from workflows.reconcile_vsync import ReconcileVSync
 from workflows.update_cid import UpdateCID
 from workflows.verify_all import VerifyAllPairs
@@ -48,22 +50,24 @@ from workflows.verify_all import VerifyAllPairs
 logger = logging.getLogger(__name__)
 
 INGESTION_WORKFLOWS = [CreateCID, UpdateCID, DeleteCID, ApplyCIDBatch]
-RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness]
+RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness, FollowCidEvents]
 
 
 @dataclass(frozen=True)
 class Reconciliation:
-    """The activities reconciliation needs besides the store's: DICT, the CID files, repairs, core."""
+    """The activities reconciliation needs besides the store's: DICT, the CID files, repairs, core, and
+    the event-log follower's look at DICT."""
 
     bridge: BridgeActivities
     cid_files: CidFileActivities
     repair: RepairActivities
     core_events: CoreEventsPublisher
+    follow: FollowActivities
 
     @classmethod
     def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
         return cls(BridgeActivities(bridge), CidFileActivities(store, bridge), RepairActivities(store, bridge),
-                   core_events)  # fmt: skip
+                   core_events, FollowActivities(store, bridge))  # fmt: skip
 
 
 def activities_of(store: StoreActivities, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
@@ -83,6 +87,8 @@ def activities_of(store: StoreActivities, reconciliation: Reconciliation | None 
             r.cid_files.diff,
             r.cid_files.drop_scratch,
             r.repair.repair_cids,
+            r.repair.repair_suspects,
+            r.follow.poll_cid_events,
             r.core_events.publish_outbox,
             r.core_events.publish_notice,
         ]

@@ -264,7 +264,12 @@ class BridgeClient:
         events = [
             CidSetEvent(type=kinds[e.type], cid=e.cid, timestamp=convert.moment(e.timestamp)) for e in reply.events
         ]
-        return CidSetEvents(events=events, has_more=reply.has_more)
+        return CidSetEvents(
+            events=events,
+            has_more=reply.has_more,
+            verifier_start=reply.sync_verifier_start,
+            verifier_end=reply.sync_verifier_end,
+        )
 
 
 __all__ = ["BridgeClient", "BridgeError", "ClientTls"]

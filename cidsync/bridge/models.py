@@ -69,5 +69,9 @@ class CidSetEvent(_Model):
 
 
 class CidSetEvents(_Model):
+    """One page of DICT's CID event log, oldest first, with DICT's VSync before and after it."""
+
     events: list[CidSetEvent]
     has_more: bool
+    verifier_start: str
+    verifier_end: str

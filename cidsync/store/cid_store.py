@@ -43,6 +43,7 @@ from cidsync.store.models import (
     CIDChange,
     CidHolder,
     DiffResult,
+    LocalView,
     LocalVSync,
     PairVerification,
     RepairStatus,
@@ -214,6 +215,19 @@ class CIDStore:
             pipe.scard(pair.cids)
             raw, count = await pipe.execute()
         return LocalVSync(vsync=_vsync_hex(raw), count=int(count))
+
+    async def local_view(self, pair: PairKeys, cids: Sequence[str]) -> LocalView:
+        """Which of `cids` the pair's set holds, with its VSync and count, all from the same instant
+        (one MULTI): what the event-log follower compares with DICT."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if cids:
+                pipe.smismember(pair.cids, list(cids))
+            pipe.get(pair.vsync)
+            pipe.scard(pair.cids)
+            found = await pipe.execute()
+        members = [bool(m) for m in found[0]] if cids else []
+        raw, count = found[-2:]
+        return LocalView(members=members, vsync=_vsync_hex(raw), count=int(count))
 
     async def vsync(self, participant: str, key_type: KeyType) -> str:
         return _vsync_hex(await self.redis.get(PairKeys(participant, key_type).vsync))

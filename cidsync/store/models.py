@@ -138,6 +138,16 @@ class LocalVSync(BaseModel):
     count: int
 
 
+class LocalView(BaseModel):
+    """Which of some CIDs the local set holds, and its VSync, read at one instant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    members: list[bool]
+    vsync: str
+    count: int
+
+
 class VerificationRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 

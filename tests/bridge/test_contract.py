@@ -13,8 +13,9 @@ from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.errors import FailedPrecondition, InvalidArgument, NotFound
 from cidsync.bridge.models import CidEventType, CidSetFile, FileStatus
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.cid import cid
+from cidsync.cid import cid, vsync
 from cidsync.entry import Entry, KeyType
+from cidsync.follow import Cursor, page_consistent
 from cidsync.synthetic import synthetic_entry
 from tests.conftest import BridgeSimulator
 from tests.domain.test_cid import _rfc2104_hmac_sha256
@@ -144,9 +145,38 @@ async def test_cid_set_events(client: BridgeClient, simulator_admin: SimulatorAd
         (CidEventType.REMOVED, cids[0]),
     ]
     assert not listed.has_more
-    assert (await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=2)).has_more
+    assert listed.verifier_start == "0" * 64  # the pair was empty before `start`
+    assert listed.verifier_end == vsync(cids[1:])
+    first = await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=2)
+    assert first.has_more
+    assert first.verifier_end == vsync(cids[:2])  # just after the page's last event
     with pytest.raises(InvalidArgument, match="limit: must be 1 to 200"):
         await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=201)
+
+
+async def test_cid_set_events_paged_by_time_end_at_dicts_vsync(
+    client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """450 changes read 200 at a time from a cursor: each once, and the last page's verifier is DICT's VSync."""
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    entries = entries_for(participant, 400, KeyType.EMAIL)
+    cids = await simulator_admin.load(entries)
+    await simulator_admin.remove(cids[:50])
+    cursor, taken, pages = Cursor(start=start), [], 0
+    while True:
+        answer = await client.list_cid_set_events(participant, KeyType.EMAIL, cursor.start, datetime.now(UTC))
+        assert page_consistent(answer)
+        fresh, cursor = cursor.take(answer)
+        taken += fresh
+        pages += 1
+        if not answer.has_more:
+            break
+    assert pages == 3
+    assert [(e.type, e.cid) for e in taken] == [
+        *((CidEventType.ADDED, c) for c in cids),
+        *((CidEventType.REMOVED, c) for c in cids[:50]),
+    ]
+    assert answer.verifier_end == independent_vsync(entries[50:])
 
 
 async def test_invalid_requests_are_invalid_argument(client: BridgeClient, participant: str) -> None:

@@ -6,10 +6,11 @@ are kept as compact JSON (about 450 bytes each) so a million-CID set stays withi
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cidsync.bridge.models import CidEventType, FileStatus
 from cidsync.cid import cid as cid_of
@@ -45,11 +46,84 @@ class SimFile:
         self.status = outcome
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One answer of `listCidSetEvents`: events oldest first, and DICT's VSync before and after them."""
+
+    events: list[tuple[datetime, CidEventType, str]]
+    has_more: bool
+    verifier_start: str
+    verifier_end: str
+
+
+class EventLog:
+    """A pair's CID event log as DICT keeps it: every change to the set, oldest first.
+
+    Timestamps are microseconds and strictly increasing within the pair (two changes in the same
+    microsecond get consecutive ones), so a page that ends on a timestamp shares it with no event of the
+    next page but itself: the caller, asking again from that timestamp inclusively, sees exactly one
+    event twice. DICT's VSync at any point is a checkpoint (kept every `CHECKPOINT` events) XORed with
+    the CIDs after it, so a page's verifiers cost at most that many XORs and the log stays compact
+    (parallel arrays, the CID strings shared with the entries) for a million-CID pair.
+    """
+
+    CHECKPOINT = 1024
+
+    def __init__(self) -> None:
+        self.at_us: list[int] = []
+        self.kinds = bytearray()  # 1 ADDED, 0 REMOVED
+        self.cids: list[str] = []
+        self._checkpoints: list[int] = [0]  # VSync before event k * CHECKPOINT
+        self._vsync = 0
+
+    def __len__(self) -> int:
+        return len(self.cids)
+
+    def append(self, now: datetime, kind: CidEventType, value: str) -> None:
+        index = len(self.cids)
+        if index and index % self.CHECKPOINT == 0:
+            self._checkpoints.append(self._vsync)
+        moment = (now - EPOCH) // MICROSECOND
+        self.at_us.append(max(moment, self.at_us[-1] + 1) if self.at_us else moment)
+        self.kinds.append(kind is CidEventType.ADDED)
+        self.cids.append(value)
+        self._vsync ^= int(value, 16)
+
+    def vsync_before(self, index: int) -> int:
+        """DICT's VSync of the pair just before event `index` (after them all for `len(self)`)."""
+        base = index // self.CHECKPOINT
+        value = self._checkpoints[base]
+        for position in range(base * self.CHECKPOINT, index):
+            value ^= int(self.cids[position], 16)
+        return value
+
+    def page(self, start: datetime, end: datetime, limit: int) -> EventPage:
+        """The events with `start <= timestamp < end`, at most `limit`, and the verifiers around them."""
+        low = bisect.bisect_left(self.at_us, (start - EPOCH) // MICROSECOND)
+        high = bisect.bisect_left(self.at_us, (end - EPOCH) // MICROSECOND, lo=low)
+        stop = min(high, low + limit)
+        events = [
+            (EPOCH + self.at_us[i] * MICROSECOND, CidEventType.ADDED if self.kinds[i] else CidEventType.REMOVED,
+             self.cids[i])
+            for i in range(low, stop)
+        ]  # fmt: skip
+        return EventPage(
+            events=events,
+            has_more=high > stop,
+            verifier_start=format(self.vsync_before(low), "064x"),
+            verifier_end=format(self.vsync_before(stop), "064x"),
+        )
+
+
 @dataclass
 class _PairState:
     entries: dict[str, str] = field(default_factory=dict)  # cid -> entry JSON
     vsync: int = 0
-    events: list[tuple[datetime, CidEventType, str]] = field(default_factory=list)
+    events: EventLog = field(default_factory=EventLog)
 
 
 class SimulatedDict:
@@ -71,7 +145,7 @@ class SimulatedDict:
         state = self._pair(pair)
         state.entries[value] = entry.model_dump_json()
         state.vsync ^= int(value, 16)
-        state.events.append((now, CidEventType.ADDED, value))
+        state.events.append(now, CidEventType.ADDED, value)
         self._by_entry_id[entry.id] = (pair, value)
         self._by_key[(entry.key_type, entry.key)] = entry.id
         return value
@@ -80,7 +154,7 @@ class SimulatedDict:
         state = self._pairs[pair]
         entry = Entry.model_validate_json(state.entries.pop(value))
         state.vsync ^= int(value, 16)
-        state.events.append((now, CidEventType.REMOVED, value))
+        state.events.append(now, CidEventType.REMOVED, value)
         del self._by_entry_id[entry.id]
         del self._by_key[(entry.key_type, entry.key)]
         return entry
@@ -124,9 +198,8 @@ class SimulatedDict:
         state = self._pairs.get(pair)
         return sorted(state.entries) if state else []
 
-    def events(self, pair: Pair, start: datetime, end: datetime) -> list[tuple[datetime, CidEventType, str]]:
-        state = self._pairs.get(pair)
-        return [e for e in (state.events if state else []) if start <= e[0] < end]
+    def events(self, pair: Pair, start: datetime, end: datetime, limit: int) -> EventPage:
+        return self._pair(pair).events.page(start, end, limit)
 
     def new_file(self, participant: str, key_type: KeyType, now: datetime) -> SimFile:
         file = SimFile(str(uuid.uuid4()), participant, key_type, self.cids((participant, key_type)), now)

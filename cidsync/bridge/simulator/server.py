@@ -320,13 +320,18 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
         if end <= start:
             raise InvalidInput("request", [Problem("end_time", "must be after start_time")])
         await self.sim.admit(context, "ListCidSetEvents", participant)
-        found = self.sim.dict.events((participant, key_type), start, end)
+        page = self.sim.dict.events((participant, key_type), start, end, request.limit)
         kinds = {CidEventType.ADDED: pb.CID_EVENT_TYPE_ADDED, CidEventType.REMOVED: pb.CID_EVENT_TYPE_REMOVED}
         events = [
             pb.CidSetEvent(type=kinds[kind], cid=value, timestamp=convert.timestamp(moment))
-            for moment, kind, value in found[: request.limit]
+            for moment, kind, value in page.events
         ]
-        return pb.ListCidSetEventsResponse(events=events, has_more=len(found) > request.limit)
+        return pb.ListCidSetEventsResponse(
+            events=events,
+            has_more=page.has_more,
+            sync_verifier_start=page.verifier_start,
+            sync_verifier_end=page.verifier_end,
+        )
 
 
 class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):

@@ -559,7 +559,16 @@ class ListCidSetEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     HAS_MORE_FIELD_NUMBER: _builtins.int
+    SYNC_VERIFIER_START_FIELD_NUMBER: _builtins.int
+    SYNC_VERIFIER_END_FIELD_NUMBER: _builtins.int
     has_more: _builtins.bool
+    """more events in the window: ask again from the last event's timestamp"""
+    sync_verifier_start: _builtins.str
+    """DICT's VSync of the pair (64 hex chars) just before the page's first event, i.e. at start_time."""
+    sync_verifier_end: _builtins.str
+    """DICT's VSync just after the page's last event; when has_more is false, at end_time. The XOR of the
+    page's CIDs turns the start verifier into the end one.
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CidSetEvent]: ...
     def __init__(
@@ -567,10 +576,12 @@ class ListCidSetEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___CidSetEvent] | None = ...,
         has_more: _builtins.bool = ...,
+        sync_verifier_start: _builtins.str = ...,
+        sync_verifier_end: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "has_more", b"has_more"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "has_more", b"has_more", "sync_verifier_end", b"sync_verifier_end", "sync_verifier_start", b"sync_verifier_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -118,7 +118,9 @@ class DictBridgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCidSetEvents(self, request, context):
-        """listCidSetEvents: CIDs added to and removed from the pair's set in a time window.
+        """listCidSetEvents: CIDs added to and removed from the pair's set in a time window, oldest first,
+        paged by time: the next page starts at the last event's timestamp (inclusive), so the caller drops
+        the events it already has at that instant. Each page carries DICT's VSync before and after it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,7 +60,10 @@ class DictBridgeStub:
     GetEntryByCid: _grpc.UnaryUnaryMultiCallable[_bridge_pb2.GetEntryByCidRequest, _bridge_pb2.GetEntryByCidResponse]
     """getEntryByCid: the active entry with that CID, with its creation RequestId."""
     ListCidSetEvents: _grpc.UnaryUnaryMultiCallable[_bridge_pb2.ListCidSetEventsRequest, _bridge_pb2.ListCidSetEventsResponse]
-    """listCidSetEvents: CIDs added to and removed from the pair's set in a time window."""
+    """listCidSetEvents: CIDs added to and removed from the pair's set in a time window, oldest first,
+    paged by time: the next page starts at the last event's timestamp (inclusive), so the caller drops
+    the events it already has at that instant. Each page carries DICT's VSync before and after it.
+    """
 
 @_typing.type_check_only
 class DictBridgeAsyncStub(DictBridgeStub):
@@ -80,7 +83,10 @@ class DictBridgeAsyncStub(DictBridgeStub):
     GetEntryByCid: _aio.UnaryUnaryMultiCallable[_bridge_pb2.GetEntryByCidRequest, _bridge_pb2.GetEntryByCidResponse]  # type: ignore[assignment]
     """getEntryByCid: the active entry with that CID, with its creation RequestId."""
     ListCidSetEvents: _aio.UnaryUnaryMultiCallable[_bridge_pb2.ListCidSetEventsRequest, _bridge_pb2.ListCidSetEventsResponse]  # type: ignore[assignment]
-    """listCidSetEvents: CIDs added to and removed from the pair's set in a time window."""
+    """listCidSetEvents: CIDs added to and removed from the pair's set in a time window, oldest first,
+    paged by time: the next page starts at the last event's timestamp (inclusive), so the caller drops
+    the events it already has at that instant. Each page carries DICT's VSync before and after it.
+    """
 
 class DictBridgeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -139,6 +145,9 @@ class DictBridgeServicer(metaclass=_abc_1.ABCMeta):
         request: _bridge_pb2.ListCidSetEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_bridge_pb2.ListCidSetEventsResponse, _abc.Awaitable[_bridge_pb2.ListCidSetEventsResponse]]:
-        """listCidSetEvents: CIDs added to and removed from the pair's set in a time window."""
+        """listCidSetEvents: CIDs added to and removed from the pair's set in a time window, oldest first,
+        paged by time: the next page starts at the last event's timestamp (inclusive), so the caller drops
+        the events it already has at that instant. Each page carries DICT's VSync before and after it.
+        """
 
 def add_DictBridgeServicer_to_server(servicer: DictBridgeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

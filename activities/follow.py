@@ -1,0 +1,114 @@
+"""The event-log follower's look at DICT and at the local set: one page of `listCidSetEvents`, compared.
+
+One call reads one page from the follower's cursor (one of DICT's 20 calls a minute per participant),
+takes DICT's state of each CID it touches, and reads at one instant which of those CIDs, and of the
+suspects the follower already holds, the local set has, with the local VSync. What goes back into
+history is the cursor, counts, the two VSyncs and the CIDs that disagree (or stopped disagreeing): never
+an entry, and never the page itself.
+
+A refusal by DICT's rate limit becomes a retry after DICT's retry-after (`temporal_error`). A page that
+breaks the log's paging contract fails the attempt (retried, visible as the pending activity's last
+failure), since nothing after it can be read safely.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.bridge import temporal_error
+from cidsync.bridge import errors
+from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.models import CidEventType
+from cidsync.entry import KeyType
+from cidsync.follow import Cursor, DictState, LogError, Observation, dict_states, observe, page_consistent
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys
+
+logger = logging.getLogger(__name__)
+
+DICT_LOG_ERROR = "DictLogError"
+MAX_PAGE = 200  # DICT's limit for one listCidSetEvents call
+
+
+class PollInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    cursor: Cursor
+    suspects: list[DictState]  # looked at again: the local set may agree with them by now
+    limit: int = MAX_PAGE
+
+
+class PollResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cursor: Cursor
+    polled_at: datetime  # the page's end: DICT's log was read up to here (unless `has_more`)
+    events: int  # new events on the page (the repeated boundary excluded)
+    added: int
+    removed: int
+    has_more: bool
+    consistent: bool  # the page's CIDs turn its start verifier into its end one
+    dict_vsync: str  # DICT's VSync after the page (SyncVerifierEnd)
+    local_vsync: str
+    local_count: int
+    # The CIDs that disagree, and the suspects given that agree now (the follower drops those).
+    observations: list[Observation]
+
+
+class FollowActivities:
+    """Built once in the worker with the CID store and the Bridge client injected. `clock` is where the
+    page ends (DICT's log is read up to now); the time-skipping tests pass the server's clock."""
+
+    def __init__(self, store: CIDStore, bridge: BridgeClient, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.bridge = bridge
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    @activity.defn(name="poll_cid_events")
+    async def poll_cid_events(self, request: PollInput) -> PollResult:
+        now = self.clock()
+        try:
+            page = await self.bridge.list_cid_set_events(
+                request.participant, request.key_type, request.cursor.start, now, request.limit
+            )
+        except errors.BridgeError as error:
+            raise temporal_error(error) from error
+        try:
+            fresh, cursor = request.cursor.take(page)
+        except LogError as error:
+            raise ApplicationError(str(error), type=DICT_LOG_ERROR) from error
+        consistent = page_consistent(page)
+        if not consistent:
+            logger.warning(
+                "DICT's log page from %s for %s %s: its CIDs do not lead from its start verifier to its end one",
+                request.cursor.start, request.participant, request.key_type.value,
+            )  # fmt: skip
+        states = {s.cid: s for s in request.suspects}
+        states.update(dict_states(fresh))
+        ordered = list(states.values())
+        pair = PairKeys(request.participant, request.key_type)
+        view = await self.store.local_view(pair, [s.cid for s in ordered])
+        suspected = {s.cid for s in request.suspects}
+        observations = [o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected]
+        added = sum(e.type is CidEventType.ADDED for e in fresh)
+        return PollResult(
+            cursor=cursor,
+            polled_at=cursor.start if page.has_more else now,
+            events=len(fresh),
+            added=added,
+            removed=len(fresh) - added,
+            has_more=page.has_more,
+            consistent=consistent,
+            dict_vsync=page.verifier_end,
+            local_vsync=view.vsync,
+            local_count=view.count,
+            observations=observations,
+        )

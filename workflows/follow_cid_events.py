@@ -1,0 +1,373 @@
+"""FollowCidEvents: continuous verification of one (participant, key type) from DICT's CID event log.
+
+BCB's manual (chapter 9) recommends following `listCidSetEvents` so the local base stays in sync between
+the daily verifications. This run does it for one pair, forever, continuing as new every
+`polls_per_run` polls (or when Temporal suggests it) with its state carried over:
+
+1. Read one page of the log from the durable cursor (`poll_cid_events`), one call per `poll_interval`
+   while the log has more (DICT allows 20 a minute per participant, shared by its key types), backing
+   off to `idle_interval` while it is quiet.
+2. A CID whose DICT state the local set contradicts is a suspect (`cidsync.follow`). Core changes DICT
+   first and publishes after, so a suspect gets `grace` from DICT's change to be resolved by its own
+   event; most are.
+3. A suspect still contradicted when its grace is over is repaired with the reconciliation's own
+   compare-and-set (`repair_suspects`): checked against DICT by entry, refused for a key an event has
+   changed meanwhile, with the notification for core written in the same step and published after
+   (`publish_outbox`). No CID file is spent.
+4. With no suspect pending and the whole log read, the local VSync equal to DICT's (SyncVerifierEnd) is
+   a proof of sync: recorded as a verification (what the 36-hour freshness check reads), at most every
+   `proof_every`.
+5. What this run should not settle alone is handed to ReconcileVSync (started or joined, under the
+   pair's reconciliation id): more suspects due at once than `hand_over_above` (the reconciliation asks
+   an operator above its threshold; a follower must not bypass that), or VSyncs that differ for
+   `unexplained_after` with no suspect to explain it (a local change DICT never saw).
+
+History holds the cursor, counts and the CIDs in dispute, never an entry. A crash loses nothing: the
+cursor moves only in history, a page read twice is the same page, and a repair done twice is refused
+by its own compare-and-set (the notification's id is derived from the CID and DICT's change time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cid_store import StoreActivities
+    from activities.core_events import CoreEventsPublisher
+    from activities.follow import MAX_PAGE, FollowActivities, PollInput, PollResult
+    from activities.repair import RepairActivities, SuspectRepair, SuspectRepairInput, SuspectRepairResult
+    from cidsync import follow
+    from cidsync.entry import KeyType, Participant
+    from cidsync.follow import Cursor, Suspect
+    from cidsync.naming import PHASE, reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
+    from cidsync.store.layout import Scratch
+    from cidsync.store.models import VerificationRecord
+    from workflows.policies import (
+        BRIDGE_CALL,
+        INVALID_ARGUMENT,
+        PERMISSION_DENIED,
+        STORE_RETRY,
+        STORE_TIMEOUT,
+    )
+    from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
+
+# The follower never gives up on DICT: a long outage is waited out (backing off to 2 minutes), and the
+# daily reconciliation and the 36-hour alert cover the time it is blind.
+FOLLOW_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=0,
+    non_retryable_error_types=[INVALID_ARGUMENT, PERMISSION_DENIED],
+)
+OUTBOX_RUN_ID = "follow"  # the follower's outbox: `{cid:<pair>}:recon:follow:outbox`
+
+
+class FollowStatus(BaseModel):
+    """What the `status` query answers (and continue-as-new carries): where the follower is and what it did."""
+
+    participant: str
+    key_type: KeyType
+    cursor: Cursor
+    state: str = "starting"  # catching up | in sync | suspects pending | checking | handed over
+    runs: int = 1  # this run and those it continued from
+    polls: int = 0
+    last_poll_at: datetime | None = None
+    behind_seconds: float = 0.0  # how far the cursor is behind DICT's head (0 once a page was the last)
+    events: int = 0
+    dict_vsync: str = ""  # DICT's VSync at the end of the last page read
+    local_vsync: str = ""
+    local_count: int = 0
+    suspects: dict[str, Suspect] = Field(default_factory=dict)
+    resolved: int = 0  # suspects the local set came to agree with (their events arrived in time)
+    added: int = 0  # repairs: CIDs added locally
+    removed: int = 0  # ... and removed locally
+    skipped: int = 0  # repairs refused because an event changed the key meanwhile (tried again later)
+    vanished: int = 0  # due suspects DICT and the local set agreed on after all
+    inconsistent: int = 0  # DICT answered an entry that does not hash to the CID: left alone, logged
+    inconsistent_pages: int = 0  # pages whose CIDs do not lead from their start verifier to their end one
+    hand_overs: int = 0
+    last_hand_over: str = ""
+    mismatch_since: datetime | None = None  # VSyncs differ with no suspect since then
+    in_sync_since: datetime | None = None
+    last_proof_at: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.suspects)
+
+
+class FollowInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: Participant
+    key_type: KeyType
+    grace: timedelta = timedelta(minutes=2)  # from DICT's change, for core's event to arrive
+    # Between calls while the log has more: 15 s is 4 a minute, so five key types of one participant
+    # stay within DICT's 20 a minute for this call.
+    poll_interval: timedelta = timedelta(seconds=15)
+    idle_interval: timedelta = timedelta(seconds=60)  # the longest wait while the log is quiet
+    page_size: int = Field(MAX_PAGE, ge=1, le=MAX_PAGE)
+    hand_over_above: int = Field(100, ge=0)  # suspects due at once above this go to ReconcileVSync
+    max_pending: int = Field(2_000, ge=1)  # suspects in grace above this go to ReconcileVSync at once
+    unexplained_after: timedelta = timedelta(minutes=10)
+    reconcile_threshold: int = Field(100, ge=0)  # the handed-over reconciliation's approval threshold
+    proof_every: timedelta = timedelta(minutes=10)
+    polls_per_run: int = Field(500, ge=1)  # then continue as new
+    start_at: datetime | None = None  # where the log is first read; default: when the first run starts
+    status: FollowStatus | None = None  # carried over continue-as-new
+
+    @model_validator(mode="after")
+    def _positive_durations(self) -> FollowInput:
+        durations = ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every")
+        bad = [name for name in durations if getattr(self, name) <= timedelta(0)]
+        if bad:
+            raise ValueError(f"must be positive: {', '.join(bad)}")
+        if self.idle_interval < self.poll_interval:
+            raise ValueError("idle_interval must be at least poll_interval")
+        return self
+
+
+@workflow.defn
+class FollowCidEvents:
+    def __init__(self) -> None:
+        self._status: FollowStatus | None = None
+        self._poke = False
+        self._phase = ""
+
+    @workflow.query(description="the follower's cursor, lag, suspects, repairs and last proof of sync")
+    def status(self) -> FollowStatus:
+        if self._status is None:
+            raise ValueError("the follower has not started yet")
+        return self._status
+
+    @workflow.signal(description="read the log now instead of at the next poll")
+    def poke(self) -> None:
+        self._poke = True
+
+    @workflow.run
+    async def run(self, input: FollowInput) -> None:
+        self._input = input
+        if input.status is None:
+            status = FollowStatus(
+                participant=input.participant,
+                key_type=input.key_type,
+                cursor=Cursor(start=input.start_at or workflow.now()),
+            )
+        else:
+            status = input.status.model_copy(update={"runs": input.status.runs + 1})
+        self._status = status
+        wait = input.poll_interval
+        for _ in range(input.polls_per_run):
+            self._poke = False
+            result = await self._poll()
+            if len(status.suspects) > input.max_pending:
+                status.suspects.clear()
+                await self._hand_over(f"more than {input.max_pending} suspects at once")
+            await self._repair_due()
+            if not result.has_more:
+                await self._judge(result)
+            self._report()
+            wait = self._next_wait(result, wait)
+            with contextlib.suppress(TimeoutError):  # the usual end of the wait: no poke came
+                await workflow.wait_condition(lambda: self._poke, timeout=wait, timeout_summary="until the next poll")
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(input.model_copy(update={"status": self._status, "start_at": None}))
+
+    @property
+    def _s(self) -> FollowStatus:
+        assert self._status is not None
+        return self._status
+
+    async def _poll(self) -> PollResult:
+        s, input = self._s, self._input
+        result: PollResult = await workflow.execute_activity_method(
+            FollowActivities.poll_cid_events,
+            PollInput(
+                participant=input.participant,
+                key_type=input.key_type,
+                cursor=s.cursor,
+                suspects=[suspect.state for suspect in s.suspects.values()],
+                limit=input.page_size,
+            ),
+            start_to_close_timeout=BRIDGE_CALL,
+            retry_policy=FOLLOW_RETRY,
+            summary=f"DICT's CID events from {s.cursor.start.isoformat()}",
+        )
+        merged = follow.merge(s.suspects, result.observations, input.grace)
+        s.suspects = merged.suspects
+        s.resolved += merged.resolved
+        s.cursor = result.cursor
+        s.polls += 1
+        s.events += result.events
+        s.last_poll_at = workflow.now()
+        s.behind_seconds = max((workflow.now() - result.polled_at).total_seconds(), 0.0) if result.has_more else 0.0
+        s.dict_vsync, s.local_vsync, s.local_count = result.dict_vsync, result.local_vsync, result.local_count
+        s.inconsistent_pages += not result.consistent
+        if result.has_more:
+            s.state = "catching up"
+        self._count("cidsync_follower_events", "DICT CID events read by the follower", result.events)
+        return result
+
+    async def _repair_due(self) -> None:
+        s, input = self._s, self._input
+        ready = follow.due(s.suspects, workflow.now())
+        if not ready:
+            return
+        if len(ready) > input.hand_over_above:
+            for suspect in ready:
+                del s.suspects[suspect.cid]
+            await self._hand_over(f"{len(ready)} suspects due at once (above {input.hand_over_above})")
+            return
+        scratch = Scratch(participant=input.participant, key_type=input.key_type, run_id=OUTBOX_RUN_ID)
+        workflow_id = workflow.info().workflow_id
+        result: SuspectRepairResult = await workflow.execute_activity_method(
+            RepairActivities.repair_suspects,
+            SuspectRepairInput(
+                scratch=scratch,
+                suspects=[
+                    SuspectRepair(cid=x.cid, in_dict=x.in_dict, repair_id=f"{workflow_id}@{x.changed_at.isoformat()}")
+                    for x in ready
+                ],
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=FOLLOW_RETRY,
+            summary=f"repair {len(ready)} CIDs DICT's log contradicts",
+        )
+        later = workflow.now() + input.grace
+        for value in result.repaired:
+            if s.suspects.pop(value).in_dict:
+                s.added += 1
+                self._count("cidsync_follower_repairs", "CIDs the follower repaired, by kind", 1, kind="added")
+            else:
+                s.removed += 1
+                self._count("cidsync_follower_repairs", "CIDs the follower repaired, by kind", 1, kind="removed")
+        for value in result.skipped:
+            s.suspects[value] = s.suspects[value].model_copy(update={"due": later})
+        for value in [*result.vanished, *result.inconsistent]:
+            del s.suspects[value]
+        s.skipped += len(result.skipped)
+        s.vanished += len(result.vanished)
+        s.inconsistent += len(result.inconsistent)
+        if result.inconsistent:
+            workflow.logger.error(
+                "DICT answered entries that do not hash to their CIDs, left alone: %s", ", ".join(result.inconsistent)
+            )
+        if result.repaired:
+            await workflow.execute_activity_method(
+                CoreEventsPublisher.publish_outbox,
+                scratch,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+                summary="publish the repaired entries to core-events",
+            )
+
+    async def _judge(self, result: PollResult) -> None:
+        """The whole log is read: in sync, still checking, or a divergence nothing explains."""
+        s, input, now = self._s, self._input, workflow.now()
+        if s.suspects:
+            s.state, s.mismatch_since, s.in_sync_since = "suspects pending", None, None
+            return
+        if result.local_vsync == result.dict_vsync and result.consistent:
+            s.state, s.mismatch_since = "in sync", None
+            s.in_sync_since = s.in_sync_since or now
+            if s.last_proof_at is None or now - s.last_proof_at >= input.proof_every:
+                await self._prove(result)
+            return
+        s.state, s.in_sync_since = "checking", None
+        s.mismatch_since = s.mismatch_since or now
+        if now - s.mismatch_since >= input.unexplained_after:
+            s.mismatch_since = None
+            await self._hand_over(
+                f"the local VSync has differed from DICT's for {input.unexplained_after} with no suspect to explain it"
+            )
+
+    async def _prove(self, result: PollResult) -> None:
+        s = self._s
+        record = VerificationRecord(
+            participant=s.participant,
+            key_type=s.key_type,
+            ok=True,
+            at=workflow.now(),
+            verification_id=f"{workflow.info().workflow_id}@{result.polled_at.isoformat()}",
+        )
+        await workflow.execute_activity_method(
+            StoreActivities.record_verification,
+            record,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+            summary="record the proof of sync (local VSync = DICT's SyncVerifierEnd)",
+        )
+        s.last_proof_at = record.at
+
+    async def _hand_over(self, reason: str) -> None:
+        s, input = self._s, self._input
+        request = ReconcileInput(
+            participant=input.participant,
+            key_type=input.key_type,
+            trigger="follower",
+            divergence_threshold=input.reconcile_threshold,
+        )
+        workflow_id = reconcile_workflow_id(input.participant, input.key_type)
+        try:
+            await workflow.start_child_workflow(
+                ReconcileVSync.run,
+                request,
+                id=workflow_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=reconcile_search_attributes(input.participant, input.key_type),
+                static_summary=reconcile_summary(input.participant, input.key_type, request.trigger),
+            )
+            joined = ""
+        except WorkflowAlreadyStartedError:
+            joined = " (joined the one running)"
+        s.hand_overs += 1
+        s.last_hand_over = f"{workflow.now().isoformat()}: {reason}{joined}"
+        s.state = "handed over"
+        workflow.logger.warning("handed %s %s to ReconcileVSync: %s", input.participant, input.key_type, reason)
+
+    def _next_wait(self, result: PollResult, previous: timedelta) -> timedelta:
+        """Busy log: every `poll_interval`. Quiet: twice as long each time, up to `idle_interval`. A
+        suspect falling due sooner brings the next poll forward, never closer than `poll_interval`."""
+        input = self._input
+        busy = result.has_more or result.events
+        wait = input.poll_interval if busy else min(previous * 2, input.idle_interval)
+        if self._s.suspects:
+            first = min(x.due for x in self._s.suspects.values())
+            wait = min(wait, max(first - workflow.now(), input.poll_interval))
+        return wait
+
+    def _report(self) -> None:
+        s = self._s
+        details = (
+            f"{s.state}: cursor at {s.cursor.start.isoformat()}, {s.pending} suspects, "
+            f"{s.added} added and {s.removed} removed by repair, {s.events} events read"
+        )
+        workflow.set_current_details(details)
+        if self._phase != s.state:
+            self._phase = s.state
+            workflow.upsert_search_attributes([PHASE.value_set(s.state)])
+        meter = workflow.metric_meter()
+        labels = {"participant": s.participant, "key_type": s.key_type.value}
+        behind = meter.create_gauge_float("cidsync_follower_behind_seconds", "how far the cursor is behind DICT's log")
+        behind.set(s.behind_seconds, labels)
+        meter.create_gauge("cidsync_follower_suspects", "CIDs DICT and the local set disagree on, in grace").set(
+            s.pending, labels
+        )
+
+    def _count(self, name: str, description: str, value: int, **labels: str) -> None:
+        if value:
+            s = self._s
+            workflow.metric_meter().create_counter(name, description).add(
+                value, {"participant": s.participant, "key_type": s.key_type.value, **labels}
+            )
