@@ -171,7 +171,11 @@ class RepairActivities:
                 outcomes[status].append(suspect.cid)
                 activity.heartbeat(len(outcomes["repaired"]))
 
-        await asyncio.gather(*(handle(suspect) for suspect in request.suspects))
+        # Additions first: an entry DICT altered shows as its new CID added and its old one removed, and
+        # adding the new CID moves the key off the old one, so the removal then finds nothing to do. Run
+        # together, the two would race on the key and one be refused until the next look.
+        await asyncio.gather(*(handle(suspect) for suspect in request.suspects if suspect.in_dict))
+        await asyncio.gather(*(handle(suspect) for suspect in request.suspects if not suspect.in_dict))
         return SuspectRepairResult(**outcomes)
 
     async def _entry(self, participant: str, value: str, pacer: _Pacer) -> EntryByCid | None:

@@ -120,12 +120,15 @@ class FollowInput(BaseModel):
     reconcile_threshold: int = Field(100, ge=0)  # the handed-over reconciliation's approval threshold
     proof_every: timedelta = timedelta(minutes=10)
     polls_per_run: int = Field(500, ge=1)  # then continue as new
+    # How soon a crashed worker's repair or publication is noticed and retried (on another worker).
+    activity_heartbeat: timedelta = timedelta(seconds=30)
     start_at: datetime | None = None  # where the log is first read; default: when the first run starts
     status: FollowStatus | None = None  # carried over continue-as-new
 
     @model_validator(mode="after")
     def _positive_durations(self) -> FollowInput:
-        durations = ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every")
+        durations = ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every",
+                     "activity_heartbeat")  # fmt: skip
         bad = [name for name in durations if getattr(self, name) <= timedelta(0)]
         if bad:
             raise ValueError(f"must be positive: {', '.join(bad)}")
@@ -239,7 +242,7 @@ class FollowCidEvents:
                 ],
             ),
             start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=1),
+            heartbeat_timeout=input.activity_heartbeat,
             retry_policy=FOLLOW_RETRY,
             summary=f"repair {len(ready)} CIDs DICT's log contradicts",
         )
@@ -267,7 +270,7 @@ class FollowCidEvents:
                 CoreEventsPublisher.publish_outbox,
                 scratch,
                 start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(minutes=1),
+                heartbeat_timeout=input.activity_heartbeat,
                 retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
                 summary="publish the repaired entries to core-events",
             )

@@ -23,6 +23,7 @@ from cidsync.cli import (
     codec_commands,
     dev_commands,
     domain_commands,
+    follow_commands,
     publish_command,
     reconcile_commands,
     run_commands,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish_command.register(commands)
     run_commands.register(commands)
     reconcile_commands.register(commands)
+    follow_commands.register(commands)
     return parser
 
 

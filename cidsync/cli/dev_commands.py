@@ -7,6 +7,7 @@ stack file (`--config`, or ./temporal-dev.yaml when it exists), else ./.cidsync.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -71,6 +72,13 @@ def _up(args: argparse.Namespace) -> int:
     spec, path = _spec(args)
     state = up(spec, path, on_start=lambda name: _progress(f"starting {name}..."))
     print_endpoints(state)
+    from cidsync.cli.follow_commands import ensure_stack_followers
+
+    followers = asyncio.run(ensure_stack_followers(spec, state))
+    started = sum(1 for what in followers.values() if what == "started")
+    print(f"{'Followers':<9} " + (f"{len(followers)} pairs ({started} started now): `cidsync follow status`"
+                                  if followers else "none: no participants (follow.participants in the stack "
+                                  "file, or CIDSYNC_PARTICIPANTS)"))  # fmt: skip
     return 0
 
 

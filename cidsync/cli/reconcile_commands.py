@@ -19,7 +19,7 @@ from cidsync.entry import KeyType, check_participant
 from cidsync.errors import InvalidInput, Problem
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def temporal_settings(args: argparse.Namespace) -> Settings:
     names = ("temporal_address", "temporal_namespace", "task_queue")
     return load_settings({name: getattr(args, name, None) for name in names})
 
@@ -52,7 +52,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from workflows.policies import RECONCILIATION_FAILED
     from workflows.reconcile_vsync import Decision, ReconcileInput, ReconcileResult, ReconcileVSync
 
-    settings = _settings(args)
+    settings = temporal_settings(args)
     client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
     if args.action == "progress":
         progress = await client.get_workflow_handle_for(ReconcileVSync.run, args.workflow_id).query(
@@ -99,7 +99,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
 async def _schedule_ensure(args: argparse.Namespace) -> int:
     from cidsync.config import parse_participants
 
-    settings = _settings(args)
+    settings = temporal_settings(args)
     participants = (
         parse_participants(args.participants, "--participants") if args.participants else settings.participants
     )
@@ -126,8 +126,14 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
     )
     client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
     done = await ensure_schedules(client, config, settings.task_queue)
+    followers: dict[str, str] = {}
+    if not args.no_follow:
+        from cidsync.cli.follow_commands import follow_template
+        from starters.followers import ensure_followers
+
+        followers = await ensure_followers(client, config.pairs, settings.task_queue, follow_template(args))
     print(json.dumps({"schedules": done, "pairs": len(config.pairs), "time": f"{args.hour:02d}:{args.minute:02d}",
-                      "time_zone": args.time_zone}))  # fmt: skip
+                      "time_zone": args.time_zone, "followers": followers}))  # fmt: skip
     return 0
 
 
@@ -140,7 +146,7 @@ def _check_time_zone(name: str) -> None:
         raise InvalidInput("arguments", [Problem("--time-zone", f"unknown time zone {name!r}")]) from None
 
 
-def _temporal_flags(parser: argparse.ArgumentParser) -> None:
+def temporal_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temporal-address", help="host:port (default: TEMPORAL_ADDRESS, else the dev stack)")
     parser.add_argument("--temporal-namespace", help="default: TEMPORAL_NAMESPACE, else default")
     parser.add_argument("--task-queue", help="default: CIDSYNC_TASK_QUEUE, else cidsync")
@@ -162,17 +168,23 @@ def register(commands: Any) -> None:
     reconcile.add_argument("--threshold", type=int, help="divergence above which an operator must approve (100)")
     reconcile.add_argument("--operator", help="who decides (approve/reject; default: the OS user)")
     reconcile.add_argument("--reason", help="why (approve/reject)")
-    _temporal_flags(reconcile)
+    temporal_flags(reconcile)
     reconcile.set_defaults(handler=lambda args: asyncio.run(_reconcile(args)))
 
     schedule = commands.add_parser("schedule", help="the Temporal Schedules of the daily verification")
     actions = schedule.add_subparsers(title="actions", metavar="ACTION", required=True)
-    ensure = actions.add_parser("ensure", help="create or update the daily verification and the 36 h alert")
+    ensure = actions.add_parser("ensure", help="create or update the daily verification and the 36 h alert, and "
+                                "start the followers of DICT's CID event log")  # fmt: skip
     ensure.add_argument("--participants", metavar="ISPB,...", help="default: CIDSYNC_PARTICIPANTS")
     ensure.add_argument("--hour", type=int, default=3)
     ensure.add_argument("--minute", type=int, default=0)
     ensure.add_argument("--time-zone", default="America/Sao_Paulo")
     ensure.add_argument("--catchup-hours", type=float, default=12.0, help="how late a missed run may still run")
     ensure.add_argument("--threshold", type=int, default=100, help="divergence needing an operator's approval")
-    _temporal_flags(ensure)
+    ensure.add_argument("--no-follow", action="store_true",
+                        help="do not start the followers of DICT's CID event log (`cidsync follow`)")  # fmt: skip
+    from cidsync.cli.follow_commands import add_follow_flags
+
+    add_follow_flags(ensure)
+    temporal_flags(ensure)
     ensure.set_defaults(handler=lambda args: asyncio.run(_schedule_ensure(args)))

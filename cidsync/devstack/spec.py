@@ -87,6 +87,17 @@ class StarterSpec(_Spec):
     metrics_port: Port | None = Field(default=0, ge=0, le=65535)  # as the worker's
 
 
+class FollowSpec(_Spec):
+    """The followers of DICT's CID event log `dev up` starts (`cidsync follow ensure`), one per key type
+    of each participant: those listed, else CIDSYNC_PARTICIPANTS; none when both are empty."""
+
+    enabled: bool = True
+    participants: list[str] = Field(default_factory=list)
+    grace_seconds: float = Field(default=120.0, gt=0)
+    poll_seconds: float = Field(default=15.0, gt=0)
+    idle_seconds: float = Field(default=60.0, gt=0)
+
+
 class StackSpec(_Spec):
     state_dir: Path = Path(".cidsync")
     temporal: TemporalSpec = TemporalSpec()
@@ -96,6 +107,7 @@ class StackSpec(_Spec):
     codec: CodecSpec = CodecSpec()
     worker: WorkerSpec = WorkerSpec()
     starter: StarterSpec = StarterSpec()
+    follow: FollowSpec = FollowSpec()
 
     def resolved(self, base: Path) -> StackSpec:
         """The same spec with every relative path anchored at `base`."""

@@ -7,6 +7,7 @@ event or a change applied twice (an XOR done twice) would show.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pulsar
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -35,10 +37,12 @@ from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
+from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
 from tests.e2e.reconciliation import apply_locally, pair_entries
+from workflows.follow_cid_events import FollowCidEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput
 
 SECRET = "faults-secret"
@@ -233,3 +237,75 @@ async def streaming_with_progress(handle: WorkflowHandle[Any, Any]) -> bool:
         pending.activity_type.name == "stream_cid_file" and pending.heartbeat_details.payloads
         for pending in description.raw_description.pending_activities
     )
+
+
+async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs_each_cid_once(
+    stack: FaultStack, store: CIDStore, simulator_admin: SimulatorAdmin
+) -> None:
+    participant = unique_participants(1)[0]
+    entries = pair_entries(participant, KeyType.EVP, 40, seed=5)
+    await simulator_admin.load(entries)
+    await apply_locally(store, entries)
+    client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
+    pulsar_ = pulsar_client(stack.pulsar_url)
+    topics = Topics(namespace=stack.namespace)
+    core = await pulsar_.subscribe(topics.full(topics.core_events), f"core-{uuid.uuid4()}",
+                                   initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    request = FollowInput(participant=participant, key_type=KeyType.EVP, grace=timedelta(seconds=1),
+                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
+                          activity_heartbeat=timedelta(seconds=2))  # fmt: skip
+    workflow_id, _ = await ensure_follower(client, request, "faults")
+    handle = client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+    try:
+        await follower_reaches(handle, lambda s: s.state == "in sync")
+        files_before = (await simulator_admin.stats())["files_created"]
+        await simulator_admin.set_faults(latency_ms=1_000)  # every DICT call takes a second: a long repair
+        await simulator_admin.diverge(participant, KeyType.EVP, add=4, remove=3, alter=2, seed=11)
+        async with asyncio.timeout(60):
+            while not await pending(handle, "repair_suspects"):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        stack.kill("worker")  # SIGKILL mid-repair: some CIDs repaired, their notices in the outbox, no result
+        stack.start_role("worker")
+        await simulator_admin.set_faults()
+        status = await follower_reaches(handle, lambda s: s.state == "in sync" and s.added == 6)
+        notices = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):  # everything published, and then some time for any duplicate
+                while True:
+                    message = await core.receive()
+                    await core.acknowledge(message)
+                    notices.append(json.loads(message.data()))
+        files_after = (await simulator_admin.stats())["files_created"]
+        local = await store.vsync(participant, KeyType.EVP)
+        history = await handle.fetch_history()
+    finally:
+        await handle.terminate("test over")
+        await pulsar_.close()
+
+    assert status.events == 4 + 3 + 2 * 2  # DICT's changes, each read once across the crash
+    # Each DICT change repaired exactly once: 4 added and 2 altered (new CID added, old one then agrees),
+    # 3 removed, whichever attempt did the work; core hears of each, with one event id per repair.
+    # The retried attempt counts an addition the killed one made as added (the key holds the CID), and a
+    # removal it made as vanished (nothing left to remove); the two altered entries' old CIDs vanish too.
+    assert status.added == 6
+    assert status.removed + status.vanished == 3 + 2
+    repaired = {(n["event_type"], n["cid"]) for n in notices if n["reconciliation_id"].startswith(workflow_id)}
+    assert len(repaired) == 9, notices
+    assert len({n["event_id"] for n in notices}) == 9  # a notice published twice carries the same id
+    assert (await simulator_admin.stats())["files_created"] == files_before == files_after
+    assert local == status.dict_vsync
+    attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                if e.HasField("activity_task_started_event_attributes")]  # fmt: skip
+    assert max(attempts) >= 2  # the killed repair's retry finished the job
+
+
+async def follower_reaches(handle: WorkflowHandle[Any, Any], check: Any) -> Any:
+    async with asyncio.timeout(90):
+        while not check(status := await handle.query(FollowCidEvents.status)):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    return status
+
+
+async def pending(handle: WorkflowHandle[Any, Any], activity_type: str) -> bool:
+    description = await handle.describe()
+    return any(p.activity_type.name == activity_type for p in description.raw_description.pending_activities)

@@ -1,0 +1,172 @@
+"""Continuous verification end to end: FollowCidEvents on the real servers, while entry events flow.
+
+Core makes every change in DICT first and publishes its event after (as `mirror_to_dict` does), so the
+follower sees DICT ahead of the local store all the time; only DICT's changes behind cidsync's back
+(the simulator's `diverge`: entries added, removed and altered there) may be repaired, within the grace
+period plus a poll, without a CID file, and without undoing an event.
+"""
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.cid import cid
+from cidsync.core_events import CoreEventType
+from cidsync.entry import Entry, KeyType
+from cidsync.events import EntryEvent, EventType
+from cidsync.producer import EntryEventProducer
+from cidsync.pulsar_client import pulsar_client
+from cidsync.store.layout import PairKeys
+from cidsync.synthetic import synthetic_entry
+from starters.followers import ensure_follower
+from starters.options import Mode
+from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
+from tests.e2e.harness import history_events, running_pipeline
+from tests.e2e.reconciliation import core_messages, reconciliation_worker
+from tests.e2e.test_reconciliation_with_events import immediate, mirror_to_dict
+from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
+
+GRACE = timedelta(seconds=4)
+POLL = timedelta(seconds=1)
+FOLLOWED = (KeyType.EVP, KeyType.CPF)  # two followers of one participant: 2 polls a second at most
+# DICT behind cidsync's back, per key type: (added, removed, altered).
+DIVERGENCE = {KeyType.EVP: (2, 1, 1), KeyType.CPF: (1, 1, 1)}
+
+
+def active(events: list[EntryEvent], key_type: KeyType) -> list[Entry]:
+    """The entries of `key_type` the events leave active (the last event of each entry decides)."""
+    latest: dict[uuid.UUID, EntryEvent] = {}
+    for event in sorted(events, key=lambda e: e.sequence):
+        latest[event.entry.id] = event
+    return [e.entry for e in latest.values() if e.event_type is not EventType.DELETED and e.entry.key_type is key_type]
+
+
+async def wait_status(
+    handle: WorkflowHandle[FollowCidEvents, None], check: Callable[[FollowStatus], bool]
+) -> FollowStatus:
+    status = None
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                status = await handle.query(FollowCidEvents.status)
+                if check(status):
+                    return status
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{handle.id} never got there; last status: {status}") from None
+
+
+async def test_divergences_injected_while_events_flow_are_repaired_within_grace_and_a_poll(
+    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
+) -> None:  # fmt: skip
+    async with (
+        running_pipeline(temporal_env, redis_server.url, pulsar_broker.url, mode=Mode.BATCH, participants=1) as
+        pipeline,
+        reconciliation_worker(temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address) as
+        running,
+    ):  # fmt: skip
+        participant = pipeline.participants[0]
+        current: dict[uuid.UUID, Entry] = {}
+        async with EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics,
+                                      owns_client=True) as producer:  # fmt: skip
+            await producer.start()
+
+            async def flow(events: list[EntryEvent], per_second: float) -> None:
+                for event in events:  # in commit order: DICT first, then the event
+                    await mirror_to_dict(simulator_admin, event, current)
+                    await producer.publish_event(event)
+                    await asyncio.sleep(1 / per_second)
+
+            async def landed(events: list[EntryEvent]) -> None:
+                async with asyncio.timeout(60):
+                    for event in events:
+                        mark = (participant, event.entry.key_type, str(event.event_id))
+                        while not await pipeline.store.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
+                            await asyncio.sleep(0.1)
+
+            before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
+            await flow(before, per_second=500)
+            await landed(before)
+            handles = {}
+            for key_type in FOLLOWED:
+                request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
+                                      idle_interval=POLL * 2)  # fmt: skip
+                workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
+                assert what == "started"
+                handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+            for handle in handles.values():
+                await wait_status(handle, lambda s: s.state == "in sync")
+            files_before = (await simulator_admin.stats())["files_created"]
+
+            during = [
+                e.model_copy(update={"sequence": e.sequence + 10_000})
+                for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
+            ]
+
+            async def diverge() -> float:
+                """DICT changed behind cidsync's back, on entries the flowing events never touch (core
+                would fail to change an entry DICT took away, and not publish)."""
+                await asyncio.sleep(1)  # with the events already flowing
+                rng = random.Random(participant)
+                for key_type, (add, remove, alter) in DIVERGENCE.items():
+                    settled = sorted(active(before, key_type), key=lambda e: str(e.id))
+                    chosen = rng.sample(settled, remove + alter)
+                    await simulator_admin.load([synthetic_entry(rng, participant, key_type) for _ in range(add)])
+                    await simulator_admin.remove([cid(e) for e in chosen[:remove]])
+                    for entry in chosen[remove:]:
+                        await simulator_admin.alter(entry.model_copy(update={"account_number": "9" * 12}))
+                return time.monotonic()
+
+            injected, _ = await asyncio.gather(diverge(), flow(during, per_second=40))
+            await landed(during)
+
+            repaired_after = {}
+            for key_type, (add, remove, alter) in DIVERGENCE.items():
+                expected = (add + alter, remove)
+                status = await wait_status(handles[key_type], lambda s: (s.added, s.removed) == expected)  # noqa: B023
+                repaired_after[key_type] = time.monotonic() - injected
+                # An altered entry: its new CID added moves the key off the old one, which then agrees.
+                assert status.vanished >= alter
+            statuses = {k: await wait_status(h, lambda s: s.state == "in sync") for k, h in handles.items()}
+        files_after = (await simulator_admin.stats())["files_created"]
+
+        print(f"\nrepaired after injection (grace {GRACE.total_seconds():.0f} s, poll {POLL.total_seconds():.0f} s): "
+              + ", ".join(f"{k.value} {v:.2f} s" for k, v in repaired_after.items()))  # fmt: skip
+        # Within the grace period plus a poll, with a poll's worth of slack for a loaded machine.
+        for key_type, seconds in repaired_after.items():
+            assert seconds <= (GRACE + POLL * 3).total_seconds(), (key_type, seconds)
+        assert files_after == files_before  # not one CID file spent
+        # No event undone, nothing left out: DICT agrees with every pair, followed or not.
+        for key_type in KeyType:
+            local = await pipeline.store.vsync(participant, key_type)
+            assert (await running.bridge.verify_sync(participant, key_type, local)).ok, key_type
+        for key_type, status in statuses.items():
+            assert status.suspects == {}
+            assert status.local_vsync == status.dict_vsync == await pipeline.store.vsync(participant, key_type)
+            assert status.last_proof_at is not None
+            # The proof is a verification for the 36-hour freshness check, as a VerifySync OK would be.
+            (recorded,) = await pipeline.store.last_verifications([PairKeys(participant, key_type)])
+            assert recorded.last_ok_at is not None
+            assert recorded.last_ok_at >= status.last_proof_at - timedelta(seconds=1)
+            assert status.inconsistent == status.inconsistent_pages == 0
+        # Core hears of each repair once, from the follower.
+        repairs = sum(s.added + s.removed for s in statuses.values())
+        notices = await core_messages(running.core_events, repairs)
+        kinds = [m.properties()["event_type"] for m in notices]
+        added, removed = sum(s.added for s in statuses.values()), sum(s.removed for s in statuses.values())
+        assert (kinds.count(CoreEventType.ENTRY_ADDED.value), kinds.count(CoreEventType.ENTRY_REMOVED.value)) == (
+            added,
+            removed,
+        )
+        assert all(json.loads(m.data())["reconciliation_id"].startswith("follow-") for m in notices)
+        for handle in handles.values():
+            await handle.terminate("test over")
