@@ -142,6 +142,7 @@ class FollowCidEvents:
     def __init__(self) -> None:
         self._status: FollowStatus | None = None
         self._poke = False
+        self._repaired_now = False
         self._phase = ""
 
     @workflow.query(description="the follower's cursor, lag, suspects, repairs and last proof of sync")
@@ -168,7 +169,7 @@ class FollowCidEvents:
         self._status = status
         wait = input.poll_interval
         for _ in range(input.polls_per_run):
-            self._poke = False
+            self._poke = self._repaired_now = False
             result = await self._poll()
             if len(status.suspects) > input.max_pending:
                 status.suspects.clear()
@@ -266,6 +267,7 @@ class FollowCidEvents:
                 "DICT answered entries that do not hash to their CIDs, left alone: %s", ", ".join(result.inconsistent)
             )
         if result.repaired:
+            self._repaired_now = True
             await workflow.execute_activity_method(
                 CoreEventsPublisher.publish_outbox,
                 scratch,
@@ -343,7 +345,7 @@ class FollowCidEvents:
         """Busy log: every `poll_interval`. Quiet: twice as long each time, up to `idle_interval`. A
         suspect falling due sooner brings the next poll forward, never closer than `poll_interval`."""
         input = self._input
-        busy = result.has_more or result.events
+        busy = result.has_more or result.events or self._repaired_now  # after a repair: soon, to prove it
         wait = input.poll_interval if busy else min(previous * 2, input.idle_interval)
         if self._s.suspects:
             first = min(x.due for x in self._s.suspects.values())

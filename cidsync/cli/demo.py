@@ -7,8 +7,12 @@ the count, the local VSync and whether DICT (the simulator, loaded with the same
 
 Then it changes DICT behind cidsync's back (entries added, removed and altered in the simulator), shows
 DICT answering NOK, runs one ReconcileVSync per key type on the stack's worker, and shows the outcome, the
-repairs, the notifications core received on `core-events`, and DICT answering OK again. It stops only
-what it started itself, so a stack a developer already had running is left alone.
+repairs, the notifications core received on `core-events`, and DICT answering OK again.
+
+Last, continuous verification: followers of DICT's CID event log (FollowCidEvents) for the other
+participant, DICT changed behind cidsync's back again, and the change found in the log and repaired
+after the grace period, with no CID file requested. It stops only what it started itself (the followers
+included), so a stack a developer already had running is left alone.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ class DemoOptions:
     seed: int = 2026
 
 
-async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bool:
+async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool:
+    starter_mode = spec.starter.mode
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
     from cidsync.config import load_settings
@@ -167,6 +172,7 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
         ok_pairs = sum(verdicts.values())
 
     reconciled = await _reconcile(state, settings, current, participants[0]) if state.bridge_address else False
+    followed = await _follow(spec, state, current, participants[1]) if state.bridge_address else False
 
     letters: list[Any] = []
     with contextlib.suppress(TimeoutError):
@@ -183,7 +189,7 @@ async def _run(state: StackState, options: DemoOptions, starter_mode: str) -> bo
     await producer.close()
     await pulsar.close()
     await store.close()
-    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled
+    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled and followed
 
 
 async def _reconcile(
@@ -267,6 +273,79 @@ async def _reconcile(
     )
 
 
+FOLLOWED = 2  # key types followed in the demo: five followers of one participant would share DICT's 20 calls/min
+FOLLOW_TIMING = {"grace_seconds": 5.0, "poll_seconds": 1.0, "idle_seconds": 2.0}
+
+
+async def _follow(
+    spec: StackSpec, state: StackState, current: dict[tuple[str, KeyType], tuple[int, str]], participant: str
+) -> bool:
+    """Continuous verification: DICT changed behind cidsync's back, found in DICT's CID event log by the
+    followers and repaired after their grace period, without a CID file."""
+    from cidsync.bridge.client import BridgeClient
+    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+    from cidsync.cli.follow_commands import ensure_stack_followers
+    from cidsync.config import load_settings
+    from cidsync.temporal_client import connect
+    from workflows.follow_cid_events import FollowCidEvents, FollowStatus
+
+    # The two key types with the most entries (an altered and a removed entry need two).
+    counts = {k: current.get((participant, k), (0, ""))[0] for k in KeyType}
+    key_types = sorted((k for k in KeyType if counts[k] >= 2), key=lambda k: -counts[k])[:FOLLOWED]
+    if not key_types:
+        print(f"\n== continuous verification: participant {participant} holds too few entries to show it")
+        return False
+    grace = FOLLOW_TIMING["grace_seconds"]
+    print(f"\n== continuous verification: FollowCidEvents reads DICT's CID event log for participant "
+          f"{participant} ({', '.join(k.value for k in key_types)}; a {grace:.0f} s grace period here, 2 min by "
+          "default), and DICT changes behind cidsync's back (per key type: 2 added, 1 removed, 1 altered)")  # fmt: skip
+    assert state.bridge_address is not None
+    settings = load_settings({}, dev_endpoints=state.endpoints())
+    client = await connect(settings, identity="cidsync-demo")
+    ids = await ensure_stack_followers(spec, state, [participant], key_types, **FOLLOW_TIMING)
+    handles = {k: client.get_workflow_handle_for(FollowCidEvents.run, i) for k, i in zip(key_types, ids, strict=True)}
+
+    async def statuses() -> dict[KeyType, FollowStatus]:
+        return {k: await h.query(FollowCidEvents.status) for k, h in handles.items()}
+
+    try:
+        async with asyncio.timeout(30):
+            while not all(s.state == "in sync" for s in (await statuses()).values()):  # noqa: ASYNC110 (a query)
+                await asyncio.sleep(0.2)
+        async with SimulatorAdmin(state.bridge_address) as admin:
+            files_before = (await admin.stats())["files_created"]
+            for index, key_type in enumerate(key_types):
+                await admin.diverge(participant, key_type, add=2, remove=1, alter=1, seed=8_000 + index)
+            injected = time.perf_counter()
+            seen: dict[KeyType, float] = {}
+            repaired: dict[KeyType, float] = {}
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):
+                    while len(repaired) < len(key_types):
+                        for key_type, status in (await statuses()).items():
+                            if status.pending or status.added:
+                                seen.setdefault(key_type, time.perf_counter() - injected)
+                            if (status.added, status.removed, status.state) == (3, 1, "in sync"):
+                                repaired.setdefault(key_type, time.perf_counter() - injected)
+                        await asyncio.sleep(0.1)
+            files = (await admin.stats())["files_created"] - files_before
+        final = await statuses()
+        async with BridgeClient(state.bridge_address) as bridge:
+            verdicts = {k: (await bridge.verify_sync(participant, k, s.local_vsync)).ok for k, s in final.items()}
+    finally:
+        for handle in handles.values():  # the demo's participants are its own: their followers end with it
+            await handle.terminate("the demo is over")
+    print(f"   {'key type':<8} {'found after':>11} {'repaired after':>14} {'added':>5} {'removed':>7}  DICT")
+    for key_type, status in final.items():
+        found = f"{seen[key_type]:.1f} s" if key_type in seen else "never"
+        fixed = f"{repaired[key_type]:.1f} s" if key_type in repaired else "NOT YET"
+        print(f"   {key_type.value:<8} {found:>11} {fixed:>14} {status.added:>5} {status.removed:>7}  "
+              f"{'OK' if verdicts[key_type] else 'NOK'}")  # fmt: skip
+    print(f"   CID files requested: {files} (the event log and GetEntryByCid were enough); an altered entry is one "
+          "added, its old CID then leaves with it")  # fmt: skip
+    return len(repaired) == len(key_types) and all(verdicts.values()) and files == 0
+
+
 def _last_line(log: str) -> str:
     path = Path(log)
     lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
@@ -281,7 +360,7 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
     print("== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator, worker, starter)")
     state = up(spec, Path(str(config_path)), on_start=lambda name: print(f"   starting {name}...", flush=True))
     try:
-        good = asyncio.run(_run(state, options or DemoOptions(), spec.starter.mode))
+        good = asyncio.run(_run(spec, state, options or DemoOptions()))
         print(f"\n== Temporal Web UI: {state.temporal_ui or 'off (headless)'}")
         print(f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
@@ -289,6 +368,9 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
               "--query 'CidEventType=\"reconcile\" AND CidOutcome=\"REPAIRED\"'")  # fmt: skip
         print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
               "--query 'CidPhase=\"waiting period\" AND ExecutionStatus=\"Running\"'")  # fmt: skip
+        print(
+            "        .venv/bin/cidsync follow status   (the followers of DICT's event log, when participants are set)"
+        )
         verdict = "every VSync applied and confirmed by DICT, every divergence repaired"
         print("\n== " + (verdict if good else "SOMETHING IS WRONG: see above"))
     finally:

@@ -98,11 +98,15 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 async def ensure_stack_followers(
-    spec: StackSpec, state: StackState, participants: Sequence[str] | None = None, **timing: float
+    spec: StackSpec,
+    state: StackState,
+    participants: Sequence[str] | None = None,
+    key_types: Sequence[KeyType] = tuple(KeyType),
+    **timing: float,
 ) -> dict[str, str]:
     """The followers of a dev stack: for `participants`, else the stack file's, else CIDSYNC_PARTICIPANTS
-    (none: nothing started). `timing` overrides the stack file's grace_seconds, poll_seconds,
-    idle_seconds (the demo's short ones)."""
+    (none: nothing started), each of `key_types`. `timing` overrides the stack file's grace_seconds,
+    poll_seconds, idle_seconds (the demo's short ones)."""
     from cidsync.config import load_settings
     from cidsync.temporal_client import connect
     from starters.followers import ensure_followers
@@ -117,7 +121,7 @@ async def ensure_stack_followers(
     )
     template = follow_template(timings)
     pairs = [PairRef(participant=check_participant(p, field="follow.participants"), key_type=k)
-             for p in chosen for k in KeyType]  # fmt: skip
+             for p in chosen for k in key_types]  # fmt: skip
     client = await connect(settings, identity="cidsync-dev")
     return await ensure_followers(client, pairs, spec.worker.task_queue, template)
 

@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.core_events import CoreEventType
 from cidsync.entry import KeyType, PairRef
-from cidsync.naming import reconcile_workflow_id
+from cidsync.naming import follow_workflow_id, reconcile_workflow_id
 from starters.schedules import FRESHNESS_SCHEDULE_ID, VERIFY_SCHEDULE_ID
 from tests.cli_runner import cidsync
 from tests.e2e.reconciliation import Running, core_messages, pair_entries, seed_pair, until
@@ -79,13 +79,20 @@ def test_reconcile_arguments_are_checked_before_anything_runs() -> None:
     assert "8 digits" in bad.stderr
 
 
-def test_schedule_ensure_needs_participants_and_a_real_time_zone() -> None:
+def test_schedule_and_follow_ensure_need_participants_and_sane_settings() -> None:
     none = cidsync("schedule", "ensure", env={"CIDSYNC_PARTICIPANTS": "", "CIDSYNC_STATE_DIR": "/nonexistent"})
     assert none.returncode == 2
     assert "CIDSYNC_PARTICIPANTS" in none.stderr
     zone = cidsync("schedule", "ensure", "--participants", "12345678", "--time-zone", "Mars/Olympus")
     assert zone.returncode == 2
     assert "unknown time zone" in zone.stderr
+    follow = cidsync("follow", "ensure", env={"CIDSYNC_PARTICIPANTS": "", "CIDSYNC_STATE_DIR": "/nonexistent"})
+    assert follow.returncode == 2
+    assert "CIDSYNC_PARTICIPANTS" in follow.stderr
+    grace = cidsync("follow", "ensure", "--participants", "12345678", "--grace-seconds", "0", "--poll-seconds", "-1")
+    assert grace.returncode == 2
+    assert "--grace-seconds: must be positive" in grace.stderr
+    assert "--poll-seconds: must be positive" in grace.stderr
 
 
 async def test_schedule_ensure_creates_then_updates_and_its_runs_verify_every_pair(
@@ -98,11 +105,17 @@ async def test_schedule_ensure_creates_then_updates_and_its_runs_verify_every_pa
         VERIFY_SCHEDULE_ID: "created",
         FRESHNESS_SCHEDULE_ID: "created",
     }
+    followers = {follow_workflow_id(participant, k) for k in KeyType}
+    assert json.loads(first.stdout)["followers"] == dict.fromkeys(followers, "started")
     again = await asyncio.to_thread(cidsync, "schedule", "ensure", "--participants", participant, *flags)
     assert json.loads(again.stdout)["schedules"] == {
         VERIFY_SCHEDULE_ID: "updated",
         FRESHNESS_SCHEDULE_ID: "updated",
     }
+    assert json.loads(again.stdout)["followers"] == dict.fromkeys(followers, "running")  # one per pair, kept
+    await followers_listed(temporal_env, followers)
+    for workflow_id in followers:
+        await temporal_env.client.get_workflow_handle(workflow_id).terminate("test over")
 
     verify = temporal_env.client.get_schedule_handle(VERIFY_SCHEDULE_ID)
     schedule = (await verify.describe()).schedule
@@ -144,3 +157,24 @@ async def test_schedule_ensure_creates_then_updates_and_its_runs_verify_every_pa
     alert = events[-1]
     assert alert["event_type"] == CoreEventType.VERIFICATION_STALE
     assert (alert["participant"], alert["key_type"], alert["last_ok_at"]) == (never, "EVP", None)
+
+
+async def followers_listed(env: WorkflowEnvironment, followers: set[str]) -> None:
+    """`cidsync follow status` shows each follower, as JSON and as a table (visibility lags a moment)."""
+    address = ["--temporal-address", env.client.service_client.config.target_host]
+    async with asyncio.timeout(30):
+        while True:
+            listed = await asyncio.to_thread(cidsync, "follow", "status", "--json", *address)
+            assert listed.returncode == 0, listed.stderr
+            found = {f["workflow_id"]: f for f in json.loads(listed.stdout) if f["workflow_id"] in followers}
+            if len(found) == len(followers) and all(f.get("polls", 0) >= 1 for f in found.values()):
+                break
+            await asyncio.sleep(0.5)
+    assert {f["state"] for f in found.values()} <= {"in sync", "checking", "starting"}
+    assert all(f["events"] == 0 and f["added"] == f["removed"] == 0 for f in found.values())
+    table = await asyncio.to_thread(cidsync, "follow", "status", *address)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["participant", "key", "type"]
+    participant = next(iter(found.values()))["participant"]
+    assert len([r for r in rows if r.startswith(participant)]) == len(followers)

@@ -21,6 +21,12 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     reconciled = [(row[1], row[2], row[-1]) for row in table if len(row) == 7]
     assert reconciled == [("NOK", "REPAIRED", "OK")] * 5
     assert any(line.startswith("   core-events received: 5 cid.reconciliation.completed") for line in lines)
+    # Then DICT diverges again, for the other participant, and the followers of its event log repair it:
+    # key type, found after, repaired after, added, removed (an altered entry is one added), DICT.
+    followed = [row for row in table if len(row) == 8]
+    assert len(followed) == 2
+    assert all(row[2] == row[4] == "s" and row[5:] == ["3", "1", "OK"] for row in followed), followed
+    assert "   CID files requested: 0 (the event log and GetEntryByCid were enough)" in " ".join(lines)
     assert any("3 messages (the 3 malformed ones)" in line for line in lines)
     assert sum(1 for line in lines if line.startswith("   - invalid event: ")) == 3
     assert any(line.startswith("== Temporal Web UI: http://127.0.0.1:") for line in lines)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cidsync.devstack.processes import temporal_binary
+from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
 from tests.cli_runner import cidsync
 
@@ -106,7 +107,9 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         pids = {name: svc["pid"] for name, svc in services.items()}
         assert set(pids) == {"redis", "pulsar", "codec", "temporal", "bridge", "worker", "starter"}
         labels = [line.split()[0] for line in first.stdout.splitlines()]
-        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Codec", "Worker", "Starter", "State"]
+        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Codec", "Worker", "Starter", "State",
+                          "Followers"]  # fmt: skip
+        assert "Followers none: no participants" in " ".join(first.stdout.split())
 
         # Each role serves its endpoint on the port recorded in the state, and says when it is ready.
         for role in ("worker", "starter"):
@@ -127,9 +130,20 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
 
         _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path, status)
 
-        second = cidsync("dev", "up", "--config", str(config))
+        # With participants, `dev up` starts a follower of DICT's event log per key type, once.
+        participant = {"CIDSYNC_PARTICIPANTS": "12345678", "CIDSYNC_STATE_DIR": str(tmp_path / "state")}
+        second = cidsync("dev", "up", "--config", str(config), env=participant)
         assert second.returncode == 0, second.stderr
         assert "starting" not in second.stderr
+        assert "Followers 5 pairs (5 started now)" in " ".join(second.stdout.split())
+        third = cidsync("dev", "up", "--config", str(config), env=participant)
+        assert "Followers 5 pairs (0 started now)" in " ".join(third.stdout.split())
+        for _ in range(60):  # visibility catches up within a moment
+            listed = cidsync("follow", "status", "--json", env=participant)
+            if len(json.loads(listed.stdout)) == 5:
+                break
+            time.sleep(0.5)
+        assert sorted(f["key_type"] for f in json.loads(listed.stdout)) == sorted(k.value for k in KeyType)
         again = _status(config)["services"]
         assert isinstance(again, dict)
         assert {name: svc["pid"] for name, svc in again.items()} == pids
