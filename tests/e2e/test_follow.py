@@ -7,16 +7,18 @@ period plus a poll, without a CID file, and without undoing an event.
 """
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from cidsync.bridge import errors
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType
@@ -30,7 +32,7 @@ from starters.followers import ensure_follower
 from starters.options import Mode
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, running_pipeline
-from tests.e2e.reconciliation import core_messages, reconciliation_worker
+from tests.e2e.reconciliation import Running, core_messages, pair_entries, reconciliation_worker, seed_pair
 from tests.e2e.test_reconciliation_with_events import immediate, mirror_to_dict
 from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
 
@@ -170,3 +172,33 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         assert all(json.loads(m.data())["reconciliation_id"].startswith("follow-") for m in notices)
         for handle in handles.values():
             await handle.terminate("test over")
+
+
+async def test_dicts_rate_limit_refusals_are_waited_out(
+    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """The participant's ListCidSetEvents bucket (20 a minute, 100 at most) emptied by someone else first:
+    the follower's calls are refused, wait DICT's retry-after, and it catches up and repairs all the same."""
+    await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.PHONE, 20, seed=31))
+    now = datetime.now(UTC)
+    drained = 0
+    with contextlib.suppress(errors.RateLimited):
+        for _ in range(200):
+            await running.bridge.list_cid_set_events(participant, KeyType.PHONE, now - timedelta(seconds=1), now, 1)
+            drained += 1
+    assert drained >= 90  # the bucket held about 100 calls, and is empty now
+    refused_before = (await simulator_admin.stats())["rate_limited"].get("ListCidSetEvents", 0)
+    request = FollowInput(participant=participant, key_type=KeyType.PHONE, grace=timedelta(seconds=1),
+                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1))  # fmt: skip
+    workflow_id, _ = await ensure_follower(temporal_env.client, request, running.queue)
+    handle = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+    try:
+        await simulator_admin.diverge(participant, KeyType.PHONE, add=1, seed=32)
+        status = await wait_status(handle, lambda s: s.added == 1 and s.state == "in sync")
+        refused = (await simulator_admin.stats())["rate_limited"].get("ListCidSetEvents", 0) - refused_before
+    finally:
+        await handle.terminate("test over")
+    assert refused >= 1  # DICT said no, and the follower waited instead of failing
+    assert status.events == 1
+    local = await running.store.vsync(participant, KeyType.PHONE)
+    assert (await running.bridge.verify_sync(participant, KeyType.PHONE, local)).ok

