@@ -2,7 +2,8 @@
 
 Metrics go through OpenTelemetry's SDK: our instruments are created on the global meter provider, and
 Temporal's own (the SDK and Core metrics, and what workflows record with `workflow.metric_meter()`) reach
-the same provider through a `MetricBuffer` drained by the SDK's `MetricsExporter`. One Prometheus reader
+the same provider through a `MetricBuffer` drained by `BufferExporter` (`buffer_export.py`, which says
+why not the SDK's `MetricsExporter`). One Prometheus reader
 serves them all, so a process has one scrape target, not Temporal's plus ours.
 
 Health is answered from state, never by calling out during a request: the event loop beats once a second
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from cidsync.errors import InvalidInput, Problem
+from cidsync.telemetry.buffer_export import BufferExporter
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +169,6 @@ async def serving(role: str, bind: str | None) -> AsyncIterator[Observability]:
     if bind is None:
         yield Observability(health, None, None)
         return
-    from temporalio.contrib.opentelemetry import MetricsExporter
-
     host, port = parse_bind(bind)
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
@@ -183,7 +183,7 @@ async def serving(role: str, bind: str | None) -> AsyncIterator[Observability]:
     url = f"http://{host}:{server.server_port}"
     beating = asyncio.ensure_future(health.run())
     try:
-        async with MetricsExporter(buffer, provider, poll_interval=timedelta(seconds=1)):
+        async with BufferExporter(buffer, provider, poll_interval=timedelta(seconds=1)).running():
             yield Observability(health, runtime, url)
     finally:
         beating.cancel()

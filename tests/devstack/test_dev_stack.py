@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import time
@@ -144,6 +145,21 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert sorted(f["key_type"] for f in json.loads(listed.stdout)) == sorted(k.value for k in KeyType)
+
+        # The followers' gauges reach the worker's /metrics (through the SDK's metric buffer).
+        def gauges(name: str, text: str) -> set[str]:
+            found = re.findall(rf'^{name}{{[^}}]*key_type="(\w+)"[^}}]*}}', text, re.MULTILINE)
+            lines = [line for line in text.splitlines() if line.startswith(name + "{")]
+            return set(found) if all('participant="12345678"' in line for line in lines) else set()
+
+        metrics = ""
+        for _ in range(60):
+            with urllib.request.urlopen(f"{status['worker_metrics']}/metrics", timeout=5) as answer:
+                metrics = answer.read().decode()
+            if len(gauges("cidsync_follower_behind_seconds", metrics)) == 5:
+                break
+            time.sleep(0.5)
+        assert gauges("cidsync_follower_suspects", metrics) == {k.value for k in KeyType}, metrics[-2000:]
         again = _status(config)["services"]
         assert isinstance(again, dict)
         assert {name: svc["pid"] for name, svc in again.items()} == pids
