@@ -90,14 +90,19 @@ def reconcile_workflow_id(participant: str, key_type: KeyType) -> str:
     return f"reconcile-{participant}-{key_type.value}"
 
 
-def reconcile_search_attributes(participant: str, key_type: KeyType) -> TypedSearchAttributes:
+def _pair_run_attributes(participant: str, key_type: KeyType, kind: str) -> TypedSearchAttributes:
+    """A run that works on one pair: `CidEventType` says which kind (`reconcile`, `follow`)."""
     return TypedSearchAttributes(
         [
             SearchAttributePair(PARTICIPANT, participant),
             SearchAttributePair(KEY_TYPE, key_type.value),
-            SearchAttributePair(EVENT_TYPE, "reconcile"),
+            SearchAttributePair(EVENT_TYPE, kind),
         ]
     )
+
+
+def reconcile_search_attributes(participant: str, key_type: KeyType) -> TypedSearchAttributes:
+    return _pair_run_attributes(participant, key_type, "reconcile")
 
 
 def reconcile_summary(participant: str, key_type: KeyType, trigger: str) -> str:
@@ -110,13 +115,7 @@ def follow_workflow_id(participant: str, key_type: KeyType) -> str:
 
 
 def follow_search_attributes(participant: str, key_type: KeyType) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(PARTICIPANT, participant),
-            SearchAttributePair(KEY_TYPE, key_type.value),
-            SearchAttributePair(EVENT_TYPE, "follow"),
-        ]
-    )
+    return _pair_run_attributes(participant, key_type, "follow")
 
 
 def follow_summary(participant: str, key_type: KeyType) -> str:

@@ -35,8 +35,6 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
@@ -46,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from cidsync import follow
     from cidsync.entry import KeyType, Participant
     from cidsync.follow import Cursor, Suspect
-    from cidsync.naming import PHASE, reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
+    from cidsync.naming import PHASE
     from cidsync.store.layout import Scratch
     from cidsync.store.models import VerificationRecord
     from workflows.policies import (
@@ -55,8 +53,9 @@ with workflow.unsafe.imports_passed_through():
         PERMISSION_DENIED,
         STORE_RETRY,
         STORE_TIMEOUT,
+        require_positive,
     )
-    from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
+    from workflows.reconcile_vsync import ReconcileInput, start_or_join
 
 # The follower never gives up on DICT: a long outage is waited out (backing off to 2 minutes), and the
 # daily reconciliation and the 36-hour alert cover the time it is blind.
@@ -127,11 +126,8 @@ class FollowInput(BaseModel):
 
     @model_validator(mode="after")
     def _positive_durations(self) -> FollowInput:
-        durations = ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every",
-                     "activity_heartbeat")  # fmt: skip
-        bad = [name for name in durations if getattr(self, name) <= timedelta(0)]
-        if bad:
-            raise ValueError(f"must be positive: {', '.join(bad)}")
+        require_positive(self, ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every",
+                                "activity_heartbeat"))  # fmt: skip
         if self.idle_interval < self.poll_interval:
             raise ValueError("idle_interval must be at least poll_interval")
         return self
@@ -323,19 +319,7 @@ class FollowCidEvents:
             trigger="follower",
             divergence_threshold=input.reconcile_threshold,
         )
-        workflow_id = reconcile_workflow_id(input.participant, input.key_type)
-        try:
-            await workflow.start_child_workflow(
-                ReconcileVSync.run,
-                request,
-                id=workflow_id,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-                search_attributes=reconcile_search_attributes(input.participant, input.key_type),
-                static_summary=reconcile_summary(input.participant, input.key_type, request.trigger),
-            )
-            joined = ""
-        except WorkflowAlreadyStartedError:
-            joined = " (joined the one running)"
+        joined = "" if await start_or_join(request) else " (joined the one running)"
         s.hand_overs += 1
         s.last_hand_over = f"{workflow.now().isoformat()}: {reason}{joined}"
         s.state = "handed over"

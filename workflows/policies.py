@@ -6,8 +6,10 @@ so a rename cannot split the raiser from the workflow that matches on it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
@@ -51,3 +53,10 @@ BRIDGE_RETRY = RetryPolicy(
 # Notices to core (`core-events`): small, retried until the broker takes them.
 NOTICE_TIMEOUT = timedelta(seconds=30)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+def require_positive(model: BaseModel, durations: Iterable[str]) -> None:
+    """For an input's validator: every duration named must be above zero."""
+    bad = [name for name in durations if getattr(model, name) <= timedelta(0)]
+    if bad:
+        raise ValueError(f"must be positive: {', '.join(bad)}")

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
@@ -36,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
-    from cidsync.naming import OUTCOME, PHASE
+    from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
     from cidsync.store.layout import RepairSide, Scratch
     from cidsync.store.models import DiffResult, VerificationRecord
     from workflows.policies import (
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RECONCILIATION_FAILED,
         STORE_RETRY,
         STORE_TIMEOUT,
+        require_positive,
     )
 
 Arg = TypeVar("Arg")
@@ -80,11 +82,8 @@ class ReconcileInput(BaseModel):
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
-        durations = ("file_deadline", "poll_initial", "poll_max", "approval_reminder", "approval_timeout",
-                     "activity_heartbeat")  # fmt: skip
-        bad = [name for name in durations if getattr(self, name) <= timedelta(0)]
-        if bad:
-            raise ValueError(f"must be positive: {', '.join(bad)}")
+        require_positive(self, ("file_deadline", "poll_initial", "poll_max", "approval_reminder",
+                                "approval_timeout", "activity_heartbeat"))  # fmt: skip
         return self
 
 
@@ -536,3 +535,20 @@ class ReconcileVSync:
         return await workflow.execute_activity_method(
             method, arg, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY, summary=summary
         )
+
+
+async def start_or_join(request: ReconcileInput) -> bool:
+    """From another workflow: start the pair's ReconcileVSync under the pair's own id, as a child it
+    abandons (the reconciliation outlives it); False when one is running already, which is then joined."""
+    try:
+        await workflow.start_child_workflow(
+            ReconcileVSync.run,
+            request,
+            id=reconcile_workflow_id(request.participant, request.key_type),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            search_attributes=reconcile_search_attributes(request.participant, request.key_type),
+            static_summary=reconcile_summary(request.participant, request.key_type, request.trigger),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from cidsync.entry import PairRef
-    from cidsync.naming import reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
-    from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
+    from cidsync.naming import reconcile_workflow_id
+    from workflows.reconcile_vsync import ReconcileInput, start_or_join
 
 
 class VerifyAllInput(BaseModel):
@@ -40,7 +38,8 @@ class VerifyAllPairs:
     @workflow.run
     async def run(self, input: VerifyAllInput) -> VerifyAllResult:
         workflow.set_current_details(f"starting the verification of {len(input.pairs)} (participant, key type)")
-        started, joined = [], []
+        started: list[str] = []
+        joined: list[str] = []
         for pair in input.pairs:
             request = ReconcileInput(
                 participant=pair.participant,
@@ -49,17 +48,6 @@ class VerifyAllPairs:
                 divergence_threshold=input.divergence_threshold,
             )
             workflow_id = reconcile_workflow_id(pair.participant, pair.key_type)
-            try:
-                await workflow.start_child_workflow(
-                    ReconcileVSync.run,
-                    request,
-                    id=workflow_id,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    search_attributes=reconcile_search_attributes(pair.participant, pair.key_type),
-                    static_summary=reconcile_summary(request.participant, request.key_type, request.trigger),
-                )
-                started.append(workflow_id)
-            except WorkflowAlreadyStartedError:
-                joined.append(workflow_id)
+            (started if await start_or_join(request) else joined).append(workflow_id)
         workflow.set_current_details(f"started {len(started)} reconciliations, joined {len(joined)} already running")
         return VerifyAllResult(started=started, joined=joined)

@@ -12,9 +12,11 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.entry import KeyType
-from cidsync.events import EntryEvent
-from cidsync.producer import build_event
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.cid import cid
+from cidsync.entry import Entry, KeyType
+from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync.producer import EntryEventProducer, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
@@ -115,3 +117,50 @@ def shuffled_with_duplicates(events: list[EntryEvent], seed: int, duplicates: in
     delivered = events + rng.sample(events, duplicates)
     rng.shuffle(delivered)
     return delivered
+
+
+def immediate(events: list[EntryEvent]) -> list[EntryEvent]:
+    """Waiting-period deletes as immediate ones: DICT's side of a 30-day wait is not what is tested here."""
+    return [
+        build_event(e.event_type, e.entry, "e2e", deletion_type=DeletionType.IMMEDIATE, sequence=e.sequence)
+        if e.deletion_type is DeletionType.WAITING_PERIOD
+        else e
+        for e in events
+    ]
+
+
+@dataclass
+class DictFirst:
+    """Events published as core does: each change made in DICT first, then its event (`flow`); `landed`
+    waits until the pipeline has applied them (an event's idempotency mark is set with its change)."""
+
+    admin: SimulatorAdmin
+    producer: EntryEventProducer
+    store: CIDStore
+    participant: str
+
+    def __post_init__(self) -> None:
+        self.current: dict[uuid.UUID, Entry] = {}
+
+    async def mirror_to_dict(self, event: EntryEvent) -> None:
+        entry = event.entry
+        if event.event_type is EventType.CREATED:
+            await self.admin.load([entry])
+        elif event.event_type is EventType.UPDATED:
+            await self.admin.alter(entry)
+        else:
+            await self.admin.remove([cid(self.current[entry.id])])
+        self.current[entry.id] = entry
+
+    async def flow(self, events: list[EntryEvent], per_second: float) -> None:
+        for event in events:  # in commit order: DICT first, then the event
+            await self.mirror_to_dict(event)
+            await self.producer.publish_event(event)
+            await asyncio.sleep(1 / per_second)
+
+    async def landed(self, events: list[EntryEvent]) -> None:
+        async with asyncio.timeout(60):
+            for event in events:
+                mark = (self.participant, event.entry.key_type, str(event.event_id))
+                while not await self.store.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
+                    await asyncio.sleep(0.1)

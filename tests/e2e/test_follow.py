@@ -31,9 +31,8 @@ from cidsync.synthetic import synthetic_entry
 from starters.followers import ensure_follower
 from starters.options import Mode
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
-from tests.e2e.harness import history_events, running_pipeline
+from tests.e2e.harness import DictFirst, history_events, immediate, running_pipeline
 from tests.e2e.reconciliation import Running, core_messages, pair_entries, reconciliation_worker, seed_pair
-from tests.e2e.test_reconciliation_with_events import immediate, mirror_to_dict
 from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
 
 GRACE = timedelta(seconds=4)
@@ -77,27 +76,14 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         running,
     ):  # fmt: skip
         participant = pipeline.participants[0]
-        current: dict[uuid.UUID, Entry] = {}
         async with EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics,
                                       owns_client=True) as producer:  # fmt: skip
             await producer.start()
-
-            async def flow(events: list[EntryEvent], per_second: float) -> None:
-                for event in events:  # in commit order: DICT first, then the event
-                    await mirror_to_dict(simulator_admin, event, current)
-                    await producer.publish_event(event)
-                    await asyncio.sleep(1 / per_second)
-
-            async def landed(events: list[EntryEvent]) -> None:
-                async with asyncio.timeout(60):
-                    for event in events:
-                        mark = (participant, event.entry.key_type, str(event.event_id))
-                        while not await pipeline.store.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
-                            await asyncio.sleep(0.1)
+            core = DictFirst(simulator_admin, producer, pipeline.store, participant)
 
             before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
-            await flow(before, per_second=500)
-            await landed(before)
+            await core.flow(before, per_second=500)
+            await core.landed(before)
             handles = {}
             for key_type in FOLLOWED:
                 request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
@@ -128,8 +114,8 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
                         await simulator_admin.alter(entry.model_copy(update={"account_number": "9" * 12}))
                 return time.monotonic()
 
-            injected, _ = await asyncio.gather(diverge(), flow(during, per_second=40))
-            await landed(during)
+            injected, _ = await asyncio.gather(diverge(), core.flow(during, per_second=40))
+            await core.landed(during)
 
             repaired_after = {}
             for key_type, (add, remove, alter) in DIVERGENCE.items():

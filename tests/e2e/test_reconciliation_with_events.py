@@ -15,16 +15,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.cid import cid
 from cidsync.core_events import Outcome
-from cidsync.entry import Entry, KeyType
-from cidsync.events import DeletionType, EntryEvent, EventType
-from cidsync.producer import EntryEventProducer, build_event
+from cidsync.entry import KeyType
+from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from starters.options import Mode
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
-from tests.e2e.harness import SECRET, history_events, running_pipeline
+from tests.e2e.harness import SECRET, DictFirst, history_events, immediate, running_pipeline
 from tests.e2e.reconciliation import reconciliation_worker
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
@@ -40,28 +38,6 @@ async def outcome_of(handle: WorkflowHandle[ReconcileVSync, ReconcileResult]) ->
         return ReconcileResult.model_validate(cause.details[0])
 
 
-def immediate(events: list[EntryEvent]) -> list[EntryEvent]:
-    """Waiting-period deletes as immediate ones: DICT's side of a 30-day wait is not what is tested here."""
-    return [
-        build_event(e.event_type, e.entry, "e2e", deletion_type=DeletionType.IMMEDIATE, sequence=e.sequence)
-        if e.deletion_type is DeletionType.WAITING_PERIOD
-        else e
-        for e in events
-    ]
-
-
-async def mirror_to_dict(admin: SimulatorAdmin, event: EntryEvent, current: dict[uuid.UUID, Entry]) -> None:
-    """What core does before it publishes: the change is made in DICT first."""
-    entry = event.entry
-    if event.event_type is EventType.CREATED:
-        await admin.load([entry])
-    elif event.event_type is EventType.UPDATED:
-        await admin.alter(entry)
-    else:
-        await admin.remove([cid(current[entry.id])])
-    current[entry.id] = entry
-
-
 async def test_reconciliations_while_events_flow_converge_to_dict(
     temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
     bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
@@ -73,24 +49,10 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
                               secret=SECRET) as running,
     ):  # fmt: skip
         participant = pipeline.participants[0]
-        current: dict[uuid.UUID, Entry] = {}
         async with EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics,
                                       owns_client=True) as producer:  # fmt: skip
             await producer.start()
-
-            async def flow(events: list[EntryEvent], per_second: float) -> None:
-                for event in events:  # in commit order: DICT first, then the event
-                    await mirror_to_dict(simulator_admin, event, current)
-                    await producer.publish_event(event)
-                    await asyncio.sleep(1 / per_second)
-
-            async def landed(events: list[EntryEvent]) -> None:
-                """Every event applied: its idempotency mark is set atomically with its change."""
-                async with asyncio.timeout(60):
-                    for event in events:
-                        mark = (participant, event.entry.key_type, str(event.event_id))
-                        while not await pipeline.store.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
-                            await asyncio.sleep(0.1)
+            core = DictFirst(simulator_admin, producer, pipeline.store, participant)
 
             async def reconcile_all(trigger: str) -> list[ReconcileResult]:
                 requests = [
@@ -108,8 +70,8 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
 
             # In sync first: a history applied through the pipeline and made in DICT.
             before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
-            await flow(before, per_second=500)
-            await landed(before)
+            await core.flow(before, per_second=500)
+            await core.landed(before)
             # DICT changes behind cidsync's back, then reconciliations run while new events keep coming.
             for index, key_type in enumerate((KeyType.EVP, KeyType.CPF)):
                 await simulator_admin.diverge(participant, key_type, add=3, remove=2, alter=1, seed=900 + index)
@@ -117,8 +79,8 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
                 e.model_copy(update={"sequence": e.sequence + 10_000})
                 for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
             ]
-            first, _ = await asyncio.gather(reconcile_all("during events"), flow(during, per_second=40))
-            await landed(during)
+            first, _ = await asyncio.gather(reconcile_all("during events"), core.flow(during, per_second=40))
+            await core.landed(during)
 
         # While events flow, DICT is always a little ahead of the local store (each change is made in DICT
         # first), so a run may use up its rounds and fail loudly; it must never end any other way.
