@@ -24,7 +24,6 @@ from temporalio.exceptions import ApplicationError
 from activities.bridge import temporal_error
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidEventType
 from cidsync.entry import KeyType
 from cidsync.follow import Cursor, DictState, LogError, Observation, dict_states, observe, page_consistent
 from cidsync.store.cid_store import CIDStore
@@ -52,8 +51,6 @@ class PollResult(BaseModel):
     cursor: Cursor
     polled_at: datetime  # the page's end: DICT's log was read up to here (unless `has_more`)
     events: int  # new events on the page (the repeated boundary excluded)
-    added: int
-    removed: int
     has_more: bool
     consistent: bool  # the page's CIDs turn its start verifier into its end one
     dict_vsync: str  # DICT's VSync after the page (SyncVerifierEnd)
@@ -98,13 +95,10 @@ class FollowActivities:
         view = await self.store.local_view(pair, [s.cid for s in ordered])
         suspected = {s.cid for s in request.suspects}
         observations = [o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected]
-        added = sum(e.type is CidEventType.ADDED for e in fresh)
         return PollResult(
             cursor=cursor,
             polled_at=cursor.start if page.has_more else now,
             events=len(fresh),
-            added=added,
-            removed=len(fresh) - added,
             has_more=page.has_more,
             consistent=consistent,
             dict_vsync=page.verifier_end,

@@ -10,8 +10,9 @@ the gap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -48,14 +49,13 @@ async def ensure_follower(client: Client, request: FollowInput, task_queue: str)
 
 
 async def ensure_followers(
-    client: Client, pairs: Iterable[PairRef], task_queue: str, template: FollowInput | None = None
+    client: Client, pairs: Iterable[PairRef], task_queue: str, settings: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
-    """A follower for every pair, with `template`'s settings (defaults when None); by workflow id, what
-    was done."""
+    """A follower for every pair, with `settings` (FollowInput fields; the defaults for the rest); by
+    workflow id, what was done."""
     done = {}
     for pair in pairs:
-        base = {} if template is None else template.model_dump(exclude={"participant", "key_type", "status"})
-        request = FollowInput(participant=pair.participant, key_type=pair.key_type, **base)
+        request = FollowInput(participant=pair.participant, key_type=pair.key_type, **(settings or {}))
         workflow_id, what = await ensure_follower(client, request, task_queue)
         done[workflow_id] = what
     return done

@@ -121,7 +121,7 @@ class FollowInput(BaseModel):
     polls_per_run: int = Field(500, ge=1)  # then continue as new
     # How soon a crashed worker's repair or publication is noticed and retried (on another worker).
     activity_heartbeat: timedelta = timedelta(seconds=30)
-    start_at: datetime | None = None  # where the log is first read; default: when the first run starts
+    start_at: datetime | None = None  # where the log is first read; default: when the first run was started
     status: FollowStatus | None = None  # carried over continue-as-new
 
     @model_validator(mode="after")
@@ -158,7 +158,9 @@ class FollowCidEvents:
             status = FollowStatus(
                 participant=input.participant,
                 key_type=input.key_type,
-                cursor=Cursor(start=input.start_at or workflow.now()),
+                # From when the run was started, not from its first task: a change DICT makes between
+                # the two (a busy worker) is read too.
+                cursor=Cursor(start=input.start_at or workflow.info().workflow_start_time),
             )
         else:
             status = input.status.model_copy(update={"runs": input.status.runs + 1})

@@ -23,21 +23,17 @@ from cidsync.entry import KeyType, PairRef, check_participant
 from cidsync.errors import InvalidInput, Problem
 
 
-def follow_template(args: argparse.Namespace) -> Any:
-    """The FollowInput settings the flags give (the pair is filled in per follower)."""
-    from workflows.follow_cid_events import FollowInput
-
+def follow_settings(args: argparse.Namespace) -> dict[str, timedelta]:
+    """The FollowInput settings the flags give (each follower adds its pair)."""
     problems = [Problem(f"--{name.replace('_', '-')}", "must be positive")
                 for name in ("grace_seconds", "poll_seconds", "idle_seconds") if getattr(args, name) <= 0]  # fmt: skip
     if problems:
         raise InvalidInput("arguments", problems)
-    return FollowInput(
-        participant="00000000",
-        key_type=KeyType.CPF,
-        grace=timedelta(seconds=args.grace_seconds),
-        poll_interval=timedelta(seconds=args.poll_seconds),
-        idle_interval=timedelta(seconds=max(args.idle_seconds, args.poll_seconds)),
-    )
+    return {
+        "grace": timedelta(seconds=args.grace_seconds),
+        "poll_interval": timedelta(seconds=args.poll_seconds),
+        "idle_interval": timedelta(seconds=max(args.idle_seconds, args.poll_seconds)),
+    }
 
 
 def add_follow_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +57,10 @@ async def _ensure(args: argparse.Namespace) -> int:
     if not participants:
         raise InvalidInput("arguments", [Problem("--participants", "none configured: set CIDSYNC_PARTICIPANTS or "
                                                  "pass --participants")])  # fmt: skip
-    template = follow_template(args)
+    timing = follow_settings(args)
     pairs = [PairRef(participant=p, key_type=k) for p in participants for k in KeyType]
     client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
-    done = await ensure_followers(client, pairs, settings.task_queue, template)
+    done = await ensure_followers(client, pairs, settings.task_queue, timing)
     print(json.dumps({"followers": done}))
     return 0
 
@@ -119,11 +115,10 @@ async def ensure_stack_followers(
     timings = argparse.Namespace(
         grace_seconds=follow.grace_seconds, poll_seconds=follow.poll_seconds, idle_seconds=follow.idle_seconds
     )
-    template = follow_template(timings)
     pairs = [PairRef(participant=check_participant(p, field="follow.participants"), key_type=k)
              for p in chosen for k in key_types]  # fmt: skip
     client = await connect(settings, identity="cidsync-dev")
-    return await ensure_followers(client, pairs, spec.worker.task_queue, template)
+    return await ensure_followers(client, pairs, spec.worker.task_queue, follow_settings(timings))
 
 
 def register(commands: Any) -> None:

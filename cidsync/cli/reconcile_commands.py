@@ -128,10 +128,10 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
     done = await ensure_schedules(client, config, settings.task_queue)
     followers: dict[str, str] = {}
     if not args.no_follow:
-        from cidsync.cli.follow_commands import follow_template
+        from cidsync.cli.follow_commands import follow_settings
         from starters.followers import ensure_followers
 
-        followers = await ensure_followers(client, config.pairs, settings.task_queue, follow_template(args))
+        followers = await ensure_followers(client, config.pairs, settings.task_queue, follow_settings(args))
     print(json.dumps({"schedules": done, "pairs": len(config.pairs), "time": f"{args.hour:02d}:{args.minute:02d}",
                       "time_zone": args.time_zone, "followers": followers}))  # fmt: skip
     return 0

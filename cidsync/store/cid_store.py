@@ -210,11 +210,8 @@ class CIDStore:
     # --- reads ---------------------------------------------------------------------------------------
 
     async def local_vsync(self, pair: PairKeys) -> LocalVSync:
-        async with self.redis.pipeline(transaction=True) as pipe:  # both from the same instant
-            pipe.get(pair.vsync)
-            pipe.scard(pair.cids)
-            raw, count = await pipe.execute()
-        return LocalVSync(vsync=_vsync_hex(raw), count=int(count))
+        view = await self.local_view(pair, [])  # both from the same instant
+        return LocalVSync(vsync=view.vsync, count=view.count)
 
     async def local_view(self, pair: PairKeys, cids: Sequence[str]) -> LocalView:
         """Which of `cids` the pair's set holds, with its VSync and count, all from the same instant

@@ -99,7 +99,7 @@ async def poll_cid_events(request: PollInput) -> PollResult:
     observations = [Observation(cid=FOLLOWED_CID, in_dict=True, changed_at=changed, local=False)] if first else []
     cursor = Cursor(start=FOLLOW_START + timedelta(seconds=1), seen=(f"ADDED:{FOLLOWED_CID}",))
     return PollResult(
-        cursor=cursor, polled_at=datetime.now(UTC), events=int(first), added=int(first), removed=0, has_more=False,
+        cursor=cursor, polled_at=datetime.now(UTC), events=int(first), has_more=False,
         consistent=True, dict_vsync=FOLLOWED_CID, local_vsync=ZERO_VSYNC if first else FOLLOWED_CID,
         local_count=0 if first else 1, observations=observations,
     )  # fmt: skip
