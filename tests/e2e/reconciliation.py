@@ -16,13 +16,16 @@ from activities.core_events import CoreEventsPublisher
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import Entry, KeyType
+from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDChange
 from cidsync.synthetic import pair_random, synthetic_entry
 from cidsync.topics import Topics
+from starters.options import Mode
 from tests.conftest import KEY_SECRET
+from tests.e2e.harness import DictFirst, Pipeline, running_pipeline
 from workers.cid_worker import Reconciliation, build_worker
 from workers.options import WorkerOptions
 from workflows.reconcile_vsync import Progress, ReconcileVSync
@@ -98,3 +101,25 @@ async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[p
             await consumer.acknowledge(message)
             received.append(message)
     return received
+
+
+@dataclass
+class Flowing:
+    pipeline: Pipeline
+    running: Running
+    core: DictFirst  # publishes as core does: DICT first, then the event
+
+
+@asynccontextmanager
+async def events_and_reconciliation(
+    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, bridge_address: str, admin: SimulatorAdmin
+) -> AsyncIterator[Flowing]:
+    """A batch-mode ingestion pipeline for one participant, a worker with every reconciliation activity
+    (the follower's included), and a producer that changes DICT before it publishes each event."""
+    async with (
+        running_pipeline(env, redis_url, pulsar_url, mode=Mode.BATCH, participants=1) as pipeline,
+        reconciliation_worker(env, redis_url, pulsar_url, bridge_address) as running,
+        EntryEventProducer(pulsar_client(pulsar_url), topics=pipeline.topics, owns_client=True) as producer,
+    ):
+        await producer.start()
+        yield Flowing(pipeline, running, DictFirst(admin, producer, pipeline.store, pipeline.participants[0]))

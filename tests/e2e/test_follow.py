@@ -24,15 +24,18 @@ from cidsync.cid import cid
 from cidsync.core_events import CoreEventType
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EntryEvent, EventType
-from cidsync.producer import EntryEventProducer
-from cidsync.pulsar_client import pulsar_client
 from cidsync.store.layout import PairKeys
 from cidsync.synthetic import synthetic_entry
 from starters.followers import ensure_follower
-from starters.options import Mode
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
-from tests.e2e.harness import DictFirst, history_events, immediate, running_pipeline
-from tests.e2e.reconciliation import Running, core_messages, pair_entries, reconciliation_worker, seed_pair
+from tests.e2e.harness import history_events, immediate
+from tests.e2e.reconciliation import (
+    Running,
+    core_messages,
+    events_and_reconciliation,
+    pair_entries,
+    seed_pair,
+)
 from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
 
 GRACE = timedelta(seconds=4)
@@ -69,62 +72,55 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
     temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
     bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
 ) -> None:  # fmt: skip
-    async with (
-        running_pipeline(temporal_env, redis_server.url, pulsar_broker.url, mode=Mode.BATCH, participants=1) as
-        pipeline,
-        reconciliation_worker(temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address) as
-        running,
-    ):  # fmt: skip
+    async with events_and_reconciliation(temporal_env, redis_server.url, pulsar_broker.url,
+                                         bridge_simulator.address, simulator_admin) as flowing:  # fmt: skip
+        pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
-        async with EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics,
-                                      owns_client=True) as producer:  # fmt: skip
-            await producer.start()
-            core = DictFirst(simulator_admin, producer, pipeline.store, participant)
 
-            before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
-            await core.flow(before, per_second=500)
-            await core.landed(before)
-            handles = {}
-            for key_type in FOLLOWED:
-                request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
-                                      idle_interval=POLL * 2)  # fmt: skip
-                workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
-                assert what == "started"
-                handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
-            for handle in handles.values():
-                await wait_status(handle, lambda s: s.state == "in sync")
-            files_before = (await simulator_admin.stats())["files_created"]
+        before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
+        await core.flow(before, per_second=500)
+        await core.landed(before)
+        handles = {}
+        for key_type in FOLLOWED:
+            request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
+                                  idle_interval=POLL * 2)  # fmt: skip
+            workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
+            assert what == "started"
+            handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+        for handle in handles.values():
+            await wait_status(handle, lambda s: s.state == "in sync")
+        files_before = (await simulator_admin.stats())["files_created"]
 
-            during = [
-                e.model_copy(update={"sequence": e.sequence + 10_000})
-                for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
-            ]
+        during = [
+            e.model_copy(update={"sequence": e.sequence + 10_000})
+            for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
+        ]
 
-            async def diverge() -> float:
-                """DICT changed behind cidsync's back, on entries the flowing events never touch (core
-                would fail to change an entry DICT took away, and not publish)."""
-                await asyncio.sleep(1)  # with the events already flowing
-                rng = random.Random(participant)
-                for key_type, (add, remove, alter) in DIVERGENCE.items():
-                    settled = sorted(active(before, key_type), key=lambda e: str(e.id))
-                    chosen = rng.sample(settled, remove + alter)
-                    await simulator_admin.load([synthetic_entry(rng, participant, key_type) for _ in range(add)])
-                    await simulator_admin.remove([cid(e) for e in chosen[:remove]])
-                    for entry in chosen[remove:]:
-                        await simulator_admin.alter(entry.model_copy(update={"account_number": "9" * 12}))
-                return time.monotonic()
-
-            injected, _ = await asyncio.gather(diverge(), core.flow(during, per_second=40))
-            await core.landed(during)
-
-            repaired_after = {}
+        async def diverge() -> float:
+            """DICT changed behind cidsync's back, on entries the flowing events never touch (core
+            would fail to change an entry DICT took away, and not publish)."""
+            await asyncio.sleep(1)  # with the events already flowing
+            rng = random.Random(participant)
             for key_type, (add, remove, alter) in DIVERGENCE.items():
-                expected = (add + alter, remove)
-                status = await wait_status(handles[key_type], lambda s: (s.added, s.removed) == expected)  # noqa: B023
-                repaired_after[key_type] = time.monotonic() - injected
-                # An altered entry: its new CID added moves the key off the old one, which then agrees.
-                assert status.vanished >= alter
-            statuses = {k: await wait_status(h, lambda s: s.state == "in sync") for k, h in handles.items()}
+                settled = sorted(active(before, key_type), key=lambda e: str(e.id))
+                chosen = rng.sample(settled, remove + alter)
+                await simulator_admin.load([synthetic_entry(rng, participant, key_type) for _ in range(add)])
+                await simulator_admin.remove([cid(e) for e in chosen[:remove]])
+                for entry in chosen[remove:]:
+                    await simulator_admin.alter(entry.model_copy(update={"account_number": "9" * 12}))
+            return time.monotonic()
+
+        injected, _ = await asyncio.gather(diverge(), core.flow(during, per_second=40))
+        await core.landed(during)
+
+        repaired_after = {}
+        for key_type, (add, remove, alter) in DIVERGENCE.items():
+            expected = (add + alter, remove)
+            status = await wait_status(handles[key_type], lambda s: (s.added, s.removed) == expected)  # noqa: B023
+            repaired_after[key_type] = time.monotonic() - injected
+            # An altered entry: its new CID added moves the key off the old one, which then agrees.
+            assert status.vanished >= alter
+        statuses = {k: await wait_status(h, lambda s: s.state == "in sync") for k, h in handles.items()}
         files_after = (await simulator_admin.stats())["files_created"]
 
         print(f"\nrepaired after injection (grace {GRACE.total_seconds():.0f} s, poll {POLL.total_seconds():.0f} s): "

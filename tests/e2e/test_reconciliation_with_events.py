@@ -17,13 +17,10 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.core_events import Outcome
 from cidsync.entry import KeyType
-from cidsync.producer import EntryEventProducer
-from cidsync.pulsar_client import pulsar_client
-from starters.options import Mode
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
-from tests.e2e.harness import SECRET, DictFirst, history_events, immediate, running_pipeline
-from tests.e2e.reconciliation import reconciliation_worker
+from tests.e2e.harness import history_events, immediate
+from tests.e2e.reconciliation import events_and_reconciliation
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
 
@@ -42,45 +39,38 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
     temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
     bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
 ) -> None:  # fmt: skip
-    async with (
-        running_pipeline(temporal_env, redis_server.url, pulsar_broker.url, mode=Mode.BATCH, participants=1) as
-        pipeline,
-        reconciliation_worker(temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address,
-                              secret=SECRET) as running,
-    ):  # fmt: skip
+    async with events_and_reconciliation(temporal_env, redis_server.url, pulsar_broker.url,
+                                         bridge_simulator.address, simulator_admin) as flowing:  # fmt: skip
+        pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
-        async with EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics,
-                                      owns_client=True) as producer:  # fmt: skip
-            await producer.start()
-            core = DictFirst(simulator_admin, producer, pipeline.store, participant)
 
-            async def reconcile_all(trigger: str) -> list[ReconcileResult]:
-                requests = [
-                    ReconcileInput(
-                        participant=participant,
-                        key_type=k,
-                        trigger=trigger,
-                        divergence_threshold=10_000,
-                        poll_initial=timedelta(seconds=0.5),
-                    )
-                    for k in KeyType
-                ]
-                handles = [await start_reconciliation(temporal_env.client, r, running.queue) for r in requests]
-                return list(await asyncio.gather(*(outcome_of(h) for h in handles)))
-
-            # In sync first: a history applied through the pipeline and made in DICT.
-            before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
-            await core.flow(before, per_second=500)
-            await core.landed(before)
-            # DICT changes behind cidsync's back, then reconciliations run while new events keep coming.
-            for index, key_type in enumerate((KeyType.EVP, KeyType.CPF)):
-                await simulator_admin.diverge(participant, key_type, add=3, remove=2, alter=1, seed=900 + index)
-            during = [
-                e.model_copy(update={"sequence": e.sequence + 10_000})
-                for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
+        async def reconcile_all(trigger: str) -> list[ReconcileResult]:
+            requests = [
+                ReconcileInput(
+                    participant=participant,
+                    key_type=k,
+                    trigger=trigger,
+                    divergence_threshold=10_000,
+                    poll_initial=timedelta(seconds=0.5),
+                )
+                for k in KeyType
             ]
-            first, _ = await asyncio.gather(reconcile_all("during events"), core.flow(during, per_second=40))
-            await core.landed(during)
+            handles = [await start_reconciliation(temporal_env.client, r, running.queue) for r in requests]
+            return list(await asyncio.gather(*(outcome_of(h) for h in handles)))
+
+        # In sync first: a history applied through the pipeline and made in DICT.
+        before = immediate(history_events(150, [participant], seed=uuid.uuid4().int % 10_000))
+        await core.flow(before, per_second=500)
+        await core.landed(before)
+        # DICT changes behind cidsync's back, then reconciliations run while new events keep coming.
+        for index, key_type in enumerate((KeyType.EVP, KeyType.CPF)):
+            await simulator_admin.diverge(participant, key_type, add=3, remove=2, alter=1, seed=900 + index)
+        during = [
+            e.model_copy(update={"sequence": e.sequence + 10_000})
+            for e in immediate(history_events(120, [participant], seed=uuid.uuid4().int % 10_000))
+        ]
+        first, _ = await asyncio.gather(reconcile_all("during events"), core.flow(during, per_second=40))
+        await core.landed(during)
 
         # While events flow, DICT is always a little ahead of the local store (each change is made in DICT
         # first), so a run may use up its rounds and fail loudly; it must never end any other way.
