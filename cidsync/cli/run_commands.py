@@ -154,7 +154,8 @@ def register(commands: Any) -> None:
     worker.add_argument("--metrics-bind", metavar="HOST:PORT", help=METRICS_HELP)
     defaults = WorkerOptions()
     worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
-    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks)
+    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks,
+                        help="workflow tasks at once (each holds its batch in memory while it runs)")  # fmt: skip
     worker.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown.total_seconds(),
                         help="how long in-flight activities may finish after SIGTERM")  # fmt: skip
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
