@@ -87,7 +87,7 @@ def fresh_stack(root: Path) -> Iterator[Stack]:
         temporal=temporal,
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
-        bridge=BridgeSpec(port=0),
+        bridge=BridgeSpec(port=0, data_dir=None),
         worker=WorkerSpec(),
         starter=StarterSpec(enabled=False),
     )

@@ -61,7 +61,7 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
         ),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
-        bridge=BridgeSpec(port=0, time_scale=time_scale, file_delay_seconds=2.0),
+        bridge=BridgeSpec(port=0, data_dir=None, time_scale=time_scale, file_delay_seconds=2.0),
         starter=StarterSpec(enabled=False),
     )  # fmt: skip
 

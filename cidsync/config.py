@@ -139,6 +139,11 @@ def _positive(raw: str, name: str) -> float:
     return value
 
 
+def dev_stack_endpoints(environ: Mapping[str, str] | None = None) -> Mapping[str, str | None]:
+    """The endpoints of the running dev stack (`$CIDSYNC_STATE_DIR`, else `.cidsync`); empty if none."""
+    return _running_dev_stack(state_dir(os.environ if environ is None else environ))
+
+
 def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
     # Imported here: the dev stack pulls in psutil and process code no production command needs.
     from cidsync.devstack.stack import read_state

@@ -97,7 +97,7 @@ def bridge_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridg
     root = tmp_path_factory.mktemp("bridge")
     port = free_port()
     launched = start_bridge_simulator(
-        port=port, seed_file=None, file_delay=SIMULATOR_FILE_DELAY, time_scale=1.0, rate_limits=True,
+        port=port, data_dir=None, seed_file=None, file_delay=SIMULATOR_FILE_DELAY, time_scale=1.0, rate_limits=True,
         log=root / "bridge.log",
     )  # fmt: skip
     try:

@@ -88,22 +88,33 @@ async def _cids(args: argparse.Namespace) -> int:
     return 0
 
 
+JOURNAL_NAME = "dict.jsonl"
+
+
 # --- the simulator -----------------------------------------------------------------------------------
 
 
 async def _run_simulator(args: argparse.Namespace) -> int:
+    from cidsync.bridge.simulator.journal import Journal
     from cidsync.bridge.simulator.server import ServerTls, Simulator, load_seed, start_server
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidInput("options", [Problem("--tls-cert/--tls-key", "give both, or neither")])
     participants = frozenset(p for p in (args.participants or "").split(",") if p)
+    journal = Journal(Path(args.data_dir) / JOURNAL_NAME) if args.data_dir else None
     sim = Simulator(
         file_delay=args.file_delay,
         time_scale=args.time_scale,
         rate_limits=not args.no_rate_limits,
         participants=participants,
+        journal=journal,
     )
-    if args.seed_file:
+    if journal is not None:
+        print(f"DICT kept in {journal.path}: {sim.restored} changes replayed, "
+              f"{sim.dict.entry_count()} entries", flush=True)  # fmt: skip
+    if args.seed_file and sim.restored:
+        print(f"{args.seed_file} not loaded: DICT was restored from its journal", flush=True)
+    elif args.seed_file:
         loaded = load_seed(sim, Path(args.seed_file))
         print(f"loaded {loaded} entries from {args.seed_file}", flush=True)
     tls = None
@@ -118,6 +129,8 @@ async def _run_simulator(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await server.stop(grace=5)
+    if journal is not None:
+        journal.close()
     return 0
 
 
@@ -220,7 +233,14 @@ def register(commands: Any) -> None:
     )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=50051)
-    sim.add_argument("--seed-file", metavar="JSONL", help="entries to register at start, one per line")
+    sim.add_argument(
+        "--seed-file",
+        metavar="JSONL",
+        help="entries to register at start, one per line (not when --data-dir already holds a DICT)",
+    )
+    sim.add_argument("--data-dir", metavar="DIR",
+                     help=f"keep DICT across restarts in DIR/{JOURNAL_NAME}, a journal of its changes (default: in "
+                     "memory only)")  # fmt: skip
     sim.add_argument("--file-delay", type=float, default=2.0, metavar="SECONDS",
                      help="how long a CID file takes to become AVAILABLE")  # fmt: skip
     sim.add_argument("--time-scale", type=float, default=1.0,

@@ -1,9 +1,10 @@
 """`cidsync demo` (`make demo`): the main job, end to end on the embedded stack.
 
 It brings the stack up (Temporal, Pulsar, Redis, the DICT simulator, the worker and the starter),
-publishes a realistic history of entry events (every key type, updates, deletes, duplicates and a few
-malformed messages), waits until the worker has applied them, and shows per (participant, key type)
-the count, the local VSync and whether DICT (the simulator, loaded with the same entries) agrees.
+makes a realistic history of entry changes in DICT as core does, publishes their events (every key type,
+updates, deletes, duplicates and a few malformed messages), waits until the worker has applied them, and
+shows per (participant, key type) the count, the local VSync and whether DICT agrees. A kept stack keeps
+its DICT too: each run has participants and a history (`--seed`, random unless given) of its own.
 
 Then it changes DICT behind cidsync's back (entries added, removed and altered in the simulator), shows
 DICT answering NOK, runs one ReconcileVSync per key type on the stack's worker, and shows the outcome, the
@@ -75,13 +76,14 @@ def active_after(events: Iterable[EntryEvent]) -> list[Entry]:
 class DemoOptions:
     events: int = 2_000
     duplicates: float = 0.05
-    seed: int = 2026
+    seed: int | None = None  # None: a new history each run (a kept stack's DICT holds the keys of earlier ones)
 
 
 async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool:
     starter_mode = spec.starter.mode
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+    from cidsync.bridge.simulator.dict_first import DictFirst
     from cidsync.config import load_settings
     from cidsync.producer import EntryEventProducer, build_event
     from cidsync.pulsar_client import pulsar_client
@@ -96,9 +98,10 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     # Participants of this run alone: a stack that is kept (`.cidsync`, AOF on) still holds what earlier runs
     # applied, including WAITING_PERIOD deletes 30 days from due, which would never match this run's VSyncs.
     participants = [f"{random.SystemRandom().randrange(10**7, 10**8)}" for _ in range(PARTICIPANT_COUNT)]
-    history = list(synthetic_history(options.events, participants, seed=options.seed))
+    seed = random.SystemRandom().randrange(10**6) if options.seed is None else options.seed
+    history = list(synthetic_history(options.events, participants, seed=seed))
     events = [build_event(c.event_type, c.entry, "demo", deletion_type=c.deletion_type) for c in history]
-    rng = random.Random(options.seed)
+    rng = random.Random(seed)
     duplicates = rng.sample(events, int(len(events) * options.duplicates))
     delivered = events + duplicates
     rng.shuffle(delivered)  # arrival order is not commit order: `sequence` is what orders
@@ -107,7 +110,17 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     print(f"\n== publishing {len(events)} entry events ({kinds[EventType.CREATED]} created, "
           f"{kinds[EventType.UPDATED]} updated, {kinds[EventType.DELETED]} deleted of which {waiting} with "
           f"DICT's 30-day waiting period), {len(duplicates)} duplicates, shuffled, and "
-          f"{len(MALFORMED)} malformed messages")  # fmt: skip
+          f"{len(MALFORMED)} malformed messages (participants {', '.join(participants)}, --seed {seed})")  # fmt: skip
+
+    if state.bridge_address:  # core's order: each change in DICT first (commit order), then its event
+        async with SimulatorAdmin(state.bridge_address) as admin:
+            dict_first = DictFirst(admin)
+            refused = await dict_first.refused(events)
+        print(f"   made in DICT first, as core does: {dict(dict_first.outcomes)}")
+        if refused:
+            print(f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {seed} before?): "
+                  f"{dict_first.refusals[0][1]}")  # fmt: skip
+            return False
 
     pulsar = pulsar_client(settings.require("pulsar_url"))
     dlq = await pulsar.subscribe(topics.dead_letter_topic, f"demo-{uuid.uuid4()}")
@@ -157,14 +170,11 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
 
     ok_pairs = 0
     if state.bridge_address:
-        async with SimulatorAdmin(state.bridge_address) as admin:
-            await admin.reset()  # the demo owns the simulator's content
-            await admin.load(active_after(events))
         async with BridgeClient(state.bridge_address) as bridge:
             verdicts = {
                 pair: (await bridge.verify_sync(pair[0], pair[1], value)).ok for pair, (_, value) in current.items()
             }
-        print("\n== local VSync per (participant, key type), verified by DICT (the simulator, same entries)")
+        print("\n== local VSync per (participant, key type), verified by DICT (the simulator, told first)")
         print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
         for (participant, key_type), (count, value) in sorted(current.items()):
             print(f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "

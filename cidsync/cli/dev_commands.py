@@ -147,5 +147,6 @@ def register(commands: Any) -> None:
         )
     )
     demo.add_argument("--events", type=int, default=2_000, metavar="N", help="how many entry events to publish")
-    demo.add_argument("--seed", type=int, default=2026, help="the same seed, the same history")
+    demo.add_argument("--seed", type=int, help="the same seed, the same history (default: a new one each run; "
+                      "a kept stack's DICT refuses a history it already holds)")  # fmt: skip
     demo.set_defaults(handler=_demo)

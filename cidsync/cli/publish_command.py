@@ -1,6 +1,11 @@
 """`cidsync publish`: entry events into Pulsar, from a file or generated, with a summary.
 
 Everything is validated before the first send: a file with one bad event publishes nothing (exit 2).
+
+On a dev stack, each change is first made in its DICT (the simulator), as core makes it before it
+publishes the event: otherwise the stack's DICT would never hear of the CIDs cidsync applies, and its
+follower and reconciliations would undo them. A change DICT refuses (a key it already holds, an update of
+an entry it does not know) is not published, as core would not publish it.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cidsync.bridge.simulator.dict_state import ChangeOutcome
 from cidsync.cli.domain_commands import read_input
-from cidsync.config import load_settings, parse_participants
+from cidsync.config import dev_stack_endpoints, load_settings, parse_participants
 from cidsync.errors import InvalidInput, Problem
 from cidsync.events import EntryEvent, parse_event, parse_event_json
+
+if TYPE_CHECKING:
+    from cidsync.bridge.simulator.dict_first import DictFirst
 
 MAX_REPORTED_FAILURES = 5
 
@@ -57,6 +66,7 @@ class Summary:
     dead_lettered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
+    dict_first: DictFirst | None = None  # None: no DICT was told first
 
     def percentile(self, share: float) -> float:
         if not self.latencies_ms:
@@ -73,6 +83,9 @@ class Summary:
             "msgs_per_s": round(self.sent / self.elapsed_s, 1) if self.elapsed_s else 0.0,
             "latency_p50_ms": round(self.percentile(0.50), 2),
             "latency_p99_ms": round(self.percentile(0.99), 2),
+            "dict_first": None
+            if (told := self.dict_first) is None
+            else {str(k): told.outcomes[k] for k in (*ChangeOutcome, told.WAITING)},
         }
 
 
@@ -85,6 +98,17 @@ async def _paced(items: Iterable[Any], rate: float) -> AsyncIterator[Any]:
             if delay > 0:
                 await asyncio.sleep(delay)
         yield item
+
+
+def _dict_address(args: argparse.Namespace, pulsar_url: str) -> str | None:
+    """The simulator to make each change in first: `--dict-address`, else the running dev stack's when the
+    events go to its broker; none with `--no-dict`."""
+    if args.no_dict:
+        return None
+    if args.dict_address:
+        return str(args.dict_address)
+    dev = dev_stack_endpoints()
+    return dev.get("bridge_address") if dev.get("pulsar_url") == pulsar_url else None
 
 
 async def _publish(args: argparse.Namespace) -> int:
@@ -139,15 +163,30 @@ async def _publish(args: argparse.Namespace) -> int:
             return item
         return producer.build(item.event_type, item.entry, args.user_id, deletion_type=item.deletion_type)
 
+    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+    from cidsync.bridge.simulator.dict_first import DictFirst
+
+    address = _dict_address(args, settings.require("pulsar_url"))
+    admin = SimulatorAdmin(address) if address else None
+    dict_first = summary.dict_first = DictFirst(admin) if admin else None
+    all_events = [event_of(item) for item in items]
     started = time.perf_counter()
     try:
         if args.rate == 0:
             # No pacing: the bulk path (one wake-up of the loop per chunk's acknowledgements).
-            for outcome in await producer.publish_events([event_of(item) for item in items]):
+            accepted = await dict_first.accepted(all_events) if dict_first else all_events
+            for outcome in await producer.publish_events(accepted):
                 record(outcome)
         else:
-            async for item in _paced(items, args.rate):
-                coroutine = producer.publish_event(event_of(item))
+            # Paced: DICT gets a tenth of a second's changes at a time, just before their events.
+            chunk = max(1, int(args.rate / 10))
+            held: set[int] = set()
+            async for index, event in _paced(enumerate(all_events), args.rate):
+                if dict_first is not None and index % chunk == 0:
+                    held = {index + i for i in await dict_first.refused(all_events[index : index + chunk])}
+                if index in held:
+                    continue
+                coroutine = producer.publish_event(event)
                 await in_flight.acquire()
                 task = asyncio.ensure_future(coroutine)
                 pending.add(task)
@@ -157,21 +196,34 @@ async def _publish(args: argparse.Namespace) -> int:
         summary.elapsed_s = time.perf_counter() - started
     finally:
         await producer.close()
+        if admin is not None:
+            await admin.close()
 
+    refusals = dict_first.refusals if dict_first else []
+    failures += [f"event {event.event_id}: DICT refused it, not published: {why}" for event, why in refusals]
+    refused = len(refusals)
     for line in failures[:MAX_REPORTED_FAILURES]:
         print(f"cidsync: {line}", file=sys.stderr)
     if len(failures) > MAX_REPORTED_FAILURES:
         print(f"cidsync: ... and {len(failures) - MAX_REPORTED_FAILURES} more failures", file=sys.stderr)
+    if refused and args.generate is not None:
+        print("cidsync: DICT already holds entries of this history (published before on this stack?): "
+              "give another --seed", file=sys.stderr)  # fmt: skip
     report = summary.as_dict()
     if args.json:
         print(json.dumps(report))
     else:
+        if dict_first is not None:
+            told = dict_first.outcomes
+            print(f"DICT first ({address}): {told[ChangeOutcome.APPLIED]} applied, "
+                  f"{told[ChangeOutcome.ALREADY]} already there (repeats), {told[dict_first.WAITING]} left to their "
+                  f"waiting period, {refused} refused and not published")  # fmt: skip
         print(
             f"sent {report['sent']}, failed {report['failed']} (dead-lettered {report['dead_lettered']}) "
             f"in {report['elapsed_s']} s: {report['msgs_per_s']} msgs/s, "
             f"send latency p50 {report['latency_p50_ms']} ms, p99 {report['latency_p99_ms']} ms"
         )
-    return 0 if summary.failed == 0 else 1
+    return 0 if summary.failed == 0 and not refused else 1
 
 
 def register(commands: Any) -> None:
@@ -179,7 +231,9 @@ def register(commands: Any) -> None:
         "publish",
         help="publish entry events to Pulsar (a file, JSONL, or --generate N), with a summary",
         description="Publish entry events (contract v1) to the entry topics. Everything is validated "
-        "before the first send. Exit status 1 when any event failed (dead-lettered or lost).",
+        "before the first send. On a dev stack, each change is made in its DICT first, as core does, and "
+        "an event DICT refuses is not published. Exit status 1 when any event failed (dead-lettered or "
+        "lost) or was refused by DICT.",
     )
     parser.add_argument("file", nargs="?", metavar="FILE", help="one event as JSON, or JSON Lines; - for stdin")
     parser.add_argument("--generate", type=int, metavar="N", help="N synthetic events over every key type")
@@ -191,4 +245,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--pulsar-url", help="default: CIDSYNC_PULSAR_URL, else the running dev stack")
     parser.add_argument("--pulsar-namespace", help="tenant/namespace (default: CIDSYNC_PULSAR_NAMESPACE)")
     parser.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    parser.add_argument("--no-dict", action="store_true",
+                        help="publish only: do not make the changes in the dev stack's DICT first")  # fmt: skip
+    parser.add_argument("--dict-address", metavar="HOST:PORT",
+                        help="make each change first in this DICT simulator (default: the dev stack's, when "
+                        "the events go to its broker)")  # fmt: skip
     parser.set_defaults(handler=lambda args: asyncio.run(_publish(args)))

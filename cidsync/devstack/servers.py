@@ -139,11 +139,14 @@ def ensure_search_attributes(port: int, namespace: str, wanted: Mapping[str, str
 
 
 def start_bridge_simulator(
-    *, port: int, seed_file: Path | None, file_delay: float, time_scale: float, rate_limits: bool, log: Path
-) -> Launched:
+    *, port: int, data_dir: Path | None, seed_file: Path | None, file_delay: float, time_scale: float,
+    rate_limits: bool, log: Path,
+) -> Launched:  # fmt: skip
     """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment."""
     argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--host", "127.0.0.1", "--port", str(port),
             "--file-delay", str(file_delay), "--time-scale", str(time_scale)]  # fmt: skip
+    if data_dir is not None:
+        argv += ["--data-dir", str(data_dir)]
     if seed_file is not None:
         argv += ["--seed-file", str(seed_file)]
     if not rate_limits:

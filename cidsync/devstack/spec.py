@@ -54,7 +54,10 @@ class BridgeSpec(_Spec):
     """The DICT simulator, serving the Bridge contract (cidsync bridge-sim)."""
 
     port: Port = Field(default=50051, ge=0, le=65535)
-    seed_file: Path | None = None
+    # DICT is kept here across restarts (a journal of its changes), as Redis keeps the CID store;
+    # None: in memory, empty at every start.
+    data_dir: Path | None = Path(".cidsync/bridge")
+    seed_file: Path | None = None  # registered at the first start only (not over a kept DICT)
     file_delay_seconds: float = Field(default=2.0, ge=0)
     time_scale: float = Field(default=1.0, gt=0)
     rate_limits: bool = True
@@ -117,13 +120,17 @@ class StackSpec(_Spec):
 
         db = self.temporal.db_filename
         seed = self.bridge.seed_file
+        bridge_dir = self.bridge.data_dir
         return self.model_copy(
             update={
                 "state_dir": anchor(self.state_dir),
                 "temporal": self.temporal.model_copy(update={"db_filename": anchor(db) if db else None}),
                 "pulsar": self.pulsar.model_copy(update={"data_dir": anchor(self.pulsar.data_dir)}),
                 "redis": self.redis.model_copy(update={"data_dir": anchor(self.redis.data_dir)}),
-                "bridge": self.bridge.model_copy(update={"seed_file": anchor(seed) if seed else None}),
+                "bridge": self.bridge.model_copy(update={
+                    "seed_file": anchor(seed) if seed else None,
+                    "data_dir": anchor(bridge_dir) if bridge_dir else None,
+                }),  # fmt: skip
             }
         )
 

@@ -256,6 +256,7 @@ SERVICES: tuple[_Service, ...] = (
         lambda s: {"grpc": s.bridge.port},
         lambda s, p, logs: start_bridge_simulator(
             port=p["grpc"],
+            data_dir=s.bridge.data_dir,
             seed_file=s.bridge.seed_file,
             file_delay=s.bridge.file_delay_seconds,
             time_scale=s.bridge.time_scale,

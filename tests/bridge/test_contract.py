@@ -13,8 +13,11 @@ from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.errors import FailedPrecondition, InvalidArgument, NotFound
 from cidsync.bridge.models import CidEventType, CidSetFile, FileStatus
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.bridge.simulator.dict_state import ChangeOutcome
+from cidsync.bridge.simulator.v1 import admin_pb2
 from cidsync.cid import cid, vsync
 from cidsync.entry import Entry, KeyType
+from cidsync.events import EventType
 from cidsync.follow import Cursor, page_consistent
 from cidsync.synthetic import synthetic_entry
 from tests.conftest import BridgeSimulator
@@ -184,3 +187,38 @@ async def test_invalid_requests_are_invalid_argument(client: BridgeClient, parti
         await client.verify_sync("123", KEY_TYPE, "0" * 64)
     with pytest.raises(InvalidArgument, match="64 lowercase hexadecimal"):
         await client.verify_sync(participant, KEY_TYPE, "F" * 64)
+
+
+async def test_core_changes_are_applied_in_order_and_repeats_and_conflicts_are_told_apart(
+    client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    first, second = entries_for(participant, 2, KeyType.EMAIL)
+    moved = first.model_copy(update={"account_number": "7654321"})
+    same_key = second.model_copy(update={"key": first.key})
+    results = await simulator_admin.apply_changes([
+        (EventType.CREATED, first),
+        (EventType.CREATED, first),  # core published it twice
+        (EventType.CREATED, same_key),  # another entry with a key DICT holds
+        (EventType.UPDATED, moved),
+        (EventType.UPDATED, moved),
+        (EventType.UPDATED, second),  # never registered
+        (EventType.DELETED, moved),
+        (EventType.DELETED, moved),
+    ])  # fmt: skip
+    assert [outcome for outcome, _ in results] == [
+        ChangeOutcome.APPLIED, ChangeOutcome.ALREADY, ChangeOutcome.REFUSED, ChangeOutcome.APPLIED,
+        ChangeOutcome.ALREADY, ChangeOutcome.REFUSED, ChangeOutcome.APPLIED, ChangeOutcome.ALREADY,
+    ]  # fmt: skip
+    assert "already in DICT" in results[2][1]
+    assert "no entry" in results[5][1]
+    assert [reason for outcome, reason in results if outcome is not ChangeOutcome.REFUSED] == [""] * 6
+    assert (await client.verify_sync(participant, KeyType.EMAIL, "0" * 64)).ok  # all gone again
+
+
+async def test_a_change_the_simulator_cannot_read_is_invalid_argument(simulator_admin: SimulatorAdmin) -> None:
+    with pytest.raises(InvalidArgument, match="change #1"):
+        await simulator_admin._call("ApplyChanges", admin_pb2.ApplyChangesRequest(
+            changes=[admin_pb2.EntryChange(kind=admin_pb2.CHANGE_KIND_CREATED, entry_json="{}")]
+        ))  # fmt: skip
+    with pytest.raises(InvalidArgument, match="CREATED, UPDATED or DELETED"):
+        await simulator_admin._call("ApplyChanges", admin_pb2.ApplyChangesRequest(changes=[admin_pb2.EntryChange()]))

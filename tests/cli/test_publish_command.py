@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pulsar.asyncio as pulsar_asyncio
 
+from cidsync.bridge.client import BridgeClient
+from cidsync.cid import cid, vsync
+from cidsync.entry import KeyType
 from cidsync.events import EventType, parse_event_json
 from cidsync.producer import build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.synthetic import synthetic_entry
 from cidsync.topics import Topics
 from tests.cli_runner import cidsync
-from tests.conftest import PulsarBroker
+from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.producer.conftest import receive, subscribe
 
 
@@ -102,3 +105,39 @@ def test_generate_needs_a_positive_count() -> None:
     result = cidsync("publish", "--generate", "0", "--pulsar-url", "pulsar://127.0.0.1:1")
     assert result.returncode == 2
     assert "N >= 1" in result.stderr
+
+
+async def test_each_change_is_made_in_dict_first_and_what_dict_refuses_is_not_published(
+    pulsar_broker: PulsarBroker, bridge_simulator: BridgeSimulator, participant: str, tmp_path: Path
+) -> None:
+    namespace = _namespace()
+    topics = Topics(namespace=namespace)
+    rng = random.Random(participant)
+    entry, other = synthetic_entry(rng, participant, KeyType.EVP), synthetic_entry(rng, participant, KeyType.EVP)
+    moved = entry.model_copy(update={"account_number": "99887766"})
+    created = build_event(EventType.CREATED, entry, "user-9", sequence=1)
+    events = [
+        created,
+        created,  # core published it twice
+        build_event(EventType.CREATED, other.model_copy(update={"key": entry.key}), "user-9", sequence=2),
+        build_event(EventType.UPDATED, moved, "user-9", sequence=3),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
+    client = pulsar_client(pulsar_broker.url)
+    try:
+        consumer = await subscribe(client, topics.entry_topics())
+        result = cidsync("publish", str(path), "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace,
+                         "--dict-address", bridge_simulator.address, "--json")  # fmt: skip
+        assert result.returncode == 1
+        summary = json.loads(result.stdout)
+        assert summary["dict_first"] == {"applied": 2, "already": 1, "refused": 1, "waiting_period": 0}
+        assert (summary["sent"], summary["failed"]) == (3, 0)
+        assert f"event {events[2].event_id}: DICT refused it, not published" in result.stderr
+        received = sorted([parse_event_json((await receive(consumer)).data()) for _ in range(3)],
+                          key=lambda e: e.sequence)  # fmt: skip
+        assert [e.event_id for e in received] == [created.event_id, created.event_id, events[3].event_id]
+        async with BridgeClient(bridge_simulator.address) as bridge:
+            assert (await bridge.verify_sync(participant, KeyType.EVP, vsync([cid(moved)]))).ok
+    finally:
+        await client.close()

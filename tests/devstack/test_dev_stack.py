@@ -228,3 +228,56 @@ def test_a_kept_database_gains_the_search_attributes_added_since(tmp_path: Path)
         assert everything.keys() <= json.loads(listed.stdout)["customAttributes"].keys()
     finally:
         cidsync("dev", "down", "--config", str(config))
+
+
+def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_path: Path) -> None:
+    """The dev stack keeps DICT as it keeps the CID store: a new user who publishes, restarts the stack and
+    verifies must find both still in step, not a DICT that came back empty."""
+    config = _stack_file(tmp_path)
+    spec = yaml.safe_load(config.read_text())
+    spec["bridge"]["data_dir"] = str(tmp_path / "bridge")
+    spec["codec"] = {"enabled": False}
+    config.write_text(yaml.safe_dump(spec))
+    env = {"CIDSYNC_STATE_DIR": str(tmp_path / "state")}
+    participant = "12345678"
+    assert cidsync("dev", "up", "--config", str(config)).returncode == 0
+    try:
+        published = cidsync("publish", "--generate", "300", "--participants", participant, "--seed", "3", env=env)
+        assert published.returncode == 0, published.stderr
+        told = re.search(r"DICT first \(127\.0\.0\.1:\d+\): (\d+) applied, 0 already there \(repeats\), (\d+) left "
+                         r"to their waiting period, 0 refused", published.stdout)  # fmt: skip
+        assert told, published.stdout
+        assert int(told[1]) + int(told[2]) == 300
+        assert "sent 300, failed 0" in published.stdout
+
+        def verdicts() -> dict[str, str]:
+            """DICT's verdict on the local VSync of each key type, once the stack has applied every event."""
+            local = json.loads(cidsync("vsync", "--participant", participant, "--json", env=env).stdout)
+            found = {}
+            for pair in local:
+                verify = cidsync("bridge", "verify", "--participant", participant, "--key-type", pair["key_type"],
+                                 "--vsync", pair["vsync"], env=env)  # fmt: skip
+                found[pair["key_type"]] = verify.stdout.strip()
+            return found
+
+        everything_ok = dict.fromkeys((k.value for k in KeyType), "OK")
+        for _ in range(60):
+            if verdicts() == everything_ok:
+                break
+            time.sleep(1)
+        assert verdicts() == everything_ok
+        before = json.loads(cidsync("bridge-sim", "admin", "stats", "--json", env=env).stdout)["entries"]
+        assert before > 0
+
+        assert cidsync("dev", "down", "--config", str(config)).returncode == 0
+        assert cidsync("dev", "up", "--config", str(config)).returncode == 0
+        assert json.loads(cidsync("bridge-sim", "admin", "stats", "--json", env=env).stdout)["entries"] == before
+        assert verdicts() == everything_ok
+        assert "DICT kept in" in (tmp_path / "state" / "logs" / "bridge.log").read_text()
+
+        again = cidsync("publish", "--generate", "300", "--participants", participant, "--seed", "3", env=env)
+        assert again.returncode == 1
+        assert "DICT already holds entries of this history" in again.stderr
+        assert "DICT refused it, not published" in again.stderr
+    finally:
+        cidsync("dev", "down", "--config", str(config))

@@ -13,9 +13,9 @@ from datetime import timedelta
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.cid import cid
-from cidsync.entry import Entry, KeyType
-from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync.bridge.simulator.dict_first import DictFirst
+from cidsync.entry import KeyType
+from cidsync.events import DeletionType, EntryEvent
 from cidsync.producer import EntryEventProducer, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
@@ -130,27 +130,19 @@ def immediate(events: list[EntryEvent]) -> list[EntryEvent]:
 
 
 @dataclass
-class DictFirst:
-    """Events published as core does: each change made in DICT first, then its event (`flow`); `landed`
-    waits until the pipeline has applied them (an event's idempotency mark is set with its change)."""
+class Flow:
+    """Events published as core does: each change made in DICT first, then its event (`flow`, through the
+    dev stack's `DictFirst`); `landed` waits until the pipeline has applied them (an event's idempotency
+    mark is set with its change)."""
 
     admin: SimulatorAdmin
     producer: EntryEventProducer
     store: CIDStore
     participant: str
 
-    def __post_init__(self) -> None:
-        self.current: dict[uuid.UUID, Entry] = {}
-
     async def mirror_to_dict(self, event: EntryEvent) -> None:
-        entry = event.entry
-        if event.event_type is EventType.CREATED:
-            await self.admin.load([entry])
-        elif event.event_type is EventType.UPDATED:
-            await self.admin.alter(entry)
-        else:
-            await self.admin.remove([cid(self.current[entry.id])])
-        self.current[entry.id] = entry
+        core = DictFirst(self.admin)
+        assert not await core.refused([event]), core.refusals
 
     async def flow(self, events: list[EntryEvent], per_second: float) -> None:
         for event in events:  # in commit order: DICT first, then the event

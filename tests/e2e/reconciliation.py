@@ -25,7 +25,7 @@ from cidsync.synthetic import pair_random, synthetic_entry
 from cidsync.topics import Topics
 from starters.options import Mode
 from tests.conftest import KEY_SECRET
-from tests.e2e.harness import DictFirst, Pipeline, running_pipeline
+from tests.e2e.harness import Flow, Pipeline, running_pipeline
 from workers.cid_worker import Reconciliation, build_worker
 from workers.options import WorkerOptions
 from workflows.reconcile_vsync import Progress, ReconcileVSync
@@ -107,7 +107,7 @@ async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[p
 class Flowing:
     pipeline: Pipeline
     running: Running
-    core: DictFirst  # publishes as core does: DICT first, then the event
+    core: Flow  # publishes as core does: DICT first, then the event
 
 
 @asynccontextmanager
@@ -122,4 +122,4 @@ async def events_and_reconciliation(
         EntryEventProducer(pulsar_client(pulsar_url), topics=pipeline.topics, owns_client=True) as producer,
     ):
         await producer.start()
-        yield Flowing(pipeline, running, DictFirst(admin, producer, pipeline.store, pipeline.participants[0]))
+        yield Flowing(pipeline, running, Flow(admin, producer, pipeline.store, pipeline.participants[0]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -11,10 +11,22 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import from_rpc_error
 from cidsync.bridge.models import FileStatus
+from cidsync.bridge.simulator.dict_state import ChangeOutcome
 from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.entry import Entry, KeyType
+from cidsync.events import EventType
 
 LOAD_BATCH = 1_000
+CHANGE_KINDS = {
+    EventType.CREATED: admin_pb2.CHANGE_KIND_CREATED,
+    EventType.UPDATED: admin_pb2.CHANGE_KIND_UPDATED,
+    EventType.DELETED: admin_pb2.CHANGE_KIND_DELETED,
+}
+OUTCOMES = {
+    admin_pb2.CHANGE_OUTCOME_APPLIED: ChangeOutcome.APPLIED,
+    admin_pb2.CHANGE_OUTCOME_ALREADY: ChangeOutcome.ALREADY,
+    admin_pb2.CHANGE_OUTCOME_REFUSED: ChangeOutcome.REFUSED,
+}
 
 
 class SimulatorAdmin:
@@ -56,6 +68,19 @@ class SimulatorAdmin:
     async def remove(self, cids: Iterable[str]) -> tuple[int, list[str]]:
         reply = await self._call("RemoveEntries", admin_pb2.RemoveEntriesRequest(cids=list(cids)))
         return int(reply.removed), list(reply.not_found)
+
+    async def apply_changes(self, changes: Sequence[tuple[EventType, Entry]]) -> list[tuple[ChangeOutcome, str]]:
+        """Core's side of entry events, in commit order (`ApplyChanges`): each change's outcome and, when
+        DICT refused it, why."""
+        results: list[tuple[ChangeOutcome, str]] = []
+        for start in range(0, len(changes), LOAD_BATCH):
+            request = admin_pb2.ApplyChangesRequest(changes=[
+                admin_pb2.EntryChange(kind=CHANGE_KINDS[kind], entry_json=entry.model_dump_json())
+                for kind, entry in changes[start : start + LOAD_BATCH]
+            ])  # fmt: skip
+            reply = await self._call("ApplyChanges", request)
+            results += [(OUTCOMES[r.outcome], r.reason) for r in reply.results]
+        return results
 
     async def alter(self, entry: Entry) -> tuple[str, str]:
         reply = await self._call("AlterEntry", admin_pb2.AlterEntryRequest(entry_json=entry.model_dump_json()))

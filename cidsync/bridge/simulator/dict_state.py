@@ -9,16 +9,26 @@ from __future__ import annotations
 import bisect
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
 
 from cidsync.bridge.models import CidEventType, FileStatus
 from cidsync.cid import cid as cid_of
 from cidsync.entry import Entry, KeyType, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
+from cidsync.events import EventType
 from cidsync.synthetic import pair_random, synthetic_entry
 
 Pair = tuple[str, KeyType]
+
+
+class ChangeOutcome(StrEnum):
+    APPLIED = "applied"
+    ALREADY = "already"  # DICT already holds the change's result
+    REFUSED = "refused"
 
 
 @dataclass
@@ -126,12 +136,24 @@ class _PairState:
     events: EventLog = field(default_factory=EventLog)
 
 
+Record = Callable[[dict[str, Any]], None]
+
+
 class SimulatedDict:
-    def __init__(self) -> None:
+    """DICT's state. `record`, when set, is given each change once it is made, as the journal keeps it
+    (`journal.py`): the public changes only, so a replay through the same methods makes each one again."""
+
+    def __init__(self, record: Record | None = None) -> None:
         self._pairs: dict[Pair, _PairState] = {}
         self._by_entry_id: dict[uuid.UUID, tuple[Pair, str]] = {}
         self._by_key: dict[tuple[KeyType, str], uuid.UUID] = {}
         self.files: dict[str, SimFile] = {}
+        self.file_requests: dict[tuple[str, str], str] = {}  # (participant, request id) -> file id
+        self.record = record
+
+    def _note(self, op: str, now: datetime, **fields: Any) -> None:
+        if self.record is not None:
+            self.record({"op": op, "at": (now - EPOCH) // MICROSECOND, **fields})
 
     def _pair(self, pair: Pair) -> _PairState:
         return self._pairs.setdefault(pair, _PairState())
@@ -164,7 +186,9 @@ class SimulatedDict:
         owner = self._by_key.get((entry.key_type, entry.key))
         if owner is not None or entry.id in self._by_entry_id:
             raise InvalidInput("entry", [Problem("entry", f"entry {entry.id}: the key or the id is already in DICT")])
-        return self._add(entry, now)
+        value = self._add(entry, now)
+        self._note("register", now, entry=entry.model_dump_json())
+        return value
 
     def alter(self, entry: Entry, now: datetime) -> tuple[str, str]:
         """Replace the entry with the same id: an update, so its CID changes."""
@@ -175,14 +199,39 @@ class SimulatedDict:
         if (entry.participant, entry.key_type) != pair:
             raise InvalidInput("entry", [Problem("entry", "an update keeps the participant and key type")])
         self._drop(pair, old, now)
-        return old, self._add(entry, now)
+        new = self._add(entry, now)
+        self._note("alter", now, entry=entry.model_dump_json())
+        return old, new
 
     def remove(self, value: str, now: datetime) -> bool:
         for pair, state in self._pairs.items():
             if value in state.entries:
                 self._drop(pair, value, now)
+                self._note("remove", now, cid=value)
                 return True
         return False
+
+    def apply_change(self, event_type: EventType, entry: Entry, now: datetime) -> tuple[ChangeOutcome, str]:
+        """Core's change to DICT, made before its event is published: the outcome, and why when refused.
+
+        A change whose result DICT already holds is ALREADY (a repeat: core publishes the event again,
+        and cidsync must take it as a duplicate); one DICT would refuse is REFUSED."""
+        found = self._by_entry_id.get(entry.id)
+        if event_type is EventType.DELETED:
+            if found is None:
+                return ChangeOutcome.ALREADY, ""
+            self.remove(found[1], now)
+            return ChangeOutcome.APPLIED, ""
+        if found is not None and found[1] == cid_of(entry):
+            return ChangeOutcome.ALREADY, ""
+        try:
+            if event_type is EventType.CREATED:
+                self.register(entry, now)
+            else:
+                self.alter(entry, now)
+        except InvalidInput as error:
+            return ChangeOutcome.REFUSED, error.summary()
+        return ChangeOutcome.APPLIED, ""
 
     def vsync(self, pair: Pair) -> str:
         state = self._pairs.get(pair)
@@ -201,21 +250,31 @@ class SimulatedDict:
     def events(self, pair: Pair, start: datetime, end: datetime, limit: int) -> EventPage:
         return self._pair(pair).events.page(start, end, limit)
 
-    def new_file(self, participant: str, key_type: KeyType, now: datetime) -> SimFile:
-        file = SimFile(str(uuid.uuid4()), participant, key_type, self.cids((participant, key_type)), now)
-        self.files[file.file_id] = file
+    def new_file(
+        self, participant: str, key_type: KeyType, now: datetime, outcome: FileStatus, request_id: str = "",
+        file_id: str | None = None,
+    ) -> SimFile:  # fmt: skip
+        """A CID file of the pair as it is now, to end in `outcome`; `request_id` is its idempotency key."""
+        file_id = file_id or str(uuid.uuid4())
+        file = SimFile(file_id, participant, key_type, self.cids((participant, key_type)), now)
+        self.files[file_id] = file
+        if request_id:
+            self.file_requests[(participant, request_id)] = file_id
+        self._note("file", now, file_id=file_id, participant=participant, key_type=key_type.value,
+                   outcome=outcome.value, request_id=request_id)  # fmt: skip
         return file
 
-    def load_synthetic(self, pair: Pair, count: int, seed: int) -> int:
+    def load_synthetic(self, pair: Pair, count: int, seed: int, now: datetime | None = None) -> int:
         """`count` synthetic entries of one pair, from `seed`; a key DICT already holds is skipped."""
         rng = pair_random(pair[0], pair[1], seed)
-        now = self.now()
+        now = now or self.now()
         loaded = 0
         for _ in range(count):
             entry = synthetic_entry(rng, pair[0], pair[1])
             if (entry.key_type, entry.key) not in self._by_key and entry.id not in self._by_entry_id:
                 self._add(entry, now)
                 loaded += 1
+        self._note("synthetic", now, participant=pair[0], key_type=pair[1].value, count=count, seed=seed)
         return loaded
 
     def diverge(

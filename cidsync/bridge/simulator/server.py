@@ -26,7 +26,8 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import CidEventType, FileStatus
-from cidsync.bridge.simulator.dict_state import SimFile, SimulatedDict
+from cidsync.bridge.simulator.dict_state import ChangeOutcome, SimFile, SimulatedDict
+from cidsync.bridge.simulator.journal import Journal
 from cidsync.bridge.simulator.ratelimit import RateLimiter
 from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.bridge.v1 import bridge_pb2 as pb
@@ -34,7 +35,18 @@ from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
 from cidsync.entry import check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
+from cidsync.events import EventType
 
+CHANGE_KINDS = {
+    admin_pb2.CHANGE_KIND_CREATED: EventType.CREATED,
+    admin_pb2.CHANGE_KIND_UPDATED: EventType.UPDATED,
+    admin_pb2.CHANGE_KIND_DELETED: EventType.DELETED,
+}
+OUTCOMES = {
+    ChangeOutcome.APPLIED: admin_pb2.CHANGE_OUTCOME_APPLIED,
+    ChangeOutcome.ALREADY: admin_pb2.CHANGE_OUTCOME_ALREADY,
+    ChangeOutcome.REFUSED: admin_pb2.CHANGE_OUTCOME_REFUSED,
+}
 DEFAULT_PAGE_SIZE = 1_000
 MAX_PAGE_SIZE = 10_000
 MAX_EVENTS = 200
@@ -63,8 +75,11 @@ class Simulator:
         rate_limits: bool = True,
         participants: frozenset[str] = frozenset(),
         seed: int | None = None,
+        journal: Journal | None = None,
     ) -> None:
+        self.journal = journal
         self.dict = SimulatedDict()
+        self.restored = journal.restore(self.dict) if journal else 0
         self.file_delay = file_delay
         self.limiter = RateLimiter(time_scale=time_scale, enabled=rate_limits)
         self.participants = participants
@@ -74,13 +89,14 @@ class Simulator:
         self.injected_unavailable: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.file_requests: dict[tuple[str, str], str] = {}  # (participant, request id) -> file id
 
     def reset(self) -> None:
         for task in self._tasks:
             task.cancel()
         self.dict = SimulatedDict()
-        self.file_requests.clear()
+        if self.journal is not None:
+            self.journal.clear()
+            self.dict.record = self.journal.append
         self.limiter.reset()
         self.faults = Faults()
         self.calls.clear()
@@ -109,9 +125,8 @@ class Simulator:
             context.set_trailing_metadata(((RETRY_AFTER, f"{wait:.3f}"),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: rate limit of DICT reached")
 
-    def generate(self, file: SimFile) -> None:
+    def generate(self, file: SimFile, outcome: FileStatus) -> None:
         """Produce the file in the background: REQUESTED, then PROCESSING, then the outcome."""
-        outcome = self.faults.file_outcome
 
         async def run() -> None:
             await asyncio.sleep(self.file_delay / 2)
@@ -220,17 +235,16 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
         key_type = convert.key_type_from_pb(request.key_type)
         # A repeated idempotency key returns the first file and spends nothing (checked before the
         # rate limit: a retry of a request that got through must not be refused for quota).
-        known = self.sim.file_requests.get((participant, request.request_id)) if request.request_id else None
+        known = self.sim.dict.file_requests.get((participant, request.request_id)) if request.request_id else None
         if known is not None:
             file = self.sim.dict.files[known]
             if file.key_type is not key_type:
                 raise InvalidInput("request", [Problem("request_id", "was used for another key type")])
             return _file_pb(file)
         await self.sim.admit(context, "CreateCidSetFile", participant)
-        file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now())
-        if request.request_id:
-            self.sim.file_requests[(participant, request.request_id)] = file.file_id
-        self.sim.generate(file)
+        outcome = self.sim.faults.file_outcome
+        file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now(), outcome, request.request_id)
+        self.sim.generate(file, outcome)
         return _file_pb(file)
 
     async def _file(self, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
@@ -372,6 +386,26 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
         except InvalidInput as error:
             await self._invalid(context, error)
         return admin_pb2.AlterEntryResponse(old_cid=old, new_cid=new)
+
+    async def ApplyChanges(  # noqa: N802
+        self, request: admin_pb2.ApplyChangesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ApplyChangesResponse:
+        try:
+            changes = []
+            for index, change in enumerate(request.changes):
+                if change.kind not in CHANGE_KINDS:
+                    raise InvalidInput(f"change #{index + 1}", [Problem("kind", "must be CREATED, UPDATED or DELETED")])
+                try:
+                    changes.append((CHANGE_KINDS[change.kind], parse_entry_json(change.entry_json)))
+                except InvalidInput as error:
+                    raise InvalidInput(f"change #{index + 1}", error.problems) from None
+        except InvalidInput as error:
+            await self._invalid(context, error)
+        now = SimulatedDict.now()
+        results = [self.sim.dict.apply_change(kind, entry, now) for kind, entry in changes]
+        return admin_pb2.ApplyChangesResponse(
+            results=[admin_pb2.ChangeResult(outcome=OUTCOMES[outcome], reason=reason) for outcome, reason in results]
+        )
 
     async def InjectDivergence(  # noqa: N802
         self, request: admin_pb2.InjectDivergenceRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_KIND_UNSPECIFIED: _ChangeKind.ValueType  # 0
+    CHANGE_KIND_CREATED: _ChangeKind.ValueType  # 1
+    CHANGE_KIND_UPDATED: _ChangeKind.ValueType  # 2
+    CHANGE_KIND_DELETED: _ChangeKind.ValueType  # 3
+
+class ChangeKind(_ChangeKind, metaclass=_ChangeKindEnumTypeWrapper): ...
+
+CHANGE_KIND_UNSPECIFIED: ChangeKind.ValueType  # 0
+CHANGE_KIND_CREATED: ChangeKind.ValueType  # 1
+CHANGE_KIND_UPDATED: ChangeKind.ValueType  # 2
+CHANGE_KIND_DELETED: ChangeKind.ValueType  # 3
+Global___ChangeKind: _TypeAlias = ChangeKind  # noqa: Y015
+
+class _ChangeOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_OUTCOME_UNSPECIFIED: _ChangeOutcome.ValueType  # 0
+    CHANGE_OUTCOME_APPLIED: _ChangeOutcome.ValueType  # 1
+    CHANGE_OUTCOME_ALREADY: _ChangeOutcome.ValueType  # 2
+    CHANGE_OUTCOME_REFUSED: _ChangeOutcome.ValueType  # 3
+
+class ChangeOutcome(_ChangeOutcome, metaclass=_ChangeOutcomeEnumTypeWrapper): ...
+
+CHANGE_OUTCOME_UNSPECIFIED: ChangeOutcome.ValueType  # 0
+CHANGE_OUTCOME_APPLIED: ChangeOutcome.ValueType  # 1
+CHANGE_OUTCOME_ALREADY: ChangeOutcome.ValueType  # 2
+CHANGE_OUTCOME_REFUSED: ChangeOutcome.ValueType  # 3
+Global___ChangeOutcome: _TypeAlias = ChangeOutcome  # noqa: Y015
 
 @_typing.final
 class LoadEntriesRequest(_message.Message):
@@ -147,6 +186,94 @@ class AlterEntryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AlterEntryResponse: _TypeAlias = AlterEntryResponse  # noqa: Y015
+
+@_typing.final
+class EntryChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ENTRY_JSON_FIELD_NUMBER: _builtins.int
+    kind: Global___ChangeKind.ValueType
+    entry_json: _builtins.str
+    """the event contract's `entry`; a deletion needs its `id` to match"""
+    def __init__(
+        self,
+        *,
+        kind: Global___ChangeKind.ValueType = ...,
+        entry_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_json", b"entry_json", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntryChange: _TypeAlias = EntryChange  # noqa: Y015
+
+@_typing.final
+class ApplyChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntryChange]: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___EntryChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyChangesRequest: _TypeAlias = ApplyChangesRequest  # noqa: Y015
+
+@_typing.final
+class ChangeResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    outcome: Global___ChangeOutcome.ValueType
+    reason: _builtins.str
+    """why it was refused"""
+    def __init__(
+        self,
+        *,
+        outcome: Global___ChangeOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeResult: _TypeAlias = ChangeResult  # noqa: Y015
+
+@_typing.final
+class ApplyChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeResult]:
+        """one per change, in order"""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ChangeResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyChangesResponse: _TypeAlias = ApplyChangesResponse  # noqa: Y015
 
 @_typing.final
 class InjectDivergenceRequest(_message.Message):

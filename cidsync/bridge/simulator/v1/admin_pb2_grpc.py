@@ -59,6 +59,11 @@ class DictSimulatorAdminStub:
                 request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
                 response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
                 _registered_method=True)
+        self.ApplyChanges = channel.unary_unary(
+                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/ApplyChanges',
+                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
+                _registered_method=True)
         self.SetFaults = channel.unary_unary(
                 '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/SetFaults',
                 request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
@@ -115,6 +120,16 @@ class DictSimulatorAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyChanges(self, request, context):
+        """Core's side of entry events, in commit order: each change made in DICT as core's registration,
+        update or deletion made it, before its event is published (`cidsync publish` on a dev stack). Each
+        is answered on its own: APPLIED; ALREADY when DICT already holds its result (a repeat); REFUSED,
+        with the reason, when DICT would refuse it (core would then publish no event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetFaults(self, request, context):
         """Replaces the fault settings; returns them.
         """
@@ -162,6 +177,11 @@ def add_DictSimulatorAdminServicer_to_server(servicer, server):
                     servicer.LoadSynthetic,
                     request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.FromString,
                     response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.SerializeToString,
+            ),
+            'ApplyChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyChanges,
+                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.SerializeToString,
             ),
             'SetFaults': grpc.unary_unary_rpc_method_handler(
                     servicer.SetFaults,
@@ -314,6 +334,33 @@ class DictSimulatorAdmin:
             '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
             cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
             cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/ApplyChanges',
+            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
+            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

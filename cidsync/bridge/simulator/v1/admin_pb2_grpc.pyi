@@ -45,6 +45,12 @@ class DictSimulatorAdminStub:
     """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
     the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
     """
+    ApplyChanges: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ApplyChangesRequest, _admin_pb2.ApplyChangesResponse]
+    """Core's side of entry events, in commit order: each change made in DICT as core's registration,
+    update or deletion made it, before its event is published (`cidsync publish` on a dev stack). Each
+    is answered on its own: APPLIED; ALREADY when DICT already holds its result (a repeat); REFUSED,
+    with the reason, when DICT would refuse it (core would then publish no event).
+    """
     SetFaults: _grpc.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.Faults]
     """Replaces the fault settings; returns them."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetStatsRequest, _admin_pb2.Stats]
@@ -65,6 +71,12 @@ class DictSimulatorAdminAsyncStub(DictSimulatorAdminStub):
     LoadSynthetic: _aio.UnaryUnaryMultiCallable[_admin_pb2.LoadSyntheticRequest, _admin_pb2.LoadSyntheticResponse]  # type: ignore[assignment]
     """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
     the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+    """
+    ApplyChanges: _aio.UnaryUnaryMultiCallable[_admin_pb2.ApplyChangesRequest, _admin_pb2.ApplyChangesResponse]  # type: ignore[assignment]
+    """Core's side of entry events, in commit order: each change made in DICT as core's registration,
+    update or deletion made it, before its event is published (`cidsync publish` on a dev stack). Each
+    is answered on its own: APPLIED; ALREADY when DICT already holds its result (a repeat); REFUSED,
+    with the reason, when DICT would refuse it (core would then publish no event).
     """
     SetFaults: _aio.UnaryUnaryMultiCallable[_admin_pb2.Faults, _admin_pb2.Faults]  # type: ignore[assignment]
     """Replaces the fault settings; returns them."""
@@ -113,6 +125,18 @@ class DictSimulatorAdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.LoadSyntheticResponse, _abc.Awaitable[_admin_pb2.LoadSyntheticResponse]]:
         """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
         the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyChanges(
+        self,
+        request: _admin_pb2.ApplyChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ApplyChangesResponse, _abc.Awaitable[_admin_pb2.ApplyChangesResponse]]:
+        """Core's side of entry events, in commit order: each change made in DICT as core's registration,
+        update or deletion made it, before its event is published (`cidsync publish` on a dev stack). Each
+        is answered on its own: APPLIED; ALREADY when DICT already holds its result (a repeat); REFUSED,
+        with the reason, when DICT would refuse it (core would then publish no event).
         """
 
     @_abc_1.abstractmethod
