@@ -27,8 +27,8 @@ from cidsync.synthetic import synthetic_entry
 async def run(cids: int, page_size: int) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        sim = start_bridge_simulator(port=port, data_dir=None, seed_file=None, file_delay=0.1, time_scale=1.0, rate_limits=False,
-                                     log=Path(tmp) / "bridge.log")  # fmt: skip
+        sim = start_bridge_simulator(port=port, data_dir=None, seed_file=None, file_delay=0.1, time_scale=1.0,
+                                     rate_limits=False, log=Path(tmp) / "bridge.log")  # fmt: skip
         try:
             address = f"127.0.0.1:{port}"
             rng = random.Random(7)

@@ -127,10 +127,12 @@ class StackSpec(_Spec):
                 "temporal": self.temporal.model_copy(update={"db_filename": anchor(db) if db else None}),
                 "pulsar": self.pulsar.model_copy(update={"data_dir": anchor(self.pulsar.data_dir)}),
                 "redis": self.redis.model_copy(update={"data_dir": anchor(self.redis.data_dir)}),
-                "bridge": self.bridge.model_copy(update={
-                    "seed_file": anchor(seed) if seed else None,
-                    "data_dir": anchor(bridge_dir) if bridge_dir else None,
-                }),  # fmt: skip
+                "bridge": self.bridge.model_copy(
+                    update={
+                        "seed_file": anchor(seed) if seed else None,
+                        "data_dir": anchor(bridge_dir) if bridge_dir else None,
+                    }
+                ),
             }
         )
 
