@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format proto bench clean
+.PHONY: install demo test lint format proto bench chaos clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cidsync workflows activities workers starters tests
+	$(BIN)/mypy cidsync workflows activities workers starters tests chaos
 
 # Regenerate the Bridge's Python code from proto/ (tests/bridge/test_codegen.py fails when it is stale).
 proto: install
@@ -34,6 +34,11 @@ proto: install
 # The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
 bench: install
 	$(BIN)/python -m bench.run
+
+# Every fault at once on the embedded stack, 10,000+ events, and the checks (chaos/run.py says which).
+# SEED=N replays a run; `make test` runs the reduced version (tests/chaos/test_chaos.py).
+chaos: install
+	$(BIN)/python -m chaos.run $(if $(SEED),--seed $(SEED))
 
 format: install
 	$(BIN)/ruff check --fix .

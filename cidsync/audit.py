@@ -9,6 +9,7 @@ personal values of the entries they published, and for payloads that even name a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,17 @@ from cidsync.entry import Entry
 
 # The entry's personal fields (DESIGN.md §5): no decoded payload may even name them.
 PERSONAL_FIELDS = {"key", "owner_name", "owner_trade_name", "owner_tax_id", "account_number", "branch", "entry"}
+
+
+def personal_values_by_kind(entries: Iterable[Entry]) -> dict[str, set[str]]:
+    """The values that say who someone is, by kind: keys, tax ids, names. (Account numbers, 4 to 12
+    digits, and branches are too short to tell from other numbers by value: `personal_values` has them.)"""
+    found: dict[str, set[str]] = {"key": set(), "tax id": set(), "name": set()}
+    for e in entries:
+        found["key"].add(e.key)
+        found["tax id"].add(e.owner_tax_id)
+        found["name"] |= {e.owner_name, *([e.owner_trade_name] if e.owner_trade_name else [])}
+    return found
 
 
 def personal_values(entries: Iterable[Entry]) -> set[str]:
@@ -48,9 +60,39 @@ class Corpus:
     def add(self, where: str, text: str) -> None:
         self.texts.setdefault(where, []).append(text)
 
+    def leaked(self, values: Iterable[str]) -> dict[str, list[str]]:
+        """Of `values`, those found in the texts as a whole token (a tax id inside a longer number, or a name
+        inside a longer name, does not count), with where; in one pass over the texts, so a search of tens
+        of thousands of values through thousands of histories stays linear."""
+        wanted = set(values)
+        found: dict[str, set[str]] = {}
+        for where, texts in self.texts.items():
+            for text in texts:
+                for token in _tokens(text):
+                    if token in wanted:
+                        found.setdefault(token, set()).add(where)
+        return {value: sorted(places) for value, places in found.items()}
+
     def where(self, value: str) -> list[str]:
         forms = {value, json.dumps(value)[1:-1]}  # as written, and as JSON escapes it (\u00e1 for á)
         return sorted({w for w, texts in self.texts.items() for t in texts for f in forms if f in t})
+
+
+_TOKEN = re.compile(r"\+?[\w.@+-]+")
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def _tokens(text: str) -> Iterator[str]:
+    """Every whole token (digit runs, UUIDs, e-mail addresses, phone numbers), and every run of two to six
+    consecutive words, as a name would be written."""
+    for token in _TOKEN.findall(text):
+        yield token
+        yield token.strip(".-")
+        yield from re.findall(r"\d+", token)
+    words = _WORDS.findall(text)
+    for size in range(2, 7):
+        for start in range(len(words) - size + 1):
+            yield " ".join(words[start : start + size])
 
 
 def _json_fields(value: Any) -> Iterator[str]:

@@ -1,0 +1,463 @@
+"""`make chaos`: every fault at once on the embedded stack, and proof that nothing was lost or doubled.
+
+One run, reproducible from its seed (printed first): a fresh embedded stack (Temporal with its database
+file, the broker, Redis with AOF, the DICT simulator with its journal, a worker and a starter) and a
+follower of DICT's event log for every pair. A history of valid entry events is made in DICT first, as
+core does, and published with duplicates and in shuffled order: most through the batch-mode starter,
+the rest through a per-event one. Meanwhile, at moments drawn from the seed, the run SIGKILLs and
+restarts the worker, the starter, the broker, Redis and the Temporal server (and several at once),
+makes DICT unavailable or slow, empties a participant's rate-limit bucket, fails CID files while
+reconciliations run, changes DICT behind cidsync's back, and feeds hostile messages to the entry topics.
+
+Then it checks, prints, and exits non-zero on any violation:
+- each pair's key count and VSync in the store equal an independent computation: a model DICT that
+  was given the same changes in the same order (the published history and the divergences injected);
+- a final ReconcileVSync of every pair ends OK, and DICT agrees with the model;
+- every hostile message that must be dead-lettered is, with a reason; no valid event is;
+- no workflow failed, timed out or was terminated, and none but the followers is still running;
+- no personal value of any published entry is anywhere in Temporal (histories, descriptions, details).
+
+`python -m chaos.run --reduced` is the small run `make test` includes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pulsar
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError
+
+from chaos.hostile import Hostile, hostile_messages
+from chaos.stack import KILLABLE, ChaosStack, chaos_stack
+from cidsync.audit import Corpus, personal_values_by_kind, read_temporal
+from cidsync.bridge import errors as bridge_errors
+from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.models import FileStatus
+from cidsync.bridge.simulator.admin_client import SimulatorAdmin
+from cidsync.bridge.simulator.dict_first import DictFirst
+from cidsync.bridge.simulator.dict_state import SimulatedDict
+from cidsync.config import load_settings
+from cidsync.entry import KeyType, PairRef
+from cidsync.events import DeletionType, EntryEvent
+from cidsync.naming import reconcile_workflow_id
+from cidsync.producer import EntryEventProducer, Published, build_event
+from cidsync.pulsar_client import pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.synthetic import final_vsyncs, synthetic_history
+from cidsync.temporal_client import connect
+from cidsync.topics import Topics
+from starters.followers import ensure_followers
+from starters.reconciliation import start_reconciliation
+from workflows.follow_cid_events import FollowCidEvents
+from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
+
+T = TypeVar("T")
+CHUNK = 50
+Pair = tuple[str, KeyType]
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int
+    events: int = 10_000
+    per_event_share: float = 0.1
+    rate: float = 150.0  # events/s offered in batch mode; per-event mode is offered 30/s
+    duplicates: float = 0.05
+    participants: int = 2
+    faults: int = 40
+    settle_timeout: float = 600.0
+
+    @classmethod
+    def reduced(cls, seed: int) -> Options:
+        return cls(seed=seed, events=1_200, per_event_share=0.15, rate=100.0, faults=14, settle_timeout=300.0)
+
+
+@dataclass
+class Ledger:
+    """What happened, for the checks and the report."""
+
+    faults: Counter[str] = field(default_factory=Counter)
+    accepted: list[EntryEvent] = field(default_factory=list)  # made in DICT and published
+    published: int = 0
+    duplicates: int = 0
+    publish_retries: int = 0
+    diverged_pairs: set[Pair] = field(default_factory=set)
+    hostile: list[Hostile] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, what: str) -> None:
+        print(f"   {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+        if not ok:
+            self.violations.append(what)
+
+
+async def patiently(what: str, call: Callable[[], Awaitable[T]], seconds: float = 120.0) -> T:
+    """A call to a server the run may have just killed: tried again until it answers."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: no answer in {seconds:.0f} s: {error!r}") from error
+            await asyncio.sleep(0.5)
+
+
+class Run:
+    def __init__(self, options: Options, stack: ChaosStack) -> None:
+        self.options = options
+        self.stack = stack
+        self.rng = random.Random(options.seed)
+        self.ledger = Ledger()
+        self.model = SimulatedDict()  # the independent computation: DICT as the run told it
+        self.dict_lock = asyncio.Lock()  # DICT and the model take every change in the same order
+        state = stack.state
+        self.settings = load_settings({}, dev_endpoints=state.endpoints())
+        self.topics = Topics(namespace=state.pulsar_namespace)
+        self.participants = [
+            f"{90_000_000 + options.seed % 1_000_000 * 10 + i:08d}" for i in range(options.participants)
+        ]
+        self.pairs: list[Pair] = [(p, k) for p in self.participants for k in KeyType]
+        self.publishing_done = asyncio.Event()
+
+    # --- the history ---------------------------------------------------------------------------------
+
+    def history(self) -> list[EntryEvent]:
+        """Valid events in commit order. WAITING_PERIOD deletes become IMMEDIATE: DICT would remove their
+        entries 30 days later, and the simulator has no clock for that."""
+        events = []
+        changes = synthetic_history(self.options.events, self.participants, seed=self.options.seed)
+        for sequence, change in enumerate(changes, start=1):
+            deletion = DeletionType.IMMEDIATE if change.deletion_type else None
+            events.append(build_event(change.event_type, change.entry, "chaos", deletion_type=deletion,
+                                      sequence=sequence))  # fmt: skip
+        return events
+
+    async def publish(self, producer: EntryEventProducer, events: list[EntryEvent], rate: float) -> None:
+        later: list[EntryEvent] = []
+        started = time.monotonic()
+        for index in range(0, len(events), CHUNK):
+            chunk = events[index : index + CHUNK]
+            async with self.dict_lock:
+                refused = await self.tell_dict(chunk)
+                model_refused = {i for i, e in enumerate(chunk) if not self._model_accepts(e)}
+            assert refused == model_refused, (refused, model_refused)
+            accepted = [e for i, e in enumerate(chunk) if i not in refused]
+            self.ledger.accepted += accepted
+            batch = accepted + later
+            later = [e for e in accepted if self.rng.random() < self.options.duplicates]
+            self.ledger.duplicates += len(later)
+            self.rng.shuffle(batch)  # arrival order is not commit order
+            await self._send(producer, batch)
+            await asyncio.sleep(max(0.0, started + (index + CHUNK) / rate - time.monotonic()))
+        await self._send(producer, later)
+
+    async def tell_dict(self, chunk: list[EntryEvent]) -> set[int]:
+        """DICT first, as core does; asked again while the simulator is unavailable (an injected fault)."""
+        while True:
+            try:
+                return await self.dict_first.refused(chunk)
+            except bridge_errors.BridgeError:
+                await asyncio.sleep(0.2)
+
+    def _model_accepts(self, event: EntryEvent) -> bool:
+        outcome, _ = self.model.apply_change(event.event_type, event.entry, SimulatedDict.now())
+        return outcome.value != "refused"
+
+    async def _send(self, producer: EntryEventProducer, events: list[EntryEvent]) -> None:
+        """Each event until the broker took it (core retries too); a send that failed is counted."""
+        pending = events
+        while pending:
+            outcomes = await producer.publish_events(pending)
+            failed = [e for e, o in zip(pending, outcomes, strict=True) if not isinstance(o, Published)]
+            self.ledger.published += len(pending) - len(failed)
+            self.ledger.publish_retries += len(failed)
+            pending = failed
+            if pending:
+                await asyncio.sleep(1)
+
+    # --- faults --------------------------------------------------------------------------------------
+
+    def fault_plan(self) -> list[str]:
+        kinds = [*(f"kill {name}" for name in KILLABLE), "kill several", "bridge unavailable", "bridge latency",
+                 "bridge rate limit", "failed CID files", "DICT changed behind cidsync",
+                 "hostile messages"]  # fmt: skip
+        plan = list(kinds)  # each at least once
+        while len(plan) < self.options.faults:
+            plan.append(self.rng.choice(kinds))
+        self.rng.shuffle(plan)
+        plan.remove("hostile messages")
+        plan.insert(len(plan) // 3, "hostile messages")  # once, while the batch-mode starter runs
+        return plan
+
+    async def inject(self, plan: list[str], spacing: float) -> None:
+        for kind in plan:
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * spacing)
+            print(f"   [{time.strftime('%H:%M:%S')}] {kind}", flush=True)
+            await self.fault(kind)
+            self.ledger.faults[kind] += 1
+
+    async def fault(self, kind: str) -> None:
+        if kind.startswith("kill "):
+            names = [kind.removeprefix("kill ")]
+            if names == ["several"]:
+                names = self.rng.sample(KILLABLE, self.rng.randint(2, 4))
+                print(f"      ({', '.join(names)})", flush=True)
+            await asyncio.to_thread(self.stack.kill, *names)
+            await asyncio.sleep(self.rng.uniform(0.2, 4.0))
+            await asyncio.to_thread(self.stack.restart)
+        elif kind == "bridge unavailable":
+            await self.admin.set_faults(unavailable_ratio=self.rng.uniform(0.3, 0.9))
+            await asyncio.sleep(self.rng.uniform(2, 8))
+            await self.admin.set_faults()
+        elif kind == "bridge latency":
+            await self.admin.set_faults(latency_ms=self.rng.randint(200, 1500))
+            await asyncio.sleep(self.rng.uniform(2, 8))
+            await self.admin.set_faults()
+        elif kind == "bridge rate limit":
+            await self.drain_event_bucket(self.rng.choice(self.participants))
+        elif kind == "failed CID files":
+            pair = self.rng.choice(self.pairs)
+            await self.diverge(pair)
+            await self.admin.set_faults(file_outcome=FileStatus.ERROR)
+            await patiently("Temporal", lambda: self.reconcile(pair))
+            await asyncio.sleep(self.rng.uniform(1.5, 3.0))  # a file or two fails, then they succeed again
+            await self.admin.set_faults()
+        elif kind == "DICT changed behind cidsync":
+            await self.diverge(self.rng.choice(self.pairs))
+        elif kind == "hostile messages":
+            await self.send_hostile()
+
+    async def diverge(self, pair: Pair) -> None:
+        seed = self.rng.randrange(10**9)
+        counts = {"add": self.rng.randint(0, 3), "remove": self.rng.randint(0, 2), "alter": self.rng.randint(0, 2)}
+        async with self.dict_lock:
+            reply = await patiently("DICT", lambda: self.admin.diverge(pair[0], pair[1], seed=seed, **counts))
+            mirrored = self.model.diverge(pair, seed=seed, now=SimulatedDict.now(), **counts)
+        assert (list(reply.added), list(reply.removed)) == (mirrored[0], mirrored[1]), "the model left DICT"
+        self.ledger.diverged_pairs.add(pair)
+
+    async def reconcile(self, pair: Pair) -> None:
+        request = ReconcileInput(participant=pair[0], key_type=pair[1], trigger="chaos", divergence_threshold=100_000)
+        await start_reconciliation(self.client, request, self.settings.task_queue)
+
+    async def drain_event_bucket(self, participant: str) -> None:
+        """Someone else spends the participant's ListCidSetEvents quota: its followers are refused for a while."""
+        now = SimulatedDict.now()
+        with contextlib.suppress(bridge_errors.RateLimited, bridge_errors.BridgeError):
+            for _ in range(500):
+                await self.bridge.list_cid_set_events(participant, KeyType.EVP, now - timedelta(seconds=1), now, 1)
+
+    async def send_hostile(self) -> None:
+        client = pulsar.Client(self.settings.require("pulsar_url"), logger=logging.getLogger("pulsar"))
+        try:
+            producer = client.create_producer(self.topics.full(self.topics.created), batching_enabled=False,
+                                              send_timeout_millis=60_000)  # fmt: skip
+            for message in self.ledger.hostile:
+                options: dict[str, Any] = {"properties": message.properties}
+                if message.partition_key:
+                    options["partition_key"] = message.partition_key
+                await asyncio.to_thread(producer.send, message.payload, **options)
+            producer.close()
+        finally:
+            client.close()
+
+    # --- the run -------------------------------------------------------------------------------------
+
+    async def __call__(self) -> int:
+        options = self.options
+        events = self.history()
+        self.ledger.hostile = hostile_messages(events, self.rng)
+        split = int(len(events) * (1 - options.per_event_share))
+        self.client: Client = await connect(self.settings)
+        self.admin = SimulatorAdmin(self.settings.require("bridge_address"))
+        self.bridge = BridgeClient(self.settings.require("bridge_address"))
+        self.dict_first = DictFirst(self.admin)
+        pulsar_async = pulsar_client(self.settings.require("pulsar_url"))
+        producer = EntryEventProducer(pulsar_async, topics=self.topics)
+        await producer.start()
+        follow = {"grace": timedelta(seconds=10), "poll_interval": timedelta(seconds=1),
+                  "idle_interval": timedelta(seconds=2)}  # fmt: skip
+        await ensure_followers(
+            self.client, [PairRef(participant=p, key_type=k) for p, k in self.pairs], self.settings.task_queue, follow
+        )
+        started = time.monotonic()
+        plan = self.fault_plan()
+        duration = split / options.rate + (len(events) - split) / 30
+        print(f"== {len(events)} events ({split} through the batch-mode starter, {len(events) - split} per-event), "
+              f"{len(plan)} faults over about {duration:.0f} s", flush=True)  # fmt: skip
+        injecting = asyncio.ensure_future(self.inject(plan, duration / len(plan)))
+        try:
+            await self.publish(producer, events[:split], options.rate)
+            print(f"   [{time.strftime('%H:%M:%S')}] starter switched to per-event mode", flush=True)
+            await asyncio.to_thread(self.stack.switch_starter, "per-event")
+            await self.publish(producer, events[split:], 30.0)
+            await injecting
+        finally:
+            injecting.cancel()
+        published_s = time.monotonic() - started
+        await self.admin.set_faults()
+        await asyncio.to_thread(self.stack.restart)
+        print(f"== published {self.ledger.published} messages ({self.ledger.duplicates} duplicates, "
+              f"{self.ledger.publish_retries} sends retried) and {len(self.ledger.hostile)} hostile ones in "
+              f"{published_s:.0f} s; settling", flush=True)  # fmt: skip
+        await self.settle()
+        await self.checks(events)
+        await producer.close()
+        await pulsar_async.close()
+        await self.bridge.close()
+        await self.admin.close()
+        return self.report(time.monotonic() - started)
+
+    def expected(self) -> dict[Pair, tuple[int, str]]:
+        return {pair: (len(self.model.cids(pair)), self.model.vsync(pair)) for pair in self.pairs}
+
+    async def local(self) -> dict[Pair, tuple[int, str]]:
+        store = CIDStore(redis_client(self.settings.require("redis_url")), b"unused")
+        try:
+            return {pair: (await store.count(*pair), await store.vsync(*pair)) for pair in self.pairs}
+        finally:
+            await store.close()
+
+    async def settle(self) -> None:
+        """Until the store holds what the model says, or the time is up (the checks then say what differs)."""
+        deadline = time.monotonic() + self.options.settle_timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if await self.local() == self.expected():
+                    return
+            await asyncio.sleep(2)
+
+    async def checks(self, events: list[EntryEvent]) -> None:
+        ledger = self.ledger
+        print("== checks", flush=True)
+        local, expected = await self.local(), self.expected()
+        for pair in self.pairs:
+            ledger.check(local[pair] == expected[pair],
+                         f"{pair[0]} {pair[1].value}: store {local[pair][0]} keys, VSync {local[pair][1][:12]}... "
+                         f"= model {expected[pair][0]} keys, {expected[pair][1][:12]}...")  # fmt: skip
+        untouched = {p: v for p, v in final_vsyncs((e.event_type, e.entry) for e in ledger.accepted).items()
+                     if p not in ledger.diverged_pairs}  # fmt: skip
+        ledger.check(all(expected[p] == v for p, v in untouched.items()),
+                     f"the model equals an in-memory replay of the published history ({len(untouched)} pairs "
+                     "DICT was not changed behind)")  # fmt: skip
+
+        outcomes = {}
+        for pair in self.pairs:
+            handle = self.client.get_workflow_handle_for(ReconcileVSync.run, reconcile_workflow_id(*pair))
+            with contextlib.suppress(RPCError, WorkflowFailureError):  # one the run started may still be at work
+                await asyncio.wait_for(handle.result(), 300)
+            await self.reconcile(pair)  # then a new one, on the settled store
+            outcomes[pair] = (await asyncio.wait_for(handle.result(), 300)).outcome.value
+        ledger.check(
+            set(outcomes.values()) == {"OK"},
+            f"a final ReconcileVSync of every pair: {dict(Counter(outcomes.values()))}",
+        )
+        verdicts = [(await self.bridge.verify_sync(p, k, expected[(p, k)][1])).ok for p, k in self.pairs]
+        ledger.check(all(verdicts), "DICT agrees with the model on every pair")
+
+        letters = await asyncio.to_thread(self.dead_letters)
+        wanted = [h for h in ledger.hostile if h.fate == "dead_letter"]
+        found = [h for h in wanted if any(data == h.payload and reason for data, reason in letters)]
+        ledger.check(len(found) == len(wanted),
+                     f"every invalid message dead-lettered with a reason: {len(found)} of {len(wanted)}"
+                     + "".join(f"; missing: {h.label}" for h in wanted if h not in found))  # fmt: skip
+        valid = {e.to_json().encode() for e in events}
+        ledger.check(not any(data in valid for data, _ in letters),
+                     f"no valid event dead-lettered ({len(letters)} dead letters in all)")  # fmt: skip
+
+        statuses: Counter[str] = Counter()
+        stuck = []
+        async for listed in self.client.list_workflows():
+            status = listed.status.name if listed.status else "?"
+            statuses[f"{listed.workflow_type} {status}"] += 1
+            if listed.status is WorkflowExecutionStatus.RUNNING and listed.workflow_type != FollowCidEvents.__name__:
+                stuck.append(f"{listed.workflow_type} {listed.id}")
+        bad = {k: v for k, v in statuses.items() if not k.endswith(("COMPLETED", "CONTINUED_AS_NEW", "RUNNING"))}
+        ledger.check(not bad, f"no workflow failed, timed out or was terminated {dict(bad) if bad else ''}")
+        ledger.check(not stuck, f"none still running but the followers {stuck[:5] if stuck else ''}")
+        print(f"      workflows: {dict(sorted(statuses.items()))}", flush=True)
+
+        corpus = Corpus()
+        await read_temporal(self.client, corpus)
+        kinds = personal_values_by_kind(e.entry for e in events)
+        values = {value: kind for kind, found in kinds.items() for value in found}
+        leaked = corpus.leaked(values)
+        texts = sum(len(t) for t in corpus.texts.values())
+        ledger.check(not leaked, f"no personal value in Temporal ({len(values)} keys, tax ids and names searched "
+                                 f"in {texts} texts of {len(corpus.texts)} workflows)")  # fmt: skip
+        for value, places in list(leaked.items())[:5]:  # where, and what kind: never the value itself
+            print(f"      a {values[value]} of {len(value)} characters in {', '.join(places[:3])}", flush=True)
+
+    def dead_letters(self) -> list[tuple[bytes, str]]:
+        """The whole dead-letter topic, from its first message (a subscription of its own), until it is quiet."""
+        client = pulsar.Client(self.settings.require("pulsar_url"), logger=logging.getLogger("pulsar"))
+        letters: list[tuple[bytes, str]] = []
+        try:
+            reader = client.subscribe(self.topics.dead_letter_topic, f"chaos-check-{uuid.uuid4()}",
+                                      initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+            while True:
+                try:
+                    message = reader.receive(timeout_millis=5_000)
+                except pulsar.Timeout:
+                    return letters
+                letters.append((message.data(), message.properties().get("reason", "")))
+                reader.acknowledge(message)
+        finally:
+            client.close()
+
+    def report(self, elapsed: float) -> int:
+        ledger = self.ledger
+        print(f"== faults injected (seed {self.options.seed}):")
+        kills = self.stack.kills
+        for kind, count in sorted(ledger.faults.items()):
+            print(f"   {count:3d} x {kind}")
+        print(f"   processes SIGKILLed: {dict(sorted(kills.items()))}")
+        verdict = "PASSED" if not ledger.violations else f"FAILED ({len(ledger.violations)} violations)"
+        print(f"== chaos {verdict} in {elapsed:.0f} s, seed {self.options.seed}", flush=True)
+        return 0 if not ledger.violations else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, help="the same seed, the same run (default: a new one)")
+    parser.add_argument("--reduced", action="store_true", help="the small run `make test` includes")
+    parser.add_argument("--events", type=int, help="how many valid events (default 10,000; reduced 1,200)")
+    parser.add_argument("--keep", metavar="DIR", help="run the stack in DIR and keep it (logs, data) afterwards")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    options = Options.reduced(seed) if args.reduced else Options(seed=seed)
+    if args.events:
+        options = Options(**{**options.__dict__, "events": args.events})
+    print(f"== chaos seed {seed} (python -m chaos.run --seed {seed}{' --reduced' if args.reduced else ''})",
+          flush=True)  # fmt: skip
+    with contextlib.ExitStack() as exits:
+        root = Path(args.keep) if args.keep else Path(exits.enter_context(tempfile.TemporaryDirectory()))
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"   stack in {root} (logs in {root / 'state' / 'logs'})", flush=True)
+        # The clients' own complaints while the broker is down (it is, on purpose) go to a file of their own.
+        quiet = logging.FileHandler(root / "chaos-clients.log")
+        quiet.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.WARNING, handlers=[quiet])
+        stack = exits.enter_context(chaos_stack(root))
+        return asyncio.run(Run(options, stack)())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The embedded stack of a chaos run, and killing its processes the hard way.
+
+Everything persists as on a developer's stack (Temporal's database file, Redis with AOF, the broker's
+data, the simulator's DICT journal), so a SIGKILLed server comes back with what it had. `restart` is
+`cidsync dev up`'s own logic: whatever is not running is started again, on the ports it had, so every
+client finds it where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cidsync.devstack.spec import (
+    BridgeSpec,
+    CodecSpec,
+    FollowSpec,
+    PulsarSpec,
+    RedisSpec,
+    StackSpec,
+    StarterSpec,
+    TemporalSpec,
+    WorkerSpec,
+)
+from cidsync.devstack.stack import StackState, down, read_state, up
+from cidsync.naming import search_attribute_types
+
+SECRET = "chaos-key-secret"
+SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
+KILLABLE = ("worker", "starter", "pulsar", "redis", "temporal")
+
+
+def chaos_spec(root: Path, mode: str) -> StackSpec:
+    return StackSpec(
+        state_dir=root / "state",
+        temporal=TemporalSpec(
+            port=0,
+            ui_port=None,
+            db_filename=root / "temporal.db",
+            log_level="error",
+            sqlite_pragmas=SQLITE_PRAGMAS,
+            search_attributes=search_attribute_types(),
+        ),
+        pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
+        redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
+        bridge=BridgeSpec(port=0, data_dir=root / "bridge", file_delay_seconds=1.0),
+        codec=CodecSpec(enabled=False),
+        worker=WorkerSpec(graceful_shutdown_seconds=5),
+        starter=StarterSpec(mode=mode),
+        follow=FollowSpec(enabled=False),  # the run starts its followers itself, with short graces
+    )
+
+
+@dataclass
+class ChaosStack:
+    root: Path
+    mode: str = "batch"
+    kills: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> StackSpec:
+        return chaos_spec(self.root, self.mode)
+
+    @property
+    def state(self) -> StackState:
+        found = read_state(self.spec.state_dir)
+        assert found is not None, "the chaos stack is not up"
+        return found
+
+    def up(self) -> StackState:
+        return up(self.spec, self.root / "chaos.yaml")
+
+    def kill(self, *names: str) -> None:
+        """SIGKILL each one's whole process group: no shutdown hook runs, as in a crash."""
+        services = self.state.services
+        for name in names:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(services[name].pid, signal.SIGKILL)
+            self.kills[name] = self.kills.get(name, 0) + 1
+        deadline = time.monotonic() + 10
+        while any(services[name].ref.alive() for name in names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self) -> StackState:
+        """Start again whatever is not running (on its old ports)."""
+        for attempt in range(20):
+            try:
+                return self.up()
+            except Exception:  # a port a killed server held may take a moment to be free
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    def switch_starter(self, mode: str) -> None:
+        """The starter in another mode: stopped (gracefully), then started with the new spec."""
+        self.state.services["starter"].ref.stop()
+        self.mode = mode
+        self.restart()
+
+    def down(self) -> None:
+        down(self.spec.state_dir)
+
+
+@contextlib.contextmanager
+def chaos_stack(root: Path) -> Iterator[ChaosStack]:
+    saved = os.environ.get("CIDSYNC_KEY_SECRET")
+    os.environ["CIDSYNC_KEY_SECRET"] = SECRET  # the roles inherit it
+    stack = ChaosStack(root)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+        if saved is None:
+            os.environ.pop("CIDSYNC_KEY_SECRET", None)
+        else:
+            os.environ["CIDSYNC_KEY_SECRET"] = saved
