@@ -69,6 +69,7 @@ from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
 
 T = TypeVar("T")
 CHUNK = 50
+QUIET_EVENTS = 200
 Pair = tuple[str, KeyType]
 
 
@@ -130,20 +131,24 @@ class Run:
         state = stack.state
         self.settings = load_settings({}, dev_endpoints=state.endpoints())
         self.topics = Topics(namespace=state.pulsar_namespace)
-        self.participants = [
-            f"{90_000_000 + options.seed % 1_000_000 * 10 + i:08d}" for i in range(options.participants)
-        ]
+        base = 90_000_000 + options.seed % 1_000_000 * 10
+        # The busy ones get the history; the quiet one a few changes at the start, then only the
+        # reconciliations with failing CID files (see `fault`).
+        self.busy = [f"{base + i:08d}" for i in range(options.participants)]
+        self.quiet = f"{base + options.participants:08d}"
+        self.participants = [*self.busy, self.quiet]
         self.pairs: list[Pair] = [(p, k) for p in self.participants for k in KeyType]
-        self.publishing_done = asyncio.Event()
 
     # --- the history ---------------------------------------------------------------------------------
 
     def history(self) -> list[EntryEvent]:
-        """Valid events in commit order. WAITING_PERIOD deletes become IMMEDIATE: DICT would remove their
-        entries 30 days later, and the simulator has no clock for that."""
+        """Valid events in commit order: the quiet participant's few, then the busy ones'. WAITING_PERIOD
+        deletes become IMMEDIATE: DICT would remove their entries 30 days later, and the simulator has no
+        clock for that."""
         events = []
-        changes = synthetic_history(self.options.events, self.participants, seed=self.options.seed)
-        for sequence, change in enumerate(changes, start=1):
+        quiet = synthetic_history(QUIET_EVENTS, [self.quiet], seed=self.options.seed + 1)
+        busy = synthetic_history(self.options.events - QUIET_EVENTS, self.busy, seed=self.options.seed)
+        for sequence, change in enumerate([*quiet, *busy], start=1):
             deletion = DeletionType.IMMEDIATE if change.deletion_type else None
             events.append(build_event(change.event_type, change.entry, "chaos", deletion_type=deletion,
                                       sequence=sequence))  # fmt: skip
@@ -233,7 +238,10 @@ class Run:
         elif kind == "bridge rate limit":
             await self.drain_event_bucket(self.rng.choice(self.participants))
         elif kind == "failed CID files":
-            pair = self.rng.choice(self.pairs)
+            # On a quiet pair: a reconciliation proves a pair with one VerifySync, which cannot come out OK
+            # while core changes the pair faster than the pipeline applies it (seen: NOK after its 3 rounds
+            # at 15 changes/s on the pair). The daily run is scheduled for a quiet hour for that reason.
+            pair = (self.quiet, self.rng.choice(list(KeyType)))
             await self.diverge(pair)
             await self.admin.set_faults(file_outcome=FileStatus.ERROR)
             await patiently("Temporal", lambda: self.reconcile(pair))
@@ -374,10 +382,12 @@ class Run:
 
         letters = await asyncio.to_thread(self.dead_letters)
         wanted = [h for h in ledger.hostile if h.fate == "dead_letter"]
-        found = [h for h in wanted if any(data == h.payload and reason for data, reason in letters)]
+        sends = ledger.faults["hostile messages"]
+        found = [h for h in wanted if sum(data == h.payload and bool(reason) for data, reason in letters) == sends]
         ledger.check(len(found) == len(wanted),
-                     f"every invalid message dead-lettered with a reason: {len(found)} of {len(wanted)}"
-                     + "".join(f"; missing: {h.label}" for h in wanted if h not in found))  # fmt: skip
+                     f"every invalid message dead-lettered with a reason, each time it was sent ({sends}): "
+                     f"{len(found)} of {len(wanted)}" + "".join(f"; missing: {h.label}" for h in wanted
+                                                                if h not in found))  # fmt: skip
         valid = {e.to_json().encode() for e in events}
         ledger.check(not any(data in valid for data, _ in letters),
                      f"no valid event dead-lettered ({len(letters)} dead letters in all)")  # fmt: skip
@@ -410,8 +420,11 @@ class Run:
         client = pulsar.Client(self.settings.require("pulsar_url"), logger=logging.getLogger("pulsar"))
         letters: list[tuple[bytes, str]] = []
         try:
+            # One message at a time: with the default queue, pulsar-lite stopped dispatching to this
+            # consumer after two 4 MB messages (20 of 42 read); with a queue of 1 it delivers them all.
             reader = client.subscribe(self.topics.dead_letter_topic, f"chaos-check-{uuid.uuid4()}",
-                                      initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+                                      initial_position=pulsar.InitialPosition.Earliest,
+                                      receiver_queue_size=1)  # fmt: skip
             while True:
                 try:
                     message = reader.receive(timeout_millis=5_000)
