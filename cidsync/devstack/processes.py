@@ -78,6 +78,8 @@ def free_port() -> int:
 def port_owner(port: int) -> str | None:
     """Who listens on `port`, as 'name (pid N)', or 'another process' when we may not look."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind: the connections a killed server left in TIME_WAIT do not hold its port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return None

@@ -334,9 +334,10 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
         except BaseException:
             for launched in reversed(started):
                 launched.stop()
-            alive = {n: s for n, s in state.services.items() if s.ref.alive()}
-            if alive:
-                _write_state(state.model_copy(update={"services": alive}))
+            # The dead keep their records: the next `up` starts them on the same ports, where the clients
+            # of the live ones look for them.
+            if any(s.ref.alive() for s in state.services.values()):
+                _write_state(state)
             else:
                 (state_dir / STATE_FILE).unlink(missing_ok=True)
             raise
