@@ -17,18 +17,23 @@ import psutil
 
 from cidsync.devstack.processes import Launched
 from cidsync.devstack.servers import start_role
-from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec, WorkerSpec
+from cidsync.devstack.spec import (
+    BridgeSpec,
+    PulsarSpec,
+    RedisSpec,
+    StackSpec,
+    StarterSpec,
+    WorkerSpec,
+    headless_temporal,
+)
 from cidsync.devstack.stack import StackState, down, up
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EntryEvent
-from cidsync.naming import search_attribute_types
 from cidsync.producer import build_event
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.synthetic import final_vsyncs, synthetic_history
 
-# What temporal-dev.yaml gives the dev server's database (the README says why).
-SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 BENCH_SECRET = "bench-secret"
 
 Expected = dict[tuple[str, KeyType], tuple[int, str]]
@@ -74,14 +79,7 @@ class Stack:
 
 @contextlib.contextmanager
 def fresh_stack(root: Path) -> Iterator[Stack]:
-    temporal = TemporalSpec(
-        port=0,
-        ui_port=None,
-        db_filename=root / "temporal.db",
-        log_level="error",
-        sqlite_pragmas=SQLITE_PRAGMAS,
-        search_attributes=search_attribute_types(),
-    )
+    temporal = headless_temporal(root / "temporal.db")
     spec = StackSpec(
         state_dir=root / "state",
         temporal=temporal,

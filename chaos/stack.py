@@ -24,28 +24,19 @@ from cidsync.devstack.spec import (
     RedisSpec,
     StackSpec,
     StarterSpec,
-    TemporalSpec,
     WorkerSpec,
+    headless_temporal,
 )
 from cidsync.devstack.stack import StackState, down, read_state, up
-from cidsync.naming import search_attribute_types
 
 SECRET = "chaos-key-secret"
-SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
 KILLABLE = ("worker", "starter", "pulsar", "redis", "temporal")
 
 
 def chaos_spec(root: Path, mode: str) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
-        temporal=TemporalSpec(
-            port=0,
-            ui_port=None,
-            db_filename=root / "temporal.db",
-            log_level="error",
-            sqlite_pragmas=SQLITE_PRAGMAS,
-            search_attributes=search_attribute_types(),
-        ),
+        temporal=headless_temporal(root / "temporal.db"),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
         bridge=BridgeSpec(port=0, data_dir=root / "bridge", file_delay_seconds=1.0),

@@ -37,6 +37,19 @@ class TemporalSpec(_Spec):
     )
 
 
+# What temporal-dev.yaml gives the dev server's database file (the README says why).
+DEV_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}
+
+
+def headless_temporal(db_filename: Path) -> TemporalSpec:
+    """The dev server as the bench and the chaos run start it: no UI, errors only, the dev stack's database
+    settings and search attributes, on a free port."""
+    from cidsync.naming import search_attribute_types
+
+    return TemporalSpec(port=0, ui_port=None, db_filename=db_filename, log_level="error",
+                        sqlite_pragmas=DEV_SQLITE_PRAGMAS, search_attributes=search_attribute_types())  # fmt: skip
+
+
 class PulsarSpec(_Spec):
     port: Port = Field(default=6650, ge=0, le=65535)
     metrics_port: Port = Field(default=0, ge=0, le=65535)

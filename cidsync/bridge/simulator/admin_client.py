@@ -17,12 +17,13 @@ from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
 
 LOAD_BATCH = 1_000
-CHANGE_KINDS = {
+# The admin contract's enums for core's changes; the server reads them back through the same maps.
+CHANGE_KINDS_PB = {
     EventType.CREATED: admin_pb2.CHANGE_KIND_CREATED,
     EventType.UPDATED: admin_pb2.CHANGE_KIND_UPDATED,
     EventType.DELETED: admin_pb2.CHANGE_KIND_DELETED,
 }
-OUTCOMES = {
+OUTCOMES_FROM_PB = {
     admin_pb2.CHANGE_OUTCOME_APPLIED: ChangeOutcome.APPLIED,
     admin_pb2.CHANGE_OUTCOME_ALREADY: ChangeOutcome.ALREADY,
     admin_pb2.CHANGE_OUTCOME_REFUSED: ChangeOutcome.REFUSED,
@@ -75,11 +76,11 @@ class SimulatorAdmin:
         results: list[tuple[ChangeOutcome, str]] = []
         for start in range(0, len(changes), LOAD_BATCH):
             request = admin_pb2.ApplyChangesRequest(changes=[
-                admin_pb2.EntryChange(kind=CHANGE_KINDS[kind], entry_json=entry.model_dump_json())
+                admin_pb2.EntryChange(kind=CHANGE_KINDS_PB[kind], entry_json=entry.model_dump_json())
                 for kind, entry in changes[start : start + LOAD_BATCH]
             ])  # fmt: skip
             reply = await self._call("ApplyChanges", request)
-            results += [(OUTCOMES[r.outcome], r.reason) for r in reply.results]
+            results += [(OUTCOMES_FROM_PB[r.outcome], r.reason) for r in reply.results]
         return results
 
     async def alter(self, entry: Entry) -> tuple[str, str]:

@@ -26,7 +26,8 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import CidEventType, FileStatus
-from cidsync.bridge.simulator.dict_state import ChangeOutcome, SimFile, SimulatedDict
+from cidsync.bridge.simulator.admin_client import CHANGE_KINDS_PB, OUTCOMES_FROM_PB
+from cidsync.bridge.simulator.dict_state import SimFile, SimulatedDict
 from cidsync.bridge.simulator.journal import Journal
 from cidsync.bridge.simulator.ratelimit import RateLimiter
 from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
@@ -35,18 +36,9 @@ from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
 from cidsync.entry import check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
-from cidsync.events import EventType
 
-CHANGE_KINDS = {
-    admin_pb2.CHANGE_KIND_CREATED: EventType.CREATED,
-    admin_pb2.CHANGE_KIND_UPDATED: EventType.UPDATED,
-    admin_pb2.CHANGE_KIND_DELETED: EventType.DELETED,
-}
-OUTCOMES = {
-    ChangeOutcome.APPLIED: admin_pb2.CHANGE_OUTCOME_APPLIED,
-    ChangeOutcome.ALREADY: admin_pb2.CHANGE_OUTCOME_ALREADY,
-    ChangeOutcome.REFUSED: admin_pb2.CHANGE_OUTCOME_REFUSED,
-}
+CHANGE_KINDS = {pb_kind: kind for kind, pb_kind in CHANGE_KINDS_PB.items()}
+OUTCOMES = {outcome: pb_outcome for pb_outcome, outcome in OUTCOMES_FROM_PB.items()}
 DEFAULT_PAGE_SIZE = 1_000
 MAX_PAGE_SIZE = 10_000
 MAX_EVENTS = 200
