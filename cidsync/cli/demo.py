@@ -84,6 +84,7 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     from cidsync.bridge.client import BridgeClient
     from cidsync.bridge.simulator.admin_client import SimulatorAdmin
     from cidsync.bridge.simulator.dict_first import DictFirst
+    from cidsync.bridge.simulator.dict_state import ChangeOutcome
     from cidsync.config import load_settings
     from cidsync.producer import EntryEventProducer, build_event
     from cidsync.pulsar_client import pulsar_client
@@ -116,7 +117,9 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
         async with SimulatorAdmin(state.bridge_address) as admin:
             dict_first = DictFirst(admin)
             refused = await dict_first.refused(events)
-        print(f"   made in DICT first, as core does: {dict(dict_first.outcomes)}")
+        told = dict_first.outcomes
+        print(f"   made in DICT first, as core does: {told[ChangeOutcome.APPLIED]} applied, "
+              f"{told[dict_first.WAITING]} deletes left to their waiting period")  # fmt: skip
         if refused:
             print(f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {seed} before?): "
                   f"{dict_first.refusals[0][1]}")  # fmt: skip
