@@ -140,16 +140,16 @@ Record = Callable[[dict[str, Any]], None]
 
 
 class SimulatedDict:
-    """DICT's state. `record`, when set, is given each change once it is made, as the journal keeps it
-    (`journal.py`): the public changes only, so a replay through the same methods makes each one again."""
+    """DICT's state. `record`, when set (by `Journal.restore`), is given each change once it is made, as the
+    journal keeps it: the public changes only, so a replay through the same methods makes each one again."""
 
-    def __init__(self, record: Record | None = None) -> None:
+    def __init__(self) -> None:
         self._pairs: dict[Pair, _PairState] = {}
         self._by_entry_id: dict[uuid.UUID, tuple[Pair, str]] = {}
         self._by_key: dict[tuple[KeyType, str], uuid.UUID] = {}
         self.files: dict[str, SimFile] = {}
         self.file_requests: dict[tuple[str, str], str] = {}  # (participant, request id) -> file id
-        self.record = record
+        self.record: Record | None = None
 
     def _note(self, op: str, now: datetime, **fields: Any) -> None:
         if self.record is not None:

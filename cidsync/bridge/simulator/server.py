@@ -34,7 +34,7 @@ from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
-from cidsync.entry import check_participant, parse_entry_json, parse_jsonl_entries
+from cidsync.entry import Entry, check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
 CHANGE_KINDS = {pb_kind: kind for kind, pb_kind in CHANGE_KINDS_PB.items()}
@@ -129,6 +129,14 @@ class Simulator:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _entry(raw: str, where: str) -> Entry:
+    """One entry of a list in a request; its problems named after its place in the list."""
+    try:
+        return parse_entry_json(raw)
+    except InvalidInput as error:
+        raise InvalidInput(where, error.problems) from None
 
 
 def _participant(value: str) -> str:
@@ -351,12 +359,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
         self, request: admin_pb2.LoadEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.LoadEntriesResponse:
         try:
-            entries = []
-            for index, raw in enumerate(request.entry_json):
-                try:
-                    entries.append(parse_entry_json(raw))
-                except InvalidInput as error:
-                    raise InvalidInput(f"entry #{index + 1}", error.problems) from None
+            entries = [_entry(raw, f"entry #{i}") for i, raw in enumerate(request.entry_json, start=1)]
             now = SimulatedDict.now()
             cids = [self.sim.dict.register(entry, now) for entry in entries]
         except InvalidInput as error:
@@ -387,10 +390,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
             for index, change in enumerate(request.changes):
                 if change.kind not in CHANGE_KINDS:
                     raise InvalidInput(f"change #{index + 1}", [Problem("kind", "must be CREATED, UPDATED or DELETED")])
-                try:
-                    changes.append((CHANGE_KINDS[change.kind], parse_entry_json(change.entry_json)))
-                except InvalidInput as error:
-                    raise InvalidInput(f"change #{index + 1}", error.problems) from None
+                changes.append((CHANGE_KINDS[change.kind], _entry(change.entry_json, f"change #{index + 1}")))
         except InvalidInput as error:
             await self._invalid(context, error)
         now = SimulatedDict.now()
