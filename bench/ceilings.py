@@ -1,7 +1,10 @@
 """The ceilings `make bench` measures before ours, on the same stack in the same round.
 
-- raw producer: `pulsar.asyncio` sends of prebuilt payloads with the same batching, compression, properties
-  and partition keys as `EntryEventProducer`: what any asyncio producer of these messages can reach;
+- raw producer: the native client's `send_async` with a bare callback, from a plain thread (no event loop),
+  of prebuilt payloads with the same batching, compression, properties, partition keys and timestamps as
+  `EntryEventProducer`: what the client library itself reaches with these messages (PERF.md's producer
+  row). An asyncio producer pays for the loop on top: `pulsar.asyncio`'s own `send`, one future each,
+  reached about 0.4 of it here;
 - raw Pulsar -> Redis: the same messages consumed in batches (one consumer per topic), each parsed as JSON,
   one idempotency-style `SET` each in a pipeline per batch, acked: the least any ingestion must do, in one
   Python process;
@@ -29,36 +32,46 @@ from bench.noop_workflow import NOOP_TASK_QUEUE, NoOp
 from cidsync.devstack.processes import launch
 from cidsync.events import EntryEvent
 from cidsync.producer import ProducerConfig
-from cidsync.pulsar_client import pulsar_client
 
 STALL_SECONDS = 30.0
 
 
-async def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
-    """Messages/s acknowledged, sending prebuilt payloads to a scratch topic."""
+def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
+    """Messages/s acknowledged, sending prebuilt payloads to a scratch topic (blocking: run it in a thread)."""
     c = ProducerConfig()
-    client = pulsar_client(pulsar_url)
-    producer = await client.create_producer(
+    client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    producer = client.create_producer(
         f"persistent://public/default/bench-raw-{uuid.uuid4().hex[:8]}",
         compression_type=pulsar.CompressionType.LZ4,
         batching_enabled=True,
         batching_max_messages=c.batching_max_messages,
         batching_max_publish_delay_ms=c.batching_max_publish_delay_ms,
         max_pending_messages=c.max_in_flight,
+        block_if_queue_full=True,
     )
-    prebuilt = [(e.to_json().encode(), {"event_id": str(e.event_id), "sequence": str(e.sequence)}, str(e.entry.id))
-                for e in events]  # fmt: skip
-    in_flight = asyncio.Semaphore(c.max_in_flight)
+    prebuilt = [
+        (e.to_json().encode(), {"schema": e.schema_, "event_type": e.event_type.value, "event_id": str(e.event_id),
+                                "sequence": str(e.sequence)}, str(e.entry.id), int(e.occurred_at.timestamp() * 1000))
+        for e in events
+    ]  # fmt: skip
+    answered = threading.Semaphore(0)
+    failed: list[pulsar.Result] = []
 
-    async def send(payload: bytes, properties: dict[str, str], key: str) -> None:
-        async with in_flight:
-            await producer.send(payload, properties=properties, partition_key=key)
+    def callback(result: pulsar.Result, _: pulsar.MessageId) -> None:
+        if result != pulsar.Result.Ok:
+            failed.append(result)
+        answered.release()
 
     started = time.perf_counter()
-    await asyncio.gather(*(send(*message) for message in prebuilt))
+    for payload, properties, key, timestamp in prebuilt:
+        producer.send_async(payload, callback, properties=properties, partition_key=key, event_timestamp=timestamp)
+    for _ in prebuilt:
+        answered.acquire()
     elapsed = time.perf_counter() - started
-    await producer.close()
-    await client.close()
+    producer.close()
+    client.close()
+    if failed:
+        raise RuntimeError(f"the raw producer's sends failed: {failed[:3]}")
     return len(prebuilt) / elapsed
 
 

@@ -124,3 +124,18 @@ async def steady(stack: Stack, rate: float, seconds: float, participants: list[s
     latencies = [(applied.at[i] - published.acked_at[i]) * 1000 for i in applied.wanted]
     return Steady(rate, percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(published.send_ms, 0.99),
                   await store_matches(stack.redis_url, expected))  # fmt: skip
+
+
+async def paced_sends(stack: Stack, rate: float, seconds: float, participants: list[str], seed: int) -> Steady:
+    """The producer's send latency at `rate`/s with the starter and worker applying what it sends, and
+    nothing else in this process (`steady` shares its event loop with the watcher of 1,000s of keyspace
+    notifications a second, which delays every acknowledgement). Only `send_p99_ms` and `exact` are set:
+    the store is polled until it holds the expected VSyncs."""
+    events, expected = history(int(rate * seconds), participants, seed)
+    published = await publish(stack, events, rate)
+    deadline = time.monotonic() + STALL_SECONDS
+    exact = False
+    while not exact and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        exact = await store_matches(stack.redis_url, expected)
+    return Steady(rate, 0.0, 0.0, percentile(published.send_ms, 0.99), exact)

@@ -31,7 +31,7 @@ import psutil
 
 from bench import ceilings
 from bench.common import Sampler, fresh_stack, history, spread
-from bench.ours import drain, publish, steady
+from bench.ours import drain, paced_sends, publish, steady
 from cidsync.devstack.processes import temporal_binary
 from cidsync.topics import Topics
 
@@ -45,7 +45,7 @@ def batch_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
 
         async def measure() -> dict[str, Any]:
             events, expected = history(events_count, ["10000001", "10000002"], seed)
-            raw_producer = await ceilings.raw_producer(stack.pulsar_url, events)
+            raw_producer = await asyncio.to_thread(ceilings.raw_producer, stack.pulsar_url, events)
             producer = (await publish(stack, events)).msgs_per_s  # also fills the backlog the starter drains
             topics = Topics(namespace=stack.namespace).entry_topics()
             raw_ingest = await asyncio.to_thread(ceilings.raw_pulsar_to_redis, stack.pulsar_url, stack.redis_url,
@@ -53,10 +53,12 @@ def batch_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
             drained = await drain(stack, sampler, events, expected, "batch")
             at_1000 = await steady(stack, 1000, 10, ["20000001", "20000002"], seed + 1)
             at_3000 = await steady(stack, 3000, 10, ["30000001", "30000002"], seed + 2)
+            sends = await paced_sends(stack, 1000, 10, ["60000001", "60000002"], seed + 3)
             return {
                 "raw_producer": raw_producer,
                 "producer": producer,
-                "producer_send_p99_ms_at_1000": at_1000.send_p99_ms,
+                "producer_send_p99_ms_at_1000": sends.send_p99_ms,
+                "producer_send_p99_ms_beside_watcher": at_1000.send_p99_ms,
                 "raw_ingest": raw_ingest,
                 "batch": drained.events_per_s,
                 "batch_cpu_us": drained.cpu_us_per_event,
@@ -64,7 +66,7 @@ def batch_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
                 "p99_ms_at_1000": at_1000.p99_ms,
                 "p50_ms_at_3000": at_3000.p50_ms,
                 "p99_ms_at_3000": at_3000.p99_ms,
-                "exact": drained.exact and at_1000.exact and at_3000.exact,
+                "exact": drained.exact and at_1000.exact and at_3000.exact and sends.exact,
             }
 
         result = asyncio.run(measure())
@@ -202,10 +204,23 @@ def report(batch: list[dict[str, Any]], per_event: list[dict[str, Any]], profile
         ("offered 1,000/s: publish→applied p99, ms", lambda r: r["p99_ms_at_1000"], "< 500"),
         ("offered 3,000/s: publish→applied p50, ms", lambda r: r["p50_ms_at_3000"], ""),
         ("offered 3,000/s: publish→applied p99, ms", lambda r: r["p99_ms_at_3000"], "< 2,000"),
-        ("raw producer ceiling (pulsar.asyncio, prebuilt payloads), msgs/s", lambda r: r["raw_producer"], ""),
+        (
+            "raw producer ceiling (native send_async, prebuilt payloads, no event loop), msgs/s",
+            lambda r: r["raw_producer"],
+            "",
+        ),
         ("EntryEventProducer, msgs/s (batched)", lambda r: r["producer"], "≥ 10,000"),
         ("EntryEventProducer ÷ raw producer", lambda r: r["producer"] / r["raw_producer"], ""),
-        ("EntryEventProducer send p99 at 1,000 msgs/s, ms", lambda r: r["producer_send_p99_ms_at_1000"], "< 20"),
+        (
+            "EntryEventProducer send p99 at 1,000 msgs/s, pipeline applying them, ms",
+            lambda r: r["producer_send_p99_ms_at_1000"],
+            "< 20",
+        ),
+        (
+            "the same, its event loop shared with the applied-watcher (offered 1,000/s above), ms",
+            lambda r: r["producer_send_p99_ms_beside_watcher"],
+            "",
+        ),
         ("worker peak RSS, MB", lambda r: r["rss_mb"]["worker"], "< 200"),
         ("starter peak RSS, MB", lambda r: r["rss_mb"]["starter"], "< 200"),
     ]
