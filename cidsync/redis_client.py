@@ -14,6 +14,16 @@ TLS and ACLs come from the environment, so the URL (which does get printed) hold
 `rediss://host:port/0` for TLS, with `CIDSYNC_REDIS_CA_FILE` (the CA to trust, else the system's) and
 optionally `CIDSYNC_REDIS_TLS_CERT_FILE`/`CIDSYNC_REDIS_TLS_KEY_FILE` (a client certificate);
 `CIDSYNC_REDIS_USERNAME` and `CIDSYNC_REDIS_PASSWORD` (or `CIDSYNC_REDIS_PASSWORD_FILE`) for an ACL user.
+
+A Redis Cluster is chosen by the URL's scheme: `redis+cluster://host:port[,host:port...]` (or
+`rediss+cluster://` for TLS) names one or more of its nodes, from which redis-py's `RedisCluster` learns
+the rest. Every key of a (participant, key type) shares the pair's hash tag, so every script and every
+transaction stays within one slot (`cidsync.store.layout`). The cluster client retries with the same
+backoff; a command to a primary that is down fails over to a fresh view of the cluster on each attempt
+(ConnectionError, ClusterDownError, MOVED), and surfaces once the attempts are spent, as a single
+Redis's outage does. Its connections are bounded per node (`CLUSTER_MAX_CONNECTIONS`): redis-py's
+cluster client raises rather than waits past that, so the bound is set above what one process ever has
+in flight.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
@@ -32,6 +43,12 @@ from redis.exceptions import ConnectionError, TimeoutError
 from cidsync.errors import InvalidInput, Problem
 
 MAX_CONNECTIONS = 64
+CLUSTER_MAX_CONNECTIONS = 512  # per node; the starter has at most a few hundred commands in flight
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+RETRIES = 6
+
+# What a role holds: one Redis, or a Redis Cluster (`redis_client` chooses by the URL).
+RedisClient = Redis | RedisCluster
 POOL_WAIT_SECONDS = 30.0  # past this, a command fails with ConnectionError: Redis is hung, not busy
 TLS_FILES = {"ssl_ca_certs": "CIDSYNC_REDIS_CA_FILE", "ssl_certfile": "CIDSYNC_REDIS_TLS_CERT_FILE",
              "ssl_keyfile": "CIDSYNC_REDIS_TLS_KEY_FILE"}  # fmt: skip
@@ -43,11 +60,30 @@ def _readable(variable: str, value: str) -> str:
     return value
 
 
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The nodes a `redis+cluster://` URL names (host:port, comma-separated; port 6379 by default)."""
+    parts = urlsplit(url)
+    where = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for item in where.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "6379")
+        if not host or not port.isdigit():
+            raise InvalidInput("settings", [Problem("CIDSYNC_REDIS_URL", f"{item!r} is not host:port")])
+        nodes.append((host, int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise InvalidInput("settings", [Problem("CIDSYNC_REDIS_URL", "a Redis Cluster has database 0 only")])
+    return nodes
+
+
 def redis_options(url: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The connection options the environment adds to `url`; an error names any bad variable."""
     environ = os.environ if environ is None else environ
     options: dict[str, Any] = {}
-    tls = urlsplit(url).scheme == "rediss"
+    tls = urlsplit(url).scheme in ("rediss", "rediss+cluster")
     for option, variable in TLS_FILES.items():
         if value := environ.get(variable, "").strip():
             if not tls:
@@ -73,12 +109,29 @@ def redis_options(url: str, environ: Mapping[str, str] | None = None) -> dict[st
     return options
 
 
-def redis_client(url: str, environ: Mapping[str, str] | None = None) -> Redis:
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=RETRIES)
+
+
+def redis_client(url: str, environ: Mapping[str, str] | None = None) -> RedisClient:
+    if is_cluster_url(url):
+        options = redis_options(url, environ)
+        if urlsplit(url).scheme == "rediss+cluster":
+            options["ssl"] = True
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+            max_connections=CLUSTER_MAX_CONNECTIONS,
+            retry=_retry(),
+            retry_on_error=[ConnectionError, TimeoutError],
+            health_check_interval=30,
+            socket_connect_timeout=5,
+            **options,
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_SECONDS,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=6),
+        retry=_retry(),
         retry_on_error=[ConnectionError, TimeoutError],
         health_check_interval=30,
         socket_connect_timeout=5,

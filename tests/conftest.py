@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,8 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.devstack.processes import free_port, temporal_binary
-from cidsync.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
+from cidsync.devstack.processes import Launched, free_cluster_port, free_port, temporal_binary
+from cidsync.devstack.servers import cluster_ok, form_cluster, start_bridge_simulator, start_pulsar, start_redis
 from cidsync.naming import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
@@ -64,6 +66,61 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield RedisServer(port)
     finally:
         launched.stop()
+
+
+class RedisClusterServers:
+    """Three primaries of a Redis Cluster, from the same redis-server binary, with AOF (a node killed and
+    started again keeps its data and its slots, as a production primary without replicas would)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ports: list[int] = []
+        for _ in range(3):
+            self.ports.append(free_cluster_port(self.ports))
+        self.nodes = [self._start(port) for port in self.ports]
+        form_cluster(self.ports)
+
+    def _start(self, port: int) -> Launched:
+        where = self.root / str(port)
+        return start_redis(port=port, data_dir=where, appendonly=True, log=where / "redis.log", cluster=True)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:2])
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one primary: its slots are unserved until it is back (no replica takes over)."""
+        process = self.nodes[index].process
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        self.nodes[index] = self._start(self.ports[index])
+        deadline = time.monotonic() + timeout
+        while not all(cluster_ok(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Redis Cluster did not come back ok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(params=["redis_server", "redis_cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A real Redis, then a real 3-primary Redis Cluster: what runs on both is tested on both."""
+    servers: RedisServer | RedisClusterServers = request.getfixturevalue(request.param)
+    return servers.url
 
 
 @pytest.fixture(scope="session")
@@ -199,5 +256,18 @@ async def running(
 
     async with reconciliation_worker(
         temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
+    ) as reconciling:
+        yield reconciling
+
+
+@pytest.fixture
+async def running_on_each_store(
+    temporal_env: WorkflowEnvironment, store_url: str, pulsar_broker: PulsarBroker, bridge_simulator: BridgeSimulator
+) -> AsyncIterator[Running]:
+    """`running`, on a real Redis and then on a real Redis Cluster."""
+    from tests.e2e.reconciliation import reconciliation_worker
+
+    async with reconciliation_worker(
+        temporal_env, store_url, pulsar_broker.url, bridge_simulator.address
     ) as reconciling:
         yield reconciling

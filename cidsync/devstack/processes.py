@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -73,6 +74,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port(taken: Sequence[int] = ()) -> int:
+    """A port for a Redis Cluster node: free, and so is its cluster bus port (the port + 10,000, which
+    Redis before 7 cannot move), so it comes from below the kernel's ephemeral range."""
+    for port in random.sample(range(20_000, 30_000), 10_000):
+        if port in taken or port + 10_000 in taken:
+            continue
+        if all(_bindable(p) for p in (port, port + 10_000)):
+            return port
+    raise StackError("no free port pair for a Redis Cluster node in 20000-40000")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_owner(port: int) -> str | None:

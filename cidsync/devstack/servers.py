@@ -6,7 +6,8 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cidsync.devstack.processes import (
@@ -28,8 +29,10 @@ def redis_answers(port: int) -> bool:
         return False
 
 
-def start_redis(*, port: int, data_dir: Path, appendonly: bool, log: Path) -> Launched:
-    """A redis-server on 127.0.0.1 only; AOF for the dev stack, nothing on disk for tests."""
+def start_redis(*, port: int, data_dir: Path, appendonly: bool, log: Path, cluster: bool = False) -> Launched:
+    """A redis-server on 127.0.0.1 only; AOF for the dev stack, nothing on disk for tests. With `cluster`,
+    a node of a Redis Cluster (its node file in `data_dir`), to be joined by `form_cluster`; restarted on
+    the same port and directory, it rejoins with its slots."""
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(redis_binary()),
@@ -40,7 +43,33 @@ def start_redis(*, port: int, data_dir: Path, appendonly: bool, log: Path) -> La
         "--appendonly", "yes" if appendonly else "no",
         "--daemonize", "no",
     ]  # fmt: skip
+    if cluster:
+        argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
     return launch("redis", argv, log=log, ready=lambda: redis_answers(port))
+
+
+def form_cluster(ports: Sequence[int], timeout: float = 30.0) -> None:
+    """Make the nodes on `ports` one Redis Cluster of primaries (slots split evenly, no replicas), with
+    redis-cli beside redis-server, and wait until every node says the cluster is ok."""
+    cli = redis_binary().with_name("redis-cli")
+    nodes = [f"127.0.0.1:{port}" for port in ports]
+    subprocess.run([str(cli), "--cluster", "create", *nodes, "--cluster-yes"], check=True, capture_output=True,
+                   timeout=timeout)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not all(cluster_ok(port) for port in ports):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Redis Cluster on {', '.join(nodes)} was not ok within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def cluster_ok(port: int) -> bool:
+    """Whether the node on `port` sees its cluster's every slot served (`cluster_state:ok`)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
 
 
 def start_pulsar(*, port: int, metrics_port: int, data_dir: Path, log: Path) -> Launched:

@@ -1,29 +1,39 @@
 """`CIDStore`: the CID store's API over Redis, for every role (DESIGN.md §3: the store is a library).
 
-Built once per process with its Redis client injected (`cidsync.redis_client`). The starter checks marks,
+Built once per process with its Redis client injected (`cidsync.redis_client`): one Redis or a Redis
+Cluster, the same calls for both. The starter checks marks,
 the worker's activities apply changes, read and repair the store and keep a reconciliation's scratch sets,
 and the CLI, the demo and the benches read it; none of them touches Redis beside it.
 
 The client must not decode responses: the VSync is raw bytes.
+
+On a Redis Cluster every pair's keys share one slot (the hash tag), so each script, MULTI and
+multi-key command stays on one node; a pipeline over many pairs (a batch, the starter's marks) is split
+by redis-py per node. A script is loaded on every primary before a pipeline uses it, and again after a
+NOSCRIPT (a restarted primary starts with no scripts): every script is safe to run twice, so the batch is
+simply sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from opentelemetry.trace import SpanKind
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from cidsync.cid import ZERO_VSYNC
 from cidsync.entry import KeyType
 from cidsync.patience import until_answered
+from cidsync.redis_client import RedisClient
 from cidsync.store.key_id import KeySecretMismatch, fingerprint, key_id
 from cidsync.store.layout import (
     DEFAULT_MARK_TTL_SECONDS,
@@ -76,7 +86,7 @@ def _text(value: bytes | str) -> str:
 class CIDStore:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         key_secret: bytes,
         *,
         mark_ttl_seconds: int = DEFAULT_MARK_TTL_SECONDS,
@@ -86,8 +96,10 @@ class CIDStore:
         self.key_secret = key_secret
         self.mark_ttl_seconds = mark_ttl_seconds
         self.scratch_ttl_seconds = scratch_ttl_seconds
-        self._apply = redis.register_script(APPLY)
-        self._repair = redis.register_script(REPAIR)
+        self._scripts = {name: (text, hashlib.sha1(text.encode()).hexdigest()) for name, text in
+                         (("apply", APPLY), ("repair", REPAIR))}  # fmt: skip
+        self._loaded = 0  # how many times the scripts were loaded: 0, not yet
+        self._loading = asyncio.Lock()
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -141,7 +153,7 @@ class CIDStore:
     async def apply(self, change: CIDChange) -> ApplyResult:
         keys, args = self._script_call(change)
         with tracing.span("redis apply", kind=SpanKind.CLIENT, attributes=_apply_attributes(change)) as span:
-            status, previous, _, raw_vsync = await self._apply(keys=keys, args=args)
+            status, previous, _, raw_vsync = await self._run_script("apply", keys, args)
             if span is not None:
                 span.set_attribute("cidsync.outcome", _text(status))
         return ApplyResult(
@@ -155,16 +167,60 @@ class CIDStore:
 
         So how events are grouped into batches (and regrouped on redelivery) cannot change the result.
         """
+        calls = [self._script_call(change) for change in changes]
         with tracing.span("redis apply batch", kind=SpanKind.CLIENT, attributes=_REDIS_SCRIPT) as span:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for change in changes:
-                    keys, args = self._script_call(change)
-                    await self._apply(keys=keys, args=args, client=pipe)
-                replies = await pipe.execute()
+            replies = await self._pipelined_applies(calls)
             applied = sum(1 for reply in replies if reply[0] == b"applied")
             if span is not None:
                 span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": applied})
         return BatchResult(applied=applied, stale=len(replies) - applied)
+
+    async def _pipelined_applies(self, calls: list[tuple[list[str], list[str | int]]]) -> list[list[bytes]]:
+        """The apply script once per call, in one pipeline (per node, on a cluster); sent again whole
+        after a NOSCRIPT (see `_run_script`): the changes it had applied then come back stale, so the
+        count of applied ones is low and the store right."""
+        sha = self._scripts["apply"][1]
+        for attempt in (1, 2):
+            loaded = await self._ensure_scripts()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # routed by its keys
+                    replies: list[list[bytes]] = await pipe.execute()
+                return replies
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self._ensure_scripts(reload_after=loaded)
+        raise AssertionError("unreachable")
+
+    async def _run_script(self, name: str, keys: list[str], args: Sequence[str | int]) -> Any:
+        """EVALSHA, the scripts loaded first, and loaded again once after a NOSCRIPT (a restarted Redis,
+        or a primary of a cluster, starts with none).
+
+        Not redis-py's `Script`: on a cluster its fallback has every caller that meets NOSCRIPT load
+        the script on every primary at once, and concurrent callers then failed on half-open
+        connections ("'NoneType' object has no attribute 'writelines'", redis-py 8.1, seen in the
+        property tests); its pipelines ask SCRIPT EXISTS before every batch, and its cluster pipeline
+        loads nothing. Here one caller loads, the others wait for it."""
+        sha = self._scripts[name][1]
+        loaded = await self._ensure_scripts()
+        try:
+            return await self.redis.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._ensure_scripts(reload_after=loaded)
+            return await self.redis.evalsha(sha, len(keys), *keys, *args)
+
+    async def _ensure_scripts(self, reload_after: int | None = None) -> int:
+        """Load the scripts if they never were, or (`reload_after`) if no one has since that load; the
+        load's number."""
+        async with self._loading:
+            if self._loaded == 0 or self._loaded == reload_after:
+                for text, sha in self._scripts.values():
+                    loaded = await self.redis.script_load(text)  # on every primary, on a cluster
+                    assert _text(loaded) == sha, "Redis hashed a script differently"
+                self._loaded += 1
+            return self._loaded
 
     @asynccontextmanager
     async def applied_events(self) -> AsyncIterator[AsyncIterator[str]]:
@@ -173,19 +229,35 @@ class CIDStore:
         How the benches see each event applied the moment it is, without polling. It turns on keyspace
         notifications for string commands (CONFIG SET) and costs every write a publish: not for production.
         """
-        await self.redis.config_set("notify-keyspace-events", "K$")
-        pubsub = self.redis.pubsub()
-        await pubsub.psubscribe(f"__keyspace@*__:{MARK_PATTERN}")
+        # A cluster's nodes each announce their own keys: every primary is told, and listened to.
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.config_set("notify-keyspace-events", "K$", target_nodes=RedisCluster.PRIMARIES)
+            pubsubs: list[Any] = [self.redis.pubsub(node=node) for node in self.redis.get_primaries()]
+        else:
+            await self.redis.config_set("notify-keyspace-events", "K$")
+            pubsubs = [self.redis.pubsub()]
+        for pubsub in pubsubs:
+            await pubsub.psubscribe(f"__keyspace@*__:{MARK_PATTERN}")
+        announced: asyncio.Queue[str] = asyncio.Queue()
 
-        async def event_ids() -> AsyncIterator[str]:
+        async def listen(pubsub: Any) -> None:
             async for message in pubsub.listen():
                 if message["type"] == "pmessage":
-                    yield _text(message["channel"]).rsplit(":", 1)[1]
+                    announced.put_nowait(_text(message["channel"]).rsplit(":", 1)[1])
 
+        async def event_ids() -> AsyncIterator[str]:
+            while True:
+                yield await announced.get()
+
+        listeners = [asyncio.ensure_future(listen(pubsub)) for pubsub in pubsubs]
         try:
             yield event_ids()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            for listener in listeners:
+                listener.cancel()
+            await asyncio.gather(*listeners, return_exceptions=True)
+            for pubsub in pubsubs:
+                await pubsub.aclose()
 
     async def marked(self, changes: Sequence[CIDChange]) -> list[bool]:
         """Whether each change's event is marked applied: one pipelined round trip for all of them."""
@@ -311,8 +383,10 @@ class CIDStore:
         """DICT-only and local-only CIDs, computed inside Redis into the scratch sets; counts come back."""
         local = scratch.pair.cids
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sdiffstore(scratch.dict_only, [scratch.dict_cids, local])
-            pipe.sdiffstore(scratch.local_only, [local, scratch.dict_cids])
+            # redis-py's cluster pipeline refuses `sdiffstore` (and `evalsha`) by name, whatever the keys'
+            # slots; these share the pair's, so the command itself is sent.
+            pipe.execute_command("SDIFFSTORE", scratch.dict_only, scratch.dict_cids, local)
+            pipe.execute_command("SDIFFSTORE", scratch.local_only, local, scratch.dict_cids)
             pipe.expire(scratch.dict_only, self.scratch_ttl_seconds)
             pipe.expire(scratch.local_only, self.scratch_ttl_seconds)
             dict_only, local_only, *_ = await pipe.execute()
@@ -351,9 +425,10 @@ class CIDStore:
     ) -> RepairStatus:
         """Set a key's CID to DICT's (None: remove it) iff no event changed it since `begin_watch` and its
         state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
-        status, _ = await self._repair(
-            keys=[pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch],
-            args=[
+        status, _ = await self._run_script(
+            "repair",
+            [pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch],
+            [
                 key_id_, expected_state, cid_value or "", f"{key_id_}|{entry_id}", notification,
                 self.scratch_ttl_seconds,
             ],

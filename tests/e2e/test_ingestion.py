@@ -9,7 +9,7 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.producer import EntryEventProducer, ProducerConfig
 from cidsync.pulsar_client import pulsar_client
 from starters.options import Mode
-from tests.conftest import PulsarBroker, RedisServer
+from tests.conftest import PulsarBroker
 from tests.e2e.harness import (
     expected_vsyncs,
     history_events,
@@ -22,9 +22,10 @@ from tests.producer.conftest import receive, subscribe
 
 @pytest.mark.parametrize("mode", [Mode.PER_EVENT, Mode.BATCH])
 async def test_duplicates_reordering_and_malformed_messages(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker, mode: Mode
+    temporal_env: WorkflowEnvironment, store_url: str, pulsar_broker: PulsarBroker, mode: Mode
 ) -> None:
-    async with running_pipeline(temporal_env, redis_server.url, pulsar_broker.url, mode=mode) as pipeline:
+    """On a real Redis and on a real Redis Cluster (the participants' pairs spread over its primaries)."""
+    async with running_pipeline(temporal_env, store_url, pulsar_broker.url, mode=mode, participants=3) as pipeline:
         events = history_events(150, pipeline.participants, seed=uuid.uuid4().int % 1000)
         delivered = shuffled_with_duplicates(events, seed=7, duplicates=40)
         async with EntryEventProducer(

@@ -36,8 +36,12 @@ KEY_TYPE = KeyType.EVP
 
 
 async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
-    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str
+    temporal_env: WorkflowEnvironment,
+    running_on_each_store: Running,
+    simulator_admin: SimulatorAdmin,
+    participant: str,
 ) -> None:
+    running = running_on_each_store
     entries = pair_entries(participant, KEY_TYPE, 300, seed=10_000)
     await seed_pair(simulator_admin, running.store, entries)
     by_cid = {cid(e): e for e in entries}

@@ -1,4 +1,5 @@
-"""Invariants I1-I3 of DESIGN.md §4, property-tested against the real Redis.
+"""Invariants I1-I3 of DESIGN.md §4, property-tested against the real Redis, and against a real
+3-primary Redis Cluster (`store_url`).
 
 I1: the VSync always equals the XOR of the stored CIDs. I2: a key has at most one current CID.
 I3: any permutation and duplication of an event history gives the state of applying it once in
@@ -64,7 +65,7 @@ def expected_state(history: list[Step]) -> set[str]:
 
 
 async def _apply_all(url: str, participant: str, history: list[Step], deliveries: list[int], concurrent: bool) -> None:
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)
     store = CIDStore(client, SECRET)
     events = {i: str(uuid.uuid4()) for i in range(len(history))}
 
@@ -99,13 +100,13 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(), data=st.data(), concurrent=st.booleans())
 def test_any_permutation_with_duplicates_gives_the_in_order_state(
-    redis_server: RedisServer, history: list[Step], data: st.DataObject, concurrent: bool
+    store_url: str, history: list[Step], data: st.DataObject, concurrent: bool
 ) -> None:
     deliveries = list(range(len(history)))
     deliveries += data.draw(st.lists(st.sampled_from(deliveries), max_size=len(history)), label="duplicates")
     deliveries = data.draw(st.permutations(deliveries), label="arrival order")
     participant = f"{uuid.uuid4().int % 10**8:08d}"
-    asyncio.run(_apply_all(redis_server.url, participant, history, deliveries, concurrent))
+    asyncio.run(_apply_all(store_url, participant, history, deliveries, concurrent))
 
 
 async def test_duplicates_and_older_events_are_reported_stale(redis_server: RedisServer) -> None:
@@ -143,21 +144,25 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
         await client.aclose()
 
 
-async def _apply_in_batches(url: str, participant: str, history: list[Step], batches: list[list[int]]) -> None:
+async def _apply_in_batches(url: str, prefix: str, history: list[Step], batches: list[list[int]]) -> None:
+    """Each key in a pair of its own (participant `prefix` + its index), so a batch spans pairs: on a
+    cluster, slots and nodes."""
     client = redis_client(url)
     store = CIDStore(client, SECRET)
     events = {i: uuid.uuid5(uuid.NAMESPACE_OID, f"event-{i}") for i in range(len(history))}
+    participant = {key: f"{prefix}{index}" for index, key in enumerate(KEYS)}
     try:
         for batch in batches:
             steps = [(history[i], events[i]) for i in batch]
             changes = [
-                make_change(participant, KeyType.PHONE, s.key, s.sequence, s.cid, secret=SECRET, event_id=e)
+                make_change(participant[s.key], KeyType.PHONE, s.key, s.sequence, s.cid, secret=SECRET, event_id=e)
                 for s, e in steps
             ]
             await store.apply_batch(changes)
-        stored = await store.cids(participant, KeyType.PHONE)
-        assert stored == expected_state(history)
-        assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)
+        for key in {step.key for step in history}:
+            stored = await store.cids(participant[key], KeyType.PHONE)
+            assert stored == expected_state([step for step in history if step.key == key])
+            assert await store.vsync(participant[key], KeyType.PHONE) == vsync(stored)
     finally:
         await client.aclose()
 
@@ -165,7 +170,7 @@ async def _apply_in_batches(url: str, participant: str, history: list[Step], bat
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories(), data=st.data())
 def test_batches_regrouped_on_redelivery_give_the_in_order_state(
-    redis_server: RedisServer, history: list[Step], data: st.DataObject
+    store_url: str, history: list[Step], data: st.DataObject
 ) -> None:
     """Batch mode: however events are grouped, and regrouped when a batch is redelivered (some events
     again, in other company and order), the state is that of applying the history once in order."""
@@ -175,5 +180,5 @@ def test_batches_regrouped_on_redelivery_give_the_in_order_state(
     redelivered = data.draw(st.lists(st.lists(st.sampled_from(indices), min_size=1, max_size=8), max_size=4),
                             label="redelivered batches")  # fmt: skip
     order = data.draw(st.permutations(batches + redelivered), label="batch order")
-    participant = f"{uuid.uuid4().int % 10**8:08d}"
-    asyncio.run(_apply_in_batches(redis_server.url, participant, history, list(order)))
+    prefix = f"{uuid.uuid4().int % 10**7:07d}"
+    asyncio.run(_apply_in_batches(store_url, prefix, history, list(order)))

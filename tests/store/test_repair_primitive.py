@@ -1,4 +1,5 @@
-"""Reconciliation's repair primitive: compare-and-set, so a DICT snapshot never beats a newer local change."""
+"""Reconciliation's repair primitive: compare-and-set, so a DICT snapshot never beats a newer local change.
+On a real Redis and on a real Redis Cluster (`store_url`)."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,6 @@ from cidsync.store.key_id import key_id
 from cidsync.store.layout import PairKeys
 from cidsync.store.models import CIDChange, CidHolder, RepairStatus
 from tests.changes import change
-from tests.conftest import RedisServer
 
 SECRET = b"repair-secret"
 KEY = "+5511987654321"
@@ -21,8 +21,8 @@ A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
 @pytest.fixture
-async def store(redis_server: RedisServer) -> AsyncIterator[CIDStore]:
-    client = redis_client(redis_server.url)
+async def store(store_url: str) -> AsyncIterator[CIDStore]:
+    client = redis_client(store_url)
     yield CIDStore(client, SECRET)
     await client.aclose()
 
