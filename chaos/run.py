@@ -34,7 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.bridge.simulator.dict_first import DictFirst
 from cidsync.bridge.simulator.dict_state import SimulatedDict
 from cidsync.config import load_settings
+from cidsync.devstack.spec import MAX_REPLICAS
 from cidsync.entry import KeyType, PairRef
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.naming import reconcile_workflow_id
@@ -84,6 +85,7 @@ class Options:
     participants: int = 2
     faults: int = 40
     settle_timeout: float = 600.0
+    replicas: int = 1  # workers, and starters (Key_Shared): a kill takes one of them
 
     @classmethod
     def reduced(cls, seed: int) -> Options:
@@ -228,9 +230,12 @@ class Run:
 
     async def fault(self, kind: str) -> None:
         if kind.startswith("kill "):
-            names = [kind.removeprefix("kill ")]
-            if names == ["several"]:
-                names = self.rng.sample(KILLABLE, self.rng.randint(2, 4))
+            role = kind.removeprefix("kill ")
+            # One process of the role (of its replicas, if any); several: any 2-4 of them all.
+            names = [self.rng.choice(self.stack.processes(role))] if role != "several" else self.rng.sample(
+                [name for killable in KILLABLE for name in self.stack.processes(killable)], self.rng.randint(2, 4)
+            )  # fmt: skip
+            if role == "several" or self.stack.replicas > 1:
                 print(f"      ({', '.join(names)})", flush=True)
             await asyncio.to_thread(self.stack.kill, *names)
             await asyncio.sleep(self.rng.uniform(0.2, 4.0))
@@ -478,13 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="the small run `make test` includes")
     parser.add_argument("--events", type=int, help="how many valid events (default 10,000; reduced 1,200)")
     parser.add_argument("--keep", metavar="DIR", help="run the stack in DIR and keep it (logs, data) afterwards")
+    parser.add_argument("--replicas", type=int, default=1, choices=range(1, MAX_REPLICAS + 1),
+                        help="workers and starters (Key_Shared) side by side; a kill takes one of them")  # fmt: skip
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     options = Options.reduced(seed) if args.reduced else Options(seed=seed)
-    if args.events:
-        options = Options(**{**options.__dict__, "events": args.events})
-    print(f"== chaos seed {seed} (python -m chaos.run --seed {seed}{' --reduced' if args.reduced else ''})",
-          flush=True)  # fmt: skip
+    options = replace(options, events=args.events or options.events, replicas=args.replicas)
+    flags = (" --reduced" if args.reduced else "") + (f" --replicas {args.replicas}" if args.replicas > 1 else "")
+    print(f"== chaos seed {seed} (python -m chaos.run --seed {seed}{flags})", flush=True)
     # `timeout`, `kill` and CI stop a run with SIGTERM: end it as Ctrl-C does, so the stack goes down too
     # (its servers run in process groups of their own and would outlive the run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -496,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet = logging.FileHandler(root / "chaos-clients.log")
         quiet.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=logging.WARNING, handlers=[quiet])
-        stack = exits.enter_context(chaos_stack(root))
+        stack = exits.enter_context(chaos_stack(root, options.replicas))
         return asyncio.run(Run(options, stack)())
 
 

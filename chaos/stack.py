@@ -27,13 +27,13 @@ from cidsync.devstack.spec import (
     WorkerSpec,
     headless_temporal,
 )
-from cidsync.devstack.stack import StackState, down, read_state, up
+from cidsync.devstack.stack import StackState, down, read_state, replica_name, up
 
 SECRET = "chaos-key-secret"
 KILLABLE = ("worker", "starter", "pulsar", "redis", "temporal")
 
 
-def chaos_spec(root: Path, mode: str) -> StackSpec:
+def chaos_spec(root: Path, mode: str, replicas: int = 1) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=headless_temporal(root / "temporal.db"),
@@ -41,8 +41,8 @@ def chaos_spec(root: Path, mode: str) -> StackSpec:
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
         bridge=BridgeSpec(port=0, data_dir=root / "bridge", file_delay_seconds=1.0),
         codec=CodecSpec(enabled=False),
-        worker=WorkerSpec(graceful_shutdown_seconds=5),
-        starter=StarterSpec(mode=mode),
+        worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
+        starter=StarterSpec(mode=mode, replicas=replicas),
         follow=FollowSpec(enabled=False),  # the run starts its followers itself, with short graces
     )
 
@@ -51,11 +51,18 @@ def chaos_spec(root: Path, mode: str) -> StackSpec:
 class ChaosStack:
     root: Path
     mode: str = "batch"
+    replicas: int = 1  # of the worker and of the starter
     kills: dict[str, int] = field(default_factory=dict)
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(self.root, self.mode)
+        return chaos_spec(self.root, self.mode, self.replicas)
+
+    def processes(self, role: str) -> list[str]:
+        """The services of a role: `worker` alone, or `worker`, `worker-2`... with replicas."""
+        if role not in ("worker", "starter"):
+            return [role]
+        return [replica_name(role, index) for index in range(1, self.replicas + 1)]
 
     @property
     def state(self) -> StackState:
@@ -89,8 +96,9 @@ class ChaosStack:
         raise AssertionError("unreachable")
 
     def switch_starter(self, mode: str) -> None:
-        """The starter in another mode: stopped (gracefully), then started with the new spec."""
-        self.state.services["starter"].ref.stop()
+        """The starters in another mode: stopped (gracefully), then started with the new spec."""
+        for name in self.processes("starter"):
+            self.state.services[name].ref.stop()
         self.mode = mode
         self.restart()
 
@@ -99,10 +107,10 @@ class ChaosStack:
 
 
 @contextlib.contextmanager
-def chaos_stack(root: Path) -> Iterator[ChaosStack]:
+def chaos_stack(root: Path, replicas: int = 1) -> Iterator[ChaosStack]:
     saved = os.environ.get("CIDSYNC_KEY_SECRET")
     os.environ["CIDSYNC_KEY_SECRET"] = SECRET  # the roles inherit it
-    stack = ChaosStack(root)
+    stack = ChaosStack(root, replicas=replicas)
     try:
         stack.up()
         yield stack

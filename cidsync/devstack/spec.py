@@ -83,10 +83,16 @@ class CodecSpec(_Spec):
     port: Port = Field(default=8081, ge=0, le=65535)
 
 
+MAX_REPLICAS = 4
+
+
 class WorkerSpec(_Spec):
     """`cidsync worker`, against the stack's own Temporal and Redis."""
 
     enabled: bool = True
+    # Processes polling the task queue; the second is the service `worker-2`, and so on, each with its own
+    # log and metrics port. One Python process uses one core.
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     task_queue: str = "cidsync"
     graceful_shutdown_seconds: float = Field(default=10.0, gt=0)
     # /metrics, /healthz, /readyz on this loopback port (0: a free one); null: no endpoint
@@ -97,6 +103,8 @@ class StarterSpec(_Spec):
     """`cidsync starter`, from the stack's Pulsar to its Temporal."""
 
     enabled: bool = True
+    # Consumers of the same subscription (Key_Shared: each entry's events go to one of them at a time).
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     mode: Literal["per-event", "batch"] = "per-event"
     subscription_type: Literal["key_shared", "shared"] = "key_shared"
     waiting_period_days: float = Field(default=30.0, gt=0)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,7 +36,7 @@ from cidsync.devstack.servers import (
     start_temporal,
     temporal_argv,
 )
-from cidsync.devstack.spec import StackSpec
+from cidsync.devstack.spec import MAX_REPLICAS, StackSpec, StarterSpec, WorkerSpec
 
 STATE_FILE = "state.json"
 
@@ -217,19 +219,39 @@ def _role_ports(port: int | None) -> dict[str, int]:
     return {} if port is None else {"metrics": port}
 
 
-def _start_worker(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+def _start_worker(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     w = spec.worker
     options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds),
                *_metrics_bind(ports)]  # fmt: skip
-    return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / "worker.log")
+    return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / f"{name}.log")
 
 
-def _start_starter(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     s = spec.starter
     options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type,
                *_metrics_bind(ports)]  # fmt: skip
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
-    return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / "starter.log")
+    return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / f"{name}.log")
+
+
+def replica_name(role: str, index: int) -> str:
+    """`worker`, `worker-2`, `worker-3`...: the first keeps the role's name, as on a stack of one."""
+    return role if index == 1 else f"{role}-{index}"
+
+
+def _replicas(role: Literal["worker", "starter"], start: Callable[..., Launched]) -> tuple[_Service, ...]:
+    def spec_of(s: StackSpec) -> WorkerSpec | StarterSpec:
+        return s.worker if role == "worker" else s.starter
+
+    return tuple(
+        _Service(
+            replica_name(role, index),
+            lambda s: _role_ports(spec_of(s).metrics_port),
+            functools.partial(start, replica_name(role, index)),
+            lambda s, index=index: spec_of(s).enabled and spec_of(s).replicas >= index,  # type: ignore[misc]
+        )
+        for index in range(1, MAX_REPLICAS + 1)
+    )
 
 
 # Start order; `down` stops in reverse, so clients go before the servers they use.
@@ -264,8 +286,8 @@ SERVICES: tuple[_Service, ...] = (
             log=logs / "bridge.log",
         ),
     ),
-    _Service("worker", lambda s: _role_ports(s.worker.metrics_port), _start_worker, lambda s: s.worker.enabled),
-    _Service("starter", lambda s: _role_ports(s.starter.metrics_port), _start_starter, lambda s: s.starter.enabled),
+    *_replicas("worker", _start_worker),
+    *_replicas("starter", _start_starter),
 )
 
 
