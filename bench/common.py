@@ -26,7 +26,7 @@ from cidsync.devstack.spec import (
     WorkerSpec,
     headless_temporal,
 )
-from cidsync.devstack.stack import StackState, down, up
+from cidsync.devstack.stack import StackState, down, replica_name, up
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.producer import build_event
@@ -47,7 +47,7 @@ class Stack:
     root: Path
     spec: StackSpec
     state: StackState
-    starter: Launched | None = None
+    starters: list[Launched] = field(default_factory=list)
 
     @property
     def pulsar_url(self) -> str:
@@ -66,19 +66,24 @@ class Stack:
         return self.state.pulsar_namespace
 
     def start_starter(self, mode: str) -> None:
+        """As many starters as the stack has workers (`fresh_stack`'s `replicas`), on one Key_Shared
+        subscription: `starter`, `starter-2`..."""
         options = ["--mode", mode, "--log-level", "warning"]
-        self.starter = start_role("starter", options, state_dir=self.spec.state_dir,
-                                  env={"CIDSYNC_KEY_SECRET": BENCH_SECRET}, log=self.root / "starter.log")  # fmt: skip
+        for index in range(1, self.spec.worker.replicas + 1):
+            name = replica_name("starter", index)
+            self.starters.append(start_role("starter", options, state_dir=self.spec.state_dir,
+                                            env={"CIDSYNC_KEY_SECRET": BENCH_SECRET},
+                                            log=self.root / f"{name}.log"))  # fmt: skip
+
+    def starter_pids(self) -> dict[str, int]:
+        return {replica_name("starter", i): s.process.pid for i, s in enumerate(self.starters, start=1)}
 
     def pids(self) -> dict[str, int]:
-        found = {name: service.pid for name, service in self.state.services.items()}
-        if self.starter is not None:
-            found["starter"] = self.starter.process.pid
-        return found
+        return {**{name: service.pid for name, service in self.state.services.items()}, **self.starter_pids()}
 
 
 @contextlib.contextmanager
-def fresh_stack(root: Path) -> Iterator[Stack]:
+def fresh_stack(root: Path, replicas: int = 1) -> Iterator[Stack]:
     temporal = headless_temporal(root / "temporal.db")
     spec = StackSpec(
         state_dir=root / "state",
@@ -86,7 +91,7 @@ def fresh_stack(root: Path) -> Iterator[Stack]:
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
         bridge=BridgeSpec(port=0, data_dir=None),
-        worker=WorkerSpec(),
+        worker=WorkerSpec(replicas=replicas),
         starter=StarterSpec(enabled=False),
     )
     environment = {"CIDSYNC_KEY_SECRET": BENCH_SECRET}
@@ -96,8 +101,8 @@ def fresh_stack(root: Path) -> Iterator[Stack]:
     try:
         yield stack
     finally:
-        if stack.starter is not None:
-            stack.starter.stop()
+        for starter in stack.starters:
+            starter.stop()
         down(spec.state_dir)
 
 

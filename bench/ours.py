@@ -94,8 +94,8 @@ async def drain(
     counted from the first applied on too (not the starter's start-up); `begun` is called then."""
     async with watching(stack.redis_url, events) as applied:
         stack.start_starter(mode)
-        assert stack.starter is not None
-        sampler.add("starter", stack.starter.process.pid)
+        for name, pid in stack.starter_pids().items():
+            sampler.add(name, pid)
         await asyncio.wait_for(applied.begun.wait(), STALL_SECONDS)
         before = sampler.cpu_seconds()
         if begun is not None:

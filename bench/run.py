@@ -40,8 +40,8 @@ START, END = "<!-- make bench: start -->", "<!-- make bench: end -->"
 MB = 1024 * 1024
 
 
-def batch_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
-    with fresh_stack(root) as stack, Sampler(stack.pids()) as sampler:
+def batch_round(root: Path, events_count: int, seed: int, replicas: int = 1) -> dict[str, Any]:
+    with fresh_stack(root, replicas) as stack, Sampler(stack.pids()) as sampler:
 
         async def measure() -> dict[str, Any]:
             events, expected = history(events_count, ["10000001", "10000002"], seed)
@@ -70,12 +70,12 @@ def batch_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
             }
 
         result = asyncio.run(measure())
-    result["rss_mb"] = {name: sampler.peak_rss.get(name, 0) / MB for name in ("worker", "starter")}
+    result["rss_mb"] = peak_rss_mb(sampler)
     return result
 
 
-def per_event_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
-    with fresh_stack(root) as stack, Sampler(stack.pids()) as sampler:
+def per_event_round(root: Path, events_count: int, seed: int, replicas: int = 1) -> dict[str, Any]:
+    with fresh_stack(root, replicas) as stack, Sampler(stack.pids()) as sampler:
 
         async def measure() -> dict[str, Any]:
             # The no-op ceiling before and after ours, on the same server, averaged: the server's pace drifts
@@ -90,8 +90,14 @@ def per_event_round(root: Path, events_count: int, seed: int) -> dict[str, Any]:
                     "per_event_cpu_us": drained.cpu_us_per_event}  # fmt: skip
 
         result = asyncio.run(measure())
-    result["rss_mb"] = {name: sampler.peak_rss.get(name, 0) / MB for name in ("worker", "starter")}
+    result["rss_mb"] = peak_rss_mb(sampler)
     return result
+
+
+def peak_rss_mb(sampler: Sampler) -> dict[str, float]:
+    """The worker's and the starter's peak RSS (the highest of their replicas)."""
+    return {role: max((rss for name, rss in sampler.peak_rss.items() if name.split("-")[0] == role), default=0) / MB
+            for role in ("worker", "starter")}  # fmt: skip
 
 
 def profiled_drain(root: Path, events_count: int, seconds: int) -> dict[str, list[tuple[float, str]]]:
@@ -106,8 +112,7 @@ def profiled_drain(root: Path, events_count: int, seconds: int) -> dict[str, lis
             recorders: list[subprocess.Popen[bytes]] = []
 
             def record() -> None:  # from the first event applied: the steady state, not the start-up
-                assert stack.starter is not None
-                for name, pid in (("starter", stack.starter.process.pid), ("worker", stack.pids()["worker"])):
+                for name, pid in (("starter", stack.starter_pids()["starter"]), ("worker", stack.pids()["worker"])):
                     argv = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
                             "--nonblocking", "--format", "raw", "-o", str(outputs[name])]  # fmt: skip
                     recorders.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -293,15 +298,17 @@ def main() -> None:
     parser.add_argument("--per-event-events", type=int, default=1_000)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md alone")
+    parser.add_argument("--replicas", type=int, default=1, help="workers and starters side by side (Key_Shared)")
     options = parser.parse_args()
     started = time.perf_counter()
     batch, per_event = [], []
     for index in range(options.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            batch.append(batch_round(Path(tmp), options.events, seed=100 + index))
+            batch.append(batch_round(Path(tmp), options.events, seed=100 + index, replicas=options.replicas))
             print(f"round {index + 1} batch: {_brief(batch[-1])}", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            per_event.append(per_event_round(Path(tmp), options.per_event_events, seed=200 + index))
+            per_event.append(per_event_round(Path(tmp), options.per_event_events, seed=200 + index,
+                                             replicas=options.replicas))  # fmt: skip
             print(f"round {index + 1} per-event: {_brief(per_event[-1])}", flush=True)
     profile: dict[str, Any] = {}
     if not options.no_profile:
