@@ -36,9 +36,10 @@ bench: install
 	$(BIN)/python -m bench.run
 
 # Every fault at once on the embedded stack, 10,000+ events, and the checks (chaos/run.py says which).
-# SEED=N replays a run; `make test` runs the reduced version (tests/chaos/test_chaos.py).
+# SEED=N replays a run; REPLICAS=2 runs two workers and two starters; `make test` runs the reduced
+# version of both (tests/chaos/test_chaos.py).
 chaos: install
-	$(BIN)/python -m chaos.run $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m chaos.run $(if $(SEED),--seed $(SEED)) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 format: install
 	$(BIN)/ruff check --fix .

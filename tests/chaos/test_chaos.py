@@ -15,19 +15,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(900)  # about 70 s here; a stuck run is reported by the run itself first
-def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(tmp_path: Path, replicas: int) -> None:
+    """With one worker and one starter, and with two of each (Key_Shared), one of them killed at a time."""
     seed = random.SystemRandom().randrange(10**6)
+    argv = ["--reduced", "--seed", str(seed), "--replicas", str(replicas), "--keep", str(tmp_path / "stack")]
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "chaos.run", "--reduced", "--seed", str(seed), "--keep", str(tmp_path / "stack")],
-            cwd=ROOT, capture_output=True, text=True, timeout=840, check=False,
+            [sys.executable, "-m", "chaos.run", *argv], cwd=ROOT, capture_output=True, text=True, timeout=840,
+            check=False,
         )  # fmt: skip
     finally:
         down(tmp_path / "stack" / "state")  # a run killed by the timeout leaves its servers up
     report = run.stdout[-6000:]
-    assert run.returncode == 0, f"chaos seed {seed} failed:\n{report}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, f"chaos --seed {seed} --replicas {replicas} failed:\n{report}\n{run.stderr[-3000:]}"
     assert "chaos PASSED" in run.stdout, report
     assert "14 of 14" in run.stdout, report  # every invalid message dead-lettered
     killed = next(line for line in run.stdout.splitlines() if "processes SIGKILLed" in line)
     for role in ("worker", "starter", "pulsar", "redis", "temporal"):
-        assert f"'{role}'" in killed, report
+        assert f"'{role}" in killed, report  # the role's process, or one of its replicas (`'worker-2'`)
