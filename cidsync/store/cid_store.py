@@ -218,7 +218,8 @@ class CIDStore:
             if self._loaded == 0 or self._loaded == reload_after:
                 for text, sha in self._scripts.values():
                     loaded = await self.redis.script_load(text)  # on every primary, on a cluster
-                    assert _text(loaded) == sha, "Redis hashed a script differently"
+                    if _text(loaded) != sha:
+                        raise RuntimeError(f"Redis names the store's script {_text(loaded)}, not {sha}")
                 self._loaded += 1
             return self._loaded
 
