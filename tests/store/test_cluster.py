@@ -3,6 +3,7 @@ redis-py's cluster pipeline refuses by name, and keyspace notifications, which e
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -20,75 +21,67 @@ from tests.conftest import RedisClusterServers
 SECRET = b"cluster-secret"
 
 
+@pytest.fixture
+async def store(redis_cluster: RedisClusterServers) -> AsyncIterator[CIDStore]:
+    client = redis_client(redis_cluster.url)
+    yield CIDStore(client, SECRET)
+    await client.aclose()
+
+
 def participants(count: int) -> list[str]:
     base = uuid.uuid4().int % 10**7
     return [f"{base:07d}{i}" for i in range(count)]
 
 
-async def test_scripts_flushed_from_every_primary_are_loaded_again_once(redis_cluster: RedisClusterServers) -> None:
+async def test_scripts_flushed_from_every_primary_are_loaded_again_once(store: CIDStore) -> None:
     """What a restarted primary looks like to the store (it has no scripts): a batch over pairs on every
     node and a single apply both go on, and the store stays exact."""
-    client = redis_client(redis_cluster.url)
-    store = CIDStore(client, SECRET)
-    try:
-        owners = participants(6)
-        first = [change(p, KeyType.EVP, f"key-{p}", 1, f"{i:064x}", secret=SECRET) for i, p in enumerate(owners)]
-        assert (await store.apply_batch(first)).applied == 6
-        assert isinstance(client, RedisCluster)
-        await client.script_flush()  # on every primary
-        second = [change(p, KeyType.EVP, f"key-{p}", 2, f"{i + 100:064x}", secret=SECRET)
-                  for i, p in enumerate(owners)]  # fmt: skip
-        results = await asyncio.gather(store.apply_batch(second[:3]), *(store.apply(c) for c in second[3:]))
-        assert isinstance(results[0], BatchResult)
-        # Sent again whole after the NOSCRIPT: what its first attempt applied on a node that had its
-        # scripts again (a concurrent apply reloaded them) comes back stale the second time.
-        assert results[0].applied + results[0].stale == 3
-        for i, p in enumerate(owners):
-            assert await store.cids(p, KeyType.EVP) == {f"{i + 100:064x}"}
-            assert await store.vsync(p, KeyType.EVP) == vsync([f"{i + 100:064x}"])
-    finally:
-        await client.aclose()
+    owners = participants(6)
+    first = [change(p, KeyType.EVP, f"key-{p}", 1, f"{i:064x}", secret=SECRET) for i, p in enumerate(owners)]
+    assert (await store.apply_batch(first)).applied == 6
+    client = store.redis
+    assert isinstance(client, RedisCluster)
+    await client.script_flush()  # on every primary
+    second = [change(p, KeyType.EVP, f"key-{p}", 2, f"{i + 100:064x}", secret=SECRET)
+              for i, p in enumerate(owners)]  # fmt: skip
+    results = await asyncio.gather(store.apply_batch(second[:3]), *(store.apply(c) for c in second[3:]))
+    assert isinstance(results[0], BatchResult)
+    # Sent again whole after the NOSCRIPT: what its first attempt applied on a node that had its
+    # scripts again (a concurrent apply reloaded them) comes back stale the second time.
+    assert results[0].applied + results[0].stale == 3
+    for i, p in enumerate(owners):
+        assert await store.cids(p, KeyType.EVP) == {f"{i + 100:064x}"}
+        assert await store.vsync(p, KeyType.EVP) == vsync([f"{i + 100:064x}"])
 
 
-async def test_the_diff_runs_inside_the_pairs_slot(redis_cluster: RedisClusterServers) -> None:
-    client = redis_client(redis_cluster.url)
-    store = CIDStore(client, SECRET)
-    try:
-        (owner,) = participants(1)
-        await store.apply_batch([change(owner, KeyType.CPF, f"k{i}", 1, f"{i:064x}", secret=SECRET) for i in (1, 2)])
-        scratch = Scratch(participant=owner, key_type=KeyType.CPF, run_id="diff")
-        await store.add_file_page(scratch, [f"{2:064x}", f"{3:064x}"])
-        diff = await store.diff(scratch)
-        assert (diff.dict_only, diff.local_only) == (1, 1)
-        assert await store.to_repair(scratch, RepairSide.DICT_ONLY, 10) == [f"{3:064x}"]
-        assert await store.drop_scratch(scratch) == 3  # DICT's file and both sides of the diff
-    finally:
-        await client.aclose()
+async def test_the_diff_runs_inside_the_pairs_slot(store: CIDStore) -> None:
+    (owner,) = participants(1)
+    await store.apply_batch([change(owner, KeyType.CPF, f"k{i}", 1, f"{i:064x}", secret=SECRET) for i in (1, 2)])
+    scratch = Scratch(participant=owner, key_type=KeyType.CPF, run_id="diff")
+    await store.add_file_page(scratch, [f"{2:064x}", f"{3:064x}"])
+    diff = await store.diff(scratch)
+    assert (diff.dict_only, diff.local_only) == (1, 1)
+    assert await store.to_repair(scratch, RepairSide.DICT_ONLY, 10) == [f"{3:064x}"]
+    assert await store.drop_scratch(scratch) == 3  # DICT's file and both sides of the diff
 
 
-async def test_applied_events_are_announced_from_every_primary(redis_cluster: RedisClusterServers) -> None:
-    client = redis_client(redis_cluster.url)
-    store = CIDStore(client, SECRET)
-    try:
-        owners = participants(9)
-        assert isinstance(client, RedisCluster)
-        await client.initialize()
-        nodes = [client.get_node_from_key(PairKeys(p, KeyType.PHONE).cids) for p in owners]
-        assert len({node.port for node in nodes if node is not None}) == 3, "the pairs should spread over every node"
-        changes = [
-            change(p, KeyType.PHONE, f"key-{p}", 1, f"{i + 1:064x}", secret=SECRET) for i, p in enumerate(owners)
-        ]
-        async with store.applied_events() as announced:
-            await store.apply_batch(changes)
-            seen: set[str] = set()
-            async with asyncio.timeout(10):
-                async for event_id in announced:
-                    seen.add(event_id)
-                    if len(seen) == len(changes):
-                        break
-        assert seen == {str(c.event_id) for c in changes}
-    finally:
-        await client.aclose()
+async def test_applied_events_are_announced_from_every_primary(store: CIDStore) -> None:
+    owners = participants(9)
+    client = store.redis
+    assert isinstance(client, RedisCluster)
+    await client.initialize()
+    nodes = [client.get_node_from_key(PairKeys(p, KeyType.PHONE).cids) for p in owners]
+    assert len({node.port for node in nodes if node is not None}) == 3, "the pairs should spread over every node"
+    changes = [change(p, KeyType.PHONE, f"key-{p}", 1, f"{i + 1:064x}", secret=SECRET) for i, p in enumerate(owners)]
+    async with store.applied_events() as announced:
+        await store.apply_batch(changes)
+        seen: set[str] = set()
+        async with asyncio.timeout(10):
+            async for event_id in announced:
+                seen.add(event_id)
+                if len(seen) == len(changes):
+                    break
+    assert seen == {str(c.event_id) for c in changes}
 
 
 def test_a_cluster_url_names_its_nodes() -> None:
