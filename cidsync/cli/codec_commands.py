@@ -18,6 +18,7 @@ from cidsync.telemetry.logs import configure_logging
 
 TOKEN_VARIABLE = "CIDSYNC_CODEC_SERVER_TOKEN"
 ORIGINS_VARIABLE = "CIDSYNC_CODEC_UI_ORIGINS"
+NAMESPACES_VARIABLE = "CIDSYNC_CODEC_NAMESPACES"
 
 
 def _key(args: argparse.Namespace) -> int:
@@ -36,10 +37,13 @@ async def _serve(args: argparse.Namespace) -> int:
     host, port = parse_bind(args.bind, "--bind")
     origins = origins_of(args.ui_origin or os.environ.get(ORIGINS_VARIABLE, "").split(","))
     token = os.environ.get(TOKEN_VARIABLE) or None
-    server = CodecServer(EncryptionCodec(ring), host, port, CodecServerConfig(origins, token)).start()
+    listed = args.namespace or os.environ.get(NAMESPACES_VARIABLE, "").split(",")
+    namespaces = frozenset(name.strip() for name in listed if name.strip())
+    server = CodecServer(EncryptionCodec(ring), host, port, CodecServerConfig(origins, token, namespaces)).start()
     log = logging.getLogger(__name__)
-    log.info("codec server on %s (keys %s, active %s; UI origins %s)", server.url, ", ".join(sorted(ring.keys)),
-             ring.active, ", ".join(sorted(origins)) or "none")  # fmt: skip
+    log.info("codec server on %s (keys %s, active %s; UI origins %s; namespaces %s)", server.url,
+             ", ".join(sorted(ring.keys)), ring.active, ", ".join(sorted(origins)) or "none",
+             ", ".join(sorted(namespaces)) or "any")  # fmt: skip
     if token is None:
         log.warning("%s is not set: anyone who reaches %s can decode; keep it on loopback", TOKEN_VARIABLE, server.url)
     stop = asyncio.Event()
@@ -66,5 +70,8 @@ def register(commands: Any) -> None:
     serve.add_argument("--bind", default="127.0.0.1:8081", metavar="HOST:PORT")
     serve.add_argument("--ui-origin", action="append", metavar="URL",
                        help=f"a Web UI origin allowed by CORS; repeatable (default: {ORIGINS_VARIABLE})")  # fmt: skip
+    serve.add_argument("--namespace", action="append", metavar="NAME",
+                       help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
+                            f"(default: {NAMESPACES_VARIABLE}, else any)")  # fmt: skip
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=lambda args: asyncio.run(_serve(args)))

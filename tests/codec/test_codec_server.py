@@ -1,7 +1,8 @@
-"""The remote codec endpoint, called as the Web UI calls it: CORS preflight, then POST /decode with a token."""
+"""The remote codec endpoint, called as the Web UI and the CLI call it: CORS preflight, then POST /decode."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -19,13 +20,26 @@ TOKEN = "s3cret-token"
 CODEC = EncryptionCodec(KeyRing.parse(f"k1={new_key()}", "CIDSYNC_CODEC_KEYS"))
 
 
-@pytest.fixture
-def server() -> Iterator[str]:
-    running = CodecServer(CODEC, "127.0.0.1", 0, CodecServerConfig(frozenset({UI}), TOKEN)).start()
+@contextlib.contextmanager
+def serving(config: CodecServerConfig) -> Iterator[str]:
+    running = CodecServer(CODEC, "127.0.0.1", 0, config).start()
     try:
         yield running.url
     finally:
         running.close()
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    with serving(CodecServerConfig(frozenset({UI}), TOKEN)) as url:
+        yield url
+
+
+@pytest.fixture
+def open_server() -> Iterator[str]:
+    """As `cidsync dev up` runs it: loopback, no token, the stack's UI origin, one namespace."""
+    with serving(CodecServerConfig(frozenset({UI}), None, frozenset({"default"}))) as url:
+        yield url
 
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -89,3 +103,105 @@ def test_encode_then_decode_round_trips_and_errors_are_clear(server: str) -> Non
     assert status == 400
     status, _, _ = call(f"{server}/other", body=plain, headers=auth)
     assert status == 404
+
+
+# What Web UI 2.54.1 sent from Chromium 156 for a run's page, captured with a logging server in the codec
+# server's place (the user agent and client hints shortened; the UI sends no cookie and, without "pass
+# access token", no Authorization).
+UI_PREFLIGHT = {
+    "Accept": "*/*",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type,x-namespace",
+    "Origin": UI,
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/156.0.0.0",
+    "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Site": "same-site",
+    "Sec-Fetch-Dest": "empty",
+    "Referer": f"{UI}/",
+    "Accept-Language": "en-US,en;q=0.9",
+}
+UI_DECODE = {
+    "sec-ch-ua-platform": '"Linux"',
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/156.0.0.0",
+    "sec-ch-ua": '"Not:A-Brand";v="8", "Chromium";v="156"',
+    "Content-Type": "application/json",
+    "sec-ch-ua-mobile": "?0",
+    "X-Namespace": "default",
+    "Accept": "*/*",
+    "Origin": UI,
+    "Sec-Fetch-Site": "same-site",
+    "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Dest": "empty",
+    "Referer": f"{UI}/",
+    "Accept-Language": "en-US,en;q=0.9",
+}
+UI_PATH = "/decode?preserveStorageRefs=true"
+
+
+def decoded_data(reply: bytes) -> list[bytes]:
+    return [p.data for p in json_format.ParseDict(json.loads(reply), Payloads()).payloads]
+
+
+def test_what_the_web_ui_sends_is_decoded(open_server: str) -> None:
+    status, headers, _ = call(f"{open_server}{UI_PATH}", "OPTIONS", headers=UI_PREFLIGHT)
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == UI
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
+    assert set(UI_PREFLIGHT["Access-Control-Request-Headers"].split(",")) <= allowed
+    status, headers, reply = call(f"{open_server}{UI_PATH}", body=encrypted('{"participant": "12345678"}'),
+                                  headers=UI_DECODE)  # fmt: skip
+    assert status == 200, reply
+    assert headers["Access-Control-Allow-Origin"] == UI
+    assert decoded_data(reply) == [b'{"participant": "12345678"}']
+
+
+def test_the_web_ui_passing_the_access_token_is_decoded(server: str) -> None:
+    """With "pass access token" on, the UI adds Authorization to the preflight's list and to the decode."""
+    asks = {**UI_PREFLIGHT, "Access-Control-Request-Headers": "authorization,content-type,x-namespace"}
+    status, headers, _ = call(f"{server}{UI_PATH}", "OPTIONS", headers=asks)
+    assert (status, headers["Access-Control-Allow-Origin"]) == (204, UI)
+    body = encrypted('{"key_type": "EVP"}')
+    status, _, reply = call(f"{server}{UI_PATH}", body=body, headers={**UI_DECODE, "Authorization": f"Bearer {TOKEN}"})
+    assert (status, decoded_data(reply)) == (200, [b'{"key_type": "EVP"}'])
+    status, _, reply = call(f"{server}{UI_PATH}", body=body, headers=UI_DECODE)
+    assert status == 401
+    assert "bearer token" in json.loads(reply)["error"]
+
+
+@pytest.mark.parametrize("path", ["/decode", "/decode?preserveStorageRefs=false&other=1", "/codec/decode/",
+                                  "/tenant-a/codec/decode?preserveStorageRefs=TRUE"])  # fmt: skip
+def test_the_route_is_the_paths_last_segment_whatever_the_query_and_prefix(open_server: str, path: str) -> None:
+    """As Temporal's Go handler matches it: an ingress may mount the codec under any prefix."""
+    status, _, reply = call(f"{open_server}{path}", body=encrypted('"x"'), headers=UI_DECODE)
+    assert (status, decoded_data(reply)) == (200, [b'"x"'])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "says"),
+    [
+        ("POST", "/download", {}, 400, "no external storage"),
+        ("POST", "/decode?preserveStorageRefs=maybe", {}, 400, "true or false, not 'maybe'"),
+        ("POST", "/decrypt", {}, 404, "POST /decode or /encode"),
+        ("GET", "/decode", {}, 405, "POST /decode or /encode"),
+        ("POST", "/decode", {"Content-Type": "text/plain"}, 415, "application/json, not 'text/plain'"),
+        ("POST", "/decode", {"X-Namespace": "payments"}, 403, "namespace 'payments' is not served here"),
+        ("OPTIONS", "/decode", {"Access-Control-Request-Headers": "content-type,x-custom"}, 403, "x-custom"),
+        ("OPTIONS", "/decode", {"Origin": "http://evil.example"}, 403, "not a configured Web UI origin"),
+    ],
+)
+def test_errors_say_what_was_wrong(
+    open_server: str, method: str, path: str, headers: dict[str, str], status: int, says: str
+) -> None:
+    sent = {**(UI_PREFLIGHT if method == "OPTIONS" else UI_DECODE), **headers}
+    answered, _, reply = call(f"{open_server}{path}", method, body=encrypted('"x"') if method == "POST" else None,
+                              headers=sent)  # fmt: skip
+    assert answered == status
+    assert says in json.loads(reply)["error"]
+
+
+def test_a_body_that_is_not_payloads_is_a_400_that_says_so(open_server: str) -> None:
+    for body in (b'{"payload": []}', b"\xff\xfe", b"[1, 2]"):
+        status, _, reply = call(f"{open_server}/decode", body=body, headers=UI_DECODE)
+        assert status == 400
+        assert 'expected {"payloads": [...]}' in json.loads(reply)["error"]

@@ -11,16 +11,22 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import yaml
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload
 
+from cidsync.audit import PERSONAL_FIELDS, Corpus, personal_values, read_message
 from cidsync.devstack.processes import temporal_binary
 from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
 from tests.cli_runner import cidsync
+from tests.e2e.reconciliation import pair_entries
 
 
 def _stack_file(tmp_path: Path, **redis: object) -> Path:
@@ -68,28 +74,83 @@ def _eventually_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def _decoded_payloads(value: object) -> Iterator[dict[str, Any]]:
+    """Every `{"metadata", "data"}` payload in `temporal workflow show --output json`'s history."""
+    if isinstance(value, dict):
+        if set(value) == {"metadata", "data"} and isinstance(value["metadata"], dict):
+            yield value
+        else:
+            for item in value.values():
+                yield from _decoded_payloads(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _decoded_payloads(item)
+
+
 def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict[str, object]) -> None:
     """The stack made its key (0600), the roles and the CLI encrypt with it, Temporal stores ciphertext, and
-    the UI, told where the codec server is, gets the payloads decoded from it."""
+    both readers an operator has get a real reconciliation decoded: the `temporal` CLI through
+    `--codec-endpoint`, and the Web UI (told where the codec server is) with the request it sends. Decoded,
+    the run is readable JSON and still holds no personal value of the entries it repaired."""
     keys = tmp_path / "state" / "codec-keys"
     assert keys.stat().st_mode & 0o777 == 0o600
     ui, codec = str(status["temporal_ui"]), str(status["codec_url"])
     with urllib.request.urlopen(f"{ui}/api/v1/settings", timeout=10) as reply:
         assert json.load(reply)["Codec"]["Endpoint"] == codec
-    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait",
-                         env={"CIDSYNC_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+    env = {"CIDSYNC_STATE_DIR": str(tmp_path / "state")}
+    only_in_dict = pair_entries("87654321", KeyType.EVP, 3, seed=27)
+    entries = tmp_path / "dict-only.jsonl"
+    entries.write_text("".join(e.model_dump_json() + "\n" for e in only_in_dict))
+    loaded = cidsync("bridge-sim", "admin", "load", "--file", str(entries), env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait", env=env)
     assert reconciled.returncode == 0, reconciled.stderr
-    assert json.loads(reconciled.stdout)["outcome"] == "OK"  # the CLI decoded the result with the stack's key
-    shown = subprocess.run([str(temporal_binary()), "workflow", "show", "--workflow-id", "reconcile-87654321-EVP",
-                            "--address", str(status["temporal_address"]), "--output", "json"],
-                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
-    started = json.loads(shown.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
-    stored = started["input"]["payloads"][0]
+    outcome = json.loads(reconciled.stdout)  # the CLI decoded the result with the stack's key
+    assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)
+
+    def show(*codec_options: str) -> list[dict[str, Any]]:
+        shown = subprocess.run([str(temporal_binary()), "workflow", "show", "--workflow-id", "reconcile-87654321-EVP",
+                                "--address", str(status["temporal_address"]), "--output", "json", *codec_options],
+                               capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        return list(json.loads(shown.stdout)["events"])
+
+    stored = show()[0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
     assert base64.b64decode(stored["metadata"]["encoding"]) == b"binary/encrypted"
     assert b"87654321" not in base64.b64decode(stored["data"])
-    request = urllib.request.Request(f"{codec}/decode", data=json.dumps({"payloads": [stored]}).encode(),
+
+    # The CLI, through the codec server: every payload of the run (inputs, results, summaries) comes back as
+    # plain JSON, the input names the pair, and no decoded byte holds an entry's personal value.
+    history = show("--codec-endpoint", codec)
+    payloads = list(_decoded_payloads(history))
+    assert len(payloads) > 20
+    assert {base64.b64decode(p["metadata"]["encoding"]) for p in payloads} == {b"json/plain"}
+    texts = [base64.b64decode(p["data"]).decode() for p in payloads]
+    for text in texts:
+        json.loads(text)
+    given = history[0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+    started = json.loads(base64.b64decode(given["data"]))
+    assert (started["participant"], started["key_type"]) == ("87654321", "EVP")
+    summaries = [json.loads(base64.b64decode(e["userMetadata"]["summary"]["data"])) for e in history
+                 if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
+    assert any("VerifySync" in s for s in summaries), summaries
+    corpus = Corpus()
+    for payload in payloads:
+        read_message(json_format.ParseDict(payload, Payload()), "temporal workflow show --codec-endpoint", corpus)
+    assert {"participant", "key_type", "added"} <= corpus.payload_fields  # the search reads the decoded fields
+    assert not corpus.payload_fields & PERSONAL_FIELDS
+    assert corpus.leaked(personal_values(only_in_dict)) == {}
+
+    # The Web UI's own request (2.54.1, captured from Chromium): its preflight, then the decode with the
+    # query string and headers it adds.
+    asks = {"Origin": ui, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-namespace"}  # fmt: skip
+    preflight = urllib.request.Request(f"{codec}/decode?preserveStorageRefs=true", method="OPTIONS", headers=asks)
+    with urllib.request.urlopen(preflight, timeout=10) as reply:
+        assert (reply.status, reply.headers["Access-Control-Allow-Origin"]) == (204, ui)
+    request = urllib.request.Request(f"{codec}/decode?preserveStorageRefs=true",
+                                     data=json.dumps({"payloads": [stored]}).encode(),
                                      headers={"Origin": ui, "Content-Type": "application/json",
-                                              "X-Namespace": "default"})  # fmt: skip
+                                              "X-Namespace": "default", "Referer": f"{ui}/"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.headers["Access-Control-Allow-Origin"] == ui
         decoded = json.load(reply)["payloads"][0]
