@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format proto bench chaos clean
+.PHONY: install demo test lint format proto bench chaos ui-check clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cidsync workflows activities workers starters tests chaos
+	$(BIN)/mypy cidsync workflows activities workers starters tests chaos uicheck
 
 # Regenerate the Bridge's Python code from proto/ (tests/bridge/test_codegen.py fails when it is stale).
 proto: install
@@ -40,6 +40,12 @@ bench: install
 # version of both (tests/chaos/test_chaos.py).
 chaos: install
 	$(BIN)/python -m chaos.run $(if $(SEED),--seed $(SEED)) $(if $(REPLICAS),--replicas $(REPLICAS))
+
+# A reconciliation's page in the Web UI, opened in headless Chromium (Debian's package: installed as root,
+# unpacked into the venv without root), must show its input, result and summaries decoded and no codec
+# banner (uicheck/run.py). SCREENSHOT=PATH keeps the picture elsewhere than .cidsync/ui-check.png.
+ui-check: install
+	$(BIN)/python -m uicheck.run $(if $(SCREENSHOT),--screenshot $(SCREENSHOT))
 
 format: install
 	$(BIN)/ruff check --fix .

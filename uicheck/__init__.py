@@ -1,0 +1,1 @@
+"""`make ui-check`: the Web UI checked in a real browser (tooling, not deployed)."""
