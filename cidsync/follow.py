@@ -11,8 +11,9 @@ when, 200 at a time, paged by time with an inclusive start. From it:
   publishes the event after, so most suspects are events still on their way: `merge` drops a suspect as
   soon as the local set agrees, and only one still disagreeing when its grace period is over (`due`) is
   repaired.
-- `page_consistent`: a page's CIDs XORed into DICT's VSync before it must give DICT's VSync after it.
-  A page that breaks this cannot be trusted as a proof.
+- `page_consistent`: DICT's verifiers are its VSync after the page's first event and after its last, so
+  the page's CIDs but the first, XORed into the first, must give the last. A page that breaks this (or an
+  event DICT has not shown yet lies inside it) cannot be trusted as a proof.
 
 CIDs and timestamps are all this module sees: no entry, no personal data.
 """
@@ -84,9 +85,10 @@ def dict_states(events: Iterable[CidSetEvent]) -> dict[str, DictState]:
 
 
 def page_consistent(page: CidSetEvents) -> bool:
-    """Whether the page's events turn DICT's VSync before it into DICT's VSync after it."""
+    """Whether the page's events after its first turn DICT's VSync after the first into DICT's VSync after
+    the last (DICT's SyncVerifierStart and SyncVerifierEnd). A page with no event has nothing to check."""
     value = int(page.verifier_start, 16)
-    for event in page.events:
+    for event in page.events[1:]:
         value ^= int(event.cid, 16)
     return value == int(page.verifier_end, 16)
 

@@ -105,4 +105,5 @@ def cid_set_file_from_pb(message: pb.CidSetFile) -> models.CidSetFile:
         byte_size=message.byte_size,
         sha256=message.sha256,
         available_at=moment(message.available_at) if message.HasField("available_at") else None,
+        created_at=moment(message.created_at) if message.HasField("created_at") else None,
     )

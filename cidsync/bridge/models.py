@@ -48,6 +48,8 @@ class CidSetFile(_Model):
     byte_size: int = 0
     sha256: str = ""
     available_at: datetime | None = None
+    # The instant whose set the file holds (DICT's CreationTime); None until DICT has taken it.
+    created_at: datetime | None = None
 
 
 class CidPage(_Model):
@@ -69,7 +71,7 @@ class CidSetEvent(_Model):
 
 
 class CidSetEvents(_Model):
-    """One page of DICT's CID event log, oldest first, with DICT's VSync before and after it."""
+    """One page of DICT's CID event log, oldest first, with DICT's VSync after its first and its last event."""
 
     events: list[CidSetEvent]
     has_more: bool

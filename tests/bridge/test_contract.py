@@ -148,7 +148,7 @@ async def test_cid_set_events(client: BridgeClient, simulator_admin: SimulatorAd
         (CidEventType.REMOVED, cids[0]),
     ]
     assert not listed.has_more
-    assert listed.verifier_start == "0" * 64  # the pair was empty before `start`
+    assert listed.verifier_start == vsync(cids[:1])  # DICT's VSync after the page's first event
     assert listed.verifier_end == vsync(cids[1:])
     first = await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=2)
     assert first.has_more

@@ -30,8 +30,9 @@ def snapshot(state: SimulatedDict) -> dict[str, object]:
     pairs = {}
     for pair in (EVP, CPF):
         log = state._pair(pair).events
-        pairs[pair] = (state.cids(pair), state.vsync(pair), list(log.at_us), bytes(log.kinds), list(log.cids))
-    files = {i: (f.participant, f.key_type, f.cids, f.status, f.sha256) for i, f in state.files.items()}
+        pairs[pair] = (state.cids(pair), state.vsync(pair), list(log.at_ms), bytes(log.kinds), list(log.cids))
+    files = {i: (f.participant, f.key_type, f.cids, f.status, f.sha256, f.requested_at, f.created_at)
+             for i, f in state.files.items()}  # fmt: skip
     return {"pairs": pairs, "files": files, "requests": dict(state.file_requests), "count": state.entry_count()}
 
 
@@ -39,14 +40,15 @@ def make_changes(state: SimulatedDict) -> None:
     now = SimulatedDict.now()
     rng = pair_random(*CPF, seed=5)
     entries = [synthetic_entry(rng, *CPF) for _ in range(5)]
-    for entry in entries:  # several in one microsecond: the log's timestamps must still come back strictly rising
+    for entry in entries:  # several in one millisecond: the log's ties must come back as they were
         state.register(entry, now)
     state.alter(entries[0].model_copy(update={"account_number": "123456"}), now + timedelta(seconds=1))
     state.remove(state.cids(CPF)[-1], now + timedelta(seconds=2))
     state.load_synthetic(EVP, 300, seed=9, now=now + timedelta(seconds=3))
-    state.new_file(*EVP, now + timedelta(seconds=4), FileStatus.AVAILABLE, request_id="recon-1")
+    evp = state.new_file(*EVP, now + timedelta(seconds=4), request_id="recon-1")
+    state.snapshot(evp, now + timedelta(seconds=4, milliseconds=500), FileStatus.AVAILABLE)  # taken after the request
     state.diverge(EVP, add=3, remove=2, alter=2, seed=11, now=now + timedelta(seconds=5))
-    state.new_file(*CPF, now + timedelta(seconds=6), FileStatus.ERROR)
+    state.snapshot(state.new_file(*CPF, now + timedelta(seconds=6)), now + timedelta(seconds=6), FileStatus.ERROR)
 
 
 def test_a_replay_gives_back_the_entries_vsyncs_event_log_and_files(tmp_path: Path) -> None:

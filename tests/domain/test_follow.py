@@ -1,6 +1,7 @@
 """The follower's rules (`cidsync.follow`) and the simulator's event log (`EventLog`) they read."""
 
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +24,8 @@ def event(kind: CidEventType, n: int, at: datetime) -> CidSetEvent:
 
 
 def page(events: list[CidSetEvent], has_more: bool = False) -> CidSetEvents:
-    return CidSetEvents(events=events, has_more=has_more, verifier_start="0" * 64,
+    """As DICT answers a pair empty before the page: its VSync after the first event and after the last."""
+    return CidSetEvents(events=events, has_more=has_more, verifier_start=vsync(e.cid for e in events[:1]),
                         verifier_end=vsync(e.cid for e in events))  # fmt: skip
 
 
@@ -95,6 +97,9 @@ def test_page_consistency_is_the_xor_of_its_cids() -> None:
     good = page([event(ADDED, 3, T0), event(REMOVED, 5, T0)])
     assert page_consistent(good)
     assert not page_consistent(good.model_copy(update={"verifier_end": cid(4)}))
+    # DICT's SyncVerifierStart is after the first event, not before it: a start verifier of the VSync
+    # before the page (what the contract said until DICT's spec was read) does not lead to the end.
+    assert not page_consistent(good.model_copy(update={"verifier_start": "0" * 64}))
 
 
 def test_merge_starts_keeps_and_ends_suspects() -> None:
@@ -128,7 +133,7 @@ def test_due_lists_the_suspects_whose_grace_is_over_oldest_first() -> None:
     assert due(suspects, T0) == []
 
 
-def test_the_simulators_log_has_strict_timestamps_and_verifiers_at_every_point() -> None:
+def test_the_simulators_log_has_millisecond_ties_and_verifiers_at_every_point() -> None:
     log = EventLog()
     rng = random.Random(3)
     present: set[str] = set()
@@ -137,23 +142,26 @@ def test_the_simulators_log_has_strict_timestamps_and_verifiers_at_every_point()
         value = cid(rng.randrange(1, 400))
         kind = REMOVED if value in present else ADDED
         present.symmetric_difference_update({value})
-        log.append(T0, kind, value)  # all in the same instant: the log spreads them by a microsecond
+        log.append(T0, kind, value)  # all in the same instant: DICT's ms has ties, EventLog.TIES at most
         naive.append(naive[-1] ^ int(value, 16))
-    assert all(b > a for a, b in zip(log.at_us, log.at_us[1:], strict=False))
+    assert all(b - a in (0, 1) for a, b in zip(log.at_ms, log.at_ms[1:], strict=False))
+    assert max(Counter(log.at_ms).values()) == EventLog.TIES
     for index in (0, 1, 1023, 1024, 1025, 2048, 2999, 3000):
         assert log.vsync_before(index) == naive[index]
     assert format(log.vsync_before(len(log)), "064x") == vsync(present)
-    middle = T0 + timedelta(microseconds=1500)
+    middle = T0 + timedelta(milliseconds=30)  # events 1500 to 1549 (50 a millisecond)
     answer = log.page(middle, T0 + timedelta(seconds=1), limit=200)
     assert answer.has_more
     assert len(answer.events) == 200
     assert answer.events[0][0] == middle
-    assert int(answer.verifier_start, 16) == naive[1500]
-    assert int(answer.verifier_end, 16) == naive[1700]
+    assert int(answer.verifier_start, 16) == naive[1501]  # after the page's first event
+    assert int(answer.verifier_end, 16) == naive[1700]  # after its last
     assert page_consistent(CidSetEvents(
         events=[CidSetEvent(type=k, cid=v, timestamp=a) for a, k, v in answer.events], has_more=True,
         verifier_start=answer.verifier_start, verifier_end=answer.verifier_end,
     ))  # fmt: skip
-    tail = log.page(T0 + timedelta(microseconds=2990), T0 + timedelta(seconds=1), limit=200)
+    tail = log.page(T0 + timedelta(milliseconds=59), T0 + timedelta(seconds=1), limit=200)
     assert not tail.has_more
-    assert (len(tail.events), int(tail.verifier_end, 16)) == (10, naive[3000])
+    assert (len(tail.events), int(tail.verifier_end, 16)) == (50, naive[3000])
+    inclusive = log.page(T0, T0 + timedelta(milliseconds=1), limit=200)  # EndTime is inclusive, as DICT's
+    assert len(inclusive.events) == 100

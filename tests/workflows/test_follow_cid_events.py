@@ -195,7 +195,7 @@ async def test_pages_are_read_once_from_the_cursor_within_the_poll_interval(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     t0 = await t0_of(time_skipping_env)
-    events = [(timedelta(seconds=1, microseconds=i), ADDED, cid(i)) for i in range(450)]
+    events = [(timedelta(seconds=1, milliseconds=i), ADDED, cid(i)) for i in range(450)]  # DICT: ms
     world = World(t0, timedelta(minutes=5), dict_events=events, local_at_start={cid(i) for i in range(450)})
     async with following(time_skipping_env, world, follower()) as handle:
         status = await at_horizon(world, handle)

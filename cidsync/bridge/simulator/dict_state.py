@@ -36,12 +36,15 @@ class SimFile:
     file_id: str
     participant: str
     key_type: KeyType
-    cids: list[str]  # the snapshot at request time, sorted: the file's lines
+    cids: list[str]  # DICT's set at `created_at`, sorted: the file's lines (empty before the snapshot)
     requested_at: datetime
     status: FileStatus = FileStatus.REQUESTED
     byte_size: int = 0
     sha256: str = ""
     available_at: datetime | None = None
+    # The instant whose set the file holds (DICT's CreationTime): after the request, before AVAILABLE.
+    created_at: datetime | None = None
+    request_id: str = ""  # the requester's idempotency key
 
     def seal(self, outcome: FileStatus, now: datetime) -> None:
         if outcome is FileStatus.AVAILABLE:
@@ -57,12 +60,13 @@ class SimFile:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
+MILLISECOND = timedelta(milliseconds=1)
+MICROSECOND = timedelta(microseconds=1)  # the journal's unit
 
 
 @dataclass(frozen=True)
 class EventPage:
-    """One answer of `listCidSetEvents`: events oldest first, and DICT's VSync before and after them."""
+    """One answer of `listCidSetEvents`: events oldest first, and DICT's VSync after the first and the last."""
 
     events: list[tuple[datetime, CidEventType, str]]
     has_more: bool
@@ -73,32 +77,45 @@ class EventPage:
 class EventLog:
     """A pair's CID event log as DICT keeps it: every change to the set, oldest first.
 
-    Timestamps are microseconds and strictly increasing within the pair (two changes in the same
-    microsecond get consecutive ones), so a page that ends on a timestamp shares it with no event of the
-    next page but itself: the caller, asking again from that timestamp inclusively, sees exactly one
-    event twice. DICT's VSync at any point is a checkpoint (kept every `CHECKPOINT` events) XORed with
-    the CIDs after it, so a page's verifiers cost at most that many XORs and the log stays compact
-    (parallel arrays, the CID strings shared with the entries) for a million-CID pair.
+    As DICT's: timestamps are milliseconds, so changes made in the same millisecond share one (ties);
+    a page is the events with `start <= timestamp <= end` (both inclusive), and its verifiers are DICT's
+    VSync just after its first event and just after its last. An event becomes visible to readers only
+    `visible_after` seconds after its timestamp (DICT writes its log asynchronously): a page leaves out what
+    is not visible yet, so an event may appear later behind events already read, while the verifiers stay
+    DICT's own (they count the hidden events). DICT's VSync at any point is a checkpoint (kept every
+    `CHECKPOINT` events) XORed with the CIDs after it, so a page's verifiers cost at most that many XORs
+    and the log stays compact (parallel arrays, the CID strings shared with the entries) for a
+    million-CID pair.
     """
 
     CHECKPOINT = 1024
+    TIES = 50  # events of one pair in one millisecond, at most
 
     def __init__(self) -> None:
-        self.at_us: list[int] = []
+        self.at_ms: list[int] = []
+        self.visible_ms: list[int] = []  # when each event becomes visible to readers
         self.kinds = bytearray()  # 1 ADDED, 0 REMOVED
         self.cids: list[str] = []
         self._checkpoints: list[int] = [0]  # VSync before event k * CHECKPOINT
         self._vsync = 0
+        self._hidden = 0  # events appended with a visibility delay: 0 lets a page skip the filter
 
     def __len__(self) -> int:
         return len(self.cids)
 
-    def append(self, now: datetime, kind: CidEventType, value: str) -> None:
+    def append(self, now: datetime, kind: CidEventType, value: str, visible_after: float = 0.0) -> None:
         index = len(self.cids)
         if index and index % self.CHECKPOINT == 0:
             self._checkpoints.append(self._vsync)
-        moment = (now - EPOCH) // MICROSECOND
-        self.at_us.append(max(moment, self.at_us[-1] + 1) if self.at_us else moment)
+        moment = (now - EPOCH) // MILLISECOND
+        at = max(moment, self.at_ms[-1]) if self.at_ms else moment  # DICT's clock never goes back
+        # Ties are real (changes in one millisecond), but DICT never makes a page's worth of changes to one
+        # pair in one: the simulator's bulk loads would, so past `TIES` their events move to the next ms.
+        if index >= self.TIES and self.at_ms[index - self.TIES] == at:
+            at += 1
+        self.at_ms.append(at)
+        self.visible_ms.append(at + round(visible_after * 1000))
+        self._hidden += visible_after > 0
         self.kinds.append(kind is CidEventType.ADDED)
         self.cids.append(value)
         self._vsync ^= int(value, 16)
@@ -111,21 +128,28 @@ class EventLog:
             value ^= int(self.cids[position], 16)
         return value
 
-    def page(self, start: datetime, end: datetime, limit: int) -> EventPage:
-        """The events with `start <= timestamp < end`, at most `limit`, and the verifiers around them."""
-        low = bisect.bisect_left(self.at_us, (start - EPOCH) // MICROSECOND)
-        high = bisect.bisect_left(self.at_us, (end - EPOCH) // MICROSECOND, lo=low)
-        stop = min(high, low + limit)
+    def page(self, start: datetime, end: datetime, limit: int, now: datetime | None = None) -> EventPage:
+        """The visible events with `start <= timestamp <= end`, at most `limit`, and DICT's verifiers."""
+        low = bisect.bisect_left(self.at_ms, -(-(start - EPOCH) // MILLISECOND))
+        high = bisect.bisect_right(self.at_ms, (end - EPOCH) // MILLISECOND, lo=low)
+        if self._hidden:
+            seen_at = ((now or datetime.now(UTC)) - EPOCH) // MILLISECOND
+            indexes = [i for i in range(low, high) if self.visible_ms[i] <= seen_at]
+        else:
+            indexes = list(range(low, high))
+        chosen = indexes[:limit]
         events = [
-            (EPOCH + self.at_us[i] * MICROSECOND, CidEventType.ADDED if self.kinds[i] else CidEventType.REMOVED,
+            (EPOCH + self.at_ms[i] * MILLISECOND, CidEventType.ADDED if self.kinds[i] else CidEventType.REMOVED,
              self.cids[i])
-            for i in range(low, stop)
+            for i in chosen
         ]  # fmt: skip
+        # An empty page: DICT's VSync at `end` for both (no event to be after).
+        first, last = (chosen[0] + 1, chosen[-1] + 1) if chosen else (high, high)
         return EventPage(
             events=events,
-            has_more=high > stop,
-            verifier_start=format(self.vsync_before(low), "064x"),
-            verifier_end=format(self.vsync_before(stop), "064x"),
+            has_more=len(indexes) > limit,
+            verifier_start=format(self.vsync_before(first), "064x"),
+            verifier_end=format(self.vsync_before(last), "064x"),
         )
 
 
@@ -150,6 +174,8 @@ class SimulatedDict:
         self.files: dict[str, SimFile] = {}
         self.file_requests: dict[tuple[str, str], str] = {}  # (participant, request id) -> file id
         self.record: Record | None = None
+        # Seconds from a change to its event being visible in the log (the simulator sets a jittered one).
+        self.event_delay: Callable[[], float] = lambda: 0.0
 
     def _note(self, op: str, now: datetime, **fields: Any) -> None:
         if self.record is not None:
@@ -167,7 +193,7 @@ class SimulatedDict:
         state = self._pair(pair)
         state.entries[value] = entry.model_dump_json()
         state.vsync ^= int(value, 16)
-        state.events.append(now, CidEventType.ADDED, value)
+        state.events.append(now, CidEventType.ADDED, value, self.event_delay())
         self._by_entry_id[entry.id] = (pair, value)
         self._by_key[(entry.key_type, entry.key)] = entry.id
         return value
@@ -176,7 +202,7 @@ class SimulatedDict:
         state = self._pairs[pair]
         entry = Entry.model_validate_json(state.entries.pop(value))
         state.vsync ^= int(value, 16)
-        state.events.append(now, CidEventType.REMOVED, value)
+        state.events.append(now, CidEventType.REMOVED, value, self.event_delay())
         del self._by_entry_id[entry.id]
         del self._by_key[(entry.key_type, entry.key)]
         return entry
@@ -251,18 +277,25 @@ class SimulatedDict:
         return self._pair(pair).events.page(start, end, limit)
 
     def new_file(
-        self, participant: str, key_type: KeyType, now: datetime, outcome: FileStatus, request_id: str = "",
-        file_id: str | None = None,
-    ) -> SimFile:  # fmt: skip
-        """A CID file of the pair as it is now, to end in `outcome`; `request_id` is its idempotency key."""
+        self, participant: str, key_type: KeyType, now: datetime, request_id: str = "", file_id: str | None = None
+    ) -> SimFile:
+        """A CID file of the pair, requested now; `request_id` is its idempotency key. Its content is the set
+        at a later instant, when DICT gets to it (`snapshot`)."""
         file_id = file_id or str(uuid.uuid4())
-        file = SimFile(file_id, participant, key_type, self.cids((participant, key_type)), now)
+        file = SimFile(file_id, participant, key_type, [], now, request_id=request_id)
         self.files[file_id] = file
         if request_id:
             self.file_requests[(participant, request_id)] = file_id
-        self._note("file", now, file_id=file_id, participant=participant, key_type=key_type.value,
-                   outcome=outcome.value, request_id=request_id)  # fmt: skip
         return file
+
+    def snapshot(self, file: SimFile, now: datetime, outcome: FileStatus) -> None:
+        """DICT starts making the file: the pair's set as it is now is what the file will hold."""
+        file.cids = self.cids((file.participant, file.key_type))
+        file.created_at = now
+        file.status = FileStatus.PROCESSING
+        self._note("file", now, file_id=file.file_id, participant=file.participant, key_type=file.key_type.value,
+                   outcome=outcome.value, requested_at=(file.requested_at - EPOCH) // MICROSECOND,
+                   request_id=file.request_id)  # fmt: skip
 
     def load_synthetic(self, pair: Pair, count: int, seed: int, now: datetime | None = None) -> int:
         """`count` synthetic entries of one pair, from `seed`; a key DICT already holds is skipped."""

@@ -101,10 +101,12 @@ class Journal:
             elif op == "synthetic":
                 into.load_synthetic((record["participant"], KeyType(record["key_type"])), record["count"],
                                     record["seed"], now=now)  # fmt: skip
-            elif op == "file":  # its CIDs are the pair's at this point; its time to be made has passed
+            elif op == "file":  # recorded at its snapshot: its CIDs are the pair's at this point of the replay
                 outcome = FileStatus(record["outcome"])
-                file = into.new_file(record["participant"], KeyType(record["key_type"]), now, outcome,
+                requested = EPOCH + int(record.get("requested_at", record["at"])) * MICROSECOND
+                file = into.new_file(record["participant"], KeyType(record["key_type"]), requested,
                                      record.get("request_id", ""), file_id=record["file_id"])  # fmt: skip
+                into.snapshot(file, now, outcome)
                 file.seal(outcome, now)
             else:
                 raise InvalidInput(str(self.path), [Problem("op", f"unknown change {op!r}")])

@@ -63,6 +63,9 @@ class Simulator:
         self,
         *,
         file_delay: float = 2.0,
+        file_delay_per_cid: float = 0.0,
+        event_delay: float = 0.0,
+        event_jitter: float = 0.0,
         time_scale: float = 1.0,
         rate_limits: bool = True,
         participants: frozenset[str] = frozenset(),
@@ -73,19 +76,24 @@ class Simulator:
         self.dict = SimulatedDict()
         self.restored = journal.restore(self.dict) if journal else 0
         self.file_delay = file_delay
+        self.file_delay_per_cid = file_delay_per_cid
+        self._random = random.Random(seed)
+        # DICT's log shows a change `event_delay` seconds after it, give or take up to `event_jitter`.
+        self._event_delay = lambda: max(event_delay + self._random.uniform(-event_jitter, event_jitter), 0.0)
+        self.dict.event_delay = self._event_delay
         self.limiter = RateLimiter(time_scale=time_scale, enabled=rate_limits)
         self.participants = participants
         self.faults = Faults()
         self.calls: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
         self.injected_unavailable: Counter[str] = Counter()
-        self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def reset(self) -> None:
         for task in self._tasks:
             task.cancel()
         self.dict = SimulatedDict()
+        self.dict.event_delay = self._event_delay
         if self.journal is not None:
             self.journal.clear()
             self.dict.record = self.journal.append
@@ -118,12 +126,14 @@ class Simulator:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: rate limit of DICT reached")
 
     def generate(self, file: SimFile, outcome: FileStatus) -> None:
-        """Produce the file in the background: REQUESTED, then PROCESSING, then the outcome."""
+        """Produce the file in the background, as DICT does: REQUESTED for half the base delay, then the
+        snapshot of the set (the file's CreationTime) and PROCESSING for the other half plus the per-CID
+        time, then the outcome. A file of a large set takes longer, and the set keeps changing meanwhile."""
 
         async def run() -> None:
             await asyncio.sleep(self.file_delay / 2)
-            file.status = FileStatus.PROCESSING
-            await asyncio.sleep(self.file_delay / 2)
+            self.dict.snapshot(file, SimulatedDict.now(), outcome)
+            await asyncio.sleep(self.file_delay / 2 + self.file_delay_per_cid * len(file.cids))
             await asyncio.to_thread(file.seal, outcome, SimulatedDict.now())
 
         task = asyncio.get_running_loop().create_task(run())
@@ -174,6 +184,8 @@ def _file_pb(file: SimFile) -> pb.CidSetFile:
         status=convert.file_status_to_pb(file.status),
         requested_at=convert.timestamp(file.requested_at),
     )
+    if file.created_at is not None:
+        message.created_at.CopyFrom(convert.timestamp(file.created_at))
     if file.status is FileStatus.AVAILABLE and file.available_at is not None:
         message.cid_count = len(file.cids)
         message.byte_size = file.byte_size
@@ -243,7 +255,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
             return _file_pb(file)
         await self.sim.admit(context, "CreateCidSetFile", participant)
         outcome = self.sim.faults.file_outcome
-        file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now(), outcome, request.request_id)
+        file = self.sim.dict.new_file(participant, key_type, SimulatedDict.now(), request.request_id)
         self.sim.generate(file, outcome)
         return _file_pb(file)
 

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63idsync/bridge/v1/bridge.proto\x12\x11\x63idsync.bridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x11VerifySyncRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x19\n\x11participant_vsync\x18\x03 \x01(\t\"\x95\x01\n\x12VerifySyncResponse\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12\x35\n\x06result\x18\x02 \x01(\x0e\x32%.cidsync.bridge.v1.VerificationResult\x12/\n\x0bverified_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x17\x43reateCidSetFileRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\'\n\x14GetCidSetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\xaf\x02\n\nCidSetFile\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12,\n\x08key_type\x18\x03 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.cidsync.bridge.v1.CidSetFileStatus\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcid_count\x18\x06 \x01(\x03\x12\x11\n\tbyte_size\x18\x07 \x01(\x03\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x30\n\x0c\x61vailable_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x11GetCIDListRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"N\n\x14StreamCIDListRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"@\n\x07\x43idPage\x12\x0c\n\x04\x63ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"8\n\x14GetEntryByCidRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\"\x82\x03\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x08key_type\x18\x03 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x13\n\x0bparticipant\x18\x05 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x06 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x07 \x01(\t\x12\x34\n\x0c\x61\x63\x63ount_type\x18\x08 \x01(\x0e\x32\x1e.cidsync.bridge.v1.AccountType\x12\x35\n\x11\x61\x63\x63ount_opened_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nowner_type\x18\n \x01(\x0e\x32\x1c.cidsync.bridge.v1.OwnerType\x12\x12\n\nowner_name\x18\x0b \x01(\t\x12\x18\n\x10owner_trade_name\x18\x0c \x01(\t\x12\x14\n\x0cowner_tax_id\x18\r \x01(\t\"a\n\x15GetEntryByCidResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.cidsync.bridge.v1.Entry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63id\x18\x03 \x01(\t\"\xc9\x01\n\x17ListCidSetEventsRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\"x\n\x0b\x43idSetEvent\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.cidsync.bridge.v1.CidEventType\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x18ListCidSetEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.cidsync.bridge.v1.CidSetEvent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x1b\n\x13sync_verifier_start\x18\x03 \x01(\t\x12\x19\n\x11sync_verifier_end\x18\x04 \x01(\t*\x82\x01\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cKEY_TYPE_CPF\x10\x01\x12\x11\n\rKEY_TYPE_CNPJ\x10\x02\x12\x12\n\x0eKEY_TYPE_PHONE\x10\x03\x12\x12\n\x0eKEY_TYPE_EMAIL\x10\x04\x12\x10\n\x0cKEY_TYPE_EVP\x10\x05*\x87\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_CACC\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_SVGS\x10\x02\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_SLRY\x10\x03\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_TRAN\x10\x04*c\n\tOwnerType\x12\x1a\n\x16OWNER_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19OWNER_TYPE_NATURAL_PERSON\x10\x01\x12\x1b\n\x17OWNER_TYPE_LEGAL_PERSON\x10\x02*r\n\x12VerificationResult\x12#\n\x1fVERIFICATION_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n\x16VERIFICATION_RESULT_OK\x10\x01\x12\x1b\n\x17VERIFICATION_RESULT_NOK\x10\x02*\xe5\x01\n\x10\x43idSetFileStatus\x12#\n\x1f\x43ID_SET_FILE_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ID_SET_FILE_STATUS_REQUESTED\x10\x01\x12\"\n\x1e\x43ID_SET_FILE_STATUS_PROCESSING\x10\x02\x12!\n\x1d\x43ID_SET_FILE_STATUS_AVAILABLE\x10\x03\x12#\n\x1f\x43ID_SET_FILE_STATUS_UNAVAILABLE\x10\x04\x12\x1d\n\x19\x43ID_SET_FILE_STATUS_ERROR\x10\x05*d\n\x0c\x43idEventType\x12\x1e\n\x1a\x43ID_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ID_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n\x16\x43ID_EVENT_TYPE_REMOVED\x10\x02\x32\x98\x05\n\nDictBridge\x12Y\n\nVerifySync\x12$.cidsync.bridge.v1.VerifySyncRequest\x1a%.cidsync.bridge.v1.VerifySyncResponse\x12]\n\x10\x43reateCidSetFile\x12*.cidsync.bridge.v1.CreateCidSetFileRequest\x1a\x1d.cidsync.bridge.v1.CidSetFile\x12W\n\rGetCidSetFile\x12\'.cidsync.bridge.v1.GetCidSetFileRequest\x1a\x1d.cidsync.bridge.v1.CidSetFile\x12N\n\nGetCIDList\x12$.cidsync.bridge.v1.GetCIDListRequest\x1a\x1a.cidsync.bridge.v1.CidPage\x12V\n\rStreamCIDList\x12\'.cidsync.bridge.v1.StreamCIDListRequest\x1a\x1a.cidsync.bridge.v1.CidPage0\x01\x12\x62\n\rGetEntryByCid\x12\'.cidsync.bridge.v1.GetEntryByCidRequest\x1a(.cidsync.bridge.v1.GetEntryByCidResponse\x12k\n\x10ListCidSetEvents\x12*.cidsync.bridge.v1.ListCidSetEventsRequest\x1a+.cidsync.bridge.v1.ListCidSetEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63idsync/bridge/v1/bridge.proto\x12\x11\x63idsync.bridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x11VerifySyncRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x19\n\x11participant_vsync\x18\x03 \x01(\t\"\x95\x01\n\x12VerifySyncResponse\x12\x17\n\x0fverification_id\x18\x01 \x01(\t\x12\x35\n\x06result\x18\x02 \x01(\x0e\x32%.cidsync.bridge.v1.VerificationResult\x12/\n\x0bverified_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x17\x43reateCidSetFileRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\'\n\x14GetCidSetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"\xdf\x02\n\nCidSetFile\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x13\n\x0bparticipant\x18\x02 \x01(\t\x12,\n\x08key_type\x18\x03 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32#.cidsync.bridge.v1.CidSetFileStatus\x12\x30\n\x0crequested_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcid_count\x18\x06 \x01(\x03\x12\x11\n\tbyte_size\x18\x07 \x01(\x03\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x30\n\x0c\x61vailable_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x11GetCIDListRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"N\n\x14StreamCIDListRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"@\n\x07\x43idPage\x12\x0c\n\x04\x63ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"8\n\x14GetEntryByCidRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\"\x82\x03\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x08key_type\x18\x03 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\x13\n\x0bparticipant\x18\x05 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x06 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x07 \x01(\t\x12\x34\n\x0c\x61\x63\x63ount_type\x18\x08 \x01(\x0e\x32\x1e.cidsync.bridge.v1.AccountType\x12\x35\n\x11\x61\x63\x63ount_opened_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\nowner_type\x18\n \x01(\x0e\x32\x1c.cidsync.bridge.v1.OwnerType\x12\x12\n\nowner_name\x18\x0b \x01(\t\x12\x18\n\x10owner_trade_name\x18\x0c \x01(\t\x12\x14\n\x0cowner_tax_id\x18\r \x01(\t\"a\n\x15GetEntryByCidResponse\x12\'\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x18.cidsync.bridge.v1.Entry\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63id\x18\x03 \x01(\t\"\xc9\x01\n\x17ListCidSetEventsRequest\x12\x13\n\x0bparticipant\x18\x01 \x01(\t\x12,\n\x08key_type\x18\x02 \x01(\x0e\x32\x1a.cidsync.bridge.v1.KeyType\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\"x\n\x0b\x43idSetEvent\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.cidsync.bridge.v1.CidEventType\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x18ListCidSetEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.cidsync.bridge.v1.CidSetEvent\x12\x10\n\x08has_more\x18\x02 \x01(\x08\x12\x1b\n\x13sync_verifier_start\x18\x03 \x01(\t\x12\x19\n\x11sync_verifier_end\x18\x04 \x01(\t*\x82\x01\n\x07KeyType\x12\x18\n\x14KEY_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cKEY_TYPE_CPF\x10\x01\x12\x11\n\rKEY_TYPE_CNPJ\x10\x02\x12\x12\n\x0eKEY_TYPE_PHONE\x10\x03\x12\x12\n\x0eKEY_TYPE_EMAIL\x10\x04\x12\x10\n\x0cKEY_TYPE_EVP\x10\x05*\x87\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_CACC\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_SVGS\x10\x02\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_SLRY\x10\x03\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_TRAN\x10\x04*c\n\tOwnerType\x12\x1a\n\x16OWNER_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19OWNER_TYPE_NATURAL_PERSON\x10\x01\x12\x1b\n\x17OWNER_TYPE_LEGAL_PERSON\x10\x02*r\n\x12VerificationResult\x12#\n\x1fVERIFICATION_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n\x16VERIFICATION_RESULT_OK\x10\x01\x12\x1b\n\x17VERIFICATION_RESULT_NOK\x10\x02*\xe5\x01\n\x10\x43idSetFileStatus\x12#\n\x1f\x43ID_SET_FILE_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1d\x43ID_SET_FILE_STATUS_REQUESTED\x10\x01\x12\"\n\x1e\x43ID_SET_FILE_STATUS_PROCESSING\x10\x02\x12!\n\x1d\x43ID_SET_FILE_STATUS_AVAILABLE\x10\x03\x12#\n\x1f\x43ID_SET_FILE_STATUS_UNAVAILABLE\x10\x04\x12\x1d\n\x19\x43ID_SET_FILE_STATUS_ERROR\x10\x05*d\n\x0c\x43idEventType\x12\x1e\n\x1a\x43ID_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ID_EVENT_TYPE_ADDED\x10\x01\x12\x1a\n\x16\x43ID_EVENT_TYPE_REMOVED\x10\x02\x32\x98\x05\n\nDictBridge\x12Y\n\nVerifySync\x12$.cidsync.bridge.v1.VerifySyncRequest\x1a%.cidsync.bridge.v1.VerifySyncResponse\x12]\n\x10\x43reateCidSetFile\x12*.cidsync.bridge.v1.CreateCidSetFileRequest\x1a\x1d.cidsync.bridge.v1.CidSetFile\x12W\n\rGetCidSetFile\x12\'.cidsync.bridge.v1.GetCidSetFileRequest\x1a\x1d.cidsync.bridge.v1.CidSetFile\x12N\n\nGetCIDList\x12$.cidsync.bridge.v1.GetCIDListRequest\x1a\x1a.cidsync.bridge.v1.CidPage\x12V\n\rStreamCIDList\x12\'.cidsync.bridge.v1.StreamCIDListRequest\x1a\x1a.cidsync.bridge.v1.CidPage0\x01\x12\x62\n\rGetEntryByCid\x12\'.cidsync.bridge.v1.GetEntryByCidRequest\x1a(.cidsync.bridge.v1.GetEntryByCidResponse\x12k\n\x10ListCidSetEvents\x12*.cidsync.bridge.v1.ListCidSetEventsRequest\x1a+.cidsync.bridge.v1.ListCidSetEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cidsync.bridge.v1.bridge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYTYPE']._serialized_start=2061
-  _globals['_KEYTYPE']._serialized_end=2191
-  _globals['_ACCOUNTTYPE']._serialized_start=2194
-  _globals['_ACCOUNTTYPE']._serialized_end=2329
-  _globals['_OWNERTYPE']._serialized_start=2331
-  _globals['_OWNERTYPE']._serialized_end=2430
-  _globals['_VERIFICATIONRESULT']._serialized_start=2432
-  _globals['_VERIFICATIONRESULT']._serialized_end=2546
-  _globals['_CIDSETFILESTATUS']._serialized_start=2549
-  _globals['_CIDSETFILESTATUS']._serialized_end=2778
-  _globals['_CIDEVENTTYPE']._serialized_start=2780
-  _globals['_CIDEVENTTYPE']._serialized_end=2880
+  _globals['_KEYTYPE']._serialized_start=2109
+  _globals['_KEYTYPE']._serialized_end=2239
+  _globals['_ACCOUNTTYPE']._serialized_start=2242
+  _globals['_ACCOUNTTYPE']._serialized_end=2377
+  _globals['_OWNERTYPE']._serialized_start=2379
+  _globals['_OWNERTYPE']._serialized_end=2478
+  _globals['_VERIFICATIONRESULT']._serialized_start=2480
+  _globals['_VERIFICATIONRESULT']._serialized_end=2594
+  _globals['_CIDSETFILESTATUS']._serialized_start=2597
+  _globals['_CIDSETFILESTATUS']._serialized_end=2826
+  _globals['_CIDEVENTTYPE']._serialized_start=2828
+  _globals['_CIDEVENTTYPE']._serialized_end=2928
   _globals['_VERIFYSYNCREQUEST']._serialized_start=86
   _globals['_VERIFYSYNCREQUEST']._serialized_end=199
   _globals['_VERIFYSYNCRESPONSE']._serialized_start=202
@@ -53,25 +53,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCIDSETFILEREQUEST']._serialized_start=467
   _globals['_GETCIDSETFILEREQUEST']._serialized_end=506
   _globals['_CIDSETFILE']._serialized_start=509
-  _globals['_CIDSETFILE']._serialized_end=812
-  _globals['_GETCIDLISTREQUEST']._serialized_start=814
-  _globals['_GETCIDLISTREQUEST']._serialized_end=889
-  _globals['_STREAMCIDLISTREQUEST']._serialized_start=891
-  _globals['_STREAMCIDLISTREQUEST']._serialized_end=969
-  _globals['_CIDPAGE']._serialized_start=971
-  _globals['_CIDPAGE']._serialized_end=1035
-  _globals['_GETENTRYBYCIDREQUEST']._serialized_start=1037
-  _globals['_GETENTRYBYCIDREQUEST']._serialized_end=1093
-  _globals['_ENTRY']._serialized_start=1096
-  _globals['_ENTRY']._serialized_end=1482
-  _globals['_GETENTRYBYCIDRESPONSE']._serialized_start=1484
-  _globals['_GETENTRYBYCIDRESPONSE']._serialized_end=1581
-  _globals['_LISTCIDSETEVENTSREQUEST']._serialized_start=1584
-  _globals['_LISTCIDSETEVENTSREQUEST']._serialized_end=1785
-  _globals['_CIDSETEVENT']._serialized_start=1787
-  _globals['_CIDSETEVENT']._serialized_end=1907
-  _globals['_LISTCIDSETEVENTSRESPONSE']._serialized_start=1910
-  _globals['_LISTCIDSETEVENTSRESPONSE']._serialized_end=2058
-  _globals['_DICTBRIDGE']._serialized_start=2883
-  _globals['_DICTBRIDGE']._serialized_end=3547
+  _globals['_CIDSETFILE']._serialized_end=860
+  _globals['_GETCIDLISTREQUEST']._serialized_start=862
+  _globals['_GETCIDLISTREQUEST']._serialized_end=937
+  _globals['_STREAMCIDLISTREQUEST']._serialized_start=939
+  _globals['_STREAMCIDLISTREQUEST']._serialized_end=1017
+  _globals['_CIDPAGE']._serialized_start=1019
+  _globals['_CIDPAGE']._serialized_end=1083
+  _globals['_GETENTRYBYCIDREQUEST']._serialized_start=1085
+  _globals['_GETENTRYBYCIDREQUEST']._serialized_end=1141
+  _globals['_ENTRY']._serialized_start=1144
+  _globals['_ENTRY']._serialized_end=1530
+  _globals['_GETENTRYBYCIDRESPONSE']._serialized_start=1532
+  _globals['_GETENTRYBYCIDRESPONSE']._serialized_end=1629
+  _globals['_LISTCIDSETEVENTSREQUEST']._serialized_start=1632
+  _globals['_LISTCIDSETEVENTSREQUEST']._serialized_end=1833
+  _globals['_CIDSETEVENT']._serialized_start=1835
+  _globals['_CIDSETEVENT']._serialized_end=1955
+  _globals['_LISTCIDSETEVENTSRESPONSE']._serialized_start=1958
+  _globals['_LISTCIDSETEVENTSRESPONSE']._serialized_end=2106
+  _globals['_DICTBRIDGE']._serialized_start=2931
+  _globals['_DICTBRIDGE']._serialized_end=3595
 # @@protoc_insertion_point(module_scope)

@@ -267,6 +267,7 @@ class CidSetFile(_message.Message):
     BYTE_SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     AVAILABLE_AT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
     file_id: _builtins.str
     participant: _builtins.str
     key_type: Global___KeyType.ValueType
@@ -282,6 +283,13 @@ class CidSetFile(_message.Message):
     def requested_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def available_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """The instant whose set the file holds (DICT's CreationTime), set once DICT has taken it: after
+        requested_at, before available_at. A diff against the local set must be anchored here, not at the
+        request or at the download (the set keeps changing meanwhile).
+        """
+
     def __init__(
         self,
         *,
@@ -294,10 +302,11 @@ class CidSetFile(_message.Message):
         byte_size: _builtins.int = ...,
         sha256: _builtins.str = ...,
         available_at: _timestamp_pb2.Timestamp | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "requested_at", b"requested_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "created_at", b"created_at", "requested_at", b"requested_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "byte_size", b"byte_size", "cid_count", b"cid_count", "file_id", b"file_id", "key_type", b"key_type", "participant", b"participant", "requested_at", b"requested_at", "sha256", b"sha256", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "byte_size", b"byte_size", "cid_count", b"cid_count", "created_at", b"created_at", "file_id", b"file_id", "key_type", b"key_type", "participant", b"participant", "requested_at", b"requested_at", "sha256", b"sha256", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,9 +516,13 @@ class ListCidSetEventsRequest(_message.Message):
     limit: _builtins.int
     """1 to 200"""
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """inclusive"""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """inclusive, as DICT's EndTime; unset: now"""
+
     def __init__(
         self,
         *,
@@ -564,10 +577,13 @@ class ListCidSetEventsResponse(_message.Message):
     has_more: _builtins.bool
     """more events in the window: ask again from the last event's timestamp"""
     sync_verifier_start: _builtins.str
-    """DICT's VSync of the pair (64 hex chars) just before the page's first event, i.e. at start_time."""
+    """As DICT's SyncVerifierStart: DICT's VSync of the pair (64 hex chars) just AFTER the page's first event.
+    For a page with no event, DICT's VSync at end_time.
+    """
     sync_verifier_end: _builtins.str
-    """DICT's VSync just after the page's last event; when has_more is false, at end_time. The XOR of the
-    page's CIDs turns the start verifier into the end one.
+    """As DICT's SyncVerifierEnd: DICT's VSync just after the page's last event. The XOR of the page's CIDs
+    but the first turns the start verifier into the end one, unless an event DICT has not shown yet
+    (its log is written asynchronously) lies between them.
     """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___CidSetEvent]: ...
