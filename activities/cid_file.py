@@ -9,22 +9,33 @@ resumes from the last heartbeat. Storing a page twice is harmless (a set). The f
 the whole file in order, and a hash state cannot be carried across a crash, so a resumed stream checks
 it with one more pass that only hashes (a million CIDs cross the Bridge in about a second here).
 Scratch keys carry a TTL as a backstop, should a reconciliation never clean up.
+
+The file is DICT's set at its snapshot (`created_at`), so before the diff the set is rolled forward with
+DICT's CID event log, one page a call (`roll_cid_file_forward`), and after the diff each CID of it is
+judged again once changes in flight have had time to land (`judge_diff`; the rule is `cidsync.anchor`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bridge import temporal_error
+from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
+from cidsync.follow import Cursor, LogError
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import Scratch
-from cidsync.store.models import DiffResult
+from cidsync.store.models import DiffResult, JudgedDiff
 
 PAGE_SIZE = 1_000
+MAX_EVENTS = 200  # DICT's limit for one listCidSetEvents call
+DICT_LOG_ERROR = "DictLogError"  # DICT's log broke its own paging contract
 # The file is not what DICT announced (count or digest): a new one must be requested (the workflow decides).
 CID_FILE_MISMATCH = "CidFileMismatch"
 
@@ -45,12 +56,39 @@ class StreamFileResult(BaseModel):
     resumed: bool
 
 
-class CidFileActivities:
-    """Built once in the worker with the store and the Bridge client injected."""
+class RollInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    def __init__(self, store: CIDStore, bridge: BridgeClient) -> None:
+    scratch: Scratch
+    cursor: Cursor  # from the file's snapshot, then from where the last page ended
+    limit: int = MAX_EVENTS
+
+
+class RollResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cursor: Cursor
+    events: int  # applied from this page (the repeated boundary excluded)
+    has_more: bool
+    head: datetime  # DICT's log is applied up to here (the page's end, or now when it was the last)
+
+
+class JudgeInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    scratch: Scratch
+    cutoff: datetime  # now less the grace: DICT's changes after it are still recent
+    final: bool  # the last look: recent CIDs leave the diff too (not repaired this round)
+
+
+class CidFileActivities:
+    """Built once in the worker with the store and the Bridge client injected. `clock` is where a page of
+    DICT's log ends (read up to now); the time-skipping tests pass the server's clock."""
+
+    def __init__(self, store: CIDStore, bridge: BridgeClient, clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.bridge = bridge
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     @activity.defn(name="stream_cid_file")
     async def stream_cid_file(self, request: StreamFileInput) -> StreamFileResult:
@@ -88,6 +126,29 @@ class CidFileActivities:
     async def diff(self, scratch: Scratch) -> DiffResult:
         """DICT-only and local-only CIDs, computed inside Redis; only the counts come back."""
         return await self.store.diff(scratch)
+
+    @activity.defn(name="roll_cid_file_forward")
+    async def roll_forward(self, request: RollInput) -> RollResult:
+        """One page of DICT's log from the cursor, applied to the round's file set."""
+        scratch, now = request.scratch, self.clock()
+        try:
+            page = await self.bridge.list_cid_set_events(
+                scratch.participant, scratch.key_type, request.cursor.start, now, request.limit
+            )
+        except errors.BridgeError as error:
+            raise temporal_error(error) from error
+        try:
+            fresh, cursor = request.cursor.take(page)
+        except LogError as error:
+            raise ApplicationError(str(error), type=DICT_LOG_ERROR) from error
+        await self.store.roll_forward(scratch, fresh)
+        return RollResult(cursor=cursor, events=len(fresh), has_more=page.has_more,
+                          head=cursor.start if page.has_more else now)  # fmt: skip
+
+    @activity.defn(name="judge_diff")
+    async def judge(self, request: JudgeInput) -> JudgedDiff:
+        """The diff's CIDs judged again against the rolled-forward file and the local set now."""
+        return await self.store.judge_candidates(request.scratch, request.cutoff, final=request.final)
 
     @activity.defn(name="drop_scratch")
     async def drop_scratch(self, scratch: Scratch) -> int:

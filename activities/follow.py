@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bridge import temporal_error
+from activities.cid_file import DICT_LOG_ERROR, MAX_EVENTS
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
@@ -31,8 +32,7 @@ from cidsync.store.layout import PairKeys
 
 logger = logging.getLogger(__name__)
 
-DICT_LOG_ERROR = "DictLogError"
-MAX_PAGE = 200  # DICT's limit for one listCidSetEvents call
+MAX_PAGE = MAX_EVENTS
 
 
 class PollInput(BaseModel):

@@ -134,7 +134,8 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
     rss = PeakRss(worker_pid)
     started = time.perf_counter()
     request = ReconcileInput(participant=PARTICIPANT, key_type=KEY_TYPE, trigger="bench",
-                             divergence_threshold=size, poll_initial=timedelta(seconds=1))  # fmt: skip
+                             divergence_threshold=size, poll_initial=timedelta(seconds=1),
+                             grace=timedelta(seconds=2))  # a quiet pair: nothing is in flight  # fmt: skip
     handle = await start_reconciliation(client, request, settings.task_queue)
     result = await handle.result()
     wall = time.perf_counter() - started

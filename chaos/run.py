@@ -275,7 +275,13 @@ class Run:
         self.ledger.diverged_pairs.add(pair)
 
     async def reconcile(self, pair: Pair) -> None:
-        request = ReconcileInput(participant=pair[0], key_type=pair[1], trigger="chaos", divergence_threshold=100_000)
+        request = ReconcileInput(
+            participant=pair[0],
+            key_type=pair[1],
+            trigger="chaos",
+            divergence_threshold=100_000,
+            grace=timedelta(seconds=5),
+        )
         await start_reconciliation(self.client, request, self.settings.task_queue)
 
     async def drain_event_bucket(self, participant: str) -> None:

@@ -96,7 +96,7 @@ def reconcile(state: StackState, root: Path) -> tuple[str, str, list[Entry]]:
     load.write_text("".join(e.model_dump_json() + "\n" for e in entries))
     cli(state_dir, "bridge-sim", "admin", "load", "--file", str(load))
     outcome = json.loads(cli(state_dir, "reconcile", "--participant", PARTICIPANT, "--key-type", KEY_TYPE.value,
-                             "--wait"))  # fmt: skip
+                             "--grace", "1", "--wait"))  # fmt: skip
     if (outcome["outcome"], outcome["added"]) != ("REPAIRED", DICT_ONLY):
         raise RuntimeError(f"the reconciliation did not repair the pair: {outcome}")
     described = subprocess.run([str(temporal_binary()), "workflow", "describe", "--workflow-id", outcome["workflow_id"],

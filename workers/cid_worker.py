@@ -85,6 +85,8 @@ def activities_of(store: StoreActivities, reconciliation: Reconciliation | None 
             r.bridge.get_cid_set_file,
             r.cid_files.stream_cid_file,
             r.cid_files.diff,
+            r.cid_files.roll_forward,
+            r.cid_files.judge,
             r.cid_files.drop_scratch,
             r.repair.repair_cids,
             r.repair.repair_suspects,

@@ -320,6 +320,7 @@ class FollowCidEvents:
             key_type=input.key_type,
             trigger="follower",
             divergence_threshold=input.reconcile_threshold,
+            grace=input.grace,  # what the follower allows a change in flight, the reconciliation allows too
         )
         joined = "" if await start_or_join(request) else " (joined the one running)"
         s.hand_overs += 1

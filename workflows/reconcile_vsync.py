@@ -4,9 +4,11 @@ DESIGN.md §1 "Reconciliation rule" and §3. One run per pair at a time: the wor
 (`reconcile-<participant>-<key type>`) and every start uses USE_EXISTING, so a second trigger joins.
 
 Each round: verify. OK ends the run. NOK: begin watching the pair's keys (an event from now on makes its
-key off-limits to this round's repair), get a CID file, stream it into Redis, diff it there, wait for an
-operator above the divergence threshold, repair in batches, publish the notifications to core, then verify
-again. After `max_rounds` repairs still NOK, the run fails loudly.
+key off-limits to this round's repair), get a CID file, stream it into Redis, roll it forward with DICT's
+CID event log from its snapshot to now, diff it there, and judge the diff again after `grace` (changes in
+flight land meanwhile: only a difference that outlives them is divergence, `cidsync.anchor`); then wait
+for an operator above the divergence threshold, repair in batches, publish the notifications to core, and
+verify again. After `max_rounds` repairs still NOK, the run fails loudly.
 
 What crosses this workflow's history is counts, ids and statuses, never a CID list or an entry.
 
@@ -30,17 +32,19 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
-    from activities.cid_file import CidFileActivities, StreamFileInput
+    from activities.cid_file import CidFileActivities, JudgeInput, RollInput, StreamFileInput
     from activities.cid_store import StoreActivities, WatchRequest
     from activities.core_events import CoreEventsPublisher, NoticeInput
     from activities.repair import RepairActivities, RepairInput, RepairResult
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
+    from cidsync.follow import Cursor
     from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
     from cidsync.store.layout import RepairSide, Scratch
-    from cidsync.store.models import DiffResult, VerificationRecord
+    from cidsync.store.models import DiffResult, JudgedDiff, VerificationRecord
     from workflows.policies import (
+        ANCHORED_DIFF,
         BRIDGE_CALL,
         BRIDGE_GIVE_UP,
         BRIDGE_RETRY,
@@ -79,11 +83,15 @@ class ReconcileInput(BaseModel):
     repair_batch: int = Field(500, ge=1, le=10_000)
     # How soon a crashed worker's streaming or repair is noticed and retried (on another worker).
     activity_heartbeat: timedelta = timedelta(seconds=30)
+    # How long a change may be in flight (core's event to the local set, DICT's change to its log): a
+    # difference is divergence only once it has lasted this long with no change of DICT's to the CID.
+    grace: timedelta = timedelta(minutes=2)
+    settle_passes: int = Field(3, ge=1)  # looks at CIDs DICT keeps changing, then they wait for a next round
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
         require_positive(self, ("file_deadline", "poll_initial", "poll_max", "approval_reminder",
-                                "approval_timeout", "activity_heartbeat"))  # fmt: skip
+                                "approval_timeout", "activity_heartbeat", "grace"))  # fmt: skip
         return self
 
 
@@ -105,6 +113,7 @@ class ReconcileResult(BaseModel):
     files: int
     rounds: int
     reason: str = ""
+    in_flight: int = 0  # CIDs the diffs found that were changes on their way, not divergence
     # An operator's answer to a repair above the threshold: approved, rejected, timed out; empty if none asked.
     decision: str = ""
     operator: str = ""
@@ -128,8 +137,11 @@ class Progress(BaseModel):
     file_id: str = ""
     file_status: str = ""
     file_cids: int = 0
-    dict_only: int = 0
+    dict_only: int = 0  # the round's divergence: confirmed, once the changes in flight have landed
     local_only: int = 0
+    events: int = 0  # DICT's log events applied to the file since its snapshot
+    in_flight: int = 0  # the diff's CIDs that were changes on their way (not divergence)
+    recent: int = 0  # the diff's CIDs DICT kept changing: left for a next round
     added: int = 0
     removed: int = 0
     skipped: int = 0
@@ -274,6 +286,7 @@ class ReconcileVSync:
             files=p.files,
             rounds=p.round,
             reason=reason,
+            in_flight=p.in_flight,
             decision=self._answer[0],
             operator=self._answer[1],
             decision_reason=self._answer[2],
@@ -333,9 +346,17 @@ class ReconcileVSync:
         input = self._input
         await self._store(StoreActivities.begin_watch, WatchRequest(**self._pair.model_dump()),
                           "watch the pair's events during the repair")  # fmt: skip
-        await self._load_file(scratch)
+        file = await self._load_file(scratch)
+        anchored = workflow.patched(ANCHORED_DIFF)
+        if anchored:
+            # From the snapshot (or, from a Bridge that does not say when it was taken, the request, which
+            # is earlier: events DICT made between the two are in the file already, and apply again
+            # harmlessly).
+            head = await self._roll(scratch, Cursor(start=file.created_at or file.requested_at))
         self._phase("diffing", "DICT's CIDs against the local set")
         diff: DiffResult = await self._store(CidFileActivities.diff, scratch, "DICT's CIDs against the local set")
+        if anchored and diff.dict_only + diff.local_only:
+            diff = await self._settle(scratch, file.created_at or file.requested_at, head)
         self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
         divergence = diff.dict_only + diff.local_only
         if divergence > input.divergence_threshold and not self._approved and not await self._approval(diff):
@@ -344,6 +365,46 @@ class ReconcileVSync:
             await self._repair_side(scratch, side, diff.dict_only if side is RepairSide.DICT_ONLY else diff.local_only)
         await self._publish_outbox(scratch)
         return True
+
+    async def _roll(self, scratch: Scratch, cursor: Cursor) -> datetime:
+        """DICT's log from `cursor` applied to the file's set, page by page: where the log was read up to."""
+        while True:
+            self._phase("rolling forward", f"DICT's CID events from {cursor.start.isoformat()}")
+            rolled = await workflow.execute_activity_method(
+                CidFileActivities.roll_forward,
+                RollInput(scratch=scratch, cursor=cursor),
+                start_to_close_timeout=BRIDGE_CALL,
+                schedule_to_close_timeout=BRIDGE_GIVE_UP,
+                retry_policy=BRIDGE_RETRY,
+                summary=f"DICT's CID events from {cursor.start.isoformat()} onto the file",
+            )
+            self._progress.events += rolled.events
+            cursor = rolled.cursor
+            if not rolled.has_more:
+                return rolled.head
+
+    async def _settle(self, scratch: Scratch, snapshot: datetime, head: datetime) -> DiffResult:
+        """The diff judged again once changes in flight have had `grace` to land: what is left is divergence.
+
+        Each look first reads DICT's log again from `grace` before where it was read up to, so an event
+        DICT showed late (its log is written asynchronously) is applied too."""
+        input, p = self._input, self._progress
+        judged = JudgedDiff(dict_only=0, local_only=0, in_flight=0, recent=0)
+        for look in range(input.settle_passes):
+            self._phase("settling", f"{p.in_flight} in flight so far; waiting {input.grace} for the rest to land")
+            await workflow.sleep(input.grace, summary="changes in flight: time for their events to land")
+            head = await self._roll(scratch, Cursor(start=max(snapshot, head - input.grace)))
+            final = look == input.settle_passes - 1
+            judged = await self._store(
+                CidFileActivities.judge,
+                JudgeInput(scratch=scratch, cutoff=workflow.now() - input.grace, final=final),
+                "each CID of the diff: in flight, recent or divergence",
+            )
+            p.in_flight += judged.in_flight
+            p.recent = judged.recent
+            if not judged.recent:
+                break
+        return DiffResult(dict_only=judged.dict_only, local_only=judged.local_only)
 
     async def _publish_outbox(self, scratch: Scratch) -> None:
         """Retried without limit: a repair core never hears of would leave its records wrong."""
@@ -357,7 +418,7 @@ class ReconcileVSync:
             summary="publish the repaired entries to core-events",
         )
 
-    async def _load_file(self, scratch: Scratch) -> None:
+    async def _load_file(self, scratch: Scratch) -> CidSetFile:
         """A CID file of DICT, AVAILABLE and streamed into `scratch` with its count and digest checked."""
         input = self._input
         problems = []
@@ -383,7 +444,7 @@ class ReconcileVSync:
                     ),
                     summary=f"stream the {file.cid_count} CIDs of file {file.file_id} into Redis",
                 )  # fmt: skip
-                return
+                return file
             except ActivityError as error:
                 if not (isinstance(error.cause, ApplicationError) and error.cause.type == CID_FILE_MISMATCH):
                     raise

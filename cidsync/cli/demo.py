@@ -251,7 +251,13 @@ async def _reconcile(
             client = await connect(settings, identity="cidsync-demo")
             started = time.perf_counter()
             requests = [
-                ReconcileInput(participant=participant, key_type=k, trigger="demo", poll_initial=timedelta(seconds=1))
+                ReconcileInput(
+                    participant=participant,
+                    key_type=k,
+                    trigger="demo",
+                    poll_initial=timedelta(seconds=1),
+                    grace=timedelta(seconds=2),
+                )  # the demo's events are all applied by then
                 for k in key_types
             ]
             handles = [await start_reconciliation(client, r, settings.task_queue) for r in requests]

@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 from cidsync.config import Settings, load_settings
@@ -36,6 +37,8 @@ def _check(args: argparse.Namespace) -> None:
             problems.append(Problem("--key-type", "is required"))
         if args.threshold is not None and args.threshold < 0:
             problems.append(Problem("--threshold", "must not be negative"))
+        if args.grace is not None and not args.grace > 0:
+            problems.append(Problem("--grace", "must be a positive number of seconds"))
     if problems:
         raise InvalidInput("arguments", problems)
     if args.participant:
@@ -74,6 +77,8 @@ async def _reconcile(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {"participant": args.participant, "key_type": KeyType(args.key_type), "trigger": "cli"}
     if args.threshold is not None:
         values["divergence_threshold"] = args.threshold
+    if args.grace is not None:
+        values["grace"] = timedelta(seconds=args.grace)
     handle = await start_reconciliation(client, ReconcileInput(**values), settings.task_queue)
     if not args.wait:
         print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id}))
@@ -166,6 +171,9 @@ def register(commands: Any) -> None:
     reconcile.add_argument("--key-type", choices=[k.value for k in KeyType])
     reconcile.add_argument("--wait", action="store_true", help="wait for the outcome and print it as JSON")
     reconcile.add_argument("--threshold", type=int, help="divergence above which an operator must approve (100)")
+    reconcile.add_argument("--grace", type=float, metavar="SECONDS",
+                           help="how long a change may be in flight before a difference counts as divergence "
+                                "(120: longer than core's pipeline and DICT's log take)")  # fmt: skip
     reconcile.add_argument("--operator", help="who decides (approve/reject; default: the OS user)")
     reconcile.add_argument("--reason", help="why (approve/reject)")
     temporal_flags(reconcile)

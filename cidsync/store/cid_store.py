@@ -30,6 +30,8 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from cidsync.anchor import EPOCH, Verdict, judge
+from cidsync.bridge.models import CidEventType, CidSetEvent
 from cidsync.cid import ZERO_VSYNC
 from cidsync.entry import KeyType
 from cidsync.patience import until_answered
@@ -53,6 +55,7 @@ from cidsync.store.models import (
     CIDChange,
     CidHolder,
     DiffResult,
+    JudgedDiff,
     LocalView,
     LocalVSync,
     PairVerification,
@@ -77,6 +80,10 @@ def _vsync_hex(raw: bytes | str | None) -> str:
     if isinstance(raw, str):
         raw = raw.encode("latin-1")
     return raw.hex().rjust(64, "0") if raw else ZERO_VSYNC
+
+
+def _millis(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def _text(value: bytes | str) -> str:
@@ -392,6 +399,57 @@ class CIDStore:
             pipe.expire(scratch.local_only, self.scratch_ttl_seconds)
             dict_only, local_only, *_ = await pipe.execute()
         return DiffResult(dict_only=int(dict_only), local_only=int(local_only))
+
+    async def roll_forward(self, scratch: Scratch, events: Sequence[CidSetEvent]) -> None:
+        """DICT's log events (oldest first) applied to the round's file set: ADDED puts a CID in, REMOVED
+        takes it out, and the time of each CID's last event is kept for `judge_candidates`."""
+        if not events:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                if event.type is CidEventType.ADDED:
+                    pipe.sadd(scratch.dict_cids, event.cid)
+                else:
+                    pipe.srem(scratch.dict_cids, event.cid)
+            pipe.hset(scratch.dict_changed, mapping={e.cid: _millis(e.timestamp) for e in events})
+            pipe.expire(scratch.dict_cids, self.scratch_ttl_seconds)
+            pipe.expire(scratch.dict_changed, self.scratch_ttl_seconds)
+            await pipe.execute()
+
+    async def judge_candidates(self, scratch: Scratch, cutoff: datetime, *, final: bool) -> JudgedDiff:
+        """Each CID of the diff judged again now (`cidsync.anchor.judge`): those in flight leave the diff,
+        recent ones stay to be judged later (or leave it too when `final`), confirmed ones stay to be
+        repaired. Read in batches, so a large diff never passes through one reply."""
+        counts: dict[tuple[RepairSide, Verdict], int] = {}
+        for side in (RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY):
+            key = scratch.side(side)
+            async for batch in self._batches(key):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.execute_command("SMISMEMBER", scratch.dict_cids, *batch)
+                    pipe.execute_command("SMISMEMBER", scratch.pair.cids, *batch)
+                    pipe.hmget(scratch.dict_changed, batch)
+                    in_dict, local, changed = await pipe.execute()
+                leaving = []
+                for value, dict_has, local_has, at in zip(batch, in_dict, local, changed, strict=True):
+                    changed_at = EPOCH + timedelta(milliseconds=int(at)) if at else None
+                    verdict = judge(bool(dict_has), bool(local_has), changed_at, cutoff)
+                    counts[(side, verdict)] = counts.get((side, verdict), 0) + 1
+                    if verdict is Verdict.IN_FLIGHT or (final and verdict is Verdict.RECENT):
+                        leaving.append(value)
+                if leaving:
+                    await self.redis.srem(key, *leaving)
+        return JudgedDiff.of(counts)
+
+    async def _batches(self, key: str, size: int = 500) -> AsyncIterator[list[str]]:
+        """The members of a set, a batch at a time (the set may shrink meanwhile: SSCAN allows it)."""
+        batch: list[str] = []
+        async for member in self.redis.sscan_iter(key, count=size):
+            batch.append(_text(member))
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     async def to_repair(self, scratch: Scratch, side: RepairSide, count: int) -> list[str]:
         """Up to `count` CIDs of one side of the diff, left in place until `repaired` (crash safe)."""

@@ -10,9 +10,10 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
     ...:touched     SET    while a reconciliation runs: the key ids changed by events since it began
     ...:verified    HASH   the last verification with DICT (result, time, id, last OK time)
     ...:xor         STRING scratch for one BITOP inside a script (never outlives it)
-    ...:recon:<run>:dict | :dict-only | :local-only | :outbox
-                           one reconciliation round's scratch: DICT's CID file, the diff both ways, and
-                           the notifications for core written with each repair (all with a TTL)
+    ...:recon:<run>:dict | :dict-changed | :dict-only | :local-only | :outbox
+                           one reconciliation round's scratch: DICT's CID file rolled forward with DICT's
+                           log, when the log last changed each CID (ms), the diff both ways, and the
+                           notifications for core written with each repair (all with a TTL)
 
 Outside any pair: `cidsync:key-secret` holds a fingerprint of the key secret (see `key_id`).
 
@@ -115,6 +116,11 @@ class Scratch(BaseModel):
         return f"{self._base}:dict"
 
     @property
+    def dict_changed(self) -> str:
+        """HASH cid -> DICT's timestamp (ms) of the last log event for it since the file's snapshot."""
+        return f"{self._base}:dict-changed"
+
+    @property
     def dict_only(self) -> str:
         return f"{self._base}:dict-only"
 
@@ -132,4 +138,4 @@ class Scratch(BaseModel):
 
     @property
     def all_keys(self) -> list[str]:
-        return [self.dict_cids, self.dict_only, self.local_only, self.outbox]
+        return [self.dict_cids, self.dict_changed, self.dict_only, self.local_only, self.outbox]

@@ -9,6 +9,7 @@ CID, a key id that is not a hash) fails where it is made, not inside Redis.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -16,10 +17,12 @@ from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from cidsync.anchor import Verdict
 from cidsync.cid import cid, is_cid
 from cidsync.entry import Entry, KeyType, Participant
 from cidsync.events import MAX_SEQUENCE, DeletionType, EntryEvent, EventType
 from cidsync.store.key_id import KeyId, key_id
+from cidsync.store.layout import RepairSide
 
 
 def _check(valid: bool, message: str) -> None:
@@ -173,3 +176,26 @@ class DiffResult(BaseModel):
 
     dict_only: int
     local_only: int
+
+
+class JudgedDiff(BaseModel):
+    """A diff's CIDs after a look at DICT's log and the local set now (`cidsync.anchor`), by side."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dict_only: int  # confirmed: DICT has it, the local set lacks it, for longer than the grace
+    local_only: int  # confirmed the other way
+    in_flight: int  # agreed on by now: changes that were on their way (left the diff)
+    recent: int  # DICT changed them within the grace: judged again later
+
+    @classmethod
+    def of(cls, counts: Mapping[tuple[RepairSide, Verdict], int]) -> JudgedDiff:
+        def total(verdict: Verdict, side: RepairSide | None = None) -> int:
+            return sum(n for (s, v), n in counts.items() if v is verdict and side in (None, s))
+
+        return cls(
+            dict_only=total(Verdict.CONFIRMED, RepairSide.DICT_ONLY),
+            local_only=total(Verdict.CONFIRMED, RepairSide.LOCAL_ONLY),
+            in_flight=total(Verdict.IN_FLIGHT),
+            recent=total(Verdict.RECENT),
+        )

@@ -29,7 +29,7 @@ async def test_reconcile_wait_prints_the_outcome_as_json(
     await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.EMAIL, 40, seed=102))
     await simulator_admin.diverge(participant, KeyType.EMAIL, add=2, seed=2)
     result = await asyncio.to_thread(
-        cidsync, "reconcile", "--participant", participant, "--key-type", "EMAIL", "--wait",
+        cidsync, "reconcile", "--participant", participant, "--key-type", "EMAIL", "--wait", "--grace", "1",
         *temporal_flags(temporal_env, running.queue),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -46,7 +46,17 @@ async def test_an_operator_approves_a_large_repair_from_the_cli(
     await simulator_admin.diverge(participant, KeyType.PHONE, add=3, remove=2, seed=4)
     flags = temporal_flags(temporal_env, running.queue)
     started = await asyncio.to_thread(
-        cidsync, "reconcile", "--participant", participant, "--key-type", "PHONE", "--threshold", "4", *flags
+        cidsync,
+        "reconcile",
+        "--participant",
+        participant,
+        "--key-type",
+        "PHONE",
+        "--threshold",
+        "4",
+        "--grace",
+        "1",
+        *flags,
     )
     assert started.returncode == 0, started.stderr
     workflow_id = json.loads(started.stdout)["workflow_id"]

@@ -103,7 +103,8 @@ def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict
     entries.write_text("".join(e.model_dump_json() + "\n" for e in only_in_dict))
     loaded = cidsync("bridge-sim", "admin", "load", "--file", str(entries), env=env)
     assert loaded.returncode == 0, loaded.stderr
-    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait", env=env)
+    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait", "--grace", "1",
+                         env=env)  # fmt: skip
     assert reconciled.returncode == 0, reconciled.stderr
     outcome = json.loads(reconciled.stdout)  # the CLI decoded the result with the stack's key
     assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)

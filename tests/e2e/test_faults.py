@@ -208,7 +208,7 @@ async def test_worker_killed_while_the_cid_file_streams_resumes_without_a_second
     before = await simulator_admin.stats()
     client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
     request = ReconcileInput(participant=participant, key_type=KeyType.EVP, poll_initial=timedelta(seconds=0.3),
-                             activity_heartbeat=timedelta(seconds=3))  # fmt: skip
+                             activity_heartbeat=timedelta(seconds=3), grace=timedelta(seconds=1))  # fmt: skip
     handle = await start_reconciliation(client, request, "faults")
 
     async with asyncio.timeout(60):

@@ -209,7 +209,7 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
                                     initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
     for key_type in ("EMAIL", "CPF"):
         run = await asyncio.to_thread(cidsync, "reconcile", "--participant", from_dict, "--key-type", key_type,
-                                      "--wait", env=stack.env)  # fmt: skip
+                                      "--wait", "--grace", "1", env=stack.env)  # fmt: skip
         assert run.returncode == 0, run.stderr
         outcome = json.loads(run.stdout)
         assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)

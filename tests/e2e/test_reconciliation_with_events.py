@@ -52,6 +52,7 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
                     trigger=trigger,
                     divergence_threshold=10_000,
                     poll_initial=timedelta(seconds=0.5),
+                    grace=timedelta(seconds=2),
                 )
                 for k in KeyType
             ]

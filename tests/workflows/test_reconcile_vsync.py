@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.bridge import CreateFileRequest, VerifyRequest
-from activities.cid_file import StreamFileInput, StreamFileResult
+from activities.cid_file import JudgeInput, RollInput, RollResult, StreamFileInput, StreamFileResult
 from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
 from activities.repair import RepairInput, RepairResult
@@ -28,7 +28,7 @@ from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
 from cidsync.entry import KeyType, PairRef
 from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes
 from cidsync.store.layout import RepairSide, Scratch
-from cidsync.store.models import DiffResult, LocalVSync, PairVerification, VerificationRecord
+from cidsync.store.models import DiffResult, JudgedDiff, LocalVSync, PairVerification, VerificationRecord
 from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
 
 PARTICIPANT = "12345678"
@@ -47,6 +47,7 @@ class FakeDict:
     creates: list[tuple[str, datetime]] = field(default_factory=list)
     polls: list[datetime] = field(default_factory=list)
     repairs: list[RepairSide] = field(default_factory=list)
+    rolls: list[datetime] = field(default_factory=list)  # where each read of DICT's log started
     notices: list[NoticeInput] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     outboxes: list[str] = field(default_factory=list)
@@ -101,6 +102,16 @@ class FakeDict:
         async def diff_cid_sets(scratch: Scratch) -> DiffResult:
             return DiffResult(dict_only=self.dict_only, local_only=self.local_only)
 
+        @activity.defn(name="roll_cid_file_forward")
+        async def roll_cid_file_forward(request: RollInput) -> RollResult:
+            self.rolls.append(request.cursor.start)
+            return RollResult(cursor=request.cursor, events=0, has_more=False, head=request.cursor.start)
+
+        @activity.defn(name="judge_diff")
+        async def judge_diff(request: JudgeInput) -> JudgedDiff:
+            # Nothing was in flight: the diff is the divergence.
+            return JudgedDiff(dict_only=self.dict_only, local_only=self.local_only, in_flight=0, recent=0)
+
         @activity.defn(name="repair_cids")
         async def repair_cids(request: RepairInput) -> RepairResult:
             self.repairs.append(request.side)
@@ -126,8 +137,8 @@ class FakeDict:
             return []
 
         return [local_vsync, verify_sync, record_verification, begin_watch, end_watch, create_cid_set_file,
-                get_cid_set_file, stream_cid_file, diff_cid_sets, repair_cids, publish_outbox, drop_scratch,
-                publish_notice, last_verifications]  # fmt: skip
+                get_cid_set_file, stream_cid_file, diff_cid_sets, roll_cid_file_forward, judge_diff, repair_cids,
+                publish_outbox, drop_scratch, publish_notice, last_verifications]  # fmt: skip
 
     @staticmethod
     def _file(file_id: str, status: FileStatus) -> CidSetFile:

@@ -1,0 +1,60 @@
+"""A diff anchored in time: DICT's CID file rolled forward with DICT's log, and only lasting differences counted.
+
+A pair core keeps changing never stands still, so three instants differ: the file holds DICT's set at its
+`created_at` (DICT's CreationTime, minutes before it can be read), DICT's log shows each change a moment
+after it is made, and the local set gets each change after core publishes it. Compared as they come, every
+change in between reads as divergence (issue: 118 CIDs counted for 5 injected at 20 changes/s). So:
+
+1. `roll`: the file's set, with every later event of DICT's log applied in time order (ADDED puts the CID
+   in, REMOVED takes it out; the last event for a CID wins, so an event read twice changes nothing), is
+   DICT's set at the log's head. The window is read from the snapshot inclusively: an event at the
+   snapshot's own millisecond is applied again, harmlessly.
+2. The diff of that set with the local set gives *candidates*: the real divergence, plus changes in
+   flight either way (DICT ahead: core's event not applied yet; local ahead: DICT's log not showing the
+   change yet).
+3. `judge`, after `grace` (longer than the pipeline's latency plus the log's visibility delay) and a new
+   read of the log: a candidate DICT and the local set now agree on was in flight; one DICT changed within
+   the last `grace` is still *recent* (looked at again later); one that still differs with no recent
+   change in DICT is *confirmed*: divergence, counted, and repaired with the usual compare-and-set.
+
+CIDs and timestamps are all this module sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from cidsync.bridge.models import CidEventType, CidSetEvent
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # DICT's timestamps are kept as milliseconds since it
+
+
+class Verdict(StrEnum):
+    IN_FLIGHT = "in flight"  # DICT and the local set agree now: it was a change on its way
+    RECENT = "recent"  # DICT changed the CID within the grace period: too soon to tell
+    CONFIRMED = "confirmed"  # still different, and DICT has not touched it for a grace period: divergence
+
+
+def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[str], dict[str, datetime]]:
+    """DICT's set after `events` (oldest first) applied to the file's set, and when each CID last changed."""
+    current = set(snapshot)
+    changed: dict[str, datetime] = {}
+    for event in events:
+        if event.type is CidEventType.ADDED:
+            current.add(event.cid)
+        else:
+            current.discard(event.cid)
+        changed[event.cid] = event.timestamp
+    return current, changed
+
+
+def judge(in_dict: bool, local: bool, changed_at: datetime | None, cutoff: datetime) -> Verdict:
+    """A candidate's verdict now: `in_dict` from the rolled-forward file, `local` from the local set,
+    `changed_at` DICT's last change of the CID since the snapshot (None: none), `cutoff` now less grace."""
+    if in_dict == local:
+        return Verdict.IN_FLIGHT
+    if changed_at is not None and changed_at > cutoff:
+        return Verdict.RECENT
+    return Verdict.CONFIRMED
