@@ -15,7 +15,10 @@ change in between reads as divergence (issue: 118 CIDs counted for 5 injected at
 3. `judge`, after `grace` (longer than the pipeline's latency plus the log's visibility delay) and a new
    read of the log: a candidate DICT and the local set now agree on was in flight; one DICT changed within
    the last `grace` is still *recent* (looked at again later); one that still differs with no recent
-   change in DICT is *confirmed*: divergence, counted, and repaired with the usual compare-and-set.
+   change in DICT is *confirmed* once it has differed so at two looks a grace apart: divergence, counted,
+   and repaired with the usual compare-and-set. Two looks, because a change core made in the last moments
+   may be applied locally but not yet shown by DICT's log: at the next look it shows, and the CID is in
+   flight or recent instead.
 
 CIDs and timestamps are all this module sees.
 """
@@ -34,7 +37,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # DICT's timestamps are kept as millis
 class Verdict(StrEnum):
     IN_FLIGHT = "in flight"  # DICT and the local set agree now: it was a change on its way
     RECENT = "recent"  # DICT changed the CID within the grace period: too soon to tell
-    CONFIRMED = "confirmed"  # still different, and DICT has not touched it for a grace period: divergence
+    CONFIRMING = "confirming"  # differs with no recent change in DICT, at one look: confirmed at the next
+    CONFIRMED = "confirmed"  # so at two looks a grace apart: divergence
 
 
 def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[str], dict[str, datetime]]:
@@ -50,11 +54,12 @@ def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[st
     return current, changed
 
 
-def judge(in_dict: bool, local: bool, changed_at: datetime | None, cutoff: datetime) -> Verdict:
+def judge(in_dict: bool, local: bool, changed_at: datetime | None, cutoff: datetime, confirming: bool) -> Verdict:
     """A candidate's verdict now: `in_dict` from the rolled-forward file, `local` from the local set,
-    `changed_at` DICT's last change of the CID since the snapshot (None: none), `cutoff` now less grace."""
+    `changed_at` DICT's last change of the CID since the snapshot (None: none), `cutoff` now less grace,
+    `confirming` whether the previous look found it CONFIRMING."""
     if in_dict == local:
         return Verdict.IN_FLIGHT
     if changed_at is not None and changed_at > cutoff:
         return Verdict.RECENT
-    return Verdict.CONFIRMED
+    return Verdict.CONFIRMED if confirming else Verdict.CONFIRMING

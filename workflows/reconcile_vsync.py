@@ -86,7 +86,9 @@ class ReconcileInput(BaseModel):
     # How long a change may be in flight (core's event to the local set, DICT's change to its log): a
     # difference is divergence only once it has lasted this long with no change of DICT's to the CID.
     grace: timedelta = timedelta(minutes=2)
-    settle_passes: int = Field(3, ge=1)  # looks at CIDs DICT keeps changing, then they wait for a next round
+    # Looks at the diff, a grace apart: a CID is divergence when two in a row find it so (so at least 2);
+    # what DICT keeps changing past the last waits for a next round.
+    settle_passes: int = Field(3, ge=2)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
@@ -114,6 +116,7 @@ class ReconcileResult(BaseModel):
     rounds: int
     reason: str = ""
     in_flight: int = 0  # CIDs the diffs found that were changes on their way, not divergence
+    divergence: int = 0  # CIDs the diffs confirmed (DICT-only plus local-only), over every round
     # An operator's answer to a repair above the threshold: approved, rejected, timed out; empty if none asked.
     decision: str = ""
     operator: str = ""
@@ -142,6 +145,7 @@ class Progress(BaseModel):
     events: int = 0  # DICT's log events applied to the file since its snapshot
     in_flight: int = 0  # the diff's CIDs that were changes on their way (not divergence)
     recent: int = 0  # the diff's CIDs DICT kept changing: left for a next round
+    divergence: int = 0  # confirmed DICT-only plus local-only CIDs, over every round
     added: int = 0
     removed: int = 0
     skipped: int = 0
@@ -287,6 +291,7 @@ class ReconcileVSync:
             rounds=p.round,
             reason=reason,
             in_flight=p.in_flight,
+            divergence=p.divergence,
             decision=self._answer[0],
             operator=self._answer[1],
             decision_reason=self._answer[2],
@@ -359,6 +364,7 @@ class ReconcileVSync:
             diff = await self._settle(scratch, file.created_at or file.requested_at, head)
         self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
         divergence = diff.dict_only + diff.local_only
+        self._progress.divergence += divergence
         if divergence > input.divergence_threshold and not self._approved and not await self._approval(diff):
             return False
         for side in (RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY):

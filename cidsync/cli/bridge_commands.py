@@ -104,6 +104,9 @@ async def _run_simulator(args: argparse.Namespace) -> int:
     journal = Journal(Path(args.data_dir) / JOURNAL_NAME) if args.data_dir else None
     sim = Simulator(
         file_delay=args.file_delay,
+        file_delay_per_cid=args.file_delay_per_cid_ms / 1000,
+        event_delay=args.event_delay,
+        event_jitter=args.event_jitter,
         time_scale=args.time_scale,
         rate_limits=not args.no_rate_limits,
         participants=participants,
@@ -242,7 +245,14 @@ def register(commands: Any) -> None:
                      help=f"keep DICT across restarts in DIR/{JOURNAL_NAME}, a journal of its changes (default: in "
                      "memory only)")  # fmt: skip
     sim.add_argument("--file-delay", type=float, default=2.0, metavar="SECONDS",
-                     help="how long a CID file takes to become AVAILABLE")  # fmt: skip
+                     help="how long a CID file of an empty set takes to become AVAILABLE; its snapshot is "
+                          "taken halfway")  # fmt: skip
+    sim.add_argument("--file-delay-per-cid-ms", type=float, default=0.0, metavar="MS",
+                     help="more time per CID of the set, after the snapshot (0.1: 100 s for a million)")  # fmt: skip
+    sim.add_argument("--event-delay", type=float, default=0.0, metavar="SECONDS",
+                     help="how long after a change its CID event becomes visible in ListCidSetEvents")  # fmt: skip
+    sim.add_argument("--event-jitter", type=float, default=0.0, metavar="SECONDS",
+                     help="each event's delay varies by up to this much, so one may show after later ones")  # fmt: skip
     sim.add_argument("--time-scale", type=float, default=1.0,
                      help="speed of the rate limits' clock (1440: a day a minute)")  # fmt: skip
     sim.add_argument("--no-rate-limits", action="store_true")

@@ -169,11 +169,14 @@ def ensure_search_attributes(port: int, namespace: str, wanted: Mapping[str, str
 
 def start_bridge_simulator(
     *, port: int, data_dir: Path | None, seed_file: Path | None, file_delay: float, time_scale: float,
-    rate_limits: bool, log: Path,
+    rate_limits: bool, log: Path, file_delay_per_cid_ms: float = 0.0, event_delay: float = 0.0,
+    event_jitter: float = 0.0,
 ) -> Launched:  # fmt: skip
     """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment."""
     argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--host", "127.0.0.1", "--port", str(port),
-            "--file-delay", str(file_delay), "--time-scale", str(time_scale)]  # fmt: skip
+            "--file-delay", str(file_delay), "--time-scale", str(time_scale),
+            "--file-delay-per-cid-ms", str(file_delay_per_cid_ms), "--event-delay", str(event_delay),
+            "--event-jitter", str(event_jitter)]  # fmt: skip
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
     if seed_file is not None:

@@ -72,6 +72,9 @@ class BridgeSpec(_Spec):
     data_dir: Path | None = Path(".cidsync/bridge")
     seed_file: Path | None = None  # registered at the first start only (not over a kept DICT)
     file_delay_seconds: float = Field(default=2.0, ge=0)
+    file_delay_per_cid_ms: float = Field(default=0.0, ge=0)  # more time per CID of the set
+    event_delay_seconds: float = Field(default=0.0, ge=0)  # a change shows in DICT's event log this late
+    event_jitter_seconds: float = Field(default=0.0, ge=0)  # give or take this much
     time_scale: float = Field(default=1.0, gt=0)
     rate_limits: bool = True
 

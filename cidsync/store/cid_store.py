@@ -428,16 +428,26 @@ class CIDStore:
                     pipe.execute_command("SMISMEMBER", scratch.dict_cids, *batch)
                     pipe.execute_command("SMISMEMBER", scratch.pair.cids, *batch)
                     pipe.hmget(scratch.dict_changed, batch)
-                    in_dict, local, changed = await pipe.execute()
-                leaving = []
-                for value, dict_has, local_has, at in zip(batch, in_dict, local, changed, strict=True):
+                    pipe.execute_command("SMISMEMBER", scratch.confirming, *batch)
+                    in_dict, local, changed, confirming = await pipe.execute()
+                leaving, differing = [], []
+                verdicts = zip(batch, in_dict, local, changed, confirming, strict=True)
+                for value, dict_has, local_has, at, once in verdicts:
                     changed_at = EPOCH + timedelta(milliseconds=int(at)) if at else None
-                    verdict = judge(bool(dict_has), bool(local_has), changed_at, cutoff)
-                    counts[(side, verdict)] = counts.get((side, verdict), 0) + 1
-                    if verdict is Verdict.IN_FLIGHT or (final and verdict is Verdict.RECENT):
+                    verdict = judge(bool(dict_has), bool(local_has), changed_at, cutoff, bool(once))
+                    if verdict in (Verdict.CONFIRMING, Verdict.CONFIRMED):
+                        differing.append(value)
+                    if verdict is Verdict.IN_FLIGHT or (final and verdict in (Verdict.RECENT, Verdict.CONFIRMING)):
                         leaving.append(value)
-                if leaving:
-                    await self.redis.srem(key, *leaving)
+                    counts[(side, verdict)] = counts.get((side, verdict), 0) + 1
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.srem(scratch.confirming, *batch)  # confirmed only by looks in a row
+                    if differing:
+                        pipe.sadd(scratch.confirming, *differing)
+                        pipe.expire(scratch.confirming, self.scratch_ttl_seconds)
+                    if leaving:
+                        pipe.srem(key, *leaving)
+                    await pipe.execute()
         return JudgedDiff.of(counts)
 
     async def _batches(self, key: str, size: int = 500) -> AsyncIterator[list[str]]:

@@ -10,7 +10,7 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
     ...:touched     SET    while a reconciliation runs: the key ids changed by events since it began
     ...:verified    HASH   the last verification with DICT (result, time, id, last OK time)
     ...:xor         STRING scratch for one BITOP inside a script (never outlives it)
-    ...:recon:<run>:dict | :dict-changed | :dict-only | :local-only | :outbox
+    ...:recon:<run>:dict | :dict-changed | :confirming | :dict-only | :local-only | :outbox
                            one reconciliation round's scratch: DICT's CID file rolled forward with DICT's
                            log, when the log last changed each CID (ms), the diff both ways, and the
                            notifications for core written with each repair (all with a TTL)
@@ -121,6 +121,11 @@ class Scratch(BaseModel):
         return f"{self._base}:dict-changed"
 
     @property
+    def confirming(self) -> str:
+        """SET the diff's CIDs that differed with no recent change in DICT at the last look."""
+        return f"{self._base}:confirming"
+
+    @property
     def dict_only(self) -> str:
         return f"{self._base}:dict-only"
 
@@ -138,4 +143,4 @@ class Scratch(BaseModel):
 
     @property
     def all_keys(self) -> list[str]:
-        return [self.dict_cids, self.dict_changed, self.dict_only, self.local_only, self.outbox]
+        return [self.dict_cids, self.dict_changed, self.confirming, self.dict_only, self.local_only, self.outbox]

@@ -186,7 +186,7 @@ class JudgedDiff(BaseModel):
     dict_only: int  # confirmed: DICT has it, the local set lacks it, for longer than the grace
     local_only: int  # confirmed the other way
     in_flight: int  # agreed on by now: changes that were on their way (left the diff)
-    recent: int  # DICT changed them within the grace: judged again later
+    recent: int  # DICT changed them within the grace, or they differed at one look only: judged again later
 
     @classmethod
     def of(cls, counts: Mapping[tuple[RepairSide, Verdict], int]) -> JudgedDiff:
@@ -197,5 +197,5 @@ class JudgedDiff(BaseModel):
             dict_only=total(Verdict.CONFIRMED, RepairSide.DICT_ONLY),
             local_only=total(Verdict.CONFIRMED, RepairSide.LOCAL_ONLY),
             in_flight=total(Verdict.IN_FLIGHT),
-            recent=total(Verdict.RECENT),
+            recent=total(Verdict.RECENT) + total(Verdict.CONFIRMING),
         )
