@@ -28,6 +28,8 @@ from temporalio.exceptions import ApplicationError
 from activities.bridge import temporal_error
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.models import CidSetEvent, CidSetEvents
+from cidsync.entry import KeyType
 from cidsync.follow import Cursor, LogError
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import Scratch
@@ -54,6 +56,22 @@ class StreamFileResult(BaseModel):
 
     cids: int
     resumed: bool
+
+
+async def read_log_page(
+    bridge: BridgeClient, participant: str, key_type: KeyType, cursor: Cursor, now: datetime, limit: int
+) -> tuple[CidSetEvents, list[CidSetEvent], Cursor]:
+    """One page of DICT's CID event log from `cursor` up to `now`: the page, the events not taken before,
+    and the cursor after it. DICT's refusals become Temporal's errors (a rate limit waits its retry-after)."""
+    try:
+        page = await bridge.list_cid_set_events(participant, key_type, cursor.start, now, limit)
+    except errors.BridgeError as error:
+        raise temporal_error(error) from error
+    try:
+        fresh, after = cursor.take(page)
+    except LogError as error:
+        raise ApplicationError(str(error), type=DICT_LOG_ERROR) from error
+    return page, fresh, after
 
 
 class RollInput(BaseModel):
@@ -131,16 +149,9 @@ class CidFileActivities:
     async def roll_forward(self, request: RollInput) -> RollResult:
         """One page of DICT's log from the cursor, applied to the round's file set."""
         scratch, now = request.scratch, self.clock()
-        try:
-            page = await self.bridge.list_cid_set_events(
-                scratch.participant, scratch.key_type, request.cursor.start, now, request.limit
-            )
-        except errors.BridgeError as error:
-            raise temporal_error(error) from error
-        try:
-            fresh, cursor = request.cursor.take(page)
-        except LogError as error:
-            raise ApplicationError(str(error), type=DICT_LOG_ERROR) from error
+        page, fresh, cursor = await read_log_page(
+            self.bridge, scratch.participant, scratch.key_type, request.cursor, now, request.limit
+        )
         await self.store.roll_forward(scratch, fresh)
         return RollResult(cursor=cursor, events=len(fresh), has_more=page.has_more,
                           head=cursor.start if page.has_more else now)  # fmt: skip

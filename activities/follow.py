@@ -19,14 +19,11 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.bridge import temporal_error
-from activities.cid_file import DICT_LOG_ERROR, MAX_EVENTS
-from cidsync.bridge import errors
+from activities.cid_file import MAX_EVENTS, read_log_page
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
-from cidsync.follow import Cursor, DictState, LogError, Observation, dict_states, observe, page_consistent
+from cidsync.follow import Cursor, DictState, Observation, dict_states, observe, page_consistent
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys
 
@@ -72,16 +69,9 @@ class FollowActivities:
     @activity.defn(name="poll_cid_events")
     async def poll_cid_events(self, request: PollInput) -> PollResult:
         now = self.clock()
-        try:
-            page = await self.bridge.list_cid_set_events(
-                request.participant, request.key_type, request.cursor.start, now, request.limit
-            )
-        except errors.BridgeError as error:
-            raise temporal_error(error) from error
-        try:
-            fresh, cursor = request.cursor.take(page)
-        except LogError as error:
-            raise ApplicationError(str(error), type=DICT_LOG_ERROR) from error
+        page, fresh, cursor = await read_log_page(
+            self.bridge, request.participant, request.key_type, request.cursor, now, request.limit
+        )
         consistent = page_consistent(page)
         if not consistent:
             logger.warning(
