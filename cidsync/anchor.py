@@ -20,12 +20,18 @@ change in between reads as divergence (issue: 118 CIDs counted for 5 injected at
    may be applied locally but not yet shown by DICT's log: at the next look it shows, and the CID is in
    flight or recent instead.
 
+A proof while the pair changes (`predict`): core's changes reach the local set a moment after DICT, so the
+local VSync rarely equals DICT's at any instant. Take the CIDs DICT's log changed in the last moments, and
+for each one the local set disagrees on, DICT's state instead of the local one: that *predicted* VSync is
+what DICT holds if the local set has no divergence. `VerifySync` of it answering OK is a formal proof; it
+equal to DICT's own verifier after the log's last event (SyncVerifierEnd) is a log-anchored one.
+
 CIDs and timestamps are all this module sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -52,6 +58,17 @@ def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[st
             current.discard(event.cid)
         changed[event.cid] = event.timestamp
     return current, changed
+
+
+def predict(local_vsync: str, in_dict: Mapping[str, bool], local: Sequence[bool]) -> tuple[str, int]:
+    """The local VSync with each recently changed CID taken as DICT has it (`in_dict`, from DICT's log; `local`
+    the local set's membership of the same CIDs, in the same order): the VSync, and how many were taken."""
+    value, taken = int(local_vsync, 16), 0
+    for (cid, has), local_has in zip(in_dict.items(), local, strict=True):
+        if has != local_has:
+            value ^= int(cid, 16)
+            taken += 1
+    return format(value, "064x"), taken
 
 
 def judge(in_dict: bool, local: bool, changed_at: datetime | None, cutoff: datetime, confirming: bool) -> Verdict:

@@ -26,6 +26,7 @@ from activities.cid_file import CidFileActivities
 from activities.cid_store import StoreActivities
 from activities.core_events import CoreEventsPublisher
 from activities.follow import FollowActivities
+from activities.proof import ProofActivities
 from activities.repair import RepairActivities
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
@@ -63,11 +64,12 @@ class Reconciliation:
     repair: RepairActivities
     core_events: CoreEventsPublisher
     follow: FollowActivities
+    proof: ProofActivities
 
     @classmethod
     def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
         return cls(BridgeActivities(bridge), CidFileActivities(store, bridge), RepairActivities(store, bridge),
-                   core_events, FollowActivities(store, bridge))  # fmt: skip
+                   core_events, FollowActivities(store, bridge), ProofActivities(store, bridge))  # fmt: skip
 
 
 def activities_of(store: StoreActivities, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
@@ -87,6 +89,8 @@ def activities_of(store: StoreActivities, reconciliation: Reconciliation | None 
             r.cid_files.diff,
             r.cid_files.roll_forward,
             r.cid_files.judge,
+            r.proof.prove_sync,
+            r.proof.confirm_landed,
             r.cid_files.drop_scratch,
             r.repair.repair_cids,
             r.repair.repair_suspects,

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.cid_file import CidFileActivities, JudgeInput, RollInput, StreamFileInput
     from activities.cid_store import StoreActivities, WatchRequest
     from activities.core_events import CoreEventsPublisher, NoticeInput
+    from activities.proof import ConfirmInput, Proof, ProofActivities, ProveInput
     from activities.repair import RepairActivities, RepairInput, RepairResult
     from cidsync.bridge.models import CidSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
@@ -55,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         NOTICE_TIMEOUT,
         PERMISSION_DENIED,
         PHASE_SEARCH_ATTRIBUTE,
+        PROOF_WHILE_CHANGING,
         RATE_LIMITED,
         RECONCILIATION_FAILED,
         STORE_RETRY,
@@ -89,11 +91,18 @@ class ReconcileInput(BaseModel):
     # Looks at the diff, a grace apart: a CID is divergence when two in a row find it so (so at least 2);
     # what DICT keeps changing past the last waits for a next round.
     settle_passes: int = Field(3, ge=2)
+    # A proof while the pair changes (activities/proof.py): the local VSync with the CIDs DICT's log changed
+    # in the last `proof_window` taken as DICT has them, sent to VerifySync; tried `proof_tries` times,
+    # `proof_spacing` apart (DICT allows 10 VerifySync a minute per participant), while changes are in flight.
+    proof_window: timedelta = timedelta(seconds=10)
+    proof_tries: int = Field(3, ge=1)
+    proof_spacing: timedelta = timedelta(seconds=7)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
         require_positive(self, ("file_deadline", "poll_initial", "poll_max", "approval_reminder",
-                                "approval_timeout", "activity_heartbeat", "grace"))  # fmt: skip
+                                "approval_timeout", "activity_heartbeat", "grace", "proof_window",
+                                "proof_spacing"))  # fmt: skip
         return self
 
 
@@ -117,6 +126,7 @@ class ReconcileResult(BaseModel):
     reason: str = ""
     in_flight: int = 0  # CIDs the diffs found that were changes on their way, not divergence
     divergence: int = 0  # CIDs the diffs confirmed (DICT-only plus local-only), over every round
+    proof: str = ""  # how the last verification proved the pair: formal (VerifySync OK), log, or empty
     # An operator's answer to a repair above the threshold: approved, rejected, timed out; empty if none asked.
     decision: str = ""
     operator: str = ""
@@ -146,6 +156,8 @@ class Progress(BaseModel):
     in_flight: int = 0  # the diff's CIDs that were changes on their way (not divergence)
     recent: int = 0  # the diff's CIDs DICT kept changing: left for a next round
     divergence: int = 0  # confirmed DICT-only plus local-only CIDs, over every round
+    proof: str = ""  # formal | log: how the last verification proved the pair
+    withdrawn: int = 0  # proofs whose CIDs taken as in flight never landed (divergence in the log's last moments)
     added: int = 0
     removed: int = 0
     skipped: int = 0
@@ -292,6 +304,7 @@ class ReconcileVSync:
             reason=reason,
             in_flight=p.in_flight,
             divergence=p.divergence,
+            proof=p.proof,
             decision=self._answer[0],
             operator=self._answer[1],
             decision_reason=self._answer[2],
@@ -324,6 +337,76 @@ class ReconcileVSync:
         raise AssertionError("unreachable")
 
     async def _verify(self) -> bool:
+        if workflow.patched(PROOF_WHILE_CHANGING):
+            return await self._prove()
+        return await self._verify_local()
+
+    async def _prove(self) -> bool:
+        """Proved by DICT (VerifySync OK of the predicted VSync) or by its log (its verifier matched): True.
+        Tried again only while changes are in flight or DICT's rate limit refused the call: a quiet pair's
+        NOK is a NOK at once."""
+        input, p = self._input, self._progress
+        request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window)
+        for attempt in range(input.proof_tries):
+            self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
+            proof: Proof = await workflow.execute_activity_method(
+                ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
+                schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
+                summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
+            )  # fmt: skip
+            if proof.formal_ok is not None:
+                p.verifications += 1
+            self._phase("verified", f"{proof.kind} ({proof.in_flight} CIDs in flight)")
+            landed = proof.kind != "none" and await self._landed(proof)
+            await self._record_proof(proof, landed)
+            if landed:
+                p.proof = proof.kind
+                return True
+            if proof.formal_ok is False and not proof.in_flight:
+                return False  # nothing was in flight: a real NOK
+            if attempt + 1 < input.proof_tries:
+                wait = max(input.proof_spacing, timedelta(seconds=proof.retry_after))
+                await workflow.sleep(wait, summary="the next try of the proof (VerifySync: 10 a minute)")
+        return False
+
+    async def _landed(self, proof: Proof) -> bool:
+        """A proof that took CIDs from DICT's log as in flight stands once they have landed (a grace later)."""
+        if not proof.taken:
+            return True
+        input = self._input
+        self._phase("confirming", f"the {len(proof.taken)} CIDs the proof took as in flight: landed?")
+        await workflow.sleep(input.grace, summary="time for the CIDs taken as in flight to land")
+        missing: list[str] = await workflow.execute_activity_method(
+            ProofActivities.confirm_landed,
+            ConfirmInput(participant=input.participant, key_type=input.key_type, taken=proof.taken),
+            start_to_close_timeout=BRIDGE_CALL, schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
+            summary=f"did the {len(proof.taken)} CIDs taken as in flight land?",
+        )  # fmt: skip
+        if missing:
+            self._progress.withdrawn += 1
+            workflow.logger.warning("a proof of %s %s is withdrawn: %d CIDs taken as in flight never landed",
+                                    input.participant, input.key_type, len(missing))  # fmt: skip
+        return not missing
+
+    async def _record_proof(self, proof: Proof, landed: bool) -> None:
+        """Where the freshness check reads it: DICT's NOK; its OK, once the proof's in-flight CIDs landed; or
+        else a log-anchored proof that landed. A withdrawn proof is only logged."""
+        if proof.formal_ok is False or (proof.formal_ok and landed):
+            kind, ok = "formal", bool(proof.formal_ok)
+        elif proof.log_ok and landed:
+            kind, ok = "log", True
+        else:
+            return
+        record = VerificationRecord(
+            participant=self._input.participant, key_type=self._input.key_type, ok=ok, at=proof.at,
+            verification_id=proof.verification_id if kind == "formal" else f"{workflow.info().workflow_id}@log",
+            kind=kind, vsync=proof.vsync, log_point=proof.log_point,
+        )  # fmt: skip
+        await self._store(
+            StoreActivities.record_verification, record, f"record the proof ({kind}, {'OK' if ok else 'NOK'})"
+        )
+
+    async def _verify_local(self) -> bool:
         self._phase("verifying", "local VSync against DICT")
         local = await self._store(StoreActivities.local_vsync, self._pair, "the local VSync and count")
         verification = await workflow.execute_activity_method(

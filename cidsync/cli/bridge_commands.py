@@ -233,6 +233,8 @@ def register(commands: Any) -> None:
         help="run the DICT simulator (a real gRPC server), or drive it with `admin`",
         description="The DICT simulator: the Bridge contract served from memory, with DICT's rate limits, "
         "asynchronous CID files, fault and divergence injection.",
+        # No abbreviations: `admin load --file` must not read as an abbreviation of `--file-delay...`.
+        allow_abbrev=False,
     )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=50051)

@@ -326,15 +326,19 @@ class CIDStore:
     # --- verification records (what the 36-hour freshness check reads) ---------------------------------
 
     async def record_verification(self, record: VerificationRecord) -> None:
-        """The pair's last verification, and its last OK."""
-        fields: dict[FieldT, EncodableT] = {
-            "result": "OK" if record.ok else "NOK",
-            "at": record.at.isoformat(),
-            "id": record.verification_id,
-        }
+        """The pair's last formal verification and its last OK; and its last proof of any kind, with how it
+        was obtained (kind, VSync, log point)."""
+        fields: dict[FieldT, EncodableT] = {}
+        if record.kind == "formal":
+            fields = {"result": "OK" if record.ok else "NOK", "at": record.at.isoformat(), "id": record.verification_id}
+            if record.ok:
+                fields["ok_at"] = record.at.isoformat()
         if record.ok:
-            fields["ok_at"] = record.at.isoformat()
-        await self.redis.hset(PairKeys(record.participant, record.key_type).verified, mapping=fields)
+            fields |= {"proof_at": record.at.isoformat(), "proof_kind": record.kind, "proof_vsync": record.vsync,
+                       "proof_log_point": record.log_point.isoformat() if record.log_point else "",
+                       "proof_id": record.verification_id}  # fmt: skip
+        if fields:
+            await self.redis.hset(PairKeys(record.participant, record.key_type).verified, mapping=fields)
 
     async def last_verifications(self, pairs: Sequence[PairKeys]) -> list[PairVerification]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -351,6 +355,8 @@ class CIDStore:
                     last_result=text.get("result"),
                     last_at=datetime.fromisoformat(text["at"]) if "at" in text else None,
                     last_ok_at=datetime.fromisoformat(text["ok_at"]) if "ok_at" in text else None,
+                    last_proof_at=datetime.fromisoformat(text["proof_at"]) if "proof_at" in text else None,
+                    last_proof_kind=text.get("proof_kind"),
                 )
             )
         return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -152,6 +152,10 @@ class LocalView(BaseModel):
 
 
 class VerificationRecord(BaseModel):
+    """A verification of a pair and how it was obtained: `formal` is DICT's `VerifySync` answer (what the
+    36-hour rule counts); `log` is a log-anchored proof (DICT's verifier after a point of its log equal to
+    the local VSync reconstructed at that point), recorded only when it holds."""
+
     model_config = ConfigDict(frozen=True)
 
     participant: str
@@ -159,6 +163,9 @@ class VerificationRecord(BaseModel):
     ok: bool
     at: datetime
     verification_id: str
+    kind: Literal["formal", "log"] = "formal"
+    vsync: str = ""  # the VSync proved (the local one, or the one predicted from it and DICT's log)
+    log_point: datetime | None = None  # where DICT's log was read up to, for a proof that used it
 
 
 class PairVerification(BaseModel):
@@ -169,6 +176,8 @@ class PairVerification(BaseModel):
     last_result: str | None
     last_at: datetime | None
     last_ok_at: datetime | None
+    last_proof_at: datetime | None = None  # the last proof of any kind (formal OK or log-anchored)
+    last_proof_kind: str | None = None
 
 
 class DiffResult(BaseModel):

@@ -22,6 +22,7 @@ from activities.bridge import CreateFileRequest, VerifyRequest
 from activities.cid_file import JudgeInput, RollInput, RollResult, StreamFileInput, StreamFileResult
 from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
+from activities.proof import Proof, ProveInput
 from activities.repair import RepairInput, RepairResult
 from cidsync.bridge.models import CidSetFile, FileStatus, Verification
 from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
@@ -64,6 +65,23 @@ class FakeDict:
         async def verify_sync(request: VerifyRequest) -> Verification:
             ok = self.verdicts[min(len(self.verified), len(self.verdicts) - 1)]
             return Verification(verification_id=str(uuid.uuid4()), ok=ok, verified_at=datetime.now(UTC))
+
+        @activity.defn(name="prove_sync")
+        async def prove_sync(request: ProveInput) -> Proof:
+            # As on a quiet pair: nothing in flight, DICT's answer decides.
+            ok = self.verdicts[min(len(self.verified), len(self.verdicts) - 1)]
+            now = datetime.now(UTC)
+            return Proof(
+                participant=request.participant,
+                key_type=request.key_type,
+                at=now,
+                vsync="0" * 64,
+                in_flight=0,
+                log_point=now,
+                log_ok=False,
+                formal_ok=ok,
+                verification_id=str(uuid.uuid4()),
+            )
 
         @activity.defn(name="record_verification")
         async def record_verification(record: VerificationRecord) -> None:
@@ -136,7 +154,7 @@ class FakeDict:
         async def last_verifications(request: PairsRequest) -> list[PairVerification]:
             return []
 
-        return [local_vsync, verify_sync, record_verification, begin_watch, end_watch, create_cid_set_file,
+        return [local_vsync, verify_sync, prove_sync, record_verification, begin_watch, end_watch, create_cid_set_file,
                 get_cid_set_file, stream_cid_file, diff_cid_sets, roll_cid_file_forward, judge_diff, repair_cids,
                 publish_outbox, drop_scratch, publish_notice, last_verifications]  # fmt: skip
 

@@ -1,0 +1,146 @@
+"""Proving a pair while core keeps changing it: one look at DICT's recent log and the local set, then DICT.
+
+DICT's rule wants the participant's VSync to equal DICT's, but a busy pair's local set lags DICT by the
+pipeline's latency, so the local VSync alone almost never matches. One call here:
+1. reads DICT's CID event log for the last `window` (what may still be in flight), at most `max_pages`;
+2. reads, at one instant, the local VSync and which of those CIDs the local set holds;
+3. predicts DICT's VSync (`cidsync.anchor.predict`): the local one, with each recently changed CID the
+   local set disagrees on taken as DICT's log has it;
+4. checks it against DICT's own verifier after the log's last event (a log-anchored proof), and, when
+   asked, sends it to `VerifySync` (the formal proof DICT's homologation and the 36-hour rule ask for).
+The log read and the verification happen in one activity, with no workflow task between them, so the time
+in which a new change can spoil the prediction is as short as the two calls.
+
+A CID taken from DICT's log is assumed in flight; a change DICT made behind cidsync's back in the same
+moments would be taken too. So a proof that took any is provisional: `confirm_landed`, a grace later,
+checks that each of them reached the local set as DICT had it (or as DICT has it now: core changed it again
+and the local set followed); only then does the workflow count the proof.
+
+A rate-limited `VerifySync` is no failure here: the proof answers with the log's verdict and DICT's
+retry-after, and the workflow decides when to try again. What goes back is the VSync, counts, times,
+DICT's answer and the CIDs taken as in flight (as the follower's suspects do): no entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+
+from activities.bridge import temporal_error
+from activities.cid_file import MAX_EVENTS, read_log_page
+from cidsync.anchor import predict
+from cidsync.bridge import errors
+from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.models import CidSetEvent
+from cidsync.entry import KeyType
+from cidsync.follow import Cursor, dict_states
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys
+
+
+class ProveInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    window: timedelta = timedelta(seconds=10)  # longer than a change takes to reach the local set
+    formal: bool = True  # also ask DICT (VerifySync: 10 a minute per participant)
+    max_pages: int = 3  # of DICT's log (20 calls a minute per participant): a busier window is no proof
+
+
+class Proof(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    at: datetime
+    vsync: str  # the predicted VSync: the local one with the in-flight CIDs as DICT's log has them
+    in_flight: int  # CIDs taken from DICT's log for the prediction
+    taken: dict[str, bool] = {}  # those CIDs, and DICT's state of each (in DICT or not): confirmed later
+    log_point: datetime  # DICT's log was read up to here
+    log_ok: bool  # the prediction equals DICT's verifier after the log's last event
+    formal_ok: bool | None = None  # VerifySync's answer; None when not asked or rate limited
+    verification_id: str = ""
+    retry_after: float = 0.0  # seconds, when VerifySync was rate limited
+
+    @property
+    def kind(self) -> str:
+        """How the pair was proved: `formal` (VerifySync OK), `log` (DICT's verifier matched), or `none`."""
+        return "formal" if self.formal_ok else "log" if self.log_ok else "none"
+
+
+class ConfirmInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    key_type: KeyType
+    taken: dict[str, bool]  # a proof's CIDs taken as in flight, and DICT's state of each then
+
+
+class ProofActivities:
+    """Built once in the worker with the CID store and the Bridge client injected; `clock` as the follower's."""
+
+    def __init__(self, store: CIDStore, bridge: BridgeClient, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.bridge = bridge
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    @activity.defn(name="prove_sync")
+    async def prove_sync(self, request: ProveInput) -> Proof:
+        now = self.clock()
+        cursor, events, verifier, covered = Cursor(start=now - request.window), list[CidSetEvent](), "", False
+        for _ in range(request.max_pages):
+            page, fresh, cursor = await read_log_page(
+                self.bridge, request.participant, request.key_type, cursor, now, MAX_EVENTS
+            )
+            events += fresh
+            verifier = page.verifier_end
+            if not page.has_more:
+                covered = True
+                break
+        states = dict_states(events)
+        view = await self.store.local_view(PairKeys(request.participant, request.key_type), list(states))
+        in_dict = {c: s.in_dict for c, s in states.items()}
+        predicted, in_flight = predict(view.vsync, in_dict, view.members)
+        taken = {c: has for (c, has), local in zip(in_dict.items(), view.members, strict=True) if has != local}
+        proof = Proof(
+            participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
+            in_flight=in_flight, taken=taken, log_point=now, log_ok=covered and predicted == verifier,
+        )  # fmt: skip
+        if not request.formal:
+            return proof
+        try:
+            answer = await self.bridge.verify_sync(request.participant, request.key_type, predicted)
+        except errors.RateLimited as limited:
+            return proof.model_copy(update={"retry_after": limited.retry_after})
+        except errors.BridgeError as error:
+            raise temporal_error(error) from error
+        return proof.model_copy(
+            update={"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
+        )
+
+    @activity.defn(name="confirm_landed")
+    async def confirm_landed(self, request: ConfirmInput) -> list[str]:
+        """The CIDs of `taken` that did not land: the local set disagrees with DICT's state of them at the
+        proof and with DICT's state now (`GetEntryByCid`: core may have changed one again meanwhile, and the
+        local set followed). Empty: the proof stands. The entry DICT answers is looked at for its existence
+        only, and never leaves this call."""
+        cids = list(request.taken)
+        view = await self.store.local_view(PairKeys(request.participant, request.key_type), cids)
+        missing = []
+        for value, local in zip(cids, view.members, strict=True):
+            if local == request.taken[value]:
+                continue
+            try:
+                await self.bridge.get_entry_by_cid(request.participant, value)
+                in_dict_now = True
+            except errors.NotFound:
+                in_dict_now = False
+            except errors.BridgeError as error:
+                raise temporal_error(error) from error
+            if local != in_dict_now:
+                missing.append(value)
+        return missing
