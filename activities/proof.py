@@ -49,6 +49,9 @@ class ProveInput(BaseModel):
     window: timedelta = timedelta(seconds=10)  # longer than a change takes to reach the local set
     formal: bool = True  # also ask DICT (VerifySync: 10 a minute per participant)
     max_pages: int = 3  # of DICT's log (20 calls a minute per participant): a busier window is no proof
+    # A log-anchored proof speaks of its log point: one before this (a change DICT shows late keeps the
+    # point behind) says nothing of the pair now, and is no proof.
+    not_before: datetime | None = None
 
 
 class Proof(BaseModel):
@@ -60,7 +63,7 @@ class Proof(BaseModel):
     vsync: str  # the predicted VSync: the local one with the in-flight CIDs as DICT's log has them
     in_flight: int  # CIDs taken from DICT's log for the prediction
     taken: dict[str, bool] = {}  # those CIDs, and DICT's state of each (in DICT or not): confirmed later
-    log_point: datetime  # DICT's log was read up to here
+    log_point: datetime  # DICT's verifier is its VSync here: the last event the log showed (now, if none)
     log_ok: bool  # the prediction equals DICT's verifier after the log's last event
     formal_ok: bool | None = None  # VerifySync's answer; None when not asked or rate limited
     verification_id: str = ""
@@ -92,12 +95,14 @@ class ProofActivities:
     async def prove_sync(self, request: ProveInput) -> Proof:
         now = self.clock()
         cursor, events, verifier, covered = Cursor(start=now - request.window), list[CidSetEvent](), "", False
+        point = now
         for _ in range(request.max_pages):
             page, fresh, cursor = await read_log_page(
                 self.bridge, request.participant, request.key_type, cursor, now, MAX_EVENTS
             )
             events += fresh
             verifier = page.verifier_end
+            point = page.events[-1].timestamp if page.events else point
             if not page.has_more:
                 covered = True
                 break
@@ -108,7 +113,8 @@ class ProofActivities:
         taken = {c: has for (c, has), local in zip(in_dict.items(), view.members, strict=True) if has != local}
         proof = Proof(
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
-            in_flight=in_flight, taken=taken, log_point=now, log_ok=covered and predicted == verifier,
+            in_flight=in_flight, taken=taken, log_point=point,
+            log_ok=covered and predicted == verifier and (request.not_before is None or point >= request.not_before),
         )  # fmt: skip
         if not request.formal:
             return proof

@@ -346,7 +346,8 @@ class ReconcileVSync:
         Tried again only while changes are in flight or DICT's rate limit refused the call: a quiet pair's
         NOK is a NOK at once."""
         input, p = self._input, self._progress
-        request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window)
+        request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window,
+                             not_before=workflow.now())  # fmt: skip
         for attempt in range(input.proof_tries):
             self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
             proof: Proof = await workflow.execute_activity_method(
@@ -362,6 +363,8 @@ class ReconcileVSync:
             if landed:
                 p.proof = proof.kind
                 return True
+            if proof.kind != "none":
+                return False  # withdrawn: what it took as in flight never landed, so it is divergence
             if proof.formal_ok is False and not proof.in_flight:
                 return False  # nothing was in flight: a real NOK
             if attempt + 1 < input.proof_tries:
