@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
@@ -38,8 +38,11 @@ class PollInput(BaseModel):
     participant: str
     key_type: KeyType
     cursor: Cursor
-    suspects: list[DictState]  # looked at again: the local set may agree with them by now
+    suspects: list[DictState]  # looked at again: the local set may agree with them by now (watches too)
     limit: int = MAX_PAGE
+    # DICT's log is read up to `settle` ago: it writes its log asynchronously, and an event it shows late
+    # must not land behind the cursor (EndTime is inclusive; what is older than this is all shown).
+    settle: timedelta = timedelta(0)
 
 
 class PollResult(BaseModel):
@@ -53,7 +56,9 @@ class PollResult(BaseModel):
     dict_vsync: str  # DICT's VSync after the page (SyncVerifierEnd)
     local_vsync: str
     local_count: int
-    # The CIDs that disagree, and the suspects given that agree now (the follower drops those).
+    # The CIDs that disagree, the suspects given that agree now (the follower drops those), and the fresh
+    # CIDs DICT removed that the local set agrees on (the follower watches them through their grace: a late
+    # creation event could still bring one back locally).
     observations: list[Observation]
 
 
@@ -68,7 +73,7 @@ class FollowActivities:
 
     @activity.defn(name="poll_cid_events")
     async def poll_cid_events(self, request: PollInput) -> PollResult:
-        now = self.clock()
+        now = self.clock() - request.settle
         page, fresh, cursor = await read_log_page(
             self.bridge, request.participant, request.key_type, request.cursor, now, request.limit
         )
@@ -84,7 +89,9 @@ class FollowActivities:
         pair = PairKeys(request.participant, request.key_type)
         view = await self.store.local_view(pair, [s.cid for s in ordered])
         suspected = {s.cid for s in request.suspects}
-        observations = [o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected]
+        observations = [
+            o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected or not o.in_dict
+        ]
         return PollResult(
             cursor=cursor,
             polled_at=cursor.start if page.has_more else now,

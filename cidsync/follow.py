@@ -162,6 +162,28 @@ def merge(suspects: dict[str, Suspect], observations: Iterable[Observation], gra
     return Merged(suspects=result, resolved=resolved, new=new)
 
 
+def watch(
+    watches: dict[str, Suspect],
+    suspects: dict[str, Suspect],
+    observations: Iterable[Observation],
+    grace: timedelta,
+    now: datetime,
+    most: int,
+) -> dict[str, Suspect]:
+    """The watches after a look: removals DICT made and the local set agrees on are watched until their
+    grace ends (`due`), since a late creation event could still bring the CID back locally with no log event
+    left to explain it. A watched CID that became a suspect leaves the watches (`merge` judges it now); an
+    expired one leaves too; past `most`, the oldest changes go first."""
+    result = {c: w for c, w in watches.items() if c not in suspects and w.due > now}
+    for seen in observations:
+        if seen.agrees and not seen.in_dict and seen.cid not in suspects and seen.changed_at + grace > now:
+            result[seen.cid] = Suspect(cid=seen.cid, in_dict=False, changed_at=seen.changed_at,
+                                       due=seen.changed_at + grace)  # fmt: skip
+    if len(result) > most:
+        result = dict(sorted(result.items(), key=lambda item: item[1].changed_at)[len(result) - most :])
+    return result
+
+
 def due(suspects: dict[str, Suspect], now: datetime) -> list[Suspect]:
     """The suspects whose grace period is over, oldest change first."""
     return sorted((s for s in suspects.values() if s.due <= now), key=lambda s: (s.changed_at, s.cid))

@@ -9,7 +9,17 @@ import pytest
 from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents
 from cidsync.bridge.simulator.dict_state import EventLog
 from cidsync.cid import vsync
-from cidsync.follow import Cursor, LogError, Observation, Suspect, dict_states, due, merge, page_consistent
+from cidsync.follow import (
+    Cursor,
+    LogError,
+    Observation,
+    Suspect,
+    dict_states,
+    due,
+    merge,
+    page_consistent,
+    watch,
+)
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ADDED, REMOVED = CidEventType.ADDED, CidEventType.REMOVED
@@ -120,6 +130,27 @@ def test_merge_starts_keeps_and_ends_suspects() -> None:
     third = merge(second.suspects, [seen(1, False, True, at=later)], grace)
     assert third.suspects[cid(1)] == Suspect(cid=cid(1), in_dict=False, changed_at=later, due=later + grace)
     assert third.new == 0
+
+
+def test_an_agreeing_removal_is_watched_and_a_late_creation_becomes_a_suspect_due_in_its_grace() -> None:
+    """Seed 11 of the chaos run: DICT created a CID and removed it behind cidsync's back; the follower read
+    both (net: absent) while the creation's event was held up, so the local set agreed. When the event
+    lands, the CID is local again with no log event to explain it: the watch makes it a suspect, due when
+    the removal's grace ends, so it is repaired without a CID file."""
+    grace = timedelta(minutes=2)
+    removed = Observation(cid=cid(7), in_dict=False, changed_at=T0, local=False)
+    watches = watch({}, {}, [removed], grace, T0 + timedelta(seconds=1), most=10)
+    assert watches == {cid(7): Suspect(cid=cid(7), in_dict=False, changed_at=T0, due=T0 + grace)}
+    back = Observation(cid=cid(7), in_dict=False, changed_at=T0, local=True)  # the late event landed
+    merged = merge({}, [back], grace)
+    assert merged.suspects[cid(7)].due == T0 + grace  # due from DICT's removal, not from when it was seen
+    assert watch(watches, merged.suspects, [back], grace, T0 + timedelta(seconds=30), most=10) == {}
+    # Watches end with their grace, and the newest are kept past `most`.
+    assert watch(watches, {}, [], grace, T0 + grace, most=10) == {}
+    many = [Observation(cid=cid(n), in_dict=False, changed_at=T0 + timedelta(seconds=n), local=False)
+            for n in range(20)]  # fmt: skip
+    kept = watch({}, {}, many, grace, T0 + timedelta(seconds=20), most=5)
+    assert sorted(kept) == sorted(cid(n) for n in range(15, 20))
 
 
 def test_due_lists_the_suspects_whose_grace_is_over_oldest_first() -> None:

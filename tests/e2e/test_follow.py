@@ -40,6 +40,7 @@ from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStat
 
 GRACE = timedelta(seconds=4)
 POLL = timedelta(seconds=1)
+SETTLE = timedelta(0)  # the session's simulator shows every event at once
 FOLLOWED = (KeyType.EVP, KeyType.CPF)  # two followers of one participant: 2 polls a second at most
 # DICT behind cidsync's back, per key type: (added, removed, altered).
 DIVERGENCE = {KeyType.EVP: (2, 1, 1), KeyType.CPF: (1, 1, 1)}
@@ -83,7 +84,7 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         handles = {}
         for key_type in FOLLOWED:
             request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
-                                  idle_interval=POLL * 2)  # fmt: skip
+                                  idle_interval=POLL * 2, log_settle=SETTLE)  # fmt: skip
             workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
             assert what == "started"
             handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
@@ -171,7 +172,8 @@ async def test_dicts_rate_limit_refusals_are_waited_out(
     assert drained >= 90  # the bucket held about 100 calls, and is empty now
     refused_before = (await simulator_admin.stats())["rate_limited"].get("ListCidSetEvents", 0)
     request = FollowInput(participant=participant, key_type=KeyType.PHONE, grace=timedelta(seconds=1),
-                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1))  # fmt: skip
+                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
+                          log_settle=SETTLE)  # fmt: skip
     workflow_id, _ = await ensure_follower(temporal_env.client, request, running.queue)
     handle = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
     try:

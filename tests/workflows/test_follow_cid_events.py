@@ -153,8 +153,9 @@ async def t0_of(env: WorkflowEnvironment) -> datetime:
 
 
 def follower(**changes: Any) -> FollowInput:
+    # This world shows every event at once: the log is read up to now (no settle), so pages are exact.
     values: dict[str, Any] = {"poll_interval": timedelta(seconds=15), "idle_interval": timedelta(seconds=60),
-                              **changes}  # fmt: skip
+                              "log_settle": timedelta(0), **changes}  # fmt: skip
     return FollowInput(participant=PARTICIPANT, key_type=KeyType.EVP, **values)
 
 
