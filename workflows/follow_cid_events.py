@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
     from activities.core_events import CoreEventsPublisher
     from activities.follow import MAX_PAGE, FollowActivities, PollInput, PollResult
+    from activities.proof import ConfirmInput, Proof, ProofActivities, ProveInput
     from activities.repair import RepairActivities, SuspectRepair, SuspectRepairInput, SuspectRepairResult
     from cidsync import follow
     from cidsync.entry import KeyType, Participant
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from cidsync.store.models import VerificationRecord
     from workflows.policies import (
         BRIDGE_CALL,
+        FOLLOWER_PROOFS,
         INVALID_ARGUMENT,
         PERMISSION_DENIED,
         STORE_RETRY,
@@ -99,6 +101,9 @@ class FollowStatus(BaseModel):
     mismatch_since: datetime | None = None  # VSyncs differ with no suspect since then
     in_sync_since: datetime | None = None
     last_proof_at: datetime | None = None
+    last_proof_kind: str = ""  # formal (VerifySync OK) or log (DICT's verifier matched)
+    pending_proof: Proof | None = None  # a proof waiting for what it took as in flight to land
+    withdrawn: int = 0  # proofs whose CIDs taken as in flight never landed
 
     @property
     def pending(self) -> int:
@@ -288,11 +293,16 @@ class FollowCidEvents:
         s, input, now = self._s, self._input, workflow.now()
         if s.suspects:
             s.state, s.mismatch_since, s.in_sync_since = "suspects pending", None, None
+            # A busy pair always has some: it is proved all the same, the suspects' CIDs taken as DICT has them.
+            if workflow.patched(FOLLOWER_PROOFS):
+                await self._prove_while_changing()
             return
         if result.local_vsync == result.dict_vsync and result.consistent:
             s.state, s.mismatch_since = "in sync", None
             s.in_sync_since = s.in_sync_since or now
-            if s.last_proof_at is None or now - s.last_proof_at >= input.proof_every:
+            if workflow.patched(FOLLOWER_PROOFS):
+                await self._prove_while_changing()  # a formal proof, DICT asked (its verifier alone: log)
+            elif s.last_proof_at is None or now - s.last_proof_at >= input.proof_every:
                 await self._prove(result)
             return
         s.state, s.in_sync_since = "checking", None
@@ -302,6 +312,55 @@ class FollowCidEvents:
             await self._hand_over(
                 f"the local VSync has differed from DICT's for {input.unexplained_after} with no suspect to explain it"
             )
+
+    async def _prove_while_changing(self) -> None:
+        """Every `proof_every`, the proof ReconcileVSync makes (activities/proof.py): formal when DICT
+        agrees with the local VSync and what its log shows in flight; counted once what it took as in flight
+        has landed, at a later poll (never blocking this one)."""
+        s, input, now = self._s, self._input, workflow.now()
+        pending = s.pending_proof
+        if pending is not None:
+            if now < pending.at + input.grace:
+                return
+            s.pending_proof = None
+            missing: list[str] = await workflow.execute_activity_method(
+                ProofActivities.confirm_landed,
+                ConfirmInput(participant=input.participant, key_type=input.key_type, taken=pending.taken),
+                start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
+                summary=f"did the {len(pending.taken)} CIDs the proof took as in flight land?",
+            )  # fmt: skip
+            if missing:
+                s.withdrawn += 1
+            else:
+                await self._record(pending)
+            return
+        if s.last_proof_at is not None and now - s.last_proof_at < input.proof_every:
+            return
+        proof: Proof = await workflow.execute_activity_method(
+            ProofActivities.prove_sync,
+            ProveInput(participant=input.participant, key_type=input.key_type, not_before=now - input.poll_interval),
+            start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
+            summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
+        )  # fmt: skip
+        if proof.kind == "none":
+            return
+        if proof.taken:
+            s.pending_proof = proof
+        else:
+            await self._record(proof)
+
+    async def _record(self, proof: Proof) -> None:
+        s = self._s
+        record = VerificationRecord(
+            participant=s.participant, key_type=s.key_type, ok=True, at=proof.at,
+            verification_id=proof.verification_id or f"{workflow.info().workflow_id}@{proof.log_point.isoformat()}",
+            kind="formal" if proof.formal_ok else "log", vsync=proof.vsync, log_point=proof.log_point,
+        )  # fmt: skip
+        await workflow.execute_activity_method(
+            StoreActivities.record_verification, record, start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY, summary=f"record the proof of sync ({record.kind})",
+        )  # fmt: skip
+        s.last_proof_at, s.last_proof_kind = record.at, record.kind
 
     async def _prove(self, result: PollResult) -> None:
         s = self._s

@@ -22,9 +22,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.follow import FollowActivities
+from activities.proof import ProofActivities
 from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge import errors
-from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents
+from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents, Verification
 from cidsync.bridge.simulator.dict_state import EventLog
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
@@ -57,6 +58,7 @@ class World:
     proofs: list[VerificationRecord] = field(default_factory=list)
     outboxes: list[str] = field(default_factory=list)
     reconciliations: list[ReconcileInput] = field(default_factory=list)
+    verifications: list[datetime] = field(default_factory=list)  # VerifySync calls of the follower's proofs
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -94,7 +96,8 @@ class World:
             self.refused_at.append(now)
             raise errors.RateLimited("ListCidSetEvents: rate limit of DICT reached", retry_after=self.refusals[
                 len(self.refused_at) - 1])  # fmt: skip
-        self.polls.append((now, start))
+        if activity.info().activity_type == "poll_cid_events":  # not the proofs' reads of the last moments
+            self.polls.append((now, start))
         page = self.log.page(start, end, limit)
         return CidSetEvents(
             events=[CidSetEvent(type=kind, cid=value, timestamp=at) for at, kind, value in page.events],
@@ -102,6 +105,22 @@ class World:
             verifier_start=page.verifier_start,
             verifier_end=page.verifier_end,
         )
+
+    def dict_set(self, now: datetime) -> set[str]:
+        current: set[str] = set()
+        for _at, kind, value in self.log.page(self.t0 - timedelta(days=1), now, limit=len(self.log) or 1).events:
+            (current.add if kind is CidEventType.ADDED else current.discard)(value)
+        return current
+
+    async def verify_sync(self, participant: str, key_type: KeyType, value: str) -> Verification:
+        now = self.now()
+        self.verifications.append(now)
+        return Verification(verification_id=f"v{len(self.verifications)}", ok=value == vsync(self.dict_set(now)),
+                            verified_at=now)  # fmt: skip
+
+    async def get_entry_by_cid(self, participant: str, value: str) -> None:
+        if value not in self.dict_set(self.now()):
+            raise errors.NotFound(f"no entry with CID {value}")
 
     async def local_view(self, pair: PairKeys, cids: list[str]) -> LocalView:
         now = self.now()
@@ -130,7 +149,9 @@ class World:
             self.proofs.append(record)
 
         follow = FollowActivities(self, self, clock=self.now)  # type: ignore[arg-type]
-        return [follow.poll_cid_events, repair_suspects, publish_outbox, record_verification]
+        proofs = ProofActivities(self, self, clock=self.now)  # type: ignore[arg-type]
+        return [follow.poll_cid_events, repair_suspects, publish_outbox, record_verification, proofs.prove_sync,
+                proofs.confirm_landed]  # fmt: skip
 
 
 @workflow.defn(name="ReconcileVSync")
@@ -212,7 +233,7 @@ async def test_pages_are_read_once_from_the_cursor_within_the_poll_interval(
         assert expected <= gap < expected + 2  # the timer, plus a workflow task's moment
     assert len(world.proofs) == 1  # recorded once, then again only after `proof_every`
     assert world.proofs[0].ok
-    assert world.proofs[0].verification_id.startswith(handle.id)
+    assert (world.proofs[0].kind, world.proofs[0].verification_id) == ("formal", "v1")  # DICT's VerifySync id
     assert world.repairs == []
 
 
@@ -258,6 +279,29 @@ async def test_a_suspect_resolved_within_its_grace_is_dropped_and_the_others_are
     assert world.outboxes
     assert set(world.outboxes) == {"follow"}
     assert world.proofs  # in sync after the repairs: a proof
+
+
+async def test_a_pair_that_always_has_suspects_is_proved_while_it_changes(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Core changes the pair every 4 s and each change reaches the local set 3 s later, so a poll (every
+    15 s) often finds one in flight: suspects are pending at most polls and never is the pair "in sync".
+    The follower proves it all the same (activities/proof.py): DICT answers OK to the local VSync with the
+    in-flight CIDs as its log has them, and once those landed, the proof is recorded as formal."""
+    t0 = await t0_of(time_skipping_env)
+    changes = [(timedelta(seconds=4 * i + 1), ADDED, cid(300 + i)) for i in range(150)]
+    world = World(t0, timedelta(minutes=9), dict_events=changes,
+                  arrivals={value: [(at + timedelta(seconds=3), True)] for at, _, value in changes})  # fmt: skip
+    argument = follower(grace=timedelta(seconds=30), proof_every=timedelta(minutes=2))
+    async with following(time_skipping_env, world, argument) as handle:
+        status = await at_horizon(world, handle)
+    assert world.repairs == []  # every suspect resolved itself: all were in flight
+    formal = [p for p in world.proofs if p.kind == "formal"]
+    assert len(formal) >= 2, world.proofs  # every `proof_every`, suspects or not
+    assert all(p.ok and p.vsync for p in formal)
+    assert status.withdrawn == 0
+    assert status.last_proof_kind == "formal"
+    assert world.verifications  # DICT was asked: these are VerifySync OKs, not the log's verifier alone
 
 
 async def test_continue_as_new_keeps_the_cursor_and_the_suspects(time_skipping_env: WorkflowEnvironment) -> None:
