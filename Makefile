@@ -31,9 +31,11 @@ proto: install
 	$(BIN)/python -m cidsync.bridge.codegen
 
 # Ingestion against its ceilings, 3 fresh rounds, written to bench/RESULTS.md (bench/run.py says how).
-# The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
+# Then busy pairs (bench/busy_pairs.py): a pair reconciled and followed while core changes it at 1, 5 and
+# 20 changes/s. The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.busy_pairs
 
 # Every fault at once on the embedded stack, 10,000+ events, and the checks (chaos/run.py says which).
 # SEED=N replays a run; REPLICAS=2 runs two workers and two starters; `make test` runs the reduced
