@@ -74,6 +74,13 @@ class FollowActivities:
     @activity.defn(name="poll_cid_events")
     async def poll_cid_events(self, request: PollInput) -> PollResult:
         now = self.clock() - request.settle
+        if now <= request.cursor.start:
+            # The run began within the settle time: nothing of DICT's log is settled yet, so nothing is
+            # read (DICT refuses an end before the start); the next poll will.
+            return PollResult(
+                cursor=request.cursor, polled_at=request.cursor.start, events=0, has_more=True, consistent=True,
+                dict_vsync="", local_vsync="", local_count=0, observations=[],
+            )  # fmt: skip
         page, fresh, cursor = await read_log_page(
             self.bridge, request.participant, request.key_type, request.cursor, now, request.limit
         )

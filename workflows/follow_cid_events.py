@@ -225,7 +225,8 @@ class FollowCidEvents:
         s.events += result.events
         s.last_poll_at = workflow.now()
         s.behind_seconds = max((workflow.now() - result.polled_at).total_seconds(), 0.0) if result.has_more else 0.0
-        s.dict_vsync, s.local_vsync, s.local_count = result.dict_vsync, result.local_vsync, result.local_count
+        if result.dict_vsync:  # empty when nothing of the log was settled yet to be read
+            s.dict_vsync, s.local_vsync, s.local_count = result.dict_vsync, result.local_vsync, result.local_count
         s.inconsistent_pages += not result.consistent
         if result.has_more:
             s.state = "catching up"

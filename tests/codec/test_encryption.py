@@ -81,6 +81,7 @@ def test_the_active_key_can_be_named() -> None:
         ("k1=" + base64.b64encode(b"short").decode(), "key k1 must be 32 bytes (AES-256), not 5"),
         (f"k1={K1},k1={K2}", "key k1 is given twice"),
     ],
+    ids=["empty", "no key", "bad id", "not base64", "short", "twice"],  # stable: the keys are random each run
 )
 def test_bad_keys_are_refused_naming_the_variable_and_never_the_key(text: str, problem: str) -> None:
     with pytest.raises(InvalidInput) as raised:
