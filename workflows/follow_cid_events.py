@@ -230,6 +230,10 @@ class FollowCidEvents:
         s.inconsistent_pages += not result.consistent
         if result.has_more:
             s.state = "catching up"
+        elif s.suspects:
+            # Said at once, not at the next judgement: a suspect due already (read after its grace) is
+            # repaired before that, and a reader must never see "in sync" beside a repair in progress.
+            s.state = "suspects pending"
         self._count("cidsync_follower_events", "DICT CID events read by the follower", result.events)
         return result
 

@@ -180,7 +180,7 @@ async def followers_listed(env: WorkflowEnvironment, followers: set[str]) -> Non
             if len(found) == len(followers) and all(f.get("polls", 0) >= 1 for f in found.values()):
                 break
             await asyncio.sleep(0.5)
-    assert {f["state"] for f in found.values()} <= {"in sync", "checking", "starting"}
+    assert {f["state"] for f in found.values()} <= {"in sync", "checking", "starting", "catching up"}
     assert all(f["events"] == 0 and f["added"] == f["removed"] == 0 for f in found.values())
     table = await asyncio.to_thread(cidsync, "follow", "status", *address)
     assert table.returncode == 0, table.stderr
