@@ -153,8 +153,8 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
     ):
         await producer.start()
         core = Core(admin, producer)
-        seeded = [synthetic_entry(pair_random(participant, KEY_TYPE, 1), participant, KEY_TYPE)
-                  for _ in range(ENTRIES)]  # fmt: skip
+        seeding = pair_random(participant, KEY_TYPE, 1)
+        seeded = [synthetic_entry(seeding, participant, KEY_TYPE) for _ in range(ENTRIES)]
         for entry in seeded:
             await core.change(EventType.CREATED, entry)
         expected = vsync(cid(e) for e in seeded)

@@ -324,8 +324,10 @@ class Run:
         # killed) shows as a VSync mismatch no log event explains, once the late event is applied: the
         # follower hands it to ReconcileVSync after `unexplained_after` (10 minutes by default: seed 11
         # waited out the reduced run's settling).
+        # The chaos simulator shows each event at once: the log need not settle for long.
         follow = {"grace": timedelta(seconds=10), "poll_interval": timedelta(seconds=1),
-                  "idle_interval": timedelta(seconds=2), "unexplained_after": timedelta(seconds=30)}  # fmt: skip
+                  "idle_interval": timedelta(seconds=2), "unexplained_after": timedelta(seconds=30),
+                  "log_settle": timedelta(seconds=1)}  # fmt: skip
         await ensure_followers(
             self.client, [PairRef(participant=p, key_type=k) for p, k in self.pairs], self.settings.task_queue, follow
         )
