@@ -39,6 +39,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid, vsync
 from cidsync.config import load_settings
@@ -65,7 +68,7 @@ from cidsync.topics import Topics
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
 from workflows.follow_cid_events import FollowCidEvents, FollowInput
-from workflows.reconcile_vsync import ReconcileInput
+from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
 
 KEY_TYPE = KeyType.EVP
 ENTRIES = 200
@@ -194,8 +197,12 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
                                            poll_max=timedelta(seconds=30), grace=GRACE)  # fmt: skip
                 handle = await start_reconciliation(client, reconcile, settings.task_queue)
                 watcher = asyncio.create_task(until(repaired, 600))
-                with contextlib.suppress(Exception):
+                try:
                     result = await handle.result()
+                except WorkflowFailureError as failure:  # FAILED: its result travels in the failure's details
+                    cause = failure.cause
+                    if isinstance(cause, ApplicationError) and cause.details:
+                        result = ReconcileResult.model_validate(cause.details[0])
                 to_repair = await watcher
             repaired_at = datetime.now(UTC) if to_repair is not None else None
             formal = proof = None

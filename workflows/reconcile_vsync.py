@@ -179,6 +179,7 @@ class ReconcileVSync:
         self._decision: tuple[bool, Decision] | None = None
         self._approved = False
         self._answer = ("", "", "")  # (approved|rejected|timed out, operator, reason) of the last question
+        self._found_nothing = False  # the last round's anchored diff confirmed no divergence
 
     @workflow.query(description="where the run is: phase, round, file, divergence and repair counts")
     def progress(self) -> Progress:
@@ -318,6 +319,10 @@ class ReconcileVSync:
                 return Outcome.OK if round_ == 0 else Outcome.REPAIRED
             if round_ == input.max_rounds:
                 raise _GiveUp(f"DICT still answers NOK after {input.max_rounds} repair rounds")
+            if self._found_nothing:
+                # The last file, rolled forward and settled, held no divergence, and still no proof came: the
+                # pair changes faster than DICT's log shows it. Another file would find nothing either.
+                raise _GiveUp("no proof while the pair changes, and the last CID file found no divergence")
             scratch = Scratch(
                 participant=input.participant, key_type=input.key_type, run_id=f"{workflow.info().run_id}-{round_}"
             )
@@ -451,6 +456,7 @@ class ReconcileVSync:
         self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
         divergence = diff.dict_only + diff.local_only
         self._progress.divergence += divergence
+        self._found_nothing = anchored and divergence == 0
         if divergence > input.divergence_threshold and not self._approved and not await self._approval(diff):
             return False
         for side in (RepairSide.DICT_ONLY, RepairSide.LOCAL_ONLY):
