@@ -93,7 +93,10 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
         for result in first:
             assert result.outcome in (Outcome.OK, Outcome.REPAIRED, Outcome.FAILED), result
             if result.outcome is Outcome.FAILED:
-                assert result.reason == "DICT still answers NOK after 3 repair rounds", result
+                assert result.reason in (
+                    "DICT still answers NOK after 3 repair rounds",
+                    "no proof while the pair changes, and the last CID file found no divergence",
+                ), result
         assert sum(r.added + r.removed for r in first) >= 10  # the injected divergence was repaired
         # Once the events have landed, nothing more is repaired, and yet DICT agrees with every pair: no
         # repair from an older snapshot undid an event, none was left undone.
