@@ -109,11 +109,10 @@ class ProofActivities:
         states = dict_states(events)
         view = await self.store.local_view(PairKeys(request.participant, request.key_type), list(states))
         in_dict = {c: s.in_dict for c, s in states.items()}
-        predicted, in_flight = predict(view.vsync, in_dict, view.members)
-        taken = {c: has for (c, has), local in zip(in_dict.items(), view.members, strict=True) if has != local}
+        predicted, taken = predict(view.vsync, in_dict, view.members)
         proof = Proof(
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
-            in_flight=in_flight, taken=taken, log_point=point,
+            in_flight=len(taken), taken=taken, log_point=point,
             log_ok=covered and predicted == verifier and (request.not_before is None or point >= request.not_before),
         )  # fmt: skip
         if not request.formal:

@@ -60,14 +60,15 @@ def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[st
     return current, changed
 
 
-def predict(local_vsync: str, in_dict: Mapping[str, bool], local: Sequence[bool]) -> tuple[str, int]:
+def predict(local_vsync: str, in_dict: Mapping[str, bool], local: Sequence[bool]) -> tuple[str, dict[str, bool]]:
     """The local VSync with each recently changed CID taken as DICT has it (`in_dict`, from DICT's log; `local`
-    the local set's membership of the same CIDs, in the same order): the VSync, and how many were taken."""
-    value, taken = int(local_vsync, 16), 0
+    the local set's membership of the same CIDs, in the same order): the VSync, and the CIDs taken (with
+    DICT's state of each)."""
+    value, taken = int(local_vsync, 16), {}
     for (cid, has), local_has in zip(in_dict.items(), local, strict=True):
         if has != local_has:
             value ^= int(cid, 16)
-            taken += 1
+            taken[cid] = has
     return format(value, "064x"), taken
 
 
