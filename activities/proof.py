@@ -2,19 +2,25 @@
 
 DICT's rule wants the participant's VSync to equal DICT's, but a busy pair's local set lags DICT by the
 pipeline's latency, so the local VSync alone almost never matches. One call here:
-1. reads DICT's CID event log for the last `window` (what may still be in flight), at most `max_pages`;
-2. reads, at one instant, the local VSync and which of those CIDs the local set holds;
-3. predicts DICT's VSync (`cidsync.anchor.predict`): the local one, with each recently changed CID the
-   local set disagrees on taken as DICT's log has it;
-4. checks it against DICT's own verifier after the log's last event (a log-anchored proof), and, when
-   asked, sends it to `VerifySync` (the formal proof DICT's homologation and the 36-hour rule ask for).
+1. reads DICT's CID event log from `window` ago up to `settle` ago (DICT shows an event a moment after
+   it is made, and may show it behind later ones: what is older than `settle` is all shown), at most
+   `max_pages`;
+2. reads, at one instant, the local VSync, which of those CIDs the local set holds, and the set's own
+   journal of its last changes;
+3. the formal proof: predicts DICT's VSync now (`cidsync.anchor.predict`): the local one, with each CID
+   the log changed that the local set disagrees on taken as DICT's log has it, and sends it to
+   `VerifySync` (what DICT's homologation and the 36-hour rule ask for). It holds when no change is hidden
+   between DICT and the local set at the moment DICT answers: on a busy pair, one try in a few;
+4. the log-anchored proof: the local set as of the log's point (`cidsync.anchor.as_of`: the prediction,
+   less the local changes DICT's log does not show yet) against DICT's own verifier there. It holds at
+   any rate, as long as the log window covers the pipeline's delay.
 The log read and the verification happen in one activity, with no workflow task between them, so the time
 in which a new change can spoil the prediction is as short as the two calls.
 
-A CID taken from DICT's log is assumed in flight; a change DICT made behind cidsync's back in the same
-moments would be taken too. So a proof that took any is provisional: `confirm_landed`, a grace later,
-checks that each of them reached the local set as DICT had it (or as DICT has it now: core changed it again
-and the local set followed); only then does the workflow count the proof.
+A CID taken from DICT's log or undone from the journal is assumed in flight; a change DICT made behind
+cidsync's back in the same moments would be taken too. So a proof that took any is provisional:
+`confirm_landed`, a grace later, checks that each of them reached the local set as DICT had it (or as DICT
+has it now: core changed it again and the local set followed); only then does the workflow count the proof.
 
 A rate-limited `VerifySync` is no failure here: the proof answers with the log's verdict and DICT's
 retry-after, and the workflow decides when to try again. What goes back is the VSync, counts, times,
@@ -26,12 +32,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from temporalio import activity
 
 from activities.bridge import temporal_error
 from activities.cid_file import MAX_EVENTS, read_log_page
-from cidsync.anchor import predict
+from cidsync.anchor import as_of, predict
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import CidSetEvent
@@ -46,9 +52,19 @@ class ProveInput(BaseModel):
 
     participant: str
     key_type: KeyType
-    window: timedelta = timedelta(seconds=10)  # longer than a change takes to reach the local set
+    # DICT's log is read from `window` ago to `settle` ago, and the local journal from halfway between:
+    # the rest of the window must be longer than a change takes to reach the local set.
+    window: timedelta = timedelta(seconds=15)
+    settle: timedelta = timedelta(seconds=2)  # longer than DICT's log takes to show every change
     formal: bool = True  # also ask DICT (VerifySync: 10 a minute per participant)
     max_pages: int = 3  # of DICT's log (20 calls a minute per participant): a busier window is no proof
+
+    @model_validator(mode="after")
+    def _settle_within_window(self) -> ProveInput:
+        if not timedelta(0) <= self.settle < self.window:
+            raise ValueError("settle must be at least 0 and shorter than window")
+        return self
+
     # A log-anchored proof speaks of its log point: one before this (a change DICT shows late keeps the
     # point behind) says nothing of the pair now, and is no proof.
     not_before: datetime | None = None
@@ -60,10 +76,12 @@ class Proof(BaseModel):
     participant: str
     key_type: KeyType
     at: datetime
-    vsync: str  # the predicted VSync: the local one with the in-flight CIDs as DICT's log has them
-    in_flight: int  # CIDs taken from DICT's log for the prediction
+    # The VSync proved: the one sent to VerifySync (the local one with the in-flight CIDs as DICT's log has
+    # them) unless only the log proved it, then the local one as of the log's point.
+    vsync: str
+    in_flight: int  # CIDs taken from DICT's log (or undone from the journal) for that VSync
     taken: dict[str, bool] = {}  # those CIDs, and DICT's state of each (in DICT or not): confirmed later
-    log_point: datetime  # DICT's verifier is its VSync here: the last event the log showed (now, if none)
+    log_point: datetime  # DICT's verifier is its VSync here: where the log was read to
     log_ok: bool  # the prediction equals DICT's verifier after the log's last event
     formal_ok: bool | None = None  # VerifySync's answer; None when not asked or rate limited
     verification_id: str = ""
@@ -94,38 +112,43 @@ class ProofActivities:
     @activity.defn(name="prove_sync")
     async def prove_sync(self, request: ProveInput) -> Proof:
         now = self.clock()
+        end = now - request.settle
         cursor, events, verifier, covered = Cursor(start=now - request.window), list[CidSetEvent](), "", False
-        point = now
         for _ in range(request.max_pages):
             page, fresh, cursor = await read_log_page(
-                self.bridge, request.participant, request.key_type, cursor, now, MAX_EVENTS
+                self.bridge, request.participant, request.key_type, cursor, end, MAX_EVENTS
             )
             events += fresh
             verifier = page.verifier_end
-            point = page.events[-1].timestamp if page.events else point
             if not page.has_more:
                 covered = True
                 break
+        # The page's verifier is DICT's VSync after its last event, so at `end` too once the page is the last.
+        point = end if covered or not events else events[-1].timestamp
         states = dict_states(events)
-        view = await self.store.local_view(PairKeys(request.participant, request.key_type), list(states))
+        look_back = request.settle + (request.window - request.settle) / 2
+        view = await self.store.local_view(
+            PairKeys(request.participant, request.key_type), list(states), changes_since=now - look_back
+        )
         in_dict = {c: s.in_dict for c, s in states.items()}
         predicted, taken = predict(view.vsync, in_dict, view.members)
+        at_point, taken_at_point = as_of(view.vsync, in_dict, view.members, view.changes)
+        log_ok = covered and at_point == verifier and (request.not_before is None or point >= request.not_before)
         proof = Proof(
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
-            in_flight=len(taken), taken=taken, log_point=point,
-            log_ok=covered and predicted == verifier and (request.not_before is None or point >= request.not_before),
+            in_flight=len(taken), taken=taken, log_point=point, log_ok=log_ok,
         )  # fmt: skip
+        by_log = proof.model_copy(update={"vsync": at_point, "in_flight": len(taken_at_point), "taken": taken_at_point})
         if not request.formal:
-            return proof
+            return by_log if log_ok else proof
         try:
             answer = await self.bridge.verify_sync(request.participant, request.key_type, predicted)
         except errors.RateLimited as limited:
-            return proof.model_copy(update={"retry_after": limited.retry_after})
+            return (by_log if log_ok else proof).model_copy(update={"retry_after": limited.retry_after})
         except errors.BridgeError as error:
             raise temporal_error(error) from error
-        return proof.model_copy(
-            update={"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
-        )
+        answered = {"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
+        return (by_log if log_ok and not answer.ok else proof).model_copy(update=answered)
 
     @activity.defn(name="confirm_landed")
     async def confirm_landed(self, request: ConfirmInput) -> list[str]:

@@ -23,8 +23,10 @@ change in between reads as divergence (issue: 118 CIDs counted for 5 injected at
 A proof while the pair changes (`predict`): core's changes reach the local set a moment after DICT, so the
 local VSync rarely equals DICT's at any instant. Take the CIDs DICT's log changed in the last moments, and
 for each one the local set disagrees on, DICT's state instead of the local one: that *predicted* VSync is
-what DICT holds if the local set has no divergence. `VerifySync` of it answering OK is a formal proof; it
-equal to DICT's own verifier after the log's last event (SyncVerifierEnd) is a log-anchored one.
+what DICT holds if the local set has no divergence. `VerifySync` of it answering OK is a formal proof.
+A log-anchored proof (`as_of`) compares DICT's own verifier after the log's last event (SyncVerifierEnd)
+with the local set as of that event: the prediction, less the local changes the log does not show yet
+(the local set is often quicker than DICT's log).
 
 CIDs and timestamps are all this module sees.
 """
@@ -69,6 +71,29 @@ def predict(local_vsync: str, in_dict: Mapping[str, bool], local: Sequence[bool]
         if has != local_has:
             value ^= int(cid, 16)
             taken[cid] = has
+    return format(value, "064x"), taken
+
+
+def as_of(
+    local_vsync: str, in_dict: Mapping[str, bool], local: Sequence[bool], changes: Sequence[tuple[str, bool]]
+) -> tuple[str, dict[str, bool]]:
+    """The local set's VSync as of the point of DICT's log that `in_dict` ends at, for a log-anchored proof:
+    `predict`'s, and each CID the local set changed lately (`changes`: its journal, (CID, added), oldest
+    first) that the log does not show is taken as it was before those changes: DICT's change of it, if it
+    had one, came after the log's point (the pipeline was quicker than the log). With the CIDs taken and
+    the state taken for each."""
+    predicted, taken = predict(local_vsync, in_dict, local)
+    value = int(predicted, 16)
+    first: dict[str, bool] = {}
+    last: dict[str, bool] = {}
+    for cid, added in changes:
+        first.setdefault(cid, added)
+        last[cid] = added
+    for cid, added in first.items():
+        before = not added  # only real changes are journalled: an addition means the CID was absent
+        if cid not in in_dict and before != last[cid]:
+            value ^= int(cid, 16)
+            taken[cid] = before
     return format(value, "064x"), taken
 
 

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import (
         BRIDGE_CALL,
         FOLLOWER_PROOFS,
+        FORMAL_PURSUIT,
         INVALID_ARGUMENT,
         PERMISSION_DENIED,
         STORE_RETRY,
@@ -102,6 +103,9 @@ class FollowStatus(BaseModel):
     in_sync_since: datetime | None = None
     last_proof_at: datetime | None = None
     last_proof_kind: str = ""  # formal (VerifySync OK) or log (DICT's verifier matched)
+    last_formal_at: datetime | None = None  # the last VerifySync OK (what DICT's 36-hour rule counts)
+    verify_not_before: datetime | None = None  # DICT's rate limit asked to wait until then for VerifySync
+    proof_tries: int = 0  # calls of prove_sync
     pending_proof: Proof | None = None  # a proof waiting for what it took as in flight to land
     withdrawn: int = 0  # proofs whose CIDs taken as in flight never landed
 
@@ -339,15 +343,33 @@ class FollowCidEvents:
             else:
                 await self._record(pending)
             return
-        if s.last_proof_at is not None and now - s.last_proof_at < input.proof_every:
-            return
+
+        def due(last: datetime | None) -> bool:
+            return last is None or now - last >= input.proof_every
+
+        if workflow.patched(FORMAL_PURSUIT):
+            # A log proof is one of any kind; DICT's 36-hour rule counts formal ones only, so those are tried
+            # for at every poll until one comes (VerifySync within DICT's limit: its retry-after is kept).
+            formal = due(s.last_formal_at) and (s.verify_not_before is None or now >= s.verify_not_before)
+            if not formal and not due(s.last_proof_at):
+                return
+            settle = input.log_settle
+            request = ProveInput(participant=input.participant, key_type=input.key_type, formal=formal,
+                                 window=max(timedelta(seconds=20), 3 * settle), settle=settle,
+                                 not_before=now - input.poll_interval - settle)  # fmt: skip
+        else:
+            if not due(s.last_proof_at):
+                return
+            request = ProveInput(participant=input.participant, key_type=input.key_type,
+                                 not_before=now - input.poll_interval)  # fmt: skip
+        s.proof_tries += 1
         proof: Proof = await workflow.execute_activity_method(
-            ProofActivities.prove_sync,
-            ProveInput(participant=input.participant, key_type=input.key_type, not_before=now - input.poll_interval),
-            start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
+            ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
             summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
         )  # fmt: skip
-        if proof.kind == "none":
+        if proof.retry_after:
+            s.verify_not_before = now + timedelta(seconds=proof.retry_after)
+        if proof.kind == "none" or (proof.kind == "log" and not due(s.last_proof_at)):
             return
         if proof.taken:
             s.pending_proof = proof
@@ -366,6 +388,8 @@ class FollowCidEvents:
             retry_policy=STORE_RETRY, summary=f"record the proof of sync ({record.kind})",
         )  # fmt: skip
         s.last_proof_at, s.last_proof_kind = record.at, record.kind
+        if record.kind == "formal":
+            s.last_formal_at = record.at
 
     async def _prove(self, result: PollResult) -> None:
         s = self._s

@@ -94,7 +94,8 @@ class ReconcileInput(BaseModel):
     # A proof while the pair changes (activities/proof.py): the local VSync with the CIDs DICT's log changed
     # in the last `proof_window` taken as DICT has them, sent to VerifySync; tried `proof_tries` times,
     # `proof_spacing` apart (DICT allows 10 VerifySync a minute per participant), while changes are in flight.
-    proof_window: timedelta = timedelta(seconds=10)
+    proof_window: timedelta = timedelta(seconds=20)
+    log_settle: timedelta = timedelta(seconds=5)  # DICT's log is read up to this long ago (it shows events late)
     proof_tries: int = Field(3, ge=1)
     proof_spacing: timedelta = timedelta(seconds=7)
 
@@ -103,6 +104,8 @@ class ReconcileInput(BaseModel):
         require_positive(self, ("file_deadline", "poll_initial", "poll_max", "approval_reminder",
                                 "approval_timeout", "activity_heartbeat", "grace", "proof_window",
                                 "proof_spacing"))  # fmt: skip
+        if self.log_settle >= self.proof_window:
+            raise ValueError("log_settle must be shorter than proof_window")
         return self
 
 
@@ -352,7 +355,7 @@ class ReconcileVSync:
         NOK is a NOK at once."""
         input, p = self._input, self._progress
         request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window,
-                             not_before=workflow.now())  # fmt: skip
+                             settle=input.log_settle, not_before=workflow.now() - input.log_settle)  # fmt: skip
         for attempt in range(input.proof_tries):
             self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
             proof: Proof = await workflow.execute_activity_method(

@@ -146,7 +146,7 @@ class CIDStore:
         pair = PairKeys(change.participant, change.key_type)
         keys = [
             pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(str(change.event_id)), pair.by_cid,
-            pair.touched,
+            pair.touched, pair.journal,
         ]  # fmt: skip
         args: list[str | int] = [
             change.key_id,
@@ -293,18 +293,24 @@ class CIDStore:
         view = await self.local_view(pair, [])  # both from the same instant
         return LocalVSync(vsync=view.vsync, count=view.count)
 
-    async def local_view(self, pair: PairKeys, cids: Sequence[str]) -> LocalView:
+    async def local_view(self, pair: PairKeys, cids: Sequence[str], changes_since: datetime | None = None) -> LocalView:
         """Which of `cids` the pair's set holds, with its VSync and count, all from the same instant
-        (one MULTI): what the event-log follower compares with DICT."""
+        (one MULTI): what the event-log follower compares with DICT. With `changes_since`, also the set's
+        changes journalled from then on (Redis's clock), oldest first: what a proof undoes."""
         async with self.redis.pipeline(transaction=True) as pipe:
             if cids:
                 pipe.smismember(pair.cids, list(cids))
+            if changes_since is not None:
+                pipe.xrange(pair.journal, min=f"{int(changes_since.timestamp() * 1000)}-0", max="+")
             pipe.get(pair.vsync)
             pipe.scard(pair.cids)
             found = await pipe.execute()
         members = [bool(m) for m in found[0]] if cids else []
+        changes = [] if changes_since is None else [
+            (_text(fields[b"c"]), fields[b"o"] == b"+") for _, fields in found[-3]
+        ]  # fmt: skip
         raw, count = found[-2:]
-        return LocalView(members=members, vsync=_vsync_hex(raw), count=int(count))
+        return LocalView(members=members, vsync=_vsync_hex(raw), count=int(count), changes=changes)
 
     async def vsync(self, participant: str, key_type: KeyType) -> str:
         return _vsync_hex(await self.redis.get(PairKeys(participant, key_type).vsync))
@@ -502,7 +508,8 @@ class CIDStore:
         state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
         status, _ = await self._run_script(
             "repair",
-            [pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch],
+            [pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch,
+             pair.journal],
             [
                 key_id_, expected_state, cid_value or "", f"{key_id_}|{entry_id}", notification,
                 self.scratch_ttl_seconds,

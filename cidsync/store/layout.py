@@ -9,6 +9,8 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
     ...:mark:<id>   STRING an event's idempotency mark, with a TTL
     ...:touched     SET    while a reconciliation runs: the key ids changed by events since it began
     ...:verified    HASH   the last verification with DICT (result, time, id, last OK time)
+    ...:journal     STREAM each change of the set ("c" the CID, "o" + or -), ids from Redis's clock,
+                           kept 30 s: what a proof undoes to see the set as of a point of DICT's log
     ...:xor         STRING scratch for one BITOP inside a script (never outlives it)
     ...:recon:<run>:dict | :dict-changed | :confirming | :dict-only | :local-only | :outbox
                            one reconciliation round's scratch: DICT's CID file rolled forward with DICT's
@@ -74,6 +76,10 @@ class PairKeys:
     @property
     def touched(self) -> str:
         return f"{self.tag}:touched"
+
+    @property
+    def journal(self) -> str:
+        return f"{self.tag}:journal"
 
     @property
     def verified(self) -> str:

@@ -149,6 +149,7 @@ class LocalView(BaseModel):
     members: list[bool]
     vsync: str
     count: int
+    changes: list[tuple[str, bool]] = []  # the set's journalled changes asked for: (CID, added), oldest first
 
 
 class VerificationRecord(BaseModel):

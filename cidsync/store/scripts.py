@@ -6,10 +6,25 @@ Sequences are compared as zero-padded strings, because Lua numbers are doubles a
 (nanosecond timestamps) do not fit 53 bits.
 """
 
+# How long the pair's journal keeps each change of its set: far longer than a proof looks back (seconds),
+# short enough to stay small on a pair taking a thousand changes a second.
+JOURNAL_SECONDS = 30
+
 # Shared by both scripts: move a key from one CID to another, keeping the set, the VSync and the
-# reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds.
-# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, `index` the reverse index, `ref` "<key id>|<entry id>".
-MOVE = """
+# reverse index in step. The VSync moves only when the set really changed, so VSync == XOR(set) holds,
+# and only then is the change journalled (a stream whose ids are Redis's clock, trimmed by age): a proof
+# reads it to tell the local set's last changes from what DICT's log shows (`cidsync.anchor.as_of`).
+# KEYS[1] set, KEYS[2] VSync, KEYS[4] scratch, KEYS[8] journal, `index` the reverse index, `ref`
+# "<key id>|<entry id>".
+MOVE = (
+    f"""
+local function journal(cid_hex, op)
+  local now = redis.call('TIME')
+  local oldest = string.format('%d', (tonumber(now[1]) - {JOURNAL_SECONDS}) * 1000)
+  redis.call('XADD', KEYS[8], 'MINID', '~', oldest, '*', 'c', cid_hex, 'o', op)
+end
+"""
+    + """
 local function xor_into(cid_hex)
   local bin = string.gsub(cid_hex, '..', function(h) return string.char(tonumber(h, 16)) end)
   redis.call('SET', KEYS[4], bin)
@@ -20,17 +35,20 @@ local function move(index, ref, old_cid, new_cid)
   if old_cid ~= '' and redis.call('SREM', KEYS[1], old_cid) == 1 then
     xor_into(old_cid)
     redis.call('HDEL', index, old_cid)
+    journal(old_cid, '-')
   end
   if new_cid ~= '' and redis.call('SADD', KEYS[1], new_cid) == 1 then
     xor_into(new_cid)
     redis.call('HSET', index, new_cid, ref)
+    journal(new_cid, '+')
   end
 end
 """
+)
 
 # An event's change: applied only when its sequence is newer than the key's stored one; the idempotency
 # mark is set either way, in the same step; a key changed while a reconciliation watches is recorded.
-# KEYS: set, VSync, states, scratch, mark, reverse index, touched.
+# KEYS: set, VSync, states, scratch, mark, reverse index, touched, journal.
 # ARGV: key id, sequence (19 digits), CID or "", mark TTL, entry id.
 APPLY = (
     MOVE
@@ -60,7 +78,7 @@ return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 # when the repair was decided (compare-and-set). The key's sequence is kept, so any later event still wins
 # and older ones stay stale: a DICT snapshot never overwrites a newer local change. A repair that happens
 # records its notification to core in the run's outbox in the same step, so none is lost or invented.
-# KEYS: set, VSync, states, scratch, reverse index, touched, outbox.
+# KEYS: set, VSync, states, scratch, reverse index, touched, outbox, journal.
 # ARGV: key id, expected state, CID or "", index ref, notification (JSON) or "", outbox TTL.
 REPAIR = (
     MOVE

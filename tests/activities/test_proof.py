@@ -1,5 +1,5 @@
 """`prove_sync` against the real simulator and Redis: a pair proved while changes are in flight, and not
-proved when it truly differs."""
+proved when it truly differs; the local set ahead of DICT's log, seen as of the log's point."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from activities.proof import ProofActivities, ProveInput
+from activities.proof import ConfirmInput, ProofActivities, ProveInput
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
@@ -25,8 +25,10 @@ async def proofs(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -
     await store.close()
 
 
-def ask(participant: str, window: float = 10.0) -> ProveInput:
-    return ProveInput(participant=participant, key_type=KeyType.PHONE, window=timedelta(seconds=window))
+def ask(participant: str, window: float = 10.0, settle: float = 0.0) -> ProveInput:
+    """The test simulator shows each event at once: its log needs no settling unless a test asks for it."""
+    return ProveInput(participant=participant, key_type=KeyType.PHONE, window=timedelta(seconds=window),
+                      settle=timedelta(seconds=settle))  # fmt: skip
 
 
 async def test_a_pair_in_sync_is_proved_formally_and_by_the_log(
@@ -63,3 +65,44 @@ async def test_a_real_divergence_is_no_proof(
     assert (proof.kind, proof.formal_ok, proof.log_ok, proof.in_flight) == ("none", False, False, 0)
     log_only = await proofs.prove_sync(ask(participant, window=0.1).model_copy(update={"formal": False}))
     assert (log_only.kind, log_only.formal_ok) == ("none", None)  # no VerifySync spent
+
+
+async def test_local_changes_the_log_does_not_show_yet_are_undone_for_the_log_proof(
+    proofs: ProofActivities, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """Core's last changes reached the local set before DICT's log showed them (the log is read up to
+    `settle` ago): the log proof sees the local set as of the log's point, and the formal one as it is."""
+    entries = pair_entries(participant, KeyType.PHONE, 30, seed=34)
+    await seed_pair(simulator_admin, proofs.store, entries[:27])
+    await asyncio.sleep(1.5)
+    await seed_pair(simulator_admin, proofs.store, entries[27:])  # in DICT and local, not in the read log
+    before = await proofs.prove_sync(ask(participant, settle=0.0).model_copy(update={"formal": False}))
+    proof = await proofs.prove_sync(ask(participant, settle=1.0))
+    assert (before.kind, before.in_flight) == ("log", 0)
+    assert (proof.kind, proof.formal_ok, proof.log_ok) == ("formal", True, True)
+    log_only = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"formal": False}))
+    assert (log_only.kind, log_only.in_flight, log_only.taken) == ("log", 3, dict.fromkeys(log_only.taken, False))
+    assert log_only.vsync != before.vsync  # the VSync as of the log's point: 27 entries, not 30
+    assert await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
+                                                    taken=log_only.taken)) == []  # fmt: skip
+
+
+async def test_a_local_change_dict_never_saw_is_undone_then_withdrawn(
+    proofs: ProofActivities, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """A CID only the local set got (an event for a change DICT refused) looks, for a moment, like the
+    local set being ahead of the log: the log proof takes it, and `confirm_landed` finds DICT without it."""
+    entries = pair_entries(participant, KeyType.PHONE, 21, seed=35)
+    await seed_pair(simulator_admin, proofs.store, entries[:20])
+    await asyncio.sleep(1.5)
+    await apply_locally(proofs.store, entries[20:])  # never in DICT
+    proof = await proofs.prove_sync(ask(participant, settle=1.0))
+    assert (proof.kind, proof.formal_ok, proof.in_flight) == ("log", False, 1)
+    missing = await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
+                                                       taken=proof.taken))  # fmt: skip
+    assert missing == list(proof.taken)  # the proof is withdrawn
+
+
+def test_the_settle_is_shorter_than_the_window() -> None:
+    with pytest.raises(ValueError, match="settle"):
+        ask("12345678", window=1.0, settle=1.0)

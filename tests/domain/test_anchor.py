@@ -7,25 +7,33 @@ after a pipeline delay, both random and below the grace; and DICT is changed beh
 The reconciliation's procedure runs on it as ReconcileVSync runs it (roll the file forward with what the
 log shows, diff, then looks a grace apart, each after reading the log again) while the changes go on.
 Whatever the interleaving, the confirmed divergence is exactly what was injected.
+
+The log-anchored proof (`as_of`) runs on the same model: the local set, undone by its journal where DICT's
+log does not show a change yet, equals DICT's set at the log's last event whenever no earlier-stamped
+change is still hidden, and never equals it while a divergence older than the window remains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cidsync.anchor import Verdict, judge, roll
+from cidsync.anchor import Verdict, as_of, judge, roll
 from cidsync.bridge.models import CidEventType, CidSetEvent
+from cidsync.cid import vsync
+from cidsync.follow import dict_states
 
 T = datetime(2026, 12, 4, 12, tzinfo=UTC)
 
 
 def cid(n: int) -> str:
-    return format(n, "064x")
+    """A CID as random as DICT's (VSyncs of different sets then differ: with small numbers XOR collides)."""
+    return hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
 
 
 GRACE = 2_000  # ms
@@ -172,3 +180,54 @@ def test_roll_applies_the_last_event_of_each_cid() -> None:
     assert rolled == {cid(3), cid(4)}
     assert changed == {cid(1): at[1], cid(2): at[0], cid(3): at[2]}
     assert roll(rolled, events)[0] == rolled  # read twice: the same set
+
+
+LOG_WINDOW = 2_500  # ms of DICT's log a proof reads: the journal's look-back plus the pipeline's delay
+LOOK_BACK = 1_000  # ms of the local journal a proof reads: longer than DICT's log takes to show a change
+
+
+def journal(pair: Pair, since: int, now: int) -> list[tuple[str, bool]]:
+    """The local set's real changes from `since` to `now`, in the order the store made them."""
+    entries: list[tuple[str, bool]] = []
+    times = sorted({c.applied for c in pair.changes if c.applied is not None and since <= c.applied <= now})
+    before = pair.local_at(since - 1)
+    for t in times:
+        after = pair.local_at(t)
+        entries += [(value, False) for value in sorted(before - after)]
+        entries += [(value, True) for value in sorted(after - before)]
+        before = after
+    return entries
+
+
+def log_proof(pair: Pair, now: int) -> tuple[str, str, int]:
+    """What `prove_sync` computes at `now`: the local set as of the log's point, DICT's VSync there, the point."""
+    events = pair.log_at(now, now - LOG_WINDOW)
+    point = round((events[-1].timestamp - T).total_seconds() * 1000) if events else now
+    states = dict_states(events)
+    local = pair.local_at(now)
+    reconstructed, _ = as_of(vsync(local), {c: s.in_dict for c, s in states.items()}, [c in local for c in states],
+                             journal(pair, now - LOOK_BACK, now))  # fmt: skip
+    return reconstructed, vsync(pair.dict_at(point)), point
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32), at=st.integers(4_000, 12_000))
+def test_a_log_proof_sees_the_local_set_as_of_the_log_point(seed: int, at: int) -> None:
+    rng = random.Random(seed)
+    busy, _, _ = busy_pair(rng, end=14_000, injected_before=4_000)
+    pair = Pair(changes=[c for c in busy.changes if c.applied is not None], initial=busy.initial)
+    reconstructed, dict_vsync, point = log_proof(pair, at)
+    # A change DICT's log shows late, behind later-stamped ones, leaves the point's VSync unexplained: that
+    # read proves nothing (no divergence here, so it cannot prove wrongly either) and the next one will.
+    assume(not [c for c in pair.changes if c.at <= point and c.visible > at])
+    assert reconstructed == dict_vsync
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32), at=st.integers(8_000, 12_000))
+def test_a_log_proof_never_holds_while_an_old_divergence_remains(seed: int, at: int) -> None:
+    rng = random.Random(seed)
+    pair, added, removed = busy_pair(rng, end=14_000, injected_before=4_000)  # older than the window
+    reconstructed, dict_vsync, _ = log_proof(pair, at)
+    assert added | removed
+    assert reconstructed != dict_vsync

@@ -122,10 +122,20 @@ class World:
         if value not in self.dict_set(self.now()):
             raise errors.NotFound(f"no entry with CID {value}")
 
-    async def local_view(self, pair: PairKeys, cids: list[str]) -> LocalView:
+    async def local_view(self, pair: PairKeys, cids: list[str], changes_since: datetime | None = None) -> LocalView:
         now = self.now()
         members = self.local_set(now)
-        return LocalView(members=[c in members for c in cids], vsync=vsync(members), count=len(members))
+        changes: list[tuple[str, bool]] = []
+        if changes_since is not None:  # the store's journal: the set's real changes, in the order made
+            moments = sorted({self.t0 + offset for arrivals in self.arrivals.values() for offset, _ in arrivals
+                              if changes_since <= self.t0 + offset <= now})  # fmt: skip
+            before = self.local_set(changes_since - timedelta(microseconds=1))
+            for moment in moments:
+                after = self.local_set(moment)
+                changes += [(c, False) for c in sorted(before - after)] + [(c, True) for c in sorted(after - before)]
+                before = after
+        return LocalView(members=[c in members for c in cids], vsync=vsync(members), count=len(members),
+                         changes=changes)  # fmt: skip
 
     # --- the other activities, and the reconciliation a hand-over starts --------------------------------
 
