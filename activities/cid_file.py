@@ -59,13 +59,23 @@ class StreamFileResult(BaseModel):
 
 
 async def read_log_page(
-    bridge: BridgeClient, participant: str, key_type: KeyType, cursor: Cursor, now: datetime, limit: int
+    bridge: BridgeClient,
+    participant: str,
+    key_type: KeyType,
+    cursor: Cursor,
+    now: datetime,
+    limit: int,
+    *,
+    keep_limits: bool = False,
 ) -> tuple[CidSetEvents, list[CidSetEvent], Cursor]:
     """One page of DICT's CID event log from `cursor` up to `now`: the page, the events not taken before,
-    and the cursor after it. DICT's refusals become Temporal's errors (a rate limit waits its retry-after)."""
+    and the cursor after it. DICT's refusals become Temporal's errors (a rate limit waits its retry-after),
+    but with `keep_limits` a rate limit stays `RateLimited`, for a caller that has something else to do."""
     try:
         page = await bridge.list_cid_set_events(participant, key_type, cursor.start, now, limit)
     except errors.BridgeError as error:
+        if keep_limits and isinstance(error, errors.RateLimited):
+            raise
         raise temporal_error(error) from error
     try:
         fresh, after = cursor.take(page)

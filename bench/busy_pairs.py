@@ -8,8 +8,8 @@ snapshot taken 5 s after its request and AVAILABLE 5 s plus 25 ms a CID later, e
 event log 0.2 to 0.8 s after it) runs:
 
 1. one EVP pair of 200 entries, made in DICT and published, until both sides agree;
-2. core's traffic on that pair at the rate, for the whole run: creations, account updates and immediate
-   deletes, each made in DICT first and then published, as core does;
+2. core's traffic on that pair at the rate (a Poisson stream), for the whole run: creations, account
+   updates and immediate deletes, each made in DICT first and then published, as core does;
 3. 10 s in, DICT diverges behind cidsync's back on entries the traffic never touches: 2 added, 1 removed,
    1 altered (5 CIDs: 3 only in DICT, 2 only local);
 4. without followers, `ReconcileVSync` (grace 10 s, threshold 10) while the traffic goes on; with
@@ -128,7 +128,10 @@ class Core:
             else:
                 gone = self.live.pop(rng.randrange(len(self.live)))
                 await self.change(EventType.DELETED, gone, DeletionType.IMMEDIATE)
-            await asyncio.sleep(1 / rate)
+            # Core's changes come from many customers acting independently: a Poisson stream at the rate, not a
+            # metronome (a fixed period shorter than the pipeline's delay would leave a change in flight at
+            # every instant, which no real pair does for long).
+            await asyncio.sleep(rng.expovariate(rate))
 
 
 async def until(check: Any, within: float, every: float = 0.5) -> float | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 
+from cidsync.bridge.budget import parse_budgets
 from cidsync.entry import PARTICIPANT
 from cidsync.errors import InvalidInput, Problem
 
@@ -31,6 +32,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "waiting_period_days": "CIDSYNC_WAITING_PERIOD_DAYS",
     "metrics_bind": "CIDSYNC_METRICS_BIND",
     "codec_keys_file": "CIDSYNC_CODEC_KEYS_FILE",
+    "dict_budgets": "CIDSYNC_DICT_BUDGETS",
 }
 DEFAULTS: Mapping[str, str] = {
     "temporal_namespace": "default",
@@ -73,6 +75,9 @@ class Settings:
     waiting_period_days: float = 30.0
     metrics_bind: str | None = None  # host:port of the worker's Prometheus endpoint (Temporal's and ours)
     codec_keys_file: str | None = None  # the payload codec's keys (cidsync.codec); inline keys: CIDSYNC_CODEC_KEYS
+    # DICT's rate limits kept on our side (cidsync.bridge.budget): "" DICT's published ones, "off" none,
+    # or "VerifySync=10/50,ListCidSetEvents=20/100" (per minute / bucket size) for others.
+    dict_budgets: str = ""
 
     @property
     def key_secret_bytes(self) -> bytes:
@@ -121,6 +126,12 @@ def load_settings(
 
     participants = parse_participants(resolved.pop("participants", ""), ENVIRONMENT["participants"])
     numbers = {name: _positive(resolved.pop(name), name) for name in ("mark_ttl_seconds", "waiting_period_days")}
+    if resolved.get("dict_budgets", "off") != "off":
+        try:
+            parse_budgets(resolved["dict_budgets"])
+        except ValueError as error:
+            variable = ENVIRONMENT["dict_budgets"]
+            raise InvalidInput(variable, [Problem(variable, str(error))]) from None
     return Settings(
         participants=participants,
         mark_ttl_seconds=int(numbers["mark_ttl_seconds"]),

@@ -28,6 +28,7 @@ from activities.core_events import CoreEventsPublisher
 from activities.follow import FollowActivities
 from activities.proof import ProofActivities
 from activities.repair import RepairActivities
+from cidsync.bridge.budget import DictBudget, parse_budgets
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
 from cidsync.entry import KeyType
@@ -54,6 +55,9 @@ INGESTION_WORKFLOWS = [CreateCID, UpdateCID, DeleteCID, ApplyCIDBatch]
 RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness, FollowCidEvents]
 
 
+FOLLOWER_RESERVE = 20.0  # tokens of each of DICT's participant buckets a follower's poll may not spend
+
+
 @dataclass(frozen=True)
 class Reconciliation:
     """The activities reconciliation needs besides the store's: DICT, the CID files, repairs, core, and
@@ -68,8 +72,10 @@ class Reconciliation:
 
     @classmethod
     def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
+        # A follower's routine reads leave the last of each of DICT's buckets to reconciliations and proofs.
+        routine = bridge.reserving(FOLLOWER_RESERVE)
         return cls(BridgeActivities(bridge), CidFileActivities(store, bridge), RepairActivities(store, bridge),
-                   core_events, FollowActivities(store, bridge), ProofActivities(store, bridge))  # fmt: skip
+                   core_events, FollowActivities(store, routine), ProofActivities(store, bridge))  # fmt: skip
 
 
 def activities_of(store: StoreActivities, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
@@ -135,7 +141,8 @@ async def run_worker(
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
     redis = redis_client(settings.require("redis_url"))
     store = CIDStore(redis, settings.key_secret_bytes, mark_ttl_seconds=settings.mark_ttl_seconds)
-    bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env())
+    budget = None if settings.dict_budgets == "off" else DictBudget(redis, parse_budgets(settings.dict_budgets))
+    bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env(), budget=budget)
     pulsar = pulsar_client(settings.require("pulsar_url"))
     freshness: asyncio.Future[None] | None = None
     try:

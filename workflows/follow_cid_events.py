@@ -5,8 +5,10 @@ the daily verifications. This run does it for one pair, forever, continuing as n
 `polls_per_run` polls (or when Temporal suggests it) with its state carried over:
 
 1. Read one page of the log from the durable cursor (`poll_cid_events`), one call per `poll_interval`
-   while the log has more (DICT allows 20 a minute per participant, shared by its key types), backing
-   off to `idle_interval` while it is quiet.
+   while the log shows events (every `catch_up_interval` while pages come back full), backing off to
+   `idle_interval` while it is quiet. DICT allows 20 calls a minute per participant, shared by its key
+   types: the participant's budget (`cidsync.bridge.budget`) keeps all its followers within it, and a
+   follower's routine read leaves a reserve to reconciliations and proofs.
 2. A CID whose DICT state the local set contradicts is a suspect (`cidsync.follow`). Core changes DICT
    first and publishes after, so a suspect gets `grace` from DICT's change to be resolved by its own
    event; most are.
@@ -50,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from cidsync.store.models import VerificationRecord
     from workflows.policies import (
         BRIDGE_CALL,
+        CATCH_UP,
         FOLLOWER_PROOFS,
         FORMAL_PURSUIT,
         INVALID_ARGUMENT,
@@ -104,7 +107,7 @@ class FollowStatus(BaseModel):
     last_proof_at: datetime | None = None
     last_proof_kind: str = ""  # formal (VerifySync OK) or log (DICT's verifier matched)
     last_formal_at: datetime | None = None  # the last VerifySync OK (what DICT's 36-hour rule counts)
-    verify_not_before: datetime | None = None  # DICT's rate limit asked to wait until then for VerifySync
+    proof_not_before: datetime | None = None  # DICT's rate limit asked the proofs to wait until then
     proof_tries: int = 0  # calls of prove_sync
     pending_proof: Proof | None = None  # a proof waiting for what it took as in flight to land
     withdrawn: int = 0  # proofs whose CIDs taken as in flight never landed
@@ -120,9 +123,12 @@ class FollowInput(BaseModel):
     participant: Participant
     key_type: KeyType
     grace: timedelta = timedelta(minutes=2)  # from DICT's change, for core's event to arrive
-    # Between calls while the log has more: 15 s is 4 a minute, so five key types of one participant
-    # stay within DICT's 20 a minute for this call.
+    # Between calls while the log shows events: 15 s is 4 a minute, so five busy key types of one participant
+    # stay within DICT's 20 a minute for this call. While a page comes back full, every `catch_up_interval`:
+    # a pair at 20 changes a second needs 6 pages a minute. The participant's budget (cidsync.bridge.budget)
+    # holds all of its followers within DICT's limit, so a busy pair takes what the quiet ones leave.
     poll_interval: timedelta = timedelta(seconds=15)
+    catch_up_interval: timedelta = timedelta(seconds=3)
     idle_interval: timedelta = timedelta(seconds=60)  # the longest wait while the log is quiet
     page_size: int = Field(MAX_PAGE, ge=1, le=MAX_PAGE)
     hand_over_above: int = Field(100, ge=0)  # suspects due at once above this go to ReconcileVSync
@@ -140,8 +146,8 @@ class FollowInput(BaseModel):
 
     @model_validator(mode="after")
     def _positive_durations(self) -> FollowInput:
-        require_positive(self, ("grace", "poll_interval", "idle_interval", "unexplained_after", "proof_every",
-                                "activity_heartbeat"))  # fmt: skip
+        require_positive(self, ("grace", "poll_interval", "catch_up_interval", "idle_interval", "unexplained_after",
+                                "proof_every", "activity_heartbeat"))  # fmt: skip
         if self.idle_interval < self.poll_interval:
             raise ValueError("idle_interval must be at least poll_interval")
         return self
@@ -350,13 +356,16 @@ class FollowCidEvents:
         if workflow.patched(FORMAL_PURSUIT):
             # A log proof is one of any kind; DICT's 36-hour rule counts formal ones only, so those are tried
             # for at every poll until one comes (VerifySync within DICT's limit: its retry-after is kept).
-            formal = due(s.last_formal_at) and (s.verify_not_before is None or now >= s.verify_not_before)
+            if s.proof_not_before is not None and now < s.proof_not_before:
+                return  # DICT's limit (or the participant's share of it) asked to wait
+            formal = due(s.last_formal_at)
             if not formal and not due(s.last_proof_at):
                 return
             settle = input.log_settle
+            # Between proofs of any kind, a try for the formal one spends no read of DICT's log.
             request = ProveInput(participant=input.participant, key_type=input.key_type, formal=formal,
-                                 window=max(timedelta(seconds=20), 3 * settle), settle=settle,
-                                 not_before=now - input.poll_interval - settle)  # fmt: skip
+                                 read_log=due(s.last_proof_at), window=max(timedelta(seconds=10), 3 * settle),
+                                 settle=settle, not_before=now - input.poll_interval - settle)  # fmt: skip
         else:
             if not due(s.last_proof_at):
                 return
@@ -368,7 +377,7 @@ class FollowCidEvents:
             summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
         )  # fmt: skip
         if proof.retry_after:
-            s.verify_not_before = now + timedelta(seconds=proof.retry_after)
+            s.proof_not_before = now + timedelta(seconds=proof.retry_after)
         if proof.kind == "none" or (proof.kind == "log" and not due(s.last_proof_at)):
             return
         if proof.taken:
@@ -425,11 +434,14 @@ class FollowCidEvents:
         workflow.logger.warning("handed %s %s to ReconcileVSync: %s", input.participant, input.key_type, reason)
 
     def _next_wait(self, result: PollResult, previous: timedelta) -> timedelta:
-        """Busy log: every `poll_interval`. Quiet: twice as long each time, up to `idle_interval`. A
-        suspect falling due sooner brings the next poll forward, never closer than `poll_interval`."""
+        """Busy log: every `poll_interval`, or `catch_up_interval` after a full page. Quiet: twice as long
+        each time, up to `idle_interval`. A suspect falling due sooner brings the next poll forward, never
+        closer than `poll_interval`."""
         input = self._input
         busy = result.has_more or result.events or self._repaired_now  # after a repair: soon, to prove it
         wait = input.poll_interval if busy else min(previous * 2, input.idle_interval)
+        if result.has_more and workflow.patched(CATCH_UP):
+            wait = min(input.catch_up_interval, input.poll_interval)
         if self._s.suspects:
             first = min(x.due for x in self._s.suspects.values())
             wait = min(wait, max(first - workflow.now(), input.poll_interval))

@@ -30,6 +30,7 @@ PHASE_SEARCH_ATTRIBUTE = "cid-phase-search-attribute"  # CidPhase upserted as a 
 PROOF_WHILE_CHANGING = "proof-while-changing"  # the local VSync with in-flight CIDs from DICT's log, proved
 FOLLOWER_PROOFS = "follower-proofs"  # a follower with suspects pending proves its pair all the same
 FORMAL_PURSUIT = "formal-pursuit"  # a follower whose last proof came from the log still tries for a formal one
+CATCH_UP = "follower-catch-up"  # a follower whose page came back full reads the next one sooner
 ANCHORED_DIFF = "anchored-diff"  # the CID file rolled forward with DICT's log, the diff judged after a grace
 RECONCILIATION_FAILED = "ReconciliationFailed"  # how a FAILED reconciliation ends (the result in its details)
 

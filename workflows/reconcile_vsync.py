@@ -78,8 +78,10 @@ class ReconcileInput(BaseModel):
     max_rounds: int = Field(3, ge=1)  # repair-and-verify rounds before the run fails
     max_files: int = Field(3, ge=1)  # files per round, when one ends ERROR/UNAVAILABLE or does not match its digest
     file_deadline: timedelta = timedelta(hours=6)  # from the request to AVAILABLE
+    # The file's status, from 5 s after the request, backing off to once a minute: BCB's advice, and 10 a
+    # minute per participant is DICT's limit for this call (five pairs' reconciliations at once stay within).
     poll_initial: timedelta = timedelta(seconds=5)
-    poll_max: timedelta = timedelta(minutes=5)
+    poll_max: timedelta = timedelta(minutes=1)
     approval_reminder: timedelta = timedelta(hours=4)
     approval_timeout: timedelta = timedelta(days=3)  # then NEEDS_ATTENTION; the 36 h alert fires anyway
     repair_batch: int = Field(500, ge=1, le=10_000)

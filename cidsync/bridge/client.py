@@ -8,12 +8,14 @@ Resilience comes from gRPC itself, configured once here rather than hand-written
 - Every call has a deadline; keepalive pings every 10 s (3 s timeout) find dead connections before a
   call does.
 - RESOURCE_EXHAUSTED is not retried: it becomes `RateLimited` with DICT's retry-after, so a workflow
-  can wait durably instead of burning the quota.
+  can wait durably instead of burning the quota. With a `DictBudget`, the participant's share of DICT's
+  limits is kept on our side first (`cidsync.bridge.budget`), so DICT is not asked past them at all.
 CID lists are exposed as async iterators of pages, so no caller ever holds a whole file in memory.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -29,7 +31,8 @@ import grpc
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from cidsync.bridge import convert
-from cidsync.bridge.errors import BridgeError, from_rpc_error
+from cidsync.bridge.budget import DictBudget
+from cidsync.bridge.errors import BridgeError, RateLimited, from_rpc_error
 from cidsync.bridge.models import (
     CidEventType,
     CidPage,
@@ -142,10 +145,13 @@ class BridgeClient:
         deadline: float = DEFAULT_DEADLINE,
         stream_deadline: float = DEFAULT_STREAM_DEADLINE,
         retry_attempts: int = 5,
+        budget: DictBudget | None = None,
     ) -> None:
         self.address = address
         self.deadline = deadline
         self.stream_deadline = stream_deadline
+        self.budget = budget  # DICT's rate limits kept on our side, shared by every worker (None: DICT's only)
+        self.reserve = 0.0
         options = channel_options(tls, retry_attempts)
         if tls is None:
             self._channel = grpc.aio.insecure_channel(address, options=options)
@@ -158,6 +164,22 @@ class BridgeClient:
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
+
+    def reserving(self, reserve: float) -> BridgeClient:
+        """This client (the same channel) for routine reads: it leaves the last `reserve` tokens of each of
+        DICT's buckets to the others (`cidsync.bridge.budget`)."""
+        routine = copy.copy(self)
+        routine.reserve = reserve
+        return routine
+
+    async def _spend(self, participant: str, operation: str) -> None:
+        """A token of the participant's bucket for `operation`, or DICT's refusal, before DICT sees the call."""
+        if self.budget is None:
+            return
+        wait = await self.budget.take(participant, operation, self.reserve)
+        if wait > 0:
+            raise RateLimited(f"{operation}: the participant's share of DICT's rate limit is spent for now",
+                              operation, retry_after=wait)  # fmt: skip
 
     async def check_connected(self) -> None:
         """Readiness: raises unless the channel is (or can become) connected; spends no DICT quota."""
@@ -184,6 +206,7 @@ class BridgeClient:
                 raise from_rpc_error(error, method) from None
 
     async def verify_sync(self, participant: str, key_type: KeyType, vsync: str) -> Verification:
+        await self._spend(participant, "VerifySync")
         reply: pb.VerifySyncResponse = await self._call(
             "VerifySync",
             self._stub.VerifySync,
@@ -239,6 +262,7 @@ class BridgeClient:
             stream.cancel()
 
     async def get_entry_by_cid(self, participant: str, cid: str) -> EntryByCid:
+        await self._spend(participant, "GetEntryByCid")
         reply: pb.GetEntryByCidResponse = await self._call(
             "GetEntryByCid",
             self._stub.GetEntryByCid,
@@ -249,6 +273,7 @@ class BridgeClient:
     async def list_cid_set_events(
         self, participant: str, key_type: KeyType, start: datetime, end: datetime, limit: int = 200
     ) -> CidSetEvents:
+        await self._spend(participant, "ListCidSetEvents")
         reply: pb.ListCidSetEventsResponse = await self._call(
             "ListCidSetEvents",
             self._stub.ListCidSetEvents,

@@ -235,11 +235,12 @@ async def test_pages_are_read_once_from_the_cursor_within_the_poll_interval(
     assert status.state == "in sync"
     assert status.dict_vsync == status.local_vsync == vsync(cid(i) for i in range(450))
     # Three pages (200, 200, 50), every one after the first starting at the previous page's last event,
-    # inclusively, at the poll interval; then the quiet log, backing off to the idle interval.
+    # inclusively: after a full page at the catch-up interval, after the last page with events at the poll
+    # interval; then the quiet log, backing off to the idle interval.
     starts = list(dict.fromkeys(start for _, start in world.polls))
     assert starts == [t0, *(t0 + events[i][0] for i in (199, 398, 449))]  # a repeat fills a page too
     gaps = [(b - a).total_seconds() for (a, _), (b, _) in zip(world.polls, world.polls[1:], strict=False)]
-    for gap, expected in zip(gaps, [15, 15, 15, 30, 60, 60], strict=False):
+    for gap, expected in zip(gaps, [3, 3, 15, 30, 60, 60], strict=False):
         assert expected <= gap < expected + 2  # the timer, plus a workflow task's moment
     assert len(world.proofs) == 1  # recorded once, then again only after `proof_every`
     assert world.proofs[0].ok
