@@ -68,8 +68,8 @@ class ProveInput(BaseModel):
             raise ValueError("settle must be at least 0 and shorter than window")
         return self
 
-    # A log-anchored proof speaks of its log point: one before this (a change DICT shows late keeps the
-    # point behind) says nothing of the pair now, and is no proof.
+    # A log-anchored proof speaks of its log point (`settle` before the call): one before this says nothing
+    # of the pair since, and is no proof (a reconciliation asks for a point after it began).
     not_before: datetime | None = None
 
 
@@ -145,7 +145,10 @@ class ProofActivities:
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
             in_flight=len(taken), taken=taken, log_point=point, log_ok=log_ok,
         )  # fmt: skip
-        by_log = proof.model_copy(update={"vsync": at_point, "in_flight": len(taken_at_point), "taken": taken_at_point})
+        # A log proof speaks of the instant of its point, not of now: that is its time.
+        by_log = proof.model_copy(
+            update={"vsync": at_point, "in_flight": len(taken_at_point), "taken": taken_at_point, "at": point}
+        )
         if not request.formal:
             return by_log if log_ok else proof
         try:
@@ -154,8 +157,10 @@ class ProofActivities:
             return (by_log if log_ok else proof).model_copy(update={"retry_after": limited.retry_after})
         except errors.BridgeError as error:
             raise temporal_error(error) from error
+        if log_ok and not answer.ok:
+            return by_log.model_copy(update={"formal_ok": False, "verification_id": answer.verification_id})
         answered = {"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
-        return (by_log if log_ok and not answer.ok else proof).model_copy(update=answered)
+        return proof.model_copy(update=answered)
 
     @activity.defn(name="confirm_landed")
     async def confirm_landed(self, request: ConfirmInput) -> list[str]:

@@ -249,6 +249,10 @@ async def _next_proofs(store: CIDStore, pair: PairKeys, after: datetime, within:
         if proof is None and found.last_proof_at is not None and found.last_proof_at >= after:
             proof = (found.last_proof_at - after).total_seconds()
         await asyncio.sleep(1)
+    if proof is None:  # say what was recorded, for the run's reader
+        print(f"   (no proof after {after.isoformat()}; the last recorded: {found.last_proof_kind} at "
+              f"{found.last_proof_at and found.last_proof_at.isoformat()}, formal OK at "
+              f"{found.last_ok_at and found.last_ok_at.isoformat()})", flush=True)  # fmt: skip
     return formal, proof
 
 

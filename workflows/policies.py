@@ -31,6 +31,7 @@ PROOF_WHILE_CHANGING = "proof-while-changing"  # the local VSync with in-flight 
 FOLLOWER_PROOFS = "follower-proofs"  # a follower with suspects pending proves its pair all the same
 FORMAL_PURSUIT = "formal-pursuit"  # a follower whose last proof came from the log still tries for a formal one
 CATCH_UP = "follower-catch-up"  # a follower whose page came back full reads the next one sooner
+FORMAL_AFTER_LOG = "formal-after-log"  # a reconciliation proved by DICT's log still tries for a formal OK
 ANCHORED_DIFF = "anchored-diff"  # the CID file rolled forward with DICT's log, the diff judged after a grace
 RECONCILIATION_FAILED = "ReconciliationFailed"  # how a FAILED reconciliation ends (the result in its details)
 

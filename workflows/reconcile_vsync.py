@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         BRIDGE_RETRY,
         CID_FILE_MISMATCH,
         DICT_INCONSISTENT,
+        FORMAL_AFTER_LOG,
         INVALID_ARGUMENT,
         NOTICE_RETRY,
         NOTICE_TIMEOUT,
@@ -100,6 +101,7 @@ class ReconcileInput(BaseModel):
     log_settle: timedelta = timedelta(seconds=5)  # DICT's log is read up to this long ago (it shows events late)
     proof_tries: int = Field(3, ge=1)
     proof_spacing: timedelta = timedelta(seconds=7)
+    formal_tries: int = Field(5, ge=0)  # after a proof by DICT's log, tries for a formal OK (0: none)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
@@ -357,7 +359,7 @@ class ReconcileVSync:
         NOK is a NOK at once."""
         input, p = self._input, self._progress
         request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window,
-                             settle=input.log_settle, not_before=workflow.now() - input.log_settle)  # fmt: skip
+                             settle=input.log_settle, not_before=workflow.now())  # fmt: skip
         for attempt in range(input.proof_tries):
             self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
             proof: Proof = await workflow.execute_activity_method(
@@ -372,6 +374,8 @@ class ReconcileVSync:
             await self._record_proof(proof, landed)
             if landed:
                 p.proof = proof.kind
+                if proof.kind == "log" and workflow.patched(FORMAL_AFTER_LOG):
+                    await self._pursue_formal(request)
                 return True
             if proof.kind != "none":
                 return False  # withdrawn: what it took as in flight never landed, so it is divergence
@@ -381,6 +385,29 @@ class ReconcileVSync:
                 wait = max(input.proof_spacing, timedelta(seconds=proof.retry_after))
                 await workflow.sleep(wait, summary="the next try of the proof (VerifySync: 10 a minute)")
         return False
+
+    async def _pursue_formal(self, request: ProveInput) -> None:
+        """The pair is proved by DICT's log; DICT's 36-hour rule counts formal OKs only, so a few more tries
+        (`formal_tries`, `proof_spacing` apart, no log read) for one. A NOK now is DICT's answer to a
+        prediction a change in flight spoiled, not to the pair: not recorded."""
+        input, p = self._input, self._progress
+        request, retry_after = request.model_copy(update={"read_log": False}), 0.0
+        for attempt in range(input.formal_tries):
+            wait = max(input.proof_spacing, timedelta(seconds=retry_after))
+            await workflow.sleep(wait, summary="the next try for a formal OK (VerifySync: 10 a minute)")
+            self._phase("verifying", f"proved by DICT's log; VerifySync for a formal OK (try {attempt + 1})")
+            proof: Proof = await workflow.execute_activity_method(
+                ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
+                schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
+                summary="VerifySync of the local VSync, for a formal OK",
+            )  # fmt: skip
+            retry_after = proof.retry_after
+            if proof.formal_ok is not None:
+                p.verifications += 1
+            if proof.formal_ok:
+                await self._record_proof(proof, True)
+                p.proof = "formal"
+                return
 
     async def _landed(self, proof: Proof) -> bool:
         """A proof that took CIDs from DICT's log as in flight stands once they have landed (a grace later)."""
@@ -402,12 +429,23 @@ class ReconcileVSync:
         return not missing
 
     async def _record_proof(self, proof: Proof, landed: bool) -> None:
-        """Where the freshness check reads it: DICT's NOK; its OK, once the proof's in-flight CIDs landed; or
-        else a log-anchored proof that landed. A withdrawn proof is only logged."""
-        if proof.formal_ok is False or (proof.formal_ok and landed):
-            kind, ok = "formal", bool(proof.formal_ok)
+        """Where the freshness check reads it: DICT's OK, once the proof's in-flight CIDs landed; else a
+        log-anchored proof that landed; else DICT's NOK when nothing was in flight. A withdrawn proof, and a
+        NOK that met changes in flight, are only logged (runs from before `formal-after-log` recorded
+        every NOK)."""
+        if not workflow.patched(FORMAL_AFTER_LOG):
+            if proof.formal_ok is False or (proof.formal_ok and landed):
+                kind, ok = "formal", bool(proof.formal_ok)
+            elif proof.log_ok and landed:
+                kind, ok = "log", True
+            else:
+                return
+        elif proof.formal_ok and landed:
+            kind, ok = "formal", True
         elif proof.log_ok and landed:
-            kind, ok = "log", True
+            kind, ok = "log", True  # DICT's NOK beside it answered a prediction a change in flight spoiled
+        elif proof.formal_ok is False and not proof.in_flight and not proof.log_ok:
+            kind, ok = "formal", False  # nothing in flight, no proof by the log: the pair's NOK
         else:
             return
         record = VerificationRecord(

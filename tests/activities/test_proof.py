@@ -3,7 +3,7 @@ proved when it truly differs; the local set ahead of DICT's log, seen as of the 
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,3 +106,19 @@ async def test_a_local_change_dict_never_saw_is_undone_then_withdrawn(
 def test_the_settle_is_shorter_than_the_window() -> None:
     with pytest.raises(ValueError, match="settle"):
         ask("12345678", window=1.0, settle=1.0)
+
+
+async def test_a_log_proof_of_an_instant_before_it_was_asked_is_no_proof(
+    proofs: ProofActivities, simulator_admin: SimulatorAdmin, participant: str
+) -> None:
+    """DICT diverged a moment ago, inside the log's settle: the log read ends before the divergence, where the
+    pair was in sync. That speaks of the past: a reconciliation asks for a point after it began."""
+    await seed_pair(simulator_admin, proofs.store, pair_entries(participant, KeyType.PHONE, 20, seed=36))
+    await asyncio.sleep(1.5)
+    asked = datetime.now(UTC)
+    await simulator_admin.diverge(participant, KeyType.PHONE, add=1, remove=1, seed=5)
+    past = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"formal": False}))
+    assert (past.kind, past.log_point < asked) == ("log", True)  # true of its instant, recorded as of it
+    assert past.at == past.log_point
+    proof = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"not_before": asked}))
+    assert (proof.kind, proof.formal_ok, proof.log_ok) == ("none", False, False)
