@@ -4,7 +4,7 @@ DICT's rule wants the participant's VSync to equal DICT's, but a busy pair's loc
 pipeline's latency, so the local VSync alone almost never matches. One call here:
 1. reads DICT's CID event log from `window` ago up to `settle` ago (DICT shows an event a moment after
    it is made, and may show it behind later ones: what is older than `settle` is all shown), at most
-   `max_pages`;
+   `max_pages`; and, for the formal proof, from there to now (what is shown of the changes in flight);
 2. reads, at one instant, the local VSync, which of those CIDs the local set holds, and the set's own
    journal of its last changes;
 3. the formal proof: predicts DICT's VSync now (`cidsync.anchor.predict`): the local one, with each CID
@@ -89,6 +89,9 @@ class Proof(BaseModel):
     formal_ok: bool | None = None  # VerifySync's answer; None when not asked or rate limited
     verification_id: str = ""
     retry_after: float = 0.0  # seconds, when VerifySync was rate limited
+    # Events DICT's log showed in the window and changes the local journal holds: 0 when the pair was quiet,
+    # so a NOK then is the pair's own (not a prediction spoilt by a change in flight).
+    changes: int = 0
 
     @property
     def kind(self) -> str:
@@ -116,34 +119,33 @@ class ProofActivities:
     async def prove_sync(self, request: ProveInput) -> Proof:
         now = self.clock()
         end = now - request.settle
-        cursor, events, verifier, covered = Cursor(start=now - request.window), list[CidSetEvent](), "", False
-        for _ in range(request.max_pages if request.read_log else 0):
-            try:
-                page, fresh, cursor = await read_log_page(
-                    self.bridge, request.participant, request.key_type, cursor, end, MAX_EVENTS, keep_limits=True
-                )
-            except errors.RateLimited as limited:  # no proof this time: the workflow waits and tries again
-                return Proof(participant=request.participant, key_type=request.key_type, at=now, vsync="",
-                             in_flight=0, log_point=now, log_ok=False, retry_after=limited.retry_after)  # fmt: skip
-            events += fresh
-            verifier = page.verifier_end
-            if not page.has_more:
-                covered = True
-                break
+        settled: list[CidSetEvent] = []  # DICT's log up to `end`: all shown by now, for the log proof
+        recent: list[CidSetEvent] = []  # after it, up to now: what may be in flight, for the formal one
+        verifier, covered = "", False
+        try:
+            if request.read_log:
+                settled, verifier, covered = await self._read(request, now - request.window, end)
+                if request.formal and request.settle:
+                    recent, _, _ = await self._read(request, end, now)
+        except errors.RateLimited as limited:  # no proof this time: the workflow waits and tries again
+            return Proof(participant=request.participant, key_type=request.key_type, at=now, vsync="", in_flight=0,
+                         log_point=now, log_ok=False, retry_after=limited.retry_after)  # fmt: skip
         # The page's verifier is DICT's VSync after its last event, so at `end` too once the page is the last.
-        point = end if covered or not events else events[-1].timestamp
-        states = dict_states(events)
+        point = end if covered or not settled else settled[-1].timestamp
+        at_end = {c: s.in_dict for c, s in dict_states(settled).items()}
+        latest = {c: s.in_dict for c, s in dict_states([*settled, *recent]).items()}
         look_back = request.settle + (request.window - request.settle) / 2
         view = await self.store.local_view(
-            PairKeys(request.participant, request.key_type), list(states), changes_since=now - look_back
+            PairKeys(request.participant, request.key_type), list(latest), changes_since=now - look_back
         )
-        in_dict = {c: s.in_dict for c, s in states.items()}
-        predicted, taken = predict(view.vsync, in_dict, view.members)
-        at_point, taken_at_point = as_of(view.vsync, in_dict, view.members, view.changes)
+        local = dict(zip(latest, view.members, strict=True))
+        predicted, taken = predict(view.vsync, latest, view.members)
+        at_point, taken_at_point = as_of(view.vsync, at_end, [local[c] for c in at_end], view.changes)
         log_ok = covered and at_point == verifier and (request.not_before is None or point >= request.not_before)
         proof = Proof(
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
             in_flight=len(taken), taken=taken, log_point=point, log_ok=log_ok,
+            changes=len(settled) + len(recent) + len(view.changes),
         )  # fmt: skip
         # A log proof speaks of the instant of its point, not of now: that is its time.
         by_log = proof.model_copy(
@@ -161,6 +163,20 @@ class ProofActivities:
             return by_log.model_copy(update={"formal_ok": False, "verification_id": answer.verification_id})
         answered = {"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
         return proof.model_copy(update=answered)
+
+    async def _read(self, request: ProveInput, start: datetime, end: datetime) -> tuple[list[CidSetEvent], str, bool]:
+        """DICT's log from `start` to `end`, at most `max_pages`: its events, the verifier after the last page,
+        and whether the pages covered it all. A rate limit stays `RateLimited`."""
+        cursor, events, verifier = Cursor(start=start), list[CidSetEvent](), ""
+        for _ in range(request.max_pages):
+            page, fresh, cursor = await read_log_page(
+                self.bridge, request.participant, request.key_type, cursor, end, MAX_EVENTS, keep_limits=True
+            )
+            events += fresh
+            verifier = page.verifier_end
+            if not page.has_more:
+                return events, verifier, True
+        return events, verifier, False
 
     @activity.defn(name="confirm_landed")
     async def confirm_landed(self, request: ConfirmInput) -> list[str]:

@@ -379,8 +379,8 @@ class ReconcileVSync:
                 return True
             if proof.kind != "none":
                 return False  # withdrawn: what it took as in flight never landed, so it is divergence
-            if proof.formal_ok is False and not proof.in_flight:
-                return False  # nothing was in flight: a real NOK
+            if proof.formal_ok is False and not proof.in_flight and not proof.changes:
+                return False  # nothing was in flight and the pair was quiet: a real NOK
             if attempt + 1 < input.proof_tries:
                 wait = max(input.proof_spacing, timedelta(seconds=proof.retry_after))
                 await workflow.sleep(wait, summary="the next try of the proof (VerifySync: 10 a minute)")
@@ -444,8 +444,8 @@ class ReconcileVSync:
             kind, ok = "formal", True
         elif proof.log_ok and landed:
             kind, ok = "log", True  # DICT's NOK beside it answered a prediction a change in flight spoiled
-        elif proof.formal_ok is False and not proof.in_flight and not proof.log_ok:
-            kind, ok = "formal", False  # nothing in flight, no proof by the log: the pair's NOK
+        elif proof.formal_ok is False and not proof.in_flight and not proof.changes and not proof.log_ok:
+            kind, ok = "formal", False  # nothing in flight, a quiet pair, no proof by the log: the pair's NOK
         else:
             return
         record = VerificationRecord(

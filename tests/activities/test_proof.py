@@ -120,5 +120,10 @@ async def test_a_log_proof_of_an_instant_before_it_was_asked_is_no_proof(
     past = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"formal": False}))
     assert (past.kind, past.log_point < asked) == ("log", True)  # true of its instant, recorded as of it
     assert past.at == past.log_point
+    # Asked for a point after the divergence: the log cannot prove it yet. The formal proof takes the
+    # divergence DICT's recent log shows as in flight, provisionally, and `confirm_landed` withdraws it.
     proof = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"not_before": asked}))
-    assert (proof.kind, proof.formal_ok, proof.log_ok) == ("none", False, False)
+    assert (proof.kind, proof.log_ok, proof.in_flight) == ("formal", False, 2)
+    missing = await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
+                                                       taken=proof.taken))  # fmt: skip
+    assert sorted(missing) == sorted(proof.taken)

@@ -89,14 +89,11 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
         await core.landed(during)
 
         # While events flow, DICT is always a little ahead of the local store (each change is made in DICT
-        # first), so a run may use up its rounds and fail loudly; it must never end any other way.
+        # first): every pair is proved all the same, formally or by DICT's log, and the two diverged repaired.
         for result in first:
-            assert result.outcome in (Outcome.OK, Outcome.REPAIRED, Outcome.FAILED), result
-            if result.outcome is Outcome.FAILED:
-                assert result.reason in (
-                    "DICT still answers NOK after 3 repair rounds",
-                    "no proof while the pair changes, and the last CID file found no divergence",
-                ), result
+            assert result.outcome in (Outcome.OK, Outcome.REPAIRED), result
+            assert result.proof in ("formal", "log"), result
+        assert {r.key_type for r in first if r.outcome is Outcome.REPAIRED} == {KeyType.EVP, KeyType.CPF}
         assert sum(r.added + r.removed for r in first) >= 10  # the injected divergence was repaired
         # Once the events have landed, nothing more is repaired, and yet DICT agrees with every pair: no
         # repair from an older snapshot undid an event, none was left undone.
@@ -185,7 +182,6 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
     # new one's repair: "vanished"); no repair refused or made for a key that was only in flight.
     assert (evp.divergence, evp.added, evp.removed + evp.vanished, evp.skipped, evp.decision) == (5, 3, 2, 0, ""), evp
     assert (cpf.divergence, cpf.added, cpf.removed, cpf.skipped, cpf.decision) == (0, 0, 0, 0, ""), cpf
-    assert evp.in_flight + cpf.in_flight > 0  # the diffs did meet changes in flight, and let them land
     # Proved while the traffic goes on: formally (VerifySync OK of the predicted VSync) or by DICT's log
     # (its verifier against the local set as of the log's point), never by pausing.
     assert (evp.outcome, cpf.outcome) == (Outcome.REPAIRED, Outcome.OK), (evp, cpf)
