@@ -362,13 +362,9 @@ class ReconcileVSync:
                              settle=input.log_settle, not_before=workflow.now())  # fmt: skip
         for attempt in range(input.proof_tries):
             self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
-            proof: Proof = await workflow.execute_activity_method(
-                ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
-                schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
-                summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
-            )  # fmt: skip
-            if proof.formal_ok is not None:
-                p.verifications += 1
+            proof = await self._try_proof(
+                request, "VerifySync of the local VSync, in-flight CIDs as DICT's log has them"
+            )
             self._phase("verified", f"{proof.kind} ({proof.in_flight} CIDs in flight)")
             landed = proof.kind != "none" and await self._landed(proof)
             await self._record_proof(proof, landed)
@@ -386,6 +382,15 @@ class ReconcileVSync:
                 await workflow.sleep(wait, summary="the next try of the proof (VerifySync: 10 a minute)")
         return False
 
+    async def _try_proof(self, request: ProveInput, summary: str) -> Proof:
+        proof: Proof = await workflow.execute_activity_method(
+            ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
+            schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY, summary=summary,
+        )  # fmt: skip
+        if proof.formal_ok is not None:
+            self._progress.verifications += 1
+        return proof
+
     async def _pursue_formal(self, request: ProveInput) -> None:
         """The pair is proved by DICT's log; DICT's 36-hour rule counts formal OKs only, so a few more tries
         (`formal_tries`, `proof_spacing` apart, no log read) for one. A NOK now is DICT's answer to a
@@ -396,14 +401,8 @@ class ReconcileVSync:
             wait = max(input.proof_spacing, timedelta(seconds=retry_after))
             await workflow.sleep(wait, summary="the next try for a formal OK (VerifySync: 10 a minute)")
             self._phase("verifying", f"proved by DICT's log; VerifySync for a formal OK (try {attempt + 1})")
-            proof: Proof = await workflow.execute_activity_method(
-                ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
-                schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
-                summary="VerifySync of the local VSync, for a formal OK",
-            )  # fmt: skip
+            proof = await self._try_proof(request, "VerifySync of the local VSync, for a formal OK")
             retry_after = proof.retry_after
-            if proof.formal_ok is not None:
-                p.verifications += 1
             if proof.formal_ok:
                 await self._record_proof(proof, True)
                 p.proof = "formal"
