@@ -135,7 +135,7 @@ class FollowInput(BaseModel):
     max_pending: int = Field(2_000, ge=1)  # suspects in grace above this go to ReconcileVSync at once
     unexplained_after: timedelta = timedelta(minutes=10)
     reconcile_threshold: int = Field(100, ge=0)  # the handed-over reconciliation's approval threshold
-    proof_every: timedelta = timedelta(minutes=10)
+    proof_every: timedelta = timedelta(minutes=5)  # a proof of some kind at least this often, busy or not
     log_settle: timedelta = timedelta(seconds=5)  # DICT's log read up to this long ago (it shows events late)
     max_watches: int = Field(5_000, ge=0)  # agreeing removals watched through their grace, the newest kept
     polls_per_run: int = Field(500, ge=1)  # then continue as new
