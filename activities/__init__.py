@@ -1,1 +1,1 @@
-"""activities: see ../shared/STYLE.md for what belongs here."""
+"""activities: thin wrappers of the side effects (the CID store, the Bridge, Pulsar), a class per dependency."""

@@ -10,7 +10,7 @@
   error details: the workflow then waits on a durable timer that the Web UI shows as such.
 
 There is no activity for `GetEntryByCid`: its answer is an entry, personal data that must never be an
-activity result (DESIGN.md §5). The repair activity calls it and keeps the entry between DICT and Redis.
+activity result (docs/design.md §5). The repair activity calls it and keeps the entry between DICT and Redis.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reconciliation's CID file: DICT's list streamed into the round's scratch set, and the diff in Redis.
 
-Nothing of the CID list passes through workflow history (DESIGN.md §3): pages go from the Bridge
+Nothing of the CID list passes through workflow history (docs/design.md §3): pages go from the Bridge
 straight into a Redis set under the pair's hash tag (`CIDStore.add_file_page`), and the workflow only
 ever sees counts.
 

@@ -2,7 +2,7 @@
 
 The store itself (key layout, key ids, Lua scripts, models) is the library in `cidsync/store/`, shared
 with the starter and the CLI. What crosses these activities is the minimal change (ids, key id, CID,
-sequence) and counts: never a PIX key or an entry (DESIGN.md §5).
+sequence) and counts: never a PIX key or an entry (docs/design.md §5).
 """
 
 from __future__ import annotations

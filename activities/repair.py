@@ -12,7 +12,7 @@ harmless (the compare-and-set sees the repair already made). Only counts go back
 
 The entries cross this activity from the Bridge into Redis (the outbox, for core) and never into workflow
 history: the input names the round's scratch keys, the result is counts, and no failure message carries
-an entry (DESIGN.md §5).
+an entry (docs/design.md §5).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RepairInput(BaseModel):
     reconciliation_id: str
     batch_size: int = 500
     concurrency: int = 8  # GetEntryByCid calls in flight
-    entries_per_minute: int = 1_200  # DICT's refill rate for GetEntryByCid (DESIGN.md §1)
+    entries_per_minute: int = 1_200  # DICT's refill rate for GetEntryByCid (docs/design.md §1)
 
 
 class RepairResult(BaseModel):

@@ -2,7 +2,7 @@
 
 - raw producer: the native client's `send_async` with a bare callback, from a plain thread (no event loop),
   of prebuilt payloads with the same batching, compression, properties, partition keys and timestamps as
-  `EntryEventProducer`: what the client library itself reaches with these messages (PERF.md's producer
+  `EntryEventProducer`: what the client library itself reaches with these messages (the ceilings' producer
   row). An asyncio producer pays for the loop on top: `pulsar.asyncio`'s own `send`, one future each,
   reached about 0.4 of it here;
 - raw Pulsar -> Redis: the same messages consumed in batches (one consumer per topic), each parsed as JSON,

@@ -1,4 +1,4 @@
-"""Reading back everything Temporal keeps, decoded, to prove no personal value is in it (DESIGN.md §5).
+"""Reading back everything Temporal keeps, decoded, to prove no personal value is in it (docs/design.md §5).
 
 Every workflow of a namespace: its full history (every payload decoded by the data converter, every
 string of every event), its description (memo, search attributes, summaries, pending activities) and its
@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cidsync.entry import Entry
 
-# The entry's personal fields (DESIGN.md §5): no decoded payload may even name them.
+# The entry's personal fields (docs/design.md §5): no decoded payload may even name them.
 PERSONAL_FIELDS = {"key", "owner_name", "owner_trade_name", "owner_tax_id", "account_number", "branch", "entry"}
 
 

@@ -1,4 +1,4 @@
-"""CID and VSync math, exactly as the BCB DICT API spec defines them (DESIGN.md §1).
+"""CID and VSync math, exactly as the BCB DICT API spec defines them (docs/design.md §1).
 
 Pure functions with no I/O, so workflows may call them. Checked against the published vectors in
 tests/domain/test_cid.py.

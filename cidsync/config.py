@@ -1,4 +1,4 @@
-"""Configuration, resolved the same way by every command (DESIGN.md §7).
+"""Configuration, resolved the same way by every command (docs/design.md §7).
 
 For each setting the first of these wins: a command-line flag, the environment variable, the endpoint
 of a running `cidsync dev up` (its state file), the built-in default. So a developer types nothing,
@@ -17,7 +17,7 @@ from cidsync.bridge.budget import parse_budgets
 from cidsync.entry import PARTICIPANT
 from cidsync.errors import InvalidInput, Problem
 
-# Setting name -> environment variable; the names DESIGN.md §7 fixes.
+# Setting name -> environment variable; the names docs/design.md §7 fixes.
 ENVIRONMENT: Mapping[str, str] = {
     "temporal_address": "TEMPORAL_ADDRESS",
     "temporal_namespace": "TEMPORAL_NAMESPACE",

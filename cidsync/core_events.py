@@ -1,4 +1,4 @@
-"""What cidsync tells core banking on `core-events` (DESIGN.md §1 "Local means our store plus a notification
+"""What cidsync tells core banking on `core-events` (docs/design.md §1 "Local means our store plus a notification
 to core banking"; §3): the entries reconciliation changed, and how each reconciliation ended.
 
 Every event carries a deterministic `event_id` (a UUIDv5 of what it reports), so a notification published

@@ -1,11 +1,11 @@
 """A DICT entry as core banking describes it, validated by DICT's own rules.
 
-Validation here is what DICT itself would accept (DESIGN.md §1), no stricter and no looser: cidsync
+Validation here is what DICT itself would accept (docs/design.md §1), no stricter and no looser: cidsync
 mirrors DICT, it does not gatekeep it. An entry DICT holds must never be refused here, or its CID would
 silently go missing from the VSync. So nothing is normalised either: an upper-case e-mail is an error,
 not something we lower-case, because the CID of the lowered key would not be the CID DICT computed.
 
-Messages never echo the offending value: keys, names and tax ids are personal data (DESIGN.md §5), and
+Messages never echo the offending value: keys, names and tax ids are personal data (docs/design.md §5), and
 these messages travel to stderr, logs and dead-letter properties.
 """
 
@@ -114,7 +114,7 @@ def key_problem(key_type: KeyType, key: str) -> str | None:
 
 
 class Entry(BaseModel):
-    """The `entry` object of the event contract (DESIGN.md §2).
+    """The `entry` object of the event contract (docs/design.md §2).
 
     Field order matters: pydantic validates in declaration order, so `key` can be checked against an
     already-valid `key_type`, and `owner_tax_id` against `owner_type`, while every independent field

@@ -1,4 +1,4 @@
-"""The entry-event contract with core banking, schema v1 (DESIGN.md §2).
+"""The entry-event contract with core banking, schema v1 (docs/design.md §2).
 
 `sequence` is core's commit order for the key and is what orders events; arrival order never does.
 A message that does not parse here can never succeed: the starter dead-letters it with

@@ -1,4 +1,4 @@
-"""Following DICT's CID event log (continuous verification, DESIGN.md §3): the rules, with no I/O.
+"""Following DICT's CID event log (continuous verification, docs/design.md §3): the rules, with no I/O.
 
 DICT's log (`listCidSetEvents`) says, per pair, which CIDs joined (ADDED) and left (REMOVED) its set and
 when, 200 at a time, paged by time with an inclusive start. From it:

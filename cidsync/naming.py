@@ -1,6 +1,6 @@
 """Names Temporal sees: deterministic workflow ids, search attributes, one-line summaries.
 
-None of them carries personal data (DESIGN.md §5): ids use the entry id and sequence, never the key; a
+None of them carries personal data (docs/design.md §5): ids use the entry id and sequence, never the key; a
 key is named by its key id (a keyed hash, `cidsync key-id`), so an operator can find its runs without it.
 """
 
@@ -86,7 +86,7 @@ def event_summary(change: CIDChange) -> str:
 
 
 def reconcile_workflow_id(participant: str, key_type: KeyType) -> str:
-    """`reconcile-<participant>-<key type>`: one reconciliation per pair at a time (DESIGN.md §3)."""
+    """`reconcile-<participant>-<key type>`: one reconciliation per pair at a time (docs/design.md §3)."""
     return f"reconcile-{participant}-{key_type.value}"
 
 

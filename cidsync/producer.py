@@ -4,11 +4,11 @@ Guarantees, and why:
 - Nothing invalid leaves: the event is built and validated before any send, so an invalid entry
   raises `InvalidInput` and publishes nothing.
 - Per-entry order: the partition key is the entry id, so each entry's events stay on one partition, in
-  order. Consumers still order by `sequence` (DESIGN.md §2), which survives retries and reordering.
+  order. Consumers still order by `sequence` (docs/design.md §2), which survives retries and reordering.
 - No silent failure: a failed send is retried (1 s, 2 s, 4 s by default); after that the event goes to
   the dead-letter topic with the error in its properties, and the caller gets `PublishFailed` either
   way. Delivery is at least once: a retry after a lost acknowledgement can duplicate a message, which
-  the consumer's deterministic workflow ids and versioned apply absorb (DESIGN.md §4).
+  the consumer's deterministic workflow ids and versioned apply absorb (docs/design.md §4).
 - Only what the broker acknowledged counts as sent, in the metrics and in `stats`.
 
 Personal data (the key, names, tax ids) never reaches logs, metrics or message properties.
@@ -101,7 +101,7 @@ class PublishFailed(Exception):
 class SequenceClock:
     """Strictly increasing sequences from the wall clock in nanoseconds.
 
-    DESIGN.md §2: `sequence` increases strictly for each key over its whole life. Core banking should
+    docs/design.md §2: `sequence` increases strictly for each key over its whole life. Core banking should
     pass its own commit sequence; this default keeps one producer strictly increasing and, being
     time-based, orders events of producers whose clocks agree.
     """

@@ -1,4 +1,4 @@
-"""The Pulsar topics of the contract with core banking (DESIGN.md §2), in one place.
+"""The Pulsar topics of the contract with core banking (docs/design.md §2), in one place.
 
 The producer and the starter bridge both route by these, so a renamed topic cannot split them.
 """

@@ -1,1 +1,1 @@
-"""starters: see ../shared/STYLE.md for what belongs here."""
+"""starters: outside input (Pulsar entry events, CLI calls, schedules) turned into workflow starts."""

@@ -1,11 +1,11 @@
-"""The starter bridge: entry events from Pulsar become Temporal workflow starts (DESIGN.md §2, §3, §4).
+"""The starter bridge: entry events from Pulsar become Temporal workflow starts (docs/design.md §2, §3, §4).
 
 For each message:
 - it does not parse or breaks the contract: dead-letter it with the reason, then ack (it can never
   succeed);
 - else it becomes its minimal change (`CIDChange.of_event`: ids, the key's keyed hash, the CID, the
   sequence). The entry itself, with its personal data, goes no further than this process's memory:
-  Temporal sees the change only (DESIGN.md §5);
+  Temporal sees the change only (docs/design.md §5);
 - its idempotency mark is in Redis: it was applied already; ack (in batch mode the marks of a whole
   batch are looked up in one pipelined round trip, just before its start);
 - else start its workflow with the deterministic id (USE_EXISTING + REJECT_DUPLICATE) and ack only once
@@ -14,7 +14,7 @@ For each message:
   `max_redeliveries` dead-letter it with the last error.
 
 Dead-lettering after N redeliveries is done here rather than by the client's dead-letter policy, on
-purpose: with producer batching, a nack redelivers the whole batch (STACK.md), so a valid message
+purpose: with producer batching, a nack redelivers the whole batch (docs/stack.md), so a valid message
 inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
 unprocessed. Here each message is processed before its count is looked at.
 
@@ -459,7 +459,7 @@ def _counters(stats: StarterStats) -> str:
 async def run_starter(
     temporal: Client, settings: Settings, config: StarterConfig, stop: asyncio.Event, health: Health | None = None
 ) -> StarterStats:
-    """Run until `stop` is set, then drain. Builds the clients it needs and closes them in order (STACK.md):
+    """Run until `stop` is set, then drain. Builds the clients it needs and closes them in order (docs/stack.md):
     the Pulsar consumer and client first, then the store. `health` gets a probe per dependency."""
     if settings.key_secret is None:
         logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")

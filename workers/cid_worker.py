@@ -1,9 +1,9 @@
 """The cidsync worker: registers the workflows and activities and owns their clients' lifecycle.
 
-Clients are built once here and injected into the activity classes (STYLE.md): the CID store (Redis) for
+Clients are built once here and injected into the activity classes (docs/development.md): the CID store (Redis) for
 ingestion and reconciliation's scratch sets, the Bridge for DICT, and a Pulsar producer for `core-events`.
 
-Shutdown order (STACK.md): stop polling and let in-flight activities finish within the graceful timeout,
+Shutdown order (docs/stack.md): stop polling and let in-flight activities finish within the graceful timeout,
 then close the clients the activities used (Pulsar producer and client, Bridge channel, Redis). The
 Temporal client needs no close.
 """

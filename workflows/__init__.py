@@ -1,1 +1,1 @@
-"""workflows: see ../shared/STYLE.md for what belongs here."""
+"""workflows: the durable lifecycles, one workflow a module; deterministic code only (docs/development.md)."""

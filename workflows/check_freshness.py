@@ -1,6 +1,6 @@
 """CheckVerificationFreshness: alert when a pair's last OK verification is older than DICT allows.
 
-DICT expects every (participant, key type) to be verified OK at least every 36 hours (DESIGN.md §1). The
+DICT expects every (participant, key type) to be verified OK at least every 36 hours (docs/design.md §1). The
 daily verification should keep every pair far inside that; this check, on its own hourly Schedule, is what
 notices when it does not (a failing DICT, a reconciliation awaiting approval, a stopped worker). The alert
 is three things at once: a metric (`cidsync_verification_stale`, per pair), a warning log, and a

@@ -1,7 +1,7 @@
 """What the three per-event workflows share: how an event's change is applied, and what a run returns.
 
 The input is the starter's minimal change (`cidsync.store.models.CIDChange`): ids, the key id, the CID and
-the sequence. No entry, PIX key or name ever enters these workflows (DESIGN.md §3, §5).
+the sequence. No entry, PIX key or name ever enters these workflows (docs/design.md §3, §5).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def expect(change: CIDChange, *types: EventType) -> None:
 async def apply(change: CIDChange) -> CIDResult:
     # A local activity: it runs in this worker straight after the workflow task, so a run is one workflow
     # task at the server, as a no-op workflow is; a regular activity added a task and its events, and the
-    # server is what bounds per-event mode (PERF.md). The apply is one atomic, idempotent script, so the
+    # server is what bounds per-event mode (docs/development.md). The apply is one atomic, idempotent script, so the
     # at-least-once of a local activity (run again if the worker dies before the task completes) is safe.
     result: ApplyResult = await workflow.execute_local_activity_method(
         StoreActivities.apply_change, change, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY,

@@ -1,6 +1,6 @@
 """ReconcileVSync: prove a (participant, key type)'s VSync to DICT and, on NOK, repair the local base.
 
-DESIGN.md §1 "Reconciliation rule" and §3. One run per pair at a time: the workflow id is the pair's
+docs/design.md §1 "Reconciliation rule" and §3. One run per pair at a time: the workflow id is the pair's
 (`reconcile-<participant>-<key type>`) and every start uses USE_EXISTING, so a second trigger joins.
 
 Each round: verify. OK ends the run. NOK: begin watching the pair's keys (an event from now on makes its

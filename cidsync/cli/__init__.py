@@ -1,8 +1,8 @@
 """The `cidsync` command: the composition root that wires configuration to every role.
 
-Exit status, for every command (DESIGN.md §7): 0 success, 2 invalid input (the reason on stderr, one
+Exit status, for every command (docs/design.md §7): 0 success, 2 invalid input (the reason on stderr, one
 line per bad field), 1 any other failure. The process ends with `os._exit` after flushing: a process
-that used the Temporal client can abort at interpreter exit (sdk-python issue 300, STACK.md), and a
+that used the Temporal client can abort at interpreter exit (sdk-python issue 300, docs/stack.md), and a
 one-shot command must never lose its exit status to that.
 """
 

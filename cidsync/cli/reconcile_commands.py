@@ -1,6 +1,6 @@
 """`cidsync reconcile ...` and `cidsync schedule ensure`: operators' entry points to ReconcileVSync.
 
-`reconcile --wait` prints one JSON object (DESIGN.md §7): `workflow_id`, `outcome` (OK, REPAIRED,
+`reconcile --wait` prints one JSON object (docs/design.md §7): `workflow_id`, `outcome` (OK, REPAIRED,
 NEEDS_ATTENTION, FAILED), `added`, `removed`, `verifications`, and the rest of the run's counts. OK and
 REPAIRED exit 0; NEEDS_ATTENTION and FAILED exit 1 with the reason on stderr, so a cron job notices.
 """

@@ -1,6 +1,6 @@
 """`cidsync worker`, `cidsync starter` and `cidsync vsync`: the long-running roles and the store view.
 
-Each role runs until SIGTERM or SIGINT, then drains and shuts down in order (STACK.md).
+Each role runs until SIGTERM or SIGINT, then drains and shuts down in order (docs/stack.md).
 """
 
 from __future__ import annotations

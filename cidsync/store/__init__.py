@@ -1,7 +1,7 @@
 """The CID store: the library every role shares (the starter, the worker's activities, the CLI, benches).
 
 Redis holds, per (participant, key type), every key under one hash tag, so the pair lives in one Redis
-Cluster slot and one Lua script may touch all of it (DESIGN.md §5). `layout` names the keys, `key_id`
+Cluster slot and one Lua script may touch all of it (docs/design.md §5). `layout` names the keys, `key_id`
 hashes PIX keys, `models` holds the changes and results, `scripts` the Lua, and `cid_store.CIDStore` is
 the API. Nothing here imports Temporal: `activities/` wraps this library, one side effect per activity.
 

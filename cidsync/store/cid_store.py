@@ -1,4 +1,4 @@
-"""`CIDStore`: the CID store's API over Redis, for every role (DESIGN.md §3: the store is a library).
+"""`CIDStore`: the CID store's API over Redis, for every role (docs/design.md §3: the store is a library).
 
 Built once per process with its Redis client injected (`cidsync.redis_client`): one Redis or a Redis
 Cluster, the same calls for both. The starter checks marks,
@@ -69,7 +69,7 @@ _REDIS_SCRIPT = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 
 
 def _apply_attributes(change: CIDChange) -> dict[str, str | int]:
-    """A span about one apply: ids, the key id and the pair; no key, no CID (DESIGN.md §5)."""
+    """A span about one apply: ids, the key id and the pair; no key, no CID (docs/design.md §5)."""
     return {**_REDIS_SCRIPT, "cidsync.event_id": str(change.event_id), "cidsync.participant": change.participant,
             "cidsync.key_type": change.key_type.value, "cidsync.key_id": change.key_id,
             "cidsync.sequence": change.sequence}  # fmt: skip

@@ -20,7 +20,7 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
 Outside any pair: `cidsync:key-secret` holds a fingerprint of the key secret (see `key_id`).
 
 A key id, never the PIX key, names a key: the store holds no personal data but the outbox's entries,
-which wait there for core (with a TTL) as DESIGN.md §5 allows.
+which wait there for core (with a TTL) as docs/design.md §5 allows.
 """
 
 from __future__ import annotations

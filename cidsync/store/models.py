@@ -1,6 +1,6 @@
 """What goes into the store and what comes out: the minimal change of an event, and results as counts.
 
-`CIDChange` is everything Temporal sees of an entry event (DESIGN.md §3, §5): ids, the key id (a keyed
+`CIDChange` is everything Temporal sees of an entry event (docs/design.md §3, §5): ids, the key id (a keyed
 hash, see `key_id`), the CID and the sequence. The starter builds it from the validated event
 (`CIDChange.of_event`); the PIX key, the owner's name and tax id and the account never leave the starter.
 The models validate what they carry, so a change that could only have come from a bug (a delete with a

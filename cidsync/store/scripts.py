@@ -1,7 +1,7 @@
 """The store's Lua scripts: each change is one atomic step, so the invariants hold between any two commands.
 
 (I1) the VSync is the XOR of the set, (I2) a key has at most one current CID, (I3) any permutation and
-duplication of a history gives the state of applying it once in sequence order (DESIGN.md §4).
+duplication of a history gives the state of applying it once in sequence order (docs/design.md §4).
 Sequences are compared as zero-padded strings, because Lua numbers are doubles and core's sequences
 (nanosecond timestamps) do not fit 53 bits.
 """

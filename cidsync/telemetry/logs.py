@@ -2,7 +2,7 @@
 
 A JSON line carries what ties it to the rest of the telemetry: the trace and span ids of the current span,
 the workflow id and run id (from the SDK's workflow and activity loggers, which attach them to each record),
-the event id and the counters where the code passes them. Messages never hold personal data (DESIGN.md §5);
+the event id and the counters where the code passes them. Messages never hold personal data (docs/design.md §5);
 nothing here adds any.
 """
 

@@ -168,7 +168,7 @@ def messaging_attributes(operation: str, destination: str) -> dict[str, str | in
 
 
 def event_attributes(event_id: str, event_type: str, entry_id: str, sequence: int) -> dict[str, str | int]:
-    """What every span about one entry event carries: ids only, never the entry (DESIGN.md §5)."""
+    """What every span about one entry event carries: ids only, never the entry (docs/design.md §5)."""
     return {
         "cidsync.event_id": event_id,
         "cidsync.event_type": event_type,

@@ -76,5 +76,5 @@ async def test_invalid_requests_are_not_retried(bridge: BridgeActivities) -> Non
 
 async def test_no_bridge_activity_returns_an_entry(bridge: BridgeActivities) -> None:
     """An entry is personal data: GetEntryByCid is called inside the repair activity, never as an activity
-    whose result Temporal would keep in history (DESIGN.md §5)."""
+    whose result Temporal would keep in history (docs/design.md §5)."""
     assert not hasattr(bridge, "get_entry_by_cid")

@@ -1,4 +1,4 @@
-"""`cidsync vsync` reads the store as DESIGN.md §7 promises: a JSON list of pairs."""
+"""`cidsync vsync` reads the store as docs/design.md §7 promises: a JSON list of pairs."""
 
 import json
 

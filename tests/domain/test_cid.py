@@ -1,4 +1,4 @@
-"""The CID and VSync against DICT's published vectors and our own (DESIGN.md §1).
+"""The CID and VSync against DICT's published vectors and our own (docs/design.md §1).
 
 Our vectors' expected CIDs were computed by an RFC 2104 HMAC written from raw SHA-256 (see
 `_rfc2104_hmac_sha256` below, which also reproduces the BCB vector), not by the code under test.

@@ -1,4 +1,4 @@
-"""DICT's entry rules (DESIGN.md §1): one rejected example per rule, with the message checked."""
+"""DICT's entry rules (docs/design.md §1): one rejected example per rule, with the message checked."""
 
 from typing import Any
 

@@ -1,4 +1,4 @@
-"""The entry-event schema v1 (DESIGN.md §2): round trips and consistency rules."""
+"""The entry-event schema v1 (docs/design.md §2): round trips and consistency rules."""
 
 import json
 import random

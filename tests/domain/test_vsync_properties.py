@@ -1,4 +1,4 @@
-"""The XOR algebra VSync relies on (DESIGN.md §1, §4 invariant I1), property-tested."""
+"""The XOR algebra VSync relies on (docs/design.md §1, §4 invariant I1), property-tested."""
 
 import random
 

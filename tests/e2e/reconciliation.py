@@ -93,7 +93,7 @@ async def until(handle: WorkflowHandle[ReconcileVSync, object], check: Callable[
 
 
 async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[pulsar.Message]:
-    """The next `count` messages, acknowledged (a receive is never cancelled: STACK.md)."""
+    """The next `count` messages, acknowledged (a receive is never cancelled: docs/stack.md)."""
     received = []
     async with asyncio.timeout(30):
         for _ in range(count):

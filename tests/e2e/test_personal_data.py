@@ -1,4 +1,4 @@
-"""Personal data never reaches Temporal, the logs or the metrics (DESIGN.md §5), proven on the real stack.
+"""Personal data never reaches Temporal, the logs or the metrics (docs/design.md §5), proven on the real stack.
 
 A stack of its own, as `cidsync dev up` starts it (Temporal with its log, Pulsar, Redis, the DICT
 simulator), plus a worker and two starters (per-event and batch) as real `cidsync` processes logging at

@@ -202,7 +202,7 @@ async def test_after_a_successful_reconciliation_the_sets_are_equal_and_dict_say
     temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str,
     local: int, in_dict: int, add: int, remove: int, alter: int,
 ) -> None:  # fmt: skip
-    # DESIGN.md §4, I4, including the edges: an empty local set and an emptied DICT.
+    # docs/design.md §4, I4, including the edges: an empty local set and an emptied DICT.
     entries = pair_entries(participant, KEY_TYPE, max(local, in_dict), seed=20_000 + uuid.uuid4().int % 1000)
     await simulator_admin.load(entries[:in_dict])
     await apply_locally(running.store, entries[:local])

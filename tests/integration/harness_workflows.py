@@ -1,4 +1,4 @@
-"""Workflows the harness tests run; in an importable module, as the sandbox requires (STACK.md)."""
+"""Workflows the harness tests run; in an importable module, as the sandbox requires (docs/stack.md)."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""Invariants I1-I3 of DESIGN.md §4, property-tested against the real Redis, and against a real
+"""Invariants I1-I3 of docs/design.md §4, property-tested against the real Redis, and against a real
 3-primary Redis Cluster (`store_url`).
 
 I1: the VSync always equals the XOR of the stored CIDs. I2: a key has at most one current CID.

@@ -1,4 +1,4 @@
-"""DICT's token buckets (DESIGN.md §1), per participant and operation, with a time scale.
+"""DICT's token buckets (docs/design.md §1), per participant and operation, with a time scale.
 
 `time_scale` speeds the simulated clock: at 1440 a simulated day passes in a minute, so the 40-a-day
 CID file quota can be exercised in a test. Retry-after is reported in real (scaled) seconds.
@@ -25,7 +25,7 @@ class BucketPolicy:
         return cls(capacity, rate / 86_400)
 
 
-# DICT's published policies. Where DESIGN.md gives no bucket size, one of five minutes' worth is used
+# DICT's published policies. Where docs/design.md gives no bucket size, one of five minutes' worth is used
 # for status and events and one minute's worth for entry by CID.
 DICT_POLICIES: dict[str, BucketPolicy] = {
     "VerifySync": BucketPolicy.per_minute(10, capacity=50),

@@ -491,7 +491,7 @@ class ServerTls:
         return cls(cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None)
 
 
-# Clients ping every 10 s (DESIGN.md §6); a server that refuses pings that often would close them.
+# Clients ping every 10 s (docs/design.md §6); a server that refuses pings that often would close them.
 SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),

@@ -180,4 +180,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
-    os._exit(0)  # the Temporal client can abort at interpreter exit (sdk-python issue 300, STACK.md)
+    os._exit(0)  # the Temporal client can abort at interpreter exit (sdk-python issue 300, docs/stack.md)
