@@ -121,15 +121,16 @@ class ProofActivities:
         end = now - request.settle
         settled: list[CidSetEvent] = []  # DICT's log up to `end`: all shown by now, for the log proof
         recent: list[CidSetEvent] = []  # after it, up to now: what may be in flight, for the formal one
-        verifier, covered = "", False
+        verifier, covered, log_wait = "", False, 0.0
         try:
             if request.read_log:
                 settled, verifier, covered = await self._read(request, now - request.window, end)
                 if request.formal and request.settle:
                     recent, _, _ = await self._read(request, end, now)
-        except errors.RateLimited as limited:  # no proof this time: the workflow waits and tries again
-            return Proof(participant=request.participant, key_type=request.key_type, at=now, vsync="", in_flight=0,
-                         log_point=now, log_ok=False, retry_after=limited.retry_after)  # fmt: skip
+        except errors.RateLimited as limited:
+            # DICT's log is out of budget for now: no log proof this time, and the formal one goes on with
+            # what was read (a quiet pair needs nothing more); the caller hears the wait.
+            settled, recent, verifier, covered, log_wait = [], [], "", False, limited.retry_after
         # The page's verifier is DICT's VSync after its last event, so at `end` too once the page is the last.
         point = end if covered or not settled else settled[-1].timestamp
         at_end = {c: s.in_dict for c, s in dict_states(settled).items()}
@@ -145,7 +146,7 @@ class ProofActivities:
         proof = Proof(
             participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
             in_flight=len(taken), taken=taken, log_point=point, log_ok=log_ok,
-            changes=len(settled) + len(recent) + len(view.changes),
+            changes=len(settled) + len(recent) + len(view.changes), retry_after=log_wait,
         )  # fmt: skip
         # A log proof speaks of the instant of its point, not of now: that is its time.
         by_log = proof.model_copy(
@@ -156,7 +157,8 @@ class ProofActivities:
         try:
             answer = await self.bridge.verify_sync(request.participant, request.key_type, predicted)
         except errors.RateLimited as limited:
-            return (by_log if log_ok else proof).model_copy(update={"retry_after": limited.retry_after})
+            wait = max(limited.retry_after, log_wait)
+            return (by_log if log_ok else proof).model_copy(update={"retry_after": wait})
         except errors.BridgeError as error:
             raise temporal_error(error) from error
         if log_ok and not answer.ok:

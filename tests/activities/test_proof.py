@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from activities.proof import ConfirmInput, ProofActivities, ProveInput
+from cidsync.bridge.budget import Bucket, DictBudget
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
@@ -127,3 +128,22 @@ async def test_a_log_proof_of_an_instant_before_it_was_asked_is_no_proof(
     missing = await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
                                                        taken=proof.taken))  # fmt: skip
     assert sorted(missing) == sorted(proof.taken)
+
+
+async def test_a_log_out_of_budget_leaves_the_formal_proof(
+    proofs: ProofActivities, simulator_admin: SimulatorAdmin, redis_server: RedisServer, participant: str
+) -> None:
+    """DICT's log refused for now (here: the participant's budget spent): no log proof, but a quiet pair is
+    still proved formally at once, and the wait is told."""
+    await seed_pair(simulator_admin, proofs.store, pair_entries(participant, KeyType.PHONE, 10, seed=37))
+    redis = redis_client(redis_server.url)
+    budget = DictBudget(redis, {"ListCidSetEvents": Bucket(1, 2)})  # one token (2 x 0.9, less 1)
+    try:
+        await budget.take(participant, "ListCidSetEvents")
+        limited = ProofActivities(proofs.store, BridgeClient(proofs.bridge.address, budget=budget))
+        proof = await limited.prove_sync(ask(participant))
+        await limited.bridge.close()
+    finally:
+        await redis.aclose()
+    assert (proof.kind, proof.log_ok) == ("formal", False)
+    assert proof.retry_after > 0
