@@ -24,11 +24,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cidsync workflows activities workers starters tests chaos uicheck
+	$(BIN)/mypy cidsync cidsync_tooling workflows activities workers starters tests chaos uicheck
 
 # Regenerate the Bridge's Python code from proto/ (tests/bridge/test_codegen.py fails when it is stale).
 proto: install
-	$(BIN)/python -m cidsync.bridge.codegen
+	$(BIN)/python -m cidsync_tooling.codegen
 
 # Ingestion against its ceilings, 3 fresh rounds, written to bench/RESULTS.md (bench/run.py says how).
 # Then busy pairs (bench/busy_pairs.py): a pair reconciled and followed while core changes it at 1, 5 and

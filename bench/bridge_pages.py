@@ -16,12 +16,12 @@ import tracemalloc
 from pathlib import Path
 
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.bridge.simulator.server import page_token
-from cidsync.devstack.processes import free_port
-from cidsync.devstack.servers import start_bridge_simulator
 from cidsync.entry import KeyType
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.devstack.processes import free_port
+from cidsync_tooling.devstack.servers import start_bridge_simulator
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.simulator.server import page_token
+from cidsync_tooling.synthetic import synthetic_entry
 
 
 async def run(cids: int, page_size: int) -> None:

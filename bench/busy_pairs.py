@@ -42,10 +42,18 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid, vsync
 from cidsync.config import load_settings
-from cidsync.devstack.spec import (
+from cidsync.entry import Entry, KeyType
+from cidsync.events import DeletionType, EventType
+from cidsync.producer import EntryEventProducer, build_event
+from cidsync.pulsar_client import pulsar_client
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys
+from cidsync.temporal_client import connect
+from cidsync.topics import Topics
+from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     FollowSpec,
     PulsarSpec,
@@ -54,17 +62,9 @@ from cidsync.devstack.spec import (
     StarterSpec,
     headless_temporal,
 )
-from cidsync.devstack.stack import StackState, down, up
-from cidsync.entry import Entry, KeyType
-from cidsync.events import DeletionType, EventType
-from cidsync.producer import EntryEventProducer, build_event
-from cidsync.pulsar_client import pulsar_client
-from cidsync.redis_client import redis_client
-from cidsync.store.cid_store import CIDStore
-from cidsync.store.layout import PairKeys
-from cidsync.synthetic import pair_random, synthetic_entry
-from cidsync.temporal_client import connect
-from cidsync.topics import Topics
+from cidsync_tooling.devstack.stack import StackState, down, up
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
 from workflows.follow_cid_events import FollowCidEvents, FollowInput

@@ -29,9 +29,9 @@ import redis
 from temporalio.client import Client
 
 from bench.noop_workflow import NOOP_TASK_QUEUE, NoOp
-from cidsync.devstack.processes import launch
 from cidsync.events import EntryEvent
 from cidsync.producer import ProducerConfig
+from cidsync_tooling.devstack.processes import launch
 
 STALL_SECONDS = 30.0
 

@@ -15,9 +15,14 @@ from pathlib import Path
 
 import psutil
 
-from cidsync.devstack.processes import Launched
-from cidsync.devstack.servers import start_role
-from cidsync.devstack.spec import (
+from cidsync.entry import KeyType
+from cidsync.events import DeletionType, EntryEvent
+from cidsync.producer import build_event
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync_tooling.devstack.processes import Launched
+from cidsync_tooling.devstack.servers import start_role
+from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     PulsarSpec,
     RedisSpec,
@@ -26,13 +31,8 @@ from cidsync.devstack.spec import (
     WorkerSpec,
     headless_temporal,
 )
-from cidsync.devstack.stack import StackState, down, replica_name, up
-from cidsync.entry import KeyType
-from cidsync.events import DeletionType, EntryEvent
-from cidsync.producer import build_event
-from cidsync.redis_client import redis_client
-from cidsync.store.cid_store import CIDStore
-from cidsync.synthetic import final_vsyncs, synthetic_history
+from cidsync_tooling.devstack.stack import StackState, down, replica_name, up
+from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 
 BENCH_SECRET = "bench-secret"
 

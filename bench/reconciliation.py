@@ -32,17 +32,17 @@ from typing import Any
 
 import psutil
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.config import load_settings
-from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
-from cidsync.devstack.stack import down, up
 from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.models import CIDChange
-from cidsync.synthetic import pair_random, synthetic_entry
 from cidsync.temporal_client import connect
+from cidsync_tooling.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
+from cidsync_tooling.devstack.stack import down, up
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from starters.reconciliation import start_reconciliation
 from workflows.reconcile_vsync import ReconcileInput
 

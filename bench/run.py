@@ -32,8 +32,8 @@ import psutil
 from bench import ceilings
 from bench.common import Sampler, fresh_stack, history, spread
 from bench.ours import drain, paced_sends, publish, steady
-from cidsync.devstack.processes import temporal_binary
 from cidsync.topics import Topics
+from cidsync_tooling.devstack.processes import temporal_binary
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 START, END = "<!-- make bench: start -->", "<!-- make bench: end -->"

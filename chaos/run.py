@@ -47,15 +47,10 @@ from temporalio.service import RPCError
 
 from chaos.hostile import Hostile, hostile_messages
 from chaos.stack import KILLABLE, ChaosStack, chaos_stack
-from cidsync.audit import Corpus, personal_values_by_kind, read_temporal
 from cidsync.bridge import errors as bridge_errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import FileStatus
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.bridge.simulator.dict_first import DictFirst
-from cidsync.bridge.simulator.dict_state import SimulatedDict
 from cidsync.config import load_settings
-from cidsync.devstack.spec import MAX_REPLICAS
 from cidsync.entry import KeyType, PairRef
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.naming import reconcile_workflow_id
@@ -63,9 +58,14 @@ from cidsync.producer import EntryEventProducer, Published, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.synthetic import final_vsyncs, synthetic_history
 from cidsync.temporal_client import connect
 from cidsync.topics import Topics
+from cidsync_tooling.audit import Corpus, personal_values_by_kind, read_temporal
+from cidsync_tooling.devstack.spec import MAX_REPLICAS
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.simulator.dict_first import DictFirst
+from cidsync_tooling.simulator.dict_state import SimulatedDict
+from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 from starters.followers import ensure_followers
 from starters.reconciliation import start_reconciliation
 from workflows.follow_cid_events import FollowCidEvents

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cidsync.devstack.spec import (
+from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     CodecSpec,
     FollowSpec,
@@ -27,7 +27,7 @@ from cidsync.devstack.spec import (
     WorkerSpec,
     headless_temporal,
 )
-from cidsync.devstack.stack import StackState, down, read_state, replica_name, up
+from cidsync_tooling.devstack.stack import StackState, down, read_state, replica_name, up
 
 SECRET = "chaos-key-secret"
 KILLABLE = ("worker", "starter", "pulsar", "redis", "temporal")

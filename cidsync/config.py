@@ -7,17 +7,22 @@ and production sets the environment (or the flags) and never touches a state fil
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from cidsync.bridge.budget import parse_budgets
 from cidsync.entry import PARTICIPANT
-from cidsync.errors import InvalidInput, Problem
+from cidsync.errors import CommandFailed, InvalidInput, Problem
 
-# Setting name -> environment variable; the names docs/design.md §7 fixes.
+# Setting name -> environment variable; the names docs/design.md §7 fixes. The flags are these names with
+# dashes (`--redis-url`), made by cidsync.cli.options from this table and `HELP`.
 ENVIRONMENT: Mapping[str, str] = {
     "temporal_address": "TEMPORAL_ADDRESS",
     "temporal_namespace": "TEMPORAL_NAMESPACE",
@@ -34,14 +39,6 @@ ENVIRONMENT: Mapping[str, str] = {
     "codec_keys_file": "CIDSYNC_CODEC_KEYS_FILE",
     "dict_budgets": "CIDSYNC_DICT_BUDGETS",
 }
-DEFAULTS: Mapping[str, str] = {
-    "temporal_namespace": "default",
-    "task_queue": "cidsync",
-    "pulsar_namespace": "public/default",
-    "participants": "",
-    "mark_ttl_seconds": "86400",
-    "waiting_period_days": "30",
-}
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
 STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
@@ -50,7 +47,7 @@ STATE_DIR_VARIABLE = "CIDSYNC_STATE_DIR"
 ROLE_CONNECT_WAIT = timedelta(minutes=5)
 
 
-class NotConfigured(RuntimeError):
+class NotConfigured(CommandFailed):
     """A setting a command needs has no value anywhere (no flag, no variable, no dev stack)."""
 
 
@@ -60,24 +57,34 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(environ.get(STATE_DIR_VARIABLE) or ".cidsync").resolve()
 
 
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Settings:
-    temporal_address: str | None = None
-    temporal_namespace: str = "default"
-    task_queue: str = "cidsync"
-    pulsar_url: str | None = None
-    pulsar_namespace: str = "public/default"
-    redis_url: str | None = None
-    bridge_address: str | None = None
-    participants: tuple[str, ...] = ()
-    key_secret: str | None = None
-    mark_ttl_seconds: int = 86_400
-    waiting_period_days: float = 30.0
-    metrics_bind: str | None = None  # host:port of the worker's Prometheus endpoint (Temporal's and ours)
-    codec_keys_file: str | None = None  # the payload codec's keys (cidsync.codec); inline keys: CIDSYNC_CODEC_KEYS
-    # DICT's rate limits kept on our side (cidsync.bridge.budget): "" DICT's published ones, "off" none,
-    # or "VerifySync=10/50,ListCidSetEvents=20/100" (per minute / bucket size) for others.
-    dict_budgets: str = ""
+    """Every setting with its one default; `HELP` below says what each is for (the flags' help)."""
+
+    temporal_address: str | None = _setting(None, "host:port of Temporal's frontend")
+    temporal_namespace: str = _setting("default", "the Temporal namespace")
+    task_queue: str = _setting("cidsync", "the task queue of cidsync's workflows and activities")
+    pulsar_url: str | None = _setting(None, "pulsar:// or pulsar+ssl:// URL of the broker")
+    pulsar_namespace: str = _setting("public/default", "tenant/namespace of cidsync's topics")
+    redis_url: str | None = _setting(None, "redis://, rediss:// or redis+cluster:// URL of the CID store")
+    bridge_address: str | None = _setting(None, "host:port of the Bridge (DICT)")
+    participants: tuple[str, ...] = _setting((), "the participants (ISPB, 8 digits) this installation serves")
+    key_secret: str | None = _setting(None, "the secret PIX keys are hashed with (every role shares one)")
+    mark_ttl_seconds: int = _setting(86_400, "how long an applied event's idempotency mark is kept")
+    waiting_period_days: float = _setting(30.0, "how long a WAITING_PERIOD delete waits")
+    metrics_bind: str | None = _setting(
+        None, "host:port where /metrics (Temporal's and ours), /healthz and /readyz are served; port 0 picks one"
+    )
+    codec_keys_file: str | None = _setting(None, "the payload codec's keys (inline keys: CIDSYNC_CODEC_KEYS)")
+    dict_budgets: str = _setting(
+        "",
+        "DICT's rate limits kept on our side: empty for DICT's published ones, off for none, or "
+        "VerifySync=10/50,ListCidSetEvents=20/100 (per minute / bucket size)",
+    )
 
     @property
     def key_secret_bytes(self) -> bytes:
@@ -114,30 +121,32 @@ def load_settings(
         dev_endpoints = _running_dev_stack(state_dir(environ))
 
     resolved: dict[str, str] = {}
-    for field in fields(Settings):
-        name = field.name
+    for setting in fields(Settings):
+        name = setting.name
         for candidate in (flags.get(name), environ.get(ENVIRONMENT[name]), dev_endpoints.get(name)):
             if candidate:
                 resolved[name] = candidate
                 break
-        else:
-            if name in DEFAULTS:
-                resolved[name] = DEFAULTS[name]
 
-    participants = parse_participants(resolved.pop("participants", ""), ENVIRONMENT["participants"])
-    numbers = {name: _positive(resolved.pop(name), name) for name in ("mark_ttl_seconds", "waiting_period_days")}
+    # What no source gave keeps the dataclass's default; what one gave is text, parsed here.
+    typed: dict[str, Any] = dict(resolved)
+    if "participants" in resolved:
+        typed["participants"] = parse_participants(resolved["participants"], ENVIRONMENT["participants"])
+    if "mark_ttl_seconds" in resolved:
+        typed["mark_ttl_seconds"] = int(_positive(resolved["mark_ttl_seconds"], "mark_ttl_seconds"))
+    if "waiting_period_days" in resolved:
+        typed["waiting_period_days"] = _positive(resolved["waiting_period_days"], "waiting_period_days")
     if resolved.get("dict_budgets", "off") != "off":
         try:
             parse_budgets(resolved["dict_budgets"])
         except ValueError as error:
             variable = ENVIRONMENT["dict_budgets"]
             raise InvalidInput(variable, [Problem(variable, str(error))]) from None
-    return Settings(
-        participants=participants,
-        mark_ttl_seconds=int(numbers["mark_ttl_seconds"]),
-        waiting_period_days=numbers["waiting_period_days"],
-        **resolved,
-    )
+    return Settings(**typed)
+
+
+HELP: Mapping[str, str] = {f.name: f.metadata["help"] for f in fields(Settings)}
+DEFAULTS: Mapping[str, Any] = {f.name: f.default for f in fields(Settings)}
 
 
 def _positive(raw: str, name: str) -> float:
@@ -155,22 +164,31 @@ def dev_stack_endpoints(environ: Mapping[str, str] | None = None) -> Mapping[str
     return _running_dev_stack(state_dir(os.environ if environ is None else environ))
 
 
-def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
-    # Imported here: the dev stack pulls in psutil and process code no production command needs.
-    from cidsync.devstack.stack import read_state
+# What a local stack (`cidsync dev up`, or any tool) publishes for the commands to find it: a JSON object
+# of setting name -> {"value", "pid", "create_time"}, the process serving it. A setting counts only while
+# that process runs, so a stack that died leaves "not configured", never a dead address.
+LOCAL_ENDPOINTS_FILE = "endpoints.json"
 
-    state = read_state(directory)
-    if state is None:
+
+def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
+    path = directory / LOCAL_ENDPOINTS_FILE
+    try:
+        published = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    running = state.running()
-    endpoints = state.endpoints()
-    owner = {
-        "temporal_address": "temporal",
-        "temporal_namespace": "temporal",
-        "pulsar_url": "pulsar",
-        "pulsar_namespace": "pulsar",
-        "redis_url": "redis",
-        "bridge_address": "bridge",
-        "codec_keys_file": "codec",
+    except ValueError as error:
+        raise NotConfigured(f"{path} is damaged ({error}); run `cidsync dev up` again or remove it") from None
+    return {
+        name: str(entry["value"])
+        for name, entry in published.items()
+        if name in ENVIRONMENT and _alive(int(entry["pid"]), float(entry["create_time"]))
     }
-    return {name: value for name, value in endpoints.items() if running.get(owner.get(name, ""), False)}
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    """The process still runs and is the one that was published (not another with its pid since)."""
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - create_time) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

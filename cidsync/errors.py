@@ -75,3 +75,8 @@ def validated_json(model: type[M], raw: str | bytes, *, where: str) -> M:
         return model.model_validate_json(raw)
     except ValidationError as error:
         raise InvalidInput(where, problems_of(error, where)) from None
+
+
+class CommandFailed(RuntimeError):
+    """A command could not do its job for a reason a person can fix, said in its message: the CLI prints
+    it on one line and exits 1 (a setting nowhere given, a dev stack's taken port)."""

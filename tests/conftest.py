@@ -1,7 +1,7 @@
 """Session fixtures that run the real servers on free ports, and the exit-status guard.
 
 Each server starts only when a test asks for it, once per session, and is stopped at the end. The
-launch code is the dev stack's own (`cidsync.devstack`), so the tests exercise what users run.
+launch code is the dev stack's own (`cidsync_tooling.devstack`), so the tests exercise what users run.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.devstack.processes import Launched, free_cluster_port, free_port, temporal_binary
-from cidsync.devstack.servers import cluster_ok, form_cluster, start_bridge_simulator, start_pulsar, start_redis
 from cidsync.naming import SEARCH_ATTRIBUTES
+from cidsync_tooling.devstack.processes import Launched, free_cluster_port, free_port, temporal_binary
+from cidsync_tooling.devstack.servers import cluster_ok, form_cluster, start_bridge_simulator, start_pulsar, start_redis
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 
 if TYPE_CHECKING:
     from tests.e2e.reconciliation import Running

@@ -1,6 +1,6 @@
 """`Corpus.leaked`: whole tokens only, so the chaos run's search of thousands of values has no false alarms."""
 
-from cidsync.audit import Corpus
+from cidsync_tooling.audit import Corpus
 
 
 def test_values_are_found_as_whole_tokens_with_where() -> None:

@@ -29,12 +29,12 @@ from typing import Any
 from playwright.async_api import Page, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from cidsync.audit import Corpus, personal_values_by_kind
-from cidsync.devstack.processes import temporal_binary
-from cidsync.devstack.spec import StackSpec, load_spec
-from cidsync.devstack.stack import StackState, down, up
 from cidsync.entry import Entry, KeyType
-from cidsync.synthetic import pair_random, synthetic_entry
+from cidsync_tooling.audit import Corpus, personal_values_by_kind
+from cidsync_tooling.devstack.processes import temporal_binary
+from cidsync_tooling.devstack.spec import StackSpec, load_spec
+from cidsync_tooling.devstack.stack import StackState, down, up
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from uicheck.chromium import Chromium, ChromiumMissing, find_or_install
 
 ROOT = Path(__file__).resolve().parent.parent

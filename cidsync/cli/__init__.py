@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio.service import RPCError
 
@@ -21,16 +21,12 @@ from cidsync.bridge.errors import BridgeError, InvalidArgument
 from cidsync.cli import (
     bridge_commands,
     codec_commands,
-    dev_commands,
     domain_commands,
     follow_commands,
-    publish_command,
     reconcile_commands,
     run_commands,
 )
-from cidsync.config import NotConfigured
-from cidsync.devstack.processes import StackError
-from cidsync.errors import InvalidInput
+from cidsync.errors import CommandFailed, InvalidInput
 from cidsync.patience import Interrupted, NoAnswer
 from cidsync.telemetry import tracing
 
@@ -60,14 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", metavar="COMMAND", dest="command", required=True, parser_class=_Parser
     )
     domain_commands.register(commands)
-    dev_commands.register(commands)
     bridge_commands.register(commands)
     codec_commands.register(commands)
-    publish_command.register(commands)
     run_commands.register(commands)
     reconcile_commands.register(commands)
     follow_commands.register(commands)
+    _register_tooling(commands)
     return parser
+
+
+def _register_tooling(commands: Any) -> None:
+    """The developer's commands (`dev`, `demo`, `bridge-sim`, `publish`) come from the tooling package,
+    imported here and nowhere else in the product; an image that leaves it out has the product's alone."""
+    try:
+        from cidsync_tooling.commands import register
+    except ModuleNotFoundError as missing:
+        if missing.name != "cidsync_tooling":
+            raise
+        return
+    register(commands)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +95,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except BridgeError as error:
         print(f"cidsync: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except (NotConfigured, StackError, OSError) as error:
+    except (CommandFailed, OSError) as error:
         print(f"cidsync: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except Interrupted as stopped:

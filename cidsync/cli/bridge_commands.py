@@ -1,29 +1,22 @@
-"""`cidsync bridge ...` (operators, against any Bridge) and `cidsync bridge-sim ...` (the simulator)."""
+"""`cidsync bridge verify|cids`: operators' calls to any Bridge (the simulator's commands are tooling's)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import hashlib
-import json
-import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-from cidsync.config import load_settings
-from cidsync.entry import KeyType, check_participant, parse_entry_json, parse_jsonl_entries
+from cidsync.cli.options import add_pair, add_settings_flags, participant_flag, run_async, settings_of
+from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput, Problem
 
 FILE_WAIT_TIMEOUT = 900.0
 
 
-def _bridge_address(args: argparse.Namespace) -> str:
-    return load_settings({"bridge_address": args.bridge_address}).require("bridge_address")
-
-
-def _check_participant(value: str) -> str:
-    return check_participant(value, field="--participant")
+def bridge_address(args: argparse.Namespace) -> str:
+    return settings_of(args).require("bridge_address")
 
 
 def _check_vsync(value: str) -> str:
@@ -34,14 +27,11 @@ def _check_vsync(value: str) -> str:
     return value
 
 
-# --- operators --------------------------------------------------------------------------------------
-
-
 async def _verify(args: argparse.Namespace) -> int:
     from cidsync.bridge.client import BridgeClient, ClientTls
 
-    participant, vsync = _check_participant(args.participant), _check_vsync(args.vsync)
-    async with BridgeClient(_bridge_address(args), tls=ClientTls.from_env()) as client:
+    participant, vsync = participant_flag(args.participant), _check_vsync(args.vsync)
+    async with BridgeClient(bridge_address(args), tls=ClientTls.from_env()) as client:
         result = await client.verify_sync(participant, KeyType(args.key_type), vsync)
     print("OK" if result.ok else "NOK")
     return 0
@@ -53,8 +43,8 @@ async def _cids(args: argparse.Namespace) -> int:
     from cidsync.bridge.errors import RateLimited
     from cidsync.bridge.models import FileStatus
 
-    participant = _check_participant(args.participant)
-    async with BridgeClient(_bridge_address(args), tls=ClientTls.from_env()) as client:
+    participant = participant_flag(args.participant)
+    async with BridgeClient(bridge_address(args), tls=ClientTls.from_env()) as client:
         file = await client.create_cid_set_file(participant, KeyType(args.key_type))
         print(f"CID file {file.file_id} requested", file=sys.stderr)
         deadline = asyncio.get_running_loop().time() + args.timeout
@@ -88,208 +78,19 @@ async def _cids(args: argparse.Namespace) -> int:
     return 0
 
 
-JOURNAL_NAME = "dict.jsonl"
-
-
-# --- the simulator -----------------------------------------------------------------------------------
-
-
-async def _run_simulator(args: argparse.Namespace) -> int:
-    from cidsync.bridge.simulator.journal import Journal
-    from cidsync.bridge.simulator.server import ServerTls, Simulator, load_seed, start_server
-
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise InvalidInput("options", [Problem("--tls-cert/--tls-key", "give both, or neither")])
-    participants = frozenset(p for p in (args.participants or "").split(",") if p)
-    journal = Journal(Path(args.data_dir) / JOURNAL_NAME) if args.data_dir else None
-    sim = Simulator(
-        file_delay=args.file_delay,
-        file_delay_per_cid=args.file_delay_per_cid_ms / 1000,
-        event_delay=args.event_delay,
-        event_jitter=args.event_jitter,
-        time_scale=args.time_scale,
-        rate_limits=not args.no_rate_limits,
-        participants=participants,
-        journal=journal,
-    )
-    if journal is not None:
-        print(f"DICT kept in {journal.path}: {sim.restored} changes replayed, "
-              f"{sim.dict.entry_count()} entries", flush=True)  # fmt: skip
-    if args.seed_file and sim.restored:
-        print(f"{args.seed_file} not loaded: DICT was restored from its journal", flush=True)
-    elif args.seed_file:
-        loaded = load_seed(sim, Path(args.seed_file))
-        print(f"loaded {loaded} entries from {args.seed_file}", flush=True)
-    tls = None
-    if args.tls_cert:
-        client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
-        tls = ServerTls.from_files(Path(args.tls_cert), Path(args.tls_key), client_ca)
-    server, port = await start_server(sim, args.host, args.port, tls)
-    print(f"DICT simulator listening on {args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(grace=5)
-    if journal is not None:
-        journal.close()
-    return 0
-
-
-async def _admin(args: argparse.Namespace) -> int:
-    from cidsync.bridge.models import FileStatus
-    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-
-    async with SimulatorAdmin(_bridge_address(args)) as admin:
-        match args.admin_command:
-            case "load" if args.synthetic:
-                if not (args.participant and args.key_type) or args.synthetic < 0:
-                    raise InvalidInput("options", [Problem("--synthetic", "N >= 0, with --participant and --key-type")])
-                loaded, pair_vsync = await admin.load_synthetic(
-                    _check_participant(args.participant), KeyType(args.key_type), args.synthetic, seed=args.seed
-                )
-                print(f"loaded {loaded} synthetic entries; the pair's VSync is now {pair_vsync}")
-            case "load":
-                if not args.file:
-                    raise InvalidInput("options", [Problem("--file", "is required (or --synthetic N)")])
-                text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
-                cids = await admin.load(parse_jsonl_entries(text.splitlines(), args.file))
-                print(f"loaded {len(cids)} entries")
-            case "remove":
-                removed, missing = await admin.remove(args.cids)
-                print(f"removed {removed}" + (f"; not found: {' '.join(missing)}" if missing else ""))
-            case "alter":
-                raw = await asyncio.to_thread(Path(args.entry).read_bytes)
-                old, new = await admin.alter(parse_entry_json(raw))
-                print(f"{old} -> {new}")
-            case "diverge":
-                reply = await admin.diverge(
-                    _check_participant(args.participant), KeyType(args.key_type),
-                    add=args.add, remove=args.remove, alter=args.alter, seed=args.seed,
-                )  # fmt: skip
-                print(f"added {len(reply.added)}, removed {len(reply.removed)}, altered {len(reply.altered_new)}")
-            case "faults":
-                fail_next = {}
-                for item in args.fail_next or []:
-                    method, _, count = item.partition("=")
-                    if not count.isdigit():
-                        raise InvalidInput("options", [Problem("--fail-next", "is METHOD=COUNT, e.g. VerifySync=2")])
-                    fail_next[method] = int(count)
-                await admin.set_faults(
-                    unavailable_ratio=args.unavailable_ratio, latency_ms=args.latency_ms, fail_next=fail_next,
-                    file_outcome=FileStatus(args.file_outcome), page_delay_ms=args.page_delay_ms,
-                )  # fmt: skip
-                print("faults set")
-            case "stats":
-                stats = await admin.stats()
-                if args.json:
-                    print(json.dumps(stats, indent=2, sort_keys=True))
-                else:
-                    print(f"entries {stats['entries']}")
-                    for method, count in sorted(stats["calls"].items()):
-                        limited = stats["rate_limited"].get(method, 0)
-                        injected = stats["injected_unavailable"].get(method, 0)
-                        print(f"{method:<18} calls {count:>7}  rate-limited {limited:>5}  injected {injected:>5}")
-            case "reset":
-                await admin.reset()
-                print("simulator reset")
-    return 0
-
-
-def _sync(handler: Any) -> Any:
-    return lambda args: asyncio.run(handler(args))
-
-
-def _add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bridge-address", metavar="HOST:PORT",
-                        help="the Bridge (default: CIDSYNC_BRIDGE_ADDRESS, else the running dev stack)")  # fmt: skip
-
-
-def _add_pair(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--participant", required=True, metavar="ISPB")
-    parser.add_argument("--key-type", required=True, choices=[k.value for k in KeyType])
-
-
 def register(commands: Any) -> None:
     bridge = commands.add_parser(
         "bridge", help="talk to the Bridge (DICT) as an operator", description="Operator calls to the Bridge."
     )
     actions = bridge.add_subparsers(title="actions", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="send a VSync to DICT; prints OK or NOK")
-    _add_pair(verify)
+    add_pair(verify)
     verify.add_argument("--vsync", required=True, metavar="HEX")
-    _add_address(verify)
-    verify.set_defaults(handler=_sync(_verify))
+    add_settings_flags(verify, ["bridge_address"])
+    verify.set_defaults(handler=run_async(_verify))
     cids = actions.add_parser("cids", help="request a CID file, wait for it, print its CIDs one per line")
-    _add_pair(cids)
+    add_pair(cids)
     cids.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
     cids.add_argument("--timeout", type=float, default=FILE_WAIT_TIMEOUT, metavar="SECONDS")
-    _add_address(cids)
-    cids.set_defaults(handler=_sync(_cids))
-
-    sim = commands.add_parser(
-        "bridge-sim",
-        help="run the DICT simulator (a real gRPC server), or drive it with `admin`",
-        description="The DICT simulator: the Bridge contract served from memory, with DICT's rate limits, "
-        "asynchronous CID files, fault and divergence injection.",
-        # No abbreviations: `admin load --file` must not read as an abbreviation of `--file-delay...`.
-        allow_abbrev=False,
-    )
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=50051)
-    sim.add_argument(
-        "--seed-file",
-        metavar="JSONL",
-        help="entries to register at start, one per line (not when --data-dir already holds a DICT)",
-    )
-    sim.add_argument("--data-dir", metavar="DIR",
-                     help=f"keep DICT across restarts in DIR/{JOURNAL_NAME}, a journal of its changes (default: in "
-                     "memory only)")  # fmt: skip
-    sim.add_argument("--file-delay", type=float, default=2.0, metavar="SECONDS",
-                     help="how long a CID file of an empty set takes to become AVAILABLE; its snapshot is "
-                          "taken halfway")  # fmt: skip
-    sim.add_argument("--file-delay-per-cid-ms", type=float, default=0.0, metavar="MS",
-                     help="more time per CID of the set, after the snapshot (0.1: 100 s for a million)")  # fmt: skip
-    sim.add_argument("--event-delay", type=float, default=0.0, metavar="SECONDS",
-                     help="how long after a change its CID event becomes visible in ListCidSetEvents")  # fmt: skip
-    sim.add_argument("--event-jitter", type=float, default=0.0, metavar="SECONDS",
-                     help="each event's delay varies by up to this much, so one may show after later ones")  # fmt: skip
-    sim.add_argument("--time-scale", type=float, default=1.0,
-                     help="speed of the rate limits' clock (1440: a day a minute)")  # fmt: skip
-    sim.add_argument("--no-rate-limits", action="store_true")
-    sim.add_argument("--participants", metavar="ISPB,...", help="only these may call (others: PERMISSION_DENIED)")
-    sim.add_argument("--tls-cert", metavar="PEM")
-    sim.add_argument("--tls-key", metavar="PEM")
-    sim.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
-    sim.set_defaults(handler=_sync(_run_simulator))
-    admin_commands = sim.add_subparsers(title="admin", metavar="admin", dest="sim_command")
-    admin = admin_commands.add_parser("admin", help="drive a running simulator")
-    which = admin.add_subparsers(title="actions", metavar="ACTION", dest="admin_command", required=True)
-    load = which.add_parser("load", help="register the entries of a JSONL file, or N synthetic ones of a pair")
-    load.add_argument("--file", metavar="JSONL")
-    load.add_argument("--synthetic", type=int, metavar="N", help="generated inside the simulator (fast, for scale)")
-    load.add_argument("--participant", metavar="ISPB", help="with --synthetic")
-    load.add_argument("--key-type", choices=[k.value for k in KeyType], help="with --synthetic")
-    load.add_argument("--seed", type=int, default=0, help="with --synthetic")
-    remove = which.add_parser("remove", help="remove entries by CID")
-    remove.add_argument("cids", nargs="+", metavar="CID")
-    alter = which.add_parser("alter", help="replace the entry with the same id (its CID changes)")
-    alter.add_argument("--entry", required=True, metavar="JSON")
-    diverge = which.add_parser("diverge", help="add, remove and alter random entries of one pair")
-    _add_pair(diverge)
-    for name in ("add", "remove", "alter"):
-        diverge.add_argument(f"--{name}", type=int, default=0, metavar="N")
-    diverge.add_argument("--seed", type=int, default=0)
-    faults = which.add_parser("faults", help="replace the fault settings (no options: no faults)")
-    faults.add_argument("--unavailable-ratio", type=float, default=0.0)
-    faults.add_argument("--latency-ms", type=int, default=0)
-    faults.add_argument("--fail-next", action="append", metavar="METHOD=N")
-    faults.add_argument("--file-outcome", default="AVAILABLE", choices=["AVAILABLE", "ERROR", "UNAVAILABLE"])
-    faults.add_argument("--page-delay-ms", type=int, default=0, help="before each page of a CID list")
-    stats = which.add_parser("stats", help="per-RPC call counters")
-    stats.add_argument("--json", action="store_true")
-    which.add_parser("reset", help="forget every entry, file, counter and fault")
-    for parser in which.choices.values():
-        _add_address(parser)
-        parser.set_defaults(handler=_sync(_admin))
+    add_settings_flags(cids, ["bridge_address"])
+    cids.set_defaults(handler=run_async(_cids))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 from datetime import UTC, datetime
 from typing import Any
 
+from cidsync.cli.options import run_async, stop_on_signals
 from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, EncryptionCodec, KeyRing, new_key
 from cidsync.codec.server import CodecServer, CodecServerConfig, origins_of
 from cidsync.errors import InvalidInput, Problem
@@ -46,10 +45,7 @@ async def _serve(args: argparse.Namespace) -> int:
              ", ".join(sorted(namespaces)) or "any")  # fmt: skip
     if token is None:
         log.warning("%s is not set: anyone who reaches %s can decode; keep it on loopback", TOKEN_VARIABLE, server.url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:
@@ -74,4 +70,4 @@ def register(commands: Any) -> None:
                        help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
                             f"(default: {NAMESPACES_VARIABLE}, else any)")  # fmt: skip
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.set_defaults(handler=lambda args: asyncio.run(_serve(args)))
+    serve.set_defaults(handler=run_async(_serve))

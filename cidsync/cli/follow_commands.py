@@ -9,57 +9,32 @@ follower), so it needs no configuration beyond reaching Temporal.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from cidsync.cli.reconcile_commands import temporal_flags, temporal_settings
-from cidsync.devstack.spec import StackSpec
-from cidsync.devstack.stack import StackState
-from cidsync.entry import KeyType, PairRef, check_participant
-from cidsync.errors import InvalidInput, Problem
-
-
-def follow_settings(args: argparse.Namespace) -> dict[str, timedelta]:
-    """The FollowInput settings the flags give (each follower adds its pair)."""
-    problems = [Problem(f"--{name.replace('_', '-')}", "must be positive")
-                for name in ("grace_seconds", "poll_seconds", "idle_seconds") if getattr(args, name) <= 0]  # fmt: skip
-    if problems:
-        raise InvalidInput("arguments", problems)
-    return {
-        "grace": timedelta(seconds=args.grace_seconds),
-        "poll_interval": timedelta(seconds=args.poll_seconds),
-        "idle_interval": timedelta(seconds=max(args.idle_seconds, args.poll_seconds)),
-    }
-
-
-def add_follow_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grace-seconds", type=float, default=120.0,
-                        help="how long a CID may disagree with DICT before it is repaired (120)")  # fmt: skip
-    parser.add_argument("--poll-seconds", type=float, default=15.0,
-                        help="between reads of DICT's log while it has more; 15 keeps five key types within "
-                        "DICT's 20 calls a minute per participant")  # fmt: skip
-    parser.add_argument("--idle-seconds", type=float, default=60.0, help="the longest wait while the log is quiet")
+from cidsync.cli.options import (
+    TEMPORAL,
+    add_follow_flags,
+    add_settings_flags,
+    cli_identity,
+    follow_timing_of,
+    participants_of,
+    run_async,
+    settings_of,
+)
+from cidsync.entry import KeyType, PairRef
 
 
 async def _ensure(args: argparse.Namespace) -> int:
-    from cidsync.config import parse_participants
     from cidsync.temporal_client import connect
     from starters.followers import ensure_followers
 
-    settings = temporal_settings(args)
-    participants = (
-        parse_participants(args.participants, "--participants") if args.participants else settings.participants
-    )
-    if not participants:
-        raise InvalidInput("arguments", [Problem("--participants", "none configured: set CIDSYNC_PARTICIPANTS or "
-                                                 "pass --participants")])  # fmt: skip
-    timing = follow_settings(args)
+    settings = settings_of(args)
+    participants = participants_of(args, settings)
+    timing = follow_timing_of(args)
     pairs = [PairRef(participant=p, key_type=k) for p in participants for k in KeyType]
-    client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    client = await connect(settings, identity=cli_identity())
     done = await ensure_followers(client, pairs, settings.task_queue, timing)
     print(json.dumps({"followers": done}))
     return 0
@@ -69,7 +44,7 @@ async def _status(args: argparse.Namespace) -> int:
     from cidsync.temporal_client import connect
     from starters.followers import age, follower_statuses
 
-    client = await connect(temporal_settings(args), identity=f"cidsync-cli@{getpass.getuser()}")
+    client = await connect(settings_of(args), identity=cli_identity())
     found = await follower_statuses(client)
     if args.json:
         print(json.dumps([{"workflow_id": wid, **(s.model_dump(mode="json") if not isinstance(s, str) else
@@ -96,34 +71,6 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def ensure_stack_followers(
-    spec: StackSpec,
-    state: StackState,
-    participants: Sequence[str] | None = None,
-    key_types: Sequence[KeyType] = tuple(KeyType),
-    **timing: float,
-) -> dict[str, str]:
-    """The followers of a dev stack: for `participants`, else the stack file's, else CIDSYNC_PARTICIPANTS
-    (none: nothing started), each of `key_types`. `timing` overrides the stack file's grace_seconds,
-    poll_seconds, idle_seconds (the demo's short ones)."""
-    from cidsync.config import load_settings
-    from cidsync.temporal_client import connect
-    from starters.followers import ensure_followers
-
-    settings = load_settings({}, dev_endpoints=state.endpoints())
-    chosen = list(participants) if participants is not None else spec.follow.participants or settings.participants
-    if not chosen or not spec.follow.enabled or not spec.worker.enabled:
-        return {}
-    follow = spec.follow.model_copy(update=timing)
-    timings = argparse.Namespace(
-        grace_seconds=follow.grace_seconds, poll_seconds=follow.poll_seconds, idle_seconds=follow.idle_seconds
-    )
-    pairs = [PairRef(participant=check_participant(p, field="follow.participants"), key_type=k)
-             for p in chosen for k in key_types]  # fmt: skip
-    client = await connect(settings, identity="cidsync-dev")
-    return await ensure_followers(client, pairs, spec.worker.task_queue, follow_settings(timings))
-
-
 def register(commands: Any) -> None:
     follow = commands.add_parser(
         "follow",
@@ -135,9 +82,9 @@ def register(commands: Any) -> None:
     ensure = actions.add_parser("ensure", help="start a follower for every configured pair (running ones are kept)")
     ensure.add_argument("--participants", metavar="ISPB,...", help="default: CIDSYNC_PARTICIPANTS")
     add_follow_flags(ensure)
-    temporal_flags(ensure)
-    ensure.set_defaults(handler=lambda args: asyncio.run(_ensure(args)))
+    add_settings_flags(ensure, TEMPORAL)
+    ensure.set_defaults(handler=run_async(_ensure))
     status = actions.add_parser("status", help="each running follower's state, lag, suspects and repairs")
     status.add_argument("--json", action="store_true", help="the followers' status as a JSON list")
-    temporal_flags(status)
-    status.set_defaults(handler=lambda args: asyncio.run(_status(args)))
+    add_settings_flags(status, TEMPORAL)
+    status.set_defaults(handler=run_async(_status))

@@ -8,21 +8,25 @@ REPAIRED exit 0; NEEDS_ATTENTION and FAILED exit 1 with the reason on stderr, so
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
 from datetime import timedelta
 from typing import Any
 
-from cidsync.config import Settings, load_settings
-from cidsync.entry import KeyType, check_participant
+from cidsync.cli.options import (
+    TEMPORAL,
+    add_follow_flags,
+    add_settings_flags,
+    cli_identity,
+    follow_timing_of,
+    participant_flag,
+    participants_of,
+    run_async,
+    settings_of,
+)
+from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput, Problem
-
-
-def temporal_settings(args: argparse.Namespace) -> Settings:
-    names = ("temporal_address", "temporal_namespace", "task_queue")
-    return load_settings({name: getattr(args, name, None) for name in names})
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -42,7 +46,7 @@ def _check(args: argparse.Namespace) -> None:
     if problems:
         raise InvalidInput("arguments", problems)
     if args.participant:
-        check_participant(args.participant, field="--participant")
+        participant_flag(args.participant)
 
 
 async def _reconcile(args: argparse.Namespace) -> int:
@@ -55,8 +59,8 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from workflows.policies import RECONCILIATION_FAILED
     from workflows.reconcile_vsync import Decision, ReconcileInput, ReconcileResult, ReconcileVSync
 
-    settings = temporal_settings(args)
-    client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    settings = settings_of(args)
+    client = await connect(settings, identity=cli_identity())
     if args.action == "progress":
         progress = await client.get_workflow_handle_for(ReconcileVSync.run, args.workflow_id).query(
             ReconcileVSync.progress
@@ -102,21 +106,12 @@ async def _reconcile(args: argparse.Namespace) -> int:
 
 
 async def _schedule_ensure(args: argparse.Namespace) -> int:
-    from cidsync.config import parse_participants
-
-    settings = temporal_settings(args)
-    participants = (
-        parse_participants(args.participants, "--participants") if args.participants else settings.participants
-    )
-    problems = []
-    if not participants:
-        problems.append(Problem("--participants", "none configured: set CIDSYNC_PARTICIPANTS or pass --participants"))
+    settings = settings_of(args)
     if not (0 <= args.hour <= 23 and 0 <= args.minute <= 59):
-        problems.append(Problem("--hour/--minute", "a time of day: hour 0-23, minute 0-59"))
-    if problems:
-        raise InvalidInput("arguments", problems)
+        raise InvalidInput("arguments", [Problem("--hour/--minute", "a time of day: hour 0-23, minute 0-59")])
+    participants = participants_of(args, settings)
     _check_time_zone(args.time_zone)
-    from datetime import timedelta
+    timing = {} if args.no_follow else follow_timing_of(args)
 
     from cidsync.temporal_client import connect
     from starters.schedules import ScheduleConfig, ensure_schedules
@@ -129,14 +124,13 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
         catchup_window=timedelta(hours=args.catchup_hours),
         divergence_threshold=args.threshold,
     )
-    client = await connect(settings, identity=f"cidsync-cli@{getpass.getuser()}")
+    client = await connect(settings, identity=cli_identity())
     done = await ensure_schedules(client, config, settings.task_queue)
     followers: dict[str, str] = {}
     if not args.no_follow:
-        from cidsync.cli.follow_commands import follow_settings
         from starters.followers import ensure_followers
 
-        followers = await ensure_followers(client, config.pairs, settings.task_queue, follow_settings(args))
+        followers = await ensure_followers(client, config.pairs, settings.task_queue, timing)
     print(json.dumps({"schedules": done, "pairs": len(config.pairs), "time": f"{args.hour:02d}:{args.minute:02d}",
                       "time_zone": args.time_zone, "followers": followers}))  # fmt: skip
     return 0
@@ -149,12 +143,6 @@ def _check_time_zone(name: str) -> None:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput("arguments", [Problem("--time-zone", f"unknown time zone {name!r}")]) from None
-
-
-def temporal_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temporal-address", help="host:port (default: TEMPORAL_ADDRESS, else the dev stack)")
-    parser.add_argument("--temporal-namespace", help="default: TEMPORAL_NAMESPACE, else default")
-    parser.add_argument("--task-queue", help="default: CIDSYNC_TASK_QUEUE, else cidsync")
 
 
 def register(commands: Any) -> None:
@@ -176,8 +164,8 @@ def register(commands: Any) -> None:
                                 "(120: longer than core's pipeline and DICT's log take)")  # fmt: skip
     reconcile.add_argument("--operator", help="who decides (approve/reject; default: the OS user)")
     reconcile.add_argument("--reason", help="why (approve/reject)")
-    temporal_flags(reconcile)
-    reconcile.set_defaults(handler=lambda args: asyncio.run(_reconcile(args)))
+    add_settings_flags(reconcile, TEMPORAL)
+    reconcile.set_defaults(handler=run_async(_reconcile))
 
     schedule = commands.add_parser("schedule", help="the Temporal Schedules of the daily verification")
     actions = schedule.add_subparsers(title="actions", metavar="ACTION", required=True)
@@ -191,8 +179,6 @@ def register(commands: Any) -> None:
     ensure.add_argument("--threshold", type=int, default=100, help="divergence needing an operator's approval")
     ensure.add_argument("--no-follow", action="store_true",
                         help="do not start the followers of DICT's CID event log (`cidsync follow`)")  # fmt: skip
-    from cidsync.cli.follow_commands import add_follow_flags
-
     add_follow_flags(ensure)
-    temporal_flags(ensure)
-    ensure.set_defaults(handler=lambda args: asyncio.run(_schedule_ensure(args)))
+    add_settings_flags(ensure, TEMPORAL)
+    ensure.set_defaults(handler=run_async(_schedule_ensure))

@@ -6,37 +6,20 @@ Each role runs until SIGTERM or SIGINT, then drains and shuts down in order (doc
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 from datetime import timedelta
 from typing import Any
 
-from cidsync.config import ROLE_CONNECT_WAIT, Settings, load_settings
+from cidsync.cli.options import PULSAR, TEMPORAL, add_settings_flags, run_async, settings_of, stop_on_signals
+from cidsync.config import ROLE_CONNECT_WAIT
 from cidsync.entry import KeyType
 from cidsync.telemetry.logs import configure_logging
 from starters.options import Mode, StarterConfig
 from workers.options import WorkerOptions
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    names = (
-        "temporal_address", "temporal_namespace", "task_queue", "pulsar_url", "pulsar_namespace", "redis_url",
-        "bridge_address", "metrics_bind",
-    )  # fmt: skip
-    return load_settings({name: getattr(args, name, None) for name in names})
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
 
 
 def identity(role: str, task_queue: str) -> str:
@@ -56,13 +39,13 @@ async def _worker(args: argparse.Namespace) -> int:
     from workers.cid_worker import run_worker
 
     configure_logging(args.log_level)
-    settings = _settings(args)
+    settings = settings_of(args)
     options = WorkerOptions(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
         graceful_shutdown=timedelta(seconds=args.graceful_shutdown_seconds),
     )
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     async with serving("cidsync-worker", settings.metrics_bind) as observed:
         _announce("worker", observed.url)
         client = await connect(settings, identity=identity("cidsync-worker", settings.task_queue),
@@ -77,8 +60,8 @@ async def _starter(args: argparse.Namespace) -> int:
     from starters.entry_events import StarterHalted, run_starter
 
     configure_logging(args.log_level)
-    settings = _settings(args)
-    stop = _stop_on_signals()
+    settings = settings_of(args)
+    stop = stop_on_signals()
     config = StarterConfig(
         task_queue=settings.task_queue,
         subscription=args.subscription,
@@ -111,7 +94,7 @@ async def _vsync(args: argparse.Namespace) -> int:
     from cidsync.redis_client import redis_client
     from cidsync.store.cid_store import CIDStore
 
-    settings = _settings(args)
+    settings = settings_of(args)
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     try:
         pairs = [
@@ -132,26 +115,9 @@ async def _vsync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser, *, temporal: bool, pulsar: bool) -> None:
-    if temporal:
-        parser.add_argument("--temporal-address", help="host:port (default: TEMPORAL_ADDRESS, else the dev stack)")
-        parser.add_argument("--temporal-namespace", help="default: TEMPORAL_NAMESPACE, else default")
-        parser.add_argument("--task-queue", help="default: CIDSYNC_TASK_QUEUE, else cidsync")
-    if pulsar:
-        parser.add_argument("--pulsar-url")
-        parser.add_argument("--pulsar-namespace")
-    parser.add_argument("--redis-url", help="default: CIDSYNC_REDIS_URL, else the dev stack")
-
-
-METRICS_HELP = ("serve /metrics (Temporal's and ours), /healthz and /readyz there; port 0 picks a free one "
-                "(default: CIDSYNC_METRICS_BIND; none)")  # fmt: skip
-
-
 def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
-    _common(worker, temporal=True, pulsar=True)
-    worker.add_argument("--bridge-address", help="host:port (default: CIDSYNC_BRIDGE_ADDRESS, else the dev stack)")
-    worker.add_argument("--metrics-bind", metavar="HOST:PORT", help=METRICS_HELP)
+    add_settings_flags(worker, [*TEMPORAL, *PULSAR, "redis_url", "bridge_address", "metrics_bind"])
     defaults = WorkerOptions()
     worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks,
@@ -159,10 +125,10 @@ def register(commands: Any) -> None:
     worker.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown.total_seconds(),
                         help="how long in-flight activities may finish after SIGTERM")  # fmt: skip
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    worker.set_defaults(handler=lambda args: asyncio.run(_worker(args)))
+    worker.set_defaults(handler=run_async(_worker))
 
     starter = commands.add_parser("starter", help="run the starter bridge: entry events from Pulsar to workflows")
-    _common(starter, temporal=True, pulsar=True)
+    add_settings_flags(starter, [*TEMPORAL, *PULSAR, "redis_url", "metrics_bind"])
     config = StarterConfig()
     starter.add_argument("--subscription", default=config.subscription)
     starter.add_argument("--subscription-type", default="key_shared" if config.key_shared else "shared",
@@ -181,11 +147,10 @@ def register(commands: Any) -> None:
                          help="messages handed over per receive")  # fmt: skip
     starter.add_argument("--receive-wait-ms", type=int, default=int(config.receive_wait.total_seconds() * 1000),
                          help="how long a receive waits for more (the added latency when traffic is low)")  # fmt: skip
-    starter.add_argument("--metrics-bind", metavar="HOST:PORT", help=METRICS_HELP)
     starter.add_argument("--log-stats-every-s", type=float, default=config.log_stats_every.total_seconds(),
                          help="log the counters this often")  # fmt: skip
     starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    starter.set_defaults(handler=lambda args: asyncio.run(_starter(args)))
+    starter.set_defaults(handler=run_async(_starter))
 
     vsync = commands.add_parser("vsync", help="print the local VSync and count of each (participant, key type)")
     vsync.add_argument("--participant", metavar="ISPB")
@@ -193,5 +158,5 @@ def register(commands: Any) -> None:
     vsync.add_argument(
         "--json", action="store_true", help='a JSON list of {"participant", "key_type", "count", "vsync"}'
     )
-    vsync.add_argument("--redis-url", help="default: CIDSYNC_REDIS_URL, else the dev stack")
-    vsync.set_defaults(handler=lambda args: asyncio.run(_vsync(args)))
+    add_settings_flags(vsync, ["redis_url"])
+    vsync.set_defaults(handler=run_async(_vsync))

@@ -10,8 +10,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.conftest import BridgeSimulator
 
 ZERO = "0" * 64

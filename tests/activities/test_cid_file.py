@@ -12,12 +12,12 @@ from temporalio.testing import ActivityEnvironment
 from activities.cid_file import CidFileActivities, StreamFileInput
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import CidSetFile
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys, Scratch
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
 from tests.conftest import BridgeSimulator, RedisServer
 

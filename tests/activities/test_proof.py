@@ -10,10 +10,10 @@ import pytest
 from activities.proof import ConfirmInput, ProofActivities, ProveInput
 from cidsync.bridge.budget import Bucket, DictBudget
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.conftest import BridgeSimulator, RedisServer
 from tests.e2e.reconciliation import apply_locally, pair_entries, seed_pair
 

@@ -10,13 +10,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.repair import RepairActivities, RepairInput
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid, vsync
 from cidsync.core_events import EntryReconciled
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import RepairSide, Scratch
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.conftest import BridgeSimulator, RedisServer
 from tests.e2e.reconciliation import SECRET, apply_locally, pair_entries
 

@@ -10,11 +10,11 @@ import pytest
 from cidsync.bridge import errors
 from cidsync.bridge.budget import DICT_BUCKETS, MARGIN, Bucket, DictBudget, parse_budgets
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.config import load_settings
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput
 from cidsync.redis_client import redis_client
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.conftest import BridgeSimulator, RedisServer
 
 # 60 a minute, 10 at most (9 with the margin): a bucket a test can empty and see refill within a second.

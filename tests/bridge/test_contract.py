@@ -12,14 +12,14 @@ import pytest
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.errors import FailedPrecondition, InvalidArgument, NotFound
 from cidsync.bridge.models import CidEventType, CidSetFile, FileStatus
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.bridge.simulator.dict_state import ChangeOutcome
-from cidsync.bridge.simulator.v1 import admin_pb2
 from cidsync.cid import cid, vsync
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
 from cidsync.follow import Cursor, page_consistent
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.simulator.dict_state import ChangeOutcome
+from cidsync_tooling.simulator.v1 import admin_pb2
+from cidsync_tooling.synthetic import synthetic_entry
 from tests.conftest import BridgeSimulator
 from tests.domain.test_cid import _rfc2104_hmac_sha256
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from cidsync.bridge.models import FileStatus
-from cidsync.bridge.simulator.dict_state import SimulatedDict
-from cidsync.bridge.simulator.journal import Journal
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput
-from cidsync.synthetic import pair_random, synthetic_entry
+from cidsync_tooling.simulator.dict_state import SimulatedDict
+from cidsync_tooling.simulator.journal import Journal
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 
 EVP = ("12345678", KeyType.EVP)
 CPF = ("12345678", KeyType.CPF)

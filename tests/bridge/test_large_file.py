@@ -9,9 +9,9 @@ import pytest
 
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import CidPage, CidSetFile
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.entry import KeyType
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
 from tests.conftest import BridgeSimulator
 

@@ -8,9 +8,9 @@ import pytest
 
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.bridge.errors import BridgeError, DeadlineExceeded, PermissionDenied, RateLimited, Unavailable
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.devstack.processes import accepts_connections, free_port, launch
 from cidsync.entry import KeyType
+from cidsync_tooling.devstack.processes import accepts_connections, free_port, launch
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.conftest import BridgeSimulator
 from tests.pki import Pki, make_pki
 

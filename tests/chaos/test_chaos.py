@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cidsync.devstack.stack import down
+from cidsync_tooling.devstack.stack import down
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cidsync.cid import cid, vsync
 from cidsync.entry import KeyType
-from cidsync.synthetic import pair_random, synthetic_entry
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from tests.cli_runner import cidsync
 from tests.conftest import BridgeSimulator
 
@@ -56,7 +56,7 @@ def test_no_bridge_configured_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unreachable_bridge_fails_with_exit_1(participant: str) -> None:
-    from cidsync.devstack.processes import free_port
+    from cidsync_tooling.devstack.processes import free_port
 
     result = cidsync("bridge", "verify", "--participant", participant, "--key-type", "CPF", "--vsync", "0" * 64,
                      "--bridge-address", f"127.0.0.1:{free_port()}", timeout=120)  # fmt: skip

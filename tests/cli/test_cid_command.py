@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from cidsync.cli.demo import sample_entries
+from cidsync_tooling.demo import sample_entries
 from tests.cli_runner import cidsync
 from tests.domain.test_entry_validation import VALID
 

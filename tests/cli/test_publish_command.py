@@ -14,8 +14,8 @@ from cidsync.entry import KeyType
 from cidsync.events import EventType, parse_event_json
 from cidsync.producer import build_event
 from cidsync.pulsar_client import pulsar_client
-from cidsync.synthetic import synthetic_entry
 from cidsync.topics import Topics
+from cidsync_tooling.synthetic import synthetic_entry
 from tests.cli_runner import cidsync
 from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.producer.conftest import receive, subscribe

@@ -8,10 +8,10 @@ from datetime import timedelta
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.core_events import CoreEventType
 from cidsync.entry import KeyType, PairRef
 from cidsync.naming import follow_workflow_id, reconcile_workflow_id
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.schedules import FRESHNESS_SCHEDULE_ID, VERIFY_SCHEDULE_ID
 from tests.cli_runner import cidsync
 from tests.e2e.reconciliation import Running, core_messages, pair_entries, seed_pair, until

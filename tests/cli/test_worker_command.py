@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.devstack.processes import free_port
+from cidsync_tooling.devstack.processes import free_port
 
 
 def waiting(log: Path, waits_for: str) -> int:

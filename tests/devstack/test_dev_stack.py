@@ -21,10 +21,10 @@ import yaml
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 
-from cidsync.audit import PERSONAL_FIELDS, Corpus, personal_values_by_kind, read_message
-from cidsync.devstack.processes import temporal_binary
 from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
+from cidsync_tooling.audit import PERSONAL_FIELDS, Corpus, personal_values_by_kind, read_message
+from cidsync_tooling.devstack.processes import temporal_binary
 from tests.cli_runner import cidsync
 from tests.e2e.reconciliation import pair_entries
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput
 from cidsync.events import MAX_SEQUENCE, DeletionType, EntryEvent, EventType, parse_event, parse_event_json
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.synthetic import synthetic_entry
 
 CONTRACT_EXAMPLE = """
 {"schema": "cidsync.entry-event/v1", "event_id": "9b2d3c4e-5f60-4718-8a9b-0c1d2e3f4a5b",

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents
-from cidsync.bridge.simulator.dict_state import EventLog
 from cidsync.cid import vsync
 from cidsync.follow import (
     Cursor,
@@ -20,6 +19,7 @@ from cidsync.follow import (
     page_consistent,
     watch,
 )
+from cidsync_tooling.simulator.dict_state import EventLog
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ADDED, REMOVED = CidEventType.ADDED, CidEventType.REMOVED

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from cidsync.entry import KeyType
 from cidsync.events import EventType
-from cidsync.synthetic import synthetic_history
+from cidsync_tooling.synthetic import synthetic_history
 
 
 @settings(max_examples=25, deadline=None)

@@ -12,16 +12,16 @@ from datetime import timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.bridge.simulator.dict_first import DictFirst
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EntryEvent
 from cidsync.producer import EntryEventProducer, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.synthetic import final_vsyncs, synthetic_history
 from cidsync.topics import Topics
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.simulator.dict_first import DictFirst
+from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 from starters.entry_events import EntryEventStarter
 from starters.options import Mode, StarterConfig
 from tests.conftest import KEY_SECRET

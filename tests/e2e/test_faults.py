@@ -25,10 +25,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.core_events import Outcome
-from cidsync.devstack.processes import Launched, free_port, launch
-from cidsync.devstack.servers import redis_answers, start_redis, start_temporal, temporal_argv
 from cidsync.entry import KeyType
 from cidsync.events import EntryEvent
 from cidsync.naming import search_attribute_types
@@ -37,6 +34,9 @@ from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
+from cidsync_tooling.devstack.processes import Launched, free_port, launch
+from cidsync_tooling.devstack.servers import redis_answers, start_redis, start_temporal, temporal_argv
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker

@@ -19,13 +19,13 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge import errors
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EntryEvent, EventType
 from cidsync.store.layout import PairKeys
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.synthetic import synthetic_entry
 from starters.followers import ensure_follower
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, immediate

@@ -34,12 +34,6 @@ from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cidsync.audit import PERSONAL_FIELDS, Corpus, personal_values, read_temporal
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.devstack.processes import Launched, free_port
-from cidsync.devstack.servers import start_role
-from cidsync.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec, WorkerSpec
-from cidsync.devstack.stack import StackState, down, up
 from cidsync.entry import AccountType, Entry, KeyType, OwnerType
 from cidsync.events import DeletionType, EntryEvent, EventType
 from cidsync.naming import search_attribute_types
@@ -49,6 +43,20 @@ from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.key_id import key_id
 from cidsync.topics import Topics
+from cidsync_tooling.audit import PERSONAL_FIELDS, Corpus, personal_values, read_temporal
+from cidsync_tooling.devstack.processes import Launched, free_port
+from cidsync_tooling.devstack.servers import start_role
+from cidsync_tooling.devstack.spec import (
+    BridgeSpec,
+    PulsarSpec,
+    RedisSpec,
+    StackSpec,
+    StarterSpec,
+    TemporalSpec,
+    WorkerSpec,
+)
+from cidsync_tooling.devstack.stack import StackState, down, up
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.cli_runner import cidsync
 from tests.e2e.harness import expected_vsyncs, local_vsyncs
 from tests.telemetry.otlp_receiver import Received, http_receiver

@@ -15,11 +15,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.bridge.models import FileStatus
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType, Outcome
 from cidsync.entry import Entry, KeyType, PairRef
 from cidsync.naming import OUTCOME, reconcile_workflow_id
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.reconciliation import start_reconciliation
 from tests.e2e.reconciliation import (
     Running,

@@ -17,13 +17,13 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
 from cidsync.cid import cid
 from cidsync.core_events import Outcome
-from cidsync.devstack.processes import free_port
-from cidsync.devstack.servers import start_bridge_simulator
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EntryEvent
+from cidsync_tooling.devstack.processes import free_port
+from cidsync_tooling.devstack.servers import start_bridge_simulator
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.reconciliation import start_reconciliation
 from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, immediate

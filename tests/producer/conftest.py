@@ -10,10 +10,10 @@ import pulsar
 import pulsar.asyncio as pulsar_asyncio
 import pytest
 
-from cidsync.devstack.processes import Launched, free_port
-from cidsync.devstack.servers import start_pulsar
 from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
+from cidsync_tooling.devstack.processes import Launched, free_port
+from cidsync_tooling.devstack.servers import start_pulsar
 from tests.conftest import PulsarBroker
 
 

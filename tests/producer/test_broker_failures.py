@@ -10,7 +10,7 @@ import pytest
 from cidsync.events import EventType
 from cidsync.producer import EntryEventProducer, ProducerConfig, PublishFailed
 from cidsync.pulsar_client import pulsar_client
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.synthetic import synthetic_entry
 from tests.producer.conftest import StoppableBroker, receive, subscribe, unique_topics
 
 # Real backoff (1 s, 2 s, 4 s); a short send timeout so each of the 4 attempts fails within a second.

@@ -20,7 +20,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from cidsync.devstack.processes import free_port
+from cidsync_tooling.devstack.processes import free_port
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ import pulsar
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync.devstack.processes import free_port, temporal_binary
 from cidsync.events import EventType
 from cidsync.producer import build_event
-from cidsync.synthetic import synthetic_entries
 from cidsync.topics import Topics
+from cidsync_tooling.devstack.processes import free_port, temporal_binary
+from cidsync_tooling.synthetic import synthetic_entries
 from tests.conftest import KEY_SECRET, BridgeSimulator, PulsarBroker, RedisServer
 from tests.telemetry.test_tracing import role
 

@@ -17,9 +17,9 @@ from temporalio.worker import Worker
 from activities.cid_store import PairsRequest
 from activities.core_events import NoticeInput
 from cidsync.core_events import CoreEventType
-from cidsync.devstack.processes import free_port
 from cidsync.entry import KeyType, PairRef
 from cidsync.store.models import PairVerification
+from cidsync_tooling.devstack.processes import free_port
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 
 

@@ -22,7 +22,7 @@ from cidsync.events import DeletionType, EventType
 from cidsync.naming import event_workflow_id
 from cidsync.producer import build_event
 from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange
-from cidsync.synthetic import synthetic_entry
+from cidsync_tooling.synthetic import synthetic_entry
 from workflows.cid_change import CIDResult
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput

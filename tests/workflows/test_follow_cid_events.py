@@ -26,11 +26,11 @@ from activities.proof import ProofActivities
 from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge import errors
 from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents, Verification
-from cidsync.bridge.simulator.dict_state import EventLog
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.store.layout import PairKeys, Scratch
 from cidsync.store.models import LocalView, VerificationRecord
+from cidsync_tooling.simulator.dict_state import EventLog
 from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
 from workflows.reconcile_vsync import ReconcileInput
 

@@ -34,13 +34,13 @@ from activities.follow import PollInput, PollResult
 from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge.models import Verification
 from cidsync.cid import ZERO_VSYNC
-from cidsync.devstack.processes import temporal_binary
 from cidsync.entry import KeyType, PairRef
 from cidsync.events import DeletionType, EventType
 from cidsync.follow import Cursor, Observation
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.store.layout import Scratch
 from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange, LocalVSync, VerificationRecord
+from cidsync_tooling.devstack.processes import temporal_binary
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.follow_cid_events import FollowCidEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync

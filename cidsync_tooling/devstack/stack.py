@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, new_key
-from cidsync.devstack.processes import (
+from cidsync.config import LOCAL_ENDPOINTS_FILE
+from cidsync_tooling.devstack.processes import (
     Launched,
     ProcessRef,
     StackError,
@@ -28,7 +30,7 @@ from cidsync.devstack.processes import (
     check_ports_free,
     free_port,
 )
-from cidsync.devstack.servers import (
+from cidsync_tooling.devstack.servers import (
     start_bridge_simulator,
     start_pulsar,
     start_redis,
@@ -36,7 +38,7 @@ from cidsync.devstack.servers import (
     start_temporal,
     temporal_argv,
 )
-from cidsync.devstack.spec import MAX_REPLICAS, StackSpec, StarterSpec, WorkerSpec
+from cidsync_tooling.devstack.spec import MAX_REPLICAS, StackSpec, StarterSpec, WorkerSpec
 
 STATE_FILE = "state.json"
 
@@ -127,10 +129,39 @@ def read_state(state_dir: Path) -> StackState | None:
         raise StackError(f"{path} is damaged ({error}); stop the processes by hand and remove it") from None
 
 
+# Which service serves each setting the commands read from a running stack (cidsync.config).
+_SERVED_BY = {
+    "temporal_address": "temporal",
+    "temporal_namespace": "temporal",
+    "pulsar_url": "pulsar",
+    "pulsar_namespace": "pulsar",
+    "redis_url": "redis",
+    "bridge_address": "bridge",
+    "codec_keys_file": "codec",
+}
+
+
 def _write_state(state: StackState) -> None:
-    path = Path(state.state_dir) / STATE_FILE
+    """The state file, and the endpoints file every command reads (`cidsync.config.LOCAL_ENDPOINTS_FILE`)."""
+    directory = Path(state.state_dir)
+    endpoints = state.endpoints()
+    published = {
+        name: {"value": endpoints[name], "pid": service.pid, "create_time": service.create_time}
+        for name, owner in _SERVED_BY.items()
+        if endpoints.get(name) and (service := state.services.get(owner)) is not None
+    }
+    _atomic_write(directory / STATE_FILE, state.model_dump_json(indent=2))
+    _atomic_write(directory / LOCAL_ENDPOINTS_FILE, json.dumps(published, indent=2))
+
+
+def _forget(state_dir: Path) -> None:
+    for name in (STATE_FILE, LOCAL_ENDPOINTS_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.write_text(text)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
@@ -364,7 +395,7 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
             if any(s.ref.alive() for s in state.services.values()):
                 _write_state(state)
             else:
-                (state_dir / STATE_FILE).unlink(missing_ok=True)
+                _forget(state_dir)
             raise
         _write_state(state)
         return state
@@ -385,5 +416,5 @@ def down(state_dir: Path, on_stop: Callable[[str], None] = lambda _: None) -> li
                 on_stop(name)
                 ref.stop()
                 stopped.append(name)
-        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        _forget(state_dir)
         return stopped

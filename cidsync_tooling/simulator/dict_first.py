@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-from cidsync.bridge.simulator.dict_state import ChangeOutcome
 from cidsync.events import DeletionType, EntryEvent
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from cidsync_tooling.simulator.dict_state import ChangeOutcome
 
 
 class DictFirst:

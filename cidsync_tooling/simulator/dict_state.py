@@ -20,7 +20,7 @@ from cidsync.cid import cid as cid_of
 from cidsync.entry import Entry, KeyType, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
 from cidsync.events import EventType
-from cidsync.synthetic import pair_random, synthetic_entry
+from cidsync_tooling.synthetic import pair_random, synthetic_entry
 
 Pair = tuple[str, KeyType]
 

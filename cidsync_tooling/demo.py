@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from cidsync.cid import cid, vsync
-from cidsync.devstack.spec import StackSpec
-from cidsync.devstack.stack import StackState, down, read_state, up
 from cidsync.entry import Entry, KeyType, parse_jsonl_entries
 from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync_tooling.devstack.spec import StackSpec
+from cidsync_tooling.devstack.stack import StackState, down, read_state, up
 
 SAMPLE_ENTRIES = "sample_entries.jsonl"
 PARTICIPANT_COUNT = 2
@@ -47,7 +47,7 @@ APPLY_TIMEOUT_S = 600.0
 
 def sample_entries() -> list[Entry]:
     """The bundled sample: valid entries over two participants and every key type."""
-    text = resources.files("cidsync.data").joinpath(SAMPLE_ENTRIES).read_text(encoding="utf-8")
+    text = resources.files("cidsync_tooling.data").joinpath(SAMPLE_ENTRIES).read_text(encoding="utf-8")
     return list(parse_jsonl_entries(text.splitlines(), SAMPLE_ENTRIES))
 
 
@@ -82,16 +82,16 @@ class DemoOptions:
 async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool:
     starter_mode = spec.starter.mode
     from cidsync.bridge.client import BridgeClient
-    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-    from cidsync.bridge.simulator.dict_first import DictFirst
-    from cidsync.bridge.simulator.dict_state import ChangeOutcome
     from cidsync.config import load_settings
     from cidsync.producer import EntryEventProducer, build_event
     from cidsync.pulsar_client import pulsar_client
     from cidsync.redis_client import redis_client
     from cidsync.store.cid_store import CIDStore
-    from cidsync.synthetic import synthetic_history
     from cidsync.topics import Topics
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+    from cidsync_tooling.simulator.dict_first import DictFirst
+    from cidsync_tooling.simulator.dict_state import ChangeOutcome
+    from cidsync_tooling.synthetic import synthetic_history
 
     settings = load_settings({}, dev_endpoints=state.endpoints())
     topics = Topics(namespace=state.pulsar_namespace)
@@ -214,12 +214,12 @@ async def _reconcile(
     import pulsar
 
     from cidsync.bridge.client import BridgeClient
-    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
     from cidsync.pulsar_client import pulsar_client
     from cidsync.redis_client import redis_client
     from cidsync.store.cid_store import CIDStore
     from cidsync.temporal_client import connect
     from cidsync.topics import Topics
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
     from starters.reconciliation import start_reconciliation
     from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
 
@@ -302,10 +302,10 @@ async def _follow(
     """Continuous verification: DICT changed behind cidsync's back, found in DICT's CID event log by the
     followers and repaired after their grace period, without a CID file."""
     from cidsync.bridge.client import BridgeClient
-    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-    from cidsync.cli.follow_commands import ensure_stack_followers
     from cidsync.config import load_settings
     from cidsync.temporal_client import connect
+    from cidsync_tooling.devstack.followers import ensure_stack_followers
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
     from workflows.follow_cid_events import FollowCidEvents, FollowStatus
 
     # The two key types with the most entries (an altered and a removed entry need two).

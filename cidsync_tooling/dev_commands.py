@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from cidsync import config
-from cidsync.devstack.processes import StackError
-from cidsync.devstack.spec import StackSpec, load_spec
-from cidsync.devstack.stack import StackState, down, read_state, up
+from cidsync_tooling.devstack.processes import StackError
+from cidsync_tooling.devstack.spec import StackSpec, load_spec
+from cidsync_tooling.devstack.stack import StackState, down, read_state, up
 
 DEFAULT_STACK_FILE = Path("temporal-dev.yaml")
 
@@ -72,7 +72,7 @@ def _up(args: argparse.Namespace) -> int:
     spec, path = _spec(args)
     state = up(spec, path, on_start=lambda name: _progress(f"starting {name}..."))
     print_endpoints(state)
-    from cidsync.cli.follow_commands import ensure_stack_followers
+    from cidsync_tooling.devstack.followers import ensure_stack_followers
 
     followers = asyncio.run(ensure_stack_followers(spec, state))
     started = sum(1 for what in followers.values() if what == "started")
@@ -109,7 +109,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cidsync.cli.demo import DemoOptions, run_demo
+    from cidsync_tooling.demo import DemoOptions, run_demo
 
     if args.events < 1:
         raise StackError("--events must be at least 1")

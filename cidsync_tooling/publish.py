@@ -19,14 +19,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cidsync.bridge.simulator.dict_state import ChangeOutcome
 from cidsync.cli.domain_commands import read_input
 from cidsync.config import dev_stack_endpoints, load_settings, parse_participants
 from cidsync.errors import InvalidInput, Problem
 from cidsync.events import EntryEvent, parse_event, parse_event_json
+from cidsync_tooling.simulator.dict_state import ChangeOutcome
 
 if TYPE_CHECKING:
-    from cidsync.bridge.simulator.dict_first import DictFirst
+    from cidsync_tooling.simulator.dict_first import DictFirst
 
 MAX_REPORTED_FAILURES = 5
 
@@ -113,8 +113,8 @@ def _dict_address(args: argparse.Namespace, pulsar_url: str) -> str | None:
 
 async def _publish(args: argparse.Namespace) -> int:
     from cidsync.producer import EntryEventProducer, ProducerConfig, Published, PublishFailed
-    from cidsync.synthetic import synthetic_history
     from cidsync.topics import Topics
+    from cidsync_tooling.synthetic import synthetic_history
 
     settings = load_settings({"pulsar_url": args.pulsar_url, "pulsar_namespace": args.pulsar_namespace})
     if args.generate is None:
@@ -163,8 +163,8 @@ async def _publish(args: argparse.Namespace) -> int:
             return item
         return producer.build(item.event_type, item.entry, args.user_id, deletion_type=item.deletion_type)
 
-    from cidsync.bridge.simulator.admin_client import SimulatorAdmin
-    from cidsync.bridge.simulator.dict_first import DictFirst
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+    from cidsync_tooling.simulator.dict_first import DictFirst
 
     address = _dict_address(args, settings.require("pulsar_url"))
     admin = SimulatorAdmin(address) if address else None

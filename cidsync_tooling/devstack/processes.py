@@ -23,8 +23,10 @@ from pathlib import Path
 
 import psutil
 
+from cidsync.errors import CommandFailed
 
-class StackError(RuntimeError):
+
+class StackError(CommandFailed):
     """A dev-stack problem a person can fix: a taken port, a missing binary, a server that died."""
 
 

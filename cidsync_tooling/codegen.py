@@ -1,6 +1,6 @@
 """Generates the Python code of `proto/` (messages, gRPC stubs and their type stubs).
 
-`make proto` writes it into the package; tests/bridge/test_codegen.py generates it again into a
+`make proto` writes it into the packages; tests/bridge/test_codegen.py generates it again into a
 temporary folder and fails when the committed files are stale.
 """
 
@@ -10,7 +10,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("cidsync", "cidsync_tooling")  # the product's contract, and the simulator's admin service
 PROTO_ROOT = ROOT / "proto"
 
 
@@ -39,7 +40,7 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed; see its messages above")
-    return sorted(p.relative_to(out_dir) for p in (out_dir / "cidsync").rglob("*_pb2*.py*"))
+    return sorted(p.relative_to(out_dir) for package in PACKAGES for p in (out_dir / package).rglob("*_pb2*.py*"))
 
 
 if __name__ == "__main__":

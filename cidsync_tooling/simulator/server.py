@@ -26,16 +26,16 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import CidEventType, FileStatus
-from cidsync.bridge.simulator.admin_client import CHANGE_KINDS_PB, OUTCOMES_FROM_PB
-from cidsync.bridge.simulator.dict_state import SimFile, SimulatedDict
-from cidsync.bridge.simulator.journal import Journal
-from cidsync.bridge.simulator.ratelimit import RateLimiter
-from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
 from cidsync.entry import Entry, check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
+from cidsync_tooling.simulator.admin_client import CHANGE_KINDS_PB, OUTCOMES_FROM_PB
+from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
+from cidsync_tooling.simulator.journal import Journal
+from cidsync_tooling.simulator.ratelimit import RateLimiter
+from cidsync_tooling.simulator.v1 import admin_pb2, admin_pb2_grpc
 
 CHANGE_KINDS = {pb_kind: kind for kind, pb_kind in CHANGE_KINDS_PB.items()}
 OUTCOMES = {outcome: pb_outcome for pb_outcome, outcome in OUTCOMES_FROM_PB.items()}

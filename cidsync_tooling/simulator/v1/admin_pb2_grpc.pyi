@@ -5,7 +5,7 @@ The DICT simulator's admin service: off the production contract, for tests, demo
 rehearsals. It changes DICT "behind cidsync's back" and injects faults.
 """
 
-from cidsync.bridge.simulator.v1 import admin_pb2 as _admin_pb2
+from cidsync_tooling.simulator.v1 import admin_pb2 as _admin_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -43,7 +43,7 @@ class DictSimulatorAdminStub:
     """Random divergence on one pair: new entries added, existing ones removed or altered."""
     LoadSynthetic: _grpc.UnaryUnaryMultiCallable[_admin_pb2.LoadSyntheticRequest, _admin_pb2.LoadSyntheticResponse]
     """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
-    the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+    the same as cidsync_tooling.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
     """
     ApplyChanges: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ApplyChangesRequest, _admin_pb2.ApplyChangesResponse]
     """Core's side of entry events, in commit order: each change made in DICT as core's registration,
@@ -70,7 +70,7 @@ class DictSimulatorAdminAsyncStub(DictSimulatorAdminStub):
     """Random divergence on one pair: new entries added, existing ones removed or altered."""
     LoadSynthetic: _aio.UnaryUnaryMultiCallable[_admin_pb2.LoadSyntheticRequest, _admin_pb2.LoadSyntheticResponse]  # type: ignore[assignment]
     """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
-    the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+    the same as cidsync_tooling.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
     """
     ApplyChanges: _aio.UnaryUnaryMultiCallable[_admin_pb2.ApplyChangesRequest, _admin_pb2.ApplyChangesResponse]  # type: ignore[assignment]
     """Core's side of entry events, in commit order: each change made in DICT as core's registration,
@@ -124,7 +124,7 @@ class DictSimulatorAdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.LoadSyntheticResponse, _abc.Awaitable[_admin_pb2.LoadSyntheticResponse]]:
         """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
-        the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+        the same as cidsync_tooling.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
         """
 
     @_abc_1.abstractmethod

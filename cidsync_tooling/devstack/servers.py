@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from cidsync.devstack.processes import (
+from cidsync_tooling.devstack.processes import (
     Launched,
     accepts_connections,
     launch,

@@ -11,10 +11,10 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import from_rpc_error
 from cidsync.bridge.models import FileStatus
-from cidsync.bridge.simulator.dict_state import ChangeOutcome
-from cidsync.bridge.simulator.v1 import admin_pb2, admin_pb2_grpc
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
+from cidsync_tooling.simulator.dict_state import ChangeOutcome
+from cidsync_tooling.simulator.v1 import admin_pb2, admin_pb2_grpc
 
 LOAD_BATCH = 1_000
 # The admin contract's enums for core's changes; the server reads them back through the same maps.

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from cidsync.bridge.models import FileStatus
-from cidsync.bridge.simulator.dict_state import EPOCH, MICROSECOND, SimulatedDict
 from cidsync.entry import KeyType, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
+from cidsync_tooling.simulator.dict_state import EPOCH, MICROSECOND, SimulatedDict
 
 logger = logging.getLogger(__name__)
 

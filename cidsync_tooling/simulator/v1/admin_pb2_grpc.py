@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from cidsync.bridge.simulator.v1 import admin_pb2 as cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2
+from cidsync_tooling.simulator.v1 import admin_pb2 as cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in cidsync/bridge/simulator/v1/admin_pb2_grpc.py depends on'
+        + ' but the generated code in cidsync_tooling/simulator/v1/admin_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,49 +35,49 @@ class DictSimulatorAdminStub:
             channel: A grpc.Channel.
         """
         self.LoadEntries = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadEntries',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/LoadEntries',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.FromString,
                 _registered_method=True)
         self.RemoveEntries = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/RemoveEntries',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/RemoveEntries',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.FromString,
                 _registered_method=True)
         self.AlterEntry = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/AlterEntry',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/AlterEntry',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.FromString,
                 _registered_method=True)
         self.InjectDivergence = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/InjectDivergence',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/InjectDivergence',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
                 _registered_method=True)
         self.LoadSynthetic = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
                 _registered_method=True)
         self.ApplyChanges = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/ApplyChanges',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/ApplyChanges',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
                 _registered_method=True)
         self.SetFaults = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/SetFaults',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/SetFaults',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
                 _registered_method=True)
         self.GetStats = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/GetStats',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Stats.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/GetStats',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Stats.FromString,
                 _registered_method=True)
         self.Reset = channel.unary_unary(
-                '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/Reset',
-                request_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.FromString,
+                '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/Reset',
+                request_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
+                response_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.FromString,
                 _registered_method=True)
 
 
@@ -114,7 +114,7 @@ class DictSimulatorAdminServicer:
 
     def LoadSynthetic(self, request, context):
         """Bulk seed: `count` synthetic entries generated inside the simulator (deterministic from `seed`,
-        the same as cidsync.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
+        the same as cidsync_tooling.synthetic.synthetic_entries), for scale runs where LoadEntries is too slow.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,54 +155,54 @@ def add_DictSimulatorAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'LoadEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadEntries,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.SerializeToString,
             ),
             'RemoveEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveEntries,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.SerializeToString,
             ),
             'AlterEntry': grpc.unary_unary_rpc_method_handler(
                     servicer.AlterEntry,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.SerializeToString,
             ),
             'InjectDivergence': grpc.unary_unary_rpc_method_handler(
                     servicer.InjectDivergence,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.SerializeToString,
             ),
             'LoadSynthetic': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadSynthetic,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.SerializeToString,
             ),
             'ApplyChanges': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyChanges,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.SerializeToString,
             ),
             'SetFaults': grpc.unary_unary_rpc_method_handler(
                     servicer.SetFaults,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Stats.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Stats.SerializeToString,
             ),
             'Reset': grpc.unary_unary_rpc_method_handler(
                     servicer.Reset,
-                    request_deserializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.SerializeToString,
+                    request_deserializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.FromString,
+                    response_serializer=cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'cidsync.bridge.simulator.v1.DictSimulatorAdmin', rpc_method_handlers)
+            'cidsync_tooling.simulator.v1.DictSimulatorAdmin', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('cidsync.bridge.simulator.v1.DictSimulatorAdmin', rpc_method_handlers)
+    server.add_registered_method_handlers('cidsync_tooling.simulator.v1.DictSimulatorAdmin', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -223,9 +223,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadEntries',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/LoadEntries',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -250,9 +250,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/RemoveEntries',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/RemoveEntries',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.RemoveEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -277,9 +277,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/AlterEntry',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/AlterEntry',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.AlterEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -304,9 +304,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/InjectDivergence',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/InjectDivergence',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.InjectDivergenceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -331,9 +331,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/LoadSynthetic',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.LoadSyntheticResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -358,9 +358,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/ApplyChanges',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/ApplyChanges',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ApplyChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -385,9 +385,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/SetFaults',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/SetFaults',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Faults.FromString,
             options,
             channel_credentials,
             insecure,
@@ -412,9 +412,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/GetStats',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.Stats.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/GetStats',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.GetStatsRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,
@@ -439,9 +439,9 @@ class DictSimulatorAdmin:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.simulator.v1.DictSimulatorAdmin/Reset',
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
-            cidsync_dot_bridge_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.FromString,
+            '/cidsync_tooling.simulator.v1.DictSimulatorAdmin/Reset',
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetRequest.SerializeToString,
+            cidsync__tooling_dot_simulator_dot_v1_dot_admin__pb2.ResetResponse.FromString,
             options,
             channel_credentials,
             insecure,

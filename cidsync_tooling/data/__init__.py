@@ -1,0 +1,1 @@
+"""Sample entries for the demo and the dev stack."""
