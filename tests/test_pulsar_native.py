@@ -10,7 +10,7 @@ import pulsar.asyncio as pulsar_asyncio
 
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import BatchConsumer
-from tests.conftest import PulsarBroker
+from tests.helpers.servers import PulsarBroker
 
 WAIT_MS = 50
 

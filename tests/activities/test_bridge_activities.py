@@ -12,7 +12,7 @@ from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.conftest import BridgeSimulator
+from tests.helpers.servers import BridgeSimulator
 
 ZERO = "0" * 64
 

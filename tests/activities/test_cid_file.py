@@ -19,7 +19,7 @@ from cidsync.store.layout import PairKeys, Scratch
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
-from tests.conftest import BridgeSimulator, RedisServer
+from tests.helpers.servers import BridgeSimulator, RedisServer
 
 COUNT = 5_000
 

@@ -14,8 +14,8 @@ from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.conftest import BridgeSimulator, RedisServer
 from tests.e2e.reconciliation import apply_locally, pair_entries, seed_pair
+from tests.helpers.servers import BridgeSimulator, RedisServer
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import RepairSide, Scratch
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.conftest import BridgeSimulator, RedisServer
 from tests.e2e.reconciliation import SECRET, apply_locally, pair_entries
+from tests.helpers.servers import BridgeSimulator, RedisServer
 
 
 @dataclass
@@ -59,7 +59,10 @@ async def test_dict_only_cids_are_added_within_dicts_rate_limit(
     assert stored == {cid(e) for e in entries}
     assert await parts.store.vsync(participant, KeyType.CPF) == vsync(stored)
     limited = (await simulator_admin.stats())["rate_limited"].get("GetEntryByCid", 0) - limited_before
-    assert 0 < limited <= 20  # refused at the bucket's end, then paced at DICT's refill rate
+    # Refused at the bucket's end, then paced at DICT's refill rate: never hammered. Whether the bucket ran
+    # dry at all depends on the machine (on a loaded one the refill keeps up with the calls), so the test
+    # bounds the refusals and does not require one.
+    assert limited <= 20
     outbox = [EntryReconciled.model_validate_json(raw) for raw in await parts.store.redis.lrange(scratch.outbox, 0, -1)]
     assert sorted(n.cid for n in outbox) == sorted(cid(e) for e in entries)
     assert all(n.entry is not None and n.entry.id == n.entry_id for n in outbox)

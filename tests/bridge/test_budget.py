@@ -15,7 +15,7 @@ from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput
 from cidsync.redis_client import redis_client
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.conftest import BridgeSimulator, RedisServer
+from tests.helpers.servers import BridgeSimulator, RedisServer
 
 # 60 a minute, 10 at most (9 with the margin): a bucket a test can empty and see refill within a second.
 SMALL = {"ListCidSetEvents": Bucket(60, 10), "VerifySync": Bucket(60, 10)}

@@ -20,8 +20,8 @@ from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.simulator.dict_state import ChangeOutcome
 from cidsync_tooling.simulator.v1 import admin_pb2
 from cidsync_tooling.synthetic import synthetic_entry
-from tests.conftest import BridgeSimulator
 from tests.domain.test_cid import _rfc2104_hmac_sha256
+from tests.helpers.servers import BridgeSimulator
 
 KEY_TYPE = KeyType.EVP
 

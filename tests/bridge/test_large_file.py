@@ -13,7 +13,7 @@ from cidsync.entry import KeyType
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
-from tests.conftest import BridgeSimulator
+from tests.helpers.servers import BridgeSimulator
 
 COUNT = 100_000
 # What the file would weigh held in memory as Python strings (64-char str: ~113 bytes each, plus a list).

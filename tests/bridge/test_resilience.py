@@ -11,8 +11,8 @@ from cidsync.bridge.errors import BridgeError, DeadlineExceeded, PermissionDenie
 from cidsync.entry import KeyType
 from cidsync_tooling.devstack.processes import accepts_connections, free_port, launch
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.conftest import BridgeSimulator
-from tests.pki import Pki, make_pki
+from tests.helpers.pki import Pki, make_pki
+from tests.helpers.servers import BridgeSimulator
 
 KEY_TYPE = KeyType.EMAIL
 ZERO = "0" * 64

@@ -7,8 +7,8 @@ from pathlib import Path
 from cidsync.cid import cid, vsync
 from cidsync.entry import KeyType
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
-from tests.cli_runner import cidsync
-from tests.conftest import BridgeSimulator
+from tests.helpers.cli_runner import cidsync
+from tests.helpers.servers import BridgeSimulator
 
 
 def test_load_verify_cids_and_stats(bridge_simulator: BridgeSimulator, participant: str, tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from cidsync_tooling.demo import sample_entries
-from tests.cli_runner import cidsync
 from tests.domain.test_entry_validation import VALID
+from tests.helpers.cli_runner import cidsync
 
 EXPECTED = "fb0aef52297ad704c38ed69ea9a4d8be0b88c3f72a0c56b4048cfa684bf92fc0"  # own vector, test_cid.py
 

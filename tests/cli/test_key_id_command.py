@@ -2,7 +2,7 @@
 
 from cidsync.entry import KeyType
 from cidsync.store.key_id import key_id
-from tests.cli_runner import cidsync
+from tests.helpers.cli_runner import cidsync
 
 SECRET = "key-id-command-secret"
 

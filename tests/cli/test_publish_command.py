@@ -16,8 +16,8 @@ from cidsync.producer import build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
 from cidsync_tooling.synthetic import synthetic_entry
-from tests.cli_runner import cidsync
-from tests.conftest import BridgeSimulator, PulsarBroker
+from tests.helpers.cli_runner import cidsync
+from tests.helpers.servers import BridgeSimulator, PulsarBroker
 from tests.producer.conftest import receive, subscribe
 
 

@@ -13,8 +13,8 @@ from cidsync.entry import KeyType, PairRef
 from cidsync.naming import follow_workflow_id, reconcile_workflow_id
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.schedules import FRESHNESS_SCHEDULE_ID, VERIFY_SCHEDULE_ID
-from tests.cli_runner import cidsync
 from tests.e2e.reconciliation import Running, core_messages, pair_entries, seed_pair, until
+from tests.helpers.cli_runner import cidsync
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 from workflows.reconcile_vsync import ReconcileVSync
 

@@ -7,9 +7,9 @@ from cidsync.config import DEVELOPMENT_KEY_SECRET
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from tests.changes import change
-from tests.cli_runner import cidsync
-from tests.conftest import RedisServer
+from tests.helpers.changes import change
+from tests.helpers.cli_runner import cidsync
+from tests.helpers.servers import RedisServer
 
 
 async def test_vsync_json_lists_each_pair(redis_server: RedisServer, participant: str) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.cli_runner import cidsync
 from tests.devstack.test_dev_stack import _stack_file
+from tests.helpers.cli_runner import cidsync
 
 
 def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:

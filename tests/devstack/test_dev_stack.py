@@ -25,8 +25,8 @@ from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
 from cidsync_tooling.audit import PERSONAL_FIELDS, Corpus, personal_values_by_kind, read_message
 from cidsync_tooling.devstack.processes import temporal_binary
-from tests.cli_runner import cidsync
 from tests.e2e.reconciliation import pair_entries
+from tests.helpers.cli_runner import cidsync
 
 
 def _stack_file(tmp_path: Path, **redis: object) -> Path:

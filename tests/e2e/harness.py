@@ -24,7 +24,8 @@ from cidsync_tooling.simulator.dict_first import DictFirst
 from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 from starters.entry_events import EntryEventStarter
 from starters.options import Mode, StarterConfig
-from tests.conftest import KEY_SECRET
+from tests.helpers.eventually import eventually
+from tests.helpers.servers import KEY_SECRET
 from workers.cid_worker import build_worker
 from workers.options import WorkerOptions
 
@@ -73,14 +74,10 @@ APPLY_TIMEOUT = 120.0
 
 
 async def wait_for_vsyncs(store: CIDStore, participants: list[str], expected: object) -> None:
-    """Wait until the store shows the expected state (or fail, showing what it holds)."""
-    last: object = None
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(APPLY_TIMEOUT):
-            # The store has no change feed to wait on; polling it adds no timing assumption.
-            while (last := await local_vsyncs(store, participants)) != expected:  # noqa: ASYNC110
-                await asyncio.sleep(0.25)
-    assert last == expected
+    """Wait until the store shows the expected state (or fail, showing what it holds). The store has no
+    change feed to wait on; polling it adds no timing assumption."""
+    await eventually(lambda: local_vsyncs(store, participants), lambda seen: seen == expected,
+                     "the store's VSyncs as expected", timeout=APPLY_TIMEOUT)  # fmt: skip
 
 
 @contextlib.asynccontextmanager

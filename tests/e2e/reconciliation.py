@@ -24,8 +24,9 @@ from cidsync.topics import Topics
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from starters.options import Mode
-from tests.conftest import KEY_SECRET
 from tests.e2e.harness import Flow, Pipeline, running_pipeline
+from tests.helpers.eventually import eventually
+from tests.helpers.servers import KEY_SECRET
 from workers.cid_worker import Reconciliation, build_worker
 from workers.options import WorkerOptions
 from workflows.reconcile_vsync import Progress, ReconcileVSync
@@ -86,10 +87,8 @@ async def seed_pair(admin: SimulatorAdmin, store: CIDStore, entries: list[Entry]
 
 
 async def until(handle: WorkflowHandle[ReconcileVSync, object], check: Callable[[Progress], bool]) -> Progress:
-    async with asyncio.timeout(60):
-        while not check(progress := await handle.query(ReconcileVSync.progress)):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    return progress
+    return await eventually(lambda: handle.query(ReconcileVSync.progress), check, "the reconciliation's progress",
+                            every=0.02)  # fmt: skip
 
 
 async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[pulsar.Message]:

@@ -9,8 +9,8 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from starters.options import Mode
-from tests.conftest import PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, running_pipeline
+from tests.helpers.servers import PulsarBroker, RedisServer
 
 
 async def test_a_lone_event_is_applied_without_waiting_for_the_next_message(

@@ -39,9 +39,9 @@ from cidsync_tooling.devstack.servers import redis_answers, start_redis, start_t
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
-from tests.conftest import BridgeSimulator, PulsarBroker
 from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
 from tests.e2e.reconciliation import apply_locally, pair_entries
+from tests.helpers.servers import BridgeSimulator, PulsarBroker
 from workflows.follow_cid_events import FollowCidEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput
 

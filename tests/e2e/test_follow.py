@@ -27,7 +27,6 @@ from cidsync.store.layout import PairKeys
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import synthetic_entry
 from starters.followers import ensure_follower
-from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, immediate
 from tests.e2e.reconciliation import (
     Running,
@@ -36,6 +35,7 @@ from tests.e2e.reconciliation import (
     pair_entries,
     seed_pair,
 )
+from tests.helpers.servers import BridgeSimulator, PulsarBroker, RedisServer
 from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
 
 GRACE = timedelta(seconds=4)

@@ -9,7 +9,6 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.producer import EntryEventProducer, ProducerConfig
 from cidsync.pulsar_client import pulsar_client
 from starters.options import Mode
-from tests.conftest import PulsarBroker
 from tests.e2e.harness import (
     expected_vsyncs,
     history_events,
@@ -17,6 +16,7 @@ from tests.e2e.harness import (
     shuffled_with_duplicates,
     wait_for_vsyncs,
 )
+from tests.helpers.servers import PulsarBroker
 from tests.producer.conftest import receive, subscribe
 
 

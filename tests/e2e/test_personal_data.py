@@ -57,8 +57,9 @@ from cidsync_tooling.devstack.spec import (
 )
 from cidsync_tooling.devstack.stack import StackState, down, up
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.cli_runner import cidsync
 from tests.e2e.harness import expected_vsyncs, local_vsyncs
+from tests.helpers.cli_runner import cidsync
+from tests.helpers.eventually import eventually
 from tests.telemetry.otlp_receiver import Received, http_receiver
 
 SECRET = "personal-data-test-secret"
@@ -180,9 +181,8 @@ def scrape(url: str) -> str:
 
 
 async def wait_until_applied(store: CIDStore, participants: list[str], expected: object) -> None:
-    async with asyncio.timeout(120):
-        while await local_vsyncs(store, participants) != expected:  # noqa: ASYNC110
-            await asyncio.sleep(0.25)
+    await eventually(lambda: local_vsyncs(store, participants), lambda seen: seen == expected, "every event applied",
+                     timeout=120)  # fmt: skip
 
 
 async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) -> None:

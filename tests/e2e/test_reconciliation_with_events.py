@@ -25,9 +25,9 @@ from cidsync_tooling.devstack.processes import free_port
 from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.reconciliation import start_reconciliation
-from tests.conftest import BridgeSimulator, PulsarBroker, RedisServer
 from tests.e2e.harness import history_events, immediate
 from tests.e2e.reconciliation import events_and_reconciliation, pair_entries
+from tests.helpers.servers import BridgeSimulator, PulsarBroker, RedisServer
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
 

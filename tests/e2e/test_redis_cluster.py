@@ -19,7 +19,6 @@ from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from cidsync.store.layout import PairKeys
 from starters.options import Mode
-from tests.conftest import PulsarBroker, RedisClusterServers
 from tests.e2e.harness import (
     expected_vsyncs,
     history_events,
@@ -27,6 +26,7 @@ from tests.e2e.harness import (
     shuffled_with_duplicates,
     wait_for_vsyncs,
 )
+from tests.helpers.servers import PulsarBroker, RedisClusterServers
 
 
 async def test_a_primary_killed_and_restarted_mid_run_loses_nothing_and_doubles_nothing(

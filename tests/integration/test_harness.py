@@ -8,7 +8,7 @@ import redis.asyncio as redis
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.conftest import PulsarBroker, RedisServer
+from tests.helpers.servers import PulsarBroker, RedisServer
 from tests.integration.harness_workflows import SleepThenAnswer
 
 

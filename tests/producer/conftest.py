@@ -14,7 +14,7 @@ from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
 from cidsync_tooling.devstack.processes import Launched, free_port
 from cidsync_tooling.devstack.servers import start_pulsar
-from tests.conftest import PulsarBroker
+from tests.helpers.servers import PulsarBroker
 
 
 def unique_topics() -> Topics:

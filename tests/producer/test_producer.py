@@ -17,7 +17,7 @@ from cidsync.errors import InvalidInput
 from cidsync.events import DeletionType, EventType, parse_event_json
 from cidsync.producer import EntryEventProducer, ProducerConfig
 from cidsync_tooling.synthetic import synthetic_entry
-from tests.conftest import PulsarBroker
+from tests.helpers.servers import PulsarBroker
 from tests.producer.conftest import receive, subscribe, unique_topics
 
 

@@ -16,7 +16,7 @@ from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
 from starters.entry_events import EntryEventStarter, StarterHalted
 from starters.options import StarterConfig
-from tests.conftest import PulsarBroker, RedisServer
+from tests.helpers.servers import PulsarBroker, RedisServer
 
 
 async def test_missing_search_attributes_halt_the_starter_with_the_fix(

@@ -15,8 +15,8 @@ from cidsync.redis_client import cluster_nodes, redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys, RepairSide, Scratch
 from cidsync.store.models import BatchResult
-from tests.changes import change
-from tests.conftest import RedisClusterServers
+from tests.helpers.changes import change
+from tests.helpers.servers import RedisClusterServers
 
 SECRET = b"cluster-secret"
 

@@ -22,9 +22,9 @@ from cidsync.store.cid_store import CIDStore
 from cidsync.store.key_id import key_id
 from cidsync.store.layout import PairKeys
 from cidsync.store.models import ApplyStatus, CIDChange
-from tests.changes import change as make_change
-from tests.changes import entry_id_of
-from tests.conftest import RedisServer
+from tests.helpers.changes import change as make_change
+from tests.helpers.changes import entry_id_of
+from tests.helpers.servers import RedisServer
 
 SECRET = b"test-secret"
 KEYS = ["+5511900000001", "+5511900000002", "+5511900000003", "+5511900000004"]

@@ -13,7 +13,7 @@ from cidsync.store.cid_store import CIDStore
 from cidsync.store.key_id import key_id
 from cidsync.store.layout import PairKeys
 from cidsync.store.models import CIDChange, CidHolder, RepairStatus
-from tests.changes import change
+from tests.helpers.changes import change
 
 SECRET = b"repair-secret"
 KEY = "+5511987654321"

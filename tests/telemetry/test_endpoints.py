@@ -12,11 +12,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pulsar
@@ -28,10 +26,9 @@ from cidsync.producer import build_event
 from cidsync.topics import Topics
 from cidsync_tooling.devstack.processes import free_port, temporal_binary
 from cidsync_tooling.synthetic import synthetic_entries
-from tests.conftest import KEY_SECRET, BridgeSimulator, PulsarBroker, RedisServer
+from tests.helpers.eventually import eventually_sync
+from tests.helpers.servers import KEY_SECRET, BridgeSimulator, PulsarBroker, RedisServer
 from tests.telemetry.test_tracing import role
-
-pytestmark = pytest.mark.integration
 
 
 def get(url: str) -> tuple[int, str]:
@@ -55,15 +52,6 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 def ready(url: str) -> bool:
     return get(f"{url}/readyz")[0] == 200
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 @pytest.fixture
@@ -93,7 +81,7 @@ def test_the_worker_and_the_starter_serve_metrics_health_and_json_logs(
              environment, tmp_path / "starter.log"),
     ):  # fmt: skip
         for url in (worker_url, starter_url):
-            eventually(functools.partial(ready, url), f"{url}/readyz says ready")
+            eventually_sync(functools.partial(ready, url), f"{url}/readyz says ready")
             assert get(f"{url}/healthz")[0] == 200
             checks = json.loads(get(f"{url}/readyz")[1])["checks"]
             assert {name for name, check in checks.items() if check["required"] and check["ok"]} == {
@@ -111,11 +99,11 @@ def test_the_worker_and_the_starter_serve_metrics_health_and_json_logs(
         def worker_applied() -> bool:
             return sample(get(f"{worker_url}/metrics")[1], "cidsync_store_changes_total", outcome="applied") == 5
 
-        eventually(worker_applied, "the worker counts 5 applied changes")
+        eventually_sync(worker_applied, "the worker counts 5 applied changes")
         completed = {"workflow_type": "CreateCID"}
-        eventually(lambda: sample(get(f"{worker_url}/metrics")[1], "temporal_workflow_completed_total",
+        eventually_sync(lambda: sample(get(f"{worker_url}/metrics")[1], "temporal_workflow_completed_total",
                                   **completed) == 5, "Temporal's metrics count 5 runs completed")  # fmt: skip
-        eventually(lambda: sample(get(f"{starter_url}/metrics")[1], "cidsync_starter_events_dead_lettered_total",
+        eventually_sync(lambda: sample(get(f"{starter_url}/metrics")[1], "cidsync_starter_events_dead_lettered_total",
                                   reason="invalid_event") == 1, "the starter counts the dead letter")  # fmt: skip
         # A reconciliation of a pair empty on both sides ends OK; the workflow's own counter reaches the endpoint.
         other = f"{uuid.uuid4().int % 10**8:08d}"
@@ -123,11 +111,14 @@ def test_the_worker_and_the_starter_serve_metrics_health_and_json_logs(
                                      "--key-type", "EVP", "--wait"], env=environment, capture_output=True, text=True,
                                     timeout=120)  # fmt: skip
         assert reconciled.returncode == 0, reconciled.stderr
-        eventually(lambda: sample(get(f"{worker_url}/metrics")[1], "cidsync_reconciliations_total", participant=other,
-                                  key_type="EVP", outcome="OK") == 1, "the reconciliation is counted")  # fmt: skip
+        eventually_sync(lambda: sample(get(f"{worker_url}/metrics")[1], "cidsync_reconciliations_total",
+                                       participant=other, key_type="EVP", outcome="OK") == 1,
+                        "the reconciliation is counted")  # fmt: skip
         starter_metrics = get(f"{starter_url}/metrics")[1]
         worker_metrics = get(f"{worker_url}/metrics")[1]
-        eventually(lambda: "starter counters:" in (tmp_path / "starter.log").read_text(), "the counters are logged")
+        eventually_sync(
+            lambda: "starter counters:" in (tmp_path / "starter.log").read_text(), "the counters are logged"
+        )
         described = subprocess.run(
             [str(temporal_binary()), "task-queue", "describe", "--task-queue", environment["CIDSYNC_TASK_QUEUE"],
              "--address", environment["TEMPORAL_ADDRESS"], "--output", "json"],
@@ -159,9 +150,9 @@ def test_readiness_fails_while_a_dependency_does_not_answer_and_liveness_does_no
     url = f"http://127.0.0.1:{free_port()}"
     environment = {**environment, "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # nothing there
     with role(["starter", "--metrics-bind", url.removeprefix("http://")], environment, tmp_path / "starter.log"):
-        eventually(lambda: json.loads(get(f"{url}/readyz")[1] or "{}").get("checks", {}).get("redis", {})
+        eventually_sync(lambda: json.loads(get(f"{url}/readyz")[1] or "{}").get("checks", {}).get("redis", {})
                    .get("detail", "not checked yet") != "not checked yet", "the starter probes Redis")  # fmt: skip
-        eventually(lambda: get(f"{url}/readyz")[0] == 503 and get(f"{url}/healthz")[0] == 200,
+        eventually_sync(lambda: get(f"{url}/readyz")[0] == 503 and get(f"{url}/healthz")[0] == 200,
                    "not ready, yet alive")  # fmt: skip
         checks = json.loads(get(f"{url}/readyz")[1])["checks"]
     assert checks["redis"]["ok"] is False

@@ -24,10 +24,8 @@ from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
 from cidsync.producer import build_event
 from cidsync_tooling.synthetic import synthetic_entry
-from tests.conftest import KEY_SECRET, BridgeSimulator, PulsarBroker, RedisServer
+from tests.helpers.servers import KEY_SECRET, BridgeSimulator, PulsarBroker, RedisServer
 from tests.telemetry.otlp_receiver import ReceivedSpan, grpc_receiver, http_receiver
-
-pytestmark = pytest.mark.integration
 
 
 @contextmanager
