@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cidsync.cli.domain_commands import read_input
-from cidsync.config import dev_stack_endpoints, load_settings, parse_participants
+from cidsync.cli.options import PULSAR, add_settings_flags, run_async, settings_of
+from cidsync.config import dev_stack_endpoints, parse_participants
 from cidsync.errors import InvalidInput, Problem
 from cidsync.events import EntryEvent, parse_event, parse_event_json
 from cidsync_tooling.simulator.dict_state import ChangeOutcome
@@ -116,7 +117,7 @@ async def _publish(args: argparse.Namespace) -> int:
     from cidsync.topics import Topics
     from cidsync_tooling.synthetic import synthetic_history
 
-    settings = load_settings({"pulsar_url": args.pulsar_url, "pulsar_namespace": args.pulsar_namespace})
+    settings = settings_of(args)
     if args.generate is None:
         if args.file is None:
             raise InvalidInput("arguments", [Problem("FILE", "give a file of events, or --generate N")])
@@ -242,12 +243,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="for --generate: the same seed, the same events")
     parser.add_argument("--user-id", default="cidsync-generator", help="for --generate")
     parser.add_argument("--low-latency", action="store_true", help="no batching (the low_latency() preset)")
-    parser.add_argument("--pulsar-url", help="default: CIDSYNC_PULSAR_URL, else the running dev stack")
-    parser.add_argument("--pulsar-namespace", help="tenant/namespace (default: CIDSYNC_PULSAR_NAMESPACE)")
+    add_settings_flags(parser, PULSAR)
     parser.add_argument("--json", action="store_true", help="the summary as one JSON object")
     parser.add_argument("--no-dict", action="store_true",
                         help="publish only: do not make the changes in the dev stack's DICT first")  # fmt: skip
     parser.add_argument("--dict-address", metavar="HOST:PORT",
                         help="make each change first in this DICT simulator (default: the dev stack's, when "
                         "the events go to its broker)")  # fmt: skip
-    parser.set_defaults(handler=lambda args: asyncio.run(_publish(args)))
+    parser.set_defaults(handler=run_async(_publish))

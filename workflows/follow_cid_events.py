@@ -36,11 +36,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
-    from activities.core_events import CoreEventsPublisher
     from activities.follow import MAX_PAGE, FollowActivities, PollInput, PollResult
     from activities.proof import ConfirmInput, Proof, ProofActivities, ProveInput
     from activities.repair import RepairActivities, SuspectRepair, SuspectRepairInput, SuspectRepairResult
@@ -53,24 +51,16 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import (
         BRIDGE_CALL,
         CATCH_UP,
+        FOLLOW_RETRY,
         FOLLOWER_PROOFS,
         FORMAL_PURSUIT,
-        INVALID_ARGUMENT,
-        PERMISSION_DENIED,
         STORE_RETRY,
         STORE_TIMEOUT,
+        publish_outbox,
         require_positive,
     )
     from workflows.reconcile_vsync import ReconcileInput, start_or_join
 
-# The follower never gives up on DICT: a long outage is waited out (backing off to 2 minutes), and the
-# daily reconciliation and the 36-hour alert cover the time it is blind.
-FOLLOW_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=0,
-    non_retryable_error_types=[INVALID_ARGUMENT, PERMISSION_DENIED],
-)
 OUTBOX_RUN_ID = "follow"  # the follower's outbox: `{cid:<pair>}:recon:follow:outbox`
 
 
@@ -294,14 +284,7 @@ class FollowCidEvents:
             )
         if result.repaired:
             self._repaired_now = True
-            await workflow.execute_activity_method(
-                CoreEventsPublisher.publish_outbox,
-                scratch,
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=input.activity_heartbeat,
-                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
-                summary="publish the repaired entries to core-events",
-            )
+            await publish_outbox(scratch, heartbeat=input.activity_heartbeat)
 
     async def _judge(self, result: PollResult) -> None:
         """The whole log is read: in sync, still checking, or a divergence nothing explains."""

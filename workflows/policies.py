@@ -16,9 +16,11 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     # Re-exported: the names are defined where they are raised.
     from activities.cid_file import CID_FILE_MISMATCH as CID_FILE_MISMATCH
+    from activities.core_events import CoreEventsPublisher
     from activities.repair import DICT_INCONSISTENT as DICT_INCONSISTENT
     from cidsync.bridge import errors
     from cidsync.errors import InvalidInput
+    from cidsync.store.layout import Scratch
 
 INVALID_INPUT = InvalidInput.__name__
 VALIDATION_ERROR = "ValidationError"  # pydantic's, raised when an activity's input or output is malformed
@@ -56,9 +58,45 @@ BRIDGE_RETRY = RetryPolicy(
     non_retryable_error_types=[INVALID_ARGUMENT, PERMISSION_DENIED],
 )
 
-# Notices to core (`core-events`): small, retried until the broker takes them.
+# Notices to core (`core-events`): small, retried until the broker takes them. The outbox of a repair is
+# retried without limit too: a repair core never hears of would leave its records wrong.
 NOTICE_TIMEOUT = timedelta(seconds=30)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+OUTBOX_TIMEOUT = timedelta(minutes=10)
+
+# A CID file streamed into Redis: a few tries (the file is downloaded again from where it stopped); a file
+# whose count or digest does not match is DICT's problem, not a transient one.
+STREAM_FILE_RETRY = RetryPolicy(
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+    non_retryable_error_types=[CID_FILE_MISMATCH, INVALID_ARGUMENT, PERMISSION_DENIED],
+)
+# A batch of repairs: each CID is repaired at most once whatever the retries, so retrying is safe.
+REPAIR_RETRY = RetryPolicy(
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=20,
+    non_retryable_error_types=[DICT_INCONSISTENT, INVALID_ARGUMENT, PERMISSION_DENIED],
+)
+# The follower never gives up on DICT: a long outage is waited out (backing off to 2 minutes), and the
+# daily reconciliation and the 36-hour alert cover the time it is blind.
+FOLLOW_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=0,
+    non_retryable_error_types=[INVALID_ARGUMENT, PERMISSION_DENIED],
+)
+
+
+async def publish_outbox(scratch: Scratch, heartbeat: timedelta) -> None:
+    """Every notification a round of repairs left in its outbox, to core-events (reconciliation and follower)."""
+    await workflow.execute_activity_method(
+        CoreEventsPublisher.publish_outbox,
+        scratch,
+        start_to_close_timeout=OUTBOX_TIMEOUT,
+        heartbeat_timeout=heartbeat,
+        retry_policy=NOTICE_RETRY,
+        summary="publish the repaired entries to core-events",
+    )
 
 
 def require_positive(model: BaseModel, durations: Iterable[str]) -> None:

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -50,18 +49,18 @@ with workflow.unsafe.imports_passed_through():
         BRIDGE_GIVE_UP,
         BRIDGE_RETRY,
         CID_FILE_MISMATCH,
-        DICT_INCONSISTENT,
         FORMAL_AFTER_LOG,
-        INVALID_ARGUMENT,
         NOTICE_RETRY,
         NOTICE_TIMEOUT,
-        PERMISSION_DENIED,
         PHASE_SEARCH_ATTRIBUTE,
         PROOF_WHILE_CHANGING,
         RATE_LIMITED,
         RECONCILIATION_FAILED,
+        REPAIR_RETRY,
         STORE_RETRY,
         STORE_TIMEOUT,
+        STREAM_FILE_RETRY,
+        publish_outbox,
         require_positive,
     )
 
@@ -549,14 +548,7 @@ class ReconcileVSync:
     async def _publish_outbox(self, scratch: Scratch) -> None:
         """Retried without limit: a repair core never hears of would leave its records wrong."""
         self._phase("notifying", "publishing the repaired entries to core-events")
-        await workflow.execute_activity_method(
-            CoreEventsPublisher.publish_outbox,
-            scratch,
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=1),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
-            summary="publish the repaired entries to core-events",
-        )
+        await publish_outbox(scratch, heartbeat=timedelta(minutes=1))
 
     async def _load_file(self, scratch: Scratch) -> CidSetFile:
         """A CID file of DICT, AVAILABLE and streamed into `scratch` with its count and digest checked."""
@@ -578,10 +570,7 @@ class ReconcileVSync:
                     ),
                     start_to_close_timeout=timedelta(hours=1),
                     heartbeat_timeout=input.activity_heartbeat,
-                    retry_policy=RetryPolicy(
-                        maximum_interval=timedelta(minutes=1), maximum_attempts=10,
-                        non_retryable_error_types=[CID_FILE_MISMATCH, INVALID_ARGUMENT, PERMISSION_DENIED],
-                    ),
+                    retry_policy=STREAM_FILE_RETRY,
                     summary=f"stream the {file.cid_count} CIDs of file {file.file_id} into Redis",
                 )  # fmt: skip
                 return file
@@ -706,11 +695,7 @@ class ReconcileVSync:
                 ),
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=self._input.activity_heartbeat,
-                retry_policy=RetryPolicy(
-                    maximum_interval=timedelta(minutes=2),
-                    maximum_attempts=20,
-                    non_retryable_error_types=[DICT_INCONSISTENT, INVALID_ARGUMENT, PERMISSION_DENIED],
-                ),
+                retry_policy=REPAIR_RETRY,
                 summary=f"{label}: up to {self._input.repair_batch} of {remaining}",
             )
             if side is RepairSide.DICT_ONLY:
