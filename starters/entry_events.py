@@ -13,10 +13,7 @@ For each message:
 - Temporal or Redis unavailable: nack after a backoff that doubles with each redelivery, and after
   `max_redeliveries` dead-letter it with the last error.
 
-Dead-lettering after N redeliveries is done here rather than by the client's dead-letter policy, on
-purpose: with producer batching, a nack redelivers the whole batch (docs/stack.md), so a valid message
-inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
-unprocessed. Here each message is processed before its count is looked at.
+What happens to a message whose handling failed (halt, redeliver, dead-letter) is `starters.redelivery`.
 
 Messages arrive in batches (`cidsync.pulsar_native`: one wake-up of the event loop for up to
 `receive_max_messages`), are parsed inline, and their starts run as tasks: at most `max_in_flight`
@@ -32,18 +29,16 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 from opentelemetry.trace import Link, Span, SpanKind
-from redis.exceptions import RedisError
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
 from cidsync.errors import InvalidInput
@@ -66,27 +61,20 @@ from cidsync.telemetry import instruments, tracing
 from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
 from starters.options import Mode, StarterConfig
+from starters.redelivery import (
+    INVALID_EVENT,
+    REDELIVERIES_EXHAUSTED,
+    TRANSIENT,
+    Action,
+    RedeliveryPolicy,
+    dead_letter_properties,
+)
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.update_cid import UpdateCID
 
 logger = logging.getLogger(__name__)
-
-TRANSIENT = (RPCError, RedisError, ConnectionError, TimeoutError, asyncio.TimeoutError)
-# Temporal answers that may pass by themselves. Any other refusal (an unknown search attribute, a missing
-# namespace, no permission) is a deployment problem: retrying cannot fix it and dead-lettering would
-# throw valid events away, so the starter halts and the messages stay in Pulsar.
-TRANSIENT_RPC = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.ABORTED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.UNKNOWN,
-    RPCStatusCode.INTERNAL,
-}
-
 
 Batched = tuple[pulsar.Message, CIDChange, Link | None]  # the link: to the event's consumer span, if traced
 
@@ -109,8 +97,6 @@ def _consumer_span(message: pulsar.Message, change: CIDChange) -> AbstractContex
 
 
 # The metrics' labels: fixed sets, never the free text of a reason.
-INVALID_EVENT = "invalid_event"
-REDELIVERIES_EXHAUSTED = "redeliveries_exhausted"
 PER_EVENT = {"mode": "per_event"}
 BATCH = {"mode": "batch"}
 
@@ -141,18 +127,6 @@ class StarterStats:
     batches: int = 0
 
 
-def _properties(message: pulsar.Message, reason: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {
-        **message.properties(),
-        "reason": reason[:2000],
-        "original_topic": message.topic_name(),
-        "original_message_id": str(message.message_id()),
-        "redelivery_count": str(message.redelivery_count()),
-        "dead_lettered_at": datetime.now(UTC).isoformat(),
-        **(extra or {}),
-    }
-
-
 class EntryEventStarter:
     def __init__(
         self,
@@ -168,6 +142,7 @@ class EntryEventStarter:
         self.topics = topics
         self.config = config
         self.stats = StarterStats()
+        self.redelivery = RedeliveryPolicy(config.max_redeliveries, config.backoff_base, config.backoff_max)
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._batch_slots = asyncio.Semaphore(config.batches_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -349,19 +324,19 @@ class EntryEventStarter:
 
     async def _retry_later(self, message: pulsar.Message, error: BaseException) -> None:
         consumer = self._receiver_of(message).consumer
-        if isinstance(error, RPCError) and error.status not in TRANSIENT_RPC:
+        decision = self.redelivery.decide(error, message.redelivery_count())
+        if decision.action is Action.HALT:
             logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error,
                          extra=_about(message))  # fmt: skip
             self._halted = error
             await consumer.negative_acknowledge(message)
             return
-        count = message.redelivery_count()
-        if count >= self.config.max_redeliveries:
-            await self._dead_letter(message, f"gave up after {count} redeliveries: {error!r}", REDELIVERIES_EXHAUSTED)
+        if decision.action is Action.DEAD_LETTER:
+            await self._dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
             return
         self.stats.retried += 1
         instruments.events_retried.add(1)
-        delay = min(self.config.backoff_max, self.config.backoff_base * (2**count)).total_seconds()
+        delay = decision.delay.total_seconds()
         logger.warning("transient failure (%r); redelivery in %.1f s", error, delay, extra=_about(message))
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
         asyncio.get_running_loop().call_later(
@@ -371,8 +346,13 @@ class EntryEventStarter:
     async def _dead_letter(self, message: pulsar.Message, reason: str, kind: str) -> None:
         """`reason` (the full text) goes with the message; `kind` (a fixed set) labels the metric."""
         assert self._dead_letters is not None
-        await self._dead_letters.send(message.data(), properties=_properties(message, reason, {"kind": kind}),
-                                      partition_key=message.partition_key() or None)  # fmt: skip
+        properties = dead_letter_properties(
+            message.properties(), reason=reason, kind=kind, topic=message.topic_name(),
+            message_id=str(message.message_id()), redelivery_count=message.redelivery_count(),
+        )  # fmt: skip
+        await self._dead_letters.send(
+            message.data(), properties=properties, partition_key=message.partition_key() or None
+        )
         self.stats.dead_lettered += 1
         instruments.events_dead_lettered.add(1, {"reason": kind})
         logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300],
