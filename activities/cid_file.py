@@ -128,7 +128,7 @@ class CidFileActivities:
         digest = hashlib.sha256()
         if phase == "store":
             async for page in self.bridge.cid_pages(request.file_id, page_token=token, page_size=PAGE_SIZE):
-                await self.store.add_file_page(request.scratch, page.cids)
+                await self.store.reconciliation.add_file_page(request.scratch, page.cids)
                 if not resumed:
                     for value in page.cids:
                         digest.update(value.encode() + b"\n")
@@ -140,7 +140,7 @@ class CidFileActivities:
                 for value in page.cids:
                     digest.update(value.encode() + b"\n")
                 activity.heartbeat("verify", "", stored)
-        in_redis = await self.store.file_cids(request.scratch)
+        in_redis = await self.store.reconciliation.file_cids(request.scratch)
         problems = []
         if stored != request.cid_count or in_redis != request.cid_count:
             problems.append(f"{request.cid_count} CIDs announced, {stored} streamed, {in_redis} distinct stored")
@@ -153,7 +153,7 @@ class CidFileActivities:
     @activity.defn(name="diff_cid_sets")
     async def diff(self, scratch: Scratch) -> DiffResult:
         """DICT-only and local-only CIDs, computed inside Redis; only the counts come back."""
-        return await self.store.diff(scratch)
+        return await self.store.reconciliation.diff(scratch)
 
     @activity.defn(name="roll_cid_file_forward")
     async def roll_forward(self, request: RollInput) -> RollResult:
@@ -162,15 +162,15 @@ class CidFileActivities:
         page, fresh, cursor = await read_log_page(
             self.bridge, scratch.participant, scratch.key_type, request.cursor, now, request.limit
         )
-        await self.store.roll_forward(scratch, fresh)
+        await self.store.reconciliation.roll_forward(scratch, fresh)
         return RollResult(cursor=cursor, events=len(fresh), has_more=page.has_more,
                           head=cursor.start if page.has_more else now)  # fmt: skip
 
     @activity.defn(name="judge_diff")
     async def judge(self, request: JudgeInput) -> JudgedDiff:
         """The diff's CIDs judged again against the rolled-forward file and the local set now."""
-        return await self.store.judge_candidates(request.scratch, request.cutoff, final=request.final)
+        return await self.store.reconciliation.judge_candidates(request.scratch, request.cutoff, final=request.final)
 
     @activity.defn(name="drop_scratch")
     async def drop_scratch(self, scratch: Scratch) -> int:
-        return await self.store.drop_scratch(scratch)
+        return await self.store.reconciliation.drop_scratch(scratch)

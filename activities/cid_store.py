@@ -60,13 +60,13 @@ class StoreActivities:
 
     @activity.defn(name="apply_cid_change")
     async def apply_change(self, change: CIDChange) -> ApplyResult:
-        result = await self.store.apply(change)
+        result = await self.store.ingestion.apply(change)
         instruments.store_changes.add(1, {"outcome": result.status.value})
         return result
 
     @activity.defn(name="apply_cid_batch")
     async def apply_batch(self, batch: CIDBatch) -> BatchResult:
-        result = await self.store.apply_batch(batch.changes)
+        result = await self.store.ingestion.apply_batch(batch.changes)
         instruments.store_changes.add(result.applied, {"outcome": "applied"})
         instruments.store_changes.add(result.stale, {"outcome": "stale"})
         return result
@@ -74,24 +74,24 @@ class StoreActivities:
     @activity.defn(name="key_sequence")
     async def key_sequence(self, query: KeySequenceQuery) -> int | None:
         """The sequence last applied for a key (a delete included), or None if never seen."""
-        return await self.store.key_sequence(_keys(query), query.key_id)
+        return await self.store.ingestion.key_sequence(_keys(query), query.key_id)
 
     @activity.defn(name="local_vsync")
     async def local_vsync(self, pair: PairRef) -> LocalVSync:
-        return await self.store.local_vsync(_keys(pair))
+        return await self.store.view.local_vsync(_keys(pair))
 
     @activity.defn(name="begin_watch")
     async def begin_watch(self, request: WatchRequest) -> None:
-        await self.store.begin_watch(_keys(request), request.ttl_seconds)
+        await self.store.reconciliation.begin_watch(_keys(request), request.ttl_seconds)
 
     @activity.defn(name="end_watch")
     async def end_watch(self, pair: PairRef) -> None:
-        await self.store.end_watch(_keys(pair))
+        await self.store.reconciliation.end_watch(_keys(pair))
 
     @activity.defn(name="record_verification")
     async def record_verification(self, record: VerificationRecord) -> None:
-        await self.store.record_verification(record)
+        await self.store.view.record_verification(record)
 
     @activity.defn(name="last_verifications")
     async def last_verifications(self, request: PairsRequest) -> list[PairVerification]:
-        return await self.store.last_verifications([_keys(pair) for pair in request.pairs])
+        return await self.store.view.last_verifications([_keys(pair) for pair in request.pairs])

@@ -72,13 +72,13 @@ class CoreEventsPublisher:
     @activity.defn(name="publish_outbox")
     async def publish_outbox(self, scratch: Scratch) -> int:
         published = 0
-        while payloads := await self.store.outbox_slice(scratch, OUTBOX_SLICE):
+        while payloads := await self.store.outbox.oldest(scratch, OUTBOX_SLICE):
             # Sent as written by the repair; parsed only for the routing fields.
             events = [(item, EntryReconciled.model_validate_json(item)) for item in payloads]
             await asyncio.gather(
                 *(self._send(item, e.partition_key, e.event_type.value, str(e.event_id)) for item, e in events)
             )
-            await self.store.trim_outbox(scratch, len(payloads))
+            await self.store.outbox.trim(scratch, len(payloads))
             published += len(payloads)
             activity.heartbeat(published)
         return published

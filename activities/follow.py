@@ -94,7 +94,7 @@ class FollowActivities:
         states.update(dict_states(fresh))
         ordered = list(states.values())
         pair = PairKeys(request.participant, request.key_type)
-        view = await self.store.local_view(pair, [s.cid for s in ordered])
+        view = await self.store.view.local_view(pair, [s.cid for s in ordered])
         suspected = {s.cid for s in request.suspects}
         observations = [
             o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected or not o.in_dict

@@ -136,7 +136,7 @@ class ProofActivities:
         at_end = {c: s.in_dict for c, s in dict_states(settled).items()}
         latest = {c: s.in_dict for c, s in dict_states([*settled, *recent]).items()}
         look_back = request.settle + (request.window - request.settle) / 2
-        view = await self.store.local_view(
+        view = await self.store.view.local_view(
             PairKeys(request.participant, request.key_type), list(latest), changes_since=now - look_back
         )
         local = dict(zip(latest, view.members, strict=True))
@@ -187,7 +187,7 @@ class ProofActivities:
         local set followed). Empty: the proof stands. The entry DICT answers is looked at for its existence
         only, and never leaves this call."""
         cids = list(request.taken)
-        view = await self.store.local_view(PairKeys(request.participant, request.key_type), cids)
+        view = await self.store.view.local_view(PairKeys(request.participant, request.key_type), cids)
         missing = []
         for value, local in zip(cids, view.members, strict=True):
             if local == request.taken[value]:

@@ -133,7 +133,7 @@ class RepairActivities:
     @activity.defn(name="repair_cids")
     async def repair_cids(self, request: RepairInput) -> RepairResult:
         scratch, side = request.scratch, request.side
-        batch = await self.store.to_repair(scratch, side, request.batch_size)
+        batch = await self.store.reconciliation.to_repair(scratch, side, request.batch_size)
         pacer = _Pacer(request.entries_per_minute)
         limit = asyncio.Semaphore(request.concurrency)
         counts = {status: 0 for status in ("repaired", "skipped", "vanished")}
@@ -147,11 +147,11 @@ class RepairActivities:
                 if status == "inconsistent":
                     raise _inconsistent(value)
                 counts[status] += 1
-                await self.store.repaired(scratch, side, value)
+                await self.store.reconciliation.repaired(scratch, side, value)
                 activity.heartbeat(counts)
 
         await asyncio.gather(*(handle(value) for value in batch))
-        return RepairResult(**counts, remaining=await self.store.left_to_repair(scratch, side))
+        return RepairResult(**counts, remaining=await self.store.reconciliation.left_to_repair(scratch, side))
 
     @activity.defn(name="repair_suspects")
     async def repair_suspects(self, request: SuspectRepairInput) -> SuspectRepairResult:
@@ -203,11 +203,11 @@ class RepairActivities:
             return "inconsistent"
         pair = scratch.pair
         kid = self.store.key_id(entry.key_type, entry.key)
-        state = await self.store.key_state(pair, kid)
+        state = await self.store.ingestion.key_state(pair, kid)
         if state.endswith("|" + value):
             return "repaired"  # done by an earlier attempt (or the event arrived meanwhile)
         notification = entry_added(repair_id, entry, value, datetime.now(UTC))
-        status = await self.store.repair(
+        status = await self.store.reconciliation.repair(
             pair, kid, state, value, entry_id=str(entry.id), outbox=scratch.outbox, notification=notification.to_json()
         )
         return "repaired" if status is RepairStatus.REPAIRED else "skipped"
@@ -216,16 +216,16 @@ class RepairActivities:
         """Remove the CID `value` from the local set: repaired, skipped or vanished (already gone). With
         `confirm`, DICT is asked first, and a CID it holds after all is left alone (vanished)."""
         pair = scratch.pair
-        holder = await self.store.holder_of_cid(pair, value)
+        holder = await self.store.reconciliation.holder_of_cid(pair, value)
         if holder is None:
             return "vanished"  # an event (or an earlier attempt) already took it out of the set
         if confirm is not None and await self._entry(scratch.participant, value, confirm) is not None:
             return "vanished"  # DICT holds it again: nothing to remove
-        state = await self.store.key_state(pair, holder.key_id)
+        state = await self.store.ingestion.key_state(pair, holder.key_id)
         notification = entry_removed(
             repair_id, scratch.participant, scratch.key_type, value, holder.entry_id, datetime.now(UTC)
         )
-        status = await self.store.repair(
+        status = await self.store.reconciliation.repair(
             pair, holder.key_id, state, None, outbox=scratch.outbox, notification=notification.to_json()
         )
         return "repaired" if status is RepairStatus.REPAIRED else "skipped"

@@ -166,7 +166,7 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
         expected = vsync(cid(e) for e in seeded)
 
         async def seeded_locally() -> bool:
-            return await store.vsync(participant, KEY_TYPE) == expected
+            return await store.view.vsync(participant, KEY_TYPE) == expected
 
         if await until(seeded_locally, 120) is None:
             raise RuntimeError("the seeded pair never reached the local set")
@@ -188,7 +188,7 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
             want_local = {cid(e): True for e in (*added, altered)} | {cid(seeded[0]): False, cid(seeded[1]): False}
 
             async def repaired() -> bool:
-                view = await store.local_view(pair, list(want_local))
+                view = await store.view.local_view(pair, list(want_local))
                 return view.members == list(want_local.values())
 
             result: Any = None
@@ -243,7 +243,7 @@ async def _next_proofs(store: CIDStore, pair: PairKeys, after: datetime, within:
     formal = proof = None
     started = time.monotonic()
     while time.monotonic() - started < within and (formal is None or proof is None):
-        (found,) = await store.last_verifications([pair])
+        (found,) = await store.view.last_verifications([pair])
         if formal is None and found.last_ok_at is not None and found.last_ok_at >= after:
             formal = (found.last_ok_at - after).total_seconds()
         if proof is None and found.last_proof_at is not None and found.last_proof_at >= after:

@@ -81,7 +81,7 @@ async def memory_per_key(url: str, count: int) -> dict[str, float]:
         base = await used_memory(client)
         for start in range(0, count, 1_000):
             entries = [synthetic_entry(rng, "12345678", KeyType.CPF) for _ in range(min(1_000, count - start))]
-            await store.apply_batch([CIDChange.creation(e, sequence=1, key_secret=SECRET) for e in entries])
+            await store.ingestion.apply_batch([CIDChange.creation(e, sequence=1, key_secret=SECRET) for e in entries])
         with_marks = await used_memory(client)
         marks = [name async for name in client.scan_iter(match=MARK_PATTERN, count=10_000)]
         for start in range(0, len(marks), 10_000):

@@ -20,6 +20,7 @@ from cidsync.events import DeletionType, EntryEvent
 from cidsync.producer import build_event
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
+from cidsync_tooling.bench_store import applied_events
 from cidsync_tooling.devstack.processes import Launched
 from cidsync_tooling.devstack.servers import start_role
 from cidsync_tooling.devstack.spec import (
@@ -136,7 +137,10 @@ async def store_matches(redis_url: str, expected: Expected) -> bool:
     store = CIDStore(redis_client(redis_url), BENCH_SECRET.encode())
     try:
         for (participant, key_type), (count, vsync) in expected.items():
-            if (await store.count(participant, key_type), await store.vsync(participant, key_type)) != (count, vsync):
+            if (await store.view.count(participant, key_type), await store.view.vsync(participant, key_type)) != (
+                count,
+                vsync,
+            ):
                 return False
         return True
     finally:
@@ -171,7 +175,7 @@ async def watching(redis_url: str, events: Sequence[EntryEvent]) -> AsyncIterato
     store = CIDStore(redis_client(redis_url), BENCH_SECRET.encode())
     applied = Applied({str(e.event_id) for e in events})
     try:
-        async with store.applied_events() as event_ids:
+        async with applied_events(store.redis) as event_ids:
 
             async def listen() -> None:
                 async for event_id in event_ids:

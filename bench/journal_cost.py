@@ -34,7 +34,7 @@ async def applies_per_second(url: str, apply: str, repair: str, entries: list[En
     changes = [CIDChange.creation(e, sequence=1, key_secret=b"bench") for e in entries]
     started = time.perf_counter()
     for start in range(0, len(changes), BATCH):
-        await store.apply_batch(changes[start : start + BATCH])
+        await store.ingestion.apply_batch(changes[start : start + BATCH])
     elapsed = time.perf_counter() - started
     await store.redis.flushall()
     await store.close()

@@ -75,7 +75,7 @@ async def seed_local(store: CIDStore, size: int) -> None:
             CIDChange.creation(synthetic_entry(rng, PARTICIPANT, KEY_TYPE), sequence=1, key_secret=store.key_secret)
             for _ in range(min(CHUNK, size - done))
         ]
-        await store.apply_batch(changes)
+        await store.ingestion.apply_batch(changes)
         done += len(changes)
 
 
@@ -125,7 +125,7 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
         started = time.perf_counter()
         await seed_local(store, size)
         local_seconds = time.perf_counter() - started
-        assert loaded == size == await store.count(PARTICIPANT, KEY_TYPE), "the two sides must start equal"
+        assert loaded == size == await store.view.count(PARTICIPANT, KEY_TYPE), "the two sides must start equal"
         await admin.diverge(PARTICIPANT, KEY_TYPE, add=add, remove=remove, alter=alter, seed=7)
         print(f"   seeded {size:,} CIDs (DICT {dict_seconds:.0f} s, local {local_seconds:.0f} s); DICT diverged: "
               f"{add} added, {remove} removed, {alter} altered", flush=True)  # fmt: skip

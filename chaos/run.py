@@ -369,7 +369,7 @@ class Run:
     async def local(self) -> dict[Pair, tuple[int, str]]:
         store = CIDStore(redis_client(self.settings.require("redis_url")), b"unused")
         try:
-            return {pair: (await store.count(*pair), await store.vsync(*pair)) for pair in self.pairs}
+            return {pair: (await store.view.count(*pair), await store.view.vsync(*pair)) for pair in self.pairs}
         finally:
             await store.close()
 

@@ -144,9 +144,9 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
         found = {}
         for participant in participants:
             for key_type in KeyType:
-                count = await store.count(participant, key_type)
+                count = await store.view.count(participant, key_type)
                 if count or (participant, key_type) in expected:
-                    found[(participant, key_type)] = (count, await store.vsync(participant, key_type))
+                    found[(participant, key_type)] = (count, await store.view.vsync(participant, key_type))
         return found
 
     how = (
@@ -243,7 +243,7 @@ async def _reconcile(
             async def verdicts() -> dict[KeyType, str]:
                 found = {}
                 for key_type in key_types:
-                    local = await store.vsync(participant, key_type)
+                    local = await store.view.vsync(participant, key_type)
                     found[key_type] = "OK" if (await bridge.verify_sync(participant, key_type, local)).ok else "NOK"
                 return found
 

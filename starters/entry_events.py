@@ -278,7 +278,7 @@ class EntryEventStarter:
     async def _handle(self, message: pulsar.Message, change: CIDChange) -> None:
         with _consumer_span(message, change):
             try:
-                if await self.store.is_marked(change.participant, change.key_type, str(change.event_id)):
+                if await self.store.ingestion.is_marked(change.participant, change.key_type, str(change.event_id)):
                     self.stats.already_marked += 1
                     instruments.events_already_applied.add(1)
                     self._ack(message)
@@ -398,7 +398,7 @@ class EntryEventStarter:
         with tracing.span("start batch", kind=SpanKind.PRODUCER, links=links,
                           attributes={"messaging.batch.message_count": len(batch)}):  # fmt: skip
             try:
-                marked = await self.store.marked([change for _, change, _ in batch])
+                marked = await self.store.ingestion.marked([change for _, change, _ in batch])
                 changes = [change for (_, change, _), done in zip(batch, marked, strict=True) if not done]
                 if changes:
                     await self._start_changes(changes)

@@ -185,9 +185,9 @@ async def _refresh_last_ok(store: CIDStore, participants: tuple[str, ...]) -> No
     of the keyspace: fine on a dev stack, not on a store of millions of keys)."""
     while True:
         try:
-            found_pairs = [(p, k) for p in participants for k in KeyType] if participants else await store.pairs()
+            found_pairs = [(p, k) for p in participants for k in KeyType] if participants else await store.view.pairs()
             pairs = [PairKeys(p, k) for p, k in found_pairs]
-            found = await store.last_verifications(pairs)
+            found = await store.view.last_verifications(pairs)
             instruments.seconds_since_ok.update({
                 (v.participant, v.key_type.value): v.last_ok_at.timestamp() if v.last_ok_at else None for v in found
             })  # fmt: skip

@@ -98,10 +98,17 @@ async def _vsync(args: argparse.Namespace) -> int:
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     try:
         pairs = [
-            (p, k) for p, k in await store.pairs() if args.participant in (None, p) and args.key_type in (None, k.value)
+            (p, k)
+            for p, k in await store.view.pairs()
+            if args.participant in (None, p) and args.key_type in (None, k.value)
         ]
         rows = [
-            {"participant": p, "key_type": k.value, "count": await store.count(p, k), "vsync": await store.vsync(p, k)}
+            {
+                "participant": p,
+                "key_type": k.value,
+                "count": await store.view.count(p, k),
+                "vsync": await store.view.vsync(p, k),
+            }
             for p, k in pairs
         ]
     finally:

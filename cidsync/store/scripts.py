@@ -6,6 +6,18 @@ Sequences are compared as zero-padded strings, because Lua numbers are doubles a
 (nanosecond timestamps) do not fit 53 bits.
 """
 
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from cidsync.redis_client import RedisClient
+from cidsync.store.replies import text
+
 # How long the pair's journal keeps each change of its set: far longer than a proof looks back (seconds),
 # short enough to stay small on a pair taking a thousand changes a second.
 JOURNAL_SECONDS = 30
@@ -101,3 +113,62 @@ end
 return {'repaired', sequence .. '|' .. ARGV[3]}
 """
 )
+
+
+class ScriptLoader:
+    """The store's scripts, loaded once per process on every primary, and again after a NOSCRIPT (a
+    restarted Redis, or a primary of a cluster, starts with none). Shared by every part of the store.
+
+    Not redis-py's `Script`: on a cluster its fallback has every caller that meets NOSCRIPT load the
+    script on every primary at once, and concurrent callers then failed on half-open connections
+    ("'NoneType' object has no attribute 'writelines'", redis-py 8.1, seen in the property tests); its
+    pipelines ask SCRIPT EXISTS before every batch, and its cluster pipeline loads nothing. Here one
+    caller loads, the others wait for it. Every script is safe to run twice, so a batch is simply sent
+    again after a NOSCRIPT."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self._scripts = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body in
+                         (("apply", APPLY), ("repair", REPAIR))}  # fmt: skip
+        self._loaded = 0  # how many times the scripts were loaded: 0, not yet
+        self._loading = asyncio.Lock()
+
+    async def run(self, name: str, keys: list[str], args: Sequence[str | int]) -> Any:
+        """EVALSHA, the scripts loaded first, and loaded again once after a NOSCRIPT."""
+        sha = self._scripts[name][1]
+        loaded = await self._ensure()
+        try:
+            return await self.redis.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._ensure(reload_after=loaded)
+            return await self.redis.evalsha(sha, len(keys), *keys, *args)
+
+    async def pipelined(self, name: str, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """The script once per call, in one pipeline (per node, on a cluster); sent again whole after a
+        NOSCRIPT: the calls it had run then run again, which every script allows."""
+        sha = self._scripts[name][1]
+        for attempt in (1, 2):
+            loaded = await self._ensure()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)  # routed by its keys
+                    replies: list[Any] = await pipe.execute()
+                return replies
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self._ensure(reload_after=loaded)
+        raise AssertionError("unreachable")
+
+    async def _ensure(self, reload_after: int | None = None) -> int:
+        """Load the scripts if they never were, or (`reload_after`) if no one has since that load; the
+        load's number."""
+        async with self._loading:
+            if self._loaded == 0 or self._loaded == reload_after:
+                for body, sha in self._scripts.values():
+                    loaded = await self.redis.script_load(body)  # on every primary, on a cluster
+                    if text(loaded) != sha:
+                        raise RuntimeError(f"Redis names the store's script {text(loaded)}, not {sha}")
+                self._loaded += 1
+            return self._loaded

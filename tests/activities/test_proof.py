@@ -47,7 +47,7 @@ async def test_changes_in_flight_are_taken_from_dicts_log_and_the_pair_is_proved
     entries = pair_entries(participant, KeyType.PHONE, 30, seed=32)
     await seed_pair(simulator_admin, proofs.store, entries[:26])
     await simulator_admin.load(entries[26:])  # in DICT, not yet local
-    local_vsync = await proofs.store.vsync(participant, KeyType.PHONE)
+    local_vsync = await proofs.store.view.vsync(participant, KeyType.PHONE)
     proof = await proofs.prove_sync(ask(participant))
     assert (proof.kind, proof.formal_ok, proof.in_flight) == ("formal", True, 4)
     assert proof.vsync != local_vsync  # the local VSync alone would have been NOK

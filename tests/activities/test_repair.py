@@ -55,9 +55,9 @@ async def test_dict_only_cids_are_added_within_dicts_rate_limit(
     )
 
     assert (result.repaired, result.skipped, result.vanished, result.remaining) == (1_300, 0, 0, 0)
-    stored = await parts.store.cids(participant, KeyType.CPF)
+    stored = await parts.store.view.cids(participant, KeyType.CPF)
     assert stored == {cid(e) for e in entries}
-    assert await parts.store.vsync(participant, KeyType.CPF) == vsync(stored)
+    assert await parts.store.view.vsync(participant, KeyType.CPF) == vsync(stored)
     limited = (await simulator_admin.stats())["rate_limited"].get("GetEntryByCid", 0) - limited_before
     # Refused at the bucket's end, then paced at DICT's refill rate: never hammered. Whether the bucket ran
     # dry at all depends on the machine (on a loaded one the refill keeps up with the calls), so the test
@@ -89,9 +89,9 @@ async def test_a_batch_redone_after_a_crash_changes_and_notifies_nothing_twice(
         assert again.remaining == 0
         assert again.skipped == 0
 
-    stored = await parts.store.cids(participant, KeyType.CPF)
+    stored = await parts.store.view.cids(participant, KeyType.CPF)
     assert stored == {cid(e) for e in in_dict}
-    assert await parts.store.vsync(participant, KeyType.CPF) == vsync(stored)
+    assert await parts.store.view.vsync(participant, KeyType.CPF) == vsync(stored)
     outbox = [EntryReconciled.model_validate_json(raw) for raw in await redis.lrange(scratch.outbox, 0, -1)]
     assert len(outbox) == 30  # one notification per repair, none for the redone ones
     removed = {n.entry_id for n in outbox if n.entry is None}

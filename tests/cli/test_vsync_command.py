@@ -19,7 +19,7 @@ async def test_vsync_json_lists_each_pair(redis_server: RedisServer, participant
     try:
         for key_type, values in cids.items():
             for n, value in enumerate(values):
-                await store.apply(change(participant, key_type, f"k{n}", 1, value, secret=secret))
+                await store.ingestion.apply(change(participant, key_type, f"k{n}", 1, value, secret=secret))
     finally:
         await store.close()
     result = cidsync("vsync", "--participant", participant, "--json", "--redis-url", redis_server.url)

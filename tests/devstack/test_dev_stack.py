@@ -63,7 +63,9 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def _eventually_ready(url: str, timeout: float = 60) -> bool:
+def _eventually_ready(url: str, timeout: float = 180) -> bool:
+    """Whether the role at `url` says it is ready within `timeout` (only a fault reaches it: on a busy
+    machine a worker's first connections take tens of seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

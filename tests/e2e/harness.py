@@ -64,9 +64,9 @@ async def local_vsyncs(store: CIDStore, participants: list[str]) -> dict[tuple[s
     found = {}
     for participant in participants:
         for key_type in KeyType:
-            count = await store.count(participant, key_type)
+            count = await store.view.count(participant, key_type)
             if count:
-                found[(participant, key_type)] = (count, await store.vsync(participant, key_type))
+                found[(participant, key_type)] = (count, await store.view.vsync(participant, key_type))
     return found
 
 
@@ -151,5 +151,5 @@ class Flow:
         async with asyncio.timeout(60):
             for event in events:
                 mark = (self.participant, event.entry.key_type, str(event.event_id))
-                while not await self.store.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
+                while not await self.store.ingestion.is_marked(*mark):  # noqa: ASYNC110 (no change feed)
                     await asyncio.sleep(0.1)

@@ -77,7 +77,7 @@ def pair_entries(participant: str, key_type: KeyType, count: int, seed: int) -> 
 async def apply_locally(store: CIDStore, entries: list[Entry], sequence: int = 1) -> None:
     changes = [CIDChange.creation(e, sequence=sequence, key_secret=store.key_secret) for e in entries]
     for start in range(0, len(changes), 1000):
-        await store.apply_batch(changes[start : start + 1000])
+        await store.ingestion.apply_batch(changes[start : start + 1000])
 
 
 async def seed_pair(admin: SimulatorAdmin, store: CIDStore, entries: list[Entry]) -> None:

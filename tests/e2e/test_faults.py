@@ -276,7 +276,7 @@ async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs
                     await core.acknowledge(message)
                     notices.append(json.loads(message.data()))
         files_after = (await simulator_admin.stats())["files_created"]
-        local = await store.vsync(participant, KeyType.EVP)
+        local = await store.view.vsync(participant, KeyType.EVP)
         history = await handle.fetch_history()
     finally:
         await handle.terminate("test over")

@@ -132,14 +132,14 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         assert files_after == files_before  # not one CID file spent
         # No event undone, nothing left out: DICT agrees with every pair, followed or not.
         for key_type in KeyType:
-            local = await pipeline.store.vsync(participant, key_type)
+            local = await pipeline.store.view.vsync(participant, key_type)
             assert (await running.bridge.verify_sync(participant, key_type, local)).ok, key_type
         for key_type, status in statuses.items():
             assert status.suspects == {}
-            assert status.local_vsync == status.dict_vsync == await pipeline.store.vsync(participant, key_type)
+            assert status.local_vsync == status.dict_vsync == await pipeline.store.view.vsync(participant, key_type)
             assert status.last_proof_at is not None
             # The proof is a verification for the 36-hour freshness check, as a VerifySync OK would be.
-            (recorded,) = await pipeline.store.last_verifications([PairKeys(participant, key_type)])
+            (recorded,) = await pipeline.store.view.last_verifications([PairKeys(participant, key_type)])
             assert recorded.last_ok_at is not None
             assert recorded.last_ok_at >= status.last_proof_at - timedelta(seconds=1)
             assert status.inconsistent == status.inconsistent_pages == 0
@@ -184,5 +184,5 @@ async def test_dicts_rate_limit_refusals_are_waited_out(
         await handle.terminate("test over")
     assert refused >= 1  # DICT said no, and the follower waited instead of failing
     assert status.events == 1
-    local = await running.store.vsync(participant, KeyType.PHONE)
+    local = await running.store.view.vsync(participant, KeyType.PHONE)
     assert (await running.bridge.verify_sync(participant, KeyType.PHONE, local)).ok

@@ -47,7 +47,7 @@ async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
     await seed_pair(simulator_admin, running.store, entries)
     by_cid = {cid(e): e for e in entries}
     diverged = await simulator_admin.diverge(participant, KEY_TYPE, add=5, remove=4, alter=3, seed=11)
-    assert not (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
+    assert not (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(
         participant, KEY_TYPE))).ok  # fmt: skip
 
     request = ReconcileInput(
@@ -62,11 +62,11 @@ async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
     assert (result.added, result.removed, result.skipped) == (8, 4, 0)
     assert result.verifications == 2
     assert result.files == 1
-    local = await running.store.cids(participant, KEY_TYPE)
+    local = await running.store.view.cids(participant, KEY_TYPE)
     expected = set(by_cid) - set(diverged.removed) - set(diverged.altered_old)
     expected |= set(diverged.added) | set(diverged.altered_new)
     assert local == expected
-    assert (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.vsync(
+    assert (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(
         participant, KEY_TYPE))).ok  # fmt: skip
 
     messages = await core_messages(running.core_events, 8 + 4 + 1)
@@ -116,7 +116,7 @@ async def test_a_key_changed_by_an_event_during_the_run_is_not_repaired_from_the
 
     assert result.outcome is Outcome.REPAIRED
     assert (result.added, result.removed, result.skipped) == (2, 0, 0)
-    assert cid(fresh) in await running.store.cids(participant, KEY_TYPE)
+    assert cid(fresh) in await running.store.view.cids(participant, KEY_TYPE)
     events = [json.loads(m.data()) for m in await core_messages(running.core_events, 3)]
     assert [e["event_type"] for e in events].count(CoreEventType.ENTRY_REMOVED) == 0
 
@@ -169,7 +169,7 @@ async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothi
 ) -> None:
     await seed_pair(simulator_admin, running.store, pair_entries(participant, KEY_TYPE, 30, seed=106))
     await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=6)
-    before = await running.store.cids(participant, KEY_TYPE)
+    before = await running.store.view.cids(participant, KEY_TYPE)
     await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
     request = ReconcileInput(
         participant=participant, key_type=KEY_TYPE, grace=GRACE, poll_initial=timedelta(seconds=0.2)
@@ -182,7 +182,7 @@ async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothi
     assert cause.type == "ReconciliationFailed"
     assert "no usable CID file after 3 requests" in cause.message
     assert cause.details[0]["files"] == 3
-    assert await running.store.cids(participant, KEY_TYPE) == before
+    assert await running.store.view.cids(participant, KEY_TYPE) == before
     (completed,) = [json.loads(m.data()) for m in await core_messages(running.core_events, 1)]
     assert (completed["event_type"], completed["outcome"]) == (CoreEventType.RECONCILIATION_COMPLETED, "FAILED")
     description = await handle.describe()
@@ -217,8 +217,8 @@ async def test_after_a_successful_reconciliation_the_sets_are_equal_and_dict_say
     while not (file := await running.bridge.get_cid_set_file(file.file_id)).status.final:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     in_dict_now = {c async for page in running.bridge.cid_pages(file.file_id) for c in page.cids}
-    assert await running.store.cids(participant, KEY_TYPE) == in_dict_now
-    local_vsync = await running.store.vsync(participant, KEY_TYPE)
+    assert await running.store.view.cids(participant, KEY_TYPE) == in_dict_now
+    local_vsync = await running.store.view.vsync(participant, KEY_TYPE)
     assert (await running.bridge.verify_sync(participant, KEY_TYPE, local_vsync)).ok
     if not in_dict_now:
         assert local_vsync == "0" * 64

@@ -98,7 +98,7 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
         # Once the events have landed, nothing more is repaired, and yet DICT agrees with every pair: no
         # repair from an older snapshot undid an event, none was left undone.
         for key_type in KeyType:
-            local = await pipeline.store.vsync(participant, key_type)
+            local = await pipeline.store.view.vsync(participant, key_type)
             assert (await running.bridge.verify_sync(participant, key_type, local)).ok, key_type
         second = await reconcile_all("after events")
         assert [(r.key_type, r.outcome, r.verifications) for r in second] == [(k, Outcome.OK, 1) for k in KeyType]
@@ -174,7 +174,8 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         assert not flowing_task.done(), "the traffic must outlast the reconciliations"
         await flowing_task
         await core.landed(traffic)
-        agreed = {k: (await running.bridge.verify_sync(participant, k, await pipeline.store.vsync(participant, k))).ok
+        view = pipeline.store.view
+        agreed = {k: (await running.bridge.verify_sync(participant, k, await view.vsync(participant, k))).ok
                   for k in KeyType}  # fmt: skip
 
     # Counted equals injected: 5 CIDs on EVP (3 only in DICT, 2 only local), none on CPF, so no approval

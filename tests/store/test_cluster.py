@@ -15,6 +15,7 @@ from cidsync.redis_client import cluster_nodes, redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys, RepairSide, Scratch
 from cidsync.store.models import BatchResult
+from cidsync_tooling.bench_store import applied_events
 from tests.helpers.changes import change
 from tests.helpers.servers import RedisClusterServers
 
@@ -38,31 +39,35 @@ async def test_scripts_flushed_from_every_primary_are_loaded_again_once(store: C
     node and a single apply both go on, and the store stays exact."""
     owners = participants(6)
     first = [change(p, KeyType.EVP, f"key-{p}", 1, f"{i:064x}", secret=SECRET) for i, p in enumerate(owners)]
-    assert (await store.apply_batch(first)).applied == 6
+    assert (await store.ingestion.apply_batch(first)).applied == 6
     client = store.redis
     assert isinstance(client, RedisCluster)
     await client.script_flush()  # on every primary
     second = [change(p, KeyType.EVP, f"key-{p}", 2, f"{i + 100:064x}", secret=SECRET)
               for i, p in enumerate(owners)]  # fmt: skip
-    results = await asyncio.gather(store.apply_batch(second[:3]), *(store.apply(c) for c in second[3:]))
+    results = await asyncio.gather(
+        store.ingestion.apply_batch(second[:3]), *(store.ingestion.apply(c) for c in second[3:])
+    )
     assert isinstance(results[0], BatchResult)
     # Sent again whole after the NOSCRIPT: what its first attempt applied on a node that had its
     # scripts again (a concurrent apply reloaded them) comes back stale the second time.
     assert results[0].applied + results[0].stale == 3
     for i, p in enumerate(owners):
-        assert await store.cids(p, KeyType.EVP) == {f"{i + 100:064x}"}
-        assert await store.vsync(p, KeyType.EVP) == vsync([f"{i + 100:064x}"])
+        assert await store.view.cids(p, KeyType.EVP) == {f"{i + 100:064x}"}
+        assert await store.view.vsync(p, KeyType.EVP) == vsync([f"{i + 100:064x}"])
 
 
 async def test_the_diff_runs_inside_the_pairs_slot(store: CIDStore) -> None:
     (owner,) = participants(1)
-    await store.apply_batch([change(owner, KeyType.CPF, f"k{i}", 1, f"{i:064x}", secret=SECRET) for i in (1, 2)])
+    await store.ingestion.apply_batch(
+        [change(owner, KeyType.CPF, f"k{i}", 1, f"{i:064x}", secret=SECRET) for i in (1, 2)]
+    )
     scratch = Scratch(participant=owner, key_type=KeyType.CPF, run_id="diff")
-    await store.add_file_page(scratch, [f"{2:064x}", f"{3:064x}"])
-    diff = await store.diff(scratch)
+    await store.reconciliation.add_file_page(scratch, [f"{2:064x}", f"{3:064x}"])
+    diff = await store.reconciliation.diff(scratch)
     assert (diff.dict_only, diff.local_only) == (1, 1)
-    assert await store.to_repair(scratch, RepairSide.DICT_ONLY, 10) == [f"{3:064x}"]
-    assert await store.drop_scratch(scratch) == 3  # DICT's file and both sides of the diff
+    assert await store.reconciliation.to_repair(scratch, RepairSide.DICT_ONLY, 10) == [f"{3:064x}"]
+    assert await store.reconciliation.drop_scratch(scratch) == 3  # DICT's file and both sides of the diff
 
 
 async def test_applied_events_are_announced_from_every_primary(store: CIDStore) -> None:
@@ -73,8 +78,8 @@ async def test_applied_events_are_announced_from_every_primary(store: CIDStore) 
     nodes = [client.get_node_from_key(PairKeys(p, KeyType.PHONE).cids) for p in owners]
     assert len({node.port for node in nodes if node is not None}) == 3, "the pairs should spread over every node"
     changes = [change(p, KeyType.PHONE, f"key-{p}", 1, f"{i + 1:064x}", secret=SECRET) for i, p in enumerate(owners)]
-    async with store.applied_events() as announced:
-        await store.apply_batch(changes)
+    async with applied_events(store.redis) as announced:
+        await store.ingestion.apply_batch(changes)
         seen: set[str] = set()
         async with asyncio.timeout(10):
             async for event_id in announced:

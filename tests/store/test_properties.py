@@ -76,15 +76,15 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
 
     try:
         if concurrent:
-            await asyncio.gather(*(store.apply(change(i)) for i in deliveries))
+            await asyncio.gather(*(store.ingestion.apply(change(i)) for i in deliveries))
         else:
             for i in deliveries:
-                result = await store.apply(change(i))
+                result = await store.ingestion.apply(change(i))
                 # I1 after every single change, not just at the end.
-                assert result.vsync == vsync(await store.cids(participant, KeyType.PHONE))
-        stored = await store.cids(participant, KeyType.PHONE)
+                assert result.vsync == vsync(await store.view.cids(participant, KeyType.PHONE))
+        stored = await store.view.cids(participant, KeyType.PHONE)
         assert stored == expected_state(history)  # I3
-        assert await store.vsync(participant, KeyType.PHONE) == vsync(stored)  # I1
+        assert await store.view.vsync(participant, KeyType.PHONE) == vsync(stored)  # I1
         assert len(stored) <= len({s.key for s in history})  # I2: at most one CID a key
         # The reverse index maps exactly the stored CIDs, each to the key that holds it.
         last = {s.key: s for s in sorted(history, key=lambda s: s.sequence)}
@@ -120,10 +120,10 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
                            event_id=event_id)  # fmt: skip
 
     try:
-        first = await store.apply(change(10, "a" * 64, e1))
-        again = await store.apply(change(10, "a" * 64, e1))
-        older = await store.apply(change(9, "b" * 64, e0))
-        deleted = await store.apply(change(11, None, e2))
+        first = await store.ingestion.apply(change(10, "a" * 64, e1))
+        again = await store.ingestion.apply(change(10, "a" * 64, e1))
+        older = await store.ingestion.apply(change(9, "b" * 64, e0))
+        deleted = await store.ingestion.apply(change(11, None, e2))
         assert (first.status, again.status, older.status, deleted.status) == (
             ApplyStatus.APPLIED, ApplyStatus.STALE, ApplyStatus.STALE, ApplyStatus.APPLIED,
         )  # fmt: skip
@@ -131,10 +131,10 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
         assert deleted.vsync == "0" * 64
         assert deleted.previous_sequence == 10
         # The tombstone keeps its sequence: a late creation older than the delete stays out.
-        late = await store.apply(change(10, "c" * 64, e3))
+        late = await store.ingestion.apply(change(10, "c" * 64, e3))
         assert late.status is ApplyStatus.STALE
-        assert await store.cids(participant, KeyType.EMAIL) == set()
-        assert await store.is_marked(participant, KeyType.EMAIL, e3)
+        assert await store.view.cids(participant, KeyType.EMAIL) == set()
+        assert await store.ingestion.is_marked(participant, KeyType.EMAIL, e3)
         # Nothing of the key is stored in clear.
         assert not [k async for k in client.scan_iter(match="*ana@exemplo*")]
         for name in [k async for k in client.scan_iter(match=f"{{cid:{participant}:*")]:
@@ -158,11 +158,11 @@ async def _apply_in_batches(url: str, prefix: str, history: list[Step], batches:
                 make_change(participant[s.key], KeyType.PHONE, s.key, s.sequence, s.cid, secret=SECRET, event_id=e)
                 for s, e in steps
             ]
-            await store.apply_batch(changes)
+            await store.ingestion.apply_batch(changes)
         for key in {step.key for step in history}:
-            stored = await store.cids(participant[key], KeyType.PHONE)
+            stored = await store.view.cids(participant[key], KeyType.PHONE)
             assert stored == expected_state([step for step in history if step.key == key])
-            assert await store.vsync(participant[key], KeyType.PHONE) == vsync(stored)
+            assert await store.view.vsync(participant[key], KeyType.PHONE) == vsync(stored)
     finally:
         await client.aclose()
 

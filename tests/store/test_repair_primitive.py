@@ -33,8 +33,8 @@ def event(pair: PairKeys, sequence: int, cid: str | None) -> CIDChange:
 
 async def consistent(store: CIDStore, pair: PairKeys) -> set[str]:
     """I1 holds; returns the set."""
-    cids = await store.cids(pair.participant, pair.key_type)
-    assert await store.vsync(pair.participant, pair.key_type) == vsync(cids)
+    cids = await store.view.cids(pair.participant, pair.key_type)
+    assert await store.view.vsync(pair.participant, pair.key_type) == vsync(cids)
     return cids
 
 
@@ -45,20 +45,20 @@ def pair(participant: str) -> PairKeys:
 
 async def test_a_key_unknown_locally_is_added_at_sequence_zero(store: CIDStore, pair: PairKeys) -> None:
     kid = key_id(SECRET, pair.key_type, KEY)
-    assert await store.repair(pair, kid, "", A) is RepairStatus.REPAIRED
+    assert await store.reconciliation.repair(pair, kid, "", A) is RepairStatus.REPAIRED
     assert await consistent(store, pair) == {A}
-    assert await store.holder_of_cid(pair, A) == CidHolder(key_id=kid, entry_id="")
+    assert await store.reconciliation.holder_of_cid(pair, A) == CidHolder(key_id=kid, entry_id="")
     # The first real event for the key (any sequence >= 1) still applies over the repair.
-    await store.apply(event(pair, 1, B))
+    await store.ingestion.apply(event(pair, 1, B))
     assert await consistent(store, pair) == {B}
 
 
 async def test_a_newer_local_change_is_never_overwritten_by_the_dict_snapshot(store: CIDStore, pair: PairKeys) -> None:
     kid = key_id(SECRET, pair.key_type, KEY)
-    await store.apply(event(pair, 5, A))
-    seen = await store.key_state(pair, kid)  # the repair decides on this state: DICT says B
-    await store.apply(event(pair, 6, C))  # ...and meanwhile core's newer change arrives
-    assert await store.repair(pair, kid, seen, B) is RepairStatus.CHANGED
+    await store.ingestion.apply(event(pair, 5, A))
+    seen = await store.ingestion.key_state(pair, kid)  # the repair decides on this state: DICT says B
+    await store.ingestion.apply(event(pair, 6, C))  # ...and meanwhile core's newer change arrives
+    assert await store.reconciliation.repair(pair, kid, seen, B) is RepairStatus.CHANGED
     assert await consistent(store, pair) == {C}
 
 
@@ -66,22 +66,28 @@ async def test_a_repair_keeps_the_sequence_so_later_events_win_and_older_ones_st
     store: CIDStore, pair: PairKeys
 ) -> None:
     kid = key_id(SECRET, pair.key_type, KEY)
-    await store.apply(event(pair, 5, A))
-    assert await store.repair(pair, kid, await store.key_state(pair, kid), B) is RepairStatus.REPAIRED
+    await store.ingestion.apply(event(pair, 5, A))
+    assert (
+        await store.reconciliation.repair(pair, kid, await store.ingestion.key_state(pair, kid), B)
+        is RepairStatus.REPAIRED
+    )
     assert await consistent(store, pair) == {B}
-    await store.apply(event(pair, 5, A))  # a redelivered old event
+    await store.ingestion.apply(event(pair, 5, A))  # a redelivered old event
     assert await consistent(store, pair) == {B}
-    await store.apply(event(pair, 7, C))
+    await store.ingestion.apply(event(pair, 7, C))
     assert await consistent(store, pair) == {C}
 
 
 async def test_a_cid_dict_lacks_is_removed_through_its_key(store: CIDStore, pair: PairKeys) -> None:
-    await store.apply(event(pair, 3, A))
-    holder = await store.holder_of_cid(pair, A)
+    await store.ingestion.apply(event(pair, 3, A))
+    holder = await store.reconciliation.holder_of_cid(pair, A)
     assert holder is not None
     kid = holder.key_id
     assert kid == key_id(SECRET, pair.key_type, KEY)
-    assert await store.repair(pair, kid, await store.key_state(pair, kid), None) is RepairStatus.REPAIRED
+    assert (
+        await store.reconciliation.repair(pair, kid, await store.ingestion.key_state(pair, kid), None)
+        is RepairStatus.REPAIRED
+    )
     assert await consistent(store, pair) == set()
-    assert await store.holder_of_cid(pair, A) is None
-    assert await store.key_state(pair, kid) == f"{3:019d}|"  # a tombstone with the key's own sequence
+    assert await store.reconciliation.holder_of_cid(pair, A) is None
+    assert await store.ingestion.key_state(pair, kid) == f"{3:019d}|"  # a tombstone with the key's own sequence

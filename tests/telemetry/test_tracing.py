@@ -59,10 +59,12 @@ def chain(spans: list[ReceivedSpan], last: ReceivedSpan) -> list[ReceivedSpan] |
 
 def complete(spans: list[ReceivedSpan], apply_name: str) -> bool:
     """The apply span and every span above it have arrived (each process exports on its own schedule),
-    and so has the producer's."""
+    and so have the producer's and the run's completion (the worker exports it after the apply's, in a
+    later batch when the machine is busy)."""
     applies = [s for s in spans if s.name == apply_name]
     sent = any(s.service == "cidsync-publish" for s in spans)
-    return sent and bool(applies) and chain(spans, applies[0]) is not None
+    completed = any(s.name.startswith("CompleteWorkflow:") for s in spans)
+    return sent and completed and bool(applies) and chain(spans, applies[0]) is not None
 
 
 def personal_values(entry: Entry) -> list[str]:

@@ -122,6 +122,11 @@ class World:
         if value not in self.dict_set(self.now()):
             raise errors.NotFound(f"no entry with CID {value}")
 
+    @property
+    def view(self) -> "World":
+        """The store's view of the pair (`CIDStore.view`), played by the world as well."""
+        return self
+
     async def local_view(self, pair: PairKeys, cids: list[str], changes_since: datetime | None = None) -> LocalView:
         now = self.now()
         members = self.local_set(now)
