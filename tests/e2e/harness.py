@@ -141,11 +141,20 @@ class Flow:
         core = DictFirst(self.admin)
         assert not await core.refused([event]), core.refusals
 
-    async def flow(self, events: list[EntryEvent], per_second: float) -> None:
-        for event in events:  # in commit order: DICT first, then the event
+    async def flow(
+        self, events: list[EntryEvent], per_second: float, until: asyncio.Event | None = None
+    ) -> list[EntryEvent]:
+        """Publish `events` in commit order (DICT first, then the event), or until `until` is set, and
+        return those published: traffic that must outlast something is stopped by it, not by a clock."""
+        published: list[EntryEvent] = []
+        for event in events:
+            if until is not None and until.is_set():
+                break
             await self.mirror_to_dict(event)
             await self.producer.publish_event(event)
+            published.append(event)
             await asyncio.sleep(1 / per_second)
+        return published
 
     async def landed(self, events: list[EntryEvent]) -> None:
         async with asyncio.timeout(60):

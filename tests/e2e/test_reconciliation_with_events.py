@@ -142,11 +142,13 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         before = immediate(history_events(600, [participant], seed=uuid.uuid4().int % 10_000))
         await core.flow(before, per_second=500)
         await core.landed(before)
+        # More traffic than the reconciliations can take on the slowest machine; they stop it, not a clock.
         traffic = [
             e.model_copy(update={"sequence": e.sequence + 10_000})
-            for e in immediate(history_events(900, [participant], seed=uuid.uuid4().int % 10_000))
+            for e in immediate(history_events(6_000, [participant], seed=uuid.uuid4().int % 10_000))
         ]
-        flowing_task = asyncio.create_task(core.flow(traffic, per_second=25))
+        reconciled = asyncio.Event()
+        flowing_task = asyncio.create_task(core.flow(traffic, per_second=25, until=reconciled))
         await asyncio.sleep(5)  # the pairs are busy
         # Behind cidsync's back, on entries the traffic never touches (its own history makes and changes
         # its own entries: DICT would refuse core's change of an entry it no longer holds).
@@ -172,8 +174,8 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         handles = [await start_reconciliation(client, r, running.queue) for r in requests]
         evp, cpf = await asyncio.gather(*(outcome_of(h) for h in handles))
         assert not flowing_task.done(), "the traffic must outlast the reconciliations"
-        await flowing_task
-        await core.landed(traffic)
+        reconciled.set()
+        await core.landed(await flowing_task)
         view = pipeline.store.view
         agreed = {k: (await running.bridge.verify_sync(participant, k, await view.vsync(participant, k))).ok
                   for k in KeyType}  # fmt: skip
