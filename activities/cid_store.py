@@ -10,19 +10,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
+from cidsync.change import CIDBatch, CIDChange
 from cidsync.entry import KeyType, PairRef
+from cidsync.key_id import KeyId
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.key_id import KeyId
 from cidsync.store.layout import RECONCILIATION_TTL_SECONDS, PairKeys
-from cidsync.store.models import (
-    ApplyResult,
-    BatchResult,
-    CIDBatch,
-    CIDChange,
-    LocalVSync,
-    PairVerification,
-    VerificationRecord,
-)
+from cidsync.store.models import ApplyResult, BatchResult, LocalVSync, PairVerification, VerificationRecord
 from cidsync.telemetry import instruments
 
 

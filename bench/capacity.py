@@ -31,11 +31,11 @@ from redis.asyncio.cluster import RedisCluster
 
 from bench.common import Stack, fresh_stack, history, store_matches
 from bench.ours import publish
+from cidsync.change import CIDChange
 from cidsync.entry import KeyType
 from cidsync.redis_client import RedisClient, redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import MARK_PATTERN
-from cidsync.store.models import CIDChange
 from cidsync_tooling.devstack.processes import Launched, free_cluster_port, free_port
 from cidsync_tooling.devstack.servers import form_cluster, start_redis
 from cidsync_tooling.synthetic import synthetic_entry

@@ -12,10 +12,10 @@ import tempfile
 import time
 
 import cidsync.store.cid_store as cid_store
+from cidsync.change import CIDChange
 from cidsync.entry import Entry, KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store import scripts
-from cidsync.store.models import CIDChange
 from cidsync_tooling.devstack.processes import free_port
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
 

@@ -32,12 +32,12 @@ from typing import Any
 
 import psutil
 
+from cidsync.change import CIDChange
 from cidsync.config import load_settings
 from cidsync.entry import KeyType
 from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.models import CIDChange
 from cidsync.temporal_client import connect
 from cidsync_tooling.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
 from cidsync_tooling.devstack.stack import down, up

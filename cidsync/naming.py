@@ -12,9 +12,9 @@ from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+from cidsync.change import CIDChange
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EventType
-from cidsync.store.models import CIDChange
 
 PARTICIPANT = SearchAttributeKey.for_keyword("CidParticipant")
 KEY_TYPE = SearchAttributeKey.for_keyword("CidKeyType")

@@ -48,12 +48,30 @@ class BatchConsumer:
         return bool(self._native.is_connected())
 
     async def receive(self) -> list[pulsar.Message]:
-        """What arrived, up to the policy's count, waiting at most the policy's wait; may be empty."""
-        received = await asyncio.to_thread(self._native.batch_receive)
+        """What arrived, up to the policy's count, waiting at most the policy's wait; may be empty.
+
+        A failure of the native call (`_pulsar.PulsarException`, which is not the asyncio wrapper's
+        `PulsarException`) is raised as a `ReceiveFailed`, a `ConnectionError`: the caller waits and
+        receives again while the client reconnects by itself."""
+        try:
+            received = await asyncio.to_thread(self._native.batch_receive)
+        except _pulsar.PulsarException as error:
+            raise ReceiveFailed(f"receive from {self.topic} failed: {error}") from error
         return [_wrap(native) for native in received]
 
     def acknowledge(self, message: pulsar.Message) -> None:
         self._native.acknowledge(message._message)  # see the module docstring
+
+    async def negative_acknowledge(self, message: pulsar.Message) -> None:
+        await self.consumer.negative_acknowledge(message)
+
+    async def close(self) -> None:
+        """Unacked messages go back to the broker, for this subscription's other consumers or a restart."""
+        await self.consumer.close()
+
+
+class ReceiveFailed(ConnectionError):
+    """The broker could not be read from just now."""
 
 
 def _wrap(native: object) -> pulsar.Message:

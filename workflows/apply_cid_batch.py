@@ -14,8 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
+    from cidsync.change import CIDBatch
     from cidsync.events import DeletionType
-    from cidsync.store.models import BatchResult, CIDBatch
+    from cidsync.store.models import BatchResult
     from workflows.policies import INVALID_INPUT, STORE_RETRY, STORE_TIMEOUT
 
 

@@ -1,6 +1,6 @@
 """What the three per-event workflows share: how an event's change is applied, and what a run returns.
 
-The input is the starter's minimal change (`cidsync.store.models.CIDChange`): ids, the key id, the CID and
+The input is the starter's minimal change (`cidsync.change.CIDChange`): ids, the key id, the CID and
 the sequence. No entry, PIX key or name ever enters these workflows (docs/design.md §3, §5).
 """
 
@@ -12,8 +12,9 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
+    from cidsync.change import CIDChange
     from cidsync.events import EventType
-    from cidsync.store.models import ApplyResult, CIDChange
+    from cidsync.store.models import ApplyResult
     from workflows.policies import INVALID_INPUT, STORE_RETRY, STORE_TIMEOUT
 
 

@@ -15,9 +15,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import KeySequenceQuery, StoreActivities
+    from cidsync.change import CIDChange
     from cidsync.events import DeletionType, EventType
     from cidsync.naming import PHASE
-    from cidsync.store.models import CIDChange
     from workflows.cid_change import CIDResult, apply, expect
     from workflows.policies import PHASE_SEARCH_ATTRIBUTE, STORE_RETRY, STORE_TIMEOUT
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from cidsync.change import CIDChange
     from cidsync.events import EventType
-    from cidsync.store.models import CIDChange
     from workflows.cid_change import CIDResult, apply, expect
 
 

@@ -11,7 +11,7 @@ from cidsync.cid import cid
 from cidsync.config import ENVIRONMENT, load_settings
 from cidsync.entry import KeyType, key_problem, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
-from cidsync.store.key_id import key_id
+from cidsync.key_id import key_id
 
 
 def read_input(source: str, what: str) -> bytes:

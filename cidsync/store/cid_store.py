@@ -23,10 +23,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cidsync.entry import KeyType
+from cidsync.key_id import KeySecretMismatch, fingerprint, key_id
 from cidsync.patience import until_answered
 from cidsync.redis_client import RedisClient
 from cidsync.store.ingestion import Ingestion
-from cidsync.store.key_id import KeySecretMismatch, fingerprint, key_id
 from cidsync.store.layout import DEFAULT_MARK_TTL_SECONDS, KEY_SECRET_CHECK, RECONCILIATION_TTL_SECONDS
 from cidsync.store.outbox import Outbox
 from cidsync.store.pair_view import PairView

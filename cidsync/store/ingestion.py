@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 
 from opentelemetry.trace import SpanKind
 
+from cidsync.change import CIDChange
 from cidsync.entry import KeyType
 from cidsync.redis_client import RedisClient
 from cidsync.store.layout import SEQUENCE_DIGITS, PairKeys
-from cidsync.store.models import ApplyResult, ApplyStatus, BatchResult, CIDChange
+from cidsync.store.models import ApplyResult, ApplyStatus, BatchResult
 from cidsync.store.replies import text, vsync_hex
 from cidsync.store.scripts import ScriptLoader
 from cidsync.telemetry import tracing

@@ -1,10 +1,8 @@
-"""What goes into the store and what comes out: the minimal change of an event, and results as counts.
+"""What goes into the store and what comes out: results as counts, the pair's view, verification records.
 
-`CIDChange` is everything Temporal sees of an entry event (docs/design.md §3, §5): ids, the key id (a keyed
-hash, see `key_id`), the CID and the sequence. The starter builds it from the validated event
-(`CIDChange.of_event`); the PIX key, the owner's name and tax id and the account never leave the starter.
-The models validate what they carry, so a change that could only have come from a bug (a delete with a
-CID, a key id that is not a hash) fails where it is made, not inside Redis.
+The change itself (`cidsync.change.CIDChange`, what Temporal sees of an entry event) is the domain's; the
+models here validate what they carry, so a result that could only have come from a bug fails where it is
+made, not inside Redis.
 """
 
 from __future__ import annotations
@@ -12,88 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
-from uuid import UUID, uuid4
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict
 
 from cidsync.anchor import Verdict
-from cidsync.cid import cid, is_cid
-from cidsync.entry import Entry, KeyType, Participant
-from cidsync.events import MAX_SEQUENCE, DeletionType, EntryEvent, EventType
-from cidsync.store.key_id import KeyId, key_id
+from cidsync.entry import KeyType
 from cidsync.store.layout import RepairSide
-
-
-def _check(valid: bool, message: str) -> None:
-    if not valid:
-        raise ValueError(message)
-
-
-def _cid(value: str) -> str:
-    _check(is_cid(value), "a CID must be 64 lowercase hexadecimal digits")
-    return value
-
-
-Cid = Annotated[str, AfterValidator(_cid)]
-
-
-class CIDChange(BaseModel):
-    """One versioned change of a key's CID: `cid` None deletes it (the store keeps a tombstone)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    participant: Participant
-    key_type: KeyType
-    key_id: KeyId
-    cid: Cid | None
-    sequence: int = Field(ge=1, le=MAX_SEQUENCE)
-    event_type: EventType
-    deletion_type: DeletionType | None = None
-    event_id: UUID
-    entry_id: UUID  # kept in the reverse index, so a CID removed by reconciliation names its entry
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CIDChange:
-        deleted = self.event_type is EventType.DELETED
-        _check(deleted == (self.cid is None), "a delete carries no CID, a creation or update carries one")
-        _check(deleted == (self.deletion_type is not None), "a delete, and only a delete, has a deletion type")
-        return self
-
-    @classmethod
-    def of_event(cls, event: EntryEvent, key_secret: bytes) -> CIDChange:
-        """The change a validated event makes: its CID (pure domain code) and its key's id."""
-        return cls._of(event.entry, event.event_type, event.sequence, key_secret, event.event_id, event.deletion_type)
-
-    @classmethod
-    def creation(cls, entry: Entry, *, sequence: int, key_secret: bytes, event_id: UUID | None = None) -> CIDChange:
-        """The change that creates `entry`, outside any event: how a store is seeded from known entries."""
-        return cls._of(entry, EventType.CREATED, sequence, key_secret, event_id or uuid4(), None)
-
-    @classmethod
-    def _of(
-        cls,
-        entry: Entry,
-        event_type: EventType,
-        sequence: int,
-        key_secret: bytes,
-        event_id: UUID,
-        deletion_type: DeletionType | None,
-    ) -> CIDChange:
-        # Built unchecked: every value is a validated entry's or event's, or computed here (a 32-hex key id,
-        # a 64-hex CID, a CID exactly when not deleted). Checking them again cost the starter ~15 us an
-        # event, two thirds of making the change. A change from anywhere else (a workflow's input) is checked.
-        return cls.model_construct(
-            participant=entry.participant,
-            key_type=entry.key_type,
-            key_id=key_id(key_secret, entry.key_type, entry.key),
-            cid=None if event_type is EventType.DELETED else cid(entry),
-            sequence=sequence,
-            event_type=event_type,
-            deletion_type=deletion_type,
-            event_id=event_id,
-            entry_id=entry.id,
-        )
 
 
 class ApplyStatus(StrEnum):
@@ -107,12 +30,6 @@ class ApplyResult(BaseModel):
     status: ApplyStatus
     previous_sequence: int | None
     vsync: str
-
-
-class CIDBatch(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    changes: list[CIDChange]
 
 
 class BatchResult(BaseModel):

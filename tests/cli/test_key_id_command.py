@@ -1,7 +1,7 @@
 """`cidsync key-id`: how an operator names a PIX key the way cidsync and Temporal do, without the key."""
 
 from cidsync.entry import KeyType
-from cidsync.store.key_id import key_id
+from cidsync.key_id import key_id
 from tests.helpers.cli_runner import cidsync
 
 SECRET = "key-id-command-secret"

@@ -14,12 +14,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.core_events import CoreEventsPublisher
 from cidsync.bridge.client import BridgeClient
+from cidsync.change import CIDChange
 from cidsync.entry import Entry, KeyType
 from cidsync.producer import EntryEventProducer
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.models import CIDChange
 from cidsync.topics import Topics
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import pair_random, synthetic_entry

@@ -36,12 +36,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cidsync.entry import AccountType, Entry, KeyType, OwnerType
 from cidsync.events import DeletionType, EntryEvent, EventType
+from cidsync.key_id import key_id
 from cidsync.naming import search_attribute_types
 from cidsync.producer import EntryEventProducer, build_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.key_id import key_id
 from cidsync.topics import Topics
 from cidsync_tooling.audit import PERSONAL_FIELDS, Corpus, personal_values, read_temporal
 from cidsync_tooling.devstack.processes import Launched, free_port

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from cidsync.change import CIDChange
 from cidsync.entry import KeyType
 from cidsync.events import DeletionType, EventType
-from cidsync.store.key_id import key_id
-from cidsync.store.models import CIDChange
+from cidsync.key_id import key_id
 
 _ENTRIES = uuid.UUID("5f0c7f52-8c1b-4b7e-9c52-2d5a2e6f9a10")
 

@@ -45,3 +45,18 @@ def eventually_sync(check: Callable[[], bool], what: str, *, timeout: float = 60
             return
         time.sleep(every)
     raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+async def eventually_true(
+    check: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 (a deadline of the whole wait, not of one call)
+    every: float = 0.005,
+) -> None:
+    """`eventually` for a condition on in-process state (a fake's records): nothing to await but time."""
+
+    async def read() -> bool:
+        return check()
+
+    await eventually(read, bool, what, timeout=timeout, every=every)

@@ -4,9 +4,9 @@ import uuid
 
 import pytest
 
+from cidsync.key_id import KeySecretMismatch
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.key_id import KeySecretMismatch
 from tests.helpers.servers import RedisServer
 
 DB = 7  # a database of its own: the session's others hold the tests' shared secret

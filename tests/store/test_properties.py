@@ -15,13 +15,14 @@ import redis.asyncio as redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cidsync.change import CIDChange
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
+from cidsync.key_id import key_id
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.key_id import key_id
 from cidsync.store.layout import PairKeys
-from cidsync.store.models import ApplyStatus, CIDChange
+from cidsync.store.models import ApplyStatus
 from tests.helpers.changes import change as make_change
 from tests.helpers.changes import entry_id_of
 from tests.helpers.servers import RedisServer

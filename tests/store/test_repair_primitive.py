@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from cidsync.change import CIDChange
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
+from cidsync.key_id import key_id
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.key_id import key_id
 from cidsync.store.layout import PairKeys
-from cidsync.store.models import CIDChange, CidHolder, RepairStatus
+from cidsync.store.models import CidHolder, RepairStatus
 from tests.helpers.changes import change
 
 SECRET = b"repair-secret"

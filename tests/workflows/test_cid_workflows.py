@@ -16,12 +16,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.cid_store import KeySequenceQuery
+from cidsync.change import CIDChange
 from cidsync.cid import ZERO_VSYNC, cid, xor_cid
 from cidsync.entry import Entry
 from cidsync.events import DeletionType, EventType
 from cidsync.naming import event_workflow_id
 from cidsync.producer import build_event
-from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange
+from cidsync.store.models import ApplyResult, ApplyStatus
 from cidsync_tooling.synthetic import synthetic_entry
 from workflows.cid_change import CIDResult
 from workflows.create_cid import CreateCID

@@ -33,13 +33,14 @@ from activities.core_events import NoticeInput
 from activities.follow import PollInput, PollResult
 from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge.models import Verification
+from cidsync.change import CIDChange
 from cidsync.cid import ZERO_VSYNC
 from cidsync.entry import KeyType, PairRef
 from cidsync.events import DeletionType, EventType
 from cidsync.follow import Cursor, Observation
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.store.layout import Scratch
-from cidsync.store.models import ApplyResult, ApplyStatus, CIDChange, LocalVSync, VerificationRecord
+from cidsync.store.models import ApplyResult, ApplyStatus, LocalVSync, VerificationRecord
 from cidsync_tooling.devstack.processes import temporal_binary
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.follow_cid_events import FollowCidEvents, FollowInput

@@ -1,0 +1,99 @@
+"""How the handling of a message ends: ack, redelivery after a backoff, dead letter, or a halt.
+
+The decision between them is `starters.redelivery` (from the error and the count alone); this carries it
+out on the message's own consumer and on the dead-letter topic, and counts it. One settler serves both
+dispatchers, so a per-event and a batched message end the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from cidsync.telemetry import instruments
+from starters.consuming import Message, Receiver, about
+from starters.redelivery import REDELIVERIES_EXHAUSTED, Action, RedeliveryPolicy, dead_letter_properties
+
+logger = logging.getLogger("starters.entry_events")  # one logger for the starter's lines, as before
+
+
+@dataclass
+class StarterStats:
+    consumed: int = 0
+    started: int = 0
+    already_started: int = 0
+    already_marked: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    batches: int = 0
+
+    def line(self) -> str:
+        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
+
+
+class DeadLetterSink(Protocol):
+    """The dead-letter topic's producer."""
+
+    async def send(self, content: bytes, *, properties: dict[str, str], partition_key: str | None) -> Any: ...
+    async def flush(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Settler:
+    """Ends each message's handling on the consumer it came from (`receivers`, by full topic name)."""
+
+    def __init__(
+        self,
+        receivers: Mapping[str, Receiver],
+        dead_letters: DeadLetterSink,
+        policy: RedeliveryPolicy,
+        stats: StarterStats,
+    ) -> None:
+        self.receivers = receivers
+        self.dead_letters = dead_letters
+        self.policy = policy
+        self.stats = stats
+        self.halted: BaseException | None = None  # set by a refusal no retry can fix: the starter stops
+
+    def ack(self, message: Message) -> None:
+        self.receivers[message.topic_name()].acknowledge(message)
+
+    async def retry_later(self, message: Message, error: BaseException) -> None:
+        """Carry out the policy's decision on a message whose handling failed."""
+        receiver = self.receivers[message.topic_name()]
+        decision = self.policy.decide(error, message.redelivery_count())
+        if decision.action is Action.HALT:
+            logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error,
+                         extra=about(message))  # fmt: skip
+            self.halted = error
+            await receiver.negative_acknowledge(message)
+            return
+        if decision.action is Action.DEAD_LETTER:
+            await self.dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
+            return
+        self.stats.retried += 1
+        instruments.events_retried.add(1)
+        delay = decision.delay.total_seconds()
+        logger.warning("transient failure (%r); redelivery in %.1f s", error, delay, extra=about(message))
+        # Scheduled, not awaited: the slot is free for other messages meanwhile.
+        asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(receiver.negative_acknowledge(message))
+        )
+
+    async def dead_letter(self, message: Message, reason: str, kind: str) -> None:
+        """`reason` (the full text) goes with the message; `kind` (a fixed set) labels the metric."""
+        properties = dead_letter_properties(
+            message.properties(), reason=reason, kind=kind, topic=message.topic_name(),
+            message_id=str(message.message_id()), redelivery_count=message.redelivery_count(),
+        )  # fmt: skip
+        await self.dead_letters.send(
+            message.data(), properties=properties, partition_key=message.partition_key() or None
+        )
+        self.stats.dead_lettered += 1
+        instruments.events_dead_lettered.add(1, {"reason": kind})
+        logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300],
+                       extra=about(message))  # fmt: skip
+        self.ack(message)
