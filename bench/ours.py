@@ -14,6 +14,7 @@ from cidsync.events import EntryEvent
 from cidsync.producer import EntryEventProducer, ProducerConfig, Published
 from cidsync.pulsar_client import pulsar_client
 from cidsync.topics import Topics
+from cidsync_tooling.pacing import chunk_for, paced
 
 STALL_SECONDS = 60.0  # no event applied for this long: the run failed (it does not hang the bench)
 
@@ -64,11 +65,10 @@ async def publish(stack: Stack, events: Sequence[EntryEvent], rate: float = 0.0)
             result.acked_at[str(outcome.event_id)] = time.perf_counter()
             result.send_ms.append(outcome.latency_ms)
         events = []
-    for index, event in enumerate(events):
-        if rate and index % max(1, int(rate / 100)) == 0:
-            await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
-        await slots.acquire()
-        tasks.append(asyncio.ensure_future(send(event)))
+    async for chunk in paced(events, rate, chunk=chunk_for(rate, per_second=100)):
+        for event in chunk:
+            await slots.acquire()
+            tasks.append(asyncio.ensure_future(send(event)))
     await asyncio.gather(*tasks)
     result.msgs_per_s = count / (time.perf_counter() - started)
     await producer.close()

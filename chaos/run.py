@@ -62,6 +62,7 @@ from cidsync.temporal_client import connect
 from cidsync.topics import Topics
 from cidsync_tooling.audit import Corpus, personal_values_by_kind, read_temporal
 from cidsync_tooling.devstack.spec import MAX_REPLICAS
+from cidsync_tooling.pacing import paced
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.simulator.dict_first import DictFirst
 from cidsync_tooling.simulator.dict_state import SimulatedDict
@@ -169,9 +170,7 @@ class Run:
 
     async def publish(self, producer: EntryEventProducer, events: list[EntryEvent], rate: float) -> None:
         later: list[EntryEvent] = []
-        started = time.monotonic()
-        for index in range(0, len(events), CHUNK):
-            chunk = events[index : index + CHUNK]
+        async for chunk in paced(events, rate, chunk=CHUNK):
             async with self.dict_lock:
                 refused = await self.tell_dict(chunk)
                 model_refused = {i for i, e in enumerate(chunk) if not self._model_accepts(e)}
@@ -183,7 +182,6 @@ class Run:
             self.ledger.duplicates += len(later)
             self.rng.shuffle(batch)  # arrival order is not commit order
             await self._send(producer, batch)
-            await asyncio.sleep(max(0.0, started + (index + CHUNK) / rate - time.monotonic()))
         await self._send(producer, later)
 
     async def tell_dict(self, chunk: list[EntryEvent]) -> set[int]:

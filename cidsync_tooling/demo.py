@@ -79,68 +79,137 @@ class DemoOptions:
     seed: int | None = None  # None: a new history each run (a kept stack's DICT holds the keys of earlier ones)
 
 
+@dataclass
+class History:
+    """One run's history: its own participants, its events in commit order, and what is delivered (the
+    events, some twice, shuffled: arrival order is not commit order, `sequence` is what orders)."""
+
+    participants: list[str]
+    seed: int
+    events: list[EntryEvent]
+    delivered: list[EntryEvent]
+
+    @classmethod
+    def make(cls, options: DemoOptions) -> History:
+        from cidsync.producer import build_event
+        from cidsync_tooling.synthetic import synthetic_history
+
+        # Participants of this run alone: a stack that is kept (`.cidsync`, AOF on) still holds what earlier
+        # runs applied, including WAITING_PERIOD deletes 30 days from due, which would never match this run's.
+        participants = [f"{random.SystemRandom().randrange(10**7, 10**8)}" for _ in range(PARTICIPANT_COUNT)]
+        seed = random.SystemRandom().randrange(10**6) if options.seed is None else options.seed
+        history = synthetic_history(options.events, participants, seed=seed)
+        events = [build_event(c.event_type, c.entry, "demo", deletion_type=c.deletion_type) for c in history]
+        rng = random.Random(seed)
+        duplicates = rng.sample(events, int(len(events) * options.duplicates))
+        delivered = events + duplicates
+        rng.shuffle(delivered)
+        return cls(participants, seed, events, delivered)
+
+    def describe(self) -> str:
+        kinds = {t: sum(1 for e in self.events if e.event_type is t) for t in EventType}
+        waiting = sum(1 for e in self.events if e.deletion_type is DeletionType.WAITING_PERIOD)
+        return (f"{len(self.events)} entry events ({kinds[EventType.CREATED]} created, {kinds[EventType.UPDATED]} "
+                f"updated, {kinds[EventType.DELETED]} deleted of which {waiting} with DICT's 30-day waiting "
+                f"period), {len(self.delivered) - len(self.events)} duplicates, shuffled, and {len(MALFORMED)} "
+                f"malformed messages (participants {', '.join(self.participants)}, --seed {self.seed})")  # fmt: skip
+
+    def expected(self) -> dict[tuple[str, KeyType], tuple[int, str]]:
+        return {(p, k): (n, v) for p, k, n, v in vsync_table(active_after(self.events))}
+
+
+Pairs = dict[tuple[str, KeyType], tuple[int, str]]  # (participant, key type) -> (count, VSync)
+
+
 async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool:
-    starter_mode = spec.starter.mode
-    from cidsync.bridge.client import BridgeClient
+    """The demo's steps, in order; True when every one showed what it should."""
+    import pulsar
+
     from cidsync.config import load_settings
-    from cidsync.producer import EntryEventProducer, build_event
     from cidsync.pulsar_client import pulsar_client
     from cidsync.redis_client import redis_client
     from cidsync.store.cid_store import CIDStore
     from cidsync.topics import Topics
-    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-    from cidsync_tooling.simulator.dict_first import DictFirst
-    from cidsync_tooling.simulator.dict_state import ChangeOutcome
-    from cidsync_tooling.synthetic import synthetic_history
 
     settings = load_settings({}, dev_endpoints=state.endpoints())
     topics = Topics(namespace=state.pulsar_namespace)
+    history = History.make(options)
+    print(f"\n== publishing {history.describe()}")
+    if state.bridge_address and not await _make_in_dict_first(state.bridge_address, history):
+        return False
+    client = pulsar_client(settings.require("pulsar_url"))
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
+    try:
+        dlq = await client.subscribe(topics.dead_letter_topic, f"demo-{uuid.uuid4()}",
+                                     initial_position=pulsar.InitialPosition.Latest)  # fmt: skip
+        started = await _publish(client, topics, history)
+        expected = history.expected()
+        print(f"\n== waiting for the worker to apply them ({_how(spec.starter.mode)}; watch them in the Web UI)")
+        current = await _wait_applied(state, store, history.participants, expected, started)
+        applied = current == expected
+        print(f"   {'all applied' if applied else 'NOT all applied'} after {time.perf_counter() - started:.0f} s")
+        verified = await _verify_with_dict(state.bridge_address, current) if state.bridge_address else False
+        reconciled = followed = False
+        if state.bridge_address:  # DICT changed behind cidsync's back: reconciled, then found by a follower
+            reconciled = await _reconcile(state, settings, current, history.participants[0])
+            followed = await _follow(spec, state, current, history.participants[1])
+        dead_letters = await _dead_letters(dlq, topics.dead_letter_topic)
+    finally:
+        await client.close()
+        await store.close()
+    return applied and verified and dead_letters and reconciled and followed
 
-    # Participants of this run alone: a stack that is kept (`.cidsync`, AOF on) still holds what earlier runs
-    # applied, including WAITING_PERIOD deletes 30 days from due, which would never match this run's VSyncs.
-    participants = [f"{random.SystemRandom().randrange(10**7, 10**8)}" for _ in range(PARTICIPANT_COUNT)]
-    seed = random.SystemRandom().randrange(10**6) if options.seed is None else options.seed
-    history = list(synthetic_history(options.events, participants, seed=seed))
-    events = [build_event(c.event_type, c.entry, "demo", deletion_type=c.deletion_type) for c in history]
-    rng = random.Random(seed)
-    duplicates = rng.sample(events, int(len(events) * options.duplicates))
-    delivered = events + duplicates
-    rng.shuffle(delivered)  # arrival order is not commit order: `sequence` is what orders
-    kinds = {t: sum(1 for e in events if e.event_type is t) for t in EventType}
-    waiting = sum(1 for e in events if e.deletion_type is DeletionType.WAITING_PERIOD)
-    print(f"\n== publishing {len(events)} entry events ({kinds[EventType.CREATED]} created, "
-          f"{kinds[EventType.UPDATED]} updated, {kinds[EventType.DELETED]} deleted of which {waiting} with "
-          f"DICT's 30-day waiting period), {len(duplicates)} duplicates, shuffled, and "
-          f"{len(MALFORMED)} malformed messages (participants {', '.join(participants)}, --seed {seed})")  # fmt: skip
 
-    if state.bridge_address:  # core's order: each change in DICT first (commit order), then its event
-        async with SimulatorAdmin(state.bridge_address) as admin:
-            dict_first = DictFirst(admin)
-            refused = await dict_first.refused(events)
-        told = dict_first.outcomes
-        print(f"   made in DICT first, as core does: {told[ChangeOutcome.APPLIED]} applied, "
-              f"{told[dict_first.WAITING]} deletes left to their waiting period")  # fmt: skip
-        if refused:
-            print(f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {seed} before?): "
-                  f"{dict_first.refusals[0][1]}")  # fmt: skip
-            return False
+async def _make_in_dict_first(bridge_address: str, history: History) -> bool:
+    """Core's order: each change made in DICT first (commit order), then its event."""
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+    from cidsync_tooling.simulator.dict_first import DictFirst
+    from cidsync_tooling.simulator.dict_state import ChangeOutcome
 
-    pulsar = pulsar_client(settings.require("pulsar_url"))
-    dlq = await pulsar.subscribe(topics.dead_letter_topic, f"demo-{uuid.uuid4()}")
-    producer = EntryEventProducer(pulsar, topics=topics)
+    async with SimulatorAdmin(bridge_address) as admin:
+        dict_first = DictFirst(admin)
+        refused = await dict_first.refused(history.events)
+    told = dict_first.outcomes
+    print(f"   made in DICT first, as core does: {told[ChangeOutcome.APPLIED]} applied, "
+          f"{told[dict_first.WAITING]} deletes left to their waiting period")  # fmt: skip
+    if refused:
+        print(f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {history.seed} before?): "
+              f"{dict_first.refusals[0][1]}")  # fmt: skip
+    return not refused
+
+
+async def _publish(client: Any, topics: Any, history: History) -> float:
+    """The delivered events, then the malformed messages; returns when publishing started."""
+    from cidsync.producer import EntryEventProducer
+
+    producer = EntryEventProducer(client, topics=topics)
     await producer.start()
     started = time.perf_counter()
-    await asyncio.gather(*(producer.publish_event(e) for e in delivered))
-    raw = await pulsar.create_producer(topics.full(topics.created), batching_enabled=False)
-    for payload in MALFORMED:
-        await raw.send(payload)
-    await producer.flush()
+    try:
+        await producer.publish_events(history.delivered)
+        raw = await client.create_producer(topics.full(topics.created), batching_enabled=False)
+        for payload in MALFORMED:
+            await raw.send(payload)
+        await producer.flush()
+    finally:
+        await producer.close()
     print(f"   published in {time.perf_counter() - started:.1f} s")
+    return started
 
-    expected = {(p, k): (n, v) for p, k, n, v in vsync_table(active_after(events))}
-    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
 
-    async def local() -> dict[tuple[str, KeyType], tuple[int, str]]:
+def _how(starter_mode: str) -> str:
+    if starter_mode == "per-event":
+        return "one workflow per event"
+    return ("batch mode: up to 500 events per ApplyCIDBatch run, a DeleteCID run of its own for each "
+            "WAITING_PERIOD delete")  # fmt: skip
+
+
+async def _wait_applied(
+    state: StackState, store: Any, participants: list[str], expected: Pairs, started: float
+) -> Pairs:
+    """Until the store holds the expected pairs (or a role stopped, or APPLY_TIMEOUT_S); what it holds."""
+
+    async def local() -> Pairs:
         found = {}
         for participant in participants:
             for key_type in KeyType:
@@ -149,13 +218,6 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
                     found[(participant, key_type)] = (count, await store.view.vsync(participant, key_type))
         return found
 
-    how = (
-        "one workflow per event"
-        if starter_mode == "per-event"
-        else "batch mode: up to 500 events per ApplyCIDBatch run, a DeleteCID run of its own for each "
-        "WAITING_PERIOD delete"
-    )
-    print(f"\n== waiting for the worker to apply them ({how}; watch them in the Web UI)")
     deadline = time.perf_counter() + APPLY_TIMEOUT_S
     shown = 0.0
     while (current := await local()) != expected and time.perf_counter() < deadline:
@@ -168,25 +230,27 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
             print(f"   {sum(n for n, _ in current.values())} of {sum(n for n, _ in expected.values())} CIDs "
                   f"in place after {shown - started:.0f} s", flush=True)  # fmt: skip
         await asyncio.sleep(0.5)
-    applied = current == expected
-    print(f"   {'all applied' if applied else 'NOT all applied'} after {time.perf_counter() - started:.0f} s")
+    return current
 
-    ok_pairs = 0
-    if state.bridge_address:
-        async with BridgeClient(state.bridge_address) as bridge:
-            verdicts = {
-                pair: (await bridge.verify_sync(pair[0], pair[1], value)).ok for pair, (_, value) in current.items()
-            }
-        print("\n== local VSync per (participant, key type), verified by DICT (the simulator, told first)")
-        print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
-        for (participant, key_type), (count, value) in sorted(current.items()):
-            print(f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "
-                  f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
-        ok_pairs = sum(verdicts.values())
 
-    reconciled = await _reconcile(state, settings, current, participants[0]) if state.bridge_address else False
-    followed = await _follow(spec, state, current, participants[1]) if state.bridge_address else False
+async def _verify_with_dict(bridge_address: str, current: Pairs) -> bool:
+    """Each pair's local VSync verified by DICT; True when DICT agrees with every one."""
+    from cidsync.bridge.client import BridgeClient
 
+    async with BridgeClient(bridge_address) as bridge:
+        verdicts = {
+            pair: (await bridge.verify_sync(pair[0], pair[1], value)).ok for pair, (_, value) in current.items()
+        }
+    print("\n== local VSync per (participant, key type), verified by DICT (the simulator, told first)")
+    print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
+    for (participant, key_type), (count, value) in sorted(current.items()):
+        print(f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "
+              f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
+    return bool(verdicts) and all(verdicts.values())
+
+
+async def _dead_letters(dlq: Any, topic: str) -> bool:
+    """The malformed messages on the dead-letter topic, each with its reason; True when all are there."""
     letters: list[Any] = []
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
@@ -194,15 +258,11 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
                 letter = await dlq.receive()
                 await dlq.acknowledge(letter)
                 letters.append(letter)
-    print(f"\n== dead-letter topic {topics.dead_letter_topic}: {len(letters)} messages "
-          f"(the {len(MALFORMED)} malformed ones), with their reasons:")  # fmt: skip
+    print(f"\n== dead-letter topic {topic}: {len(letters)} messages (the {len(MALFORMED)} malformed ones), "
+          "with their reasons:")  # fmt: skip
     for letter in letters:
         print(f"   - {letter.properties().get('reason', '?')[:110]}")
-
-    await producer.close()
-    await pulsar.close()
-    await store.close()
-    return applied and ok_pairs == len(expected) and len(letters) == len(MALFORMED) and reconciled and followed
+    return len(letters) == len(MALFORMED)
 
 
 async def _reconcile(

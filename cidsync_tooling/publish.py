@@ -15,7 +15,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +23,11 @@ from cidsync.cli.options import PULSAR, add_settings_flags, run_async, settings_
 from cidsync.config import dev_stack_endpoints, parse_participants
 from cidsync.errors import InvalidInput, Problem
 from cidsync.events import EntryEvent, parse_event, parse_event_json
+from cidsync_tooling.pacing import chunk_for, paced
 from cidsync_tooling.simulator.dict_state import ChangeOutcome
 
 if TYPE_CHECKING:
+    from cidsync.producer import EntryEventProducer
     from cidsync_tooling.simulator.dict_first import DictFirst
 
 MAX_REPORTED_FAILURES = 5
@@ -68,6 +69,12 @@ class Summary:
     latencies_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     dict_first: DictFirst | None = None  # None: no DICT was told first
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        """Events DICT refused, and so not published."""
+        return len(self.dict_first.refusals) if self.dict_first else 0
 
     def percentile(self, share: float) -> float:
         if not self.latencies_ms:
@@ -90,17 +97,6 @@ class Summary:
         }
 
 
-async def _paced(items: Iterable[Any], rate: float) -> AsyncIterator[Any]:
-    """Yield `items` at `rate` per second on a fixed schedule (0: as fast as possible)."""
-    start = time.perf_counter()
-    for index, item in enumerate(items):
-        if rate > 0:
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        yield item
-
-
 def _dict_address(args: argparse.Namespace, pulsar_url: str) -> str | None:
     """The simulator to make each change in first: `--dict-address`, else the running dev stack's when the
     events go to its broker; none with `--no-dict`."""
@@ -112,119 +108,104 @@ def _dict_address(args: argparse.Namespace, pulsar_url: str) -> str | None:
     return dev.get("bridge_address") if dev.get("pulsar_url") == pulsar_url else None
 
 
-async def _publish(args: argparse.Namespace) -> int:
-    from cidsync.producer import EntryEventProducer, ProducerConfig, Published, PublishFailed
-    from cidsync.topics import Topics
+def _events_of(args: argparse.Namespace) -> list[EntryEvent]:
+    """Step 1: the events, read from FILE or generated, every one validated before anything is sent."""
+    from cidsync.producer import build_event
     from cidsync_tooling.synthetic import synthetic_history
 
-    settings = settings_of(args)
+    if args.rate < 0:
+        raise InvalidInput("arguments", [Problem("--rate", "R >= 0 (0: no limit)")])
     if args.generate is None:
         if args.file is None:
             raise InvalidInput("arguments", [Problem("FILE", "give a file of events, or --generate N")])
-        events = await asyncio.to_thread(lambda: read_events(read_input(args.file, "events"), args.file))
-        items: Iterable[Any] = events
-    else:
-        if args.generate < 1 or args.rate < 0:
-            raise InvalidInput("arguments", [Problem("--generate/--rate", "N >= 1 and R >= 0 (0: no limit)")])
-        participants = list(parse_participants(args.participants, "--participants"))
-        if not participants:
-            raise InvalidInput("arguments", [Problem("--participants", "at least one participant")])
-        # Generated up front, so the clock measures publishing, not the generator.
-        items = list(synthetic_history(args.generate, participants, seed=args.seed))
+        return read_events(read_input(args.file, "events"), args.file)
+    if args.generate < 1:
+        raise InvalidInput("arguments", [Problem("--generate", "N >= 1")])
+    participants = list(parse_participants(args.participants, "--participants"))
+    if not participants:
+        raise InvalidInput("arguments", [Problem("--participants", "at least one participant")])
+    # Made up front, so the clock measures publishing, not the generator.
+    history = synthetic_history(args.generate, participants, seed=args.seed)
+    return [build_event(c.event_type, c.entry, args.user_id, deletion_type=c.deletion_type) for c in history]
 
-    config = ProducerConfig.low_latency() if args.low_latency else ProducerConfig()
-    summary = Summary()
-    failures: list[str] = []
-    producer = await EntryEventProducer.connect(
-        settings.require("pulsar_url"), topics=Topics(namespace=settings.pulsar_namespace), config=config
-    )
-    in_flight = asyncio.Semaphore(config.max_in_flight)
-    pending: set[asyncio.Task[Published]] = set()
 
-    def record(outcome: Published | BaseException) -> None:
-        if isinstance(outcome, Published):
-            summary.sent += 1
-            summary.latencies_ms.append(outcome.latency_ms)
-            return
-        summary.failed += 1
-        if isinstance(outcome, PublishFailed):
-            summary.dead_lettered += outcome.dead_lettered
-            failures.append(str(outcome))
-        else:
-            failures.append(repr(outcome))
+async def _send(
+    events: list[EntryEvent], rate: float, producer: EntryEventProducer, dict_first: DictFirst | None
+) -> Summary:
+    """Step 2: the paced publisher. Chunk by chunk (all at once at rate 0, a tenth of a second's worth
+    otherwise): the changes made in DICT first, then the events DICT accepted, on the producer's bulk path
+    (one wake-up of the loop per chunk's acknowledgements)."""
+    from cidsync.producer import Published
 
-    def done(task: asyncio.Task[Published]) -> None:
-        in_flight.release()
-        pending.discard(task)
-        error = task.exception()
-        record(task.result() if error is None else error)
-
-    def event_of(item: Any) -> EntryEvent:
-        if isinstance(item, EntryEvent):
-            return item
-        return producer.build(item.event_type, item.entry, args.user_id, deletion_type=item.deletion_type)
-
-    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-    from cidsync_tooling.simulator.dict_first import DictFirst
-
-    address = _dict_address(args, settings.require("pulsar_url"))
-    admin = SimulatorAdmin(address) if address else None
-    dict_first = summary.dict_first = DictFirst(admin) if admin else None
-    all_events = [event_of(item) for item in items]
+    summary = Summary(dict_first=dict_first)
     started = time.perf_counter()
-    try:
-        if args.rate == 0:
-            # No pacing: the bulk path (one wake-up of the loop per chunk's acknowledgements).
-            accepted = await dict_first.accepted(all_events) if dict_first else all_events
-            for outcome in await producer.publish_events(accepted):
-                record(outcome)
-        else:
-            # Paced: DICT gets a tenth of a second's changes at a time, just before their events.
-            chunk = max(1, int(args.rate / 10))
-            held: set[int] = set()
-            async for index, event in _paced(enumerate(all_events), args.rate):
-                if dict_first is not None and index % chunk == 0:
-                    held = {index + i for i in await dict_first.refused(all_events[index : index + chunk])}
-                if index in held:
-                    continue
-                coroutine = producer.publish_event(event)
-                await in_flight.acquire()
-                task = asyncio.ensure_future(coroutine)
-                pending.add(task)
-                task.add_done_callback(done)
-            if pending:
-                await asyncio.wait(set(pending))
-        summary.elapsed_s = time.perf_counter() - started
-    finally:
-        await producer.close()
-        if admin is not None:
-            await admin.close()
+    async for chunk in paced(events, rate, chunk=chunk_for(rate) if rate else max(1, len(events))):
+        accepted = await dict_first.accepted(chunk) if dict_first else chunk
+        for outcome in await producer.publish_events(accepted):
+            if isinstance(outcome, Published):
+                summary.sent += 1
+                summary.latencies_ms.append(outcome.latency_ms)
+            else:
+                summary.failed += 1
+                summary.dead_lettered += outcome.dead_lettered
+                summary.failures.append(str(outcome))
+    summary.elapsed_s = time.perf_counter() - started
+    if dict_first is not None:
+        summary.failures += [
+            f"event {e.event_id}: DICT refused it, not published: {why}" for e, why in dict_first.refusals
+        ]
+    return summary
 
-    refusals = dict_first.refusals if dict_first else []
-    failures += [f"event {event.event_id}: DICT refused it, not published: {why}" for event, why in refusals]
-    refused = len(refusals)
-    for line in failures[:MAX_REPORTED_FAILURES]:
+
+def _report(summary: Summary, address: str | None, *, generated: bool, as_json: bool) -> int:
+    """Step 3: failures on stderr (the first few), the summary on stdout; the exit status."""
+    refused = summary.refused
+    for line in summary.failures[:MAX_REPORTED_FAILURES]:
         print(f"cidsync: {line}", file=sys.stderr)
-    if len(failures) > MAX_REPORTED_FAILURES:
-        print(f"cidsync: ... and {len(failures) - MAX_REPORTED_FAILURES} more failures", file=sys.stderr)
-    if refused and args.generate is not None:
+    if len(summary.failures) > MAX_REPORTED_FAILURES:
+        print(f"cidsync: ... and {len(summary.failures) - MAX_REPORTED_FAILURES} more failures", file=sys.stderr)
+    if refused and generated:
         print("cidsync: DICT already holds entries of this history (published before on this stack?): "
               "give another --seed", file=sys.stderr)  # fmt: skip
     report = summary.as_dict()
-    if args.json:
+    if as_json:
         print(json.dumps(report))
     else:
-        if dict_first is not None:
-            told = dict_first.outcomes
-            print(f"DICT first ({address}): {told[ChangeOutcome.APPLIED]} applied, "
-                  f"{told[ChangeOutcome.ALREADY]} already there (repeats), {told[dict_first.WAITING]} left to their "
-                  f"waiting period, {refused} refused and not published")  # fmt: skip
+        if (told := summary.dict_first) is not None:
+            outcomes = told.outcomes
+            print(f"DICT first ({address}): {outcomes[ChangeOutcome.APPLIED]} applied, "
+                  f"{outcomes[ChangeOutcome.ALREADY]} already there (repeats), {outcomes[told.WAITING]} left to "
+                  f"their waiting period, {refused} refused and not published")  # fmt: skip
         print(
             f"sent {report['sent']}, failed {report['failed']} (dead-lettered {report['dead_lettered']}) "
             f"in {report['elapsed_s']} s: {report['msgs_per_s']} msgs/s, "
             f"send latency p50 {report['latency_p50_ms']} ms, p99 {report['latency_p99_ms']} ms"
         )
     return 0 if summary.failed == 0 and not refused else 1
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    from cidsync.producer import EntryEventProducer, ProducerConfig
+    from cidsync.topics import Topics
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+    from cidsync_tooling.simulator.dict_first import DictFirst
+
+    settings = settings_of(args)
+    events = await asyncio.to_thread(_events_of, args)
+    address = _dict_address(args, settings.require("pulsar_url"))
+    producer = await EntryEventProducer.connect(
+        settings.require("pulsar_url"),
+        topics=Topics(namespace=settings.pulsar_namespace),
+        config=ProducerConfig.low_latency() if args.low_latency else ProducerConfig(),
+    )
+    admin = SimulatorAdmin(address) if address else None
+    try:
+        summary = await _send(events, args.rate, producer, DictFirst(admin) if admin else None)
+    finally:
+        await producer.close()
+        if admin is not None:
+            await admin.close()
+    return _report(summary, address, generated=args.generate is not None, as_json=args.json)
 
 
 def register(commands: Any) -> None:

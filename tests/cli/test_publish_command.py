@@ -141,3 +141,29 @@ async def test_each_change_is_made_in_dict_first_and_what_dict_refuses_is_not_pu
             assert (await bridge.verify_sync(participant, KeyType.EVP, vsync([cid(moved)]))).ok
     finally:
         await client.close()
+
+
+async def test_a_paced_file_counts_every_change_dict_was_told(
+    pulsar_broker: PulsarBroker, bridge_simulator: BridgeSimulator, participant: str, tmp_path: Path
+) -> None:
+    """The issue's file: 30 creations, 6 updates, 3 immediate and 3 waiting-period deletes, paced. Each
+    change is counted once in DICT's tally (the creations were once missing from it) and every event sent."""
+    from cidsync.events import DeletionType
+
+    rng = random.Random(participant)
+    entries = [synthetic_entry(rng, participant) for _ in range(30)]
+    events = [build_event(EventType.CREATED, e, "user-9", sequence=1) for e in entries]
+    events += [build_event(EventType.UPDATED, e.model_copy(update={"account_number": "55443322"}), "user-9",
+                           sequence=2) for e in entries[:6]]  # fmt: skip
+    events += [build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.IMMEDIATE)
+               for e in entries[6:9]]  # fmt: skip
+    events += [build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.WAITING_PERIOD)
+               for e in entries[9:12]]  # fmt: skip
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
+    result = cidsync("publish", str(path), "--rate", "200", "--pulsar-url", pulsar_broker.url, "--pulsar-namespace",
+                     _namespace(), "--dict-address", bridge_simulator.address, "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dict_first"] == {"applied": 39, "already": 0, "refused": 0, "waiting_period": 3}
+    assert (summary["sent"], summary["failed"]) == (42, 0)

@@ -19,6 +19,7 @@ from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.topics import Topics
+from cidsync_tooling.pacing import paced
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.simulator.dict_first import DictFirst
 from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
@@ -147,13 +148,12 @@ class Flow:
         """Publish `events` in commit order (DICT first, then the event), or until `until` is set, and
         return those published: traffic that must outlast something is stopped by it, not by a clock."""
         published: list[EntryEvent] = []
-        for event in events:
+        async for (event,) in paced(events, per_second):
             if until is not None and until.is_set():
                 break
             await self.mirror_to_dict(event)
             await self.producer.publish_event(event)
             published.append(event)
-            await asyncio.sleep(1 / per_second)
         return published
 
     async def landed(self, events: list[EntryEvent]) -> None:
