@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidSetFile, Verification
+from cidsync.bridge.models import CIDSetFile, Verification
 from cidsync.entry import KeyType
 
 
@@ -71,14 +71,14 @@ class BridgeActivities:
             raise temporal_error(error) from error
 
     @activity.defn(name="create_cid_set_file")
-    async def create_cid_set_file(self, request: CreateFileRequest) -> CidSetFile:
+    async def create_cid_set_file(self, request: CreateFileRequest) -> CIDSetFile:
         try:
             return await self.bridge.create_cid_set_file(request.participant, request.key_type, request.request_id)
         except errors.BridgeError as error:
             raise temporal_error(error, final_if_limited=True) from error
 
     @activity.defn(name="get_cid_set_file")
-    async def get_cid_set_file(self, file_id: str) -> CidSetFile:
+    async def get_cid_set_file(self, file_id: str) -> CIDSetFile:
         try:
             return await self.bridge.get_cid_set_file(file_id)
         except errors.BridgeError as error:

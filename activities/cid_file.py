@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from activities.bridge import temporal_error
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidSetEvent, CidSetEvents
+from cidsync.bridge.models import CIDSetEvent, CIDSetEvents
 from cidsync.entry import KeyType
 from cidsync.follow import Cursor, LogError
 from cidsync.store.cid_store import CIDStore
@@ -67,7 +67,7 @@ async def read_log_page(
     limit: int,
     *,
     keep_limits: bool = False,
-) -> tuple[CidSetEvents, list[CidSetEvent], Cursor]:
+) -> tuple[CIDSetEvents, list[CIDSetEvent], Cursor]:
     """One page of DICT's CID event log from `cursor` up to `now`: the page, the events not taken before,
     and the cursor after it. DICT's refusals become Temporal's errors (a rate limit waits its retry-after),
     but with `keep_limits` a rate limit stays `RateLimited`, for a caller that has something else to do."""
@@ -109,7 +109,7 @@ class JudgeInput(BaseModel):
     final: bool  # the last look: recent CIDs leave the diff too (not repaired this round)
 
 
-class CidFileActivities:
+class CIDFileActivities:
     """Built once in the worker with the store and the Bridge client injected. `clock` is where a page of
     DICT's log ends (read up to now); the time-skipping tests pass the server's clock."""
 

@@ -40,7 +40,7 @@ from activities.cid_file import MAX_EVENTS, read_log_page
 from cidsync.anchor import as_of, predict
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidSetEvent
+from cidsync.bridge.models import CIDSetEvent
 from cidsync.entry import KeyType
 from cidsync.follow import Cursor, dict_states
 from cidsync.store.cid_store import CIDStore
@@ -119,8 +119,8 @@ class ProofActivities:
     async def prove_sync(self, request: ProveInput) -> Proof:
         now = self.clock()
         end = now - request.settle
-        settled: list[CidSetEvent] = []  # DICT's log up to `end`: all shown by now, for the log proof
-        recent: list[CidSetEvent] = []  # after it, up to now: what may be in flight, for the formal one
+        settled: list[CIDSetEvent] = []  # DICT's log up to `end`: all shown by now, for the log proof
+        recent: list[CIDSetEvent] = []  # after it, up to now: what may be in flight, for the formal one
         verifier, covered, log_wait = "", False, 0.0
         try:
             if request.read_log:
@@ -166,10 +166,10 @@ class ProofActivities:
         answered = {"formal_ok": answer.ok, "verification_id": answer.verification_id, "at": answer.verified_at}
         return proof.model_copy(update=answered)
 
-    async def _read(self, request: ProveInput, start: datetime, end: datetime) -> tuple[list[CidSetEvent], str, bool]:
+    async def _read(self, request: ProveInput, start: datetime, end: datetime) -> tuple[list[CIDSetEvent], str, bool]:
         """DICT's log from `start` to `end`, at most `max_pages`: its events, the verifier after the last page,
         and whether the pages covered it all. A rate limit stays `RateLimited`."""
-        cursor, events, verifier = Cursor(start=start), list[CidSetEvent](), ""
+        cursor, events, verifier = Cursor(start=start), list[CIDSetEvent](), ""
         for _ in range(request.max_pages):
             page, fresh, cursor = await read_log_page(
                 self.bridge, request.participant, request.key_type, cursor, end, MAX_EVENTS, keep_limits=True

@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 from activities.bridge import temporal_error
 from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import EntryByCid
+from cidsync.bridge.models import EntryByCID
 from cidsync.cid import cid as cid_of
 from cidsync.core_events import entry_added, entry_removed
 from cidsync.store.cid_store import CIDStore
@@ -178,7 +178,7 @@ class RepairActivities:
         await asyncio.gather(*(handle(suspect) for suspect in request.suspects if not suspect.in_dict))
         return SuspectRepairResult(**outcomes)
 
-    async def _entry(self, participant: str, value: str, pacer: _Pacer) -> EntryByCid | None:
+    async def _entry(self, participant: str, value: str, pacer: _Pacer) -> EntryByCID | None:
         while True:
             await pacer.wait()
             try:

@@ -67,7 +67,7 @@ from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
-from workflows.follow_cid_events import FollowCidEvents, FollowInput
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
 
 KEY_TYPE = KeyType.EVP
@@ -214,8 +214,8 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
                                                    wait_proof)  # fmt: skip
             files = (await admin.stats())["files_created"] - files_before
             if followers:
-                status = await client.get_workflow_handle_for(FollowCidEvents.run, follower_id).query(
-                    FollowCidEvents.status
+                status = await client.get_workflow_handle_for(FollowCIDEvents.run, follower_id).query(
+                    FollowCIDEvents.status
                 )
                 counted = status.added + status.removed + status.vanished
                 repairs = status.added + status.removed

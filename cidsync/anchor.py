@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from cidsync.bridge.models import CidEventType, CidSetEvent
+from cidsync.bridge.models import CIDEventType, CIDSetEvent
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # DICT's timestamps are kept as milliseconds since it
 
@@ -49,12 +49,12 @@ class Verdict(StrEnum):
     CONFIRMED = "confirmed"  # so at two looks a grace apart: divergence
 
 
-def roll(snapshot: Iterable[str], events: Iterable[CidSetEvent]) -> tuple[set[str], dict[str, datetime]]:
+def roll(snapshot: Iterable[str], events: Iterable[CIDSetEvent]) -> tuple[set[str], dict[str, datetime]]:
     """DICT's set after `events` (oldest first) applied to the file's set, and when each CID last changed."""
     current = set(snapshot)
     changed: dict[str, datetime] = {}
     for event in events:
-        if event.type is CidEventType.ADDED:
+        if event.type is CIDEventType.ADDED:
             current.add(event.cid)
         else:
             current.discard(event.cid)

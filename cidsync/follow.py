@@ -25,14 +25,14 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents
+from cidsync.bridge.models import CIDEventType, CIDSetEvent, CIDSetEvents
 
 
 class LogError(Exception):
     """DICT's log broke its own paging contract (time went backwards, or a page cannot be left)."""
 
 
-def event_key(event: CidSetEvent) -> str:
+def event_key(event: CIDSetEvent) -> str:
     """What tells two events apart at the same instant: a CID is added or removed at most once then."""
     return f"{event.type.value}:{event.cid}"
 
@@ -45,7 +45,7 @@ class Cursor(BaseModel):
     start: datetime  # the next page starts here, inclusively
     seen: tuple[str, ...] = ()  # `event_key`s of the events at exactly `start` already taken
 
-    def take(self, page: CidSetEvents) -> tuple[list[CidSetEvent], Cursor]:
+    def take(self, page: CIDSetEvents) -> tuple[list[CIDSetEvent], Cursor]:
         """The page's events not taken before, and the cursor after the page.
 
         Raises `LogError` when the page goes back before the cursor, or when a full page holds only
@@ -79,12 +79,12 @@ class DictState(BaseModel):
     changed_at: datetime  # DICT's timestamp of that event
 
 
-def dict_states(events: Iterable[CidSetEvent]) -> dict[str, DictState]:
+def dict_states(events: Iterable[CIDSetEvent]) -> dict[str, DictState]:
     """DICT's state of every CID the events touch, the last event for a CID winning (events oldest first)."""
-    return {e.cid: DictState(cid=e.cid, in_dict=e.type is CidEventType.ADDED, changed_at=e.timestamp) for e in events}
+    return {e.cid: DictState(cid=e.cid, in_dict=e.type is CIDEventType.ADDED, changed_at=e.timestamp) for e in events}
 
 
-def page_consistent(page: CidSetEvents) -> bool:
+def page_consistent(page: CIDSetEvents) -> bool:
     """Whether the page's events after its first turn DICT's VSync after the first into DICT's VSync after
     the last (DICT's SyncVerifierStart and SyncVerifierEnd). A page with no event has nothing to check."""
     value = int(page.verifier_start, 16)

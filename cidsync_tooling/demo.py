@@ -10,7 +10,7 @@ Then it changes DICT behind cidsync's back (entries added, removed and altered i
 DICT answering NOK, runs one ReconcileVSync per key type on the stack's worker, and shows the outcome, the
 repairs, the notifications core received on `core-events`, and DICT answering OK again.
 
-Last, continuous verification: followers of DICT's CID event log (FollowCidEvents) for the other
+Last, continuous verification: followers of DICT's CID event log (FollowCIDEvents) for the other
 participant, DICT changed behind cidsync's back again, and the change found in the log and repaired
 after the grace period, with no CID file requested. It stops only what it started itself (the followers
 included), so a stack a developer already had running is left alone.
@@ -366,7 +366,7 @@ async def _follow(
     from cidsync.temporal_client import connect
     from cidsync_tooling.devstack.followers import ensure_stack_followers
     from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-    from workflows.follow_cid_events import FollowCidEvents, FollowStatus
+    from workflows.follow_cid_events import FollowCIDEvents, FollowStatus
 
     # The two key types with the most entries (an altered and a removed entry need two).
     counts = {k: current.get((participant, k), (0, ""))[0] for k in KeyType}
@@ -382,10 +382,10 @@ async def _follow(
     settings = load_settings({}, dev_endpoints=state.endpoints())
     client = await connect(settings, identity="cidsync-demo")
     ids = await ensure_stack_followers(spec, state, [participant], key_types, **FOLLOW_TIMING)
-    handles = {k: client.get_workflow_handle_for(FollowCidEvents.run, i) for k, i in zip(key_types, ids, strict=True)}
+    handles = {k: client.get_workflow_handle_for(FollowCIDEvents.run, i) for k, i in zip(key_types, ids, strict=True)}
 
     async def statuses() -> dict[KeyType, FollowStatus]:
-        return {k: await h.query(FollowCidEvents.status) for k, h in handles.items()}
+        return {k: await h.query(FollowCIDEvents.status) for k, h in handles.items()}
 
     try:
         async with asyncio.timeout(30):

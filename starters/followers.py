@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cidsync.entry import PairRef
 from cidsync.naming import follow_search_attributes, follow_summary, follow_workflow_id
-from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 
 FOLLOWERS_QUERY = 'WorkflowType="FollowCidEvents" AND ExecutionStatus="Running"'
 
@@ -36,7 +36,7 @@ async def ensure_follower(client: Client, request: FollowInput, task_queue: str)
         if error.status is not RPCStatusCode.NOT_FOUND:
             raise
     await client.start_workflow(
-        FollowCidEvents.run,
+        FollowCIDEvents.run,
         request,
         id=workflow_id,
         task_queue=task_queue,
@@ -65,11 +65,11 @@ async def follower_statuses(client: Client) -> list[tuple[str, FollowStatus | st
     """Every running follower's status (or why it could not be read), sorted by workflow id."""
     found: list[tuple[str, FollowStatus | str]] = []
     async for execution in client.list_workflows(FOLLOWERS_QUERY):
-        handle: WorkflowHandle[FollowCidEvents, None] = client.get_workflow_handle_for(
-            FollowCidEvents.run, execution.id
+        handle: WorkflowHandle[FollowCIDEvents, None] = client.get_workflow_handle_for(
+            FollowCIDEvents.run, execution.id
         )
         try:
-            found.append((execution.id, await handle.query(FollowCidEvents.status)))
+            found.append((execution.id, await handle.query(FollowCIDEvents.status)))
         except (RPCError, WorkflowQueryFailedError) as error:
             found.append((execution.id, f"no answer: {error}"))
     return sorted(found, key=lambda item: item[0])

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.bridge import BridgeActivities
-from activities.cid_file import CidFileActivities
+from activities.cid_file import CIDFileActivities
 from activities.cid_store import StoreActivities
 from activities.core_events import CoreEventsPublisher
 from activities.follow import FollowActivities
@@ -44,7 +44,7 @@ from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID
-from workflows.follow_cid_events import FollowCidEvents
+from workflows.follow_cid_events import FollowCIDEvents
 from workflows.reconcile_vsync import ReconcileVSync
 from workflows.update_cid import UpdateCID
 from workflows.verify_all import VerifyAllPairs
@@ -52,7 +52,7 @@ from workflows.verify_all import VerifyAllPairs
 logger = logging.getLogger(__name__)
 
 INGESTION_WORKFLOWS = [CreateCID, UpdateCID, DeleteCID, ApplyCIDBatch]
-RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness, FollowCidEvents]
+RECONCILIATION_WORKFLOWS = [ReconcileVSync, VerifyAllPairs, CheckVerificationFreshness, FollowCIDEvents]
 
 
 FOLLOWER_RESERVE = 20.0  # tokens of each of DICT's participant buckets a follower's poll may not spend
@@ -64,7 +64,7 @@ class Reconciliation:
     the event-log follower's look at DICT."""
 
     bridge: BridgeActivities
-    cid_files: CidFileActivities
+    cid_files: CIDFileActivities
     repair: RepairActivities
     core_events: CoreEventsPublisher
     follow: FollowActivities
@@ -74,7 +74,7 @@ class Reconciliation:
     def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
         # A follower's routine reads leave the last of each of DICT's buckets to reconciliations and proofs.
         routine = bridge.reserving(FOLLOWER_RESERVE)
-        return cls(BridgeActivities(bridge), CidFileActivities(store, bridge), RepairActivities(store, bridge),
+        return cls(BridgeActivities(bridge), CIDFileActivities(store, bridge), RepairActivities(store, bridge),
                    core_events, FollowActivities(store, routine), ProofActivities(store, bridge))  # fmt: skip
 
 

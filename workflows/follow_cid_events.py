@@ -143,8 +143,8 @@ class FollowInput(BaseModel):
         return self
 
 
-@workflow.defn
-class FollowCidEvents:
+@workflow.defn(name="FollowCidEvents")  # the type name runs and schedules were started under: it stays
+class FollowCIDEvents:
     def __init__(self) -> None:
         self._status: FollowStatus | None = None
         self._poke = False

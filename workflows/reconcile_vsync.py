@@ -31,12 +31,12 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
-    from activities.cid_file import CidFileActivities, JudgeInput, RollInput, StreamFileInput
+    from activities.cid_file import CIDFileActivities, JudgeInput, RollInput, StreamFileInput
     from activities.cid_store import StoreActivities, WatchRequest
     from activities.core_events import CoreEventsPublisher, NoticeInput
     from activities.proof import ConfirmInput, Proof, ProofActivities, ProveInput
     from activities.repair import RepairActivities, RepairInput, RepairResult
-    from cidsync.bridge.models import CidSetFile, FileStatus
+    from cidsync.bridge.models import CIDSetFile, FileStatus
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
     from cidsync.follow import Cursor
@@ -339,10 +339,10 @@ class ReconcileVSync:
                 # core before the scratch keys (the outbox among them) go.
                 await self._publish_outbox(scratch)
                 await self._store(
-                    CidFileActivities.drop_scratch, scratch, "drop the run's scratch keys"
+                    CIDFileActivities.drop_scratch, scratch, "drop the run's scratch keys"
                 )  # scratch keys also carry a TTL
                 raise
-            await self._store(CidFileActivities.drop_scratch, scratch, DROP_SCRATCH)
+            await self._store(CIDFileActivities.drop_scratch, scratch, DROP_SCRATCH)
             if not repaired:
                 return Outcome.NEEDS_ATTENTION
         raise AssertionError("unreachable")
@@ -491,7 +491,7 @@ class ReconcileVSync:
             # harmlessly).
             head = await self._roll(scratch, Cursor(start=file.created_at or file.requested_at))
         self._phase("diffing", "DICT's CIDs against the local set")
-        diff: DiffResult = await self._store(CidFileActivities.diff, scratch, "DICT's CIDs against the local set")
+        diff: DiffResult = await self._store(CIDFileActivities.diff, scratch, "DICT's CIDs against the local set")
         if anchored and diff.dict_only + diff.local_only:
             diff = await self._settle(scratch, file.created_at or file.requested_at, head)
         self._progress.dict_only, self._progress.local_only = diff.dict_only, diff.local_only
@@ -510,7 +510,7 @@ class ReconcileVSync:
         while True:
             self._phase("rolling forward", f"DICT's CID events from {cursor.start.isoformat()}")
             rolled = await workflow.execute_activity_method(
-                CidFileActivities.roll_forward,
+                CIDFileActivities.roll_forward,
                 RollInput(scratch=scratch, cursor=cursor),
                 start_to_close_timeout=BRIDGE_CALL,
                 schedule_to_close_timeout=BRIDGE_GIVE_UP,
@@ -535,7 +535,7 @@ class ReconcileVSync:
             head = await self._roll(scratch, Cursor(start=max(snapshot, head - input.grace)))
             final = look == input.settle_passes - 1
             judged = await self._store(
-                CidFileActivities.judge,
+                CIDFileActivities.judge,
                 JudgeInput(scratch=scratch, cutoff=workflow.now() - input.grace, final=final),
                 "each CID of the diff: in flight, recent or divergence",
             )
@@ -550,7 +550,7 @@ class ReconcileVSync:
         self._phase("notifying", "publishing the repaired entries to core-events")
         await publish_outbox(scratch, heartbeat=timedelta(minutes=1))
 
-    async def _load_file(self, scratch: Scratch) -> CidSetFile:
+    async def _load_file(self, scratch: Scratch) -> CIDSetFile:
         """A CID file of DICT, AVAILABLE and streamed into `scratch` with its count and digest checked."""
         input = self._input
         problems = []
@@ -564,7 +564,7 @@ class ReconcileVSync:
             self._phase("streaming", f"{file.cid_count} CIDs of file {file.file_id} into Redis")
             try:
                 await workflow.execute_activity_method(
-                    CidFileActivities.stream_cid_file,
+                    CIDFileActivities.stream_cid_file,
                     StreamFileInput(
                         scratch=scratch, file_id=file.file_id, cid_count=file.cid_count, sha256=file.sha256
                     ),
@@ -578,14 +578,14 @@ class ReconcileVSync:
                 if not (isinstance(error.cause, ApplicationError) and error.cause.type == CID_FILE_MISMATCH):
                     raise
                 problems.append(f"file {file.file_id}: {error.cause.message}")
-                await self._store(CidFileActivities.drop_scratch, scratch, DROP_SCRATCH)
+                await self._store(CIDFileActivities.drop_scratch, scratch, DROP_SCRATCH)
         raise _GiveUp(f"no usable CID file after {input.max_files} requests: {'; '.join(problems)}")
 
-    async def _create(self, request_id: str) -> CidSetFile:
+    async def _create(self, request_id: str) -> CIDSetFile:
         self._phase("requesting file", f"CreateCidSetFile (idempotency key {request_id})")
         while True:
             try:
-                file: CidSetFile = await workflow.execute_activity_method(
+                file: CIDSetFile = await workflow.execute_activity_method(
                     BridgeActivities.create_cid_set_file,
                     CreateFileRequest(
                         participant=self._input.participant, key_type=self._input.key_type, request_id=request_id
@@ -611,7 +611,7 @@ class ReconcileVSync:
             self._progress.file_id, self._progress.file_status = file.file_id, file.status.value
             return file
 
-    async def _poll(self, file: CidSetFile, deadline: datetime) -> CidSetFile:
+    async def _poll(self, file: CIDSetFile, deadline: datetime) -> CIDSetFile:
         input = self._input
         delay = input.poll_initial
         while not file.status.final:

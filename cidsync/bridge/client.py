@@ -34,12 +34,12 @@ from cidsync.bridge import convert
 from cidsync.bridge.budget import DictBudget
 from cidsync.bridge.errors import BridgeError, RateLimited, from_rpc_error
 from cidsync.bridge.models import (
-    CidEventType,
-    CidPage,
-    CidSetEvent,
-    CidSetEvents,
-    CidSetFile,
-    EntryByCid,
+    CIDEventType,
+    CIDPage,
+    CIDSetEvent,
+    CIDSetEvents,
+    CIDSetFile,
+    EntryByCID,
     Verification,
 )
 from cidsync.bridge.v1 import bridge_pb2 as pb
@@ -220,7 +220,7 @@ class BridgeClient:
             verified_at=convert.moment(reply.verified_at),
         )
 
-    async def create_cid_set_file(self, participant: str, key_type: KeyType, request_id: str = "") -> CidSetFile:
+    async def create_cid_set_file(self, participant: str, key_type: KeyType, request_id: str = "") -> CIDSetFile:
         """Spends DICT quota; never retried here (see the module docstring).
 
         `request_id` is the idempotency key: the same key returns the same file, so the caller (a
@@ -232,21 +232,21 @@ class BridgeClient:
         reply: pb.CidSetFile = await self._call("CreateCidSetFile", self._stub.CreateCidSetFile, request)
         return convert.cid_set_file_from_pb(reply)
 
-    async def get_cid_set_file(self, file_id: str) -> CidSetFile:
+    async def get_cid_set_file(self, file_id: str) -> CIDSetFile:
         reply: pb.CidSetFile = await self._call(
             "GetCidSetFile", self._stub.GetCidSetFile, pb.GetCidSetFileRequest(file_id=file_id)
         )
         return convert.cid_set_file_from_pb(reply)
 
-    async def get_cid_page(self, file_id: str, page_token: str = "", page_size: int = 0) -> CidPage:
+    async def get_cid_page(self, file_id: str, page_token: str = "", page_size: int = 0) -> CIDPage:
         reply: pb.CidPage = await self._call(
             "GetCIDList",
             self._stub.GetCIDList,
             pb.GetCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
         )
-        return CidPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
+        return CIDPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
 
-    async def cid_pages(self, file_id: str, page_token: str = "", page_size: int = 0) -> AsyncIterator[CidPage]:
+    async def cid_pages(self, file_id: str, page_token: str = "", page_size: int = 0) -> AsyncIterator[CIDPage]:
         """The file's CIDs, a page at a time, streamed; resume from the last page's `next_page_token`."""
         stream = self._stub.StreamCIDList(
             pb.StreamCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
@@ -255,24 +255,24 @@ class BridgeClient:
         )
         try:
             async for reply in stream:
-                yield CidPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
+                yield CIDPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error, "StreamCIDList") from None
         finally:
             stream.cancel()
 
-    async def get_entry_by_cid(self, participant: str, cid: str) -> EntryByCid:
+    async def get_entry_by_cid(self, participant: str, cid: str) -> EntryByCID:
         await self._spend(participant, "GetEntryByCid")
         reply: pb.GetEntryByCidResponse = await self._call(
             "GetEntryByCid",
             self._stub.GetEntryByCid,
             pb.GetEntryByCidRequest(participant=participant, cid=cid),
         )
-        return EntryByCid(entry=convert.entry_from_pb(reply.entry), request_id=UUID(reply.request_id), cid=reply.cid)
+        return EntryByCID(entry=convert.entry_from_pb(reply.entry), request_id=UUID(reply.request_id), cid=reply.cid)
 
     async def list_cid_set_events(
         self, participant: str, key_type: KeyType, start: datetime, end: datetime, limit: int = 200
-    ) -> CidSetEvents:
+    ) -> CIDSetEvents:
         await self._spend(participant, "ListCidSetEvents")
         reply: pb.ListCidSetEventsResponse = await self._call(
             "ListCidSetEvents",
@@ -285,11 +285,11 @@ class BridgeClient:
                 limit=limit,
             ),
         )
-        kinds = {pb.CID_EVENT_TYPE_ADDED: CidEventType.ADDED, pb.CID_EVENT_TYPE_REMOVED: CidEventType.REMOVED}
+        kinds = {pb.CID_EVENT_TYPE_ADDED: CIDEventType.ADDED, pb.CID_EVENT_TYPE_REMOVED: CIDEventType.REMOVED}
         events = [
-            CidSetEvent(type=kinds[e.type], cid=e.cid, timestamp=convert.moment(e.timestamp)) for e in reply.events
+            CIDSetEvent(type=kinds[e.type], cid=e.cid, timestamp=convert.moment(e.timestamp)) for e in reply.events
         ]
-        return CidSetEvents(
+        return CIDSetEvents(
             events=events,
             has_more=reply.has_more,
             verifier_start=reply.sync_verifier_start,

@@ -94,8 +94,8 @@ def entry_from_pb(message: pb.Entry) -> Entry:
     )
 
 
-def cid_set_file_from_pb(message: pb.CidSetFile) -> models.CidSetFile:
-    return models.CidSetFile(
+def cid_set_file_from_pb(message: pb.CidSetFile) -> models.CIDSetFile:
+    return models.CIDSetFile(
         file_id=message.file_id,
         participant=message.participant,
         key_type=key_type_from_pb(message.key_type),

@@ -23,7 +23,7 @@ class FileStatus(StrEnum):
         return self in (FileStatus.AVAILABLE, FileStatus.UNAVAILABLE, FileStatus.ERROR)
 
 
-class CidEventType(StrEnum):
+class CIDEventType(StrEnum):
     ADDED = "ADDED"
     REMOVED = "REMOVED"
 
@@ -38,7 +38,7 @@ class Verification(_Model):
     verified_at: datetime
 
 
-class CidSetFile(_Model):
+class CIDSetFile(_Model):
     file_id: str
     participant: str
     key_type: KeyType
@@ -52,28 +52,28 @@ class CidSetFile(_Model):
     created_at: datetime | None = None
 
 
-class CidPage(_Model):
+class CIDPage(_Model):
     cids: list[str]
     next_page_token: str
     offset: int
 
 
-class EntryByCid(_Model):
+class EntryByCID(_Model):
     entry: Entry
     request_id: UUID
     cid: str
 
 
-class CidSetEvent(_Model):
-    type: CidEventType
+class CIDSetEvent(_Model):
+    type: CIDEventType
     cid: str
     timestamp: datetime
 
 
-class CidSetEvents(_Model):
+class CIDSetEvents(_Model):
     """One page of DICT's CID event log, oldest first, with DICT's VSync after its first and its last event."""
 
-    events: list[CidSetEvent]
+    events: list[CIDSetEvent]
     has_more: bool
     verifier_start: str
     verifier_end: str

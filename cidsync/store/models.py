@@ -44,7 +44,7 @@ class RepairStatus(StrEnum):
     CHANGED = "changed"  # the key changed since the repair was decided: left as it is
 
 
-class CidHolder(BaseModel):
+class CIDHolder(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     key_id: str

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from cidsync.anchor import EPOCH, Verdict, judge
-from cidsync.bridge.models import CidEventType, CidSetEvent
+from cidsync.bridge.models import CIDEventType, CIDSetEvent
 from cidsync.redis_client import RedisClient
 from cidsync.store.layout import PairKeys, RepairSide, Scratch
-from cidsync.store.models import CidHolder, DiffResult, JudgedDiff, RepairStatus
+from cidsync.store.models import CIDHolder, DiffResult, JudgedDiff, RepairStatus
 from cidsync.store.replies import millis, text
 from cidsync.store.scripts import ScriptLoader
 
@@ -66,14 +66,14 @@ class ReconciliationScratch:
             dict_only, local_only, *_ = await pipe.execute()
         return DiffResult(dict_only=int(dict_only), local_only=int(local_only))
 
-    async def roll_forward(self, scratch: Scratch, events: Sequence[CidSetEvent]) -> None:
+    async def roll_forward(self, scratch: Scratch, events: Sequence[CIDSetEvent]) -> None:
         """DICT's log events (oldest first) applied to the round's file set: ADDED puts a CID in, REMOVED
         takes it out, and the time of each CID's last event is kept for `judge_candidates`."""
         if not events:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for event in events:
-                if event.type is CidEventType.ADDED:
+                if event.type is CIDEventType.ADDED:
                     pipe.sadd(scratch.dict_cids, event.cid)
                 else:
                     pipe.srem(scratch.dict_cids, event.cid)
@@ -139,13 +139,13 @@ class ReconciliationScratch:
     async def left_to_repair(self, scratch: Scratch, side: RepairSide) -> int:
         return int(await self.redis.scard(scratch.side(side)))
 
-    async def holder_of_cid(self, pair: PairKeys, cid_value: str) -> CidHolder | None:
+    async def holder_of_cid(self, pair: PairKeys, cid_value: str) -> CIDHolder | None:
         """The key (and entry, when known) holding a CID of the set: how a CID DICT lacks is removed."""
         found = await self.redis.hget(pair.by_cid, cid_value)
         if not found:
             return None
         kid, _, entry_id = text(found).partition("|")
-        return CidHolder(key_id=kid, entry_id=entry_id)
+        return CIDHolder(key_id=kid, entry_id=entry_id)
 
     async def repair(
         self,

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from cidsync.bridge.models import CidEventType, FileStatus
+from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.cid import cid as cid_of
 from cidsync.entry import Entry, KeyType, parse_entry_json
 from cidsync.errors import InvalidInput, Problem
@@ -68,7 +68,7 @@ MICROSECOND = timedelta(microseconds=1)  # the journal's unit
 class EventPage:
     """One answer of `listCidSetEvents`: events oldest first, and DICT's VSync after the first and the last."""
 
-    events: list[tuple[datetime, CidEventType, str]]
+    events: list[tuple[datetime, CIDEventType, str]]
     has_more: bool
     verifier_start: str
     verifier_end: str
@@ -103,7 +103,7 @@ class EventLog:
     def __len__(self) -> int:
         return len(self.cids)
 
-    def append(self, now: datetime, kind: CidEventType, value: str, visible_after: float = 0.0) -> None:
+    def append(self, now: datetime, kind: CIDEventType, value: str, visible_after: float = 0.0) -> None:
         index = len(self.cids)
         if index and index % self.CHECKPOINT == 0:
             self._checkpoints.append(self._vsync)
@@ -116,7 +116,7 @@ class EventLog:
         self.at_ms.append(at)
         self.visible_ms.append(at + round(visible_after * 1000))
         self._hidden += visible_after > 0
-        self.kinds.append(kind is CidEventType.ADDED)
+        self.kinds.append(kind is CIDEventType.ADDED)
         self.cids.append(value)
         self._vsync ^= int(value, 16)
 
@@ -139,7 +139,7 @@ class EventLog:
             indexes = list(range(low, high))
         chosen = indexes[:limit]
         events = [
-            (EPOCH + self.at_ms[i] * MILLISECOND, CidEventType.ADDED if self.kinds[i] else CidEventType.REMOVED,
+            (EPOCH + self.at_ms[i] * MILLISECOND, CIDEventType.ADDED if self.kinds[i] else CIDEventType.REMOVED,
              self.cids[i])
             for i in chosen
         ]  # fmt: skip
@@ -193,7 +193,7 @@ class SimulatedDict:
         state = self._pair(pair)
         state.entries[value] = entry.model_dump_json()
         state.vsync ^= int(value, 16)
-        state.events.append(now, CidEventType.ADDED, value, self.event_delay())
+        state.events.append(now, CIDEventType.ADDED, value, self.event_delay())
         self._by_entry_id[entry.id] = (pair, value)
         self._by_key[(entry.key_type, entry.key)] = entry.id
         return value
@@ -202,7 +202,7 @@ class SimulatedDict:
         state = self._pairs[pair]
         entry = Entry.model_validate_json(state.entries.pop(value))
         state.vsync ^= int(value, 16)
-        state.events.append(now, CidEventType.REMOVED, value, self.event_delay())
+        state.events.append(now, CIDEventType.REMOVED, value, self.event_delay())
         del self._by_entry_id[entry.id]
         del self._by_key[(entry.key_type, entry.key)]
         return entry

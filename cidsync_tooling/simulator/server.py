@@ -25,7 +25,7 @@ import grpc
 
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
-from cidsync.bridge.models import CidEventType, FileStatus
+from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.bridge.v1 import bridge_pb2 as pb
 from cidsync.bridge.v1 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
@@ -347,7 +347,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
             raise InvalidInput("request", [Problem("end_time", "must be after start_time")])
         await self.sim.admit(context, "ListCidSetEvents", participant)
         page = self.sim.dict.events((participant, key_type), start, end, request.limit)
-        kinds = {CidEventType.ADDED: pb.CID_EVENT_TYPE_ADDED, CidEventType.REMOVED: pb.CID_EVENT_TYPE_REMOVED}
+        kinds = {CIDEventType.ADDED: pb.CID_EVENT_TYPE_ADDED, CIDEventType.REMOVED: pb.CID_EVENT_TYPE_REMOVED}
         events = [
             pb.CidSetEvent(type=kinds[kind], cid=value, timestamp=convert.timestamp(moment))
             for moment, kind, value in page.events

@@ -9,9 +9,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.cid_file import CidFileActivities, StreamFileInput
+from activities.cid_file import CIDFileActivities, StreamFileInput
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidSetFile
+from cidsync.bridge.models import CIDSetFile
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
@@ -29,14 +29,14 @@ class Crash(Exception):
 
 
 @pytest.fixture
-async def activities(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -> AsyncIterator[CidFileActivities]:
+async def activities(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -> AsyncIterator[CIDFileActivities]:
     store = CIDStore(redis_client(redis_server.url), b"cid-file-secret")
     async with BridgeClient(bridge_simulator.address) as bridge:
-        yield CidFileActivities(store, bridge)
+        yield CIDFileActivities(store, bridge)
     await store.close()
 
 
-async def dict_file(bridge_simulator: BridgeSimulator, participant: str) -> tuple[CidSetFile, list[str]]:
+async def dict_file(bridge_simulator: BridgeSimulator, participant: str) -> tuple[CIDSetFile, list[str]]:
     rng = random.Random(participant)
     async with SimulatorAdmin(bridge_simulator.address) as admin:
         cids = await admin.load(synthetic_entry(rng, participant, KeyType.EVP) for _ in range(COUNT))
@@ -45,7 +45,7 @@ async def dict_file(bridge_simulator: BridgeSimulator, participant: str) -> tupl
     return file, cids
 
 
-def request(file: CidSetFile, participant: str, **changes: Any) -> StreamFileInput:
+def request(file: CIDSetFile, participant: str, **changes: Any) -> StreamFileInput:
     scratch = Scratch(participant=participant, key_type=KeyType.EVP, run_id="run-1")
     return StreamFileInput(
         scratch=scratch, file_id=file.file_id, cid_count=file.cid_count, sha256=file.sha256
@@ -53,7 +53,7 @@ def request(file: CidSetFile, participant: str, **changes: Any) -> StreamFileInp
 
 
 async def test_streams_the_whole_file_into_the_scratch_set(
-    activities: CidFileActivities, bridge_simulator: BridgeSimulator, participant: str
+    activities: CIDFileActivities, bridge_simulator: BridgeSimulator, participant: str
 ) -> None:
     file, cids = await dict_file(bridge_simulator, participant)
     env = ActivityEnvironment()
@@ -68,7 +68,7 @@ async def test_streams_the_whole_file_into_the_scratch_set(
 
 
 async def test_a_crash_mid_stream_resumes_from_the_last_heartbeat(
-    activities: CidFileActivities, bridge_simulator: BridgeSimulator, participant: str
+    activities: CIDFileActivities, bridge_simulator: BridgeSimulator, participant: str
 ) -> None:
     file, cids = await dict_file(bridge_simulator, participant)
     first = ActivityEnvironment()
@@ -99,7 +99,7 @@ async def test_a_crash_mid_stream_resumes_from_the_last_heartbeat(
 
 
 async def test_a_file_that_does_not_match_its_announcement_fails_without_retrying(
-    activities: CidFileActivities, bridge_simulator: BridgeSimulator, participant: str
+    activities: CIDFileActivities, bridge_simulator: BridgeSimulator, participant: str
 ) -> None:
     file, _ = await dict_file(bridge_simulator, participant)
     with pytest.raises(ApplicationError) as failed:
@@ -109,7 +109,7 @@ async def test_a_file_that_does_not_match_its_announcement_fails_without_retryin
     assert "SHA-256" in str(failed.value)
 
 
-async def test_diff_counts_both_sides_and_drop_cleans_up(activities: CidFileActivities, participant: str) -> None:
+async def test_diff_counts_both_sides_and_drop_cleans_up(activities: CIDFileActivities, participant: str) -> None:
     scratch = Scratch(participant=participant, key_type=KeyType.CPF, run_id="r")
     local = PairKeys(participant, KeyType.CPF).cids
     await activities.store.redis.sadd(scratch.dict_cids, "a" * 64, "b" * 64, "c" * 64)

@@ -11,7 +11,7 @@ import pytest
 
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.errors import FailedPrecondition, InvalidArgument, NotFound
-from cidsync.bridge.models import CidEventType, CidSetFile, FileStatus
+from cidsync.bridge.models import CIDEventType, CIDSetFile, FileStatus
 from cidsync.cid import cid, vsync
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
@@ -48,7 +48,7 @@ async def client(bridge_simulator: BridgeSimulator) -> AsyncIterator[BridgeClien
         yield bridge
 
 
-async def wait_available(client: BridgeClient, file: CidSetFile) -> CidSetFile:
+async def wait_available(client: BridgeClient, file: CIDSetFile) -> CIDSetFile:
     for _ in range(100):
         if file.status.final:
             return file
@@ -144,8 +144,8 @@ async def test_cid_set_events(client: BridgeClient, simulator_admin: SimulatorAd
     end = datetime.now(UTC) + timedelta(seconds=1)
     listed = await client.list_cid_set_events(participant, KeyType.PHONE, start, end, limit=200)
     assert [(e.type, e.cid) for e in listed.events] == [
-        *((CidEventType.ADDED, c) for c in cids),
-        (CidEventType.REMOVED, cids[0]),
+        *((CIDEventType.ADDED, c) for c in cids),
+        (CIDEventType.REMOVED, cids[0]),
     ]
     assert not listed.has_more
     assert listed.verifier_start == vsync(cids[:1])  # DICT's VSync after the page's first event
@@ -176,8 +176,8 @@ async def test_cid_set_events_paged_by_time_end_at_dicts_vsync(
             break
     assert pages == 3
     assert [(e.type, e.cid) for e in taken] == [
-        *((CidEventType.ADDED, c) for c in cids),
-        *((CidEventType.REMOVED, c) for c in cids[:50]),
+        *((CIDEventType.ADDED, c) for c in cids),
+        *((CIDEventType.REMOVED, c) for c in cids[:50]),
     ]
     assert answer.verifier_end == independent_vsync(entries[50:])
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from cidsync.bridge.client import BridgeClient
-from cidsync.bridge.models import CidPage, CidSetFile
+from cidsync.bridge.models import CIDPage, CIDSetFile
 from cidsync.entry import KeyType
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import synthetic_entry
@@ -21,7 +21,7 @@ WHOLE_FILE_BYTES = COUNT * 113
 
 
 @pytest.fixture(scope="module")
-async def big_file(bridge_simulator: BridgeSimulator) -> CidSetFile:
+async def big_file(bridge_simulator: BridgeSimulator) -> CIDSetFile:
     participant = f"{random.randrange(10**8):08d}"
     rng = random.Random(participant)
     async with SimulatorAdmin(bridge_simulator.address, deadline=120) as admin:
@@ -30,7 +30,7 @@ async def big_file(bridge_simulator: BridgeSimulator) -> CidSetFile:
         return await wait_available(client, await client.create_cid_set_file(participant, KeyType.EVP))
 
 
-async def _unary_pages(client: BridgeClient, file_id: str) -> AsyncIterator[CidPage]:
+async def _unary_pages(client: BridgeClient, file_id: str) -> AsyncIterator[CIDPage]:
     token = ""
     while True:
         page = await client.get_cid_page(file_id, token, page_size=1_000)
@@ -42,11 +42,11 @@ async def _unary_pages(client: BridgeClient, file_id: str) -> AsyncIterator[CidP
 
 @pytest.mark.parametrize("mode", ["paged", "streamed"])
 async def test_100k_cids_with_bounded_client_memory(
-    bridge_simulator: BridgeSimulator, big_file: CidSetFile, mode: str
+    bridge_simulator: BridgeSimulator, big_file: CIDSetFile, mode: str
 ) -> None:
     assert big_file.cid_count == COUNT
     async with BridgeClient(bridge_simulator.address) as client:
-        pages: Callable[[], AsyncIterator[CidPage]] = (
+        pages: Callable[[], AsyncIterator[CIDPage]] = (
             (lambda: _unary_pages(client, big_file.file_id))
             if mode == "paged"
             else (lambda: client.cid_pages(big_file.file_id, page_size=1_000))

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cidsync.anchor import Verdict, as_of, judge, roll
-from cidsync.bridge.models import CidEventType, CidSetEvent
+from cidsync.bridge.models import CIDEventType, CIDSetEvent
 from cidsync.cid import vsync
 from cidsync.follow import dict_states
 
@@ -45,7 +45,7 @@ MAX_PIPELINE = 1_200  # core's event reaches the local set this late at most (to
 @dataclass(frozen=True)
 class Change:
     at: int  # ms
-    kind: CidEventType
+    kind: CIDEventType
     cid: str
     visible: int  # when DICT's log shows it
     applied: int | None  # when the local set has it; None: never (a change behind cidsync's back)
@@ -62,15 +62,15 @@ class Pair:
     def local_at(self, t: int) -> set[str]:
         return self._state(self.initial, [c for c in self.changes if c.applied is not None and c.applied <= t])
 
-    def log_at(self, t: int, since: int) -> list[CidSetEvent]:
+    def log_at(self, t: int, since: int) -> list[CIDSetEvent]:
         shown = sorted((c for c in self.changes if c.visible <= t and c.at >= since), key=lambda c: c.at)
-        return [CidSetEvent(type=c.kind, cid=c.cid, timestamp=T + timedelta(milliseconds=c.at)) for c in shown]
+        return [CIDSetEvent(type=c.kind, cid=c.cid, timestamp=T + timedelta(milliseconds=c.at)) for c in shown]
 
     @staticmethod
     def _state(initial: set[str], changes: list[Change]) -> set[str]:
         current = set(initial)
         for change in sorted(changes, key=lambda c: c.at):  # the store orders by core's sequence
-            (current.add if change.kind is CidEventType.ADDED else current.discard)(change.cid)
+            (current.add if change.kind is CIDEventType.ADDED else current.discard)(change.cid)
         return current
 
 
@@ -89,27 +89,27 @@ def busy_pair(rng: random.Random, end: int, injected_before: int) -> tuple[Pair,
             value = rng.choice(sorted(live))
             live.discard(value)  # core no longer touches it: DICT would refuse
             removed.add(value)
-            pair.changes.append(Change(at, CidEventType.REMOVED, value, at + delays()[0], None))
+            pair.changes.append(Change(at, CIDEventType.REMOVED, value, at + delays()[0], None))
         else:
             value, fresh = cid(fresh), fresh + 1
             added.add(value)
-            pair.changes.append(Change(at, CidEventType.ADDED, value, at + delays()[0], None))
+            pair.changes.append(Change(at, CIDEventType.ADDED, value, at + delays()[0], None))
     at = 0
     while at < end:
         at += rng.randrange(1, 120)  # ~20 changes a second, ties within a millisecond included
         visible, applied = delays()
         if rng.random() < 0.55 or not live:  # a creation, often deleted again soon after
             value, fresh = cid(fresh), fresh + 1
-            pair.changes.append(Change(at, CidEventType.ADDED, value, at + visible, at + applied))
+            pair.changes.append(Change(at, CIDEventType.ADDED, value, at + visible, at + applied))
             live.add(value)
         else:  # a delete, or an update (the old CID removed, a new one added in the same instant)
             value = rng.choice(sorted(live))
             live.discard(value)
-            pair.changes.append(Change(at, CidEventType.REMOVED, value, at + visible, at + applied))
+            pair.changes.append(Change(at, CIDEventType.REMOVED, value, at + visible, at + applied))
             if rng.random() < 0.5:
                 new, fresh = cid(fresh), fresh + 1
                 visible, applied = delays()
-                pair.changes.append(Change(at, CidEventType.ADDED, new, at + visible, at + applied))
+                pair.changes.append(Change(at, CIDEventType.ADDED, new, at + visible, at + applied))
                 live.add(new)
     return pair, added, removed
 
@@ -173,10 +173,10 @@ def test_judge_in_order() -> None:
 
 def test_roll_applies_the_last_event_of_each_cid() -> None:
     at = [T + timedelta(milliseconds=n) for n in range(3)]
-    events = [CidSetEvent(type=CidEventType.ADDED, cid=cid(1), timestamp=at[0]),
-              CidSetEvent(type=CidEventType.REMOVED, cid=cid(2), timestamp=at[0]),
-              CidSetEvent(type=CidEventType.REMOVED, cid=cid(1), timestamp=at[1]),
-              CidSetEvent(type=CidEventType.ADDED, cid=cid(3), timestamp=at[2])]  # fmt: skip
+    events = [CIDSetEvent(type=CIDEventType.ADDED, cid=cid(1), timestamp=at[0]),
+              CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(2), timestamp=at[0]),
+              CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(1), timestamp=at[1]),
+              CIDSetEvent(type=CIDEventType.ADDED, cid=cid(3), timestamp=at[2])]  # fmt: skip
     rolled, changed = roll({cid(2), cid(4)}, events)
     assert rolled == {cid(3), cid(4)}
     assert changed == {cid(1): at[1], cid(2): at[0], cid(3): at[2]}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents
+from cidsync.bridge.models import CIDEventType, CIDSetEvent, CIDSetEvents
 from cidsync.cid import vsync
 from cidsync.follow import (
     Cursor,
@@ -22,25 +22,25 @@ from cidsync.follow import (
 from cidsync_tooling.simulator.dict_state import EventLog
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ADDED, REMOVED = CidEventType.ADDED, CidEventType.REMOVED
+ADDED, REMOVED = CIDEventType.ADDED, CIDEventType.REMOVED
 
 
 def cid(n: int) -> str:
     return format(n, "064x")
 
 
-def event(kind: CidEventType, n: int, at: datetime) -> CidSetEvent:
-    return CidSetEvent(type=kind, cid=cid(n), timestamp=at)
+def event(kind: CIDEventType, n: int, at: datetime) -> CIDSetEvent:
+    return CIDSetEvent(type=kind, cid=cid(n), timestamp=at)
 
 
-def page(events: list[CidSetEvent], has_more: bool = False) -> CidSetEvents:
+def page(events: list[CIDSetEvent], has_more: bool = False) -> CIDSetEvents:
     """As DICT answers a pair empty before the page: its VSync after the first event and after the last."""
-    return CidSetEvents(events=events, has_more=has_more, verifier_start=vsync(e.cid for e in events[:1]),
+    return CIDSetEvents(events=events, has_more=has_more, verifier_start=vsync(e.cid for e in events[:1]),
                         verifier_end=vsync(e.cid for e in events))  # fmt: skip
 
 
-def read_all(pages: "Pager", cursor: Cursor, limit: int) -> list[CidSetEvent]:
-    taken: list[CidSetEvent] = []
+def read_all(pages: "Pager", cursor: Cursor, limit: int) -> list[CIDSetEvent]:
+    taken: list[CIDSetEvent] = []
     for _ in range(10_000):
         answer = pages(cursor.start, limit)
         fresh, cursor = cursor.take(answer)
@@ -53,10 +53,10 @@ def read_all(pages: "Pager", cursor: Cursor, limit: int) -> list[CidSetEvent]:
 class Pager:
     """DICT's paging over a list of events: start inclusive, the first `limit` from there."""
 
-    def __init__(self, events: list[CidSetEvent]) -> None:
+    def __init__(self, events: list[CIDSetEvent]) -> None:
         self.events = events
 
-    def __call__(self, start: datetime, limit: int) -> CidSetEvents:
+    def __call__(self, start: datetime, limit: int) -> CIDSetEvents:
         found = [e for e in self.events if e.timestamp >= start]
         return page(found[:limit], has_more=len(found) > limit)
 
@@ -187,8 +187,8 @@ def test_the_simulators_log_has_millisecond_ties_and_verifiers_at_every_point() 
     assert answer.events[0][0] == middle
     assert int(answer.verifier_start, 16) == naive[1501]  # after the page's first event
     assert int(answer.verifier_end, 16) == naive[1700]  # after its last
-    assert page_consistent(CidSetEvents(
-        events=[CidSetEvent(type=k, cid=v, timestamp=a) for a, k, v in answer.events], has_more=True,
+    assert page_consistent(CIDSetEvents(
+        events=[CIDSetEvent(type=k, cid=v, timestamp=a) for a, k, v in answer.events], has_more=True,
         verifier_start=answer.verifier_start, verifier_end=answer.verifier_end,
     ))  # fmt: skip
     tail = log.page(T0 + timedelta(milliseconds=59), T0 + timedelta(seconds=1), limit=200)

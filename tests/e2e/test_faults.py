@@ -42,7 +42,7 @@ from starters.reconciliation import start_reconciliation
 from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
 from tests.e2e.reconciliation import apply_locally, pair_entries
 from tests.helpers.servers import BridgeSimulator, PulsarBroker
-from workflows.follow_cid_events import FollowCidEvents, FollowInput
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput
 
 SECRET = "faults-secret"
@@ -255,7 +255,7 @@ async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs
                           poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
                           activity_heartbeat=timedelta(seconds=2))  # fmt: skip
     workflow_id, _ = await ensure_follower(client, request, "faults")
-    handle = client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+    handle = client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
     try:
         await follower_reaches(handle, lambda s: s.state == "in sync")
         files_before = (await simulator_admin.stats())["files_created"]
@@ -301,7 +301,7 @@ async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs
 
 async def follower_reaches(handle: WorkflowHandle[Any, Any], check: Any) -> Any:
     async with asyncio.timeout(90):
-        while not check(status := await handle.query(FollowCidEvents.status)):  # noqa: ASYNC110
+        while not check(status := await handle.query(FollowCIDEvents.status)):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     return status
 

@@ -36,7 +36,7 @@ from tests.e2e.reconciliation import (
     seed_pair,
 )
 from tests.helpers.servers import BridgeSimulator, PulsarBroker, RedisServer
-from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 
 GRACE = timedelta(seconds=4)
 POLL = timedelta(seconds=1)
@@ -55,13 +55,13 @@ def active(events: list[EntryEvent], key_type: KeyType) -> list[Entry]:
 
 
 async def wait_status(
-    handle: WorkflowHandle[FollowCidEvents, None], check: Callable[[FollowStatus], bool]
+    handle: WorkflowHandle[FollowCIDEvents, None], check: Callable[[FollowStatus], bool]
 ) -> FollowStatus:
     status = None
     try:
         async with asyncio.timeout(60):
             while True:
-                status = await handle.query(FollowCidEvents.status)
+                status = await handle.query(FollowCIDEvents.status)
                 if check(status):
                     return status
                 await asyncio.sleep(0.1)
@@ -87,7 +87,7 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
                                   idle_interval=POLL * 2, log_settle=SETTLE)  # fmt: skip
             workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
             assert what == "started"
-            handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+            handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
         for handle in handles.values():
             await wait_status(handle, lambda s: s.state == "in sync")
         files_before = (await simulator_admin.stats())["files_created"]
@@ -175,7 +175,7 @@ async def test_dicts_rate_limit_refusals_are_waited_out(
                           poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
                           log_settle=SETTLE)  # fmt: skip
     workflow_id, _ = await ensure_follower(temporal_env.client, request, running.queue)
-    handle = temporal_env.client.get_workflow_handle_for(FollowCidEvents.run, workflow_id)
+    handle = temporal_env.client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
     try:
         await simulator_admin.diverge(participant, KeyType.PHONE, add=1, seed=32)
         status = await wait_status(handle, lambda s: s.added == 1 and s.state == "in sync")

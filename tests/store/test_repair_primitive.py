@@ -13,7 +13,7 @@ from cidsync.key_id import key_id
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys
-from cidsync.store.models import CidHolder, RepairStatus
+from cidsync.store.models import CIDHolder, RepairStatus
 from tests.helpers.changes import change
 
 SECRET = b"repair-secret"
@@ -48,7 +48,7 @@ async def test_a_key_unknown_locally_is_added_at_sequence_zero(store: CIDStore, 
     kid = key_id(SECRET, pair.key_type, KEY)
     assert await store.reconciliation.repair(pair, kid, "", A) is RepairStatus.REPAIRED
     assert await consistent(store, pair) == {A}
-    assert await store.reconciliation.holder_of_cid(pair, A) == CidHolder(key_id=kid, entry_id="")
+    assert await store.reconciliation.holder_of_cid(pair, A) == CIDHolder(key_id=kid, entry_id="")
     # The first real event for the key (any sequence >= 1) still applies over the repair.
     await store.ingestion.apply(event(pair, 1, B))
     assert await consistent(store, pair) == {B}

@@ -25,17 +25,17 @@ from activities.follow import FollowActivities
 from activities.proof import ProofActivities
 from activities.repair import SuspectRepairInput, SuspectRepairResult
 from cidsync.bridge import errors
-from cidsync.bridge.models import CidEventType, CidSetEvent, CidSetEvents, Verification
+from cidsync.bridge.models import CIDEventType, CIDSetEvent, CIDSetEvents, Verification
 from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync.store.layout import PairKeys, Scratch
 from cidsync.store.models import LocalView, VerificationRecord
 from cidsync_tooling.simulator.dict_state import EventLog
-from workflows.follow_cid_events import FollowCidEvents, FollowInput, FollowStatus
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 from workflows.reconcile_vsync import ReconcileInput
 
 PARTICIPANT = "12345678"
-ADDED, REMOVED = CidEventType.ADDED, CidEventType.REMOVED
+ADDED, REMOVED = CIDEventType.ADDED, CIDEventType.REMOVED
 
 
 def cid(n: int) -> str:
@@ -48,7 +48,7 @@ class World:
 
     t0: datetime
     horizon: timedelta
-    dict_events: list[tuple[timedelta, CidEventType, str]] = field(default_factory=list)
+    dict_events: list[tuple[timedelta, CIDEventType, str]] = field(default_factory=list)
     arrivals: dict[str, list[tuple[timedelta, bool]]] = field(default_factory=dict)  # local set, per CID
     local_at_start: set[str] = field(default_factory=set)
     refusals: list[float] = field(default_factory=list)  # retry-afters answered to the first polls
@@ -87,7 +87,7 @@ class World:
 
     async def list_cid_set_events(
         self, participant: str, key_type: KeyType, start: datetime, end: datetime, limit: int = 200
-    ) -> CidSetEvents:
+    ) -> CIDSetEvents:
         now = self.now()
         if now >= self.t0 + self.horizon:
             self.reached.set()
@@ -99,8 +99,8 @@ class World:
         if activity.info().activity_type == "poll_cid_events":  # not the proofs' reads of the last moments
             self.polls.append((now, start))
         page = self.log.page(start, end, limit)
-        return CidSetEvents(
-            events=[CidSetEvent(type=kind, cid=value, timestamp=at) for at, kind, value in page.events],
+        return CIDSetEvents(
+            events=[CIDSetEvent(type=kind, cid=value, timestamp=at) for at, kind, value in page.events],
             has_more=page.has_more,
             verifier_start=page.verifier_start,
             verifier_end=page.verifier_end,
@@ -109,7 +109,7 @@ class World:
     def dict_set(self, now: datetime) -> set[str]:
         current: set[str] = set()
         for _at, kind, value in self.log.page(self.t0 - timedelta(days=1), now, limit=len(self.log) or 1).events:
-            (current.add if kind is CidEventType.ADDED else current.discard)(value)
+            (current.add if kind is CIDEventType.ADDED else current.discard)(value)
         return current
 
     async def verify_sync(self, participant: str, key_type: KeyType, value: str) -> Verification:
@@ -198,12 +198,12 @@ def follower(**changes: Any) -> FollowInput:
 @asynccontextmanager
 async def following(
     env: WorkflowEnvironment, world: World, argument: FollowInput
-) -> AsyncIterator[WorkflowHandle[FollowCidEvents, None]]:
+) -> AsyncIterator[WorkflowHandle[FollowCIDEvents, None]]:
     queue = f"follow-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=queue, workflows=[FollowCidEvents, FakeReconcile],
+    async with Worker(env.client, task_queue=queue, workflows=[FollowCIDEvents, FakeReconcile],
                       activities=world.activities()):  # fmt: skip
         handle = await env.client.start_workflow(
-            FollowCidEvents.run, argument.model_copy(update={"start_at": world.t0}), id=f"follow-{uuid.uuid4()}",
+            FollowCIDEvents.run, argument.model_copy(update={"start_at": world.t0}), id=f"follow-{uuid.uuid4()}",
             task_queue=queue,
         )  # fmt: skip
         try:
@@ -212,7 +212,7 @@ async def following(
             await handle.terminate("test over")
 
 
-async def at_horizon(world: World, handle: WorkflowHandle[FollowCidEvents, None]) -> FollowStatus:
+async def at_horizon(world: World, handle: WorkflowHandle[FollowCIDEvents, None]) -> FollowStatus:
     try:
         async with asyncio.timeout(60):
             await world.reached.wait()
@@ -225,7 +225,7 @@ async def at_horizon(world: World, handle: WorkflowHandle[FollowCidEvents, None]
             except Exception as error:  # reported as the assertion's message
                 failure = f": {error}: {error.__cause__}"
         raise AssertionError(f"the horizon was never reached: {described.status}{failure}") from None
-    return await handle.query(FollowCidEvents.status)
+    return await handle.query(FollowCIDEvents.status)
 
 
 async def test_pages_are_read_once_from_the_cursor_within_the_poll_interval(

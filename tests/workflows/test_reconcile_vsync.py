@@ -24,7 +24,7 @@ from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
 from activities.proof import Proof, ProveInput
 from activities.repair import RepairInput, RepairResult
-from cidsync.bridge.models import CidSetFile, FileStatus, Verification
+from cidsync.bridge.models import CIDSetFile, FileStatus, Verification
 from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
 from cidsync.entry import KeyType, PairRef
 from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes
@@ -96,7 +96,7 @@ class FakeDict:
             pass
 
         @activity.defn(name="create_cid_set_file")
-        async def create_cid_set_file(request: CreateFileRequest) -> CidSetFile:
+        async def create_cid_set_file(request: CreateFileRequest) -> CIDSetFile:
             self.creates.append((request.request_id, activity.info().current_attempt_scheduled_time))
             if len(self.creates) <= len(self.rate_limited):
                 wait = self.rate_limited[len(self.creates) - 1]
@@ -105,7 +105,7 @@ class FakeDict:
             return self._file(request.request_id, FileStatus.REQUESTED)
 
         @activity.defn(name="get_cid_set_file")
-        async def get_cid_set_file(file_id: str) -> CidSetFile:
+        async def get_cid_set_file(file_id: str) -> CIDSetFile:
             self.polls.append(activity.info().current_attempt_scheduled_time)
             status = self.statuses[min(len(self.polls) - 1, len(self.statuses) - 1)]
             if status is FileStatus.AVAILABLE and files[file_id] < len(self.file_outcomes):
@@ -159,9 +159,9 @@ class FakeDict:
                 publish_outbox, drop_scratch, publish_notice, last_verifications]  # fmt: skip
 
     @staticmethod
-    def _file(file_id: str, status: FileStatus) -> CidSetFile:
+    def _file(file_id: str, status: FileStatus) -> CIDSetFile:
         available = status is FileStatus.AVAILABLE
-        return CidSetFile(
+        return CIDSetFile(
             file_id=file_id, participant=PARTICIPANT, key_type=KeyType.EVP, status=status,
             requested_at=datetime.now(UTC), cid_count=10 if available else 0, sha256="ab" * 32 if available else "",
         )  # fmt: skip

@@ -13,7 +13,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.delete_cid import DeleteCID
-from workflows.follow_cid_events import FollowCidEvents
+from workflows.follow_cid_events import FollowCIDEvents
 from workflows.reconcile_vsync import ReconcileVSync
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -22,6 +22,6 @@ HISTORIES = Path(__file__).parent / "histories"
 @pytest.mark.parametrize("name", ["reconcile_ok", "delete_waiting_period", "follow_repair"])
 async def test_a_run_recorded_by_the_previous_code_replays_on_this_code(name: str) -> None:
     history = WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
-    replayer = Replayer(workflows=[ReconcileVSync, DeleteCID, FollowCidEvents], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ReconcileVSync, DeleteCID, FollowCIDEvents], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None

@@ -43,7 +43,7 @@ from cidsync.store.layout import Scratch
 from cidsync.store.models import ApplyResult, ApplyStatus, LocalVSync, VerificationRecord
 from cidsync_tooling.devstack.processes import temporal_binary
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
-from workflows.follow_cid_events import FollowCidEvents, FollowInput
+from workflows.follow_cid_events import FollowCIDEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
 
 HERE = Path(__file__).parent
@@ -124,7 +124,7 @@ async def record_follower(env: WorkflowEnvironment, queue: str) -> None:
     publication, then polls in sync with a proof."""
     request = FollowInput(participant="12345678", key_type=KeyType.EVP, start_at=FOLLOW_START, polls_per_run=3,
                           poll_interval=timedelta(seconds=0.2), idle_interval=timedelta(seconds=0.4))  # fmt: skip
-    handle = await env.client.start_workflow(FollowCidEvents.run, request, id=f"follow-{uuid.uuid4()}",
+    handle = await env.client.start_workflow(FollowCIDEvents.run, request, id=f"follow-{uuid.uuid4()}",
                                              task_queue=queue)  # fmt: skip
     first_run = env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
     async with asyncio.timeout(60):
@@ -148,7 +148,7 @@ async def main() -> None:
     ]  # fmt: skip
     wanted = set(sys.argv[1:]) or {"reconcile_ok", "delete_waiting_period", "follow_repair"}
     try:
-        async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCidEvents],
+        async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCIDEvents],
                           activities=activities):  # fmt: skip
             if "follow_repair" in wanted:
                 await record_follower(env, queue)
