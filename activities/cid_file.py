@@ -163,8 +163,9 @@ class CIDFileActivities:
             self.bridge, scratch.participant, scratch.key_type, request.cursor, now, request.limit
         )
         await self.store.reconciliation.roll_forward(scratch, fresh)
-        return RollResult(cursor=cursor, events=len(fresh), has_more=page.has_more,
-                          head=cursor.start if page.has_more else now)  # fmt: skip
+        return RollResult(
+            cursor=cursor, events=len(fresh), has_more=page.has_more, head=cursor.start if page.has_more else now
+        )
 
     @activity.defn(name="judge_diff")
     async def judge(self, request: JudgeInput) -> JudgedDiff:

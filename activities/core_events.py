@@ -63,8 +63,11 @@ class CoreEventsPublisher:
             raise ConnectionError("not connected to the Pulsar broker")
 
     async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
-        attributes = {**tracing.messaging_attributes("send", self.producer.topic()), "cidsync.event_type": event_type,
-                      "cidsync.event_id": event_id}  # fmt: skip
+        attributes = {
+            **tracing.messaging_attributes("send", self.producer.topic()),
+            "cidsync.event_type": event_type,
+            "cidsync.event_id": event_id,
+        }
         with tracing.span("send core-events", kind=SpanKind.PRODUCER, attributes=attributes):
             properties = {"schema": SCHEMA, "event_type": event_type, "event_id": event_id}
             await self.producer.send(payload, partition_key=partition_key, properties=dict(tracing.inject(properties)))

@@ -78,9 +78,16 @@ class FollowActivities:
             # The run began within the settle time: nothing of DICT's log is settled yet, so nothing is
             # read (DICT refuses an end before the start); the next poll will.
             return PollResult(
-                cursor=request.cursor, polled_at=request.cursor.start, events=0, has_more=True, consistent=True,
-                dict_vsync="", local_vsync="", local_count=0, observations=[],
-            )  # fmt: skip
+                cursor=request.cursor,
+                polled_at=request.cursor.start,
+                events=0,
+                has_more=True,
+                consistent=True,
+                dict_vsync="",
+                local_vsync="",
+                local_count=0,
+                observations=[],
+            )
         page, fresh, cursor = await read_log_page(
             self.bridge, request.participant, request.key_type, request.cursor, now, request.limit
         )
@@ -88,8 +95,10 @@ class FollowActivities:
         if not consistent:
             logger.warning(
                 "DICT's log page from %s for %s %s: its CIDs do not lead from its start verifier to its end one",
-                request.cursor.start, request.participant, request.key_type.value,
-            )  # fmt: skip
+                request.cursor.start,
+                request.participant,
+                request.key_type.value,
+            )
         states = {s.cid: s for s in request.suspects}
         states.update(dict_states(fresh))
         ordered = list(states.values())

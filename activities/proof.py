@@ -144,10 +144,17 @@ class ProofActivities:
         at_point, taken_at_point = as_of(view.vsync, at_end, [local[c] for c in at_end], view.changes)
         log_ok = covered and at_point == verifier and (request.not_before is None or point >= request.not_before)
         proof = Proof(
-            participant=request.participant, key_type=request.key_type, at=self.clock(), vsync=predicted,
-            in_flight=len(taken), taken=taken, log_point=point, log_ok=log_ok,
-            changes=len(settled) + len(recent) + len(view.changes), retry_after=log_wait,
-        )  # fmt: skip
+            participant=request.participant,
+            key_type=request.key_type,
+            at=self.clock(),
+            vsync=predicted,
+            in_flight=len(taken),
+            taken=taken,
+            log_point=point,
+            log_ok=log_ok,
+            changes=len(settled) + len(recent) + len(view.changes),
+            retry_after=log_wait,
+        )
         # A log proof speaks of the instant of its point, not of now: that is its time.
         by_log = proof.model_copy(
             update={"vsync": at_point, "in_flight": len(taken_at_point), "taken": taken_at_point, "at": point}

@@ -234,6 +234,7 @@ class RepairActivities:
 def _inconsistent(value: str) -> ApplicationError:
     # DICT's answer does not hash to the CID asked for: never store what cannot be verified.
     return ApplicationError(
-        f"DICT's entry for CID {value} does not match it (pair or CID differs)", type=DICT_INCONSISTENT,
+        f"DICT's entry for CID {value} does not match it (pair or CID differs)",
+        type=DICT_INCONSISTENT,
         non_retryable=True,
-    )  # fmt: skip
+    )

@@ -27,8 +27,15 @@ from cidsync_tooling.synthetic import synthetic_entry
 async def run(cids: int, page_size: int) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        sim = start_bridge_simulator(port=port, data_dir=None, seed_file=None, file_delay=0.1, time_scale=1.0,
-                                     rate_limits=False, log=Path(tmp) / "bridge.log")  # fmt: skip
+        sim = start_bridge_simulator(
+            port=port,
+            data_dir=None,
+            seed_file=None,
+            file_delay=0.1,
+            time_scale=1.0,
+            rate_limits=False,
+            log=Path(tmp) / "bridge.log",
+        )
         try:
             address = f"127.0.0.1:{port}"
             rng = random.Random(7)
@@ -73,8 +80,10 @@ async def run(cids: int, page_size: int) -> None:
                 _, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
                 report("stream", seen, pages, elapsed)
-                print(f"client peak traced memory while streaming: {peak / 1e6:.2f} MB "
-                      f"(the file as Python strings: ~{cids * 113 / 1e6:.0f} MB)")  # fmt: skip
+                print(
+                    f"client peak traced memory while streaming: {peak / 1e6:.2f} MB "
+                    f"(the file as Python strings: ~{cids * 113 / 1e6:.0f} MB)"
+                )
         finally:
             sim.stop()
 

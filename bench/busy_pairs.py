@@ -110,8 +110,9 @@ class Core:
         if outcome.value == "refused":
             raise RuntimeError(f"DICT refused core's {event_type.value}: {reason}")
         self.sequence += 1
-        await self.producer.publish_event(build_event(event_type, entry, "bench", sequence=self.sequence,
-                                                      deletion_type=deletion))  # fmt: skip
+        await self.producer.publish_event(
+            build_event(event_type, entry, "bench", sequence=self.sequence, deletion_type=deletion)
+        )
 
     async def traffic(self, rng: random.Random, participant: str, rate: float) -> None:
         while True:
@@ -155,7 +156,7 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
         SimulatorAdmin(str(state.bridge_address)) as admin,
         EntryEventProducer(
             pulsar_client(str(state.pulsar_url)), topics=Topics(namespace=state.pulsar_namespace), owns_client=True
-        ) as producer,  # fmt: skip
+        ) as producer,
     ):
         await producer.start()
         core = Core(admin, producer)
@@ -172,9 +173,15 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
             raise RuntimeError("the seeded pair never reached the local set")
         files_before = (await admin.stats())["files_created"]
         if followers:
-            request = FollowInput(participant=participant, key_type=KEY_TYPE, grace=GRACE,
-                                  poll_interval=timedelta(seconds=2), idle_interval=timedelta(seconds=4),
-                                  log_settle=timedelta(seconds=1.5), proof_every=timedelta(seconds=60))  # fmt: skip
+            request = FollowInput(
+                participant=participant,
+                key_type=KEY_TYPE,
+                grace=GRACE,
+                poll_interval=timedelta(seconds=2),
+                idle_interval=timedelta(seconds=4),
+                log_settle=timedelta(seconds=1.5),
+                proof_every=timedelta(seconds=60),
+            )
             follower_id, _ = await ensure_follower(client, request, settings.task_queue)
         traffic = asyncio.create_task(core.traffic(rng, participant, rate))
         try:
@@ -195,9 +202,15 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
             if followers:
                 to_repair = await until(repaired, 300)
             else:
-                reconcile = ReconcileInput(participant=participant, key_type=KEY_TYPE, trigger="bench",
-                                           divergence_threshold=10, poll_initial=timedelta(seconds=5),
-                                           poll_max=timedelta(seconds=30), grace=GRACE)  # fmt: skip
+                reconcile = ReconcileInput(
+                    participant=participant,
+                    key_type=KEY_TYPE,
+                    trigger="bench",
+                    divergence_threshold=10,
+                    poll_initial=timedelta(seconds=5),
+                    poll_max=timedelta(seconds=30),
+                    grace=GRACE,
+                )
                 handle = await start_reconciliation(client, reconcile, settings.task_queue)
                 watcher = asyncio.create_task(until(repaired, 600))
                 try:
@@ -210,8 +223,9 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
             repaired_at = datetime.now(UTC) if to_repair is not None else None
             formal = proof = None
             if repaired_at is not None:
-                formal, proof = await _next_proofs(store, pair, diverged_at + timedelta(seconds=to_repair or 0),
-                                                   wait_proof)  # fmt: skip
+                formal, proof = await _next_proofs(
+                    store, pair, diverged_at + timedelta(seconds=to_repair or 0), wait_proof
+                )
             files = (await admin.stats())["files_created"] - files_before
             if followers:
                 status = await client.get_workflow_handle_for(FollowCIDEvents.run, follower_id).query(
@@ -231,11 +245,19 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
                 await traffic
     await store.close()
     return {
-        "rate": rate, "followers": followers, "counted": counted, "injected": INJECTED,
-        "repaired_s": to_repair, "formal_after_s": formal, "proof_after_s": proof, "files": files,
-        "in_flight_repairs": max(repairs - INJECTED, 0) if repairs >= 0 else None, "approval": approval,
-        "outcome": result.outcome.value if result is not None else "", "proof": result.proof if result else "",
-    }  # fmt: skip
+        "rate": rate,
+        "followers": followers,
+        "counted": counted,
+        "injected": INJECTED,
+        "repaired_s": to_repair,
+        "formal_after_s": formal,
+        "proof_after_s": proof,
+        "files": files,
+        "in_flight_repairs": max(repairs - INJECTED, 0) if repairs >= 0 else None,
+        "approval": approval,
+        "outcome": result.outcome.value if result is not None else "",
+        "proof": result.proof if result else "",
+    }
 
 
 async def _next_proofs(store: CIDStore, pair: PairKeys, after: datetime, within: float) -> tuple[float | None, ...]:
@@ -250,9 +272,12 @@ async def _next_proofs(store: CIDStore, pair: PairKeys, after: datetime, within:
             proof = (found.last_proof_at - after).total_seconds()
         await asyncio.sleep(1)
     if proof is None:  # say what was recorded, for the run's reader
-        print(f"   (no proof after {after.isoformat()}; the last recorded: {found.last_proof_kind} at "
-              f"{found.last_proof_at and found.last_proof_at.isoformat()}, formal OK at "
-              f"{found.last_ok_at and found.last_ok_at.isoformat()})", flush=True)  # fmt: skip
+        print(
+            f"   (no proof after {after.isoformat()}; the last recorded: {found.last_proof_kind} at "
+            f"{found.last_proof_at and found.last_proof_at.isoformat()}, formal OK at "
+            f"{found.last_ok_at and found.last_ok_at.isoformat()})",
+            flush=True,
+        )
     return formal, proof
 
 
@@ -260,15 +285,19 @@ def row(r: dict[str, Any]) -> str:
     def seconds(value: float | None) -> str:
         return "never" if value is None else f"{value:.0f}"
 
-    return (f"| {r['rate']:g}/s | {'on' if r['followers'] else 'off'} | {r['counted']} of {r['injected']} | "
-            f"{seconds(r['repaired_s'])} | {seconds(r['formal_after_s'])} | {seconds(r['proof_after_s'])} | "
-            f"{r['files']} | {r['in_flight_repairs']} | {'yes' if r['approval'] else 'no'} | "
-            f"{r['outcome'] or '-'} {r['proof']} |")  # fmt: skip
+    return (
+        f"| {r['rate']:g}/s | {'on' if r['followers'] else 'off'} | {r['counted']} of {r['injected']} | "
+        f"{seconds(r['repaired_s'])} | {seconds(r['formal_after_s'])} | {seconds(r['proof_after_s'])} | "
+        f"{r['files']} | {r['in_flight_repairs']} | {'yes' if r['approval'] else 'no'} | "
+        f"{r['outcome'] or '-'} {r['proof']} |"
+    )
 
 
-HEADER = ("| rate | followers | divergence counted (CIDs) | divergence to repaired (s) | repair to formal OK (s) | "
-          "repair to any proof (s) | CID files | in-flight repairs | approval asked | reconciliation |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+HEADER = (
+    "| rate | followers | divergence counted (CIDs) | divergence to repaired (s) | repair to formal OK (s) | "
+    "repair to any proof (s) | CID files | in-flight repairs | approval asked | reconciliation |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main() -> None:

@@ -134,8 +134,14 @@ async def _counted(stack: Stack, url: str, rate: float, seconds: float, particip
     await asyncio.sleep(3)  # the last completions reach the counter
     spent = actions(url) - before
     sizes = [len(e.to_json().encode()) for e in events]
-    return {"rate": rate, "events": len(events), "actions": spent, "actions_per_event": spent / len(events),
-            "event_bytes_mean": statistics.mean(sizes), "event_bytes_max": max(sizes)}  # fmt: skip
+    return {
+        "rate": rate,
+        "events": len(events),
+        "actions": spent,
+        "actions_per_event": spent / len(events),
+        "event_bytes_mean": statistics.mean(sizes),
+        "event_bytes_max": max(sizes),
+    }
 
 
 # (mode, offered events/s, seconds): batch mode at the plan's peak and at its daily mean (500,000 a day is

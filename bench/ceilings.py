@@ -50,10 +50,19 @@ def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
         block_if_queue_full=True,
     )
     prebuilt = [
-        (e.to_json().encode(), {"schema": e.schema_, "event_type": e.event_type.value, "event_id": str(e.event_id),
-                                "sequence": str(e.sequence)}, str(e.entry.id), int(e.occurred_at.timestamp() * 1000))
+        (
+            e.to_json().encode(),
+            {
+                "schema": e.schema_,
+                "event_type": e.event_type.value,
+                "event_id": str(e.event_id),
+                "sequence": str(e.sequence),
+            },
+            str(e.entry.id),
+            int(e.occurred_at.timestamp() * 1000),
+        )
         for e in events
-    ]  # fmt: skip
+    ]
     answered = threading.Semaphore(0)
     failed: list[pulsar.Result] = []
 
@@ -81,11 +90,16 @@ def raw_pulsar_to_redis(pulsar_url: str, redis_url: str, topics: list[str], coun
     client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     store = redis.Redis.from_url(redis_url)
     consumers = [
-        client.subscribe(topic, "bench-ceiling", consumer_type=pulsar.ConsumerType.Shared,
-                         initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=1000,
-                         batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(500, -1, 100))
+        client.subscribe(
+            topic,
+            "bench-ceiling",
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=1000,
+            batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(500, -1, 100),
+        )
         for topic in topics
-    ]  # fmt: skip
+    ]
     done = [0] * len(consumers)
     first: list[float] = []
     finished: list[float] = []
@@ -120,8 +134,9 @@ def raw_pulsar_to_redis(pulsar_url: str, redis_url: str, topics: list[str], coun
     client.close()
     store.close()
     if sum(done) < count:
-        raise RuntimeError(f"the broker stopped delivering after {sum(done)} of {count} messages: this round "
-                           "cannot be measured")  # fmt: skip
+        raise RuntimeError(
+            f"the broker stopped delivering after {sum(done)} of {count} messages: this round cannot be measured"
+        )
     return count / elapsed
 
 

@@ -72,9 +72,15 @@ class Stack:
         options = ["--mode", mode, "--log-level", "warning"]
         for index in range(1, self.spec.worker.replicas + 1):
             name = replica_name("starter", index)
-            self.starters.append(start_role("starter", options, state_dir=self.spec.state_dir,
-                                            env={"CIDSYNC_KEY_SECRET": BENCH_SECRET},
-                                            log=self.root / f"{name}.log"))  # fmt: skip
+            self.starters.append(
+                start_role(
+                    "starter",
+                    options,
+                    state_dir=self.spec.state_dir,
+                    env={"CIDSYNC_KEY_SECRET": BENCH_SECRET},
+                    log=self.root / f"{name}.log",
+                )
+            )
 
     def starter_pids(self) -> dict[str, int]:
         return {replica_name("starter", i): s.process.pid for i, s in enumerate(self.starters, start=1)}

@@ -14,8 +14,12 @@ from workers.options import WorkerOptions
 async def serve(temporal_address: str) -> None:
     options = WorkerOptions()
     client = await Client.connect(temporal_address)
-    async with Worker(client, task_queue=NOOP_TASK_QUEUE, workflows=[NoOp],
-                      max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks):  # fmt: skip
+    async with Worker(
+        client,
+        task_queue=NOOP_TASK_QUEUE,
+        workflows=[NoOp],
+        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+    ):
         await asyncio.Event().wait()
 
 

@@ -41,8 +41,9 @@ async def publish(stack: Stack, events: Sequence[EntryEvent], rate: float = 0.0)
     as `cidsync publish` does; or at `rate`/s with `publish_event`, paced in 10 ms ticks, at most
     `max_in_flight` under way."""
     config = ProducerConfig()
-    producer = EntryEventProducer(pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace),
-                                  config=config, owns_client=True)  # fmt: skip
+    producer = EntryEventProducer(
+        pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace), config=config, owns_client=True
+    )
     await producer.start()
     result = Publishing(0.0)
     slots = asyncio.Semaphore(config.max_in_flight)
@@ -122,8 +123,13 @@ async def steady(stack: Stack, rate: float, seconds: float, participants: list[s
         published = await publish(stack, events, rate)
         await all_applied(applied)
     latencies = [(applied.at[i] - published.acked_at[i]) * 1000 for i in applied.wanted]
-    return Steady(rate, percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(published.send_ms, 0.99),
-                  await store_matches(stack.redis_url, expected))  # fmt: skip
+    return Steady(
+        rate,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        percentile(published.send_ms, 0.99),
+        await store_matches(stack.redis_url, expected),
+    )
 
 
 async def paced_sends(stack: Stack, rate: float, seconds: float, participants: list[str], seed: int) -> Steady:

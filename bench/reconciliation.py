@@ -56,14 +56,17 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=TemporalSpec(
-            port=0, ui_port=None, db_filename=root / "temporal.db", log_level="error",
+            port=0,
+            ui_port=None,
+            db_filename=root / "temporal.db",
+            log_level="error",
             search_attributes=search_attribute_types(),
         ),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
         bridge=BridgeSpec(port=0, data_dir=None, time_scale=time_scale, file_delay_seconds=2.0),
         starter=StarterSpec(enabled=False),
-    )  # fmt: skip
+    )
 
 
 async def seed_local(store: CIDStore, size: int) -> None:
@@ -127,15 +130,23 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
         local_seconds = time.perf_counter() - started
         assert loaded == size == await store.view.count(PARTICIPANT, KEY_TYPE), "the two sides must start equal"
         await admin.diverge(PARTICIPANT, KEY_TYPE, add=add, remove=remove, alter=alter, seed=7)
-        print(f"   seeded {size:,} CIDs (DICT {dict_seconds:.0f} s, local {local_seconds:.0f} s); DICT diverged: "
-              f"{add} added, {remove} removed, {alter} altered", flush=True)  # fmt: skip
+        print(
+            f"   seeded {size:,} CIDs (DICT {dict_seconds:.0f} s, local {local_seconds:.0f} s); DICT diverged: "
+            f"{add} added, {remove} removed, {alter} altered",
+            flush=True,
+        )
     worker_pid = state.services["worker"].pid
     client = await connect(settings, identity="bench")
     rss = PeakRss(worker_pid)
     started = time.perf_counter()
-    request = ReconcileInput(participant=PARTICIPANT, key_type=KEY_TYPE, trigger="bench",
-                             divergence_threshold=size, poll_initial=timedelta(seconds=1),
-                             grace=timedelta(seconds=2))  # a quiet pair: nothing is in flight  # fmt: skip
+    request = ReconcileInput(
+        participant=PARTICIPANT,
+        key_type=KEY_TYPE,
+        trigger="bench",
+        divergence_threshold=size,
+        poll_initial=timedelta(seconds=1),
+        grace=timedelta(seconds=2),
+    )  # a quiet pair: nothing is in flight
     handle = await start_reconciliation(client, request, settings.task_queue)
     result = await handle.result()
     wall = time.perf_counter() - started
@@ -143,10 +154,18 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
     spent = phases(await handle.fetch_history())
     await store.close()
     return {
-        "size": size, "divergence": divergence, "outcome": result.outcome.value, "added": result.added,
-        "removed": result.removed, "vanished": result.vanished, "verifications": result.verifications,
-        "wall_s": wall, "rss_before_mb": rss.baseline / 2**20, "rss_peak_mb": rss.peak / 2**20, "phases": spent,
-    }  # fmt: skip
+        "size": size,
+        "divergence": divergence,
+        "outcome": result.outcome.value,
+        "added": result.added,
+        "removed": result.removed,
+        "vanished": result.vanished,
+        "verifications": result.verifications,
+        "wall_s": wall,
+        "rss_before_mb": rss.baseline / 2**20,
+        "rss_peak_mb": rss.peak / 2**20,
+        "phases": spent,
+    }
 
 
 def main() -> None:
@@ -164,10 +183,13 @@ def main() -> None:
                 down(Path(tmp) / "state")
         slowest = sorted(r["phases"].items(), key=lambda x: -x[1])
         steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest)
-        print(f"{r['size']:>9,} CIDs, {r['divergence']:,} divergent: {r['outcome']} in {r['wall_s']:.1f} s "
-              f"(added {r['added']}, removed {r['removed']}, vanished {r['vanished']}, "
-              f"{r['verifications']} verifications); worker RSS {r['rss_before_mb']:.0f} MB before, "
-              f"peak {r['rss_peak_mb']:.0f} MB", flush=True)  # fmt: skip
+        print(
+            f"{r['size']:>9,} CIDs, {r['divergence']:,} divergent: {r['outcome']} in {r['wall_s']:.1f} s "
+            f"(added {r['added']}, removed {r['removed']}, vanished {r['vanished']}, "
+            f"{r['verifications']} verifications); worker RSS {r['rss_before_mb']:.0f} MB before, "
+            f"peak {r['rss_peak_mb']:.0f} MB",
+            flush=True,
+        )
         print(f"   time per activity: {steps}", flush=True)
 
 

@@ -48,8 +48,9 @@ def batch_round(root: Path, events_count: int, seed: int, replicas: int = 1) -> 
             raw_producer = await asyncio.to_thread(ceilings.raw_producer, stack.pulsar_url, events)
             producer = (await publish(stack, events)).msgs_per_s  # also fills the backlog the starter drains
             topics = Topics(namespace=stack.namespace).entry_topics()
-            raw_ingest = await asyncio.to_thread(ceilings.raw_pulsar_to_redis, stack.pulsar_url, stack.redis_url,
-                                                 topics, events_count)  # fmt: skip
+            raw_ingest = await asyncio.to_thread(
+                ceilings.raw_pulsar_to_redis, stack.pulsar_url, stack.redis_url, topics, events_count
+            )
             drained = await drain(stack, sampler, events, expected, "batch")
             at_1000 = await steady(stack, 1000, 10, ["20000001", "20000002"], seed + 1)
             at_3000 = await steady(stack, 3000, 10, ["30000001", "30000002"], seed + 2)
@@ -85,9 +86,14 @@ def per_event_round(root: Path, events_count: int, seed: int, replicas: int = 1)
             await publish(stack, events)
             drained = await drain(stack, sampler, events, expected, "per-event")
             after = await ceilings.noop_workflows(stack.temporal_address, events_count, root / "noop-worker-2.log")
-            return {"noop": (before + after) / 2, "noop_before": before, "noop_after": after,
-                    "per_event": drained.events_per_s, "exact": drained.exact,
-                    "per_event_cpu_us": drained.cpu_us_per_event}  # fmt: skip
+            return {
+                "noop": (before + after) / 2,
+                "noop_before": before,
+                "noop_after": after,
+                "per_event": drained.events_per_s,
+                "exact": drained.exact,
+                "per_event_cpu_us": drained.cpu_us_per_event,
+            }
 
         result = asyncio.run(measure())
     result["rss_mb"] = peak_rss_mb(sampler)
@@ -96,8 +102,10 @@ def per_event_round(root: Path, events_count: int, seed: int, replicas: int = 1)
 
 def peak_rss_mb(sampler: Sampler) -> dict[str, float]:
     """The worker's and the starter's peak RSS (the highest of their replicas)."""
-    return {role: max((rss for name, rss in sampler.peak_rss.items() if name.split("-")[0] == role), default=0) / MB
-            for role in ("worker", "starter")}  # fmt: skip
+    return {
+        role: max((rss for name, rss in sampler.peak_rss.items() if name.split("-")[0] == role), default=0) / MB
+        for role in ("worker", "starter")
+    }
 
 
 def profiled_drain(root: Path, events_count: int, seconds: int) -> dict[str, list[tuple[float, str]]]:
@@ -113,8 +121,21 @@ def profiled_drain(root: Path, events_count: int, seconds: int) -> dict[str, lis
 
             def record() -> None:  # from the first event applied: the steady state, not the start-up
                 for name, pid in (("starter", stack.starter_pids()["starter"]), ("worker", stack.pids()["worker"])):
-                    argv = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-                            "--nonblocking", "--format", "raw", "-o", str(outputs[name])]  # fmt: skip
+                    argv = [
+                        py_spy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--format",
+                        "raw",
+                        "-o",
+                        str(outputs[name]),
+                    ]
                     recorders.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
             await drain(stack, sampler, events, expected, "batch", begun=record)
@@ -157,10 +178,22 @@ def machine() -> str:
 def commit() -> str:
     """The commit measured, marked when the work tree differs from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30,
-                              cwd=RESULTS.parent, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=30, cwd=RESULTS.parent, check=True).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=RESULTS.parent,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=RESULTS.parent,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head} (with uncommitted changes)" if dirty else head
@@ -172,8 +205,11 @@ def versions() -> str:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found.append(f"{package} {importlib.metadata.version(package)}")
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        found.append(subprocess.run([str(temporal_binary()), "--version"], capture_output=True, text=True,
-                                    timeout=30).stdout.strip())  # fmt: skip
+        found.append(
+            subprocess.run(
+                [str(temporal_binary()), "--version"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+        )
     return ", ".join(found)
 
 
@@ -198,8 +234,9 @@ def _met(value: float, target: str) -> str:
     return ""
 
 
-def report(batch: list[dict[str, Any]], per_event: list[dict[str, Any]], profile: dict[str, Any], command: str,
-           elapsed: float) -> str:  # fmt: skip
+def report(
+    batch: list[dict[str, Any]], per_event: list[dict[str, Any]], profile: dict[str, Any], command: str, elapsed: float
+) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     batch_rows: list[Row] = [
         ("raw Pulsar→Redis ceiling, msgs/s", lambda r: r["raw_ingest"], ""),
@@ -241,8 +278,7 @@ def report(batch: list[dict[str, Any]], per_event: list[dict[str, Any]], profile
     cpu_names = sorted(batch[0]["batch_cpu_us"], key=lambda n: -batch[0]["batch_cpu_us"][n])
     cpu = ", ".join(f"{n} {spread([r['batch_cpu_us'].get(n, 0.0) for r in batch])[0]:.0f}" for n in cpu_names)
     pe_names = sorted(per_event[0]["per_event_cpu_us"], key=lambda n: -per_event[0]["per_event_cpu_us"][n])
-    pe_cpu = ", ".join(f"{n} {spread([r['per_event_cpu_us'].get(n, 0.0) for r in per_event])[0]:.0f}"
-                       for n in pe_names)  # fmt: skip
+    pe_cpu = ", ".join(f"{n} {spread([r['per_event_cpu_us'].get(n, 0.0) for r in per_event])[0]:.0f}" for n in pe_names)
     exact = all(r["exact"] for r in batch + per_event)
     lines = [
         START,
@@ -307,8 +343,9 @@ def main() -> None:
             batch.append(batch_round(Path(tmp), options.events, seed=100 + index, replicas=options.replicas))
             print(f"round {index + 1} batch: {_brief(batch[-1])}", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            per_event.append(per_event_round(Path(tmp), options.per_event_events, seed=200 + index,
-                                             replicas=options.replicas))  # fmt: skip
+            per_event.append(
+                per_event_round(Path(tmp), options.per_event_events, seed=200 + index, replicas=options.replicas)
+            )
             print(f"round {index + 1} per-event: {_brief(per_event[-1])}", flush=True)
     profile: dict[str, Any] = {}
     if not options.no_profile:
@@ -326,8 +363,9 @@ def main() -> None:
 
 
 def _brief(result: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
-                     if not isinstance(v, dict))  # fmt: skip
+    return ", ".join(
+        f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if not isinstance(v, dict)
+    )
 
 
 if __name__ == "__main__":

@@ -164,8 +164,9 @@ class Run:
         busy = synthetic_history(self.options.events - QUIET_EVENTS, self.busy, seed=self.options.seed)
         for sequence, change in enumerate([*quiet, *busy], start=1):
             deletion = DeletionType.IMMEDIATE if change.deletion_type else None
-            events.append(build_event(change.event_type, change.entry, "chaos", deletion_type=deletion,
-                                      sequence=sequence))  # fmt: skip
+            events.append(
+                build_event(change.event_type, change.entry, "chaos", deletion_type=deletion, sequence=sequence)
+            )
         return events
 
     async def publish(self, producer: EntryEventProducer, events: list[EntryEvent], rate: float) -> None:
@@ -211,9 +212,16 @@ class Run:
     # --- faults --------------------------------------------------------------------------------------
 
     def fault_plan(self) -> list[str]:
-        kinds = [*(f"kill {name}" for name in KILLABLE), "kill several", "bridge unavailable", "bridge latency",
-                 "bridge rate limit", "failed CID files", "DICT changed behind cidsync",
-                 "hostile messages"]  # fmt: skip
+        kinds = [
+            *(f"kill {name}" for name in KILLABLE),
+            "kill several",
+            "bridge unavailable",
+            "bridge latency",
+            "bridge rate limit",
+            "failed CID files",
+            "DICT changed behind cidsync",
+            "hostile messages",
+        ]
         plan = list(kinds)  # each at least once
         while len(plan) < self.options.faults:
             plan.append(self.rng.choice(kinds))
@@ -233,9 +241,13 @@ class Run:
         if kind.startswith("kill "):
             role = kind.removeprefix("kill ")
             # One process of the role (of its replicas, if any); several: any 2-4 of them all.
-            names = [self.rng.choice(self.stack.processes(role))] if role != "several" else self.rng.sample(
-                [name for killable in KILLABLE for name in self.stack.processes(killable)], self.rng.randint(2, 4)
-            )  # fmt: skip
+            names = (
+                [self.rng.choice(self.stack.processes(role))]
+                if role != "several"
+                else self.rng.sample(
+                    [name for killable in KILLABLE for name in self.stack.processes(killable)], self.rng.randint(2, 4)
+                )
+            )
             if role == "several" or self.stack.replicas > 1:
                 print(f"      ({', '.join(names)})", flush=True)
             await asyncio.to_thread(self.stack.kill, *names)
@@ -296,8 +308,9 @@ class Run:
     async def send_hostile(self) -> None:
         client = pulsar.Client(self.settings.require("pulsar_url"), logger=logging.getLogger("pulsar"))
         try:
-            producer = client.create_producer(self.topics.full(self.topics.created), batching_enabled=False,
-                                              send_timeout_millis=60_000)  # fmt: skip
+            producer = client.create_producer(
+                self.topics.full(self.topics.created), batching_enabled=False, send_timeout_millis=60_000
+            )
             for message in self.ledger.hostile:
                 options: dict[str, Any] = {"properties": message.properties}
                 if message.partition_key:
@@ -327,17 +340,24 @@ class Run:
         # follower hands it to ReconcileVSync after `unexplained_after` (10 minutes by default: seed 11
         # waited out the reduced run's settling).
         # The chaos simulator shows each event at once: the log need not settle for long.
-        follow = {"grace": timedelta(seconds=10), "poll_interval": timedelta(seconds=1),
-                  "idle_interval": timedelta(seconds=2), "unexplained_after": timedelta(seconds=30),
-                  "log_settle": timedelta(seconds=1)}  # fmt: skip
+        follow = {
+            "grace": timedelta(seconds=10),
+            "poll_interval": timedelta(seconds=1),
+            "idle_interval": timedelta(seconds=2),
+            "unexplained_after": timedelta(seconds=30),
+            "log_settle": timedelta(seconds=1),
+        }
         await ensure_followers(
             self.client, [PairRef(participant=p, key_type=k) for p, k in self.pairs], self.settings.task_queue, follow
         )
         started = time.monotonic()
         plan = self.fault_plan()
         duration = split / options.rate + (len(events) - split) / 30
-        print(f"== {len(events)} events ({split} through the batch-mode starter, {len(events) - split} per-event), "
-              f"{len(plan)} faults over about {duration:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"== {len(events)} events ({split} through the batch-mode starter, {len(events) - split} per-event), "
+            f"{len(plan)} faults over about {duration:.0f} s",
+            flush=True,
+        )
         injecting = asyncio.ensure_future(self.inject(plan, duration / len(plan)))
         try:
             await self.publish(producer, events[:split], options.rate)
@@ -350,9 +370,12 @@ class Run:
         published_s = time.monotonic() - started
         await self.admin.set_faults()
         await asyncio.to_thread(self.stack.restart)
-        print(f"== published {self.ledger.published} messages ({self.ledger.duplicates} duplicates, "
-              f"{self.ledger.publish_retries} sends retried) and {len(self.ledger.hostile)} hostile ones in "
-              f"{published_s:.0f} s; settling", flush=True)  # fmt: skip
+        print(
+            f"== published {self.ledger.published} messages ({self.ledger.duplicates} duplicates, "
+            f"{self.ledger.publish_retries} sends retried) and {len(self.ledger.hostile)} hostile ones in "
+            f"{published_s:.0f} s; settling",
+            flush=True,
+        )
         await self.settle()
         await self.checks(events)
         await producer.close()
@@ -385,14 +408,21 @@ class Run:
         print("== checks", flush=True)
         local, expected = await self.local(), self.expected()
         for pair in self.pairs:
-            ledger.check(local[pair] == expected[pair],
-                         f"{pair[0]} {pair[1].value}: store {local[pair][0]} keys, VSync {local[pair][1][:12]}... "
-                         f"= model {expected[pair][0]} keys, {expected[pair][1][:12]}...")  # fmt: skip
-        untouched = {p: v for p, v in final_vsyncs((e.event_type, e.entry) for e in ledger.accepted).items()
-                     if p not in ledger.diverged_pairs}  # fmt: skip
-        ledger.check(all(expected[p] == v for p, v in untouched.items()),
-                     f"the model equals an in-memory replay of the published history ({len(untouched)} pairs "
-                     "DICT was not changed behind)")  # fmt: skip
+            ledger.check(
+                local[pair] == expected[pair],
+                f"{pair[0]} {pair[1].value}: store {local[pair][0]} keys, VSync {local[pair][1][:12]}... "
+                f"= model {expected[pair][0]} keys, {expected[pair][1][:12]}...",
+            )
+        untouched = {
+            p: v
+            for p, v in final_vsyncs((e.event_type, e.entry) for e in ledger.accepted).items()
+            if p not in ledger.diverged_pairs
+        }
+        ledger.check(
+            all(expected[p] == v for p, v in untouched.items()),
+            f"the model equals an in-memory replay of the published history ({len(untouched)} pairs "
+            "DICT was not changed behind)",
+        )
 
         ended = []
         for pair, run_id in ledger.file_reconciliations:
@@ -429,20 +459,26 @@ class Run:
         # message again and dead-letters it again. The original message id tells a repeat from a new send.
         originals = {(letter.data, letter.original_id) for letter in letters if letter.reason}
         found = [h for h in wanted if sum(data == h.payload for data, _ in originals) == sends]
-        ledger.check(len(found) == len(wanted),
-                     f"every invalid message dead-lettered with a reason, each time it was sent ({sends}): "
-                     f"{len(found)} of {len(wanted)}" + "".join(f"; missing: {h.label}" for h in wanted
-                                                                if h not in found))  # fmt: skip
+        ledger.check(
+            len(found) == len(wanted),
+            f"every invalid message dead-lettered with a reason, each time it was sent ({sends}): "
+            f"{len(found)} of {len(wanted)}" + "".join(f"; missing: {h.label}" for h in wanted if h not in found),
+        )
         valid = {e.to_json().encode() for e in events} | {h.payload for h in ledger.hostile if h.fate == "no_effect"}
         repeats = len(letters) - len({(letter.data, letter.original_id) for letter in letters})
         labels = {h.payload: h.label for h in ledger.hostile}
         invalid = {h.payload for h in wanted}
         unexpected = [letter for letter in letters if letter.data not in invalid]
-        ledger.check(not unexpected,
-                     f"no valid event dead-lettered, nor anything else ({len(letters)} dead letters in all, "
-                     f"{repeats} of them repeated after a kill)"
-                     + "".join(f"; {labels.get(letter.data, 'a valid event' if letter.data in valid else 'unknown')}"
-                               f" ({len(letter.data)} bytes)" for letter in unexpected[:5]))  # fmt: skip
+        ledger.check(
+            not unexpected,
+            f"no valid event dead-lettered, nor anything else ({len(letters)} dead letters in all, "
+            f"{repeats} of them repeated after a kill)"
+            + "".join(
+                f"; {labels.get(letter.data, 'a valid event' if letter.data in valid else 'unknown')}"
+                f" ({len(letter.data)} bytes)"
+                for letter in unexpected[:5]
+            ),
+        )
 
         statuses: Counter[str] = Counter()
         stuck = []
@@ -462,8 +498,11 @@ class Run:
         values = {value: kind for kind, found in kinds.items() for value in found}
         leaked = corpus.leaked(values)
         texts = sum(len(t) for t in corpus.texts.values())
-        ledger.check(not leaked, f"no personal value in Temporal ({len(values)} keys, tax ids and names searched "
-                                 f"in {texts} texts of {len(corpus.texts)} workflows)")  # fmt: skip
+        ledger.check(
+            not leaked,
+            f"no personal value in Temporal ({len(values)} keys, tax ids and names searched "
+            f"in {texts} texts of {len(corpus.texts)} workflows)",
+        )
         for value, places in list(leaked.items())[:5]:  # where, and what kind: never the value itself
             print(f"      a {values[value]} of {len(value)} characters in {', '.join(places[:3])}", flush=True)
 
@@ -474,17 +513,21 @@ class Run:
         try:
             # One message at a time: with the default queue, pulsar-lite stopped dispatching to this
             # consumer after two 4 MB messages (20 of 42 read); with a queue of 1 it delivers them all.
-            reader = client.subscribe(self.topics.dead_letter_topic, f"chaos-check-{uuid.uuid4()}",
-                                      initial_position=pulsar.InitialPosition.Earliest,
-                                      receiver_queue_size=1)  # fmt: skip
+            reader = client.subscribe(
+                self.topics.dead_letter_topic,
+                f"chaos-check-{uuid.uuid4()}",
+                initial_position=pulsar.InitialPosition.Earliest,
+                receiver_queue_size=1,
+            )
             while True:
                 try:
                     message = reader.receive(timeout_millis=5_000)
                 except pulsar.Timeout:
                     return letters
                 properties = message.properties()
-                letters.append(DeadLetter(message.data(), properties.get("reason", ""),
-                                          properties.get("original_message_id", "")))  # fmt: skip
+                letters.append(
+                    DeadLetter(message.data(), properties.get("reason", ""), properties.get("original_message_id", ""))
+                )
                 reader.acknowledge(message)
         finally:
             client.close()
@@ -507,8 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="the small run `make test` includes")
     parser.add_argument("--events", type=int, help="how many valid events (default 10,000; reduced 1,200)")
     parser.add_argument("--keep", metavar="DIR", help="run the stack in DIR and keep it (logs, data) afterwards")
-    parser.add_argument("--replicas", type=int, default=1, choices=range(1, MAX_REPLICAS + 1),
-                        help="workers and starters (Key_Shared) side by side; a kill takes one of them")  # fmt: skip
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        choices=range(1, MAX_REPLICAS + 1),
+        help="workers and starters (Key_Shared) side by side; a kill takes one of them",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     options = Options.reduced(seed) if args.reduced else Options(seed=seed)

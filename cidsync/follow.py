@@ -177,8 +177,9 @@ def watch(
     result = {c: w for c, w in watches.items() if c not in suspects and w.due > now}
     for seen in observations:
         if seen.agrees and not seen.in_dict and seen.cid not in suspects and seen.changed_at + grace > now:
-            result[seen.cid] = Suspect(cid=seen.cid, in_dict=False, changed_at=seen.changed_at,
-                                       due=seen.changed_at + grace)  # fmt: skip
+            result[seen.cid] = Suspect(
+                cid=seen.cid, in_dict=False, changed_at=seen.changed_at, due=seen.changed_at + grace
+            )
     if len(result) > most:
         result = dict(sorted(result.items(), key=lambda item: item[1].changed_at)[len(result) - most :])
     return result

@@ -34,8 +34,10 @@ _TYPE_NAMES = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
 
 def search_attribute_types() -> dict[str, str]:
     """Name -> type as `temporal operator search-attribute create --type` and temporal-dev.yaml spell it."""
-    return {key.name: _TYPE_NAMES[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
-            for key in SEARCH_ATTRIBUTES}  # fmt: skip
+    return {
+        key.name: _TYPE_NAMES[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
+        for key in SEARCH_ATTRIBUTES
+    }
 
 
 _VERB = {EventType.CREATED: "created", EventType.UPDATED: "updated", EventType.DELETED: "deleted"}
@@ -70,10 +72,12 @@ def event_search_attributes(change: CIDChange) -> TypedSearchAttributes:
 def batch_search_attributes(changes: Iterable[CIDChange]) -> TypedSearchAttributes:
     """`CidParticipants` and `CidKeyTypes` of a batch run: find the runs that touched a pair."""
     changes = list(changes)
-    return TypedSearchAttributes([
-        SearchAttributePair(PARTICIPANTS, sorted({c.participant for c in changes})),
-        SearchAttributePair(KEY_TYPES, sorted({c.key_type.value for c in changes})),
-    ])  # fmt: skip
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PARTICIPANTS, sorted({c.participant for c in changes})),
+            SearchAttributePair(KEY_TYPES, sorted({c.key_type.value for c in changes})),
+        ]
+    )
 
 
 def event_summary(change: CIDChange) -> str:

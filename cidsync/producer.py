@@ -419,9 +419,14 @@ class EntryEventProducer:
                 sent = time.perf_counter()
                 span = _send_span(event, topic)
                 properties = dict(tracing.inject_span(span, _properties(event)))
-                send_async(self._producers[topic], event.to_json().encode("utf-8"), properties=properties,
-                           partition_key=str(event.entry.id), event_timestamp=int(event.occurred_at.timestamp() * 1000),
-                           callback=functools.partial(answered, index, topic, sent, span))  # fmt: skip
+                send_async(
+                    self._producers[topic],
+                    event.to_json().encode("utf-8"),
+                    properties=properties,
+                    partition_key=str(event.entry.id),
+                    event_timestamp=int(event.occurred_at.timestamp() * 1000),
+                    callback=functools.partial(answered, index, topic, sent, span),
+                )
             await all_answered
         return answers
 
@@ -468,8 +473,12 @@ class EntryEventProducer:
         self._batches.add(topic, message_id)
         logger.debug(
             "published event %s of entry %s to %s as %s in %.1f ms",
-            event.event_id, event.entry.id, topic, message_id, latency_ms,
-        )  # fmt: skip
+            event.event_id,
+            event.entry.id,
+            topic,
+            message_id,
+            latency_ms,
+        )
         return Published(str(message_id), topic, event.event_id, event.sequence, latency_ms)
 
     def _count_error(self, topic: str, error: pulsar_asyncio.PulsarException) -> None:

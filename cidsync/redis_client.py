@@ -50,8 +50,11 @@ RETRIES = 6
 # What a role holds: one Redis, or a Redis Cluster (`redis_client` chooses by the URL).
 RedisClient = Redis | RedisCluster
 POOL_WAIT_SECONDS = 30.0  # past this, a command fails with ConnectionError: Redis is hung, not busy
-TLS_FILES = {"ssl_ca_certs": "CIDSYNC_REDIS_CA_FILE", "ssl_certfile": "CIDSYNC_REDIS_TLS_CERT_FILE",
-             "ssl_keyfile": "CIDSYNC_REDIS_TLS_KEY_FILE"}  # fmt: skip
+TLS_FILES = {
+    "ssl_ca_certs": "CIDSYNC_REDIS_CA_FILE",
+    "ssl_certfile": "CIDSYNC_REDIS_TLS_CERT_FILE",
+    "ssl_keyfile": "CIDSYNC_REDIS_TLS_KEY_FILE",
+}
 
 
 def _readable(variable: str, value: str) -> str:
@@ -90,8 +93,9 @@ def redis_options(url: str, environ: Mapping[str, str] | None = None) -> dict[st
                 raise InvalidInput("settings", [Problem(variable, "needs a rediss:// CIDSYNC_REDIS_URL")])
             options[option] = _readable(variable, value)
     if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
-        raise InvalidInput("settings", [Problem("CIDSYNC_REDIS_TLS_CERT_FILE/CIDSYNC_REDIS_TLS_KEY_FILE",
-                                                "give both, or neither")])  # fmt: skip
+        raise InvalidInput(
+            "settings", [Problem("CIDSYNC_REDIS_TLS_CERT_FILE/CIDSYNC_REDIS_TLS_KEY_FILE", "give both, or neither")]
+        )
     if tls:
         options["ssl_cert_reqs"] = "required"  # and the host name checked: never a connection on trust
         options["ssl_check_hostname"] = True

@@ -41,8 +41,11 @@ def data_converter(settings: Settings) -> DataConverter:
         ring = KeyRing.from_environment()
     if ring is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(ring),
-                               failure_converter_class=DefaultFailureConverterWithEncodedAttributes)  # fmt: skip
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(ring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect(

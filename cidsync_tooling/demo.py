@@ -109,10 +109,12 @@ class History:
     def describe(self) -> str:
         kinds = {t: sum(1 for e in self.events if e.event_type is t) for t in EventType}
         waiting = sum(1 for e in self.events if e.deletion_type is DeletionType.WAITING_PERIOD)
-        return (f"{len(self.events)} entry events ({kinds[EventType.CREATED]} created, {kinds[EventType.UPDATED]} "
-                f"updated, {kinds[EventType.DELETED]} deleted of which {waiting} with DICT's 30-day waiting "
-                f"period), {len(self.delivered) - len(self.events)} duplicates, shuffled, and {len(MALFORMED)} "
-                f"malformed messages (participants {', '.join(self.participants)}, --seed {self.seed})")  # fmt: skip
+        return (
+            f"{len(self.events)} entry events ({kinds[EventType.CREATED]} created, {kinds[EventType.UPDATED]} "
+            f"updated, {kinds[EventType.DELETED]} deleted of which {waiting} with DICT's 30-day waiting "
+            f"period), {len(self.delivered) - len(self.events)} duplicates, shuffled, and {len(MALFORMED)} "
+            f"malformed messages (participants {', '.join(self.participants)}, --seed {self.seed})"
+        )
 
     def expected(self) -> dict[tuple[str, KeyType], tuple[int, str]]:
         return {(p, k): (n, v) for p, k, n, v in vsync_table(active_after(self.events))}
@@ -140,8 +142,9 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     client = pulsar_client(settings.require("pulsar_url"))
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     try:
-        dlq = await client.subscribe(topics.dead_letter_topic, f"demo-{uuid.uuid4()}",
-                                     initial_position=pulsar.InitialPosition.Latest)  # fmt: skip
+        dlq = await client.subscribe(
+            topics.dead_letter_topic, f"demo-{uuid.uuid4()}", initial_position=pulsar.InitialPosition.Latest
+        )
         started = await _publish(client, topics, history)
         expected = history.expected()
         print(f"\n== waiting for the worker to apply them ({_how(spec.starter.mode)}; watch them in the Web UI)")
@@ -170,11 +173,15 @@ async def _make_in_dict_first(bridge_address: str, history: History) -> bool:
         dict_first = DictFirst(admin)
         refused = await dict_first.refused(history.events)
     told = dict_first.outcomes
-    print(f"   made in DICT first, as core does: {told[ChangeOutcome.APPLIED]} applied, "
-          f"{told[dict_first.WAITING]} deletes left to their waiting period")  # fmt: skip
+    print(
+        f"   made in DICT first, as core does: {told[ChangeOutcome.APPLIED]} applied, "
+        f"{told[dict_first.WAITING]} deletes left to their waiting period"
+    )
     if refused:
-        print(f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {history.seed} before?): "
-              f"{dict_first.refusals[0][1]}")  # fmt: skip
+        print(
+            f"   DICT refused {len(refused)} of them (a kept stack that ran --seed {history.seed} before?): "
+            f"{dict_first.refusals[0][1]}"
+        )
     return not refused
 
 
@@ -200,8 +207,9 @@ async def _publish(client: Any, topics: Any, history: History) -> float:
 def _how(starter_mode: str) -> str:
     if starter_mode == "per-event":
         return "one workflow per event"
-    return ("batch mode: up to 500 events per ApplyCIDBatch run, a DeleteCID run of its own for each "
-            "WAITING_PERIOD delete")  # fmt: skip
+    return (
+        "batch mode: up to 500 events per ApplyCIDBatch run, a DeleteCID run of its own for each WAITING_PERIOD delete"
+    )
 
 
 async def _wait_applied(
@@ -227,8 +235,11 @@ async def _wait_applied(
             break
         if time.perf_counter() - shown > 5:
             shown = time.perf_counter()
-            print(f"   {sum(n for n, _ in current.values())} of {sum(n for n, _ in expected.values())} CIDs "
-                  f"in place after {shown - started:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"   {sum(n for n, _ in current.values())} of {sum(n for n, _ in expected.values())} CIDs "
+                f"in place after {shown - started:.0f} s",
+                flush=True,
+            )
         await asyncio.sleep(0.5)
     return current
 
@@ -244,8 +255,10 @@ async def _verify_with_dict(bridge_address: str, current: Pairs) -> bool:
     print("\n== local VSync per (participant, key type), verified by DICT (the simulator, told first)")
     print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
     for (participant, key_type), (count, value) in sorted(current.items()):
-        print(f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "
-              f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}")  # fmt: skip
+        print(
+            f"   {participant:<11} {key_type.value:<8} {count:>6}  {value}  "
+            f"{'OK' if verdicts[(participant, key_type)] else 'NOK'}"
+        )
     return bool(verdicts) and all(verdicts.values())
 
 
@@ -258,8 +271,10 @@ async def _dead_letters(dlq: Any, topic: str) -> bool:
                 letter = await dlq.receive()
                 await dlq.acknowledge(letter)
                 letters.append(letter)
-    print(f"\n== dead-letter topic {topic}: {len(letters)} messages (the {len(MALFORMED)} malformed ones), "
-          "with their reasons:")  # fmt: skip
+    print(
+        f"\n== dead-letter topic {topic}: {len(letters)} messages (the {len(MALFORMED)} malformed ones), "
+        "with their reasons:"
+    )
     for letter in letters:
         print(f"   - {letter.properties().get('reason', '?')[:110]}")
     return len(letters) == len(MALFORMED)
@@ -284,19 +299,23 @@ async def _reconcile(
     from workflows.reconcile_vsync import ReconcileInput, ReconcileResult
 
     key_types = [k for k in KeyType if (participant, k) in current]
-    print(f"\n== reconciliation: DICT changes behind cidsync's back for participant {participant} "
-          "(per key type: 3 entries added, 2 removed, 2 altered there)")  # fmt: skip
+    print(
+        f"\n== reconciliation: DICT changes behind cidsync's back for participant {participant} "
+        "(per key type: 3 entries added, 2 removed, 2 altered there)"
+    )
     assert state.bridge_address is not None
     async with SimulatorAdmin(state.bridge_address) as admin:
         for index, key_type in enumerate(key_types):
             room = current[(participant, key_type)][0] // 3
-            await admin.diverge(participant, key_type, add=3, remove=min(2, room), alter=min(2, room),
-                                seed=7_000 + index)  # fmt: skip
+            await admin.diverge(
+                participant, key_type, add=3, remove=min(2, room), alter=min(2, room), seed=7_000 + index
+            )
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     pulsar_ = pulsar_client(settings.require("pulsar_url"))
     topics = Topics(namespace=state.pulsar_namespace)
-    core = await pulsar_.subscribe(topics.full(topics.core_events), f"demo-core-{uuid.uuid4()}",
-                                   initial_position=pulsar.InitialPosition.Latest)  # fmt: skip
+    core = await pulsar_.subscribe(
+        topics.full(topics.core_events), f"demo-core-{uuid.uuid4()}", initial_position=pulsar.InitialPosition.Latest
+    )
     try:
         async with BridgeClient(state.bridge_address) as bridge:
 
@@ -340,8 +359,10 @@ async def _reconcile(
     print(f"   all finished in {elapsed:.1f} s")
     print(f"   {'key type':<8} {'before':<6} {'outcome':<15} {'added':>5} {'removed':>7} {'verifications':>13}  after")
     for r in results:
-        print(f"   {r.key_type.value:<8} {before[r.key_type]:<6} {r.outcome.value:<15} "
-              f"{r.added:>5} {r.removed:>7} {r.verifications:>13}  {after[r.key_type]}")  # fmt: skip
+        print(
+            f"   {r.key_type.value:<8} {before[r.key_type]:<6} {r.outcome.value:<15} "
+            f"{r.added:>5} {r.removed:>7} {r.verifications:>13}  {after[r.key_type]}"
+        )
     print("   (an altered entry counts as added: its key moves to DICT's new CID, which drops the old one)")
     print(f"   core-events received: {', '.join(f'{n} {kind}' for kind, n in sorted(received.items()))}")
     return (
@@ -375,9 +396,11 @@ async def _follow(
         print(f"\n== continuous verification: participant {participant} holds too few entries to show it")
         return False
     grace = FOLLOW_TIMING["grace_seconds"]
-    print(f"\n== continuous verification: FollowCidEvents reads DICT's CID event log for participant "
-          f"{participant} ({', '.join(k.value for k in key_types)}; a {grace:.0f} s grace period here, 2 min by "
-          "default), and DICT changes behind cidsync's back (per key type: 2 added, 1 removed, 1 altered)")  # fmt: skip
+    print(
+        f"\n== continuous verification: FollowCidEvents reads DICT's CID event log for participant "
+        f"{participant} ({', '.join(k.value for k in key_types)}; a {grace:.0f} s grace period here, 2 min by "
+        "default), and DICT changes behind cidsync's back (per key type: 2 added, 1 removed, 1 altered)"
+    )
     assert state.bridge_address is not None
     settings = load_settings({}, dev_endpoints=state.endpoints())
     client = await connect(settings, identity="cidsync-demo")
@@ -418,10 +441,14 @@ async def _follow(
     for key_type, status in final.items():
         found = f"{seen[key_type]:.1f} s" if key_type in seen else "never"
         fixed = f"{repaired[key_type]:.1f} s" if key_type in repaired else "NOT YET"
-        print(f"   {key_type.value:<8} {found:>11} {fixed:>14} {status.added:>5} {status.removed:>7}  "
-              f"{'OK' if verdicts[key_type] else 'NOK'}")  # fmt: skip
-    print(f"   CID files requested: {files} (the event log and GetEntryByCid were enough); an altered entry is one "
-          "added, its old CID then leaves with it")  # fmt: skip
+        print(
+            f"   {key_type.value:<8} {found:>11} {fixed:>14} {status.added:>5} {status.removed:>7}  "
+            f"{'OK' if verdicts[key_type] else 'NOK'}"
+        )
+    print(
+        f"   CID files requested: {files} (the event log and GetEntryByCid were enough); an altered entry is one "
+        "added, its old CID then leaves with it"
+    )
     return len(repaired) == len(key_types) and all(verdicts.values()) and files == 0
 
 
@@ -441,12 +468,18 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
     try:
         good = asyncio.run(_run(spec, state, options or DemoOptions()))
         print(f"\n== Temporal Web UI: {state.temporal_ui or 'off (headless)'}")
-        print(f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
-              "--query 'CidKeyType=\"EVP\" AND CidEventType=\"entry.deleted\"'")  # fmt: skip
-        print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
-              "--query 'CidEventType=\"reconcile\" AND CidOutcome=\"REPAIRED\"'")  # fmt: skip
-        print(f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
-              "--query 'CidPhase=\"waiting period\" AND ExecutionStatus=\"Running\"'")  # fmt: skip
+        print(
+            f"   e.g. .venv/bin/temporal workflow list --address {state.temporal_address} "
+            '--query \'CidKeyType="EVP" AND CidEventType="entry.deleted"\''
+        )
+        print(
+            f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
+            '--query \'CidEventType="reconcile" AND CidOutcome="REPAIRED"\''
+        )
+        print(
+            f"        .venv/bin/temporal workflow list --address {state.temporal_address} "
+            '--query \'CidPhase="waiting period" AND ExecutionStatus="Running"\''
+        )
         print(
             "        .venv/bin/cidsync follow status   (the followers of DICT's event log, when participants are set)"
         )

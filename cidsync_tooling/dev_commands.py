@@ -76,9 +76,14 @@ def _up(args: argparse.Namespace) -> int:
 
     followers = asyncio.run(ensure_stack_followers(spec, state))
     started = sum(1 for what in followers.values() if what == "started")
-    print(f"{'Followers':<9} " + (f"{len(followers)} pairs ({started} started now): `cidsync follow status`"
-                                  if followers else "none: no participants (follow.participants in the stack "
-                                  "file, or CIDSYNC_PARTICIPANTS)"))  # fmt: skip
+    print(
+        f"{'Followers':<9} "
+        + (
+            f"{len(followers)} pairs ({started} started now): `cidsync follow status`"
+            if followers
+            else "none: no participants (follow.participants in the stack file, or CIDSYNC_PARTICIPANTS)"
+        )
+    )
     return 0
 
 
@@ -147,6 +152,10 @@ def register(commands: Any) -> None:
         )
     )
     demo.add_argument("--events", type=int, default=2_000, metavar="N", help="how many entry events to publish")
-    demo.add_argument("--seed", type=int, help="the same seed, the same history (default: a new one each run; "
-                      "a kept stack's DICT refuses a history it already holds)")  # fmt: skip
+    demo.add_argument(
+        "--seed",
+        type=int,
+        help="the same seed, the same history (default: a new one each run; "
+        "a kept stack's DICT refuses a history it already holds)",
+    )
     demo.set_defaults(handler=_demo)

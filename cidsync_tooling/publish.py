@@ -165,17 +165,22 @@ def _report(summary: Summary, address: str | None, *, generated: bool, as_json: 
     if len(summary.failures) > MAX_REPORTED_FAILURES:
         print(f"cidsync: ... and {len(summary.failures) - MAX_REPORTED_FAILURES} more failures", file=sys.stderr)
     if refused and generated:
-        print("cidsync: DICT already holds entries of this history (published before on this stack?): "
-              "give another --seed", file=sys.stderr)  # fmt: skip
+        print(
+            "cidsync: DICT already holds entries of this history (published before on this stack?): "
+            "give another --seed",
+            file=sys.stderr,
+        )
     report = summary.as_dict()
     if as_json:
         print(json.dumps(report))
     else:
         if (told := summary.dict_first) is not None:
             outcomes = told.outcomes
-            print(f"DICT first ({address}): {outcomes[ChangeOutcome.APPLIED]} applied, "
-                  f"{outcomes[ChangeOutcome.ALREADY]} already there (repeats), {outcomes[told.WAITING]} left to "
-                  f"their waiting period, {refused} refused and not published")  # fmt: skip
+            print(
+                f"DICT first ({address}): {outcomes[ChangeOutcome.APPLIED]} applied, "
+                f"{outcomes[ChangeOutcome.ALREADY]} already there (repeats), {outcomes[told.WAITING]} left to "
+                f"their waiting period, {refused} refused and not published"
+            )
         print(
             f"sent {report['sent']}, failed {report['failed']} (dead-lettered {report['dead_lettered']}) "
             f"in {report['elapsed_s']} s: {report['msgs_per_s']} msgs/s, "
@@ -226,9 +231,13 @@ def register(commands: Any) -> None:
     parser.add_argument("--low-latency", action="store_true", help="no batching (the low_latency() preset)")
     add_settings_flags(parser, PULSAR)
     parser.add_argument("--json", action="store_true", help="the summary as one JSON object")
-    parser.add_argument("--no-dict", action="store_true",
-                        help="publish only: do not make the changes in the dev stack's DICT first")  # fmt: skip
-    parser.add_argument("--dict-address", metavar="HOST:PORT",
-                        help="make each change first in this DICT simulator (default: the dev stack's, when "
-                        "the events go to its broker)")  # fmt: skip
+    parser.add_argument(
+        "--no-dict", action="store_true", help="publish only: do not make the changes in the dev stack's DICT first"
+    )
+    parser.add_argument(
+        "--dict-address",
+        metavar="HOST:PORT",
+        help="make each change first in this DICT simulator (default: the dev stack's, when "
+        "the events go to its broker)",
+    )
     parser.set_defaults(handler=run_async(_publish))

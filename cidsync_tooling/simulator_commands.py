@@ -35,8 +35,10 @@ async def _run_simulator(args: argparse.Namespace) -> int:
         journal=journal,
     )
     if journal is not None:
-        print(f"DICT kept in {journal.path}: {sim.restored} changes replayed, "
-              f"{sim.dict.entry_count()} entries", flush=True)  # fmt: skip
+        print(
+            f"DICT kept in {journal.path}: {sim.restored} changes replayed, {sim.dict.entry_count()} entries",
+            flush=True,
+        )
     if args.seed_file and sim.restored:
         print(f"{args.seed_file} not loaded: DICT was restored from its journal", flush=True)
     elif args.seed_file:
@@ -83,9 +85,13 @@ async def _admin(args: argparse.Namespace) -> int:
                 print(f"{old} -> {new}")
             case "diverge":
                 reply = await admin.diverge(
-                    participant_flag(args.participant), KeyType(args.key_type),
-                    add=args.add, remove=args.remove, alter=args.alter, seed=args.seed,
-                )  # fmt: skip
+                    participant_flag(args.participant),
+                    KeyType(args.key_type),
+                    add=args.add,
+                    remove=args.remove,
+                    alter=args.alter,
+                    seed=args.seed,
+                )
                 print(f"added {len(reply.added)}, removed {len(reply.removed)}, altered {len(reply.altered_new)}")
             case "faults":
                 fail_next = {}
@@ -95,9 +101,12 @@ async def _admin(args: argparse.Namespace) -> int:
                         raise InvalidInput("options", [Problem("--fail-next", "is METHOD=COUNT, e.g. VerifySync=2")])
                     fail_next[method] = int(count)
                 await admin.set_faults(
-                    unavailable_ratio=args.unavailable_ratio, latency_ms=args.latency_ms, fail_next=fail_next,
-                    file_outcome=FileStatus(args.file_outcome), page_delay_ms=args.page_delay_ms,
-                )  # fmt: skip
+                    unavailable_ratio=args.unavailable_ratio,
+                    latency_ms=args.latency_ms,
+                    fail_next=fail_next,
+                    file_outcome=FileStatus(args.file_outcome),
+                    page_delay_ms=args.page_delay_ms,
+                )
                 print("faults set")
             case "stats":
                 stats = await admin.stats()
@@ -131,20 +140,42 @@ def register(commands: Any) -> None:
         metavar="JSONL",
         help="entries to register at start, one per line (not when --data-dir already holds a DICT)",
     )
-    sim.add_argument("--data-dir", metavar="DIR",
-                     help=f"keep DICT across restarts in DIR/{JOURNAL_NAME}, a journal of its changes (default: in "
-                     "memory only)")  # fmt: skip
-    sim.add_argument("--file-delay", type=float, default=2.0, metavar="SECONDS",
-                     help="how long a CID file of an empty set takes to become AVAILABLE; its snapshot is "
-                          "taken halfway")  # fmt: skip
-    sim.add_argument("--file-delay-per-cid-ms", type=float, default=0.0, metavar="MS",
-                     help="more time per CID of the set, after the snapshot (0.1: 100 s for a million)")  # fmt: skip
-    sim.add_argument("--event-delay", type=float, default=0.0, metavar="SECONDS",
-                     help="how long after a change its CID event becomes visible in ListCidSetEvents")  # fmt: skip
-    sim.add_argument("--event-jitter", type=float, default=0.0, metavar="SECONDS",
-                     help="each event's delay varies by up to this much, so one may show after later ones")  # fmt: skip
-    sim.add_argument("--time-scale", type=float, default=1.0,
-                     help="speed of the rate limits' clock (1440: a day a minute)")  # fmt: skip
+    sim.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help=f"keep DICT across restarts in DIR/{JOURNAL_NAME}, a journal of its changes (default: in memory only)",
+    )
+    sim.add_argument(
+        "--file-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long a CID file of an empty set takes to become AVAILABLE; its snapshot is taken halfway",
+    )
+    sim.add_argument(
+        "--file-delay-per-cid-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="more time per CID of the set, after the snapshot (0.1: 100 s for a million)",
+    )
+    sim.add_argument(
+        "--event-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long after a change its CID event becomes visible in ListCidSetEvents",
+    )
+    sim.add_argument(
+        "--event-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="each event's delay varies by up to this much, so one may show after later ones",
+    )
+    sim.add_argument(
+        "--time-scale", type=float, default=1.0, help="speed of the rate limits' clock (1440: a day a minute)"
+    )
     sim.add_argument("--no-rate-limits", action="store_true")
     sim.add_argument("--participants", metavar="ISPB,...", help="only these may call (others: PERMISSION_DENIED)")
     sim.add_argument("--tls-cert", metavar="PEM")

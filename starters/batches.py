@@ -83,8 +83,9 @@ class BatchDispatcher:
 
     async def _start(self, batch: list[Batched]) -> None:
         links = [link for _, _, link in batch if link is not None]
-        with tracing.span("start batch", kind=SpanKind.PRODUCER, links=links,
-                          attributes={"messaging.batch.message_count": len(batch)}):  # fmt: skip
+        with tracing.span(
+            "start batch", kind=SpanKind.PRODUCER, links=links, attributes={"messaging.batch.message_count": len(batch)}
+        ):
             try:
                 marked = await self.marks.marked([change for _, change, _ in batch])
                 changes = [change for (_, change, _), done in zip(batch, marked, strict=True) if not done]

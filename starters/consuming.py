@@ -50,12 +50,14 @@ def consumer_span(message: Message, change: CIDChange) -> AbstractContextManager
         return nullcontext()
     attributes = {
         **tracing.messaging_attributes("process", message.topic_name()),
-        **tracing.event_attributes(str(change.event_id), change.event_type.value, str(change.entry_id),
-                                   change.sequence),
+        **tracing.event_attributes(
+            str(change.event_id), change.event_type.value, str(change.entry_id), change.sequence
+        ),
         "cidsync.participant": change.participant,
         "cidsync.key_type": change.key_type.value,
         "cidsync.key_id": change.key_id,
-    }  # fmt: skip
+    }
     topic = message.topic_name().rsplit("/", 1)[-1]
-    return tracing.span(f"process {topic}", kind=SpanKind.CONSUMER, attributes=attributes,
-                        parent=tracing.extract(message.properties()))  # fmt: skip
+    return tracing.span(
+        f"process {topic}", kind=SpanKind.CONSUMER, attributes=attributes, parent=tracing.extract(message.properties())
+    )

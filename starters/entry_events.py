@@ -98,8 +98,9 @@ class EntryEventStarter:
             policy = RedeliveryPolicy(self.config.max_redeliveries, self.config.backoff_base, self.config.backoff_max)
             settler = Settler(self._receivers, dead_letters, policy, self.stats)
             starts = WorkflowStarts(self.temporal, self.config, self.stats)
-            loop = ReceiveLoop(self._receivers, settler, self.store.ingestion, starts, self.store.key_secret,
-                               self.config)  # fmt: skip
+            loop = ReceiveLoop(
+                self._receivers, settler, self.store.ingestion, starts, self.store.key_secret, self.config
+            )
             await loop.run(stop)
         finally:
             for receiver in self._receivers.values():

@@ -25,15 +25,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 TRANSIENT = (RPCError, RedisError, ConnectionError, TimeoutError, asyncio.TimeoutError)
 # Temporal answers that may pass by themselves; any other refusal halts the starter.
-TRANSIENT_RPC = frozenset({
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.ABORTED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.UNKNOWN,
-    RPCStatusCode.INTERNAL,
-})  # fmt: skip
+TRANSIENT_RPC = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.INTERNAL,
+    }
+)
 # The dead-letter metric's `reason` label: a fixed set.
 INVALID_EVENT = "invalid_event"
 REDELIVERIES_EXHAUSTED = "redeliveries_exhausted"

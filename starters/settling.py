@@ -66,8 +66,9 @@ class Settler:
         receiver = self.receivers[message.topic_name()]
         decision = self.policy.decide(error, message.redelivery_count())
         if decision.action is Action.HALT:
-            logger.error("Temporal refused a start (%s): halting; the message stays in Pulsar", error,
-                         extra=about(message))  # fmt: skip
+            logger.error(
+                "Temporal refused a start (%s): halting; the message stays in Pulsar", error, extra=about(message)
+            )
             self.halted = error
             await receiver.negative_acknowledge(message)
             return
@@ -86,14 +87,23 @@ class Settler:
     async def dead_letter(self, message: Message, reason: str, kind: str) -> None:
         """`reason` (the full text) goes with the message; `kind` (a fixed set) labels the metric."""
         properties = dead_letter_properties(
-            message.properties(), reason=reason, kind=kind, topic=message.topic_name(),
-            message_id=str(message.message_id()), redelivery_count=message.redelivery_count(),
-        )  # fmt: skip
+            message.properties(),
+            reason=reason,
+            kind=kind,
+            topic=message.topic_name(),
+            message_id=str(message.message_id()),
+            redelivery_count=message.redelivery_count(),
+        )
         await self.dead_letters.send(
             message.data(), properties=properties, partition_key=message.partition_key() or None
         )
         self.stats.dead_lettered += 1
         instruments.events_dead_lettered.add(1, {"reason": kind})
-        logger.warning("dead-lettered %s from %s: %s", message.message_id(), message.topic_name(), reason[:300],
-                       extra=about(message))  # fmt: skip
+        logger.warning(
+            "dead-lettered %s from %s: %s",
+            message.message_id(),
+            message.topic_name(),
+            reason[:300],
+            extra=about(message),
+        )
         self.ack(message)

@@ -82,9 +82,14 @@ def bridge_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridg
     root = tmp_path_factory.mktemp("bridge")
     port = free_port()
     launched = start_bridge_simulator(
-        port=port, data_dir=None, seed_file=None, file_delay=SIMULATOR_FILE_DELAY, time_scale=1.0, rate_limits=True,
+        port=port,
+        data_dir=None,
+        seed_file=None,
+        file_delay=SIMULATOR_FILE_DELAY,
+        time_scale=1.0,
+        rate_limits=True,
         log=root / "bridge.log",
-    )  # fmt: skip
+    )
     try:
         yield BridgeSimulator(port)
     finally:
@@ -140,10 +145,21 @@ def temporal_env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
 # A test is `integration` when it uses a real server (one of these fixtures, directly or through
 # another) or lives where every test starts its own (a dev stack, the chaos run); the rest are unit
 # tests, which `make test-fast` runs alone. Marked here, so no file can forget the mark.
-SERVER_FIXTURES = frozenset({
-    "redis_server", "redis_cluster", "store_url", "pulsar_broker", "stoppable_broker", "bridge_simulator",
-    "simulator_admin", "time_skipping_env", "temporal_env", "running", "running_on_each_store",
-})  # fmt: skip
+SERVER_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "redis_cluster",
+        "store_url",
+        "pulsar_broker",
+        "stoppable_broker",
+        "bridge_simulator",
+        "simulator_admin",
+        "time_skipping_env",
+        "temporal_env",
+        "running",
+        "running_on_each_store",
+    }
+)
 SERVER_FOLDERS = frozenset({"e2e", "devstack", "chaos", "integration"})
 TESTS = Path(__file__).resolve().parent
 
@@ -180,9 +196,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture
 async def running(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
+    temporal_env: WorkflowEnvironment,
+    redis_server: RedisServer,
+    pulsar_broker: PulsarBroker,
     bridge_simulator: BridgeSimulator,
-) -> AsyncIterator[Running]:  # fmt: skip
+) -> AsyncIterator[Running]:
     """A worker with every reconciliation activity, on the session's real servers, for one test."""
     from tests.e2e.reconciliation import reconciliation_worker
 

@@ -59,8 +59,7 @@ async def test_redis_over_tls_as_an_acl_user(
     redis_tls: str, acl_user: tuple[str, str], pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     name, password = acl_user
-    environ = {"CIDSYNC_REDIS_CA_FILE": str(pki.ca), "CIDSYNC_REDIS_USERNAME": name,
-               "CIDSYNC_REDIS_PASSWORD": password}  # fmt: skip
+    environ = {"CIDSYNC_REDIS_CA_FILE": str(pki.ca), "CIDSYNC_REDIS_USERNAME": name, "CIDSYNC_REDIS_PASSWORD": password}
     client = redis_client(redis_tls, environ)
     try:
         assert await client.acl_whoami() == name
@@ -85,15 +84,24 @@ async def test_redis_over_tls_refuses_a_server_it_does_not_trust(redis_tls: str)
 def test_redis_settings_are_checked_and_named(pki: Pki, tmp_path: Path) -> None:
     (tmp_path / "password").write_text("from-a-file\n")
     assert redis_options("rediss://h:1/0", {"CIDSYNC_REDIS_PASSWORD_FILE": str(tmp_path / "password")}) == {
-        "ssl_cert_reqs": "required", "ssl_check_hostname": True, "password": "from-a-file"}  # fmt: skip
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+        "password": "from-a-file",
+    }
     for url, environ, variable in [
         ("redis://h:1/0", {"CIDSYNC_REDIS_CA_FILE": str(pki.ca)}, "CIDSYNC_REDIS_CA_FILE"),
         ("rediss://h:1/0", {"CIDSYNC_REDIS_CA_FILE": str(tmp_path / "missing")}, "CIDSYNC_REDIS_CA_FILE"),
-        ("rediss://h:1/0", {"CIDSYNC_REDIS_TLS_CERT_FILE": str(pki.client_cert)},
-         "CIDSYNC_REDIS_TLS_CERT_FILE/CIDSYNC_REDIS_TLS_KEY_FILE"),
-        ("redis://h:1/0", {"CIDSYNC_REDIS_PASSWORD": "a", "CIDSYNC_REDIS_PASSWORD_FILE": str(tmp_path / "password")},
-         "CIDSYNC_REDIS_PASSWORD"),
-    ]:  # fmt: skip
+        (
+            "rediss://h:1/0",
+            {"CIDSYNC_REDIS_TLS_CERT_FILE": str(pki.client_cert)},
+            "CIDSYNC_REDIS_TLS_CERT_FILE/CIDSYNC_REDIS_TLS_KEY_FILE",
+        ),
+        (
+            "redis://h:1/0",
+            {"CIDSYNC_REDIS_PASSWORD": "a", "CIDSYNC_REDIS_PASSWORD_FILE": str(tmp_path / "password")},
+            "CIDSYNC_REDIS_PASSWORD",
+        ),
+    ]:
         with pytest.raises(InvalidInput) as raised:
             redis_options(url, environ)
         assert raised.value.problems[0].field == variable
@@ -137,21 +145,39 @@ def test_pulsar_tls_and_token_settings(pki: Pki, tmp_path: Path) -> None:
     assert tls["tls_trust_certs_file_path"] == str(pki.ca)
     assert (tls["tls_validate_hostname"], tls["tls_allow_insecure_connection"]) == (True, False)
     assert isinstance(tls["authentication"], pulsar.AuthenticationToken)
-    mtls = pulsar_options("pulsar+ssl://broker:6651", {"CIDSYNC_PULSAR_TLS_CERT_FILE": str(pki.client_cert),
-                                                       "CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)})  # fmt: skip
+    mtls = pulsar_options(
+        "pulsar+ssl://broker:6651",
+        {"CIDSYNC_PULSAR_TLS_CERT_FILE": str(pki.client_cert), "CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)},
+    )
     assert isinstance(mtls["authentication"], pulsar.AuthenticationTLS)
     assert pulsar_options("pulsar://broker.test:16650", {}) == {}
     for url, environ, variable in [
         ("pulsar://b.test:16650", {"CIDSYNC_PULSAR_TLS_CA_FILE": str(pki.ca)}, "CIDSYNC_PULSAR_TLS_CA_FILE"),
-        ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TLS_CA_FILE": str(tmp_path / "missing")},
-         "CIDSYNC_PULSAR_TLS_CA_FILE"),
-        ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TOKEN": "t", "CIDSYNC_PULSAR_TOKEN_FILE": str(tmp_path / "token")},
-         "CIDSYNC_PULSAR_TOKEN"),
-        ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)},
-         "CIDSYNC_PULSAR_TLS_CERT_FILE/CIDSYNC_PULSAR_TLS_KEY_FILE"),
-        ("pulsar+ssl://b:6651", {"CIDSYNC_PULSAR_TOKEN": "t", "CIDSYNC_PULSAR_TLS_CERT_FILE": str(pki.client_cert),
-                                 "CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)}, "CIDSYNC_PULSAR_TLS_CERT_FILE"),
-    ]:  # fmt: skip
+        (
+            "pulsar+ssl://b:6651",
+            {"CIDSYNC_PULSAR_TLS_CA_FILE": str(tmp_path / "missing")},
+            "CIDSYNC_PULSAR_TLS_CA_FILE",
+        ),
+        (
+            "pulsar+ssl://b:6651",
+            {"CIDSYNC_PULSAR_TOKEN": "t", "CIDSYNC_PULSAR_TOKEN_FILE": str(tmp_path / "token")},
+            "CIDSYNC_PULSAR_TOKEN",
+        ),
+        (
+            "pulsar+ssl://b:6651",
+            {"CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key)},
+            "CIDSYNC_PULSAR_TLS_CERT_FILE/CIDSYNC_PULSAR_TLS_KEY_FILE",
+        ),
+        (
+            "pulsar+ssl://b:6651",
+            {
+                "CIDSYNC_PULSAR_TOKEN": "t",
+                "CIDSYNC_PULSAR_TLS_CERT_FILE": str(pki.client_cert),
+                "CIDSYNC_PULSAR_TLS_KEY_FILE": str(pki.client_key),
+            },
+            "CIDSYNC_PULSAR_TLS_CERT_FILE",
+        ),
+    ]:
         with pytest.raises(InvalidInput) as raised:
             pulsar_options(url, environ)
         assert raised.value.problems[0].field == variable

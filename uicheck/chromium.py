@@ -84,8 +84,14 @@ def unpack_without_root(root: Path = UNPACKED) -> Chromium:
     downloads = root / "debs"
     downloads.mkdir(parents=True, exist_ok=True)
     if packages:
-        fetched = subprocess.run(["apt-get", "download", *packages], cwd=downloads, capture_output=True, text=True,
-                                 timeout=APT_TIMEOUT_S, check=False)  # fmt: skip
+        fetched = subprocess.run(
+            ["apt-get", "download", *packages],
+            cwd=downloads,
+            capture_output=True,
+            text=True,
+            timeout=APT_TIMEOUT_S,
+            check=False,
+        )
         if fetched.returncode != 0:
             raise ChromiumMissing(f"apt-get download failed: {fetched.stderr.strip()[-300:]}")
     for deb in sorted(downloads.glob("*.deb")):
@@ -110,8 +116,10 @@ def find_or_install() -> Chromium:
         return unpacked
     tried: list[str] = []
     if shutil.which("apt-get") is None:
-        raise ChromiumMissing(f"no chromium on PATH and no apt-get to install Debian's: install a Chromium and set "
-                              f"{VARIABLE} to its binary")  # fmt: skip
+        raise ChromiumMissing(
+            f"no chromium on PATH and no apt-get to install Debian's: install a Chromium and set "
+            f"{VARIABLE} to its binary"
+        )
     if os.geteuid() == 0:
         installed = _install_as_root(tried)
         if installed is not None:

@@ -45,8 +45,15 @@ BANNER = "Codec Server could not connect"
 SUMMARIES = ("VerifySync of", "notify core: cid.reconciliation.completed")
 # Chromium as the machine's probe runs it: without the background-networking flags it dials Google's hosts,
 # which this machine's closed network refuses many at a time.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                  "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 PAGE_TIMEOUT_S = 60
 
 
@@ -79,9 +86,14 @@ def private_spec(root: Path, stack_file: Path) -> StackSpec:
 
 def cli(state_dir: Path, *args: str) -> str:
     """A `cidsync` command as an operator types it, against the private stack."""
-    done = subprocess.run([str(Path(sys.executable).parent / "cidsync"), *args], capture_output=True, text=True,
-                          env={**_environ(), "CIDSYNC_STATE_DIR": str(state_dir)},
-                          timeout=300, check=False)  # fmt: skip
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cidsync"), *args],
+        capture_output=True,
+        text=True,
+        env={**_environ(), "CIDSYNC_STATE_DIR": str(state_dir)},
+        timeout=300,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"cidsync {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
     return done.stdout
@@ -95,13 +107,30 @@ def reconcile(state: StackState, root: Path) -> tuple[str, str, list[Entry]]:
     load = root / "dict-only.jsonl"
     load.write_text("".join(e.model_dump_json() + "\n" for e in entries))
     cli(state_dir, "bridge-sim", "admin", "load", "--file", str(load))
-    outcome = json.loads(cli(state_dir, "reconcile", "--participant", PARTICIPANT, "--key-type", KEY_TYPE.value,
-                             "--grace", "1", "--wait"))  # fmt: skip
+    outcome = json.loads(
+        cli(
+            state_dir, "reconcile", "--participant", PARTICIPANT, "--key-type", KEY_TYPE.value, "--grace", "1", "--wait"
+        )
+    )
     if (outcome["outcome"], outcome["added"]) != ("REPAIRED", DICT_ONLY):
         raise RuntimeError(f"the reconciliation did not repair the pair: {outcome}")
-    described = subprocess.run([str(temporal_binary()), "workflow", "describe", "--workflow-id", outcome["workflow_id"],
-                                "--address", str(state.endpoints()["temporal_address"]), "--output", "json"],
-                               capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    described = subprocess.run(
+        [
+            str(temporal_binary()),
+            "workflow",
+            "describe",
+            "--workflow-id",
+            outcome["workflow_id"],
+            "--address",
+            str(state.endpoints()["temporal_address"]),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     run_id = json.loads(described.stdout)["workflowExecutionInfo"]["execution"]["runId"]
     return str(outcome["workflow_id"]), str(run_id), entries
 
@@ -115,16 +144,18 @@ async def look(chromium: Chromium, url: str, codec_url: str, screenshot: Path) -
             seen.codec_replies.append((response.status, response.url.removeprefix(codec_url)))
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(chromium.path), args=CHROMIUM_FLAGS,
-                                                   env={**_environ(), **chromium.env})  # fmt: skip
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium.path), args=CHROMIUM_FLAGS, env={**_environ(), **chromium.env}
+        )
         try:
             page = await browser.new_page(viewport={"width": 1680, "height": 1300})
             page.on("response", answered)
             await page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_S * 1000)
             decoded = f'"participant": "{PARTICIPANT}"'
             try:
-                await page.wait_for_function("(wanted) => document.body.innerText.includes(wanted)", arg=decoded,
-                                             timeout=PAGE_TIMEOUT_S * 1000)  # fmt: skip
+                await page.wait_for_function(
+                    "(wanted) => document.body.innerText.includes(wanted)", arg=decoded, timeout=PAGE_TIMEOUT_S * 1000
+                )
             except PlaywrightTimeout:  # a finding, reported with the rest of the page
                 seen.failures.append(f"the decoded input never showed within {PAGE_TIMEOUT_S} s")
             await _summaries_shown(page, seen)
@@ -199,8 +230,10 @@ async def main(argv: list[str] | None = None) -> int:
             await asyncio.to_thread(down, spec.state_dir)
     failures = verdict(seen, entries)
     answered = sum(status == 200 for status, _ in seen.codec_replies)
-    print(f"ui-check: the page made {len(seen.codec_replies)} decode requests, {answered} answered 200; "
-          f"screenshot {args.screenshot}")  # fmt: skip
+    print(
+        f"ui-check: the page made {len(seen.codec_replies)} decode requests, {answered} answered 200; "
+        f"screenshot {args.screenshot}"
+    )
     for failure in failures:
         print(f"ui-check: FAILED: {failure}", file=sys.stderr)
     if not failures:

@@ -74,8 +74,14 @@ class Reconciliation:
     def of(cls, store: CIDStore, bridge: BridgeClient, core_events: CoreEventsPublisher) -> Reconciliation:
         # A follower's routine reads leave the last of each of DICT's buckets to reconciliations and proofs.
         routine = bridge.reserving(FOLLOWER_RESERVE)
-        return cls(BridgeActivities(bridge), CIDFileActivities(store, bridge), RepairActivities(store, bridge),
-                   core_events, FollowActivities(store, routine), ProofActivities(store, bridge))  # fmt: skip
+        return cls(
+            BridgeActivities(bridge),
+            CIDFileActivities(store, bridge),
+            RepairActivities(store, bridge),
+            core_events,
+            FollowActivities(store, routine),
+            ProofActivities(store, bridge),
+        )
 
 
 def activities_of(store: StoreActivities, reconciliation: Reconciliation | None = None) -> list[Callable[..., Any]]:
@@ -188,9 +194,9 @@ async def _refresh_last_ok(store: CIDStore, participants: tuple[str, ...]) -> No
             found_pairs = [(p, k) for p in participants for k in KeyType] if participants else await store.view.pairs()
             pairs = [PairKeys(p, k) for p, k in found_pairs]
             found = await store.view.last_verifications(pairs)
-            instruments.seconds_since_ok.update({
-                (v.participant, v.key_type.value): v.last_ok_at.timestamp() if v.last_ok_at else None for v in found
-            })  # fmt: skip
+            instruments.seconds_since_ok.update(
+                {(v.participant, v.key_type.value): v.last_ok_at.timestamp() if v.last_ok_at else None for v in found}
+            )
         except RedisError as error:  # readiness reports Redis; the gauge keeps its last values meanwhile
             logger.debug("could not refresh the verification ages: %s", error)
         await asyncio.sleep(LAST_OK_REFRESH)

@@ -30,8 +30,11 @@ class ApplyCIDBatch:
         # activity task through the server and no second copy of the batch in history (only the result
         # is recorded). The server is what limits ingestion here (docs/development.md); retries are the same policy.
         result = await workflow.execute_local_activity_method(
-            StoreActivities.apply_batch, batch, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY,
+            StoreActivities.apply_batch,
+            batch,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
             summary=f"apply {len(batch.changes)} changes to the CID store",
-        )  # fmt: skip
+        )
         workflow.set_current_details(f"{len(batch.changes)} events: {result.applied} applied, {result.stale} stale")
         return result

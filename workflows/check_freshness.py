@@ -52,9 +52,12 @@ class CheckVerificationFreshness:
             counter.add(1, {"participant": pair.participant, "key_type": pair.key_type.value})
             last = pair.last_ok_at.isoformat() if pair.last_ok_at else "never"
             workflow.logger.warning(
-                "VSync of %s %s last verified OK %s: older than %s", pair.participant, pair.key_type, last,
+                "VSync of %s %s last verified OK %s: older than %s",
+                pair.participant,
+                pair.key_type,
+                last,
                 input.max_age,
-            )  # fmt: skip
+            )
             await workflow.execute_activity_method(
                 CoreEventsPublisher.publish_notice,
                 NoticeInput(

@@ -42,8 +42,11 @@ async def apply(change: CIDChange) -> CIDResult:
     # server is what bounds per-event mode (docs/development.md). The apply is one atomic, idempotent script, so the
     # at-least-once of a local activity (run again if the worker dies before the task completes) is safe.
     result: ApplyResult = await workflow.execute_local_activity_method(
-        StoreActivities.apply_change, change, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY,
+        StoreActivities.apply_change,
+        change,
+        start_to_close_timeout=STORE_TIMEOUT,
+        retry_policy=STORE_RETRY,
         summary="apply to the CID store",
-    )  # fmt: skip
+    )
     workflow.set_current_details(f"{result.status.value}; VSync of the pair now {result.vsync}")
     return CIDResult(outcome=result.status.value, vsync=result.vsync)

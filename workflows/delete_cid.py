@@ -62,7 +62,10 @@ class DeleteCID:
     async def _superseded(change: CIDChange) -> bool:
         query = KeySequenceQuery(participant=change.participant, key_type=change.key_type, key_id=change.key_id)
         latest = await workflow.execute_activity_method(
-            StoreActivities.key_sequence, query, start_to_close_timeout=STORE_TIMEOUT, retry_policy=STORE_RETRY,
+            StoreActivities.key_sequence,
+            query,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
             summary="has a newer event for the key been applied?",
-        )  # fmt: skip
+        )
         return latest is not None and latest > change.sequence

@@ -136,8 +136,18 @@ class FollowInput(BaseModel):
 
     @model_validator(mode="after")
     def _positive_durations(self) -> FollowInput:
-        require_positive(self, ("grace", "poll_interval", "catch_up_interval", "idle_interval", "unexplained_after",
-                                "proof_every", "activity_heartbeat"))  # fmt: skip
+        require_positive(
+            self,
+            (
+                "grace",
+                "poll_interval",
+                "catch_up_interval",
+                "idle_interval",
+                "unexplained_after",
+                "proof_every",
+                "activity_heartbeat",
+            ),
+        )
         if self.idle_interval < self.poll_interval:
             raise ValueError("idle_interval must be at least poll_interval")
         return self
@@ -217,8 +227,9 @@ class FollowCIDEvents:
         )
         merged = follow.merge(s.suspects, result.observations, input.grace)
         s.suspects = merged.suspects
-        s.watches = follow.watch(s.watches, s.suspects, result.observations, input.grace, workflow.now(),
-                                 input.max_watches)  # fmt: skip
+        s.watches = follow.watch(
+            s.watches, s.suspects, result.observations, input.grace, workflow.now(), input.max_watches
+        )
         s.resolved += merged.resolved
         s.cursor = result.cursor
         s.polls += 1
@@ -324,9 +335,10 @@ class FollowCIDEvents:
             missing: list[str] = await workflow.execute_activity_method(
                 ProofActivities.confirm_landed,
                 ConfirmInput(participant=input.participant, key_type=input.key_type, taken=pending.taken),
-                start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
+                start_to_close_timeout=BRIDGE_CALL,
+                retry_policy=FOLLOW_RETRY,
                 summary=f"did the {len(pending.taken)} CIDs the proof took as in flight land?",
-            )  # fmt: skip
+            )
             if missing:
                 s.withdrawn += 1
             else:
@@ -346,19 +358,29 @@ class FollowCIDEvents:
                 return
             settle = input.log_settle
             # Between proofs of any kind, a try for the formal one spends no read of DICT's log.
-            request = ProveInput(participant=input.participant, key_type=input.key_type, formal=formal,
-                                 read_log=due(s.last_proof_at), window=max(timedelta(seconds=10), 3 * settle),
-                                 settle=settle, not_before=now - input.poll_interval - settle)  # fmt: skip
+            request = ProveInput(
+                participant=input.participant,
+                key_type=input.key_type,
+                formal=formal,
+                read_log=due(s.last_proof_at),
+                window=max(timedelta(seconds=10), 3 * settle),
+                settle=settle,
+                not_before=now - input.poll_interval - settle,
+            )
         else:
             if not due(s.last_proof_at):
                 return
-            request = ProveInput(participant=input.participant, key_type=input.key_type,
-                                 not_before=now - input.poll_interval)  # fmt: skip
+            request = ProveInput(
+                participant=input.participant, key_type=input.key_type, not_before=now - input.poll_interval
+            )
         s.proof_tries += 1
         proof: Proof = await workflow.execute_activity_method(
-            ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL, retry_policy=FOLLOW_RETRY,
+            ProofActivities.prove_sync,
+            request,
+            start_to_close_timeout=BRIDGE_CALL,
+            retry_policy=FOLLOW_RETRY,
             summary="VerifySync of the local VSync, in-flight CIDs as DICT's log has them",
-        )  # fmt: skip
+        )
         if proof.retry_after:
             s.proof_not_before = now + timedelta(seconds=proof.retry_after)
         if proof.kind == "none" or (proof.kind == "log" and not due(s.last_proof_at)):
@@ -371,14 +393,22 @@ class FollowCIDEvents:
     async def _record(self, proof: Proof) -> None:
         s = self._s
         record = VerificationRecord(
-            participant=s.participant, key_type=s.key_type, ok=True, at=proof.at,
+            participant=s.participant,
+            key_type=s.key_type,
+            ok=True,
+            at=proof.at,
             verification_id=proof.verification_id or f"{workflow.info().workflow_id}@{proof.log_point.isoformat()}",
-            kind="formal" if proof.formal_ok else "log", vsync=proof.vsync, log_point=proof.log_point,
-        )  # fmt: skip
+            kind="formal" if proof.formal_ok else "log",
+            vsync=proof.vsync,
+            log_point=proof.log_point,
+        )
         await workflow.execute_activity_method(
-            StoreActivities.record_verification, record, start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY, summary=f"record the proof of sync ({record.kind})",
-        )  # fmt: skip
+            StoreActivities.record_verification,
+            record,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+            summary=f"record the proof of sync ({record.kind})",
+        )
         s.last_proof_at, s.last_proof_kind = record.at, record.kind
         if record.kind == "formal":
             s.last_formal_at = record.at

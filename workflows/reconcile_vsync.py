@@ -104,9 +104,20 @@ class ReconcileInput(BaseModel):
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
-        require_positive(self, ("file_deadline", "poll_initial", "poll_max", "approval_reminder",
-                                "approval_timeout", "activity_heartbeat", "grace", "proof_window",
-                                "proof_spacing"))  # fmt: skip
+        require_positive(
+            self,
+            (
+                "file_deadline",
+                "poll_initial",
+                "poll_max",
+                "approval_reminder",
+                "approval_timeout",
+                "activity_heartbeat",
+                "grace",
+                "proof_window",
+                "proof_spacing",
+            ),
+        )
         if self.log_settle >= self.proof_window:
             raise ValueError("log_settle must be shorter than proof_window")
         return self
@@ -277,9 +288,11 @@ class ReconcileVSync:
             # result in the error's details for `cidsync reconcile --wait`.
             workflow.logger.error("reconciliation of %s %s FAILED: %s", input.participant, input.key_type, reason)
             raise ApplicationError(
-                f"reconciliation FAILED: {reason}", result.model_dump(mode="json"), type=RECONCILIATION_FAILED,
+                f"reconciliation FAILED: {reason}",
+                result.model_dump(mode="json"),
+                type=RECONCILIATION_FAILED,
                 non_retryable=True,
-            )  # fmt: skip
+            )
         return result
 
     def _count(self, result: ReconcileResult) -> None:
@@ -357,8 +370,13 @@ class ReconcileVSync:
         Tried again only while changes are in flight or DICT's rate limit refused the call: a quiet pair's
         NOK is a NOK at once."""
         input, p = self._input, self._progress
-        request = ProveInput(participant=input.participant, key_type=input.key_type, window=input.proof_window,
-                             settle=input.log_settle, not_before=workflow.now())  # fmt: skip
+        request = ProveInput(
+            participant=input.participant,
+            key_type=input.key_type,
+            window=input.proof_window,
+            settle=input.log_settle,
+            not_before=workflow.now(),
+        )
         for attempt in range(input.proof_tries):
             self._phase("verifying", f"the local VSync, with what DICT's log shows in flight (try {attempt + 1})")
             proof = await self._try_proof(
@@ -383,9 +401,13 @@ class ReconcileVSync:
 
     async def _try_proof(self, request: ProveInput, summary: str) -> Proof:
         proof: Proof = await workflow.execute_activity_method(
-            ProofActivities.prove_sync, request, start_to_close_timeout=BRIDGE_CALL,
-            schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY, summary=summary,
-        )  # fmt: skip
+            ProofActivities.prove_sync,
+            request,
+            start_to_close_timeout=BRIDGE_CALL,
+            schedule_to_close_timeout=BRIDGE_GIVE_UP,
+            retry_policy=BRIDGE_RETRY,
+            summary=summary,
+        )
         if proof.formal_ok is not None:
             self._progress.verifications += 1
         return proof
@@ -417,13 +439,19 @@ class ReconcileVSync:
         missing: list[str] = await workflow.execute_activity_method(
             ProofActivities.confirm_landed,
             ConfirmInput(participant=input.participant, key_type=input.key_type, taken=proof.taken),
-            start_to_close_timeout=BRIDGE_CALL, schedule_to_close_timeout=BRIDGE_GIVE_UP, retry_policy=BRIDGE_RETRY,
+            start_to_close_timeout=BRIDGE_CALL,
+            schedule_to_close_timeout=BRIDGE_GIVE_UP,
+            retry_policy=BRIDGE_RETRY,
             summary=f"did the {len(proof.taken)} CIDs taken as in flight land?",
-        )  # fmt: skip
+        )
         if missing:
             self._progress.withdrawn += 1
-            workflow.logger.warning("a proof of %s %s is withdrawn: %d CIDs taken as in flight never landed",
-                                    input.participant, input.key_type, len(missing))  # fmt: skip
+            workflow.logger.warning(
+                "a proof of %s %s is withdrawn: %d CIDs taken as in flight never landed",
+                input.participant,
+                input.key_type,
+                len(missing),
+            )
         return not missing
 
     async def _record_proof(self, proof: Proof, landed: bool) -> None:
@@ -447,10 +475,15 @@ class ReconcileVSync:
         else:
             return
         record = VerificationRecord(
-            participant=self._input.participant, key_type=self._input.key_type, ok=ok, at=proof.at,
+            participant=self._input.participant,
+            key_type=self._input.key_type,
+            ok=ok,
+            at=proof.at,
             verification_id=proof.verification_id if kind == "formal" else f"{workflow.info().workflow_id}@log",
-            kind=kind, vsync=proof.vsync, log_point=proof.log_point,
-        )  # fmt: skip
+            kind=kind,
+            vsync=proof.vsync,
+            log_point=proof.log_point,
+        )
         await self._store(
             StoreActivities.record_verification, record, f"record the proof ({kind}, {'OK' if ok else 'NOK'})"
         )
@@ -481,8 +514,11 @@ class ReconcileVSync:
     async def _repair_round(self, scratch: Scratch) -> bool:
         """One NOK's repair. False: the operator rejected it (or never decided)."""
         input = self._input
-        await self._store(StoreActivities.begin_watch, WatchRequest(**self._pair.model_dump()),
-                          "watch the pair's events during the repair")  # fmt: skip
+        await self._store(
+            StoreActivities.begin_watch,
+            WatchRequest(**self._pair.model_dump()),
+            "watch the pair's events during the repair",
+        )
         file = await self._load_file(scratch)
         anchored = workflow.patched(ANCHORED_DIFF)
         if anchored:
@@ -572,7 +608,7 @@ class ReconcileVSync:
                     heartbeat_timeout=input.activity_heartbeat,
                     retry_policy=STREAM_FILE_RETRY,
                     summary=f"stream the {file.cid_count} CIDs of file {file.file_id} into Redis",
-                )  # fmt: skip
+                )
                 return file
             except ActivityError as error:
                 if not (isinstance(error.cause, ApplicationError) and error.cause.type == CID_FILE_MISMATCH):
@@ -660,9 +696,10 @@ class ReconcileVSync:
             )
             try:
                 await workflow.wait_condition(
-                    lambda: self._decision is not None, timeout=min(input.approval_reminder, remaining),
+                    lambda: self._decision is not None,
+                    timeout=min(input.approval_reminder, remaining),
                     timeout_summary="the operator's answer, or the next reminder",
-                )  # fmt: skip
+                )
             except TimeoutError:
                 if workflow.now() < deadline:
                     p.reminders += 1

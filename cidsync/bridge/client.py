@@ -178,8 +178,11 @@ class BridgeClient:
             return
         wait = await self.budget.take(participant, operation, self.reserve)
         if wait > 0:
-            raise RateLimited(f"{operation}: the participant's share of DICT's rate limit is spent for now",
-                              operation, retry_after=wait)  # fmt: skip
+            raise RateLimited(
+                f"{operation}: the participant's share of DICT's rate limit is spent for now",
+                operation,
+                retry_after=wait,
+            )
 
     async def check_connected(self) -> None:
         """Readiness: raises unless the channel is (or can become) connected; spends no DICT quota."""

@@ -40,9 +40,14 @@ async def _serve(args: argparse.Namespace) -> int:
     namespaces = frozenset(name.strip() for name in listed if name.strip())
     server = CodecServer(EncryptionCodec(ring), host, port, CodecServerConfig(origins, token, namespaces)).start()
     log = logging.getLogger(__name__)
-    log.info("codec server on %s (keys %s, active %s; UI origins %s; namespaces %s)", server.url,
-             ", ".join(sorted(ring.keys)), ring.active, ", ".join(sorted(origins)) or "none",
-             ", ".join(sorted(namespaces)) or "any")  # fmt: skip
+    log.info(
+        "codec server on %s (keys %s, active %s; UI origins %s; namespaces %s)",
+        server.url,
+        ", ".join(sorted(ring.keys)),
+        ring.active,
+        ", ".join(sorted(origins)) or "none",
+        ", ".join(sorted(namespaces)) or "any",
+    )
     if token is None:
         log.warning("%s is not set: anyone who reaches %s can decode; keep it on loopback", TOKEN_VARIABLE, server.url)
     stop = stop_on_signals()
@@ -59,15 +64,24 @@ def register(commands: Any) -> None:
     key.set_defaults(handler=_key)
 
     serve = commands.add_parser(
-        "codec-server", help="serve /decode and /encode for the Web UI and `temporal --codec-endpoint`",
+        "codec-server",
+        help="serve /decode and /encode for the Web UI and `temporal --codec-endpoint`",
         description=f"Keys from {KEYS_VARIABLE} or {KEYS_FILE_VARIABLE}; a bearer token from {TOKEN_VARIABLE} "
-                    "(required of every request when set).",
-    )  # fmt: skip
+        "(required of every request when set).",
+    )
     serve.add_argument("--bind", default="127.0.0.1:8081", metavar="HOST:PORT")
-    serve.add_argument("--ui-origin", action="append", metavar="URL",
-                       help=f"a Web UI origin allowed by CORS; repeatable (default: {ORIGINS_VARIABLE})")  # fmt: skip
-    serve.add_argument("--namespace", action="append", metavar="NAME",
-                       help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
-                            f"(default: {NAMESPACES_VARIABLE}, else any)")  # fmt: skip
+    serve.add_argument(
+        "--ui-origin",
+        action="append",
+        metavar="URL",
+        help=f"a Web UI origin allowed by CORS; repeatable (default: {ORIGINS_VARIABLE})",
+    )
+    serve.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NAME",
+        help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
+        f"(default: {NAMESPACES_VARIABLE}, else any)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=run_async(_serve))

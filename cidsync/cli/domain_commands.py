@@ -42,8 +42,11 @@ def _key_id(args: argparse.Namespace) -> int:
         raise InvalidInput("key", [Problem("stdin", problem)])  # never echoes the key: it is personal data
     settings = load_settings({})
     if settings.key_secret is None:
-        print(f"cidsync: {ENVIRONMENT['key_secret']} is not set: this is the id under the development secret, "
-              "not production's", file=sys.stderr)  # fmt: skip
+        print(
+            f"cidsync: {ENVIRONMENT['key_secret']} is not set: this is the id under the development secret, "
+            "not production's",
+            file=sys.stderr,
+        )
     print(key_id(settings.key_secret_bytes, key_type, key))
     return 0
 

@@ -47,25 +47,35 @@ async def _status(args: argparse.Namespace) -> int:
     client = await connect(settings_of(args), identity=cli_identity())
     found = await follower_statuses(client)
     if args.json:
-        print(json.dumps([{"workflow_id": wid, **(s.model_dump(mode="json") if not isinstance(s, str) else
-                                                    {"error": s})} for wid, s in found]))  # fmt: skip
+        print(
+            json.dumps(
+                [
+                    {"workflow_id": wid, **(s.model_dump(mode="json") if not isinstance(s, str) else {"error": s})}
+                    for wid, s in found
+                ]
+            )
+        )
         return 0
     if not found:
         print("no follower is running (start them with `cidsync follow ensure` or `cidsync schedule ensure`)")
         return 0
     now = datetime.now(UTC)
-    print(f"{'participant':<11} {'key type':<8} {'state':<16} {'behind':>8} {'suspects':>8} {'added':>6} "
-          f"{'removed':>7} {'events':>8}  {'last poll':<12} {'last proof':<16} last formal OK")  # fmt: skip
+    print(
+        f"{'participant':<11} {'key type':<8} {'state':<16} {'behind':>8} {'suspects':>8} {'added':>6} "
+        f"{'removed':>7} {'events':>8}  {'last poll':<12} {'last proof':<16} last formal OK"
+    )
     for workflow_id, status in found:
         if isinstance(status, str):
             print(f"{workflow_id}: {status}")
             continue
         proof = age(status.last_proof_at, now) + (f" ({status.last_proof_kind})" if status.last_proof_kind else "")
-        print(f"{status.participant:<11} {status.key_type.value:<8} {status.state:<16} "
-              f"{status.behind_seconds:>7.0f}s {status.pending:>8} {status.added:>6} {status.removed:>7} "
-              f"{status.events:>8}  {age(status.last_poll_at, now):<12} "
-              f"{proof:<16} "
-              f"{age(status.last_formal_at, now)}")  # fmt: skip
+        print(
+            f"{status.participant:<11} {status.key_type.value:<8} {status.state:<16} "
+            f"{status.behind_seconds:>7.0f}s {status.pending:>8} {status.added:>6} {status.removed:>7} "
+            f"{status.events:>8}  {age(status.last_poll_at, now):<12} "
+            f"{proof:<16} "
+            f"{age(status.last_formal_at, now)}"
+        )
         if status.last_hand_over:
             print(f"{'':<11} handed to ReconcileVSync: {status.last_hand_over}")
     return 0

@@ -64,11 +64,19 @@ def participants_of(args: argparse.Namespace, settings: Settings) -> tuple[str, 
 
 def add_follow_flags(parser: argparse.ArgumentParser) -> None:
     """The followers' timing (`cidsync follow ensure`, `cidsync schedule ensure`)."""
-    parser.add_argument("--grace-seconds", type=float, default=120.0,
-                        help="how long a CID may disagree with DICT before it is repaired (120)")  # fmt: skip
-    parser.add_argument("--poll-seconds", type=float, default=15.0,
-                        help="between reads of DICT's log while it has more; 15 keeps five key types within "
-                        "DICT's 20 calls a minute per participant")  # fmt: skip
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=120.0,
+        help="how long a CID may disagree with DICT before it is repaired (120)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=15.0,
+        help="between reads of DICT's log while it has more; 15 keeps five key types within "
+        "DICT's 20 calls a minute per participant",
+    )
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="the longest wait while the log is quiet")
 
 

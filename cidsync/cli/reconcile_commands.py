@@ -131,8 +131,17 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
         from starters.followers import ensure_followers
 
         followers = await ensure_followers(client, config.pairs, settings.task_queue, timing)
-    print(json.dumps({"schedules": done, "pairs": len(config.pairs), "time": f"{args.hour:02d}:{args.minute:02d}",
-                      "time_zone": args.time_zone, "followers": followers}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "schedules": done,
+                "pairs": len(config.pairs),
+                "time": f"{args.hour:02d}:{args.minute:02d}",
+                "time_zone": args.time_zone,
+                "followers": followers,
+            }
+        )
+    )
     return 0
 
 
@@ -159,9 +168,13 @@ def register(commands: Any) -> None:
     reconcile.add_argument("--key-type", choices=[k.value for k in KeyType])
     reconcile.add_argument("--wait", action="store_true", help="wait for the outcome and print it as JSON")
     reconcile.add_argument("--threshold", type=int, help="divergence above which an operator must approve (100)")
-    reconcile.add_argument("--grace", type=float, metavar="SECONDS",
-                           help="how long a change may be in flight before a difference counts as divergence "
-                                "(120: longer than core's pipeline and DICT's log take)")  # fmt: skip
+    reconcile.add_argument(
+        "--grace",
+        type=float,
+        metavar="SECONDS",
+        help="how long a change may be in flight before a difference counts as divergence "
+        "(120: longer than core's pipeline and DICT's log take)",
+    )
     reconcile.add_argument("--operator", help="who decides (approve/reject; default: the OS user)")
     reconcile.add_argument("--reason", help="why (approve/reject)")
     add_settings_flags(reconcile, TEMPORAL)
@@ -169,16 +182,20 @@ def register(commands: Any) -> None:
 
     schedule = commands.add_parser("schedule", help="the Temporal Schedules of the daily verification")
     actions = schedule.add_subparsers(title="actions", metavar="ACTION", required=True)
-    ensure = actions.add_parser("ensure", help="create or update the daily verification and the 36 h alert, and "
-                                "start the followers of DICT's CID event log")  # fmt: skip
+    ensure = actions.add_parser(
+        "ensure",
+        help="create or update the daily verification and the 36 h alert, and "
+        "start the followers of DICT's CID event log",
+    )
     ensure.add_argument("--participants", metavar="ISPB,...", help="default: CIDSYNC_PARTICIPANTS")
     ensure.add_argument("--hour", type=int, default=3)
     ensure.add_argument("--minute", type=int, default=0)
     ensure.add_argument("--time-zone", default="America/Sao_Paulo")
     ensure.add_argument("--catchup-hours", type=float, default=12.0, help="how late a missed run may still run")
     ensure.add_argument("--threshold", type=int, default=100, help="divergence needing an operator's approval")
-    ensure.add_argument("--no-follow", action="store_true",
-                        help="do not start the followers of DICT's CID event log (`cidsync follow`)")  # fmt: skip
+    ensure.add_argument(
+        "--no-follow", action="store_true", help="do not start the followers of DICT's CID event log (`cidsync follow`)"
+    )
     add_follow_flags(ensure)
     add_settings_flags(ensure, TEMPORAL)
     ensure.set_defaults(handler=run_async(_schedule_ensure))

@@ -29,8 +29,9 @@ def identity(role: str, task_queue: str) -> str:
 
 def _announce(role: str, url: str | None) -> None:
     if url is not None:
-        logging.getLogger(__name__).info("%s: metrics on %s/metrics, health on %s/healthz and %s/readyz",
-                                         role, url, url, url)  # fmt: skip
+        logging.getLogger(__name__).info(
+            "%s: metrics on %s/metrics, health on %s/healthz and %s/readyz", role, url, url, url
+        )
 
 
 async def _worker(args: argparse.Namespace) -> int:
@@ -48,8 +49,13 @@ async def _worker(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     async with serving("cidsync-worker", settings.metrics_bind) as observed:
         _announce("worker", observed.url)
-        client = await connect(settings, identity=identity("cidsync-worker", settings.task_queue),
-                               runtime=observed.runtime, wait=ROLE_CONNECT_WAIT, stop=stop)  # fmt: skip
+        client = await connect(
+            settings,
+            identity=identity("cidsync-worker", settings.task_queue),
+            runtime=observed.runtime,
+            wait=ROLE_CONNECT_WAIT,
+            stop=stop,
+        )
         await run_worker(client, settings, options, stop, observed.health)
     return 0
 
@@ -79,8 +85,13 @@ async def _starter(args: argparse.Namespace) -> int:
     )
     async with serving("cidsync-starter", settings.metrics_bind) as observed:
         _announce("starter", observed.url)
-        temporal = await connect(settings, identity=identity("cidsync-starter", settings.task_queue),
-                                 runtime=observed.runtime, wait=ROLE_CONNECT_WAIT, stop=stop)  # fmt: skip
+        temporal = await connect(
+            settings,
+            identity=identity("cidsync-starter", settings.task_queue),
+            runtime=observed.runtime,
+            wait=ROLE_CONNECT_WAIT,
+            stop=stop,
+        )
         try:
             await run_starter(temporal, settings, config, stop, observed.health)
         except StarterHalted as halted:
@@ -127,10 +138,18 @@ def register(commands: Any) -> None:
     add_settings_flags(worker, [*TEMPORAL, *PULSAR, "redis_url", "bridge_address", "metrics_bind"])
     defaults = WorkerOptions()
     worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
-    worker.add_argument("--max-concurrent-workflow-tasks", type=int, default=defaults.max_concurrent_workflow_tasks,
-                        help="workflow tasks at once (each holds its batch in memory while it runs)")  # fmt: skip
-    worker.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown.total_seconds(),
-                        help="how long in-flight activities may finish after SIGTERM")  # fmt: skip
+    worker.add_argument(
+        "--max-concurrent-workflow-tasks",
+        type=int,
+        default=defaults.max_concurrent_workflow_tasks,
+        help="workflow tasks at once (each holds its batch in memory while it runs)",
+    )
+    worker.add_argument(
+        "--graceful-shutdown-seconds",
+        type=float,
+        default=defaults.graceful_shutdown.total_seconds(),
+        help="how long in-flight activities may finish after SIGTERM",
+    )
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(handler=run_async(_worker))
 
@@ -138,24 +157,39 @@ def register(commands: Any) -> None:
     add_settings_flags(starter, [*TEMPORAL, *PULSAR, "redis_url", "metrics_bind"])
     config = StarterConfig()
     starter.add_argument("--subscription", default=config.subscription)
-    starter.add_argument("--subscription-type", default="key_shared" if config.key_shared else "shared",
-                         choices=["key_shared", "shared"])  # fmt: skip
+    starter.add_argument(
+        "--subscription-type", default="key_shared" if config.key_shared else "shared", choices=["key_shared", "shared"]
+    )
     starter.add_argument("--max-in-flight", type=int, default=config.max_in_flight)
-    starter.add_argument("--max-redeliveries", type=int, default=config.max_redeliveries,
-                         help="then the message is dead-lettered")  # fmt: skip
-    starter.add_argument("--mode", default=config.mode.value, choices=[m.value for m in Mode],
-                         help="batch: many events per ApplyCIDBatch run, for throughput")  # fmt: skip
+    starter.add_argument(
+        "--max-redeliveries", type=int, default=config.max_redeliveries, help="then the message is dead-lettered"
+    )
+    starter.add_argument(
+        "--mode",
+        default=config.mode.value,
+        choices=[m.value for m in Mode],
+        help="batch: many events per ApplyCIDBatch run, for throughput",
+    )
     starter.add_argument("--batch-max-events", type=int, default=config.batch_max_events)
-    starter.add_argument("--batch-max-wait-ms", type=int,
-                         default=int(config.batch_max_wait.total_seconds() * 1000))  # fmt: skip
-    starter.add_argument("--batches-in-flight", type=int, default=config.batches_in_flight,
-                         help="batch starts under way at once")  # fmt: skip
-    starter.add_argument("--receive-max-messages", type=int, default=config.receive_max_messages,
-                         help="messages handed over per receive")  # fmt: skip
-    starter.add_argument("--receive-wait-ms", type=int, default=int(config.receive_wait.total_seconds() * 1000),
-                         help="how long a receive waits for more (the added latency when traffic is low)")  # fmt: skip
-    starter.add_argument("--log-stats-every-s", type=float, default=config.log_stats_every.total_seconds(),
-                         help="log the counters this often")  # fmt: skip
+    starter.add_argument("--batch-max-wait-ms", type=int, default=int(config.batch_max_wait.total_seconds() * 1000))
+    starter.add_argument(
+        "--batches-in-flight", type=int, default=config.batches_in_flight, help="batch starts under way at once"
+    )
+    starter.add_argument(
+        "--receive-max-messages", type=int, default=config.receive_max_messages, help="messages handed over per receive"
+    )
+    starter.add_argument(
+        "--receive-wait-ms",
+        type=int,
+        default=int(config.receive_wait.total_seconds() * 1000),
+        help="how long a receive waits for more (the added latency when traffic is low)",
+    )
+    starter.add_argument(
+        "--log-stats-every-s",
+        type=float,
+        default=config.log_stats_every.total_seconds(),
+        help="log the counters this often",
+    )
     starter.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     starter.set_defaults(handler=run_async(_starter))
 

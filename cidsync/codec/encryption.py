@@ -61,15 +61,18 @@ class KeyRing:
             key_id, separator, encoded = entry.partition("=")
             key_id = key_id.strip()
             if not separator or not _KEY_ID.fullmatch(key_id):
-                raise InvalidInput("settings", [Problem(source, "each entry is ID=BASE64KEY, the id of 1-64 letters, "
-                                                                "digits, '.', '_' or '-'")])  # fmt: skip
+                raise InvalidInput(
+                    "settings",
+                    [Problem(source, "each entry is ID=BASE64KEY, the id of 1-64 letters, digits, '.', '_' or '-'")],
+                )
             try:
                 key = base64.b64decode(encoded.strip(), validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidInput("settings", [Problem(source, f"key {key_id} is not base64")]) from None
             if len(key) != 32:
-                raise InvalidInput("settings", [Problem(source, f"key {key_id} must be 32 bytes (AES-256), "
-                                                                f"not {len(key)}")])  # fmt: skip
+                raise InvalidInput(
+                    "settings", [Problem(source, f"key {key_id} must be 32 bytes (AES-256), not {len(key)}")]
+                )
             if key_id in keys:
                 raise InvalidInput("settings", [Problem(source, f"key {key_id} is given twice")])
             keys[key_id] = key
@@ -137,8 +140,10 @@ class EncryptionCodec(PayloadCodec):
             try:
                 plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
             except InvalidTag:
-                raise CodecError(f"payload does not authenticate with key {key_id!r}: a different key under "
-                                 "the same id, or altered data") from None  # fmt: skip
+                raise CodecError(
+                    f"payload does not authenticate with key {key_id!r}: a different key under "
+                    "the same id, or altered data"
+                ) from None
             decoded.append(Payload.FromString(plain))
         return decoded
 

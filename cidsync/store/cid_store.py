@@ -81,8 +81,9 @@ class CIDStore:
             stored: bytes | str | None = await self.redis.get(KEY_SECRET_CHECK)
             return stored
 
-        stored = await until_answered("Redis", record_or_read, (RedisConnectionError, RedisTimeoutError), wait,
-                                      stop=stop)  # fmt: skip
+        stored = await until_answered(
+            "Redis", record_or_read, (RedisConnectionError, RedisTimeoutError), wait, stop=stop
+        )
         if stored is not None and text(stored) != mine:
             raise KeySecretMismatch(
                 f"CIDSYNC_KEY_SECRET differs from the one this store was built with (fingerprint "

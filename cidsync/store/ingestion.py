@@ -21,9 +21,14 @@ REDIS_SCRIPT = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
 
 def _apply_attributes(change: CIDChange) -> dict[str, str | int]:
     """A span about one apply: ids, the key id and the pair; no key, no CID (docs/design.md §5)."""
-    return {**REDIS_SCRIPT, "cidsync.event_id": str(change.event_id), "cidsync.participant": change.participant,
-            "cidsync.key_type": change.key_type.value, "cidsync.key_id": change.key_id,
-            "cidsync.sequence": change.sequence}  # fmt: skip
+    return {
+        **REDIS_SCRIPT,
+        "cidsync.event_id": str(change.event_id),
+        "cidsync.participant": change.participant,
+        "cidsync.key_type": change.key_type.value,
+        "cidsync.key_id": change.key_id,
+        "cidsync.sequence": change.sequence,
+    }
 
 
 class Ingestion:
@@ -35,9 +40,15 @@ class Ingestion:
     def _script_call(self, change: CIDChange) -> tuple[list[str], list[str | int]]:
         pair = PairKeys(change.participant, change.key_type)
         keys = [
-            pair.cids, pair.vsync, pair.states, pair.scratch, pair.mark(str(change.event_id)), pair.by_cid,
-            pair.touched, pair.journal,
-        ]  # fmt: skip
+            pair.cids,
+            pair.vsync,
+            pair.states,
+            pair.scratch,
+            pair.mark(str(change.event_id)),
+            pair.by_cid,
+            pair.touched,
+            pair.journal,
+        ]
         args: list[str | int] = [
             change.key_id,
             str(change.sequence).zfill(SEQUENCE_DIGITS),

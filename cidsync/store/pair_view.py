@@ -36,9 +36,9 @@ class PairView:
             pipe.scard(pair.cids)
             found = await pipe.execute()
         members = [bool(m) for m in found[0]] if cids else []
-        changes = [] if changes_since is None else [
-            (text(fields[b"c"]), fields[b"o"] == b"+") for _, fields in found[-3]
-        ]  # fmt: skip
+        changes = (
+            [] if changes_since is None else [(text(fields[b"c"]), fields[b"o"] == b"+") for _, fields in found[-3]]
+        )
         raw, count = found[-2:]
         return LocalView(members=members, vsync=vsync_hex(raw), count=int(count), changes=changes)
 
@@ -68,9 +68,13 @@ class PairView:
             if record.ok:
                 fields["ok_at"] = record.at.isoformat()
         if record.ok:
-            fields |= {"proof_at": record.at.isoformat(), "proof_kind": record.kind, "proof_vsync": record.vsync,
-                       "proof_log_point": record.log_point.isoformat() if record.log_point else "",
-                       "proof_id": record.verification_id}  # fmt: skip
+            fields |= {
+                "proof_at": record.at.isoformat(),
+                "proof_kind": record.kind,
+                "proof_vsync": record.vsync,
+                "proof_log_point": record.log_point.isoformat() if record.log_point else "",
+                "proof_id": record.verification_id,
+            }
         if fields:
             await self.redis.hset(PairKeys(record.participant, record.key_type).verified, mapping=fields)
 

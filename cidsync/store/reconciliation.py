@@ -162,13 +162,25 @@ class ReconciliationScratch:
         state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
         status, _ = await self.scripts.run(
             "repair",
-            [pair.cids, pair.vsync, pair.states, pair.scratch, pair.by_cid, pair.touched, outbox or pair.scratch,
-             pair.journal],
             [
-                key_id_, expected_state, cid_value or "", f"{key_id_}|{entry_id}", notification,
+                pair.cids,
+                pair.vsync,
+                pair.states,
+                pair.scratch,
+                pair.by_cid,
+                pair.touched,
+                outbox or pair.scratch,
+                pair.journal,
+            ],
+            [
+                key_id_,
+                expected_state,
+                cid_value or "",
+                f"{key_id_}|{entry_id}",
+                notification,
                 self.scratch_ttl_seconds,
             ],
-        )  # fmt: skip
+        )
         return RepairStatus(text(status))
 
     async def drop_scratch(self, scratch: Scratch) -> int:

@@ -128,8 +128,10 @@ class ScriptLoader:
 
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._scripts = {name: (body, hashlib.sha1(body.encode()).hexdigest()) for name, body in
-                         (("apply", APPLY), ("repair", REPAIR))}  # fmt: skip
+        self._scripts = {
+            name: (body, hashlib.sha1(body.encode()).hexdigest())
+            for name, body in (("apply", APPLY), ("repair", REPAIR))
+        }
         self._loaded = 0  # how many times the scripts were loaded: 0, not yet
         self._loading = asyncio.Lock()
 

@@ -131,8 +131,10 @@ def _app(registry: CollectorRegistry, health: Health) -> Callable[..., Iterable[
 
     def answer(start: Callable[..., Any], ok: bool, body: dict[str, Any]) -> list[bytes]:
         payload = json.dumps({"ok": ok, **body}).encode()
-        start("200 OK" if ok else "503 Service Unavailable",
-              [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])  # fmt: skip
+        start(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
         return [payload]
 
     def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
@@ -176,8 +178,7 @@ async def serving(role: str, bind: str | None) -> AsyncIterator[Observability]:
     metrics.set_meter_provider(provider)
     buffer = MetricBuffer(10_000)  # drained every second: many times what a busy worker emits in one
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
-    server = make_server(host, port, _app(registry, health), server_class=_ThreadingServer,
-                         handler_class=_QuietHandler)  # fmt: skip
+    server = make_server(host, port, _app(registry, health), server_class=_ThreadingServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True)
     thread.start()
     url = f"http://{host}:{server.server_port}"

@@ -24,34 +24,42 @@ events_consumed = _meter.create_counter(
     "cidsync.starter.events.consumed", unit="{event}", description="messages received from an entry topic"
 )
 events_dead_lettered = _meter.create_counter(
-    "cidsync.starter.events.dead_lettered", unit="{event}",
+    "cidsync.starter.events.dead_lettered",
+    unit="{event}",
     description="messages sent to the dead-letter topic, by reason (invalid_event, redeliveries_exhausted)",
-)  # fmt: skip
+)
 events_already_applied = _meter.create_counter(
-    "cidsync.starter.events.already_applied", unit="{event}",
+    "cidsync.starter.events.already_applied",
+    unit="{event}",
     description="messages whose idempotency mark said they were applied: acked without a start",
-)  # fmt: skip
+)
 events_retried = _meter.create_counter(
     "cidsync.starter.events.retried", unit="{event}", description="messages nacked after a transient failure"
 )
 workflow_starts = _meter.create_counter(
-    "cidsync.starter.workflow_starts", unit="{start}",
+    "cidsync.starter.workflow_starts",
+    unit="{start}",
     description="workflow starts, by mode and result (started, already_started)",
-)  # fmt: skip
+)
 start_duration = _meter.create_histogram(
-    "cidsync.starter.start.duration", unit="s", description="time for Temporal to accept one start, by mode",
+    "cidsync.starter.start.duration",
+    unit="s",
+    description="time for Temporal to accept one start, by mode",
     explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-)  # fmt: skip
+)
 batch_size = _meter.create_histogram(
-    "cidsync.starter.batch.size", unit="{event}", description="events per ApplyCIDBatch start",
+    "cidsync.starter.batch.size",
+    unit="{event}",
+    description="events per ApplyCIDBatch start",
     explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 200, 500, 1000, 2000],
-)  # fmt: skip
+)
 
 # --- the worker --------------------------------------------------------------------------------------
 store_changes = _meter.create_counter(
-    "cidsync.store.changes", unit="{change}",
+    "cidsync.store.changes",
+    unit="{change}",
     description="changes the store applied, by outcome (applied, stale)",
-)  # fmt: skip
+)
 
 
 class _SinceLastOk:
@@ -75,12 +83,16 @@ class _SinceLastOk:
         with self._lock:
             pairs = list(self._last_ok.items())
         # Never verified: reported as the time since the worker first looked, so it still crosses a threshold.
-        return [Observation(now - (ok if ok is not None else self._first_seen), {"participant": p, "key_type": k})
-                for (p, k), ok in pairs]  # fmt: skip
+        return [
+            Observation(now - (ok if ok is not None else self._first_seen), {"participant": p, "key_type": k})
+            for (p, k), ok in pairs
+        ]
 
 
 seconds_since_ok = _SinceLastOk()
 _meter.create_observable_gauge(
-    "cidsync.verification.seconds_since_ok", callbacks=[seconds_since_ok.observe], unit="s",
+    "cidsync.verification.seconds_since_ok",
+    callbacks=[seconds_since_ok.observe],
+    unit="s",
     description="seconds since each pair's last OK VerifySync (or since the worker started, if never)",
-)  # fmt: skip
+)

@@ -163,8 +163,11 @@ def inject_span(span: Span | None, carrier: MutableMapping[str, str]) -> Mutable
 
 def messaging_attributes(operation: str, destination: str) -> dict[str, str | int]:
     """OpenTelemetry's messaging attributes of a Pulsar send or process span."""
-    return {"messaging.system": "pulsar", "messaging.operation.type": operation,
-            "messaging.destination.name": destination}  # fmt: skip
+    return {
+        "messaging.system": "pulsar",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination,
+    }
 
 
 def event_attributes(event_id: str, event_type: str, entry_id: str, sequence: int) -> dict[str, str | int]:

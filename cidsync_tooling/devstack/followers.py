@@ -29,8 +29,11 @@ async def ensure_stack_followers(
     if not chosen or not spec.follow.enabled or not spec.worker.enabled:
         return {}
     follow = spec.follow.model_copy(update=timing)
-    pairs = [PairRef(participant=check_participant(p, field="follow.participants"), key_type=k)
-             for p in chosen for k in key_types]  # fmt: skip
+    pairs = [
+        PairRef(participant=check_participant(p, field="follow.participants"), key_type=k)
+        for p in chosen
+        for k in key_types
+    ]
     client = await connect(settings, identity="cidsync-dev")
     settings_of_followers = follow_timing(
         grace_seconds=follow.grace_seconds, poll_seconds=follow.poll_seconds, idle_seconds=follow.idle_seconds

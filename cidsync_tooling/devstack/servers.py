@@ -36,13 +36,19 @@ def start_redis(*, port: int, data_dir: Path, appendonly: bool, log: Path, clust
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(redis_binary()),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--save", "",
-        "--appendonly", "yes" if appendonly else "no",
-        "--daemonize", "no",
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--daemonize",
+        "no",
+    ]
     if cluster:
         argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
     return launch("redis", argv, log=log, ready=lambda: redis_answers(port))
@@ -53,8 +59,9 @@ def form_cluster(ports: Sequence[int], timeout: float = 30.0) -> None:
     redis-cli beside redis-server, and wait until every node says the cluster is ok."""
     cli = redis_binary().with_name("redis-cli")
     nodes = [f"127.0.0.1:{port}" for port in ports]
-    subprocess.run([str(cli), "--cluster", "create", *nodes, "--cluster-yes"], check=True, capture_output=True,
-                   timeout=timeout)  # fmt: skip
+    subprocess.run(
+        [str(cli), "--cluster", "create", *nodes, "--cluster-yes"], check=True, capture_output=True, timeout=timeout
+    )
     deadline = time.monotonic() + timeout
     while not all(cluster_ok(port) for port in ports):
         if time.monotonic() > deadline:
@@ -83,11 +90,15 @@ def start_pulsar(*, port: int, metrics_port: int, data_dir: Path, log: Path) -> 
     config.write_text(f'[metrics]\nenabled = true\naddr = "127.0.0.1:{metrics_port}"\n')
     argv = [
         str(pulsar_binary()),
-        "--addr", f"127.0.0.1:{port}",
-        "--db-path", str(data_dir / "db"),
-        "--config", str(config),
-        "--log-level", "warn",
-    ]  # fmt: skip
+        "--addr",
+        f"127.0.0.1:{port}",
+        "--db-path",
+        str(data_dir / "db"),
+        "--config",
+        str(config),
+        "--log-level",
+        "warn",
+    ]
     return launch("pulsar", argv, log=log, ready=lambda: accepts_connections(port), cwd=data_dir)
 
 
@@ -127,12 +138,20 @@ def temporal_answers(port: int, namespace: str) -> bool:
     if not accepts_connections(port):
         return False
     result = subprocess.run(
-        [str(temporal_binary()), "operator", "namespace", "describe", "--namespace", namespace,
-         "--address", f"127.0.0.1:{port}"],
+        [
+            str(temporal_binary()),
+            "operator",
+            "namespace",
+            "describe",
+            "--namespace",
+            namespace,
+            "--address",
+            f"127.0.0.1:{port}",
+        ],
         capture_output=True,
         timeout=10,
         check=False,
-    )  # fmt: skip
+    )
     return result.returncode == 0
 
 
@@ -156,27 +175,61 @@ def ensure_search_attributes(port: int, namespace: str, wanted: Mapping[str, str
     version of the stack (`db_filename`) would lack any added since, and the starter would halt on it."""
     temporal = str(temporal_binary())
     address = ["--address", f"127.0.0.1:{port}", "--namespace", namespace]
-    listed = subprocess.run([temporal, "operator", "search-attribute", "list", *address, "--output", "json"],
-                            capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    listed = subprocess.run(
+        [temporal, "operator", "search-attribute", "list", *address, "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     present = json.loads(listed.stdout).get("customAttributes", {})
     missing = {name: kind for name, kind in wanted.items() if name not in present}
     # One at a time: with several names of one type, the dev server's SQLite visibility created only the first.
     for name, kind in missing.items():
-        subprocess.run([temporal, "operator", "search-attribute", "create", "--name", name, "--type", kind, *address],
-                       capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        subprocess.run(
+            [temporal, "operator", "search-attribute", "create", "--name", name, "--type", kind, *address],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     return sorted(missing)
 
 
 def start_bridge_simulator(
-    *, port: int, data_dir: Path | None, seed_file: Path | None, file_delay: float, time_scale: float,
-    rate_limits: bool, log: Path, file_delay_per_cid_ms: float = 0.0, event_delay: float = 0.0,
+    *,
+    port: int,
+    data_dir: Path | None,
+    seed_file: Path | None,
+    file_delay: float,
+    time_scale: float,
+    rate_limits: bool,
+    log: Path,
+    file_delay_per_cid_ms: float = 0.0,
+    event_delay: float = 0.0,
     event_jitter: float = 0.0,
-) -> Launched:  # fmt: skip
+) -> Launched:
     """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment."""
-    argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--host", "127.0.0.1", "--port", str(port),
-            "--file-delay", str(file_delay), "--time-scale", str(time_scale),
-            "--file-delay-per-cid-ms", str(file_delay_per_cid_ms), "--event-delay", str(event_delay),
-            "--event-jitter", str(event_jitter)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "cidsync",
+        "bridge-sim",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--file-delay",
+        str(file_delay),
+        "--time-scale",
+        str(time_scale),
+        "--file-delay-per-cid-ms",
+        str(file_delay_per_cid_ms),
+        "--event-delay",
+        str(event_delay),
+        "--event-jitter",
+        str(event_jitter),
+    ]
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
     if seed_file is not None:
@@ -187,9 +240,14 @@ def start_bridge_simulator(
 
 
 def start_role(
-    role: str, options: list[str], *, state_dir: Path, env: Mapping[str, str], log: Path,
+    role: str,
+    options: list[str],
+    *,
+    state_dir: Path,
+    env: Mapping[str, str],
+    log: Path,
     ready: Callable[[], bool] = lambda: True,
-) -> Launched:  # fmt: skip
+) -> Launched:
     """`cidsync worker`, `cidsync starter` or `cidsync codec-server`, finding every endpoint through the
     stack's state file."""
     argv = [sys.executable, "-m", "cidsync", role, *options]

@@ -46,8 +46,14 @@ def headless_temporal(db_filename: Path) -> TemporalSpec:
     settings and search attributes, on a free port."""
     from cidsync.naming import search_attribute_types
 
-    return TemporalSpec(port=0, ui_port=None, db_filename=db_filename, log_level="error",
-                        sqlite_pragmas=DEV_SQLITE_PRAGMAS, search_attributes=search_attribute_types())  # fmt: skip
+    return TemporalSpec(
+        port=0,
+        ui_port=None,
+        db_filename=db_filename,
+        log_level="error",
+        sqlite_pragmas=DEV_SQLITE_PRAGMAS,
+        search_attributes=search_attribute_types(),
+    )
 
 
 class PulsarSpec(_Spec):

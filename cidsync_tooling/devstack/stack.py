@@ -206,8 +206,13 @@ def _start_temporal(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launc
         sqlite_pragmas=t.sqlite_pragmas,
         ui_codec_endpoint=f"http://127.0.0.1:{spec.codec.port}" if spec.codec.enabled else None,
     )
-    return start_temporal(argv=argv, port=ports["grpc"], namespace=t.namespace, log=logs / "temporal.log",
-                          search_attributes=t.search_attributes)  # fmt: skip
+    return start_temporal(
+        argv=argv,
+        port=ports["grpc"],
+        namespace=t.namespace,
+        log=logs / "temporal.log",
+        search_attributes=t.search_attributes,
+    )
 
 
 CODEC_KEYS_FILE = "codec-keys"
@@ -238,8 +243,14 @@ def _start_codec(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched
     port = ports["http"]
     origins = [f"http://{host}:{spec.temporal.ui_port}" for host in ("127.0.0.1", "localhost")]
     options = ["--bind", f"127.0.0.1:{port}", *(arg for o in origins for arg in ("--ui-origin", o))]
-    return start_role("codec-server", options, state_dir=spec.state_dir, env=_codec_env(spec),
-                      log=logs / "codec.log", ready=lambda: accepts_connections(port))  # fmt: skip
+    return start_role(
+        "codec-server",
+        options,
+        state_dir=spec.state_dir,
+        env=_codec_env(spec),
+        log=logs / "codec.log",
+        ready=lambda: accepts_connections(port),
+    )
 
 
 def _metrics_bind(ports: dict[str, int]) -> list[str]:
@@ -252,15 +263,27 @@ def _role_ports(port: int | None) -> dict[str, int]:
 
 def _start_worker(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     w = spec.worker
-    options = ["--task-queue", w.task_queue, "--graceful-shutdown-seconds", str(w.graceful_shutdown_seconds),
-               *_metrics_bind(ports)]  # fmt: skip
+    options = [
+        "--task-queue",
+        w.task_queue,
+        "--graceful-shutdown-seconds",
+        str(w.graceful_shutdown_seconds),
+        *_metrics_bind(ports),
+    ]
     return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / f"{name}.log")
 
 
 def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
     s = spec.starter
-    options = ["--task-queue", spec.worker.task_queue, "--mode", s.mode, "--subscription-type", s.subscription_type,
-               *_metrics_bind(ports)]  # fmt: skip
+    options = [
+        "--task-queue",
+        spec.worker.task_queue,
+        "--mode",
+        s.mode,
+        "--subscription-type",
+        s.subscription_type,
+        *_metrics_bind(ports),
+    ]
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
     return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / f"{name}.log")
 
@@ -341,10 +364,12 @@ def _with_chosen_ports(spec: StackSpec, ports: dict[str, dict[str, int]]) -> Sta
     """The spec with the ports one service must know of another's: the codec server's CORS names the UI's
     origin, and the UI is told the codec server's URL. A port of 0 is only known once chosen."""
     temporal, codec = ports.get("temporal", {}), ports.get("codec", {})
-    return spec.model_copy(update={
-        "temporal": spec.temporal.model_copy(update={"ui_port": temporal.get("ui", spec.temporal.ui_port)}),
-        "codec": spec.codec.model_copy(update={"port": codec.get("http", spec.codec.port)}),
-    })  # fmt: skip
+    return spec.model_copy(
+        update={
+            "temporal": spec.temporal.model_copy(update={"ui_port": temporal.get("ui", spec.temporal.ui_port)}),
+            "codec": spec.codec.model_copy(update={"port": codec.get("http", spec.codec.port)}),
+        }
+    )
 
 
 def _port_label(service: str, label: str) -> str:
@@ -377,8 +402,10 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
             check_ports_free(
                 {_port_label(service.name, label): port for service, ports in plan for label, port in ports.items()}
             )
-            spec = _with_chosen_ports(spec, {**{n: s.ports for n, s in state.services.items()},
-                                             **{service.name: ports for service, ports in plan}})  # fmt: skip
+            spec = _with_chosen_ports(
+                spec,
+                {**{n: s.ports for n, s in state.services.items()}, **{service.name: ports for service, ports in plan}},
+            )
             for service, ports in plan:
                 on_start(service.name)
                 launched = service.start(spec, ports, state_dir / "logs")

@@ -75,10 +75,12 @@ class SimulatorAdmin:
         DICT refused it, why."""
         results: list[tuple[ChangeOutcome, str]] = []
         for start in range(0, len(changes), LOAD_BATCH):
-            request = admin_pb2.ApplyChangesRequest(changes=[
-                admin_pb2.EntryChange(kind=CHANGE_KINDS_PB[kind], entry_json=entry.model_dump_json())
-                for kind, entry in changes[start : start + LOAD_BATCH]
-            ])  # fmt: skip
+            request = admin_pb2.ApplyChangesRequest(
+                changes=[
+                    admin_pb2.EntryChange(kind=CHANGE_KINDS_PB[kind], entry_json=entry.model_dump_json())
+                    for kind, entry in changes[start : start + LOAD_BATCH]
+                ]
+            )
             reply = await self._call("ApplyChanges", request)
             results += [(OUTCOMES_FROM_PB[r.outcome], r.reason) for r in reply.results]
         return results
@@ -98,9 +100,13 @@ class SimulatorAdmin:
         seed: int = 0,
     ) -> admin_pb2.InjectDivergenceResponse:
         request = admin_pb2.InjectDivergenceRequest(
-            participant=participant, key_type=convert.key_type_to_pb(key_type), add=add, remove=remove,
-            alter=alter, seed=seed,
-        )  # fmt: skip
+            participant=participant,
+            key_type=convert.key_type_to_pb(key_type),
+            add=add,
+            remove=remove,
+            alter=alter,
+            seed=seed,
+        )
         reply: admin_pb2.InjectDivergenceResponse = await self._call("InjectDivergence", request)
         return reply
 

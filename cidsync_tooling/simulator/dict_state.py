@@ -139,10 +139,13 @@ class EventLog:
             indexes = list(range(low, high))
         chosen = indexes[:limit]
         events = [
-            (EPOCH + self.at_ms[i] * MILLISECOND, CIDEventType.ADDED if self.kinds[i] else CIDEventType.REMOVED,
-             self.cids[i])
+            (
+                EPOCH + self.at_ms[i] * MILLISECOND,
+                CIDEventType.ADDED if self.kinds[i] else CIDEventType.REMOVED,
+                self.cids[i],
+            )
             for i in chosen
-        ]  # fmt: skip
+        ]
         # An empty page: DICT's VSync at `end` for both (no event to be after).
         first, last = (chosen[0] + 1, chosen[-1] + 1) if chosen else (high, high)
         return EventPage(
@@ -293,9 +296,16 @@ class SimulatedDict:
         file.cids = self.cids((file.participant, file.key_type))
         file.created_at = now
         file.status = FileStatus.PROCESSING
-        self._note("file", now, file_id=file.file_id, participant=file.participant, key_type=file.key_type.value,
-                   outcome=outcome.value, requested_at=(file.requested_at - EPOCH) // MICROSECOND,
-                   request_id=file.request_id)  # fmt: skip
+        self._note(
+            "file",
+            now,
+            file_id=file.file_id,
+            participant=file.participant,
+            key_type=file.key_type.value,
+            outcome=outcome.value,
+            requested_at=(file.requested_at - EPOCH) // MICROSECOND,
+            request_id=file.request_id,
+        )
 
     def load_synthetic(self, pair: Pair, count: int, seed: int, now: datetime | None = None) -> int:
         """`count` synthetic entries of one pair, from `seed`; a key DICT already holds is skipped."""

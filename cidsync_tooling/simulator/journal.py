@@ -61,8 +61,12 @@ class Journal:
                     if not isinstance(record, dict) or "op" not in record:
                         raise ValueError("not a change")
                 except ValueError:
-                    logger.warning("%s: line %d is incomplete (the simulator was stopped while writing it); "
-                                   "the journal ends before it", self.path, number)  # fmt: skip
+                    logger.warning(
+                        "%s: line %d is incomplete (the simulator was stopped while writing it); "
+                        "the journal ends before it",
+                        self.path,
+                        number,
+                    )
                     break
                 good += len(line)
                 yield record
@@ -99,13 +103,19 @@ class Journal:
             elif op == "remove":
                 into.remove(record["cid"], now)
             elif op == "synthetic":
-                into.load_synthetic((record["participant"], KeyType(record["key_type"])), record["count"],
-                                    record["seed"], now=now)  # fmt: skip
+                into.load_synthetic(
+                    (record["participant"], KeyType(record["key_type"])), record["count"], record["seed"], now=now
+                )
             elif op == "file":  # recorded at its snapshot: its CIDs are the pair's at this point of the replay
                 outcome = FileStatus(record["outcome"])
                 requested = EPOCH + int(record.get("requested_at", record["at"])) * MICROSECOND
-                file = into.new_file(record["participant"], KeyType(record["key_type"]), requested,
-                                     record.get("request_id", ""), file_id=record["file_id"])  # fmt: skip
+                file = into.new_file(
+                    record["participant"],
+                    KeyType(record["key_type"]),
+                    requested,
+                    record.get("request_id", ""),
+                    file_id=record["file_id"],
+                )
                 into.snapshot(file, now, outcome)
                 file.seal(outcome, now)
             else:

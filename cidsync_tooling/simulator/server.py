@@ -417,9 +417,13 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
         try:
             pair = (_participant(request.participant), convert.key_type_from_pb(request.key_type))
             added, removed, altered = self.sim.dict.diverge(
-                pair, add=request.add, remove=request.remove, alter=request.alter, seed=request.seed,
+                pair,
+                add=request.add,
+                remove=request.remove,
+                alter=request.alter,
+                seed=request.seed,
                 now=SimulatedDict.now(),
-            )  # fmt: skip
+            )
         except InvalidInput as error:
             await self._invalid(context, error)
         return admin_pb2.InjectDivergenceResponse(

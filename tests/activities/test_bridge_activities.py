@@ -26,8 +26,9 @@ async def bridge(bridge_simulator: BridgeSimulator) -> AsyncIterator[BridgeActiv
 async def test_rate_limit_is_retryable_after_dicts_retry_after(bridge: BridgeActivities, participant: str) -> None:
     env = ActivityEnvironment()
     for _ in range(50):
-        assert (await env.run(bridge.verify_sync, VerifyRequest(participant=participant, key_type=KeyType.CPF,
-                                                                  vsync=ZERO))).ok  # fmt: skip
+        assert (
+            await env.run(bridge.verify_sync, VerifyRequest(participant=participant, key_type=KeyType.CPF, vsync=ZERO))
+        ).ok
     with pytest.raises(ApplicationError) as limited:
         await env.run(bridge.verify_sync, VerifyRequest(participant=participant, key_type=KeyType.CPF, vsync=ZERO))
     assert limited.value.type == "RateLimited"
@@ -69,8 +70,9 @@ async def test_a_rate_limited_file_request_is_final_with_its_retry_after(
 
 async def test_invalid_requests_are_not_retried(bridge: BridgeActivities) -> None:
     with pytest.raises(ApplicationError) as invalid:
-        await ActivityEnvironment().run(bridge.verify_sync, VerifyRequest(participant="1", key_type=KeyType.CPF,
-                                                                           vsync=ZERO))  # fmt: skip
+        await ActivityEnvironment().run(
+            bridge.verify_sync, VerifyRequest(participant="1", key_type=KeyType.CPF, vsync=ZERO)
+        )
     assert (invalid.value.type, invalid.value.non_retryable) == ("InvalidArgument", True)
 
 

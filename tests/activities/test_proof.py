@@ -28,8 +28,12 @@ async def proofs(redis_server: RedisServer, bridge_simulator: BridgeSimulator) -
 
 def ask(participant: str, window: float = 10.0, settle: float = 0.0) -> ProveInput:
     """The test simulator shows each event at once: its log needs no settling unless a test asks for it."""
-    return ProveInput(participant=participant, key_type=KeyType.PHONE, window=timedelta(seconds=window),
-                      settle=timedelta(seconds=settle))  # fmt: skip
+    return ProveInput(
+        participant=participant,
+        key_type=KeyType.PHONE,
+        window=timedelta(seconds=window),
+        settle=timedelta(seconds=settle),
+    )
 
 
 async def test_a_pair_in_sync_is_proved_formally_and_by_the_log(
@@ -84,8 +88,10 @@ async def test_local_changes_the_log_does_not_show_yet_are_undone_for_the_log_pr
     log_only = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"formal": False}))
     assert (log_only.kind, log_only.in_flight, log_only.taken) == ("log", 3, dict.fromkeys(log_only.taken, False))
     assert log_only.vsync != before.vsync  # the VSync as of the log's point: 27 entries, not 30
-    assert await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
-                                                    taken=log_only.taken)) == []  # fmt: skip
+    assert (
+        await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE, taken=log_only.taken))
+        == []
+    )
 
 
 async def test_a_local_change_dict_never_saw_is_undone_then_withdrawn(
@@ -99,8 +105,9 @@ async def test_a_local_change_dict_never_saw_is_undone_then_withdrawn(
     await apply_locally(proofs.store, entries[20:])  # never in DICT
     proof = await proofs.prove_sync(ask(participant, settle=1.0))
     assert (proof.kind, proof.formal_ok, proof.in_flight) == ("log", False, 1)
-    missing = await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
-                                                       taken=proof.taken))  # fmt: skip
+    missing = await proofs.confirm_landed(
+        ConfirmInput(participant=participant, key_type=KeyType.PHONE, taken=proof.taken)
+    )
     assert missing == list(proof.taken)  # the proof is withdrawn
 
 
@@ -125,8 +132,9 @@ async def test_a_log_proof_of_an_instant_before_it_was_asked_is_no_proof(
     # divergence DICT's recent log shows as in flight, provisionally, and `confirm_landed` withdraws it.
     proof = await proofs.prove_sync(ask(participant, settle=1.0).model_copy(update={"not_before": asked}))
     assert (proof.kind, proof.log_ok, proof.in_flight) == ("formal", False, 2)
-    missing = await proofs.confirm_landed(ConfirmInput(participant=participant, key_type=KeyType.PHONE,
-                                                       taken=proof.taken))  # fmt: skip
+    missing = await proofs.confirm_landed(
+        ConfirmInput(participant=participant, key_type=KeyType.PHONE, taken=proof.taken)
+    )
     assert sorted(missing) == sorted(proof.taken)
 
 

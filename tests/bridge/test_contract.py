@@ -36,8 +36,19 @@ def independent_vsync(entries: list[Entry]) -> str:
     """The VSync from our own oracle: RFC 2104 HMAC from raw SHA-256, XOR of the integers."""
     acc = 0
     for e in entries:
-        attributes = "&".join([e.key_type.value, e.key, e.owner_tax_id, e.owner_name, e.owner_trade_name or "",
-                               e.participant, e.branch or "", e.account_number, e.account_type.value])  # fmt: skip
+        attributes = "&".join(
+            [
+                e.key_type.value,
+                e.key,
+                e.owner_tax_id,
+                e.owner_name,
+                e.owner_trade_name or "",
+                e.participant,
+                e.branch or "",
+                e.account_number,
+                e.account_type.value,
+            ]
+        )
         acc ^= int(_rfc2104_hmac_sha256(e.request_id.bytes, attributes.encode()), 16)
     return format(acc, "064x")
 
@@ -195,20 +206,28 @@ async def test_core_changes_are_applied_in_order_and_repeats_and_conflicts_are_t
     first, second = entries_for(participant, 2, KeyType.EMAIL)
     moved = first.model_copy(update={"account_number": "7654321"})
     same_key = second.model_copy(update={"key": first.key})
-    results = await simulator_admin.apply_changes([
-        (EventType.CREATED, first),
-        (EventType.CREATED, first),  # core published it twice
-        (EventType.CREATED, same_key),  # another entry with a key DICT holds
-        (EventType.UPDATED, moved),
-        (EventType.UPDATED, moved),
-        (EventType.UPDATED, second),  # never registered
-        (EventType.DELETED, moved),
-        (EventType.DELETED, moved),
-    ])  # fmt: skip
+    results = await simulator_admin.apply_changes(
+        [
+            (EventType.CREATED, first),
+            (EventType.CREATED, first),  # core published it twice
+            (EventType.CREATED, same_key),  # another entry with a key DICT holds
+            (EventType.UPDATED, moved),
+            (EventType.UPDATED, moved),
+            (EventType.UPDATED, second),  # never registered
+            (EventType.DELETED, moved),
+            (EventType.DELETED, moved),
+        ]
+    )
     assert [outcome for outcome, _ in results] == [
-        ChangeOutcome.APPLIED, ChangeOutcome.ALREADY, ChangeOutcome.REFUSED, ChangeOutcome.APPLIED,
-        ChangeOutcome.ALREADY, ChangeOutcome.REFUSED, ChangeOutcome.APPLIED, ChangeOutcome.ALREADY,
-    ]  # fmt: skip
+        ChangeOutcome.APPLIED,
+        ChangeOutcome.ALREADY,
+        ChangeOutcome.REFUSED,
+        ChangeOutcome.APPLIED,
+        ChangeOutcome.ALREADY,
+        ChangeOutcome.REFUSED,
+        ChangeOutcome.APPLIED,
+        ChangeOutcome.ALREADY,
+    ]
     assert "already in DICT" in results[2][1]
     assert "no entry" in results[5][1]
     assert [reason for outcome, reason in results if outcome is not ChangeOutcome.REFUSED] == [""] * 6
@@ -217,8 +236,11 @@ async def test_core_changes_are_applied_in_order_and_repeats_and_conflicts_are_t
 
 async def test_a_change_the_simulator_cannot_read_is_invalid_argument(simulator_admin: SimulatorAdmin) -> None:
     with pytest.raises(InvalidArgument, match="change #1"):
-        await simulator_admin._call("ApplyChanges", admin_pb2.ApplyChangesRequest(
-            changes=[admin_pb2.EntryChange(kind=admin_pb2.CHANGE_KIND_CREATED, entry_json="{}")]
-        ))  # fmt: skip
+        await simulator_admin._call(
+            "ApplyChanges",
+            admin_pb2.ApplyChangesRequest(
+                changes=[admin_pb2.EntryChange(kind=admin_pb2.CHANGE_KIND_CREATED, entry_json="{}")]
+            ),
+        )
     with pytest.raises(InvalidArgument, match="CREATED, UPDATED or DELETED"):
         await simulator_admin._call("ApplyChanges", admin_pb2.ApplyChangesRequest(changes=[admin_pb2.EntryChange()]))

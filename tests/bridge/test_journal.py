@@ -31,8 +31,10 @@ def snapshot(state: SimulatedDict) -> dict[str, object]:
     for pair in (EVP, CPF):
         log = state._pair(pair).events
         pairs[pair] = (state.cids(pair), state.vsync(pair), list(log.at_ms), bytes(log.kinds), list(log.cids))
-    files = {i: (f.participant, f.key_type, f.cids, f.status, f.sha256, f.requested_at, f.created_at)
-             for i, f in state.files.items()}  # fmt: skip
+    files = {
+        i: (f.participant, f.key_type, f.cids, f.status, f.sha256, f.requested_at, f.created_at)
+        for i, f in state.files.items()
+    }
     return {"pairs": pairs, "files": files, "requests": dict(state.file_requests), "count": state.entry_count()}
 
 

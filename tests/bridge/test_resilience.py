@@ -90,9 +90,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_simulator(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second simulator: mutual TLS, and only participant 11111111 may call."""
     port = free_port()
-    argv = [sys.executable, "-m", "cidsync", "bridge-sim", "--port", str(port), "--participants", "11111111",
-            "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
-            "--tls-client-ca", str(pki.ca)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "cidsync",
+        "bridge-sim",
+        "--port",
+        str(port),
+        "--participants",
+        "11111111",
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        "--tls-client-ca",
+        str(pki.ca),
+    ]
     log = tmp_path_factory.mktemp("tls-sim") / "bridge.log"
     launched = launch("bridge-tls", argv, log=log, ready=lambda: accepts_connections(port))
     try:
@@ -128,8 +141,12 @@ async def test_plaintext_client_cannot_talk_to_a_tls_server(tls_simulator: str) 
 
 
 def test_client_tls_from_environment(pki: Pki) -> None:
-    env = {"CIDSYNC_BRIDGE_TLS_CA": str(pki.ca), "CIDSYNC_BRIDGE_TLS_CERT": str(pki.client_cert),
-           "CIDSYNC_BRIDGE_TLS_KEY": str(pki.client_key), "CIDSYNC_BRIDGE_TLS_SERVER_NAME": "localhost"}  # fmt: skip
+    env = {
+        "CIDSYNC_BRIDGE_TLS_CA": str(pki.ca),
+        "CIDSYNC_BRIDGE_TLS_CERT": str(pki.client_cert),
+        "CIDSYNC_BRIDGE_TLS_KEY": str(pki.client_key),
+        "CIDSYNC_BRIDGE_TLS_SERVER_NAME": "localhost",
+    }
     tls = ClientTls.from_env(env)
     assert tls is not None
     assert (tls.ca, tls.server_name) == (pki.ca.read_bytes(), "localhost")

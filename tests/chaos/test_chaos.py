@@ -22,9 +22,13 @@ def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(tmp_path:
     argv = ["--reduced", "--seed", str(seed), "--replicas", str(replicas), "--keep", str(tmp_path / "stack")]
     try:
         run = subprocess.run(
-            [sys.executable, "-m", "chaos.run", *argv], cwd=ROOT, capture_output=True, text=True, timeout=840,
+            [sys.executable, "-m", "chaos.run", *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=840,
             check=False,
-        )  # fmt: skip
+        )
     finally:
         down(tmp_path / "stack" / "state")  # a run killed by the timeout leaves its servers up
     report = run.stdout[-6000:]

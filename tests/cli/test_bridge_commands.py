@@ -49,8 +49,17 @@ def test_invalid_input_exits_2_before_any_call(bridge_simulator: BridgeSimulator
 
 
 def test_no_bridge_configured_is_a_clear_error(tmp_path: Path) -> None:
-    result = cidsync("bridge", "verify", "--participant", "12345678", "--key-type", "CPF", "--vsync", "0" * 64,
-                     env={"CIDSYNC_STATE_DIR": str(tmp_path), "CIDSYNC_BRIDGE_ADDRESS": ""})  # fmt: skip
+    result = cidsync(
+        "bridge",
+        "verify",
+        "--participant",
+        "12345678",
+        "--key-type",
+        "CPF",
+        "--vsync",
+        "0" * 64,
+        env={"CIDSYNC_STATE_DIR": str(tmp_path), "CIDSYNC_BRIDGE_ADDRESS": ""},
+    )
     assert result.returncode == 1
     assert "no bridge address: set CIDSYNC_BRIDGE_ADDRESS" in result.stderr
 
@@ -58,16 +67,39 @@ def test_no_bridge_configured_is_a_clear_error(tmp_path: Path) -> None:
 def test_unreachable_bridge_fails_with_exit_1(participant: str) -> None:
     from cidsync_tooling.devstack.processes import free_port
 
-    result = cidsync("bridge", "verify", "--participant", participant, "--key-type", "CPF", "--vsync", "0" * 64,
-                     "--bridge-address", f"127.0.0.1:{free_port()}", timeout=120)  # fmt: skip
+    result = cidsync(
+        "bridge",
+        "verify",
+        "--participant",
+        participant,
+        "--key-type",
+        "CPF",
+        "--vsync",
+        "0" * 64,
+        "--bridge-address",
+        f"127.0.0.1:{free_port()}",
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr
 
 
 def test_synthetic_load_matches_the_library_generator(bridge_simulator: BridgeSimulator, participant: str) -> None:
     address = ["--bridge-address", bridge_simulator.address]
-    loaded = cidsync("bridge-sim", "admin", "load", "--synthetic", "50", "--participant", participant,
-                     "--key-type", "EVP", "--seed", "9", *address)  # fmt: skip
+    loaded = cidsync(
+        "bridge-sim",
+        "admin",
+        "load",
+        "--synthetic",
+        "50",
+        "--participant",
+        participant,
+        "--key-type",
+        "EVP",
+        "--seed",
+        "9",
+        *address,
+    )
     assert loaded.returncode == 0, loaded.stderr
     rng = pair_random(participant, KeyType.EVP, 9)
     expected = vsync(cid(synthetic_entry(rng, participant, KeyType.EVP)) for _ in range(50))

@@ -8,8 +8,9 @@ SECRET = "key-id-command-secret"
 
 
 def test_prints_the_key_id_of_the_key_on_stdin() -> None:
-    result = cidsync("key-id", "--key-type", "EMAIL", stdin="maria.souza@exemplo.org\n",
-                     env={"CIDSYNC_KEY_SECRET": SECRET})  # fmt: skip
+    result = cidsync(
+        "key-id", "--key-type", "EMAIL", stdin="maria.souza@exemplo.org\n", env={"CIDSYNC_KEY_SECRET": SECRET}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == key_id(SECRET.encode(), KeyType.EMAIL, "maria.souza@exemplo.org")
     assert result.stderr == ""

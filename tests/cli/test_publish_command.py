@@ -39,8 +39,9 @@ async def test_publishes_one_event_from_a_file(pulsar_broker: PulsarBroker, tmp_
     client = pulsar_client(pulsar_broker.url)
     try:
         consumer = await subscribe(client, topics.entry_topics())
-        result = cidsync("publish", str(path), "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace,
-                         "--json")  # fmt: skip
+        result = cidsync(
+            "publish", str(path), "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace, "--json"
+        )
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
         assert (summary["sent"], summary["failed"]) == (1, 0)
@@ -82,8 +83,20 @@ async def test_generate_publishes_a_valid_history_and_summarises(pulsar_broker: 
     client = pulsar_client(pulsar_broker.url)
     try:
         consumer = await subscribe(client, topics.entry_topics())
-        result = cidsync("publish", "--generate", "300", "--rate", "0", "--participants", "12345678,87654321",
-                         "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace, "--json")  # fmt: skip
+        result = cidsync(
+            "publish",
+            "--generate",
+            "300",
+            "--rate",
+            "0",
+            "--participants",
+            "12345678,87654321",
+            "--pulsar-url",
+            pulsar_broker.url,
+            "--pulsar-namespace",
+            namespace,
+            "--json",
+        )
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
         assert (summary["sent"], summary["failed"]) == (300, 0)
@@ -127,15 +140,25 @@ async def test_each_change_is_made_in_dict_first_and_what_dict_refuses_is_not_pu
     client = pulsar_client(pulsar_broker.url)
     try:
         consumer = await subscribe(client, topics.entry_topics())
-        result = cidsync("publish", str(path), "--pulsar-url", pulsar_broker.url, "--pulsar-namespace", namespace,
-                         "--dict-address", bridge_simulator.address, "--json")  # fmt: skip
+        result = cidsync(
+            "publish",
+            str(path),
+            "--pulsar-url",
+            pulsar_broker.url,
+            "--pulsar-namespace",
+            namespace,
+            "--dict-address",
+            bridge_simulator.address,
+            "--json",
+        )
         assert result.returncode == 1
         summary = json.loads(result.stdout)
         assert summary["dict_first"] == {"applied": 2, "already": 1, "refused": 1, "waiting_period": 0}
         assert (summary["sent"], summary["failed"]) == (3, 0)
         assert f"event {events[2].event_id}: DICT refused it, not published" in result.stderr
-        received = sorted([parse_event_json((await receive(consumer)).data()) for _ in range(3)],
-                          key=lambda e: e.sequence)  # fmt: skip
+        received = sorted(
+            [parse_event_json((await receive(consumer)).data()) for _ in range(3)], key=lambda e: e.sequence
+        )
         assert [e.event_id for e in received] == [created.event_id, created.event_id, events[3].event_id]
         async with BridgeClient(bridge_simulator.address) as bridge:
             assert (await bridge.verify_sync(participant, KeyType.EVP, vsync([cid(moved)]))).ok
@@ -153,16 +176,33 @@ async def test_a_paced_file_counts_every_change_dict_was_told(
     rng = random.Random(participant)
     entries = [synthetic_entry(rng, participant) for _ in range(30)]
     events = [build_event(EventType.CREATED, e, "user-9", sequence=1) for e in entries]
-    events += [build_event(EventType.UPDATED, e.model_copy(update={"account_number": "55443322"}), "user-9",
-                           sequence=2) for e in entries[:6]]  # fmt: skip
-    events += [build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.IMMEDIATE)
-               for e in entries[6:9]]  # fmt: skip
-    events += [build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.WAITING_PERIOD)
-               for e in entries[9:12]]  # fmt: skip
+    events += [
+        build_event(EventType.UPDATED, e.model_copy(update={"account_number": "55443322"}), "user-9", sequence=2)
+        for e in entries[:6]
+    ]
+    events += [
+        build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.IMMEDIATE)
+        for e in entries[6:9]
+    ]
+    events += [
+        build_event(EventType.DELETED, e, "user-9", sequence=2, deletion_type=DeletionType.WAITING_PERIOD)
+        for e in entries[9:12]
+    ]
     path = tmp_path / "events.jsonl"
     path.write_text("".join(e.to_json() + "\n" for e in events), encoding="utf-8")
-    result = cidsync("publish", str(path), "--rate", "200", "--pulsar-url", pulsar_broker.url, "--pulsar-namespace",
-                     _namespace(), "--dict-address", bridge_simulator.address, "--json")  # fmt: skip
+    result = cidsync(
+        "publish",
+        str(path),
+        "--rate",
+        "200",
+        "--pulsar-url",
+        pulsar_broker.url,
+        "--pulsar-namespace",
+        _namespace(),
+        "--dict-address",
+        bridge_simulator.address,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["dict_first"] == {"applied": 39, "already": 0, "refused": 0, "waiting_period": 3}

@@ -29,14 +29,21 @@ async def test_reconcile_wait_prints_the_outcome_as_json(
     await seed_pair(simulator_admin, running.store, pair_entries(participant, KeyType.EMAIL, 40, seed=102))
     await simulator_admin.diverge(participant, KeyType.EMAIL, add=2, seed=2)
     result = await asyncio.to_thread(
-        cidsync, "reconcile", "--participant", participant, "--key-type", "EMAIL", "--wait", "--grace", "1",
+        cidsync,
+        "reconcile",
+        "--participant",
+        participant,
+        "--key-type",
+        "EMAIL",
+        "--wait",
+        "--grace",
+        "1",
         *temporal_flags(temporal_env, running.queue),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["workflow_id"] == reconcile_workflow_id(participant, KeyType.EMAIL)
-    assert (outcome["outcome"], outcome["added"], outcome["removed"], outcome["verifications"]) == ("REPAIRED", 2,
-                                                                                                  0, 2)  # fmt: skip
+    assert (outcome["outcome"], outcome["added"], outcome["removed"], outcome["verifications"]) == ("REPAIRED", 2, 0, 2)
 
 
 async def test_an_operator_approves_a_large_repair_from_the_cli(
@@ -155,12 +162,13 @@ async def test_schedule_ensure_creates_then_updates_and_its_runs_verify_every_pa
 
     # Freshness: every pair of `participant` was just verified OK; a pair never verified is stale.
     never = f"{uuid.uuid4().int % 10**8:08d}"
-    pairs = [PairRef(participant=participant, key_type=KeyType.CPF), PairRef(participant=never,
-                                                                              key_type=KeyType.EVP)]  # fmt: skip
+    pairs = [PairRef(participant=participant, key_type=KeyType.CPF), PairRef(participant=never, key_type=KeyType.EVP)]
     stale = await temporal_env.client.execute_workflow(
-        CheckVerificationFreshness.run, FreshnessInput(pairs=pairs), id=f"fresh-{uuid.uuid4()}",
+        CheckVerificationFreshness.run,
+        FreshnessInput(pairs=pairs),
+        id=f"fresh-{uuid.uuid4()}",
         task_queue=running.queue,
-    )  # fmt: skip
+    )
     assert [(s.participant, s.key_type) for s in stale] == [(never, KeyType.EVP)]
     # The completions of the five reconciliations, then the stale alert.
     events = [json.loads(m.data()) for m in await core_messages(running.core_events, 6)]

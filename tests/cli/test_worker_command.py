@@ -27,13 +27,22 @@ def test_a_role_waits_instead_of_exiting_and_a_stop_ends_the_wait(
 ) -> None:
     log = tmp_path / f"{role}.log"
     running_temporal = temporal_env.client.service_client.config.target_host
-    env = {**os.environ, "CIDSYNC_STATE_DIR": str(tmp_path),
-           "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}" if waits_for == "Temporal" else running_temporal,
-           "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
-           "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CIDSYNC_STATE_DIR": str(tmp_path),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}" if waits_for == "Temporal" else running_temporal,
+        "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
+        "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1",
+    }
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "cidsync", role, "--log-level", "warning"], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cidsync", role, "--log-level", "warning"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and waiting(log, waits_for) < 2:

@@ -66,7 +66,8 @@ def test_the_ui_preflight_is_answered_for_its_origin_only(server: str) -> None:
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == UI
     assert {"X-Namespace", "Authorization", "Content-Type"} <= {
-        h.strip() for h in headers["Access-Control-Allow-Headers"].split(",")}  # fmt: skip
+        h.strip() for h in headers["Access-Control-Allow-Headers"].split(",")
+    }
     status, headers, _ = call(f"{server}/decode", "OPTIONS", headers={"Origin": "http://evil.example"})
     assert status == 403
     assert "Access-Control-Allow-Origin" not in headers
@@ -149,8 +150,9 @@ def test_what_the_web_ui_sends_is_decoded(open_server: str) -> None:
     assert "POST" in headers["Access-Control-Allow-Methods"]
     allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
     assert set(UI_PREFLIGHT["Access-Control-Request-Headers"].split(",")) <= allowed
-    status, headers, reply = call(f"{open_server}{UI_PATH}", body=encrypted('{"participant": "12345678"}'),
-                                  headers=UI_DECODE)  # fmt: skip
+    status, headers, reply = call(
+        f"{open_server}{UI_PATH}", body=encrypted('{"participant": "12345678"}'), headers=UI_DECODE
+    )
     assert status == 200, reply
     assert headers["Access-Control-Allow-Origin"] == UI
     assert decoded_data(reply) == [b'{"participant": "12345678"}']
@@ -169,8 +171,15 @@ def test_the_web_ui_passing_the_access_token_is_decoded(server: str) -> None:
     assert "bearer token" in json.loads(reply)["error"]
 
 
-@pytest.mark.parametrize("path", ["/decode", "/decode?preserveStorageRefs=false&other=1", "/codec/decode/",
-                                  "/tenant-a/codec/decode?preserveStorageRefs=TRUE"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/decode",
+        "/decode?preserveStorageRefs=false&other=1",
+        "/codec/decode/",
+        "/tenant-a/codec/decode?preserveStorageRefs=TRUE",
+    ],
+)
 def test_the_route_is_the_paths_last_segment_whatever_the_query_and_prefix(open_server: str, path: str) -> None:
     """As Temporal's Go handler matches it: an ingress may mount the codec under any prefix."""
     status, _, reply = call(f"{open_server}{path}", body=encrypted('"x"'), headers=UI_DECODE)
@@ -194,8 +203,9 @@ def test_errors_say_what_was_wrong(
     open_server: str, method: str, path: str, headers: dict[str, str], status: int, says: str
 ) -> None:
     sent = {**(UI_PREFLIGHT if method == "OPTIONS" else UI_DECODE), **headers}
-    answered, _, reply = call(f"{open_server}{path}", method, body=encrypted('"x"') if method == "POST" else None,
-                              headers=sent)  # fmt: skip
+    answered, _, reply = call(
+        f"{open_server}{path}", method, body=encrypted('"x"') if method == "POST" else None, headers=sent
+    )
     assert answered == status
     assert says in json.loads(reply)["error"]
 

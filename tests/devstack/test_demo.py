@@ -33,6 +33,9 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     assert "== every VSync applied and confirmed by DICT, every divergence repaired" in lines
     assert lines[-1] == "== stopping the stack the demo started"
     assert not (tmp_path / "state" / "state.json").exists()
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before
-                 and str(tmp_path) in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid not in before and str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
     assert not leftovers

@@ -32,14 +32,18 @@ from tests.helpers.cli_runner import cidsync
 def _stack_file(tmp_path: Path, **redis: object) -> Path:
     spec = {
         "state_dir": str(tmp_path / "state"),
-        "temporal": {"port": 0, "ui_port": 0, "db_filename": None,
-                     "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
-                     "search_attributes": search_attribute_types()},
+        "temporal": {
+            "port": 0,
+            "ui_port": 0,
+            "db_filename": None,
+            "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
+            "search_attributes": search_attribute_types(),
+        },
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
         "bridge": {"port": 0, "file_delay_seconds": 0.1},
         "codec": {"enabled": True, "port": 0},
-    }  # fmt: skip
+    }
     path = tmp_path / "temporal-dev.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -105,16 +109,32 @@ def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict
     entries.write_text("".join(e.model_dump_json() + "\n" for e in only_in_dict))
     loaded = cidsync("bridge-sim", "admin", "load", "--file", str(entries), env=env)
     assert loaded.returncode == 0, loaded.stderr
-    reconciled = cidsync("reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait", "--grace", "1",
-                         env=env)  # fmt: skip
+    reconciled = cidsync(
+        "reconcile", "--participant", "87654321", "--key-type", "EVP", "--wait", "--grace", "1", env=env
+    )
     assert reconciled.returncode == 0, reconciled.stderr
     outcome = json.loads(reconciled.stdout)  # the CLI decoded the result with the stack's key
     assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)
 
     def show(*codec_options: str) -> list[dict[str, Any]]:
-        shown = subprocess.run([str(temporal_binary()), "workflow", "show", "--workflow-id", "reconcile-87654321-EVP",
-                                "--address", str(status["temporal_address"]), "--output", "json", *codec_options],
-                               capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        shown = subprocess.run(
+            [
+                str(temporal_binary()),
+                "workflow",
+                "show",
+                "--workflow-id",
+                "reconcile-87654321-EVP",
+                "--address",
+                str(status["temporal_address"]),
+                "--output",
+                "json",
+                *codec_options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         return list(json.loads(shown.stdout)["events"])
 
     stored = show()[0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
@@ -133,8 +153,11 @@ def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict
     given = history[0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
     started = json.loads(base64.b64decode(given["data"]))
     assert (started["participant"], started["key_type"]) == ("87654321", "EVP")
-    summaries = [json.loads(base64.b64decode(e["userMetadata"]["summary"]["data"])) for e in history
-                 if "activityTaskScheduledEventAttributes" in e]  # fmt: skip
+    summaries = [
+        json.loads(base64.b64decode(e["userMetadata"]["summary"]["data"]))
+        for e in history
+        if "activityTaskScheduledEventAttributes" in e
+    ]
     assert any("VerifySync" in s for s in summaries), summaries
     corpus = Corpus()
     for payload in payloads:
@@ -146,15 +169,19 @@ def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict
 
     # The Web UI's own request (2.54.1, captured from Chromium): its preflight, then the decode with the
     # query string and headers it adds.
-    asks = {"Origin": ui, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace"}  # fmt: skip
+    asks = {
+        "Origin": ui,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-namespace",
+    }
     preflight = urllib.request.Request(f"{codec}/decode?preserveStorageRefs=true", method="OPTIONS", headers=asks)
     with urllib.request.urlopen(preflight, timeout=10) as reply:
         assert (reply.status, reply.headers["Access-Control-Allow-Origin"]) == (204, ui)
-    request = urllib.request.Request(f"{codec}/decode?preserveStorageRefs=true",
-                                     data=json.dumps({"payloads": [stored]}).encode(),
-                                     headers={"Origin": ui, "Content-Type": "application/json",
-                                              "X-Namespace": "default", "Referer": f"{ui}/"})  # fmt: skip
+    request = urllib.request.Request(
+        f"{codec}/decode?preserveStorageRefs=true",
+        data=json.dumps({"payloads": [stored]}).encode(),
+        headers={"Origin": ui, "Content-Type": "application/json", "X-Namespace": "default", "Referer": f"{ui}/"},
+    )
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.headers["Access-Control-Allow-Origin"] == ui
         decoded = json.load(reply)["payloads"][0]
@@ -176,8 +203,18 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         pids = {name: svc["pid"] for name, svc in services.items()}
         assert set(pids) == {"redis", "pulsar", "codec", "temporal", "bridge", "worker", "starter"}
         labels = [line.split()[0] for line in first.stdout.splitlines()]
-        assert labels == ["Temporal", "Web", "Pulsar", "Redis", "Bridge", "Codec", "Worker", "Starter", "State",
-                          "Followers"]  # fmt: skip
+        assert labels == [
+            "Temporal",
+            "Web",
+            "Pulsar",
+            "Redis",
+            "Bridge",
+            "Codec",
+            "Worker",
+            "Starter",
+            "State",
+            "Followers",
+        ]
         assert "Followers none: no participants" in " ".join(first.stdout.split())
 
         # Each role serves its endpoint on the port recorded in the state, and says when it is ready.
@@ -187,8 +224,17 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
             assert _eventually_ready(url), f"{role} at {url} never became ready"
 
         # Every command finds the simulator through the state file, with no configuration at all.
-        verify = cidsync("bridge", "verify", "--participant", "12345678", "--key-type", "EVP", "--vsync", "0" * 64,
-                         env={"CIDSYNC_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+        verify = cidsync(
+            "bridge",
+            "verify",
+            "--participant",
+            "12345678",
+            "--key-type",
+            "EVP",
+            "--vsync",
+            "0" * 64,
+            env={"CIDSYNC_STATE_DIR": str(tmp_path / "state")},
+        )
         assert (verify.returncode, verify.stdout) == (0, "OK\n"), verify.stderr
 
         # The endpoints are real: the UI answers and Redis has AOF on, as declared.
@@ -290,9 +336,22 @@ def test_a_kept_database_gains_the_search_attributes_added_since(tmp_path: Path)
     try:
         again = cidsync("dev", "up", "--config", str(config))
         assert again.returncode == 0, again.stderr
-        listed = subprocess.run([str(temporal_binary()), "operator", "search-attribute", "list", "--address",
-                                 str(_status(config)["temporal_address"]), "--output", "json"],
-                                capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+        listed = subprocess.run(
+            [
+                str(temporal_binary()),
+                "operator",
+                "search-attribute",
+                "list",
+                "--address",
+                str(_status(config)["temporal_address"]),
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         assert everything.keys() <= json.loads(listed.stdout)["customAttributes"].keys()
     finally:
         cidsync("dev", "down", "--config", str(config))
@@ -312,8 +371,11 @@ def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_pa
     try:
         published = cidsync("publish", "--generate", "300", "--participants", participant, "--seed", "3", env=env)
         assert published.returncode == 0, published.stderr
-        told = re.search(r"DICT first \(127\.0\.0\.1:\d+\): (\d+) applied, 0 already there \(repeats\), (\d+) left "
-                         r"to their waiting period, 0 refused", published.stdout)  # fmt: skip
+        told = re.search(
+            r"DICT first \(127\.0\.0\.1:\d+\): (\d+) applied, 0 already there \(repeats\), (\d+) left "
+            r"to their waiting period, 0 refused",
+            published.stdout,
+        )
         assert told, published.stdout
         assert int(told[1]) + int(told[2]) == 300
         assert "sent 300, failed 0" in published.stdout
@@ -323,8 +385,17 @@ def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_pa
             local = json.loads(cidsync("vsync", "--participant", participant, "--json", env=env).stdout)
             found = {}
             for pair in local:
-                verify = cidsync("bridge", "verify", "--participant", participant, "--key-type", pair["key_type"],
-                                 "--vsync", pair["vsync"], env=env)  # fmt: skip
+                verify = cidsync(
+                    "bridge",
+                    "verify",
+                    "--participant",
+                    participant,
+                    "--key-type",
+                    pair["key_type"],
+                    "--vsync",
+                    pair["vsync"],
+                    env=env,
+                )
                 found[pair["key_type"]] = verify.stdout.strip()
             return found
 

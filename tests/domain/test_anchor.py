@@ -173,10 +173,12 @@ def test_judge_in_order() -> None:
 
 def test_roll_applies_the_last_event_of_each_cid() -> None:
     at = [T + timedelta(milliseconds=n) for n in range(3)]
-    events = [CIDSetEvent(type=CIDEventType.ADDED, cid=cid(1), timestamp=at[0]),
-              CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(2), timestamp=at[0]),
-              CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(1), timestamp=at[1]),
-              CIDSetEvent(type=CIDEventType.ADDED, cid=cid(3), timestamp=at[2])]  # fmt: skip
+    events = [
+        CIDSetEvent(type=CIDEventType.ADDED, cid=cid(1), timestamp=at[0]),
+        CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(2), timestamp=at[0]),
+        CIDSetEvent(type=CIDEventType.REMOVED, cid=cid(1), timestamp=at[1]),
+        CIDSetEvent(type=CIDEventType.ADDED, cid=cid(3), timestamp=at[2]),
+    ]
     rolled, changed = roll({cid(2), cid(4)}, events)
     assert rolled == {cid(3), cid(4)}
     assert changed == {cid(1): at[1], cid(2): at[0], cid(3): at[2]}
@@ -208,8 +210,12 @@ def log_proof(pair: Pair, now: int) -> tuple[str, str]:
     events = [e for e in pair.log_at(now, now - LOG_WINDOW) if e.timestamp <= T + timedelta(milliseconds=point)]
     states = dict_states(events)
     local = pair.local_at(now)
-    reconstructed, _ = as_of(vsync(local), {c: s.in_dict for c, s in states.items()}, [c in local for c in states],
-                             journal(pair, now - LOOK_BACK, now))  # fmt: skip
+    reconstructed, _ = as_of(
+        vsync(local),
+        {c: s.in_dict for c, s in states.items()},
+        [c in local for c in states],
+        journal(pair, now - LOOK_BACK, now),
+    )
     return reconstructed, vsync(pair.dict_at(point))
 
 

@@ -67,51 +67,93 @@ def _entry(**fields: Any) -> Entry:
 
 OWN_VECTORS = [
     pytest.param(
-        _entry(request_id="6f2a1c4e-8b3d-4f5a-9c7e-1d2b3a4c5e6f", key_type="CPF", key="12345678909",
-               participant="60701190", branch="0001", account_number="0012345678", account_type="CACC",
-               owner_type="NATURAL_PERSON", owner_name="Maria Conceição", owner_tax_id="12345678909"),
+        _entry(
+            request_id="6f2a1c4e-8b3d-4f5a-9c7e-1d2b3a4c5e6f",
+            key_type="CPF",
+            key="12345678909",
+            participant="60701190",
+            branch="0001",
+            account_number="0012345678",
+            account_type="CACC",
+            owner_type="NATURAL_PERSON",
+            owner_name="Maria Conceição",
+            owner_tax_id="12345678909",
+        ),
         "CPF&12345678909&12345678909&Maria Conceição&&60701190&0001&0012345678&CACC",
         "fb0aef52297ad704c38ed69ea9a4d8be0b88c3f72a0c56b4048cfa684bf92fc0",
         id="cpf-non-ascii-name",
     ),
     pytest.param(
-        _entry(request_id="0d7f6e5c-4b3a-4291-8807-f6e5d4c3b2a1", key_type="CNPJ", key="11222333000181",
-               participant="60746948", branch="1234", account_number="99887766", account_type="SVGS",
-               owner_type="LEGAL_PERSON", owner_name="Padaria Pão Doce Ltda", owner_trade_name="Pão Doce",
-               owner_tax_id="11222333000181"),
+        _entry(
+            request_id="0d7f6e5c-4b3a-4291-8807-f6e5d4c3b2a1",
+            key_type="CNPJ",
+            key="11222333000181",
+            participant="60746948",
+            branch="1234",
+            account_number="99887766",
+            account_type="SVGS",
+            owner_type="LEGAL_PERSON",
+            owner_name="Padaria Pão Doce Ltda",
+            owner_trade_name="Pão Doce",
+            owner_tax_id="11222333000181",
+        ),
         "CNPJ&11222333000181&11222333000181&Padaria Pão Doce Ltda&Pão Doce&60746948&1234&99887766&SVGS",
         "cd1eebe34eeb20778cccf88bdea6c7c1a72810daf8b7e0fb4760605112cf0ff2",
         id="cnpj-legal-person-with-trade-name",
     ),
     pytest.param(
-        _entry(request_id="ffffffff-ffff-4fff-bfff-ffffffffffff", key_type="PHONE", key="+5561998765432",
-               participant="00000000", account_number="123", account_type="SLRY",
-               owner_type="NATURAL_PERSON", owner_name="José Araújo", owner_tax_id="98765432100"),
+        _entry(
+            request_id="ffffffff-ffff-4fff-bfff-ffffffffffff",
+            key_type="PHONE",
+            key="+5561998765432",
+            participant="00000000",
+            account_number="123",
+            account_type="SLRY",
+            owner_type="NATURAL_PERSON",
+            owner_name="José Araújo",
+            owner_tax_id="98765432100",
+        ),
         "PHONE&+5561998765432&98765432100&José Araújo&&00000000&&123&SLRY",
         "c6b14ba676bba6426085973b248d24e5afdea625ca468a826a4da2692c96761b",
         id="phone-no-branch",
     ),
     pytest.param(
-        _entry(request_id="00000000-0000-4000-8000-000000000001", key_type="EMAIL",
-               key="ana.souza@exemplo.com.br", participant="18236120", branch="9", account_number="1",
-               account_type="TRAN", owner_type="NATURAL_PERSON", owner_name="Ana Souza",
-               owner_tax_id="11144477735"),
+        _entry(
+            request_id="00000000-0000-4000-8000-000000000001",
+            key_type="EMAIL",
+            key="ana.souza@exemplo.com.br",
+            participant="18236120",
+            branch="9",
+            account_number="1",
+            account_type="TRAN",
+            owner_type="NATURAL_PERSON",
+            owner_name="Ana Souza",
+            owner_tax_id="11144477735",
+        ),
         "EMAIL&ana.souza@exemplo.com.br&11144477735&Ana Souza&&18236120&9&1&TRAN",
         "b7fcd1de9146b2fe625da6f0a3fb8d1f93ea35f32ec5b3d1652d99100c6b9f38",
         id="email",
     ),
     pytest.param(
-        _entry(request_id="a1b2c3d4-e5f6-4718-9a0b-c1d2e3f4a5b6", key_type="EVP",
-               key="2f1d9a3c-5b7e-4c8d-9e0f-a1b2c3d4e5f6", participant="90400888", branch="0042",
-               account_number="00000000000000000001", account_type="CACC", owner_type="LEGAL_PERSON",
-               owner_name="Comércio & Filhos S.A.", owner_tax_id="44555666000177"),
+        _entry(
+            request_id="a1b2c3d4-e5f6-4718-9a0b-c1d2e3f4a5b6",
+            key_type="EVP",
+            key="2f1d9a3c-5b7e-4c8d-9e0f-a1b2c3d4e5f6",
+            participant="90400888",
+            branch="0042",
+            account_number="00000000000000000001",
+            account_type="CACC",
+            owner_type="LEGAL_PERSON",
+            owner_name="Comércio & Filhos S.A.",
+            owner_tax_id="44555666000177",
+        ),
         # '&' inside a name is hashed as it is: DICT defines no escaping.
         "EVP&2f1d9a3c-5b7e-4c8d-9e0f-a1b2c3d4e5f6&44555666000177&Comércio & Filhos S.A.&&90400888&0042"
         "&00000000000000000001&CACC",
         "b44cbf0b1c32352067ee23d2f41733fe0b210445c4d7d0a2df24dca12790099b",
         id="evp-legal-person-without-trade-name-ampersand-in-name",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("entry", "attributes", "expected"), OWN_VECTORS)
@@ -124,8 +166,9 @@ def test_own_vectors(entry: Entry, attributes: str, expected: str) -> None:
 def test_fields_outside_the_cid_do_not_change_it() -> None:
     entry = OWN_VECTORS[0].values[0]
     assert isinstance(entry, Entry)
-    moved = entry.model_copy(update={"account_opened_at": entry.account_opened_at.replace(year=1999),
-                                     "id": uuid.uuid4()})  # fmt: skip
+    moved = entry.model_copy(
+        update={"account_opened_at": entry.account_opened_at.replace(year=1999), "id": uuid.uuid4()}
+    )
     assert cid(moved) == cid(entry)
 
 

@@ -22,8 +22,12 @@ VALID: dict[str, Any] = {
     "owner_trade_name": None,
     "owner_tax_id": "12345678909",
 }
-LEGAL = VALID | {"owner_type": "LEGAL_PERSON", "owner_tax_id": "11222333000181", "key_type": "CNPJ",
-                 "key": "11222333000181"}  # fmt: skip
+LEGAL = VALID | {
+    "owner_type": "LEGAL_PERSON",
+    "owner_tax_id": "11222333000181",
+    "key_type": "CNPJ",
+    "key": "11222333000181",
+}
 
 
 def problems(data: dict[str, Any]) -> dict[str, str]:
@@ -59,8 +63,11 @@ def test_valid_examples_pass() -> None:
         ({"account_number": "1" * 21}, "account_number", "an account number must be 1 to 20 digits"),
         ({"account_type": "CHECKING"}, "account_type", "Input should be 'CACC', 'SVGS', 'SLRY' or 'TRAN'"),
         ({"owner_type": "PERSON"}, "owner_type", "Input should be 'NATURAL_PERSON' or 'LEGAL_PERSON'"),
-        ({"owner_tax_id": "11222333000181"}, "owner_tax_id",
-         "a NATURAL_PERSON owner's tax id must be exactly 11 digits (CPF)"),
+        (
+            {"owner_tax_id": "11222333000181"},
+            "owner_tax_id",
+            "a NATURAL_PERSON owner's tax id must be exactly 11 digits (CPF)",
+        ),
         ({"owner_trade_name": "Loja"}, "owner_trade_name", "only a LEGAL_PERSON owner has a trade name"),
         ({"owner_name": ""}, "owner_name", "String should have at least 1 character"),
         ({"account_opened_at": "2020-01-01T00:00:00"}, "account_opened_at", "timezone"),
@@ -68,7 +75,7 @@ def test_valid_examples_pass() -> None:
         ({"id": 42}, "id", "UUID"),
         ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
     ],
-)  # fmt: skip
+)
 def test_each_rule_rejects_with_a_clear_message(changes: dict[str, Any], field: str, message: str) -> None:
     found = problems(VALID | changes)
     assert message in found[f"entry.{field}"]

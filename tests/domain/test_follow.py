@@ -35,8 +35,12 @@ def event(kind: CIDEventType, n: int, at: datetime) -> CIDSetEvent:
 
 def page(events: list[CIDSetEvent], has_more: bool = False) -> CIDSetEvents:
     """As DICT answers a pair empty before the page: its VSync after the first event and after the last."""
-    return CIDSetEvents(events=events, has_more=has_more, verifier_start=vsync(e.cid for e in events[:1]),
-                        verifier_end=vsync(e.cid for e in events))  # fmt: skip
+    return CIDSetEvents(
+        events=events,
+        has_more=has_more,
+        verifier_start=vsync(e.cid for e in events[:1]),
+        verifier_end=vsync(e.cid for e in events),
+    )
 
 
 def read_all(pages: "Pager", cursor: Cursor, limit: int) -> list[CIDSetEvent]:
@@ -93,10 +97,14 @@ def test_an_empty_page_leaves_the_cursor_where_it_was() -> None:
 
 
 def test_the_last_event_for_a_cid_is_dicts_state() -> None:
-    states = dict_states([
-        event(ADDED, 1, T0), event(REMOVED, 1, T0 + timedelta(seconds=1)),  # an update and its revert
-        event(REMOVED, 2, T0), event(ADDED, 2, T0 + timedelta(seconds=2)),
-    ])  # fmt: skip
+    states = dict_states(
+        [
+            event(ADDED, 1, T0),
+            event(REMOVED, 1, T0 + timedelta(seconds=1)),  # an update and its revert
+            event(REMOVED, 2, T0),
+            event(ADDED, 2, T0 + timedelta(seconds=2)),
+        ]
+    )
     assert {value: (s.in_dict, s.changed_at) for value, s in states.items()} == {
         cid(1): (False, T0 + timedelta(seconds=1)),
         cid(2): (True, T0 + timedelta(seconds=2)),
@@ -147,8 +155,9 @@ def test_an_agreeing_removal_is_watched_and_a_late_creation_becomes_a_suspect_du
     assert watch(watches, merged.suspects, [back], grace, T0 + timedelta(seconds=30), most=10) == {}
     # Watches end with their grace, and the newest are kept past `most`.
     assert watch(watches, {}, [], grace, T0 + grace, most=10) == {}
-    many = [Observation(cid=cid(n), in_dict=False, changed_at=T0 + timedelta(seconds=n), local=False)
-            for n in range(20)]  # fmt: skip
+    many = [
+        Observation(cid=cid(n), in_dict=False, changed_at=T0 + timedelta(seconds=n), local=False) for n in range(20)
+    ]
     kept = watch({}, {}, many, grace, T0 + timedelta(seconds=20), most=5)
     assert sorted(kept) == sorted(cid(n) for n in range(15, 20))
 
@@ -187,10 +196,14 @@ def test_the_simulators_log_has_millisecond_ties_and_verifiers_at_every_point() 
     assert answer.events[0][0] == middle
     assert int(answer.verifier_start, 16) == naive[1501]  # after the page's first event
     assert int(answer.verifier_end, 16) == naive[1700]  # after its last
-    assert page_consistent(CIDSetEvents(
-        events=[CIDSetEvent(type=k, cid=v, timestamp=a) for a, k, v in answer.events], has_more=True,
-        verifier_start=answer.verifier_start, verifier_end=answer.verifier_end,
-    ))  # fmt: skip
+    assert page_consistent(
+        CIDSetEvents(
+            events=[CIDSetEvent(type=k, cid=v, timestamp=a) for a, k, v in answer.events],
+            has_more=True,
+            verifier_start=answer.verifier_start,
+            verifier_end=answer.verifier_end,
+        )
+    )
     tail = log.page(T0 + timedelta(milliseconds=59), T0 + timedelta(seconds=1), limit=200)
     assert not tail.has_more
     assert (len(tail.events), int(tail.verifier_end, 16)) == (50, naive[3000])

@@ -51,8 +51,11 @@ def history_events(count: int, participants: list[str], seed: int) -> list[Entry
     events = []
     for change in synthetic_history(count, participants, seed=seed):
         rng_sequence += 1
-        events.append(build_event(change.event_type, change.entry, "e2e", deletion_type=change.deletion_type,
-                                  sequence=rng_sequence))  # fmt: skip
+        events.append(
+            build_event(
+                change.event_type, change.entry, "e2e", deletion_type=change.deletion_type, sequence=rng_sequence
+            )
+        )
     return events
 
 
@@ -77,8 +80,12 @@ APPLY_TIMEOUT = 120.0
 async def wait_for_vsyncs(store: CIDStore, participants: list[str], expected: object) -> None:
     """Wait until the store shows the expected state (or fail, showing what it holds). The store has no
     change feed to wait on; polling it adds no timing assumption."""
-    await eventually(lambda: local_vsyncs(store, participants), lambda seen: seen == expected,
-                     "the store's VSyncs as expected", timeout=APPLY_TIMEOUT)  # fmt: skip
+    await eventually(
+        lambda: local_vsyncs(store, participants),
+        lambda seen: seen == expected,
+        "the store's VSyncs as expected",
+        timeout=APPLY_TIMEOUT,
+    )
 
 
 @contextlib.asynccontextmanager

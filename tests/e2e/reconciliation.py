@@ -53,9 +53,11 @@ async def reconciliation_worker(
     bridge = BridgeClient(bridge_address)
     pulsar_ = pulsar_client(pulsar_url)
     consumer = await pulsar_.subscribe(
-        topics.full(topics.core_events), f"core-{uuid.uuid4()}", consumer_type=pulsar.ConsumerType.Shared,
+        topics.full(topics.core_events),
+        f"core-{uuid.uuid4()}",
+        consumer_type=pulsar.ConsumerType.Shared,
         initial_position=pulsar.InitialPosition.Earliest,
-    )  # fmt: skip
+    )
     publisher = await CoreEventsPublisher.create(store, pulsar_, topics)
     try:
         async with build_worker(env.client, store, queue, WorkerOptions(), Reconciliation.of(store, bridge, publisher)):
@@ -87,8 +89,9 @@ async def seed_pair(admin: SimulatorAdmin, store: CIDStore, entries: list[Entry]
 
 
 async def until(handle: WorkflowHandle[ReconcileVSync, object], check: Callable[[Progress], bool]) -> Progress:
-    return await eventually(lambda: handle.query(ReconcileVSync.progress), check, "the reconciliation's progress",
-                            every=0.02)  # fmt: skip
+    return await eventually(
+        lambda: handle.query(ReconcileVSync.progress), check, "the reconciliation's progress", every=0.02
+    )
 
 
 async def core_messages(consumer: pulsar_asyncio.Consumer, count: int) -> list[pulsar.Message]:

@@ -18,10 +18,11 @@ async def test_a_lone_event_is_applied_without_waiting_for_the_next_message(
     temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker
 ) -> None:
     async with (
-        running_pipeline(temporal_env, redis_server.url, pulsar_broker.url, mode=Mode.BATCH, participants=1) as
-        pipeline,
+        running_pipeline(
+            temporal_env, redis_server.url, pulsar_broker.url, mode=Mode.BATCH, participants=1
+        ) as pipeline,
         EntryEventProducer(pulsar_client(pulsar_broker.url), topics=pipeline.topics, owns_client=True) as producer,
-    ):  # fmt: skip
+    ):
         await producer.start()
         for lone in history_events(3, pipeline.participants, seed=uuid.uuid4().int % 1000):
             await producer.publish_event(lone)
@@ -29,5 +30,8 @@ async def test_a_lone_event_is_applied_without_waiting_for_the_next_message(
             # The batch waits 100 ms here; 10 s is generous.
             await eventually(
                 partial(pipeline.store.ingestion.is_marked, entry.participant, entry.key_type, str(lone.event_id)),
-                bool, "the lone event applied", timeout=10, every=0.05,
-            )  # fmt: skip
+                bool,
+                "the lone event applied",
+                timeout=10,
+                every=0.05,
+            )

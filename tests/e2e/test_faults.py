@@ -79,20 +79,27 @@ class FaultStack:
         }
 
     def start_temporal(self) -> None:
-        argv = temporal_argv(port=self.temporal_port, ui_port=None, namespace="default",
-                             db_filename=self.root / "temporal.db", log_level="error", dynamic_config={},
-                             search_attributes=search_attribute_types())  # fmt: skip
-        self.processes["temporal"] = start_temporal(argv=argv, port=self.temporal_port, namespace="default",
-                                                    log=self.root / "temporal.log")  # fmt: skip
+        argv = temporal_argv(
+            port=self.temporal_port,
+            ui_port=None,
+            namespace="default",
+            db_filename=self.root / "temporal.db",
+            log_level="error",
+            dynamic_config={},
+            search_attributes=search_attribute_types(),
+        )
+        self.processes["temporal"] = start_temporal(
+            argv=argv, port=self.temporal_port, namespace="default", log=self.root / "temporal.log"
+        )
 
     def start_redis(self) -> None:
-        self.processes["redis"] = start_redis(port=self.redis_port, data_dir=self.root / "redis", appendonly=True,
-                                              log=self.root / "redis.log")  # fmt: skip
+        self.processes["redis"] = start_redis(
+            port=self.redis_port, data_dir=self.root / "redis", appendonly=True, log=self.root / "redis.log"
+        )
 
     def start_role(self, role: str) -> None:
         argv = [sys.executable, "-m", "cidsync", role, "--log-level", "warning"]
-        self.processes[role] = launch(role, argv, log=self.root / f"{role}.log", ready=lambda: True,
-                                      env=self.env)  # fmt: skip
+        self.processes[role] = launch(role, argv, log=self.root / f"{role}.log", ready=lambda: True, env=self.env)
 
     def stop(self, name: str) -> None:
         self.processes.pop(name).stop()
@@ -136,8 +143,9 @@ async def store(stack: FaultStack) -> AsyncIterator[CIDStore]:
 
 async def publish(stack: FaultStack, count: int, participants: list[str]) -> list[EntryEvent]:
     events = history_events(count, participants, seed=uuid.uuid4().int % 10_000)
-    async with EntryEventProducer(pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace),
-                                  owns_client=True) as producer:  # fmt: skip
+    async with EntryEventProducer(
+        pulsar_client(stack.pulsar_url), topics=Topics(namespace=stack.namespace), owns_client=True
+    ) as producer:
         await producer.start()
         await asyncio.gather(*(producer.publish_event(e) for e in events))
     return events
@@ -207,8 +215,13 @@ async def test_worker_killed_while_the_cid_file_streams_resumes_without_a_second
     await simulator_admin.set_faults(page_delay_ms=150)
     before = await simulator_admin.stats()
     client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
-    request = ReconcileInput(participant=participant, key_type=KeyType.EVP, poll_initial=timedelta(seconds=0.3),
-                             activity_heartbeat=timedelta(seconds=3), grace=timedelta(seconds=1))  # fmt: skip
+    request = ReconcileInput(
+        participant=participant,
+        key_type=KeyType.EVP,
+        poll_initial=timedelta(seconds=0.3),
+        activity_heartbeat=timedelta(seconds=3),
+        grace=timedelta(seconds=1),
+    )
     handle = await start_reconciliation(client, request, "faults")
 
     async with asyncio.timeout(60):
@@ -225,8 +238,11 @@ async def test_worker_killed_while_the_cid_file_streams_resumes_without_a_second
     assert after["calls"]["CreateCidSetFile"] - before["calls"].get("CreateCidSetFile", 0) == 1
     assert after["calls"]["StreamCIDList"] - before["calls"].get("StreamCIDList", 0) >= 2  # resumed
     history = await handle.fetch_history()
-    attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
-                if e.HasField("activity_task_started_event_attributes")]  # fmt: skip
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
     assert max(attempts) >= 2  # the stream's retry is what finished the job
 
 
@@ -249,11 +265,17 @@ async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs
     client = await Client.connect(f"127.0.0.1:{stack.temporal_port}", data_converter=pydantic_data_converter)
     pulsar_ = pulsar_client(stack.pulsar_url)
     topics = Topics(namespace=stack.namespace)
-    core = await pulsar_.subscribe(topics.full(topics.core_events), f"core-{uuid.uuid4()}",
-                                   initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
-    request = FollowInput(participant=participant, key_type=KeyType.EVP, grace=timedelta(seconds=1),
-                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
-                          activity_heartbeat=timedelta(seconds=2))  # fmt: skip
+    core = await pulsar_.subscribe(
+        topics.full(topics.core_events), f"core-{uuid.uuid4()}", initial_position=pulsar.InitialPosition.Earliest
+    )
+    request = FollowInput(
+        participant=participant,
+        key_type=KeyType.EVP,
+        grace=timedelta(seconds=1),
+        poll_interval=timedelta(seconds=0.5),
+        idle_interval=timedelta(seconds=1),
+        activity_heartbeat=timedelta(seconds=2),
+    )
     workflow_id, _ = await ensure_follower(client, request, "faults")
     handle = client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
     try:
@@ -294,8 +316,11 @@ async def test_worker_killed_while_following_resumes_from_the_cursor_and_repairs
     assert len({n["event_id"] for n in ours}) == 9  # a notice published twice carries the same id
     assert (await simulator_admin.stats())["files_created"] == files_before == files_after
     assert local == status.dict_vsync
-    attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
-                if e.HasField("activity_task_started_event_attributes")]  # fmt: skip
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
     assert max(attempts) >= 2  # the killed repair's retry finished the job
 
 

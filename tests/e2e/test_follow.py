@@ -70,11 +70,15 @@ async def wait_status(
 
 
 async def test_divergences_injected_while_events_flow_are_repaired_within_grace_and_a_poll(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
-) -> None:  # fmt: skip
-    async with events_and_reconciliation(temporal_env, redis_server.url, pulsar_broker.url,
-                                         bridge_simulator.address, simulator_admin) as flowing:  # fmt: skip
+    temporal_env: WorkflowEnvironment,
+    redis_server: RedisServer,
+    pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator,
+    simulator_admin: SimulatorAdmin,
+) -> None:
+    async with events_and_reconciliation(
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address, simulator_admin
+    ) as flowing:
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
 
@@ -83,8 +87,14 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         await core.landed(before)
         handles = {}
         for key_type in FOLLOWED:
-            request = FollowInput(participant=participant, key_type=key_type, grace=GRACE, poll_interval=POLL,
-                                  idle_interval=POLL * 2, log_settle=SETTLE)  # fmt: skip
+            request = FollowInput(
+                participant=participant,
+                key_type=key_type,
+                grace=GRACE,
+                poll_interval=POLL,
+                idle_interval=POLL * 2,
+                log_settle=SETTLE,
+            )
             workflow_id, what = await ensure_follower(temporal_env.client, request, running.queue)
             assert what == "started"
             handles[key_type] = temporal_env.client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
@@ -124,8 +134,10 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
         statuses = {k: await wait_status(h, lambda s: s.state == "in sync") for k, h in handles.items()}
         files_after = (await simulator_admin.stats())["files_created"]
 
-        print(f"\nrepaired after injection (grace {GRACE.total_seconds():.0f} s, poll {POLL.total_seconds():.0f} s): "
-              + ", ".join(f"{k.value} {v:.2f} s" for k, v in repaired_after.items()))  # fmt: skip
+        print(
+            f"\nrepaired after injection (grace {GRACE.total_seconds():.0f} s, poll {POLL.total_seconds():.0f} s): "
+            + ", ".join(f"{k.value} {v:.2f} s" for k, v in repaired_after.items())
+        )
         # Within the grace period plus a poll, with a poll's worth of slack for a loaded machine.
         for key_type, seconds in repaired_after.items():
             assert seconds <= (GRACE + POLL * 3).total_seconds(), (key_type, seconds)
@@ -171,9 +183,14 @@ async def test_dicts_rate_limit_refusals_are_waited_out(
             drained += 1
     assert drained >= 90  # the bucket held about 100 calls, and is empty now
     refused_before = (await simulator_admin.stats())["rate_limited"].get("ListCidSetEvents", 0)
-    request = FollowInput(participant=participant, key_type=KeyType.PHONE, grace=timedelta(seconds=1),
-                          poll_interval=timedelta(seconds=0.5), idle_interval=timedelta(seconds=1),
-                          log_settle=SETTLE)  # fmt: skip
+    request = FollowInput(
+        participant=participant,
+        key_type=KeyType.PHONE,
+        grace=timedelta(seconds=1),
+        poll_interval=timedelta(seconds=0.5),
+        idle_interval=timedelta(seconds=1),
+        log_settle=SETTLE,
+    )
     workflow_id, _ = await ensure_follower(temporal_env.client, request, running.queue)
     handle = temporal_env.client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
     try:

@@ -107,8 +107,11 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CIDSYNC_STATE_DIR": str(self.root / "state"), "CIDSYNC_KEY_SECRET": SECRET,
-                "CIDSYNC_TASK_QUEUE": QUEUE}  # fmt: skip
+        return {
+            "CIDSYNC_STATE_DIR": str(self.root / "state"),
+            "CIDSYNC_KEY_SECRET": SECRET,
+            "CIDSYNC_TASK_QUEUE": QUEUE,
+        }
 
     def logs(self) -> Iterator[Path]:
         yield from sorted((self.root / "state" / "logs").glob("*.log"))
@@ -141,15 +144,38 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     }
     roles = []
     try:
-        roles.append(start_role("worker", ["--task-queue", QUEUE, "--log-level", "debug", "--metrics-bind", metrics],
-                                state_dir=spec.state_dir, env={**common, "CIDSYNC_LOG_FORMAT": "json"},
-                                log=logs / "worker.log"))  # fmt: skip
+        roles.append(
+            start_role(
+                "worker",
+                ["--task-queue", QUEUE, "--log-level", "debug", "--metrics-bind", metrics],
+                state_dir=spec.state_dir,
+                env={**common, "CIDSYNC_LOG_FORMAT": "json"},
+                log=logs / "worker.log",
+            )
+        )
         starters = (("starter-per-event", PER_EVENT, "per-event"), ("starter-batch", BATCH, "batch"))
         for (name, namespace, mode), bind in zip(starters, starter_metrics, strict=True):
-            options = ["--task-queue", QUEUE, "--log-level", "debug", "--mode", mode, "--subscription", name,
-                       "--metrics-bind", bind]  # fmt: skip
-            roles.append(start_role("starter", options, state_dir=spec.state_dir, log=logs / f"{name}.log",
-                                    env={**common, "CIDSYNC_PULSAR_NAMESPACE": namespace}))  # fmt: skip
+            options = [
+                "--task-queue",
+                QUEUE,
+                "--log-level",
+                "debug",
+                "--mode",
+                mode,
+                "--subscription",
+                name,
+                "--metrics-bind",
+                bind,
+            ]
+            roles.append(
+                start_role(
+                    "starter",
+                    options,
+                    state_dir=spec.state_dir,
+                    log=logs / f"{name}.log",
+                    env={**common, "CIDSYNC_PULSAR_NAMESPACE": namespace},
+                )
+            )
         yield Stack(tmp_path, state, metrics, roles, spans, starter_metrics)
     finally:
         receiving.__exit__(None, None, None)
@@ -166,12 +192,19 @@ def history_of(entries: list[Entry], first_sequence: int) -> list[EntryEvent]:
     for n, entry in enumerate(entries):
         events.append(build_event(EventType.CREATED, entry, "user-pii", sequence=(sequence := sequence + 1)))
         if n % 2:
-            moved = entry.model_copy(update={"account_number": entry.account_number[:-1] + "9",
-                                             "owner_name": entry.owner_name + " Atualizada"})  # fmt: skip
+            moved = entry.model_copy(
+                update={
+                    "account_number": entry.account_number[:-1] + "9",
+                    "owner_name": entry.owner_name + " Atualizada",
+                }
+            )
             events.append(build_event(EventType.UPDATED, moved, "user-pii", sequence=(sequence := sequence + 1)))
     for entry, deletion in zip(entries[:2], (DeletionType.IMMEDIATE, DeletionType.WAITING_PERIOD), strict=True):
-        events.append(build_event(EventType.DELETED, entry, "user-pii", deletion_type=deletion,
-                                  sequence=(sequence := sequence + 1)))  # fmt: skip
+        events.append(
+            build_event(
+                EventType.DELETED, entry, "user-pii", deletion_type=deletion, sequence=(sequence := sequence + 1)
+            )
+        )
     return events
 
 
@@ -181,8 +214,9 @@ def scrape(url: str) -> str:
 
 
 async def wait_until_applied(store: CIDStore, participants: list[str], expected: object) -> None:
-    await eventually(lambda: local_vsyncs(store, participants), lambda seen: seen == expected, "every event applied",
-                     timeout=120)  # fmt: skip
+    await eventually(
+        lambda: local_vsyncs(store, participants), lambda seen: seen == expected, "every event applied", timeout=120
+    )
 
 
 async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) -> None:
@@ -197,8 +231,9 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
 
     # Ingestion, both modes.
     for namespace, events in ((PER_EVENT, per_event), (BATCH, batch)):
-        async with EntryEventProducer(pulsar_client(stack.state.pulsar_url or ""), topics=Topics(namespace=namespace),
-                                      owns_client=True) as producer:  # fmt: skip
+        async with EntryEventProducer(
+            pulsar_client(stack.state.pulsar_url or ""), topics=Topics(namespace=namespace), owns_client=True
+        ) as producer:
             await producer.start()
             for event in events:
                 await producer.publish_event(event)
@@ -213,11 +248,22 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
     async with SimulatorAdmin(stack.state.bridge_address) as admin:
         await admin.load(dict_entries)
     core = pulsar_client(stack.state.pulsar_url or "")
-    consumer = await core.subscribe(Topics().full(Topics().core_events), "pii-core",
-                                    initial_position=pulsar.InitialPosition.Earliest)  # fmt: skip
+    consumer = await core.subscribe(
+        Topics().full(Topics().core_events), "pii-core", initial_position=pulsar.InitialPosition.Earliest
+    )
     for key_type in ("EMAIL", "CPF"):
-        run = await asyncio.to_thread(cidsync, "reconcile", "--participant", from_dict, "--key-type", key_type,
-                                      "--wait", "--grace", "1", env=stack.env)  # fmt: skip
+        run = await asyncio.to_thread(
+            cidsync,
+            "reconcile",
+            "--participant",
+            from_dict,
+            "--key-type",
+            key_type,
+            "--wait",
+            "--grace",
+            "1",
+            env=stack.env,
+        )
         assert run.returncode == 0, run.stderr
         outcome = json.loads(run.stdout)
         assert (outcome["outcome"], outcome["added"]) == ("REPAIRED", 3)
@@ -294,8 +340,9 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
 
     # An operator finds a key's runs without the key: its key id (`cidsync key-id`), or the entry id.
     entry = per_event_entries[3]  # created, then updated (0 and 1 are deleted)
-    named = await asyncio.to_thread(cidsync, "key-id", "--key-type", entry.key_type.value, stdin=entry.key,
-                                    env=stack.env)  # fmt: skip
+    named = await asyncio.to_thread(
+        cidsync, "key-id", "--key-type", entry.key_type.value, stdin=entry.key, env=stack.env
+    )
     by_key = [w.workflow_type async for w in client.list_workflows(f'CidKeyId="{named.stdout.strip()}"')]
     by_entry = [w.workflow_type async for w in client.list_workflows(f'CidEntryId="{entry.id}"')]
     assert sorted(by_key) == sorted(by_entry) == ["CreateCID", "UpdateCID"]

@@ -47,8 +47,9 @@ async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
     await seed_pair(simulator_admin, running.store, entries)
     by_cid = {cid(e): e for e in entries}
     diverged = await simulator_admin.diverge(participant, KEY_TYPE, add=5, remove=4, alter=3, seed=11)
-    assert not (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(
-        participant, KEY_TYPE))).ok  # fmt: skip
+    assert not (
+        await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(participant, KEY_TYPE))
+    ).ok
 
     request = ReconcileInput(
         participant=participant, key_type=KEY_TYPE, grace=GRACE, poll_initial=timedelta(seconds=0.2)
@@ -66,8 +67,9 @@ async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
     expected = set(by_cid) - set(diverged.removed) - set(diverged.altered_old)
     expected |= set(diverged.added) | set(diverged.altered_new)
     assert local == expected
-    assert (await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(
-        participant, KEY_TYPE))).ok  # fmt: skip
+    assert (
+        await running.bridge.verify_sync(participant, KEY_TYPE, await running.store.view.vsync(participant, KEY_TYPE))
+    ).ok
 
     messages = await core_messages(running.core_events, 8 + 4 + 1)
     events = [json.loads(m.data()) for m in messages]
@@ -129,8 +131,9 @@ async def test_a_second_trigger_joins_the_running_reconciliation(
     request = ReconcileInput(participant=participant, key_type=KEY_TYPE, grace=GRACE, poll_initial=timedelta(seconds=3))
     first = await start_reconciliation(temporal_env.client, request, running.queue)
     await until(first, lambda p: p.phase == "waiting for file")
-    second = await start_reconciliation(temporal_env.client, request.model_copy(update={"trigger": "cli"}),
-                                        running.queue)  # fmt: skip
+    second = await start_reconciliation(
+        temporal_env.client, request.model_copy(update={"trigger": "cli"}), running.queue
+    )
     assert second.result_run_id == first.result_run_id
     assert (await second.result()).outcome is Outcome.REPAIRED
     again = await start_reconciliation(temporal_env.client, request, running.queue)  # a new run once done
@@ -147,8 +150,13 @@ async def test_the_scheduled_run_joins_a_running_reconciliation_and_starts_the_o
     # DICT's keys are global: a seed of its own, so the added entries are no other test's (the CLI's tests
     # load `--synthetic` with seed 9).
     await simulator_admin.diverge(participant, KEY_TYPE, add=2, seed=40_000 + uuid.uuid4().int % 10_000)
-    waiting = ReconcileInput(participant=participant, key_type=KEY_TYPE, grace=GRACE, divergence_threshold=0,
-                             poll_initial=timedelta(seconds=0.2))  # fmt: skip
+    waiting = ReconcileInput(
+        participant=participant,
+        key_type=KEY_TYPE,
+        grace=GRACE,
+        divergence_threshold=0,
+        poll_initial=timedelta(seconds=0.2),
+    )
     pending = await start_reconciliation(temporal_env.client, waiting, running.queue)
     await until(pending, lambda p: p.awaiting_approval)
     pairs = [PairRef(participant=participant, key_type=k) for k in (KEY_TYPE, KeyType.CPF)]
@@ -199,9 +207,16 @@ async def test_dict_never_producing_a_usable_file_fails_loudly_and_changes_nothi
     ids=["local-empty", "dict-emptied", "mixed"],
 )
 async def test_after_a_successful_reconciliation_the_sets_are_equal_and_dict_says_ok(
-    temporal_env: WorkflowEnvironment, running: Running, simulator_admin: SimulatorAdmin, participant: str,
-    local: int, in_dict: int, add: int, remove: int, alter: int,
-) -> None:  # fmt: skip
+    temporal_env: WorkflowEnvironment,
+    running: Running,
+    simulator_admin: SimulatorAdmin,
+    participant: str,
+    local: int,
+    in_dict: int,
+    add: int,
+    remove: int,
+    alter: int,
+) -> None:
     # docs/design.md §4, I4, including the edges: an empty local set and an emptied DICT.
     entries = pair_entries(participant, KEY_TYPE, max(local, in_dict), seed=20_000 + uuid.uuid4().int % 1000)
     await simulator_admin.load(entries[:in_dict])

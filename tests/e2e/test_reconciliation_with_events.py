@@ -51,11 +51,15 @@ async def outcome_of(handle: WorkflowHandle[ReconcileVSync, ReconcileResult]) ->
 
 
 async def test_reconciliations_while_events_flow_converge_to_dict(
-    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, simulator_admin: SimulatorAdmin,
-) -> None:  # fmt: skip
-    async with events_and_reconciliation(temporal_env, redis_server.url, pulsar_broker.url,
-                                         bridge_simulator.address, simulator_admin) as flowing:  # fmt: skip
+    temporal_env: WorkflowEnvironment,
+    redis_server: RedisServer,
+    pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator,
+    simulator_admin: SimulatorAdmin,
+) -> None:
+    async with events_and_reconciliation(
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address, simulator_admin
+    ) as flowing:
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
 
@@ -111,9 +115,17 @@ def busy_dict(tmp_path: Path) -> Iterator[BridgeSimulator]:
     0.1 to 0.5 s after it was made (so one may show after later ones)."""
     port = free_port()
     launched = start_bridge_simulator(
-        port=port, data_dir=None, seed_file=None, file_delay=2.0, file_delay_per_cid_ms=5.0, event_delay=0.3,
-        event_jitter=0.2, time_scale=1.0, rate_limits=True, log=tmp_path / "bridge.log",
-    )  # fmt: skip
+        port=port,
+        data_dir=None,
+        seed_file=None,
+        file_delay=2.0,
+        file_delay_per_cid_ms=5.0,
+        event_delay=0.3,
+        event_jitter=0.2,
+        time_scale=1.0,
+        rate_limits=True,
+        log=tmp_path / "bridge.log",
+    )
     try:
         yield BridgeSimulator(port)
     finally:
@@ -135,7 +147,7 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         SimulatorAdmin(busy_dict.address) as admin,
         events_and_reconciliation(
             temporal_env, redis_server.url, pulsar_broker.url, busy_dict.address, admin
-        ) as flowing,  # fmt: skip
+        ) as flowing,
     ):
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
@@ -157,9 +169,11 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         await admin.alter(untouched[1].model_copy(update={"account_number": "9876543210"}))
         await admin.load(pair_entries(participant, KeyType.EVP, 2, seed=uuid.uuid4().int % 10_000))
         # Real time, not the time-skipping client: the grace must let real changes land.
-        client = await Client.connect(temporal_env.client.service_client.config.target_host,
-                                      namespace=temporal_env.client.namespace,
-                                      data_converter=temporal_env.client.data_converter)  # fmt: skip
+        client = await Client.connect(
+            temporal_env.client.service_client.config.target_host,
+            namespace=temporal_env.client.namespace,
+            data_converter=temporal_env.client.data_converter,
+        )
         requests = [
             ReconcileInput(
                 participant=participant,
@@ -177,8 +191,9 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
         reconciled.set()
         await core.landed(await flowing_task)
         view = pipeline.store.view
-        agreed = {k: (await running.bridge.verify_sync(participant, k, await view.vsync(participant, k))).ok
-                  for k in KeyType}  # fmt: skip
+        agreed = {
+            k: (await running.bridge.verify_sync(participant, k, await view.vsync(participant, k))).ok for k in KeyType
+        }
 
     # Counted equals injected: 5 CIDs on EVP (3 only in DICT, 2 only local), none on CPF, so no approval
     # asked (threshold 10); 3 added, and the 2 local-only gone (the altered entry's old CID leaves with its

@@ -31,9 +31,11 @@ def unique_topics() -> Topics:
 
 async def subscribe(client: pulsar_asyncio.Client, topics: list[str]) -> pulsar_asyncio.Consumer:
     return await client.subscribe(
-        topics, f"test-{uuid.uuid4()}", consumer_type=pulsar.ConsumerType.Shared,
+        topics,
+        f"test-{uuid.uuid4()}",
+        consumer_type=pulsar.ConsumerType.Shared,
         initial_position=pulsar.InitialPosition.Earliest,
-    )  # fmt: skip
+    )
 
 
 RECEIVE_TIMEOUT = 15.0

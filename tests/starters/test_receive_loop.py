@@ -259,8 +259,10 @@ async def test_a_message_that_breaks_the_contract_is_dead_lettered_at_once_with_
     [(content, properties)] = s.dead_letters.sent
     assert content == payload
     assert (properties["kind"], properties["original_topic"], properties["redelivery_count"]) == (
-        INVALID_EVENT, TOPIC, "0",
-    )  # fmt: skip
+        INVALID_EVENT,
+        TOPIC,
+        "0",
+    )
     assert properties["reason"].startswith(says)
     assert s.receiver.nacked == []
 
@@ -338,12 +340,15 @@ async def test_a_stop_lets_the_starts_under_way_finish_and_ack() -> None:
 
 async def test_batches_are_cut_by_size_and_the_last_by_its_own_timer() -> None:
     made = events(5)
-    s = starter([message(e) for e in made], mode=Mode.BATCH, batch_max_events=2,
-                batch_max_wait=timedelta(milliseconds=50))  # fmt: skip
+    s = starter(
+        [message(e) for e in made], mode=Mode.BATCH, batch_max_events=2, batch_max_wait=timedelta(milliseconds=50)
+    )
     await s.run_until(lambda: len(s.receiver.acked) == 5, "5 acked")
     assert [[c.event_id for c in b] for b in s.starts.batches] == [
-        [made[0].event_id, made[1].event_id], [made[2].event_id, made[3].event_id], [made[4].event_id]
-    ]  # fmt: skip
+        [made[0].event_id, made[1].event_id],
+        [made[2].event_id, made[3].event_id],
+        [made[4].event_id],
+    ]
     assert s.starts.events == []
 
 
@@ -368,8 +373,12 @@ async def test_a_waiting_period_delete_gets_a_run_of_its_own_in_batch_mode() -> 
 async def test_a_batch_that_fails_transiently_is_acked_by_none_and_redelivered_whole() -> None:
     made = events(3)
     failures = iter([TimeoutError("redis slow")])
-    s = starter([message(e) for e in made], starts=FakeStarts(fail=lambda _: next(failures, None)),
-                mode=Mode.BATCH, batch_max_events=3)  # fmt: skip
+    s = starter(
+        [message(e) for e in made],
+        starts=FakeStarts(fail=lambda _: next(failures, None)),
+        mode=Mode.BATCH,
+        batch_max_events=3,
+    )
     await s.run_until(lambda: len(s.receiver.acked) == 3, "3 acked")
     assert sorted(ids(s.receiver.nacked)) == sorted(str(e.event_id) for e in made)
     assert sum(len(b) for b in s.starts.batches) == 3
@@ -377,8 +386,7 @@ async def test_a_batch_that_fails_transiently_is_acked_by_none_and_redelivered_w
 
 async def test_a_stop_sends_the_batch_being_filled() -> None:
     made = events(2)
-    s = starter([message(e) for e in made], mode=Mode.BATCH, batch_max_events=10,
-                batch_max_wait=timedelta(hours=1))  # fmt: skip
+    s = starter([message(e) for e in made], mode=Mode.BATCH, batch_max_events=10, batch_max_wait=timedelta(hours=1))
     await s.run_until(lambda: s.stats.consumed == 2, "2 consumed")
     assert [[c.event_id for c in b] for b in s.starts.batches] == [[made[0].event_id, made[1].event_id]]
     assert len(s.receiver.acked) == 2

@@ -48,13 +48,19 @@ def test_the_starters_defaults_make_the_policy_it_runs() -> None:
 
 def test_a_dead_letter_keeps_the_original_properties_and_says_why_and_from_where() -> None:
     properties = dead_letter_properties(
-        {"schema": "cidsync.entry-event/v1"}, reason="x" * 3000, kind="invalid_event", topic="t", message_id="1:2",
+        {"schema": "cidsync.entry-event/v1"},
+        reason="x" * 3000,
+        kind="invalid_event",
+        topic="t",
+        message_id="1:2",
         redelivery_count=3,
-    )  # fmt: skip
+    )
     assert properties["schema"] == "cidsync.entry-event/v1"
     assert len(properties["reason"]) == 2000
     assert (properties["kind"], properties["original_topic"], properties["original_message_id"]) == (
-        "invalid_event", "t", "1:2",
-    )  # fmt: skip
+        "invalid_event",
+        "t",
+        "1:2",
+    )
     assert properties["redelivery_count"] == "3"
     assert "dead_lettered_at" in properties

@@ -43,8 +43,7 @@ async def test_scripts_flushed_from_every_primary_are_loaded_again_once(store: C
     client = store.redis
     assert isinstance(client, RedisCluster)
     await client.script_flush()  # on every primary
-    second = [change(p, KeyType.EVP, f"key-{p}", 2, f"{i + 100:064x}", secret=SECRET)
-              for i, p in enumerate(owners)]  # fmt: skip
+    second = [change(p, KeyType.EVP, f"key-{p}", 2, f"{i + 100:064x}", secret=SECRET) for i, p in enumerate(owners)]
     results = await asyncio.gather(
         store.ingestion.apply_batch(second[:3]), *(store.ingestion.apply(c) for c in second[3:])
     )

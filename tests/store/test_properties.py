@@ -72,8 +72,9 @@ async def _apply_all(url: str, participant: str, history: list[Step], deliveries
 
     def change(i: int) -> CIDChange:
         step = history[i]
-        return make_change(participant, KeyType.PHONE, step.key, step.sequence, step.cid, secret=SECRET,
-                           event_id=events[i])  # fmt: skip
+        return make_change(
+            participant, KeyType.PHONE, step.key, step.sequence, step.cid, secret=SECRET, event_id=events[i]
+        )
 
     try:
         if concurrent:
@@ -117,8 +118,9 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
     e0, e1, e2, e3 = (str(uuid.uuid4()) for _ in range(4))
 
     def change(sequence: int, cid: str | None, event_id: str) -> CIDChange:
-        return make_change(participant, KeyType.EMAIL, "ana@exemplo.com", sequence, cid, secret=SECRET,
-                           event_id=event_id)  # fmt: skip
+        return make_change(
+            participant, KeyType.EMAIL, "ana@exemplo.com", sequence, cid, secret=SECRET, event_id=event_id
+        )
 
     try:
         first = await store.ingestion.apply(change(10, "a" * 64, e1))
@@ -126,8 +128,11 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
         older = await store.ingestion.apply(change(9, "b" * 64, e0))
         deleted = await store.ingestion.apply(change(11, None, e2))
         assert (first.status, again.status, older.status, deleted.status) == (
-            ApplyStatus.APPLIED, ApplyStatus.STALE, ApplyStatus.STALE, ApplyStatus.APPLIED,
-        )  # fmt: skip
+            ApplyStatus.APPLIED,
+            ApplyStatus.STALE,
+            ApplyStatus.STALE,
+            ApplyStatus.APPLIED,
+        )
         assert first.vsync == "a" * 64
         assert deleted.vsync == "0" * 64
         assert deleted.previous_sequence == 10
@@ -178,8 +183,9 @@ def test_batches_regrouped_on_redelivery_give_the_in_order_state(
     indices = data.draw(st.permutations(list(range(len(history)))), label="first delivery order")
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(indices) - 1)), max_size=5), label="cuts"))
     batches = [indices[a:b] for a, b in zip([0, *cuts], [*cuts, len(indices)], strict=True) if indices[a:b]]
-    redelivered = data.draw(st.lists(st.lists(st.sampled_from(indices), min_size=1, max_size=8), max_size=4),
-                            label="redelivered batches")  # fmt: skip
+    redelivered = data.draw(
+        st.lists(st.lists(st.sampled_from(indices), min_size=1, max_size=8), max_size=4), label="redelivered batches"
+    )
     order = data.draw(st.permutations(batches + redelivered), label="batch order")
     prefix = f"{uuid.uuid4().int % 10**7:07d}"
     asyncio.run(_apply_in_batches(store_url, prefix, history, list(order)))

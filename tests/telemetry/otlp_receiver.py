@@ -51,12 +51,18 @@ class Received:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for s in scope_spans.spans:
-                    found.append(ReceivedSpan(
-                        service=str(resource.get("service.name", "")), trace_id=s.trace_id.hex(),
-                        span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(), name=s.name, kind=s.kind,
-                        attributes={a.key: _value(a.value) for a in s.attributes},
-                        links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
-                    ))  # fmt: skip
+                    found.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name", "")),
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_id=s.parent_span_id.hex(),
+                            name=s.name,
+                            kind=s.kind,
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in s.links),
+                        )
+                    )
         with self.lock:
             self.spans.extend(found)
 

@@ -22,10 +22,18 @@ def record(**extra: object) -> logging.LogRecord:
 def test_a_line_names_the_run_and_the_trace_it_belongs_to() -> None:
     tracer = TracerProvider().get_tracer("test")  # a provider of its own: the global one is left alone
     with tracer.start_as_current_span("apply") as span:
-        line = json.loads(JsonFormatter().format(record(
-            temporal_activity={"workflow_id": "cid-created-1-2", "run_id": "r-1", "activity_type": "apply_cid_change"},
-            event_id="e-1",
-        )))  # fmt: skip
+        line = json.loads(
+            JsonFormatter().format(
+                record(
+                    temporal_activity={
+                        "workflow_id": "cid-created-1-2",
+                        "run_id": "r-1",
+                        "activity_type": "apply_cid_change",
+                    },
+                    event_id="e-1",
+                )
+            )
+        )
     assert line["message"] == "applied x"
     assert (line["level"], line["logger"]) == ("WARNING", "cidsync.test")
     assert (line["workflow_id"], line["run_id"]) == ("cid-created-1-2", "r-1")

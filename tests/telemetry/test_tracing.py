@@ -32,8 +32,13 @@ from tests.telemetry.otlp_receiver import ReceivedSpan, grpc_receiver, http_rece
 def role(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A role as its own process; stopped with SIGTERM (so it flushes its spans) at the end."""
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "cidsync", *argv], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cidsync", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield process
     finally:
@@ -75,28 +80,47 @@ def personal_values(entry: Entry) -> list[str]:
     ("mode", "protocol"), [("per-event", "http/protobuf"), ("batch", "grpc")], ids=["per-event-http", "batch-grpc"]
 )
 def test_one_event_is_one_connected_trace_from_the_producer_to_the_redis_apply(
-    tmp_path: Path, temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator, participant: str, mode: str, protocol: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    temporal_env: WorkflowEnvironment,
+    redis_server: RedisServer,
+    pulsar_broker: PulsarBroker,
+    bridge_simulator: BridgeSimulator,
+    participant: str,
+    mode: str,
+    protocol: str,
+) -> None:
     entry = synthetic_entry(random.Random(7), participant, KeyType.EMAIL)
     event = build_event(EventType.CREATED, entry, "trace-test")
     (tmp_path / "event.json").write_text(event.to_json())
     receiver = http_receiver() if protocol == "http/protobuf" else grpc_receiver()
     with ExitStack() as stack:
         endpoint, received = stack.enter_context(receiver)
-        env = {**os.environ, "CIDSYNC_STATE_DIR": str(tmp_path),
-               "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
-               "CIDSYNC_TASK_QUEUE": f"trace-{uuid.uuid4()}", "CIDSYNC_PULSAR_URL": pulsar_broker.url,
-               "CIDSYNC_PULSAR_NAMESPACE": f"public/trace{uuid.uuid4().hex[:10]}",
-               "CIDSYNC_REDIS_URL": redis_server.url, "CIDSYNC_BRIDGE_ADDRESS": bridge_simulator.address,
-               "CIDSYNC_KEY_SECRET": KEY_SECRET.decode(), "OTEL_TRACES_EXPORTER": "otlp",
-               "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-               "OTEL_BSP_SCHEDULE_DELAY": "100"}  # fmt: skip
+        env = {
+            **os.environ,
+            "CIDSYNC_STATE_DIR": str(tmp_path),
+            "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+            "CIDSYNC_TASK_QUEUE": f"trace-{uuid.uuid4()}",
+            "CIDSYNC_PULSAR_URL": pulsar_broker.url,
+            "CIDSYNC_PULSAR_NAMESPACE": f"public/trace{uuid.uuid4().hex[:10]}",
+            "CIDSYNC_REDIS_URL": redis_server.url,
+            "CIDSYNC_BRIDGE_ADDRESS": bridge_simulator.address,
+            "CIDSYNC_KEY_SECRET": KEY_SECRET.decode(),
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
         stack.enter_context(role(["worker"], env, tmp_path / "worker.log"))
-        stack.enter_context(role(["starter", "--mode", mode, "--batch-max-wait-ms", "100"], env,
-                                 tmp_path / "starter.log"))  # fmt: skip
-        published = subprocess.run([sys.executable, "-m", "cidsync", "publish", str(tmp_path / "event.json")],
-                                   env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        stack.enter_context(
+            role(["starter", "--mode", mode, "--batch-max-wait-ms", "100"], env, tmp_path / "starter.log")
+        )
+        published = subprocess.run(
+            [sys.executable, "-m", "cidsync", "publish", str(tmp_path / "event.json")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert published.returncode == 0, published.stderr
         apply_name = "redis apply" if mode == "per-event" else "redis apply batch"
         spans = received.wait_for(lambda got: complete(got, apply_name))
@@ -111,10 +135,13 @@ def test_one_event_is_one_connected_trace_from_the_producer_to_the_redis_apply(
     names = [(s.service, s.name) for s in path]
     if mode == "per-event":
         assert names == [
-            ("cidsync-publish", send.name), ("cidsync-starter", process.name),
-            ("cidsync-starter", "StartWorkflow:CreateCID"), ("cidsync-worker", "StartActivity:apply_cid_change"),
-            ("cidsync-worker", "RunActivity:apply_cid_change"), ("cidsync-worker", "redis apply"),
-        ]  # fmt: skip
+            ("cidsync-publish", send.name),
+            ("cidsync-starter", process.name),
+            ("cidsync-starter", "StartWorkflow:CreateCID"),
+            ("cidsync-worker", "StartActivity:apply_cid_change"),
+            ("cidsync-worker", "RunActivity:apply_cid_change"),
+            ("cidsync-worker", "redis apply"),
+        ]
         assert apply.attributes["cidsync.outcome"] == "applied"
         assert apply.attributes["cidsync.event_id"] == str(event.event_id)
     else:
@@ -126,8 +153,14 @@ def test_one_event_is_one_connected_trace_from_the_producer_to_the_redis_apply(
     # The SDK's interceptor makes the run's own spans children of the start, beside the activity's.
     start = path[2] if mode == "per-event" else path[1]
     workflow = start.name.split(":")[1]
-    assert {s.name for s in spans if s.parent_id == start.span_id} >= {f"RunWorkflow:{workflow}",
-                                                                        f"CompleteWorkflow:{workflow}"}  # fmt: skip
-    leaked = [(s.name, value) for s in spans for value in personal_values(entry)
-              if value in s.name or any(value in str(v) for v in s.attributes.values())]  # fmt: skip
+    assert {s.name for s in spans if s.parent_id == start.span_id} >= {
+        f"RunWorkflow:{workflow}",
+        f"CompleteWorkflow:{workflow}",
+    }
+    leaked = [
+        (s.name, value)
+        for s in spans
+        for value in personal_values(entry)
+        if value in s.name or any(value in str(v) for v in s.attributes.values())
+    ]
     assert leaked == []

@@ -31,11 +31,17 @@ def test_no_exporter_named_means_no_tracing(environ: dict[str, str]) -> None:
     [
         ({"OTEL_TRACES_EXPORTER": "otlp"}, HttpExporter),  # the specification's default protocol
         ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, GrpcExporter),
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-          "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, HttpExporter),  # the signal's own wins
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            },
+            HttpExporter,
+        ),  # the signal's own wins
         ({"OTEL_TRACES_EXPORTER": "console"}, ConsoleSpanExporter),
     ],
-)  # fmt: skip
+)
 def test_the_exporter_and_protocol_come_from_the_standard_variables(
     environ: dict[str, str], exporter: type[object]
 ) -> None:
@@ -59,10 +65,12 @@ def test_the_service_name_is_the_role_unless_otel_service_name_says_otherwise() 
     [
         ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER"),
         ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
-         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_setting_is_an_error_that_names_the_variable(environ: dict[str, str], variable: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         provider_from("cidsync-worker", environ)
@@ -71,7 +79,8 @@ def test_a_bad_setting_is_an_error_that_names_the_variable(environ: dict[str, st
 
 def test_every_command_refuses_a_bad_setting_before_it_connects() -> None:
     env = {**os.environ, "OTEL_TRACES_EXPORTER": "jaeger", "CIDSYNC_REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "cidsync", "vsync"], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "cidsync", "vsync"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done.stderr
     assert "OTEL_TRACES_EXPORTER: must be otlp, console or none" in done.stderr

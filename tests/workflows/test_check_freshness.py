@@ -33,9 +33,16 @@ async def test_a_pair_not_verified_ok_within_36_hours_raises_the_alert(
 
     @activity.defn(name="last_verifications")
     async def last_verifications(request: PairsRequest) -> list[PairVerification]:
-        return [PairVerification(participant=p.participant, key_type=p.key_type, last_result="OK",
-                                 last_at=last_ok[p.participant], last_ok_at=last_ok[p.participant])
-                for p in request.pairs]  # fmt: skip
+        return [
+            PairVerification(
+                participant=p.participant,
+                key_type=p.key_type,
+                last_result="OK",
+                last_at=last_ok[p.participant],
+                last_ok_at=last_ok[p.participant],
+            )
+            for p in request.pairs
+        ]
 
     @activity.defn(name="publish_notice")
     async def publish_notice(request: NoticeInput) -> None:
@@ -45,17 +52,24 @@ async def test_a_pair_not_verified_ok_within_36_hours_raises_the_alert(
     # them through OpenTelemetry instead (tests/telemetry); the workflow records them the same way.
     bind = f"127.0.0.1:{free_port()}"
     runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
-    client = await Client.connect(temporal_env.client.service_client.config.target_host,
-                                  data_converter=pydantic_data_converter, runtime=runtime)  # fmt: skip
+    client = await Client.connect(
+        temporal_env.client.service_client.config.target_host, data_converter=pydantic_data_converter, runtime=runtime
+    )
     queue = f"fresh-{uuid.uuid4()}"
     pairs = [PairRef(participant=p, key_type=KeyType.CPF) for p in (fresh, old, never)]
     with caplog.at_level(logging.WARNING):
-        async with Worker(client, task_queue=queue, workflows=[CheckVerificationFreshness],
-                          activities=[last_verifications, publish_notice]):  # fmt: skip
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[CheckVerificationFreshness],
+            activities=[last_verifications, publish_notice],
+        ):
             stale = await client.execute_workflow(
-                CheckVerificationFreshness.run, FreshnessInput(pairs=pairs), id=f"fresh-{uuid.uuid4()}",
+                CheckVerificationFreshness.run,
+                FreshnessInput(pairs=pairs),
+                id=f"fresh-{uuid.uuid4()}",
                 task_queue=queue,
-            )  # fmt: skip
+            )
 
     assert [s.participant for s in stale] == [old, never]
     assert [n.notice.event_type for n in notices] == [CoreEventType.VERIFICATION_STALE] * 2

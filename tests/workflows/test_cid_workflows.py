@@ -86,8 +86,9 @@ def local_activity_times(history: WorkflowHistory) -> list[datetime]:
 
 async def run(env: WorkflowEnvironment, store: FakeStore, workflow: Any, argument: object, wf_id: str) -> CIDResult:
     queue = f"cid-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=queue, workflows=[CreateCID, UpdateCID, DeleteCID],
-                      activities=store.activities()):  # fmt: skip
+    async with Worker(
+        env.client, task_queue=queue, workflows=[CreateCID, UpdateCID, DeleteCID], activities=store.activities()
+    ):
         result: CIDResult = await env.client.execute_workflow(workflow, argument, id=wf_id, task_queue=queue)
         return result
 

@@ -94,8 +94,9 @@ class World:
             await asyncio.Event().wait()  # a poll in flight: the server stops skipping time
         if len(self.refused_at) < len(self.refusals):
             self.refused_at.append(now)
-            raise errors.RateLimited("ListCidSetEvents: rate limit of DICT reached", retry_after=self.refusals[
-                len(self.refused_at) - 1])  # fmt: skip
+            raise errors.RateLimited(
+                "ListCidSetEvents: rate limit of DICT reached", retry_after=self.refusals[len(self.refused_at) - 1]
+            )
         if activity.info().activity_type == "poll_cid_events":  # not the proofs' reads of the last moments
             self.polls.append((now, start))
         page = self.log.page(start, end, limit)
@@ -115,8 +116,9 @@ class World:
     async def verify_sync(self, participant: str, key_type: KeyType, value: str) -> Verification:
         now = self.now()
         self.verifications.append(now)
-        return Verification(verification_id=f"v{len(self.verifications)}", ok=value == vsync(self.dict_set(now)),
-                            verified_at=now)  # fmt: skip
+        return Verification(
+            verification_id=f"v{len(self.verifications)}", ok=value == vsync(self.dict_set(now)), verified_at=now
+        )
 
     async def get_entry_by_cid(self, participant: str, value: str) -> None:
         if value not in self.dict_set(self.now()):
@@ -132,15 +134,22 @@ class World:
         members = self.local_set(now)
         changes: list[tuple[str, bool]] = []
         if changes_since is not None:  # the store's journal: the set's real changes, in the order made
-            moments = sorted({self.t0 + offset for arrivals in self.arrivals.values() for offset, _ in arrivals
-                              if changes_since <= self.t0 + offset <= now})  # fmt: skip
+            moments = sorted(
+                {
+                    self.t0 + offset
+                    for arrivals in self.arrivals.values()
+                    for offset, _ in arrivals
+                    if changes_since <= self.t0 + offset <= now
+                }
+            )
             before = self.local_set(changes_since - timedelta(microseconds=1))
             for moment in moments:
                 after = self.local_set(moment)
                 changes += [(c, False) for c in sorted(before - after)] + [(c, True) for c in sorted(after - before)]
                 before = after
-        return LocalView(members=[c in members for c in cids], vsync=vsync(members), count=len(members),
-                         changes=changes)  # fmt: skip
+        return LocalView(
+            members=[c in members for c in cids], vsync=vsync(members), count=len(members), changes=changes
+        )
 
     # --- the other activities, and the reconciliation a hand-over starts --------------------------------
 
@@ -151,8 +160,9 @@ class World:
             for suspect in request.suspects:
                 self.repairs.append((now, suspect.cid, suspect.in_dict))
                 self._repaired[suspect.cid] = suspect.in_dict
-            return SuspectRepairResult(repaired=[s.cid for s in request.suspects], skipped=[], vanished=[],
-                                       inconsistent=[])  # fmt: skip
+            return SuspectRepairResult(
+                repaired=[s.cid for s in request.suspects], skipped=[], vanished=[], inconsistent=[]
+            )
 
         @activity.defn(name="publish_outbox")
         async def publish_outbox(scratch: Scratch) -> int:
@@ -165,8 +175,14 @@ class World:
 
         follow = FollowActivities(self, self, clock=self.now)  # type: ignore[arg-type]
         proofs = ProofActivities(self, self, clock=self.now)  # type: ignore[arg-type]
-        return [follow.poll_cid_events, repair_suspects, publish_outbox, record_verification, proofs.prove_sync,
-                proofs.confirm_landed]  # fmt: skip
+        return [
+            follow.poll_cid_events,
+            repair_suspects,
+            publish_outbox,
+            record_verification,
+            proofs.prove_sync,
+            proofs.confirm_landed,
+        ]
 
 
 @workflow.defn(name="ReconcileVSync")
@@ -190,8 +206,12 @@ async def t0_of(env: WorkflowEnvironment) -> datetime:
 
 def follower(**changes: Any) -> FollowInput:
     # This world shows every event at once: the log is read up to now (no settle), so pages are exact.
-    values: dict[str, Any] = {"poll_interval": timedelta(seconds=15), "idle_interval": timedelta(seconds=60),
-                              "log_settle": timedelta(0), **changes}  # fmt: skip
+    values: dict[str, Any] = {
+        "poll_interval": timedelta(seconds=15),
+        "idle_interval": timedelta(seconds=60),
+        "log_settle": timedelta(0),
+        **changes,
+    }
     return FollowInput(participant=PARTICIPANT, key_type=KeyType.EVP, **values)
 
 
@@ -200,12 +220,15 @@ async def following(
     env: WorkflowEnvironment, world: World, argument: FollowInput
 ) -> AsyncIterator[WorkflowHandle[FollowCIDEvents, None]]:
     queue = f"follow-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=queue, workflows=[FollowCIDEvents, FakeReconcile],
-                      activities=world.activities()):  # fmt: skip
+    async with Worker(
+        env.client, task_queue=queue, workflows=[FollowCIDEvents, FakeReconcile], activities=world.activities()
+    ):
         handle = await env.client.start_workflow(
-            FollowCIDEvents.run, argument.model_copy(update={"start_at": world.t0}), id=f"follow-{uuid.uuid4()}",
+            FollowCIDEvents.run,
+            argument.model_copy(update={"start_at": world.t0}),
+            id=f"follow-{uuid.uuid4()}",
             task_queue=queue,
-        )  # fmt: skip
+        )
         try:
             yield handle
         finally:
@@ -306,8 +329,12 @@ async def test_a_pair_that_always_has_suspects_is_proved_while_it_changes(
     in-flight CIDs as its log has them, and once those landed, the proof is recorded as formal."""
     t0 = await t0_of(time_skipping_env)
     changes = [(timedelta(seconds=4 * i + 1), ADDED, cid(300 + i)) for i in range(150)]
-    world = World(t0, timedelta(minutes=9), dict_events=changes,
-                  arrivals={value: [(at + timedelta(seconds=3), True)] for at, _, value in changes})  # fmt: skip
+    world = World(
+        t0,
+        timedelta(minutes=9),
+        dict_events=changes,
+        arrivals={value: [(at + timedelta(seconds=3), True)] for at, _, value in changes},
+    )
     argument = follower(grace=timedelta(seconds=30), proof_every=timedelta(minutes=2))
     async with following(time_skipping_env, world, argument) as handle:
         status = await at_horizon(world, handle)
@@ -323,8 +350,7 @@ async def test_a_pair_that_always_has_suspects_is_proved_while_it_changes(
 async def test_continue_as_new_keeps_the_cursor_and_the_suspects(time_skipping_env: WorkflowEnvironment) -> None:
     t0 = await t0_of(time_skipping_env)
     events = [(timedelta(seconds=5 + i), ADDED, cid(100 + i)) for i in range(30)]
-    world = World(t0, timedelta(minutes=8), dict_events=events,
-                  local_at_start={cid(100 + i) for i in range(1, 30)})  # fmt: skip
+    world = World(t0, timedelta(minutes=8), dict_events=events, local_at_start={cid(100 + i) for i in range(1, 30)})
     argument = follower(polls_per_run=2, page_size=7)
     async with following(time_skipping_env, world, argument) as handle:
         status = await at_horizon(world, handle)
@@ -339,8 +365,13 @@ async def test_continue_as_new_keeps_the_cursor_and_the_suspects(time_skipping_e
 
 async def test_dict_rate_limit_refusals_are_waited_out(time_skipping_env: WorkflowEnvironment) -> None:
     t0 = await t0_of(time_skipping_env)
-    world = World(t0, timedelta(minutes=5), dict_events=[(timedelta(seconds=1), ADDED, cid(7))],
-                  local_at_start={cid(7)}, refusals=[45.0, 45.0])  # fmt: skip
+    world = World(
+        t0,
+        timedelta(minutes=5),
+        dict_events=[(timedelta(seconds=1), ADDED, cid(7))],
+        local_at_start={cid(7)},
+        refusals=[45.0, 45.0],
+    )
     async with following(time_skipping_env, world, follower()) as handle:
         status = await at_horizon(world, handle)
     first, second = world.refused_at

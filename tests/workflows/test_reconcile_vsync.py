@@ -154,17 +154,38 @@ class FakeDict:
         async def last_verifications(request: PairsRequest) -> list[PairVerification]:
             return []
 
-        return [local_vsync, verify_sync, prove_sync, record_verification, begin_watch, end_watch, create_cid_set_file,
-                get_cid_set_file, stream_cid_file, diff_cid_sets, roll_cid_file_forward, judge_diff, repair_cids,
-                publish_outbox, drop_scratch, publish_notice, last_verifications]  # fmt: skip
+        return [
+            local_vsync,
+            verify_sync,
+            prove_sync,
+            record_verification,
+            begin_watch,
+            end_watch,
+            create_cid_set_file,
+            get_cid_set_file,
+            stream_cid_file,
+            diff_cid_sets,
+            roll_cid_file_forward,
+            judge_diff,
+            repair_cids,
+            publish_outbox,
+            drop_scratch,
+            publish_notice,
+            last_verifications,
+        ]
 
     @staticmethod
     def _file(file_id: str, status: FileStatus) -> CIDSetFile:
         available = status is FileStatus.AVAILABLE
         return CIDSetFile(
-            file_id=file_id, participant=PARTICIPANT, key_type=KeyType.EVP, status=status,
-            requested_at=datetime.now(UTC), cid_count=10 if available else 0, sha256="ab" * 32 if available else "",
-        )  # fmt: skip
+            file_id=file_id,
+            participant=PARTICIPANT,
+            key_type=KeyType.EVP,
+            status=status,
+            requested_at=datetime.now(UTC),
+            cid_count=10 if available else 0,
+            sha256="ab" * 32 if available else "",
+        )
 
     def kinds(self) -> list[CoreEventType]:
         return [n.notice.event_type for n in self.notices]
@@ -183,9 +204,12 @@ async def started(
     queue = f"reconcile-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync], activities=fake.activities()):
         yield await env.client.start_workflow(
-            ReconcileVSync.run, argument, id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
+            ReconcileVSync.run,
+            argument,
+            id=f"reconcile-{uuid.uuid4()}",
+            task_queue=queue,
             search_attributes=reconcile_search_attributes(PARTICIPANT, KeyType.EVP),
-        )  # fmt: skip
+        )
 
 
 async def reconcile(env: WorkflowEnvironment, fake: FakeDict, argument: ReconcileInput) -> ReconcileResult:
@@ -196,8 +220,13 @@ async def reconcile(env: WorkflowEnvironment, fake: FakeDict, argument: Reconcil
 async def test_ok_at_once_needs_no_file(time_skipping_env: WorkflowEnvironment) -> None:
     fake = FakeDict(verdicts=[True])
     result = await reconcile(time_skipping_env, fake, request())
-    assert (result.outcome, result.verifications, result.files, result.added, result.removed) == (Outcome.OK, 1, 0,
-                                                                                                    0, 0)  # fmt: skip
+    assert (result.outcome, result.verifications, result.files, result.added, result.removed) == (
+        Outcome.OK,
+        1,
+        0,
+        0,
+        0,
+    )
     assert fake.creates == []
     assert fake.repairs == []
     assert fake.kinds() == [CoreEventType.RECONCILIATION_COMPLETED]
@@ -358,8 +387,7 @@ def test_the_defaults_follow_the_issue() -> None:
 
 def test_bad_settings_are_refused_before_any_run() -> None:
     with pytest.raises(ValueError, match="participant") as refused:
-        ReconcileInput(participant="123", key_type=KeyType.CPF, divergence_threshold=-1,
-                       poll_initial=timedelta(0))  # fmt: skip
+        ReconcileInput(participant="123", key_type=KeyType.CPF, divergence_threshold=-1, poll_initial=timedelta(0))
     text = str(refused.value)
     assert "divergence_threshold" in text
     with pytest.raises(ValueError, match="must be positive: poll_initial"):

@@ -100,10 +100,16 @@ async def poll_cid_events(request: PollInput) -> PollResult:
     observations = [Observation(cid=FOLLOWED_CID, in_dict=True, changed_at=changed, local=False)] if first else []
     cursor = Cursor(start=FOLLOW_START + timedelta(seconds=1), seen=(f"ADDED:{FOLLOWED_CID}",))
     return PollResult(
-        cursor=cursor, polled_at=datetime.now(UTC), events=int(first), has_more=False,
-        consistent=True, dict_vsync=FOLLOWED_CID, local_vsync=ZERO_VSYNC if first else FOLLOWED_CID,
-        local_count=0 if first else 1, observations=observations,
-    )  # fmt: skip
+        cursor=cursor,
+        polled_at=datetime.now(UTC),
+        events=int(first),
+        has_more=False,
+        consistent=True,
+        dict_vsync=FOLLOWED_CID,
+        local_vsync=ZERO_VSYNC if first else FOLLOWED_CID,
+        local_count=0 if first else 1,
+        observations=observations,
+    )
 
 
 @activity.defn(name="repair_suspects")
@@ -122,10 +128,17 @@ FOLLOW_START = datetime(2026, 1, 1, tzinfo=UTC)  # long past: the suspect is due
 async def record_follower(env: WorkflowEnvironment, queue: str) -> None:
     """A follower's first run, to its continue-as-new: a poll with a suspect due, its repair and the
     publication, then polls in sync with a proof."""
-    request = FollowInput(participant="12345678", key_type=KeyType.EVP, start_at=FOLLOW_START, polls_per_run=3,
-                          poll_interval=timedelta(seconds=0.2), idle_interval=timedelta(seconds=0.4))  # fmt: skip
-    handle = await env.client.start_workflow(FollowCIDEvents.run, request, id=f"follow-{uuid.uuid4()}",
-                                             task_queue=queue)  # fmt: skip
+    request = FollowInput(
+        participant="12345678",
+        key_type=KeyType.EVP,
+        start_at=FOLLOW_START,
+        polls_per_run=3,
+        poll_interval=timedelta(seconds=0.2),
+        idle_interval=timedelta(seconds=0.4),
+    )
+    handle = await env.client.start_workflow(
+        FollowCIDEvents.run, request, id=f"follow-{uuid.uuid4()}", task_queue=queue
+    )
     first_run = env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
     async with asyncio.timeout(60):
         while (await first_run.describe()).status is not WorkflowExecutionStatus.CONTINUED_AS_NEW:  # noqa: ASYNC110
@@ -138,36 +151,56 @@ async def record_follower(env: WorkflowEnvironment, queue: str) -> None:
 
 async def main() -> None:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_binary()), data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(temporal_binary()),
+        data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
-    )  # fmt: skip
+    )
     queue = f"record-{uuid.uuid4()}"
     activities: list[Callable[..., Any]] = [
-        local_vsync, verify_sync, record_verification, begin_watch, end_watch, publish_notice, key_sequence,
-        apply_cid_change, poll_cid_events, repair_suspects, publish_outbox,
-    ]  # fmt: skip
+        local_vsync,
+        verify_sync,
+        record_verification,
+        begin_watch,
+        end_watch,
+        publish_notice,
+        key_sequence,
+        apply_cid_change,
+        poll_cid_events,
+        repair_suspects,
+        publish_outbox,
+    ]
     wanted = set(sys.argv[1:]) or {"reconcile_ok", "delete_waiting_period", "follow_repair"}
     try:
-        async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCIDEvents],
-                          activities=activities):  # fmt: skip
+        async with Worker(
+            env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCIDEvents], activities=activities
+        ):
             if "follow_repair" in wanted:
                 await record_follower(env, queue)
             if not wanted & {"reconcile_ok", "delete_waiting_period"}:
                 return
             reconcile = await env.client.start_workflow(
-                ReconcileVSync.run, ReconcileInput(participant="12345678", key_type=KeyType.EVP, trigger="manual"),
-                id=f"reconcile-{uuid.uuid4()}", task_queue=queue,
-            )  # fmt: skip
+                ReconcileVSync.run,
+                ReconcileInput(participant="12345678", key_type=KeyType.EVP, trigger="manual"),
+                id=f"reconcile-{uuid.uuid4()}",
+                task_queue=queue,
+            )
             change = CIDChange(
-                event_id=uuid.uuid4(), event_type=EventType.DELETED, deletion_type=DeletionType.WAITING_PERIOD,
-                entry_id=uuid.uuid4(), participant="12345678", key_type=KeyType.EVP, key_id="0f" * 16, cid=None,
+                event_id=uuid.uuid4(),
+                event_type=EventType.DELETED,
+                deletion_type=DeletionType.WAITING_PERIOD,
+                entry_id=uuid.uuid4(),
+                participant="12345678",
+                key_type=KeyType.EVP,
+                key_id="0f" * 16,
+                cid=None,
                 sequence=7,
-            )  # fmt: skip
+            )
             delete = await env.client.start_workflow(
                 DeleteCID.run,
                 DeleteCIDInput(change=change, waiting_period=timedelta(seconds=2), recheck_every=timedelta(seconds=1)),
-                id=f"delete-{uuid.uuid4()}", task_queue=queue,
-            )  # fmt: skip
+                id=f"delete-{uuid.uuid4()}",
+                task_queue=queue,
+            )
             for name, handle in (("reconcile_ok", reconcile), ("delete_waiting_period", delete)):
                 if name not in wanted:
                     continue
