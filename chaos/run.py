@@ -69,7 +69,7 @@ from cidsync_tooling.simulator.dict_state import SimulatedDict
 from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 from starters.followers import ensure_followers
 from starters.reconciliation import start_reconciliation
-from workflows.follow_cid_events import FollowCIDEvents
+from workflows.follow_cid_events import WORKFLOW_TYPE as FOLLOWER_TYPE
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
 T = TypeVar("T")
@@ -485,7 +485,7 @@ class Run:
         async for listed in self.client.list_workflows():
             status = listed.status.name if listed.status else "?"
             statuses[f"{listed.workflow_type} {status}"] += 1
-            if listed.status is WorkflowExecutionStatus.RUNNING and listed.workflow_type != FollowCIDEvents.__name__:
+            if listed.status is WorkflowExecutionStatus.RUNNING and listed.workflow_type != FOLLOWER_TYPE:
                 stuck.append(f"{listed.workflow_type} {listed.id}")
         bad = {k: v for k, v in statuses.items() if not k.endswith(("COMPLETED", "CONTINUED_AS_NEW", "RUNNING"))}
         ledger.check(not bad, f"no workflow failed, timed out or was terminated {dict(bad) if bad else ''}")

@@ -20,9 +20,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cidsync.entry import PairRef
 from cidsync.naming import follow_search_attributes, follow_summary, follow_workflow_id
-from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
+from workflows.follow_cid_events import WORKFLOW_TYPE, FollowCIDEvents, FollowInput, FollowStatus
 
-FOLLOWERS_QUERY = 'WorkflowType="FollowCidEvents" AND ExecutionStatus="Running"'
+FOLLOWERS_QUERY = f'WorkflowType="{WORKFLOW_TYPE}" AND ExecutionStatus="Running"'
 
 
 async def ensure_follower(client: Client, request: FollowInput, task_queue: str) -> tuple[str, str]:

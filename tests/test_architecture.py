@@ -130,3 +130,23 @@ def test_no_file_points_outside_the_repository() -> None:
         pointing += [f"{name}: {m.group()}" for m in OUTSIDE.finditer(text)]
     assert pointing == []
     assert {"design.md", "development.md", "stack.md"} <= {p.name for p in (ROOT / "docs").iterdir()}
+
+
+def test_workflow_type_names_do_not_change_with_class_names() -> None:
+    """Running workflows, schedules, saved queries and recorded histories name workflows by type: renaming
+    a class must not rename its type (FollowCIDEvents keeps the type FollowCidEvents)."""
+    from temporalio.workflow import _Definition
+
+    from workers.cid_worker import INGESTION_WORKFLOWS, RECONCILIATION_WORKFLOWS
+
+    names = {_Definition.must_from_class(w).name for w in INGESTION_WORKFLOWS + RECONCILIATION_WORKFLOWS}
+    assert names == {
+        "CreateCID",
+        "UpdateCID",
+        "DeleteCID",
+        "ApplyCIDBatch",
+        "ReconcileVSync",
+        "VerifyAllPairs",
+        "CheckVerificationFreshness",
+        "FollowCidEvents",
+    }

@@ -153,7 +153,12 @@ class FollowInput(BaseModel):
         return self
 
 
-@workflow.defn(name="FollowCidEvents")  # the type name runs and schedules were started under: it stays
+# The type name followers run under (their continue-as-new chains and recorded histories carry it), in
+# Temporal's spelling from before class names spelled CID one way: it stays.
+WORKFLOW_TYPE = "FollowCidEvents"
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
 class FollowCIDEvents:
     def __init__(self) -> None:
         self._status: FollowStatus | None = None
