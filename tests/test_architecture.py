@@ -115,8 +115,9 @@ def test_the_product_imports_only_its_runtime_dependencies() -> None:
     assert undeclared == {}
 
 
-# The project stands on its own: no file sends its reader to a document a clone does not have.
-OUTSIDE = re.compile(r"\.\./shared|(?<![/\w])(?:DESIGN|STACK|PERF|STYLE)\.md")
+# The project stands on its own: no file sends its reader to a document a clone does not have, or to a
+# path of the machine it was written on.
+OUTSIDE = re.compile(r"\.\./shared|(?<![/\w])(?:DESIGN|STACK|PERF|STYLE)\.md|(?<![\w.])/wor[k]/")
 
 
 def test_no_file_points_outside_the_repository() -> None:
