@@ -70,3 +70,43 @@ def make_pki(root: Path) -> Pki:
         files[role] = (root / f"{role}.pem", root / f"{role}.key")
     (root / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return Pki(root / "ca.pem", *files["server"], *files["client"])
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An RSA certificate and key for XML signatures (DICT signs with RSA-SHA256), as PEM bytes."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def make_signer(subject: str, *, days: int = 1, issuer: str = "cidsync test signing CA") -> Signer:
+    """A self-contained RSA signing certificate (issued by a throwaway CA of its own name)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, subject),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cidsync tests"),
+                ]
+            )
+        )
+        .issuer_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer), x509.NameAttribute(NameOID.COUNTRY_NAME, "BR")])
+        )
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(min(now - dt.timedelta(minutes=5), now + dt.timedelta(days=days - 1)))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Signer(cert.public_bytes(serialization.Encoding.PEM), key_pem)
