@@ -10,9 +10,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from typing import Protocol
 from uuid import UUID
 
-from cidsync.entry import Entry
+from cidsync.entry import AccountType, KeyType
 from cidsync.errors import InvalidInput, Problem
 
 CID_HEX_DIGITS = 64
@@ -20,7 +21,32 @@ ZERO_VSYNC = "0" * CID_HEX_DIGITS
 _CID = re.compile(r"[0-9a-f]{64}")
 
 
-def cid_attributes(entry: Entry) -> str:
+class CIDFields(Protocol):
+    """What a CID is made of: an `Entry` (core's view) or a `DictEntry` (DICT's answer) alike."""
+
+    @property
+    def key_type(self) -> KeyType: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def owner_tax_id(self) -> str: ...
+    @property
+    def owner_name(self) -> str: ...
+    @property
+    def owner_trade_name(self) -> str | None: ...
+    @property
+    def participant(self) -> str: ...
+    @property
+    def branch(self) -> str | None: ...
+    @property
+    def account_number(self) -> str: ...
+    @property
+    def account_type(self) -> AccountType: ...
+    @property
+    def request_id(self) -> UUID: ...
+
+
+def cid_attributes(entry: CIDFields) -> str:
     """The `&`-joined attribute string DICT hashes, in DICT's order.
 
     No escaping: DICT defines none, so a name containing `&` is hashed as it is. A missing trade name
@@ -46,7 +72,7 @@ def cid_of_attributes(attributes: str, request_id: UUID) -> str:
     return hmac.new(request_id.bytes, attributes.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def cid(entry: Entry, request_id: UUID | None = None) -> str:
+def cid(entry: CIDFields, request_id: UUID | None = None) -> str:
     """The CID of `entry`.
 
     `request_id` defaults to the entry's own: the RequestId of its creation in DICT (or of the claim
