@@ -42,11 +42,14 @@ class TokenBucket:
         self.tokens = policy.capacity
         self.updated = now
 
-    def take(self, now: float) -> float | None:
-        """Spend one token: None if there was one, else the simulated seconds until there is."""
+    def refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.updated)
         self.tokens = min(self.policy.capacity, self.tokens + elapsed * self.policy.refill_per_second)
         self.updated = now
+
+    def take(self, now: float) -> float | None:
+        """Spend one token: None if there was one, else the simulated seconds until there is."""
+        self.refill(now)
         if self.tokens >= 1:
             self.tokens -= 1
             return None
@@ -78,6 +81,17 @@ class RateLimiter:
             bucket = self._buckets[(participant, method)] = TokenBucket(policy, now)
         wait = bucket.take(now)
         return None if wait is None else wait / self.time_scale
+
+    def state(self, participant: str, method: str) -> tuple[int, BucketPolicy] | None:
+        """The whole tokens in the participant's bucket for `method` now, and its policy (None: unlimited)."""
+        policy = self.policies.get(method)
+        if not self.enabled or policy is None:
+            return None
+        bucket = self._buckets.get((participant, method))
+        if bucket is None:
+            return int(policy.capacity), policy
+        bucket.refill(self.clock() * self.time_scale)
+        return int(bucket.tokens), policy
 
     def reset(self) -> None:
         self._buckets.clear()
