@@ -23,6 +23,7 @@ from uuid import UUID
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
+from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.cid import cid
 from cidsync.entry import AccountType, KeyType, OwnerType
 
@@ -34,19 +35,6 @@ ERROR_TYPE_PREFIX = "https://dict.pi.rsfn.net.br/api/v2/error/"
 
 class MalformedResponse(Exception):
     """DICT answered with a document we cannot read as the operation's response."""
-
-
-class FileStatus(StrEnum):
-    REQUESTED = "REQUESTED"
-    PROCESSING = "PROCESSING"
-    AVAILABLE = "AVAILABLE"
-    UNAVAILABLE = "UNAVAILABLE"
-    ERROR = "ERROR"
-
-
-class CidEventType(StrEnum):
-    ADDED = "ADDED"
-    REMOVED = "REMOVED"
 
 
 class _Frozen(BaseModel):
@@ -73,7 +61,7 @@ class CidSetFileInfo(_Frozen):
 
 
 class CidSetEventItem(_Frozen):
-    type: CidEventType
+    type: CIDEventType
     cid: str
     timestamp: datetime
 
@@ -136,10 +124,11 @@ class PolicyState(_Frozen):
     refill_period_sec: int
 
     def seconds_to_next_token(self) -> float:
-        """How long until the bucket holds a token again (0 when it holds one now)."""
+        """How long until the bucket holds a token again (0 when it holds one now): one token's share of
+        the refill period (10 tokens every 60 s: 6 s)."""
         if self.available_tokens > 0:
             return 0.0
-        return float(self.refill_period_sec) if self.refill_tokens > 0 else float("inf")
+        return self.refill_period_sec / self.refill_tokens if self.refill_tokens > 0 else float("inf")
 
 
 class Violation(_Frozen):
@@ -306,11 +295,11 @@ def cid_set_events_page(root: etree._Element) -> CidSetEventsPage:
     events = []
     for item in root.iterfind("CidSetEvents/CidSetEvent"):
         kind = _text(item, "Type")
-        if kind not in CidEventType.__members__:
+        if kind not in CIDEventType.__members__:
             continue  # a kind of event this version does not know: compatible by the API's rules
         events.append(
             CidSetEventItem(
-                type=CidEventType(kind),
+                type=CIDEventType(kind),
                 cid=_hex64(_text(item, "Cid"), "CidSetEvent/Cid"),
                 timestamp=_time(_text(item, "Timestamp"), "CidSetEvent/Timestamp"),
             )

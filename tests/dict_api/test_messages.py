@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 from lxml import etree
 
+from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.cid import cid
 from cidsync.dict_api import messages as m
 from cidsync.entry import Entry, KeyType
@@ -89,7 +90,7 @@ def test_a_requested_file_and_an_available_one_with_an_uppercase_digest() -> Non
     )
     assert (requested.id, requested.status, requested.url, requested.sha256) == (
         9001,
-        m.FileStatus.REQUESTED,
+        FileStatus.REQUESTED,
         None,
         None,
     )
@@ -128,8 +129,8 @@ def test_an_events_page_with_uppercase_hex_and_an_event_kind_this_version_does_n
         </CidSetEvents></ListCidSetEventsResponse>""")
     )
     assert [(e.type, e.cid) for e in page.events] == [
-        (m.CidEventType.ADDED, CID_B.lower()),
-        (m.CidEventType.REMOVED, CID_A),
+        (CIDEventType.ADDED, CID_B.lower()),
+        (CIDEventType.REMOVED, CID_A),
     ]
     assert (page.has_more, page.verifier_start, page.verifier_end) == (False, VERIFIER.lower(), CID_B.lower())
     assert page.end_time == datetime(2026, 3, 1, 11, 5, tzinfo=UTC)
@@ -178,7 +179,7 @@ def test_policies_and_the_time_to_the_next_token() -> None:
     assert one == m.PolicyState(
         name="CIDS_EVENTS_LIST", available_tokens=0, capacity=100, refill_tokens=20, refill_period_sec=60
     )
-    assert one.seconds_to_next_token() == 60.0
+    assert one.seconds_to_next_token() == 3.0  # 20 tokens every 60 s
     listed = m.policy_states(
         xml("""<ListPoliciesResponse><Category>B</Category><Policies>
         <Policy><AvailableTokens>7</AvailableTokens><Capacity>50</Capacity><RefillTokens>10</RefillTokens>

@@ -110,3 +110,81 @@ def make_signer(subject: str, *, days: int = 1, issuer: str = "cidsync test sign
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return Signer(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+@dataclass(frozen=True)
+class DictPki:
+    """Everything a DICT API v2 test needs, as files: the TLS CA and DICT's server certificate, the
+    participant's RSA certificate (mutual TLS and request signatures), DICT's signing certificate, and a
+    stranger's client certificate from another CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    participant_cert: Path
+    participant_key: Path
+    dict_signer_cert: Path
+    dict_signer_key: Path
+    stranger_cert: Path
+    stranger_key: Path
+
+
+def make_dict_pki(root: Path) -> DictPki:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def rsa_key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def issue(
+        subject: str,
+        key: rsa.RSAPrivateKey,
+        issuer: tuple[x509.Name, rsa.RSAPrivateKey] | None,
+        *,
+        ca: bool = False,
+        server: bool = False,
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer_name, issuer_key = issuer or (name, key)
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> tuple[Path, Path]:
+        (root / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (root / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return root / f"{name}.pem", root / f"{name}.key"
+
+    ca_key, other_ca_key = rsa_key(), rsa_key()
+    ca = issue("RSFN test CA", ca_key, None, ca=True)
+    other_ca = issue("somebody else's CA", other_ca_key, None, ca=True)
+    (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    made = {}
+    for name, issuer, server in (
+        ("server", (ca.subject, ca_key), True),
+        ("participant", (ca.subject, ca_key), False),
+        ("dict-signer", (ca.subject, ca_key), False),
+        ("stranger", (other_ca.subject, other_ca_key), False),
+    ):
+        key = rsa_key()
+        made[name] = write(name, issue(f"cidsync {name}", key, issuer, server=server), key)
+    return DictPki(root / "ca.pem", *made["server"], *made["participant"], *made["dict-signer"], *made["stranger"])
