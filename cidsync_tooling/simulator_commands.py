@@ -50,11 +50,56 @@ async def _run_simulator(args: argparse.Namespace) -> int:
         tls = ServerTls.from_files(Path(args.tls_cert), Path(args.tls_key), client_ca)
     server, port = await start_server(sim, args.host, args.port, tls)
     print(f"DICT simulator listening on {args.host}:{port}", flush=True)
+    dict_api = await _start_dict_api(sim, args) if args.dict_api_port is not None else None
     await stop_on_signals().wait()
+    if dict_api is not None:
+        dict_api.close()
     await server.stop(grace=5)
     if journal is not None:
         journal.close()
     return 0
+
+
+DICT_API_FILES = {
+    "--dict-api-tls-cert": "dict_api_tls_cert",
+    "--dict-api-tls-key": "dict_api_tls_key",
+    "--dict-api-client-ca": "dict_api_client_ca",
+    "--dict-api-signer-cert": "dict_api_signer_cert",
+    "--dict-api-signer-key": "dict_api_signer_key",
+}
+
+
+def _unreadable(files: dict[str, str | None], *, required: bool) -> list[Problem]:
+    """A problem for each file flag that is missing (when `required`) or names no readable file."""
+    return [
+        Problem(flag, "is required with --dict-api-port" if not value else f"cannot read {value}")
+        for flag, value in files.items()
+        if (required and not value) or (value and not Path(value).is_file())
+    ]
+
+
+async def _start_dict_api(sim: Any, args: argparse.Namespace) -> asyncio.Server:
+    """The DICT API v2 face on `--dict-api-port`, on the same state as the gRPC face."""
+    from cidsync.dict_api.signature import SignerBundle, SigningIdentity
+    from cidsync_tooling.simulator.dict_api_face import DictApiTls, start_dict_api
+
+    problems = _unreadable({flag: getattr(args, name) for flag, name in DICT_API_FILES.items()}, required=True)
+    problems += _unreadable({"--dict-api-client-signers": args.dict_api_client_signers}, required=False)
+    if problems:
+        raise InvalidInput("options", problems)
+    signers = SignerBundle.from_file(Path(args.dict_api_client_signers)) if args.dict_api_client_signers else None
+    if signers is None:
+        print("request signatures are not checked (no --dict-api-client-signers)", flush=True)
+    server, face = await start_dict_api(
+        sim,
+        SigningIdentity.from_files(Path(args.dict_api_signer_cert), Path(args.dict_api_signer_key)),
+        DictApiTls(args.dict_api_tls_cert, args.dict_api_tls_key, args.dict_api_client_ca),
+        client_signers=signers,
+        host=args.host,
+        port=args.dict_api_port,
+    )
+    print(f"DICT API v2 listening on {face.base_url}/api/v2/", flush=True)
+    return server
 
 
 async def _admin(args: argparse.Namespace) -> int:
@@ -181,6 +226,18 @@ def register(commands: Any) -> None:
     sim.add_argument("--tls-cert", metavar="PEM")
     sim.add_argument("--tls-key", metavar="PEM")
     sim.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    api = sim.add_argument_group("DICT API v2 (HTTPS, mutual TLS, signed XML), on the same state")
+    api.add_argument("--dict-api-port", type=int, metavar="P", help="serve DICT API v2 on this port (0: a free one)")
+    api.add_argument("--dict-api-tls-cert", metavar="PEM", help="the server certificate of the DICT API")
+    api.add_argument("--dict-api-tls-key", metavar="PEM")
+    api.add_argument("--dict-api-client-ca", metavar="PEM", help="clients' certificates must chain to this CA")
+    api.add_argument("--dict-api-signer-cert", metavar="PEM", help="the simulator's signing certificate (RSA)")
+    api.add_argument("--dict-api-signer-key", metavar="PEM")
+    api.add_argument(
+        "--dict-api-client-signers",
+        metavar="PEM",
+        help="participants' signing certificates: a write request must be signed by one of them",
+    )
     sim.set_defaults(handler=run_async(_run_simulator))
     admin_commands = sim.add_subparsers(title="admin", metavar="admin", dest="sim_command")
     admin = admin_commands.add_parser("admin", help="drive a running simulator")

@@ -1,16 +1,17 @@
 """What the starter does with a message whose handling failed: the one dead-letter and redelivery policy.
 
-Three answers, decided from the error and the message's redelivery count alone (so it is tested without a
-broker): a refusal by Temporal that no retry can fix halts the starter and leaves the message in Pulsar
-(an unknown search attribute, a missing namespace, no permission: dead-lettering would throw valid events
-away); a transient failure is redelivered after a backoff that doubles with each redelivery; and after
-`max_redeliveries` the message is dead-lettered with the last error. An event that breaks the contract
-never gets here: it is dead-lettered at once (it can never succeed).
+Three answers, decided from the error and the number of times the message's own handling failed, so it
+is tested without a broker: a refusal by Temporal that no retry can fix halts the starter and leaves the
+message in Pulsar (an unknown search attribute, a missing namespace, no permission: dead-lettering would
+throw valid events away); a transient failure is redelivered after a backoff that doubles with each
+failure; and after `max_redeliveries` failures the message is dead-lettered with the last error. An event
+that breaks the contract never gets here: it is dead-lettered at once (it can never succeed).
 
-Dead-lettering after N redeliveries is decided here rather than by the client's dead-letter policy, on
-purpose: with producer batching, a nack redelivers the whole batch (docs/stack.md), so a valid message
-inherits the redelivery count of a failing batch-mate, and the client's policy would dead-letter it
-unprocessed. Here each message is processed before its count is looked at.
+The failures are counted by the settler, per message, and not read from the broker's redelivery count:
+with producer batching a nack redelivers the whole batch (docs/stack.md) and the broker counts per batch,
+so a message's count grows with each nack of a batch-mate, and the client's own dead-letter policy would
+dead-letter a valid message unprocessed. The settler nacks once the backoff has passed; the consumer then
+redelivers after its own negative-ack delay (`entry_events.NACK_DELAY`), which the log line adds in.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ class RedeliveryPolicy:
     backoff_base: timedelta
     backoff_max: timedelta
 
-    def decide(self, error: BaseException, redelivery_count: int) -> Decision:
+    def decide(self, error: BaseException, failures: int) -> Decision:
+        """`failures`: how often this message's handling failed before (not counting this one)."""
         if isinstance(error, RPCError) and error.status not in TRANSIENT_RPC:
             return Decision(Action.HALT)
-        if redelivery_count >= self.max_redeliveries:
-            return Decision(Action.DEAD_LETTER, reason=f"gave up after {redelivery_count} redeliveries: {error!r}")
-        return Decision(Action.REDELIVER, delay=min(self.backoff_max, self.backoff_base * (2**redelivery_count)))
+        if failures >= self.max_redeliveries:
+            return Decision(Action.DEAD_LETTER, reason=f"gave up after {failures} redeliveries: {error!r}")
+        return Decision(Action.REDELIVER, delay=min(self.backoff_max, self.backoff_base * (2**failures)))
 
 
 def dead_letter_properties(

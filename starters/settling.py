@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 from cidsync.telemetry import instruments
@@ -18,6 +20,8 @@ from starters.consuming import Message, Receiver, about
 from starters.redelivery import REDELIVERIES_EXHAUSTED, Action, RedeliveryPolicy, dead_letter_properties
 
 logger = logging.getLogger("starters.entry_events")  # one logger for the starter's lines, as before
+
+MAX_TRACKED = 100_000  # messages with failures remembered at once (their ids and counts: a few MB at most)
 
 
 @dataclass
@@ -51,20 +55,35 @@ class Settler:
         dead_letters: DeadLetterSink,
         policy: RedeliveryPolicy,
         stats: StarterStats,
+        *,
+        nack_delay: timedelta = timedelta(0),
     ) -> None:
         self.receivers = receivers
         self.dead_letters = dead_letters
         self.policy = policy
         self.stats = stats
+        self.nack_delay = nack_delay  # the consumer's own delay between a nack and the redelivery
         self.halted: BaseException | None = None  # set by a refusal no retry can fix: the starter stops
+        self._failures: OrderedDict[str, int] = OrderedDict()  # by message id, oldest first
 
     def ack(self, message: Message) -> None:
+        self._failures.pop(_identity(message), None)
         self.receivers[message.topic_name()].acknowledge(message)
+
+    def failures_of(self, message: Message) -> int:
+        """How many times this message's own handling failed in this process.
+
+        Not the broker's redelivery count: with producer batching the broker redelivers a whole batch and
+        counts per batch, so a message's count grows with every nack of a batch-mate (with a short nack
+        delay, ten failures of a batch of ten ran one message's count to ten in one outage). This count is
+        the message's own; a restart sets it back to zero, which only ever gives a message more chances."""
+        return self._failures.get(_identity(message), 0)
 
     async def retry_later(self, message: Message, error: BaseException) -> None:
         """Carry out the policy's decision on a message whose handling failed."""
         receiver = self.receivers[message.topic_name()]
-        decision = self.policy.decide(error, message.redelivery_count())
+        attempts = self.failures_of(message)
+        decision = self.policy.decide(error, attempts)
         if decision.action is Action.HALT:
             logger.error(
                 "Temporal refused a start (%s): halting; the message stays in Pulsar", error, extra=about(message)
@@ -75,14 +94,27 @@ class Settler:
         if decision.action is Action.DEAD_LETTER:
             await self.dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
             return
+        self._remember(message, attempts + 1)
         self.stats.retried += 1
         instruments.events_retried.add(1)
         delay = decision.delay.total_seconds()
-        logger.warning("transient failure (%r); redelivery in %.1f s", error, delay, extra=about(message))
+        logger.warning(
+            "transient failure (%r); redelivery in %.1f s",
+            error,
+            delay + self.nack_delay.total_seconds(),
+            extra=about(message),
+        )
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
         asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(receiver.negative_acknowledge(message))
         )
+
+    def _remember(self, message: Message, failures: int) -> None:
+        key = _identity(message)
+        self._failures[key] = failures
+        self._failures.move_to_end(key)
+        while len(self._failures) > MAX_TRACKED:  # messages another consumer took over: forget the oldest
+            self._failures.popitem(last=False)
 
     async def dead_letter(self, message: Message, reason: str, kind: str) -> None:
         """`reason` (the full text) goes with the message; `kind` (a fixed set) labels the metric."""
@@ -107,3 +139,7 @@ class Settler:
             extra=about(message),
         )
         self.ack(message)
+
+
+def _identity(message: Message) -> str:
+    return f"{message.topic_name()}/{message.message_id()}"

@@ -208,8 +208,11 @@ def start_bridge_simulator(
     file_delay_per_cid_ms: float = 0.0,
     event_delay: float = 0.0,
     event_jitter: float = 0.0,
+    extra_args: Sequence[str] = (),
+    also_ready: Callable[[], bool] = lambda: True,
 ) -> Launched:
-    """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment."""
+    """The DICT simulator, as `cidsync bridge-sim`, in this interpreter's environment; `extra_args` for
+    the rest of its flags (e.g. its DICT API face), `also_ready` for what they start."""
     argv = [
         sys.executable,
         "-m",
@@ -236,7 +239,8 @@ def start_bridge_simulator(
         argv += ["--seed-file", str(seed_file)]
     if not rate_limits:
         argv.append("--no-rate-limits")
-    return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port))
+    argv += extra_args
+    return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port) and also_ready())
 
 
 def start_role(

@@ -178,6 +178,7 @@ async def test_worker_killed_mid_run_and_restarted(stack: FaultStack, store: CID
 async def test_temporal_stopped_for_10_seconds_while_events_flow(stack: FaultStack, store: CIDStore) -> None:
     participants = unique_participants(2)
     first = await publish(stack, 100, participants)
+    await some_progress(store, participants)  # the starter is consuming (the stack may have just started)
     stack.stop("temporal")
     # Events keep coming while Temporal is down: the starter must nack them, not drop them.
     during = await publish(stack, 100, participants)

@@ -63,6 +63,7 @@ class FakeReceiver:
     queue: list[Message]
     per_receive: int = 100
     fail_receives: int = 0  # the first receives fail, as a broken connection does
+    inflation: int = 1  # how much a nack raises the redelivery count (a batch's count rises with each batch-mate)
     topic: str = "entry-created"
     acked: list[Message] = field(default_factory=list)
     nacked: list[Message] = field(default_factory=list)
@@ -87,7 +88,9 @@ class FakeReceiver:
 
     async def negative_acknowledge(self, message: Message) -> None:
         self.nacked.append(message)
-        self.queue.append(FakeMessage(message.data(), event_id_of(message), message.redelivery_count() + 1))
+        self.queue.append(
+            FakeMessage(message.data(), event_id_of(message), message.redelivery_count() + self.inflation)
+        )
 
     async def close(self) -> None:
         pass
@@ -289,6 +292,18 @@ async def test_after_max_redeliveries_a_message_is_dead_lettered_with_the_last_e
     assert properties["kind"] == REDELIVERIES_EXHAUSTED
     assert properties["reason"] == "gave up after 2 redeliveries: TimeoutError('never')"
     assert (counts(s.receiver.nacked), len(s.receiver.acked)) == ([0, 1], 1)
+
+
+async def test_a_message_is_dead_lettered_on_its_own_failures_not_on_its_batch_mates_redeliveries() -> None:
+    """The broker counts redeliveries per producer batch: every nack of a batch-mate raises a message's
+    count. A message that failed twice and then passes is started, whatever its broker count says."""
+    made = events(1)
+    failures = iter([TimeoutError("redis"), TimeoutError("redis")])
+    s = starter([message(made[0])], starts=FakeStarts(fail=lambda _: next(failures, None)), max_redeliveries=3)
+    s.receiver.inflation = 7  # six batch-mates failed alongside it each time
+    await s.run_until(lambda: len(s.receiver.acked) == 1, "1 acked")
+    assert [c.event_id for c in s.starts.events] == [made[0].event_id]
+    assert (s.dead_letters.sent, counts(s.receiver.nacked)) == ([], [0, 7])
 
 
 async def test_a_refusal_no_retry_can_fix_halts_the_loop_and_leaves_the_message_in_pulsar() -> None:

@@ -1,0 +1,88 @@
+"""A 200,000-CID file from the simulator's DICT API, as `cidsync bridge-sim --dict-api-port` serves it (its
+own process), downloaded and read by the connector with its memory bounded (measured)."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cidsync.bridge.models import FileStatus
+from cidsync.dict_api.client import DictApiClient, DictApiConfig, cids_of
+from cidsync.dict_api.messages import CidSetFileInfo
+from cidsync.entry import KeyType
+from cidsync_tooling.devstack.processes import accepts_connections, free_port
+from cidsync_tooling.devstack.servers import start_bridge_simulator
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from tests.helpers.eventually import eventually
+from tests.helpers.pki import DictPki, make_dict_pki
+
+COUNT = 200_000
+FILE_BYTES = COUNT * 65  # 64 hex digits and a newline each
+
+
+@dataclass(frozen=True)
+class DictApiSimulator:
+    admin_address: str
+    url: str
+    pki: DictPki
+
+
+@pytest.fixture(scope="module")
+def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DictApiSimulator]:
+    root = tmp_path_factory.mktemp("dict-api-sim")
+    pki = make_dict_pki(root)
+    grpc_port, api_port = free_port(), free_port()
+    flags = {
+        "--dict-api-port": str(api_port),
+        "--dict-api-tls-cert": str(pki.server_cert),
+        "--dict-api-tls-key": str(pki.server_key),
+        "--dict-api-client-ca": str(pki.ca),
+        "--dict-api-signer-cert": str(pki.dict_signer_cert),
+        "--dict-api-signer-key": str(pki.dict_signer_key),
+        "--dict-api-client-signers": str(pki.participant_cert),
+    }
+    launched = start_bridge_simulator(
+        port=grpc_port, data_dir=None, seed_file=None, file_delay=0.2, time_scale=1.0, rate_limits=True,
+        log=root / "bridge.log", extra_args=[item for pair in flags.items() for item in pair],
+        also_ready=lambda: accepts_connections(api_port),
+    )  # fmt: skip
+    try:
+        yield DictApiSimulator(f"127.0.0.1:{grpc_port}", f"https://127.0.0.1:{api_port}/api/v2/", pki)
+    finally:
+        launched.stop()
+
+
+async def test_200k_cids_downloaded_and_read_in_bounded_memory(
+    dict_api_simulator: DictApiSimulator, tmp_path: Path
+) -> None:
+    participant = f"{random.randrange(10**8):08d}"
+    async with SimulatorAdmin(dict_api_simulator.admin_address, deadline=120) as admin:
+        loaded, _ = await admin.load_synthetic(participant, KeyType.EVP, COUNT, seed=3)
+    assert loaded == COUNT
+    pki = dict_api_simulator.pki
+    config = DictApiConfig(dict_api_simulator.url, pki.participant_cert, pki.participant_key, pki.ca,
+                           pki.dict_signer_cert)  # fmt: skip
+    async with DictApiClient(config) as dict_:
+        requested = await dict_.create_cid_set_file(participant, KeyType.EVP)
+
+        async def status() -> CidSetFileInfo:
+            return await dict_.get_cid_set_file(participant, requested.id)
+
+        # DICT's CIDS_FILES_READ bucket: 50, then 10 a minute; polling every second stays well inside it.
+        available = await eventually(status, lambda f: f.status is FileStatus.AVAILABLE, "the file AVAILABLE",
+                                     timeout=60, every=1.0)  # fmt: skip
+        assert available.bytes == FILE_BYTES
+        tracemalloc.start()
+        spool = await dict_.download(available, tmp_path / "file.cids")
+        count = sum(1 for _ in cids_of(spool))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert count == COUNT
+    # The file is 13 MB; held as Python strings it would be ~23 MB. Spooled and read line by line, the
+    # client's traced peak stays a small fraction of it.
+    assert peak < FILE_BYTES / 4, f"client peak traced memory {peak / 1e6:.1f} MB for a {FILE_BYTES / 1e6:.0f} MB file"
