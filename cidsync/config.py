@@ -38,6 +38,11 @@ ENVIRONMENT: Mapping[str, str] = {
     "metrics_bind": "CIDSYNC_METRICS_BIND",
     "codec_keys_file": "CIDSYNC_CODEC_KEYS_FILE",
     "dict_budgets": "CIDSYNC_DICT_BUDGETS",
+    "dict_url": "CIDSYNC_DICT_URL",
+    "dict_client_cert": "CIDSYNC_DICT_CLIENT_CERT",
+    "dict_client_key": "CIDSYNC_DICT_CLIENT_KEY",
+    "dict_ca": "CIDSYNC_DICT_CA",
+    "dict_signer_cert": "CIDSYNC_DICT_SIGNER_CERT",
 }
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
@@ -84,6 +89,17 @@ class Settings:
         "",
         "DICT's rate limits kept on our side: empty for DICT's published ones, off for none, or "
         "VerifySync=10/50,ListCidSetEvents=20/100 (per minute / bucket size)",
+    )
+    dict_url: str | None = _setting(
+        None, "DICT API v2's base URL, e.g. https://dict-h.pi.rsfn.net.br:16522/api/v2/ (homologation)"
+    )
+    dict_client_cert: str | None = _setting(
+        None, "the participant's certificate (PEM): mutual TLS with DICT and the signature of requests"
+    )
+    dict_client_key: str | None = _setting(None, "the private key of that certificate (PEM)")
+    dict_ca: str | None = _setting(None, "the CAs of DICT's TLS certificate (PEM)")
+    dict_signer_cert: str | None = _setting(
+        None, "DICT's signing certificates (PEM bundle; a rotation is a change of this file)"
     )
 
     @property

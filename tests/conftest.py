@@ -158,6 +158,8 @@ SERVER_FIXTURES = frozenset(
         "temporal_env",
         "running",
         "running_on_each_store",
+        "dict_api",
+        "dict_api_simulator",
     }
 )
 SERVER_FOLDERS = frozenset({"e2e", "devstack", "chaos", "integration"})

@@ -1,4 +1,5 @@
-"""`cidsync bridge verify|cids`: operators' calls to any Bridge (the simulator's commands are tooling's)."""
+"""`cidsync bridge verify|cids|dict-check`: operators' calls to any Bridge, and a check of the DICT API
+connection `bridge serve` will use (the simulator's commands are tooling's)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,24 @@ async def _cids(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _dict_check(args: argparse.Namespace) -> int:
+    """Reach DICT as `bridge serve` would and say what works: mutual TLS, the response signature, the
+    buckets. It spends no token of any bucket (the policies are free to read)."""
+    from cidsync.dict_api.client import DictApiClient, dict_api_config
+
+    participant = participant_flag(args.participant)
+    config = dict_api_config(settings_of(args))
+    async with DictApiClient(config) as dict_:
+        states = await dict_.policies(participant)
+    print(f"DICT at {config.url}: mutual TLS established, response signature checked against {config.signer_cert}")
+    for state in states:
+        print(
+            f"  {state.name:<26} {state.available_tokens:>6} of {state.capacity:<6} tokens, "
+            f"{state.refill_tokens} every {state.refill_period_sec} s"
+        )
+    return 0
+
+
 def register(commands: Any) -> None:
     bridge = commands.add_parser(
         "bridge", help="talk to the Bridge (DICT) as an operator", description="Operator calls to the Bridge."
@@ -94,3 +113,13 @@ def register(commands: Any) -> None:
     cids.add_argument("--timeout", type=float, default=FILE_WAIT_TIMEOUT, metavar="SECONDS")
     add_settings_flags(cids, ["bridge_address"])
     cids.set_defaults(handler=run_async(_cids))
+    check = actions.add_parser(
+        "dict-check",
+        help="reach DICT API v2 with the CIDSYNC_DICT_* settings: TLS, signatures, the rate-limit buckets",
+        description="What `bridge serve` needs, checked against DICT: the certificates and key can be read "
+        "and go together, DICT accepts our client certificate, DICT's response is signed by a certificate of "
+        "the signer bundle. Prints the participant's rate-limit buckets; spends no token.",
+    )
+    check.add_argument("--participant", required=True, metavar="ISPB", help="the requesting participant")
+    add_settings_flags(check, ["dict_url", "dict_client_cert", "dict_client_key", "dict_ca", "dict_signer_cert"])
+    check.set_defaults(handler=run_async(_dict_check))

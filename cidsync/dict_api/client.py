@@ -27,17 +27,19 @@ import httpx
 from lxml import etree
 
 from cidsync.bridge.models import FileStatus
+from cidsync.config import ENVIRONMENT, Settings
 from cidsync.dict_api import messages as m
 from cidsync.dict_api.policies import POLICY_OF, Operation
 from cidsync.dict_api.signature import SignatureInvalid, SignerBundle, SigningIdentity, XmlSigner
 from cidsync.entry import KeyType
+from cidsync.errors import CommandFailed, InvalidInput, Problem
 
 T = TypeVar("T")
 DEFAULT_RETRY_AFTER = 60.0  # when DICT does not say (no bucket state, no Retry-After)
 CHUNK = 1 << 16
 
 
-class DictApiError(Exception):
+class DictApiError(CommandFailed):
     """DICT refused or failed a call. `problem` is DICT's own account when it gave one."""
 
     def __init__(self, message: str, *, status: int = 0, problem: m.Problem | None = None) -> None:
@@ -103,6 +105,51 @@ class DictApiConfig:
     signer_cert: Path  # DICT's signing certificates (a bundle: a rotation is a file change)
     timeout: float = 10.0
     max_connections: int = 20
+
+
+DICT_SETTINGS = ("dict_url", "dict_client_cert", "dict_client_key", "dict_ca", "dict_signer_cert")
+
+
+def dict_api_config(settings: Settings) -> DictApiConfig:
+    """The connector's configuration from the settings (flags, then `CIDSYNC_DICT_*`): each missing
+    setting and each file that cannot be read or is not what it should be named on a line of its own."""
+    problems: list[Problem] = []
+    values = {name: getattr(settings, name) for name in DICT_SETTINGS}
+    for name, value in values.items():
+        if not value:
+            problems.append(Problem(ENVIRONMENT[name], f"is required (or --{name.replace('_', '-')})"))
+        elif name != "dict_url":
+            problems += _unreadable(name, Path(value))
+    url = values["dict_url"]
+    if url and not url.startswith("https://"):
+        problems.append(Problem(ENVIRONMENT["dict_url"], "must be an https:// URL (DICT is mutual TLS only)"))
+    if not problems:
+        try:
+            XmlSigner(SigningIdentity.from_files(Path(values["dict_client_cert"]), Path(values["dict_client_key"])))
+        except ValueError as error:
+            problems.append(Problem(ENVIRONMENT["dict_client_key"], f"does not go with the certificate: {error}"))
+    if problems:
+        raise InvalidInput("DICT settings", problems)
+    return DictApiConfig(
+        url=str(url),
+        client_cert=Path(values["dict_client_cert"]),
+        client_key=Path(values["dict_client_key"]),
+        ca=Path(values["dict_ca"]),
+        signer_cert=Path(values["dict_signer_cert"]),
+    )
+
+
+def _unreadable(name: str, path: Path) -> list[Problem]:
+    variable = ENVIRONMENT[name]
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        return [Problem(variable, f"cannot read {path}: {error.strerror or error}")]
+    expected = b"PRIVATE KEY-----" if name == "dict_client_key" else b"-----BEGIN CERTIFICATE-----"
+    if expected not in text:
+        kind = "a PEM private key" if name == "dict_client_key" else "PEM certificates"
+        return [Problem(variable, f"{path} holds no {kind}")]
+    return []
 
 
 def _tls_context(config: DictApiConfig) -> ssl.SSLContext:
@@ -215,6 +262,11 @@ class DictApiClient:
             response = await self._http.request(method, path, content=body, headers=headers)
         except httpx.ConnectError as error:
             raise ConnectionFailed(f"cannot reach DICT at {self.config.url}: {_why(error)}") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+            raise ConnectionFailed(
+                f"DICT at {self.config.url} closed the connection without an answer (under TLS 1.3 this is how "
+                f"a client certificate it does not accept shows): {_why(error)}"
+            ) from None
         except httpx.TransportError as error:
             raise ConnectionFailed(f"DICT did not answer {method} {path.split('?')[0]}: {_why(error)}") from None
         if response.is_success:

@@ -5,56 +5,18 @@ from __future__ import annotations
 
 import random
 import tracemalloc
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from cidsync.bridge.models import FileStatus
 from cidsync.dict_api.client import DictApiClient, DictApiConfig, cids_of
 from cidsync.dict_api.messages import CidSetFileInfo
 from cidsync.entry import KeyType
-from cidsync_tooling.devstack.processes import accepts_connections, free_port
-from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+from tests.dict_api.conftest import DictApiSimulator
 from tests.helpers.eventually import eventually
-from tests.helpers.pki import DictPki, make_dict_pki
 
 COUNT = 200_000
 FILE_BYTES = COUNT * 65  # 64 hex digits and a newline each
-
-
-@dataclass(frozen=True)
-class DictApiSimulator:
-    admin_address: str
-    url: str
-    pki: DictPki
-
-
-@pytest.fixture(scope="module")
-def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DictApiSimulator]:
-    root = tmp_path_factory.mktemp("dict-api-sim")
-    pki = make_dict_pki(root)
-    grpc_port, api_port = free_port(), free_port()
-    flags = {
-        "--dict-api-port": str(api_port),
-        "--dict-api-tls-cert": str(pki.server_cert),
-        "--dict-api-tls-key": str(pki.server_key),
-        "--dict-api-client-ca": str(pki.ca),
-        "--dict-api-signer-cert": str(pki.dict_signer_cert),
-        "--dict-api-signer-key": str(pki.dict_signer_key),
-        "--dict-api-client-signers": str(pki.participant_cert),
-    }
-    launched = start_bridge_simulator(
-        port=grpc_port, data_dir=None, seed_file=None, file_delay=0.2, time_scale=1.0, rate_limits=True,
-        log=root / "bridge.log", extra_args=[item for pair in flags.items() for item in pair],
-        also_ready=lambda: accepts_connections(api_port),
-    )  # fmt: skip
-    try:
-        yield DictApiSimulator(f"127.0.0.1:{grpc_port}", f"https://127.0.0.1:{api_port}/api/v2/", pki)
-    finally:
-        launched.stop()
 
 
 async def test_200k_cids_downloaded_and_read_in_bounded_memory(
