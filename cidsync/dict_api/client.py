@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,8 @@ from typing import TypeVar
 
 import httpx
 from lxml import etree
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from cidsync.bridge.models import FileStatus
 from cidsync.config import ENVIRONMENT, Settings
@@ -158,9 +161,49 @@ def _tls_context(config: DictApiConfig) -> ssl.SSLContext:
     return context
 
 
+class _Instruments:
+    """The connector's metrics. Labels: the operation, the outcome (`ok` or the error's kind), the
+    participant (an ISPB) and the bucket's policy name; never a key, a CID or a URL."""
+
+    def __init__(self, provider: metrics.MeterProvider | None) -> None:
+        meter = (provider or metrics.get_meter_provider()).get_meter("cidsync.dict_api")
+        self.calls = meter.create_counter(
+            "cidsync.dict_api.calls", unit="{call}", description="calls to DICT API v2, by operation and outcome"
+        )
+        self.duration = meter.create_histogram(
+            "cidsync.dict_api.duration",
+            unit="s",
+            description="time of one call to DICT API v2 (TLS, signature and check included), by operation",
+            explicit_bucket_boundaries_advisory=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+        )
+        self._tokens: dict[tuple[str, str], int] = {}
+        meter.create_observable_gauge(
+            "cidsync.dict_api.bucket.tokens",
+            callbacks=[self._observe],
+            unit="{token}",
+            description="tokens left in a rate-limit bucket when DICT last told us, by participant and policy",
+        )
+
+    def tokens(self, participant: str, states: list[m.PolicyState]) -> None:
+        for state in states:
+            self._tokens[(participant, state.name)] = state.available_tokens
+
+    def _observe(self, _: CallbackOptions) -> list[Observation]:
+        return [Observation(v, {"participant": p, "policy": n}) for (p, n), v in self._tokens.items()]
+
+
+def _outcome(error: BaseException | None) -> str:
+    """`ok`, or the error's kind in snake case (`rate_limited`, `connection_failed`, ...)."""
+    if error is None:
+        return "ok"
+    name = type(error).__name__ if isinstance(error, DictApiError) else "unexpected"
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
 class DictApiClient:
-    def __init__(self, config: DictApiConfig) -> None:
+    def __init__(self, config: DictApiConfig, *, meter_provider: metrics.MeterProvider | None = None) -> None:
         self.config = config
+        self._metrics = _Instruments(meter_provider)
         self._signer = XmlSigner(SigningIdentity.from_files(config.client_cert, config.client_key))
         self._signers = SignerBundle.from_file(config.signer_cert)
         base = config.url if config.url.endswith("/") else config.url + "/"
@@ -210,11 +253,15 @@ class DictApiClient:
 
     async def policy(self, participant: str, name: str) -> m.PolicyState:
         root = await self._call(None, "GET", f"policies/{name}", participant)
-        return self._read(m.policy_state, root)
+        state = self._read(m.policy_state, root)
+        self._metrics.tokens(participant, [state])
+        return state
 
     async def policies(self, participant: str) -> list[m.PolicyState]:
         root = await self._call(None, "GET", "policies/", participant)
-        return self._read(m.policy_states, root)
+        states = self._read(m.policy_states, root)
+        self._metrics.tokens(participant, states)
+        return states
 
     async def download(self, file: m.CidSetFileInfo, spool: Path) -> Path:
         """The AVAILABLE `file` at `spool`, complete and checked. A spool left by an interrupted download
@@ -254,6 +301,21 @@ class DictApiClient:
 
     async def _call(
         self, operation: Operation | None, method: str, path: str, participant: str, body: bytes | None = None
+    ) -> etree._Element:
+        label = operation.value if operation else ("listPolicies" if path == "policies/" else "getPolicy")
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return await self._exchange(operation, method, path, participant, body)
+        except BaseException as failed:
+            error = failed
+            raise
+        finally:
+            self._metrics.calls.add(1, {"operation": label, "outcome": _outcome(error)})
+            self._metrics.duration.record(time.perf_counter() - started, {"operation": label})
+
+    async def _exchange(
+        self, operation: Operation | None, method: str, path: str, participant: str, body: bytes | None
     ) -> etree._Element:
         headers = {"PI-RequestingParticipant": participant}
         if body is not None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +220,32 @@ async def test_connections_are_kept_alive_between_calls(pki: DictPki, dict_api: 
         pool = dict_._http._transport._pool  # type: ignore[attr-defined]
         assert 1 <= len(pool.connections) <= 5
     assert sim.calls["VerifySync"] == 5
+
+
+async def test_calls_outcomes_latency_and_bucket_tokens_are_measured(
+    pki: DictPki, dict_api: tuple[Simulator, DictApiFace]
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    _, face = dict_api
+    reader = InMemoryMetricReader()
+    async with c.DictApiClient(config(pki, face), meter_provider=MeterProvider(metric_readers=[reader])) as dict_:
+        await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
+        with pytest.raises(c.NotFound):
+            await dict_.get_entry_by_cid(PARTICIPANT, "1" * 64)
+        await dict_.policies(PARTICIPANT)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[Any]] = {
+        metric.name: list(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    calls = {(p.attributes["operation"], p.attributes["outcome"]): p.value for p in points["cidsync.dict_api.calls"]}
+    assert calls == {("createSyncVerification", "ok"): 1, ("getEntryByCid", "not_found"): 1, ("listPolicies", "ok"): 1}
+    assert sum(p.count for p in points["cidsync.dict_api.duration"]) == 3
+    tokens = {p.attributes["policy"]: p.value for p in points["cidsync.dict_api.bucket.tokens"]}
+    assert tokens["SYNC_VERIFICATIONS_WRITE"] == 49  # one verification spent
+    assert all(p.attributes["participant"] == PARTICIPANT for p in points["cidsync.dict_api.bucket.tokens"])
