@@ -181,26 +181,14 @@ class DictApiFace:
         raise Refused(404, "NotFound", f"no such resource: {request.method} {request.path}")
 
     async def _enter(self, operation: Operation) -> None:
-        """Counters, injected latency and unavailability, as the gRPC face does."""
-        method = LIMITER_METHOD[operation]
-        sim = self.sim
-        sim.calls[method] += 1
-        if sim.faults.latency_ms:
-            await asyncio.sleep(sim.faults.latency_ms / 1000)
-        injected = sim.faults.fail_next[method] > 0
-        if injected:
-            sim.faults.fail_next[method] -= 1
-        elif sim.faults.unavailable_ratio:
-            injected = sim._random.random() < sim.faults.unavailable_ratio
-        if injected:
-            sim.injected_unavailable[method] += 1
+        """Counters, injected latency and unavailability: the simulator's, as on the gRPC face."""
+        if await self.sim.unavailable_now(LIMITER_METHOD[operation]):
             raise Refused(503, "ServiceUnavailable", "injected fault: DICT unavailable", retry_after=1)
 
     def _admit(self, operation: Operation, participant: str) -> None:
-        if self.sim.participants and participant not in self.sim.participants:
+        if not self.sim.allowed(participant):
             raise Refused(403, "Forbidden", f"not allowed to act for participant {participant}")
-        if self.sim.limiter.check(participant, LIMITER_METHOD[operation]) is not None:
-            self.sim.rate_limited[LIMITER_METHOD[operation]] += 1
+        if self.sim.limited(participant, LIMITER_METHOD[operation]) is not None:
             raise Refused(429, "RateLimited", f"{POLICY_OF[operation]}: no token left")
 
     # --- bodies ------------------------------------------------------------------------------------

@@ -103,7 +103,9 @@ class Simulator:
         self.rate_limited.clear()
         self.injected_unavailable.clear()
 
-    async def enter(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    async def unavailable_now(self, method: str) -> bool:
+        """A call to `method` arrives: count it, wait the injected latency, and say whether an injected
+        unavailability refuses it (both faces, gRPC and DICT API, ask this)."""
         self.calls[method] += 1
         if self.faults.latency_ms:
             await asyncio.sleep(self.faults.latency_ms / 1000)
@@ -114,14 +116,27 @@ class Simulator:
             injected = self._random.random() < self.faults.unavailable_ratio
         if injected:
             self.injected_unavailable[method] += 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault: DICT unavailable")
+        return injected
 
-    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str, participant: str) -> None:
-        if self.participants and participant not in self.participants:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not allowed to act for participant {participant}")
+    def allowed(self, participant: str) -> bool:
+        return not self.participants or participant in self.participants
+
+    def limited(self, participant: str, method: str) -> float | None:
+        """None when the participant's bucket for `method` had a token, else the seconds until it has one."""
         wait = self.limiter.check(participant, method)
         if wait is not None:
             self.rate_limited[method] += 1
+        return wait
+
+    async def enter(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        if await self.unavailable_now(method):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault: DICT unavailable")
+
+    async def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str, participant: str) -> None:
+        if not self.allowed(participant):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not allowed to act for participant {participant}")
+        wait = self.limited(participant, method)
+        if wait is not None:
             context.set_trailing_metadata(((RETRY_AFTER, f"{wait:.3f}"),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: rate limit of DICT reached")
 
