@@ -20,7 +20,7 @@ from cidsync.dict_api.messages import CidSetFileInfo
 from cidsync.dict_api.signature import SignerBundle, SigningIdentity
 from cidsync.entry import KeyType
 from cidsync_tooling.simulator.dict_api_face import DictApiFace, DictApiTls, start_dict_api
-from cidsync_tooling.simulator.dict_state import SimulatedDict
+from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
 from cidsync_tooling.simulator.server import Simulator
 from tests.helpers.eventually import eventually
 from tests.helpers.pki import DictPki, make_dict_pki
@@ -65,6 +65,15 @@ def load(sim: Simulator, key_type: KeyType, count: int, seed: int = 1) -> list[s
     return sim.dict.cids((PARTICIPANT, key_type))
 
 
+def available_file(sim: Simulator, key_type: KeyType, count: int) -> SimFile:
+    """A CID file of `count` CIDs made AVAILABLE at once (the tests of downloads need not wait for it)."""
+    load(sim, key_type, count)
+    file = sim.dict.new_file(PARTICIPANT, key_type, SimulatedDict.now())
+    sim.dict.snapshot(file, SimulatedDict.now(), FileStatus.AVAILABLE)
+    file.seal(FileStatus.AVAILABLE, SimulatedDict.now())
+    return file
+
+
 async def test_verify_sync_answers_ok_for_dicts_vsync_and_nok_otherwise(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace]
 ) -> None:
@@ -98,10 +107,7 @@ async def test_a_resumed_download_continues_from_where_the_spool_ends(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace], tmp_path: Path
 ) -> None:
     sim, face = dict_api
-    load(sim, KeyType.EMAIL, 300)
-    file = sim.dict.new_file(PARTICIPANT, KeyType.EMAIL, SimulatedDict.now())
-    sim.dict.snapshot(file, SimulatedDict.now(), FileStatus.AVAILABLE)
-    file.seal(FileStatus.AVAILABLE, SimulatedDict.now())
+    file = available_file(sim, KeyType.EMAIL, 300)
     async with c.DictApiClient(config(pki, face)) as dict_:
         info = await dict_.get_cid_set_file(PARTICIPANT, face._number(file))
         spool = tmp_path / "file.cids"
@@ -116,10 +122,7 @@ async def test_a_file_whose_sha256_does_not_match_is_refused_and_dropped(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace], tmp_path: Path
 ) -> None:
     sim, face = dict_api
-    load(sim, KeyType.PHONE, 50)
-    file = sim.dict.new_file(PARTICIPANT, KeyType.PHONE, SimulatedDict.now())
-    sim.dict.snapshot(file, SimulatedDict.now(), FileStatus.AVAILABLE)
-    file.seal(FileStatus.AVAILABLE, SimulatedDict.now())
+    file = available_file(sim, KeyType.PHONE, 50)
     face.corrupt_files = True
     async with c.DictApiClient(config(pki, face)) as dict_:
         info = await dict_.get_cid_set_file(PARTICIPANT, face._number(file))

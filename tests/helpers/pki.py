@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -22,7 +22,10 @@ class Pki:
     client_key: Path
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -30,8 +33,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _cert(
     subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    key: PrivateKey,
+    issuer: tuple[x509.Name, PrivateKey] | None,
     *,
     ca: bool = False,
     server: bool = False,
@@ -82,8 +85,6 @@ class Signer:
 
 def make_signer(subject: str, *, days: int = 1, issuer: str = "cidsync test signing CA") -> Signer:
     """A self-contained RSA signing certificate (issued by a throwaway CA of its own name)."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = dt.datetime.now(dt.UTC)
@@ -130,53 +131,17 @@ class DictPki:
 
 
 def make_dict_pki(root: Path) -> DictPki:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     def rsa_key() -> rsa.RSAPrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    def issue(
-        subject: str,
-        key: rsa.RSAPrivateKey,
-        issuer: tuple[x509.Name, rsa.RSAPrivateKey] | None,
-        *,
-        ca: bool = False,
-        server: bool = False,
-    ) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        issuer_name, issuer_key = issuer or (name, key)
-        now = dt.datetime.now(dt.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        return builder.sign(issuer_key, hashes.SHA256())
-
     def write(name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> tuple[Path, Path]:
         (root / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (root / f"{name}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        (root / f"{name}.key").write_bytes(_key_pem(key))
         return root / f"{name}.pem", root / f"{name}.key"
 
     ca_key, other_ca_key = rsa_key(), rsa_key()
-    ca = issue("RSFN test CA", ca_key, None, ca=True)
-    other_ca = issue("somebody else's CA", other_ca_key, None, ca=True)
+    ca = _cert("RSFN test CA", ca_key, None, ca=True)
+    other_ca = _cert("somebody else's CA", other_ca_key, None, ca=True)
     (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     made = {}
     for name, issuer, server in (
@@ -186,5 +151,5 @@ def make_dict_pki(root: Path) -> DictPki:
         ("stranger", (other_ca.subject, other_ca_key), False),
     ):
         key = rsa_key()
-        made[name] = write(name, issue(f"cidsync {name}", key, issuer, server=server), key)
+        made[name] = write(name, _cert(f"cidsync {name}", key, issuer, server=server), key)
     return DictPki(root / "ca.pem", *made["server"], *made["participant"], *made["dict-signer"], *made["stranger"])
