@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.cid import cid
+from cidsync.dict_api.signature import PARSER
 from cidsync.entry import AccountType, KeyType, OwnerType
 
 E = TypeVar("E", bound=StrEnum)
@@ -376,8 +377,6 @@ def _policy(policy: etree._Element) -> PolicyState:
 
 def problem(document: bytes) -> Problem | None:
     """The RFC 7807 problem in an error response, or None if the body is not one."""
-    from cidsync.dict_api.signature import PARSER
-
     try:
         root = etree.fromstring(document, parser=PARSER)
     except etree.XMLSyntaxError:
