@@ -24,7 +24,6 @@ from cidsync.telemetry import instruments, tracing
 from starters.consuming import Message, consumer_span
 from starters.in_flight import InFlight
 from starters.options import StarterConfig
-from starters.redelivery import TRANSIENT
 from starters.settling import Settler
 from starters.workflow_starts import Starts
 
@@ -91,7 +90,7 @@ class BatchDispatcher:
                 changes = [change for (_, change, _), done in zip(batch, marked, strict=True) if not done]
                 if changes:
                     await self.starts.start_batch(changes)
-            except TRANSIENT as error:
+            except Exception as error:  # the policy decides; nothing is left unsettled
                 for message, _, _ in batch:
                     await self.settler.retry_later(message, error)
                 return

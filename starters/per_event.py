@@ -16,7 +16,6 @@ from cidsync.entry import KeyType
 from cidsync.telemetry import instruments
 from starters.consuming import Message, consumer_span
 from starters.in_flight import InFlight
-from starters.redelivery import TRANSIENT
 from starters.settling import Settler
 from starters.workflow_starts import Starts
 
@@ -56,5 +55,5 @@ class PerEventDispatcher:
                     return
                 await self.starts.start_event(change)  # under the consumer span: the workflow continues it
                 self.settler.ack(message)
-            except TRANSIENT as error:
+            except Exception as error:  # the policy decides; nothing is left unsettled
                 await self.settler.retry_later(message, error)

@@ -24,6 +24,9 @@ from enum import Enum
 from redis.exceptions import RedisError
 from temporalio.service import RPCError, RPCStatusCode
 
+# Failures expected to pass by themselves (logged as transient). Any other error is redelivered under the
+# same policy (logged with its traceback): a message whose handling raised must never stay unsettled on a
+# live consumer, which no broker redelivers; a bug then ends in a dead letter carrying the error.
 TRANSIENT = (RPCError, RedisError, ConnectionError, TimeoutError, asyncio.TimeoutError)
 # Temporal answers that may pass by themselves; any other refusal halts the starter.
 TRANSIENT_RPC = frozenset(
@@ -67,7 +70,11 @@ class RedeliveryPolicy:
             return Decision(Action.HALT)
         if failures >= self.max_redeliveries:
             return Decision(Action.DEAD_LETTER, reason=f"gave up after {failures} redeliveries: {error!r}")
-        return Decision(Action.REDELIVER, delay=min(self.backoff_max, self.backoff_base * (2**failures)))
+        return Decision(Action.REDELIVER, delay=self.backoff(failures))
+
+    def backoff(self, failures: int) -> timedelta:
+        """The wait before a redelivery: doubles with each failure, up to `backoff_max`."""
+        return min(self.backoff_max, self.backoff_base * (1 << min(failures, 32)))  # capped: no overflow
 
 
 def dead_letter_properties(

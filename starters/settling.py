@@ -17,7 +17,13 @@ from typing import Any, Protocol
 
 from cidsync.telemetry import instruments
 from starters.consuming import Message, Receiver, about
-from starters.redelivery import REDELIVERIES_EXHAUSTED, Action, RedeliveryPolicy, dead_letter_properties
+from starters.redelivery import (
+    REDELIVERIES_EXHAUSTED,
+    TRANSIENT,
+    Action,
+    RedeliveryPolicy,
+    dead_letter_properties,
+)
 
 logger = logging.getLogger("starters.entry_events")  # one logger for the starter's lines, as before
 
@@ -36,6 +42,10 @@ class StarterStats:
 
     def line(self) -> str:
         return " ".join(f"{name}={value}" for name, value in asdict(self).items())
+
+
+class DeadLetterNotWritten(ConnectionError):
+    """The dead-letter topic did not take a message: it is redelivered, and dead-lettered then."""
 
 
 class DeadLetterSink(Protocol):
@@ -94,19 +104,24 @@ class Settler:
         if decision.action is Action.DEAD_LETTER:
             await self.dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
             return
-        self._remember(message, attempts + 1)
+        self._redeliver_after(decision.delay, message, attempts + 1, error)
+
+    def _redeliver_after(self, delay: timedelta, message: Message, failures: int, error: BaseException) -> None:
+        self._remember(message, failures)
         self.stats.retried += 1
         instruments.events_retried.add(1)
-        delay = decision.delay.total_seconds()
         logger.warning(
-            "transient failure (%r); redelivery in %.1f s",
+            "%s (%r); redelivery in %.1f s",
+            "transient failure" if isinstance(error, TRANSIENT) else "handling failed",
             error,
-            delay + self.nack_delay.total_seconds(),
+            (delay + self.nack_delay).total_seconds(),
+            exc_info=None if isinstance(error, TRANSIENT) else error,
             extra=about(message),
         )
+        receiver = self.receivers[message.topic_name()]
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
         asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(receiver.negative_acknowledge(message))
+            delay.total_seconds(), lambda: asyncio.ensure_future(receiver.negative_acknowledge(message))
         )
 
     def _remember(self, message: Message, failures: int) -> None:
@@ -126,9 +141,16 @@ class Settler:
             message_id=str(message.message_id()),
             redelivery_count=message.redelivery_count(),
         )
-        await self.dead_letters.send(
-            message.data(), properties=properties, partition_key=message.partition_key() or None
-        )
+        try:
+            await self.dead_letters.send(
+                message.data(), properties=properties, partition_key=message.partition_key() or None
+            )
+        except Exception as error:  # e.g. the broker restarting: the send timed out or the producer closed
+            # Not acked, and not left alone either: unsettled on a live consumer it would never come back.
+            # It is redelivered and dead-lettered again then.
+            failures = self.failures_of(message)
+            self._redeliver_after(self.policy.backoff(failures), message, failures + 1, DeadLetterNotWritten(error))
+            return
         self.stats.dead_lettered += 1
         instruments.events_dead_lettered.add(1, {"reason": kind})
         logger.warning(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import pulsar
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -99,8 +100,12 @@ class FakeReceiver:
 @dataclass
 class FakeDeadLetters:
     sent: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    fail_sends: int = 0  # the first sends fail, as they do while the broker restarts
 
     async def send(self, content: bytes, *, properties: dict[str, str], partition_key: str | None) -> None:
+        if self.fail_sends:
+            self.fail_sends -= 1
+            raise pulsar.Timeout("send timed out")
         self.sent.append((content, properties))
 
     async def flush(self) -> None:
@@ -268,6 +273,41 @@ async def test_a_message_that_breaks_the_contract_is_dead_lettered_at_once_with_
     )
     assert properties["reason"].startswith(says)
     assert s.receiver.nacked == []
+
+
+async def test_a_dead_letter_the_broker_did_not_take_is_redelivered_and_dead_lettered_then() -> None:
+    """Left unsettled on a live consumer, a message never comes back (a chaos run lost four that way while
+    the broker restarted): it is nacked after the backoff, and dead-lettered when it is received again."""
+    good = events(1)[0]
+    s = starter([FakeMessage(b"not json", "bad"), message(good)])
+    s.dead_letters.fail_sends = 2
+    await s.run_until(lambda: len(s.receiver.acked) == 2, "2 acked")
+    assert [content for content, _ in s.dead_letters.sent] == [b"not json"]
+    assert (ids(s.receiver.nacked), counts(s.receiver.nacked), s.stats.retried) == (["bad", "bad"], [0, 1], 2)
+
+
+async def test_an_unforeseen_error_is_redelivered_and_in_the_end_dead_lettered_with_it() -> None:
+    """Not a failure known to pass (a bug, a client error of an unexpected kind): still never left
+    unsettled, and dead-lettered with the error once the redeliveries are spent."""
+    made = events(1)
+    s = starter([message(made[0])], starts=FakeStarts(fail=lambda _: KeyError("surprise")), max_redeliveries=1)
+    await s.run_until(lambda: bool(s.dead_letters.sent), "a dead letter")
+    [(_, properties)] = s.dead_letters.sent
+    assert properties["reason"] == "gave up after 1 redeliveries: KeyError('surprise')"
+    assert (counts(s.receiver.nacked), len(s.receiver.acked)) == ([0], 1)
+
+
+async def test_a_batch_that_fails_unforeseen_is_redelivered_whole() -> None:
+    made = events(3)
+    failures = iter([ValueError("surprise")])
+    s = starter(
+        [message(e) for e in made],
+        starts=FakeStarts(fail=lambda _: next(failures, None)),
+        mode=Mode.BATCH,
+        batch_max_events=3,
+    )
+    await s.run_until(lambda: len(s.receiver.acked) == 3, "3 acked")
+    assert (len(s.receiver.nacked), s.dead_letters.sent) == (3, [])
 
 
 async def test_a_transient_failure_is_redelivered_and_started_once_it_passes() -> None:
