@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from cidsync.bridge.v1 import bridge_pb2 as cidsync_dot_bridge_dot_v1_dot_bridge__pb2
+from cidsync.bridge.v2 import bridge_pb2 as cidsync_dot_bridge_dot_v2_dot_bridge__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in cidsync/bridge/v1/bridge_pb2_grpc.py depends on'
+        + ' but the generated code in cidsync/bridge/v2/bridge_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -35,39 +35,44 @@ class DictBridgeStub:
             channel: A grpc.Channel.
         """
         self.VerifySync = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/VerifySync',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncResponse.FromString,
+                '/cidsync.bridge.v2.DictBridge/VerifySync',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncResponse.FromString,
                 _registered_method=True)
         self.CreateCidSetFile = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/CreateCidSetFile',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CreateCidSetFileRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.FromString,
+                '/cidsync.bridge.v2.DictBridge/CreateCidSetFile',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CreateCidSetFileRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.FromString,
                 _registered_method=True)
         self.GetCidSetFile = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/GetCidSetFile',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCidSetFileRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.FromString,
+                '/cidsync.bridge.v2.DictBridge/GetCidSetFile',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCidSetFileRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.FromString,
                 _registered_method=True)
         self.GetCIDList = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/GetCIDList',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCIDListRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.FromString,
+                '/cidsync.bridge.v2.DictBridge/GetCIDList',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCIDListRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.FromString,
                 _registered_method=True)
         self.StreamCIDList = channel.unary_stream(
-                '/cidsync.bridge.v1.DictBridge/StreamCIDList',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.StreamCIDListRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.FromString,
+                '/cidsync.bridge.v2.DictBridge/StreamCIDList',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.StreamCIDListRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.FromString,
                 _registered_method=True)
         self.GetEntryByCid = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/GetEntryByCid',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidResponse.FromString,
+                '/cidsync.bridge.v2.DictBridge/GetEntryByCid',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidResponse.FromString,
                 _registered_method=True)
         self.ListCidSetEvents = channel.unary_unary(
-                '/cidsync.bridge.v1.DictBridge/ListCidSetEvents',
-                request_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsRequest.SerializeToString,
-                response_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsResponse.FromString,
+                '/cidsync.bridge.v2.DictBridge/ListCidSetEvents',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsResponse.FromString,
+                _registered_method=True)
+        self.GetRateLimitBucket = channel.unary_unary(
+                '/cidsync.bridge.v2.DictBridge/GetRateLimitBucket',
+                request_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetRateLimitBucketRequest.SerializeToString,
+                response_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.RateLimitBucket.FromString,
                 _registered_method=True)
 
 
@@ -90,7 +95,8 @@ class DictBridgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCidSetFile(self, request, context):
-        """getCidSetFile: the file's status, and when AVAILABLE its count, byte size and SHA-256.
+        """getCidSetFile: the file's status, and when AVAILABLE its byte size and SHA-256 (DICT's) and its CID
+        count (the Bridge's, from the file it downloaded and checked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,49 +132,62 @@ class DictBridgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRateLimitBucket(self, request, context):
+        """getPolicy: the state of the rate-limit bucket an operation spends, for the participant, as DICT last
+        reported it. Spends no token of that bucket.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DictBridgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'VerifySync': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifySync,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncResponse.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncResponse.SerializeToString,
             ),
             'CreateCidSetFile': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateCidSetFile,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CreateCidSetFileRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CreateCidSetFileRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.SerializeToString,
             ),
             'GetCidSetFile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCidSetFile,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCidSetFileRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCidSetFileRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.SerializeToString,
             ),
             'GetCIDList': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCIDList,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCIDListRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCIDListRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.SerializeToString,
             ),
             'StreamCIDList': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamCIDList,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.StreamCIDListRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.StreamCIDListRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.SerializeToString,
             ),
             'GetEntryByCid': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEntryByCid,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidResponse.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidResponse.SerializeToString,
             ),
             'ListCidSetEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCidSetEvents,
-                    request_deserializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsRequest.FromString,
-                    response_serializer=cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsResponse.SerializeToString,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsResponse.SerializeToString,
+            ),
+            'GetRateLimitBucket': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateLimitBucket,
+                    request_deserializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetRateLimitBucketRequest.FromString,
+                    response_serializer=cidsync_dot_bridge_dot_v2_dot_bridge__pb2.RateLimitBucket.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'cidsync.bridge.v1.DictBridge', rpc_method_handlers)
+            'cidsync.bridge.v2.DictBridge', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('cidsync.bridge.v1.DictBridge', rpc_method_handlers)
+    server.add_registered_method_handlers('cidsync.bridge.v2.DictBridge', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -189,9 +208,9 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/VerifySync',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.VerifySyncResponse.FromString,
+            '/cidsync.bridge.v2.DictBridge/VerifySync',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.VerifySyncResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,9 +235,9 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/CreateCidSetFile',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CreateCidSetFileRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.FromString,
+            '/cidsync.bridge.v2.DictBridge/CreateCidSetFile',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CreateCidSetFileRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.FromString,
             options,
             channel_credentials,
             insecure,
@@ -243,9 +262,9 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/GetCidSetFile',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCidSetFileRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidSetFile.FromString,
+            '/cidsync.bridge.v2.DictBridge/GetCidSetFile',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCidSetFileRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidSetFile.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,9 +289,9 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/GetCIDList',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetCIDListRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.FromString,
+            '/cidsync.bridge.v2.DictBridge/GetCIDList',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetCIDListRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,9 +316,9 @@ class DictBridge:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/StreamCIDList',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.StreamCIDListRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.CidPage.FromString,
+            '/cidsync.bridge.v2.DictBridge/StreamCIDList',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.StreamCIDListRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.CidPage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -324,9 +343,9 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/GetEntryByCid',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.GetEntryByCidResponse.FromString,
+            '/cidsync.bridge.v2.DictBridge/GetEntryByCid',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetEntryByCidResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,9 +370,36 @@ class DictBridge:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/cidsync.bridge.v1.DictBridge/ListCidSetEvents',
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsRequest.SerializeToString,
-            cidsync_dot_bridge_dot_v1_dot_bridge__pb2.ListCidSetEventsResponse.FromString,
+            '/cidsync.bridge.v2.DictBridge/ListCidSetEvents',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.ListCidSetEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateLimitBucket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cidsync.bridge.v2.DictBridge/GetRateLimitBucket',
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.GetRateLimitBucketRequest.SerializeToString,
+            cidsync_dot_bridge_dot_v2_dot_bridge__pb2.RateLimitBucket.FromString,
             options,
             channel_credentials,
             insecure,
