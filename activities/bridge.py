@@ -35,6 +35,15 @@ class CreateFileRequest(BaseModel):
     request_id: str  # the idempotency key: one per file the workflow wants
 
 
+class FileRef(BaseModel):
+    """A CID file, and the participant that asked for it (DICT wants it on every file read)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    participant: str
+    file_id: str
+
+
 class VerifyRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -78,8 +87,8 @@ class BridgeActivities:
             raise temporal_error(error, final_if_limited=True) from error
 
     @activity.defn(name="get_cid_set_file")
-    async def get_cid_set_file(self, file_id: str) -> CIDSetFile:
+    async def get_cid_set_file(self, request: FileRef) -> CIDSetFile:
         try:
-            return await self.bridge.get_cid_set_file(file_id)
+            return await self.bridge.get_cid_set_file(request.participant, request.file_id)
         except errors.BridgeError as error:
             raise temporal_error(error) from error

@@ -127,7 +127,9 @@ class CIDFileActivities:
         resumed = bool(details)
         digest = hashlib.sha256()
         if phase == "store":
-            async for page in self.bridge.cid_pages(request.file_id, page_token=token, page_size=PAGE_SIZE):
+            async for page in self.bridge.cid_pages(
+                request.scratch.participant, request.file_id, page_token=token, page_size=PAGE_SIZE
+            ):
                 await self.store.reconciliation.add_file_page(request.scratch, page.cids)
                 if not resumed:
                     for value in page.cids:
@@ -136,7 +138,7 @@ class CIDFileActivities:
                 activity.heartbeat("store", page.next_page_token, stored)
         if resumed:
             digest = hashlib.sha256()
-            async for page in self.bridge.cid_pages(request.file_id, page_size=PAGE_SIZE):
+            async for page in self.bridge.cid_pages(request.scratch.participant, request.file_id, page_size=PAGE_SIZE):
                 for value in page.cids:
                     digest.update(value.encode() + b"\n")
                 activity.heartbeat("verify", "", stored)

@@ -18,7 +18,13 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from cidsync.core_events import SCHEMA, ApprovalNeeded, EntryReconciled, ReconciliationCompleted, VerificationStale
+from cidsync.core_events import (
+    SCHEMA,
+    ApprovalNeeded,
+    OutboxRouting,
+    ReconciliationCompleted,
+    VerificationStale,
+)
 from cidsync.pulsar_native import producer_connected
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import Scratch
@@ -62,24 +68,29 @@ class CoreEventsPublisher:
         if not producer_connected(self.producer):
             raise ConnectionError("not connected to the Pulsar broker")
 
-    async def _send(self, payload: bytes, partition_key: str, event_type: str, event_id: str) -> None:
+    async def _send(
+        self, payload: bytes, partition_key: str, event_type: str, event_id: str, schema: str = SCHEMA
+    ) -> None:
         attributes = {
             **tracing.messaging_attributes("send", self.producer.topic()),
             "cidsync.event_type": event_type,
             "cidsync.event_id": event_id,
         }
         with tracing.span("send core-events", kind=SpanKind.PRODUCER, attributes=attributes):
-            properties = {"schema": SCHEMA, "event_type": event_type, "event_id": event_id}
+            properties = {"schema": schema, "event_type": event_type, "event_id": event_id}
             await self.producer.send(payload, partition_key=partition_key, properties=dict(tracing.inject(properties)))
 
     @activity.defn(name="publish_outbox")
     async def publish_outbox(self, scratch: Scratch) -> int:
         published = 0
         while payloads := await self.store.outbox.oldest(scratch, OUTBOX_SLICE):
-            # Sent as written by the repair; parsed only for the routing fields.
-            events = [(item, EntryReconciled.model_validate_json(item)) for item in payloads]
+            # Sent as written by the repair (by this version or an earlier one); read for routing only.
+            events = [(item, OutboxRouting.model_validate_json(item)) for item in payloads]
             await asyncio.gather(
-                *(self._send(item, e.partition_key, e.event_type.value, str(e.event_id)) for item, e in events)
+                *(
+                    self._send(item, e.partition_key, e.event_type.value, str(e.event_id), e.schema_)
+                    for item, e in events
+                )
             )
             await self.store.outbox.trim(scratch, len(payloads))
             published += len(payloads)

@@ -208,7 +208,7 @@ class RepairActivities:
             return "repaired"  # done by an earlier attempt (or the event arrived meanwhile)
         notification = entry_added(repair_id, entry, value, datetime.now(UTC))
         status = await self.store.reconciliation.repair(
-            pair, kid, state, value, entry_id=str(entry.id), outbox=scratch.outbox, notification=notification.to_json()
+            pair, kid, state, value, outbox=scratch.outbox, notification=notification.to_json()
         )
         return "repaired" if status is RepairStatus.REPAIRED else "skipped"
 

@@ -47,13 +47,13 @@ async def run(cids: int, page_size: int) -> None:
                 file = await client.create_cid_set_file("12345678", KeyType.EVP)
                 while not file.status.final:
                     await asyncio.sleep(0.1)
-                    file = await client.get_cid_set_file(file.file_id)
+                    file = await client.get_cid_set_file(file.participant, file.file_id)
                 pages = -(-cids // page_size)
 
                 started = time.perf_counter()
                 token, seen = "", 0
                 while True:
-                    page = await client.get_cid_page(file.file_id, token, page_size)
+                    page = await client.get_cid_page(file.participant, file.file_id, token, page_size)
                     seen += len(page.cids)
                     token = page.next_page_token
                     if not token:
@@ -66,7 +66,7 @@ async def run(cids: int, page_size: int) -> None:
 
                 async def fetch(tok: str) -> int:
                     async with semaphore:
-                        return len((await client.get_cid_page(file.file_id, tok, page_size)).cids)
+                        return len((await client.get_cid_page(file.participant, file.file_id, tok, page_size)).cids)
 
                 seen = sum(await asyncio.gather(*(fetch(t) for t in tokens)))
                 report("unary, 8 in flight", seen, pages, time.perf_counter() - started)
@@ -74,7 +74,7 @@ async def run(cids: int, page_size: int) -> None:
                 tracemalloc.start()
                 started = time.perf_counter()
                 seen = 0
-                async for page in client.cid_pages(file.file_id, page_size=page_size):
+                async for page in client.cid_pages(file.participant, file.file_id, page_size=page_size):
                     seen += len(page.cids)
                 elapsed = time.perf_counter() - started
                 _, peak = tracemalloc.get_traced_memory()

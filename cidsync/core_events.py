@@ -2,12 +2,17 @@
 to core banking"; §3): the entries reconciliation changed, and how each reconciliation ended.
 
 Every event carries a deterministic `event_id` (a UUIDv5 of what it reports), so a notification published
-twice after a crash or retry is recognisably the same one and core can drop the duplicate. Entry events are
-keyed by the entry id, like the entry events core publishes, so they stay in order with them; the others are
-keyed by key type (the issue's contract for `cid.reconciliation.completed`).
+twice after a crash or retry is recognisably the same one and core can drop the duplicate. A removal is
+keyed by the entry id (when the store knew it), like the entry events core publishes, so it stays in order
+with them; an addition by its CID (DICT does not know core's entry id: core finds its record by the key);
+the others by key type.
 
-Personal data: an addition carries the full entry, because core must be able to recreate its record from
-it; a removal carries only the entry's identity (entry id, CID), never the key.
+Personal data: an addition carries the entry as DICT holds it (no entry id), because core must be able to
+recreate or find its record from it; a removal carries only the entry's identity (entry id, CID), never the key.
+
+Version 2 of the schema (`cidsync.core-event/v2`): an addition's `entry` has no `id` and its `entry_id` is
+null (version 1 carried an id DICT could not give). The outbox is read by its routing fields only, so what
+a version-1 worker left in it is still sent, as it was written.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cidsync.entry import Entry, KeyType
+from cidsync.entry import DictEntry, KeyType
 
-SCHEMA = "cidsync.core-event/v1"
+SCHEMA = "cidsync.core-event/v2"
 _NAMESPACE = uuid.UUID("2b3f8c1e-4d7a-5e60-9b1c-7a0d4c2e9f11")
 
 
@@ -67,15 +72,15 @@ class EntryReconciled(_CoreEvent):
     event_type: Literal[CoreEventType.ENTRY_ADDED, CoreEventType.ENTRY_REMOVED]
     reconciliation_id: str
     cid: str
-    entry_id: uuid.UUID | None  # None only for a CID stored before entry ids were indexed
-    entry: Entry | None = None  # additions only
+    entry_id: uuid.UUID | None  # removals: None only for a CID stored before entry ids were indexed; additions: None
+    entry: DictEntry | None = None  # additions only
 
     @property
     def partition_key(self) -> str:
         return str(self.entry_id) if self.entry_id else self.cid
 
 
-def entry_added(reconciliation_id: str, entry: Entry, cid: str, at: datetime) -> EntryReconciled:
+def entry_added(reconciliation_id: str, entry: DictEntry, cid: str, at: datetime) -> EntryReconciled:
     return EntryReconciled(
         event_id=event_id(reconciliation_id, CoreEventType.ENTRY_ADDED, cid),
         event_type=CoreEventType.ENTRY_ADDED,
@@ -84,7 +89,7 @@ def entry_added(reconciliation_id: str, entry: Entry, cid: str, at: datetime) ->
         key_type=entry.key_type,
         reconciliation_id=reconciliation_id,
         cid=cid,
-        entry_id=entry.id,
+        entry_id=None,
         entry=entry,
     )
 
@@ -102,6 +107,23 @@ def entry_removed(
         cid=cid,
         entry_id=uuid.UUID(entry_id) if entry_id else None,
     )
+
+
+class OutboxRouting(BaseModel):
+    """What sending an outbox item needs, read from a notification written by this version or an earlier
+    one (the rest is ignored: the item is sent as it was written)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    schema_: str = Field(alias="schema")
+    event_id: uuid.UUID
+    event_type: CoreEventType
+    cid: str
+    entry_id: uuid.UUID | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return str(self.entry_id) if self.entry_id else self.cid
 
 
 class ReconciliationCompleted(_CoreEvent):

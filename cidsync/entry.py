@@ -113,8 +113,9 @@ def key_problem(key_type: KeyType, key: str) -> str | None:
     return None
 
 
-class Entry(BaseModel):
-    """The `entry` object of the event contract (docs/design.md §2).
+class DictEntry(BaseModel):
+    """An entry as DICT holds it (what getEntryByCid returns): the event contract's `entry` without core's
+    entry id, which DICT never knew. Core finds its own record by the key.
 
     Field order matters: pydantic validates in declaration order, so `key` can be checked against an
     already-valid `key_type`, and `owner_tax_id` against `owner_type`, while every independent field
@@ -123,7 +124,6 @@ class Entry(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
-    id: UUID
     request_id: UUID
     key_type: KeyType
     key: str
@@ -167,6 +167,16 @@ class Entry(BaseModel):
         return tax_id
 
 
+class Entry(DictEntry):
+    """The `entry` object of the event contract (docs/design.md, "Events"): DICT's entry and core's id."""
+
+    id: UUID
+
+    def in_dict(self) -> DictEntry:
+        """What DICT holds of this entry: all of it but core's id."""
+        return DictEntry.model_validate(self.model_dump(exclude={"id"}))
+
+
 class PairRef(BaseModel):
     """One (participant, key type): the unit DICT verifies and reconciles (one VSync each)."""
 
@@ -179,6 +189,11 @@ class PairRef(BaseModel):
 def parse_entry(data: Any) -> Entry:
     """Validate a decoded JSON object as an entry; raises `InvalidInput` naming every bad field."""
     return validated(Entry, data, where="entry")
+
+
+def parse_dict_entry(data: Any) -> DictEntry:
+    """Validate a decoded object as DICT's entry (no entry id); raises `InvalidInput` naming every bad field."""
+    return validated(DictEntry, data, where="entry")
 
 
 def parse_entry_json(raw: str | bytes) -> Entry:

@@ -30,7 +30,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
+    from activities.bridge import BridgeActivities, CreateFileRequest, FileRef, VerifyRequest
     from activities.cid_file import CIDFileActivities, JudgeInput, RollInput, StreamFileInput
     from activities.cid_store import StoreActivities, WatchRequest
     from activities.core_events import CoreEventsPublisher, NoticeInput
@@ -658,7 +658,7 @@ class ReconcileVSync:
             delay = min(delay * 2, input.poll_max)
             file = await workflow.execute_activity_method(
                 BridgeActivities.get_cid_set_file,
-                file.file_id,
+                FileRef(participant=file.participant, file_id=file.file_id),
                 start_to_close_timeout=BRIDGE_CALL,
                 schedule_to_close_timeout=BRIDGE_GIVE_UP,
                 retry_policy=BRIDGE_RETRY,

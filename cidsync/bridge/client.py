@@ -40,14 +40,15 @@ from cidsync.bridge.models import (
     CIDSetEvents,
     CIDSetFile,
     EntryByCID,
+    RateLimitBucket,
     Verification,
 )
-from cidsync.bridge.v1 import bridge_pb2 as pb
-from cidsync.bridge.v1 import bridge_pb2_grpc
+from cidsync.bridge.v2 import bridge_pb2 as pb
+from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.entry import KeyType
 from cidsync.telemetry import tracing
 
-SERVICE = "cidsync.bridge.v1.DictBridge"
+SERVICE = "cidsync.bridge.v2.DictBridge"
 IDEMPOTENT_METHODS = (
     "VerifySync",
     "GetCidSetFile",
@@ -235,24 +236,30 @@ class BridgeClient:
         reply: pb.CidSetFile = await self._call("CreateCidSetFile", self._stub.CreateCidSetFile, request)
         return convert.cid_set_file_from_pb(reply)
 
-    async def get_cid_set_file(self, file_id: str) -> CIDSetFile:
+    async def get_cid_set_file(self, participant: str, file_id: str) -> CIDSetFile:
         reply: pb.CidSetFile = await self._call(
-            "GetCidSetFile", self._stub.GetCidSetFile, pb.GetCidSetFileRequest(file_id=file_id)
+            "GetCidSetFile",
+            self._stub.GetCidSetFile,
+            pb.GetCidSetFileRequest(participant=participant, file_id=file_id),
         )
         return convert.cid_set_file_from_pb(reply)
 
-    async def get_cid_page(self, file_id: str, page_token: str = "", page_size: int = 0) -> CIDPage:
+    async def get_cid_page(self, participant: str, file_id: str, page_token: str = "", page_size: int = 0) -> CIDPage:
         reply: pb.CidPage = await self._call(
             "GetCIDList",
             self._stub.GetCIDList,
-            pb.GetCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
+            pb.GetCIDListRequest(participant=participant, file_id=file_id, page_token=page_token, page_size=page_size),
         )
         return CIDPage(cids=list(reply.cids), next_page_token=reply.next_page_token, offset=reply.offset)
 
-    async def cid_pages(self, file_id: str, page_token: str = "", page_size: int = 0) -> AsyncIterator[CIDPage]:
+    async def cid_pages(
+        self, participant: str, file_id: str, page_token: str = "", page_size: int = 0
+    ) -> AsyncIterator[CIDPage]:
         """The file's CIDs, a page at a time, streamed; resume from the last page's `next_page_token`."""
         stream = self._stub.StreamCIDList(
-            pb.StreamCIDListRequest(file_id=file_id, page_token=page_token, page_size=page_size),
+            pb.StreamCIDListRequest(
+                participant=participant, file_id=file_id, page_token=page_token, page_size=page_size
+            ),
             timeout=self.stream_deadline,
             metadata=_trace_metadata(),
         )
@@ -272,6 +279,15 @@ class BridgeClient:
             pb.GetEntryByCidRequest(participant=participant, cid=cid),
         )
         return EntryByCID(entry=convert.entry_from_pb(reply.entry), request_id=UUID(reply.request_id), cid=reply.cid)
+
+    async def get_rate_limit_bucket(self, participant: str, operation: str) -> RateLimitBucket:
+        """The state of the bucket `operation` (a contract method, e.g. "CreateCidSetFile") spends."""
+        reply: pb.RateLimitBucket = await self._call(
+            "GetRateLimitBucket",
+            self._stub.GetRateLimitBucket,
+            pb.GetRateLimitBucketRequest(participant=participant, operation=operation),
+        )
+        return convert.bucket_from_pb(reply)
 
     async def list_cid_set_events(
         self, participant: str, key_type: KeyType, start: datetime, end: datetime, limit: int = 200

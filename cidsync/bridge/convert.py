@@ -8,8 +8,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cidsync.bridge import models
-from cidsync.bridge.v1 import bridge_pb2 as pb
-from cidsync.entry import AccountType, Entry, KeyType, OwnerType, parse_entry
+from cidsync.bridge.v2 import bridge_pb2 as pb
+from cidsync.entry import AccountType, DictEntry, KeyType, OwnerType, parse_dict_entry
 from cidsync.errors import InvalidInput, Problem
 
 
@@ -53,9 +53,8 @@ def moment(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def entry_to_pb(entry: Entry) -> pb.Entry:
+def entry_to_pb(entry: DictEntry) -> pb.Entry:
     return pb.Entry(
-        id=str(entry.id),
         request_id=str(entry.request_id),
         key_type=key_type_to_pb(entry.key_type),
         key=entry.key,
@@ -71,11 +70,10 @@ def entry_to_pb(entry: Entry) -> pb.Entry:
     )
 
 
-def entry_from_pb(message: pb.Entry) -> Entry:
+def entry_from_pb(message: pb.Entry) -> DictEntry:
     """Validated like any entry: what comes from DICT is checked before it reaches our store."""
-    return parse_entry(
+    return parse_dict_entry(
         {
-            "id": message.id,
             "request_id": message.request_id,
             "key_type": key_type_from_pb(message.key_type),
             "key": message.key,
@@ -106,4 +104,26 @@ def cid_set_file_from_pb(message: pb.CidSetFile) -> models.CIDSetFile:
         sha256=message.sha256,
         available_at=moment(message.available_at) if message.HasField("available_at") else None,
         created_at=moment(message.created_at) if message.HasField("created_at") else None,
+    )
+
+
+def bucket_to_pb(bucket: models.RateLimitBucket) -> pb.RateLimitBucket:
+    return pb.RateLimitBucket(
+        policy=bucket.policy,
+        available_tokens=bucket.available_tokens,
+        capacity=bucket.capacity,
+        refill_tokens=bucket.refill_tokens,
+        refill_period_seconds=bucket.refill_period_seconds,
+        observed_at=timestamp(bucket.observed_at),
+    )
+
+
+def bucket_from_pb(message: pb.RateLimitBucket) -> models.RateLimitBucket:
+    return models.RateLimitBucket(
+        policy=message.policy,
+        available_tokens=message.available_tokens,
+        capacity=message.capacity,
+        refill_tokens=message.refill_tokens,
+        refill_period_seconds=message.refill_period_seconds,
+        observed_at=moment(message.observed_at),
     )

@@ -1,4 +1,4 @@
-"""Typed Bridge errors, one per gRPC status code the contract uses (proto/cidsync/bridge/v1).
+"""Typed Bridge errors, one per gRPC status code the contract uses (proto/cidsync/bridge/v2).
 
 Callers branch on the type (a workflow treats `InvalidArgument` as final and `RateLimited` as "wait
 `retry_after` seconds"), never on status codes or message text.

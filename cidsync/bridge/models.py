@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
-from cidsync.entry import Entry, KeyType
+from cidsync.entry import DictEntry, KeyType
 
 
 class FileStatus(StrEnum):
@@ -59,7 +59,7 @@ class CIDPage(_Model):
 
 
 class EntryByCID(_Model):
-    entry: Entry
+    entry: DictEntry  # as DICT holds it: no entry id
     request_id: UUID
     cid: str
 
@@ -68,6 +68,23 @@ class CIDSetEvent(_Model):
     type: CIDEventType
     cid: str
     timestamp: datetime
+
+
+class RateLimitBucket(_Model):
+    """A DICT rate-limit bucket's state for a participant, as DICT last reported it."""
+
+    policy: str
+    available_tokens: int
+    capacity: int
+    refill_tokens: int
+    refill_period_seconds: int
+    observed_at: datetime
+
+    def seconds_to_next_token(self) -> float:
+        """0 while a token is there; else one token's share of the refill period (10 every 60 s: 6 s)."""
+        if self.available_tokens > 0:
+            return 0.0
+        return self.refill_period_seconds / self.refill_tokens if self.refill_tokens > 0 else float("inf")
 
 
 class CIDSetEvents(_Model):

@@ -58,7 +58,7 @@ async def _cids(args: argparse.Namespace) -> int:
                 return 1
             await asyncio.sleep(args.poll_interval)
             try:
-                file = await client.get_cid_set_file(file.file_id)
+                file = await client.get_cid_set_file(file.participant, file.file_id)
             except RateLimited as limited:
                 await asyncio.sleep(limited.retry_after)
         if file.status is not FileStatus.AVAILABLE:
@@ -66,7 +66,7 @@ async def _cids(args: argparse.Namespace) -> int:
             return 1
         digest, count = hashlib.sha256(), 0
         out = sys.stdout
-        async for page in client.cid_pages(file.file_id):
+        async for page in client.cid_pages(file.participant, file.file_id):
             for value in page.cids:
                 digest.update(value.encode() + b"\n")
                 out.write(value + "\n")

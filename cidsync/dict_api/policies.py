@@ -25,3 +25,15 @@ POLICY_OF: dict[Operation, str] = {
     Operation.LIST_CID_SET_EVENTS: "CIDS_EVENTS_LIST",  # 20/min, bucket 100
     Operation.GET_ENTRY_BY_CID: "CIDS_ENTRIES_READ",  # 1200/min, bucket 36000
 }
+
+# The Bridge contract's method that calls each operation (`bridge serve` maps one to the other, and the
+# simulator names its buckets after the methods).
+METHOD_OF: dict[Operation, str] = {
+    Operation.CREATE_SYNC_VERIFICATION: "VerifySync",
+    Operation.CREATE_CID_SET_FILE: "CreateCidSetFile",
+    Operation.GET_CID_SET_FILE: "GetCidSetFile",
+    Operation.LIST_CID_SET_EVENTS: "ListCidSetEvents",
+    Operation.GET_ENTRY_BY_CID: "GetEntryByCid",
+}
+OPERATION_OF_METHOD: dict[str, Operation] = {method: operation for operation, method in METHOD_OF.items()}
+OPERATION_OF_POLICY: dict[str, Operation] = {policy: operation for operation, policy in POLICY_OF.items()}

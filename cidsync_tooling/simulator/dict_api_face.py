@@ -30,7 +30,7 @@ from lxml import etree
 from cidsync.bridge.models import CIDEventType, FileStatus
 from cidsync.cid import is_cid
 from cidsync.dict_api import messages as m
-from cidsync.dict_api.policies import POLICY_OF, Operation
+from cidsync.dict_api.policies import METHOD_OF, OPERATION_OF_POLICY, POLICY_OF, Operation
 from cidsync.dict_api.signature import PARSER, SignatureInvalid, SignerBundle, SigningIdentity, XmlSigner
 from cidsync.entry import KeyType
 from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
@@ -40,15 +40,6 @@ logger = logging.getLogger(__name__)
 
 API = "/api/v2"
 MAX_BODY = 1 << 20
-# The simulator's limiter names its buckets after the gRPC methods; DICT after its policies.
-LIMITER_METHOD = {
-    Operation.CREATE_SYNC_VERIFICATION: "VerifySync",
-    Operation.CREATE_CID_SET_FILE: "CreateCidSetFile",
-    Operation.GET_CID_SET_FILE: "GetCidSetFile",
-    Operation.LIST_CID_SET_EVENTS: "ListCidSetEvents",
-    Operation.GET_ENTRY_BY_CID: "GetEntryByCid",
-}
-OPERATION_OF_POLICY = {name: operation for operation, name in POLICY_OF.items()}
 
 
 @dataclass(frozen=True)
@@ -182,13 +173,13 @@ class DictApiFace:
 
     async def _enter(self, operation: Operation) -> None:
         """Counters, injected latency and unavailability: the simulator's, as on the gRPC face."""
-        if await self.sim.unavailable_now(LIMITER_METHOD[operation]):
+        if await self.sim.unavailable_now(METHOD_OF[operation]):
             raise Refused(503, "ServiceUnavailable", "injected fault: DICT unavailable", retry_after=1)
 
     def _admit(self, operation: Operation, participant: str) -> None:
         if not self.sim.allowed(participant):
             raise Refused(403, "Forbidden", f"not allowed to act for participant {participant}")
-        if self.sim.limited(participant, LIMITER_METHOD[operation]) is not None:
+        if self.sim.limited(participant, METHOD_OF[operation]) is not None:
             raise Refused(429, "RateLimited", f"{POLICY_OF[operation]}: no token left")
 
     # --- bodies ------------------------------------------------------------------------------------
@@ -424,16 +415,13 @@ class DictApiFace:
         return self._signed(root)
 
     def _policy_element(self, parent: etree._Element, participant: str, name: str) -> None:
-        state = self.sim.limiter.state(participant, LIMITER_METHOD[OPERATION_OF_POLICY[name]])
-        tokens, capacity, refill, period = (
-            (0, 0, 0, 0) if state is None else (state[0], int(state[1].capacity), *_refill(state[1].refill_per_second))
-        )
+        bucket = self.sim.bucket(participant, METHOD_OF[OPERATION_OF_POLICY[name]])
         policy = etree.SubElement(parent, "Policy")
         for field_name, value in (
-            ("AvailableTokens", tokens),
-            ("Capacity", capacity),
-            ("RefillTokens", refill),
-            ("RefillPeriodSec", period),
+            ("AvailableTokens", bucket.available_tokens),
+            ("Capacity", bucket.capacity),
+            ("RefillTokens", bucket.refill_tokens),
+            ("RefillPeriodSec", bucket.refill_period_seconds),
         ):
             etree.SubElement(policy, field_name).text = str(value)
         etree.SubElement(policy, "Name").text = name
@@ -455,14 +443,6 @@ class DictApiFace:
         etree.SubElement(root, "Category").text = "A"
         self._policy_element(root, participant, name)
         return self._signed(root)
-
-
-def _refill(per_second: float) -> tuple[int, int]:
-    """(tokens, period in seconds) of a refill rate, as DICT states it (10 a minute: 10 every 60 s)."""
-    per_minute = per_second * 60
-    if per_minute >= 1:
-        return round(per_minute), 60
-    return round(per_second * 86_400), 86_400
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ import grpc
 
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
-from cidsync.bridge.models import CIDEventType, FileStatus
-from cidsync.bridge.v1 import bridge_pb2 as pb
-from cidsync.bridge.v1 import bridge_pb2_grpc
+from cidsync.bridge.models import CIDEventType, FileStatus, RateLimitBucket
+from cidsync.bridge.v2 import bridge_pb2 as pb
+from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
+from cidsync.dict_api.policies import OPERATION_OF_METHOD, POLICY_OF
 from cidsync.entry import Entry, check_participant, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 from cidsync_tooling.simulator.admin_client import CHANGE_KINDS_PB, OUTCOMES_FROM_PB
@@ -128,6 +129,21 @@ class Simulator:
             self.rate_limited[method] += 1
         return wait
 
+    def bucket(self, participant: str, method: str) -> RateLimitBucket:
+        """The participant's bucket for the contract's `method` now, as DICT states one (both faces)."""
+        state = self.limiter.state(participant, method)
+        tokens, capacity, refill, period = (
+            (0, 0, 0, 0) if state is None else (state[0], int(state[1].capacity), *_refill(state[1].refill_per_second))
+        )
+        return RateLimitBucket(
+            policy=POLICY_OF[OPERATION_OF_METHOD[method]],
+            available_tokens=tokens,
+            capacity=capacity,
+            refill_tokens=refill,
+            refill_period_seconds=period,
+            observed_at=SimulatedDict.now(),
+        )
+
     async def enter(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         if await self.unavailable_now(method):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault: DICT unavailable")
@@ -154,6 +170,14 @@ class Simulator:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _refill(per_second: float) -> tuple[int, int]:
+    """(tokens, period in seconds) of a refill rate, as DICT states it (10 a minute: 10 every 60 s)."""
+    per_minute = per_second * 60
+    if per_minute >= 1:
+        return round(per_minute), 60
+    return round(per_second * 86_400), 86_400
 
 
 def _entry(raw: str, where: str) -> Entry:
@@ -274,10 +298,11 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
         self.sim.generate(file, outcome)
         return _file_pb(file)
 
-    async def _file(self, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
+    async def _file(self, participant: str, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
+        """The participant's file, as DICT finds it: another participant's file is not found."""
         file = self.sim.dict.files.get(file_id)
-        if file is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no CID file {file_id}")
+        if file is None or file.participant != participant:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no CID file {file_id} of participant {participant}")
         assert file is not None
         return file
 
@@ -285,14 +310,14 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCidSetFile(  # noqa: N802
         self, request: pb.GetCidSetFileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidSetFile:
-        file = await self._file(request.file_id, context)
-        await self.sim.admit(context, "GetCidSetFile", file.participant)
-        return _file_pb(file)
+        participant = _participant(request.participant)
+        await self.sim.admit(context, "GetCidSetFile", participant)
+        return _file_pb(await self._file(participant, request.file_id, context))
 
-    async def _available(self, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
-        file = await self._file(file_id, context)
-        if self.sim.participants and file.participant not in self.sim.participants:
+    async def _available(self, participant: str, file_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> SimFile:
+        if not self.sim.allowed(participant):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not allowed to read this file")
+        file = await self._file(participant, file_id, context)
         if file.status is not FileStatus.AVAILABLE:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"the file is {file.status.value}, not AVAILABLE")
         return file
@@ -307,7 +332,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCIDList(  # noqa: N802
         self, request: pb.GetCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidPage:
-        file = await self._available(request.file_id, context)
+        file = await self._available(_participant(request.participant), request.file_id, context)
         page = self._page(file, _offset(file.file_id, request.page_token), _page_size(request.page_size))
         await self._page_delay()
         return page
@@ -320,7 +345,11 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
         self, request: pb.StreamCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.CidPage]:
         await self.sim.enter(context, "StreamCIDList")
-        file = await self._available(request.file_id, context)
+        try:
+            participant = _participant(request.participant)
+        except InvalidInput as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
+        file = await self._available(participant, request.file_id, context)
         try:
             offset = _offset(file.file_id, request.page_token)
             size = _page_size(request.page_size)
@@ -373,6 +402,18 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
             sync_verifier_start=page.verifier_start,
             sync_verifier_end=page.verifier_end,
         )
+
+    @_unary("GetRateLimitBucket")
+    async def GetRateLimitBucket(  # noqa: N802
+        self, request: pb.GetRateLimitBucketRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RateLimitBucket:
+        participant = _participant(request.participant)
+        if request.operation not in OPERATION_OF_METHOD:
+            known = ", ".join(sorted(OPERATION_OF_METHOD))
+            raise InvalidInput("request", [Problem("operation", f"must be one of {known}")])
+        if not self.sim.allowed(participant):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not allowed to act for participant {participant}")
+        return convert.bucket_to_pb(self.sim.bucket(participant, request.operation))
 
 
 class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):

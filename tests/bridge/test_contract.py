@@ -64,7 +64,7 @@ async def wait_available(client: BridgeClient, file: CIDSetFile) -> CIDSetFile:
         if file.status.final:
             return file
         await asyncio.sleep(0.05)
-        file = await client.get_cid_set_file(file.file_id)
+        file = await client.get_cid_set_file(file.participant, file.file_id)
     raise AssertionError(f"the file stayed {file.status}")
 
 
@@ -103,7 +103,7 @@ async def test_cid_file_lifecycle_pages_and_stream(
     paged: list[str] = []
     token = ""
     while True:
-        page = await client.get_cid_page(file.file_id, token, page_size=7)
+        page = await client.get_cid_page(participant, file.file_id, token, page_size=7)
         assert page.offset == len(paged)
         paged += page.cids
         token = page.next_page_token
@@ -111,33 +111,34 @@ async def test_cid_file_lifecycle_pages_and_stream(
             break
     assert paged == expected
 
-    streamed = [c async for page in client.cid_pages(file.file_id, page_size=4) for c in page.cids]
+    streamed = [c async for page in client.cid_pages(participant, file.file_id, page_size=4) for c in page.cids]
     assert streamed == expected
     # Resuming from a page token continues exactly after that page.
-    first = await client.get_cid_page(file.file_id, "", page_size=10)
-    rest = [c async for page in client.cid_pages(file.file_id, first.next_page_token, 10) for c in page.cids]
+    first = await client.get_cid_page(participant, file.file_id, "", page_size=10)
+    pages = client.cid_pages(participant, file.file_id, first.next_page_token, 10)
+    rest = [c async for page in pages for c in page.cids]
     assert first.cids + rest == expected
 
 
 async def test_file_errors(client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str) -> None:
     with pytest.raises(NotFound):
-        await client.get_cid_set_file(str(uuid.uuid4()))
+        await client.get_cid_set_file(participant, str(uuid.uuid4()))
     await simulator_admin.set_faults(file_outcome=FileStatus.ERROR)
     file = await wait_available(client, await client.create_cid_set_file(participant, KEY_TYPE))
     assert file.status is FileStatus.ERROR
     with pytest.raises(FailedPrecondition, match="ERROR, not AVAILABLE"):
-        await client.get_cid_page(file.file_id)
+        await client.get_cid_page(participant, file.file_id)
     await simulator_admin.set_faults()
     good = await wait_available(client, await client.create_cid_set_file(participant, KEY_TYPE))
     with pytest.raises(InvalidArgument, match="page_token"):
-        await client.get_cid_page(good.file_id, "not-a-token")
+        await client.get_cid_page(participant, good.file_id, "not-a-token")
 
 
 async def test_entry_by_cid(client: BridgeClient, simulator_admin: SimulatorAdmin, participant: str) -> None:
     entries = entries_for(participant, 3, KeyType.CNPJ)
     cids = await simulator_admin.load(entries)
     found = await client.get_entry_by_cid(participant, cids[1])
-    assert found.entry == entries[1]
+    assert found.entry == entries[1].in_dict()  # DICT's entry: no entry id
     assert found.request_id == entries[1].request_id
     assert cid(found.entry, found.request_id) == cids[1]
     with pytest.raises(NotFound):
@@ -244,3 +245,34 @@ async def test_a_change_the_simulator_cannot_read_is_invalid_argument(simulator_
         )
     with pytest.raises(InvalidArgument, match="CREATED, UPDATED or DELETED"):
         await simulator_admin._call("ApplyChanges", admin_pb2.ApplyChangesRequest(changes=[admin_pb2.EntryChange()]))
+
+
+async def test_a_file_is_read_as_its_participant(client: BridgeClient, participant: str) -> None:
+    """DICT wants the requesting participant on every file read; another participant's file is not found."""
+    file = await wait_available(client, await client.create_cid_set_file(participant, KEY_TYPE))
+    assert (await client.get_cid_set_file(participant, file.file_id)).file_id == file.file_id
+    with pytest.raises(NotFound):
+        await client.get_cid_set_file("00000001", file.file_id)
+    with pytest.raises(NotFound):
+        await client.get_cid_page("00000001", file.file_id)
+    with pytest.raises(InvalidArgument, match="participant"):
+        await client.get_cid_set_file("", file.file_id)
+
+
+async def test_a_rate_limit_bucket_is_read_without_spending_a_token(client: BridgeClient, participant: str) -> None:
+    before = await client.get_rate_limit_bucket(participant, "VerifySync")
+    assert (before.policy, before.capacity, before.refill_tokens, before.refill_period_seconds) == (
+        "SYNC_VERIFICATIONS_WRITE",
+        50,
+        10,
+        60,
+    )
+    again = await client.get_rate_limit_bucket(participant, "VerifySync")
+    assert again.available_tokens == before.available_tokens  # reading spends nothing
+    await client.verify_sync(participant, KEY_TYPE, "0" * 64)
+    after = await client.get_rate_limit_bucket(participant, "VerifySync")
+    assert after.available_tokens == before.available_tokens - 1
+    files = await client.get_rate_limit_bucket(participant, "CreateCidSetFile")
+    assert (files.policy, files.refill_tokens, files.refill_period_seconds) == ("CIDS_FILES_WRITE", 40, 86_400)
+    with pytest.raises(InvalidArgument, match="operation"):
+        await client.get_rate_limit_bucket(participant, "DropEverything")

@@ -30,10 +30,10 @@ async def big_file(bridge_simulator: BridgeSimulator) -> CIDSetFile:
         return await wait_available(client, await client.create_cid_set_file(participant, KeyType.EVP))
 
 
-async def _unary_pages(client: BridgeClient, file_id: str) -> AsyncIterator[CIDPage]:
+async def _unary_pages(client: BridgeClient, participant: str, file_id: str) -> AsyncIterator[CIDPage]:
     token = ""
     while True:
-        page = await client.get_cid_page(file_id, token, page_size=1_000)
+        page = await client.get_cid_page(participant, file_id, token, page_size=1_000)
         yield page
         token = page.next_page_token
         if not token:
@@ -47,9 +47,9 @@ async def test_100k_cids_with_bounded_client_memory(
     assert big_file.cid_count == COUNT
     async with BridgeClient(bridge_simulator.address) as client:
         pages: Callable[[], AsyncIterator[CIDPage]] = (
-            (lambda: _unary_pages(client, big_file.file_id))
+            (lambda: _unary_pages(client, big_file.participant, big_file.file_id))
             if mode == "paged"
-            else (lambda: client.cid_pages(big_file.file_id, page_size=1_000))
+            else (lambda: client.cid_pages(big_file.participant, big_file.file_id, page_size=1_000))
         )
         digest, count, previous = hashlib.sha256(), 0, ""
         tracemalloc.start()

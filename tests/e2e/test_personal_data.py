@@ -320,7 +320,7 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
     assert timers
     assert "temporal_" in metrics
     assert {"redis apply", "redis apply batch", "start batch"} <= {span.name for span in spans}
-    assert any(span.name.startswith("cidsync.bridge.v1.DictBridge/") for span in spans)
+    assert any(span.name.startswith("cidsync.bridge.v2.DictBridge/") for span in spans)
     assert any(span.name == "send core-events" for span in spans)
     json_lines = [json.loads(line) for line in corpus.texts["log:worker.log"][0].splitlines() if line.startswith("{")]
     assert len(json_lines) > 10

@@ -229,9 +229,9 @@ async def test_after_a_successful_reconciliation_the_sets_are_equal_and_dict_say
 
     assert result.outcome is Outcome.REPAIRED
     file = await running.bridge.create_cid_set_file(participant, KEY_TYPE)
-    while not (file := await running.bridge.get_cid_set_file(file.file_id)).status.final:  # noqa: ASYNC110
+    while not (file := await running.bridge.get_cid_set_file(participant, file.file_id)).status.final:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    in_dict_now = {c async for page in running.bridge.cid_pages(file.file_id) for c in page.cids}
+    in_dict_now = {c async for page in running.bridge.cid_pages(participant, file.file_id) for c in page.cids}
     assert await running.store.view.cids(participant, KEY_TYPE) == in_dict_now
     local_vsync = await running.store.view.vsync(participant, KEY_TYPE)
     assert (await running.bridge.verify_sync(participant, KEY_TYPE, local_vsync)).ok

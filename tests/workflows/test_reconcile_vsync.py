@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.bridge import CreateFileRequest, VerifyRequest
+from activities.bridge import CreateFileRequest, FileRef, VerifyRequest
 from activities.cid_file import JudgeInput, RollInput, RollResult, StreamFileInput, StreamFileResult
 from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
@@ -105,7 +105,8 @@ class FakeDict:
             return self._file(request.request_id, FileStatus.REQUESTED)
 
         @activity.defn(name="get_cid_set_file")
-        async def get_cid_set_file(file_id: str) -> CIDSetFile:
+        async def get_cid_set_file(request: FileRef) -> CIDSetFile:
+            file_id = request.file_id
             self.polls.append(activity.info().current_attempt_scheduled_time)
             status = self.statuses[min(len(self.polls) - 1, len(self.statuses) - 1)]
             if status is FileStatus.AVAILABLE and files[file_id] < len(self.file_outcomes):

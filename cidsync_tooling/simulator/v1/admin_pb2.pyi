@@ -5,7 +5,7 @@ The DICT simulator's admin service: off the production contract, for tests, demo
 rehearsals. It changes DICT "behind cidsync's back" and injects faults.
 """
 
-from cidsync.bridge.v1 import bridge_pb2 as _bridge_pb2
+from cidsync.bridge.v2 import bridge_pb2 as _bridge_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
