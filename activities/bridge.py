@@ -62,6 +62,9 @@ def temporal_error(error: errors.BridgeError, *, final_if_limited: bool = False)
             non_retryable=final_if_limited,
             next_retry_delay=timedelta(seconds=max(error.retry_after, 0.1)),
         )
+    if isinstance(error, errors.Unavailable) and error.retry_after is not None:
+        # DICT said when to come back (503 with Retry-After): the next attempt waits that long.
+        return ApplicationError(str(error), type=kind, next_retry_delay=timedelta(seconds=max(error.retry_after, 0.1)))
     permanent = isinstance(error, errors.InvalidArgument | errors.PermissionDenied)
     return ApplicationError(str(error), type=kind, non_retryable=permanent)
 

@@ -53,6 +53,23 @@ class RateLimited(BridgeError):
 class Unavailable(BridgeError):
     code = grpc.StatusCode.UNAVAILABLE
 
+    def __init__(self, details: str, method: str = "", retry_after: float | None = None) -> None:
+        super().__init__(details, method)
+        self.retry_after = retry_after  # DICT's Retry-After, when it sent one
+
+
+class DataLoss(BridgeError):
+    """DICT's answer was refused: unsigned, badly signed, signed by a key not trusted, or a CID file that
+    is not what DICT announced. Never data; a retry asks again."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class Internal(BridgeError):
+    """DICT failed (500)."""
+
+    code = grpc.StatusCode.INTERNAL
+
 
 class DeadlineExceeded(BridgeError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -66,19 +83,26 @@ _BY_CODE: dict[grpc.StatusCode, type[BridgeError]] = {
         NotFound,
         FailedPrecondition,
         Unavailable,
+        DataLoss,
+        Internal,
         DeadlineExceeded,
     )
 }
 
 
 def retry_after_of(metadata: Iterable[Any] | None, default: float = 60.0) -> float:
+    found = _retry_after(metadata)
+    return default if found is None else found
+
+
+def _retry_after(metadata: Iterable[Any] | None) -> float | None:
     for key, value in metadata or ():
         if key == RETRY_AFTER:
             try:
                 return max(0.0, float(value))
             except (TypeError, ValueError):
-                return default
-    return default
+                return None
+    return None
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError, method: str) -> BridgeError:
@@ -86,6 +110,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError, method: str) -> BridgeError:
     details = error.details() or code.name
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return RateLimited(details, method, retry_after_of(error.trailing_metadata()))
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(details, method, _retry_after(error.trailing_metadata()))
     cls = _BY_CODE.get(code)
     if cls is None:
         generic = BridgeError(f"{code.name}: {details}", method)

@@ -8,7 +8,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest
+from activities.bridge import BridgeActivities, CreateFileRequest, VerifyRequest, temporal_error
+from cidsync.bridge import errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
@@ -80,3 +81,15 @@ async def test_no_bridge_activity_returns_an_entry(bridge: BridgeActivities) -> 
     """An entry is personal data: GetEntryByCid is called inside the repair activity, never as an activity
     whose result Temporal would keep in history (docs/design.md §5)."""
     assert not hasattr(bridge, "get_entry_by_cid")
+
+
+def test_the_retries_wait_the_time_dict_gave_and_a_refused_answer_is_asked_again() -> None:
+    """503 with Retry-After: the next attempt waits that long; an answer refused for its signature or a
+    corrupt file (DATA_LOSS) and DICT's 500 are retried; a malformed request or a refusal is final."""
+    unavailable = temporal_error(errors.Unavailable("DICT down", "VerifySync", retry_after=7.0))
+    assert (unavailable.next_retry_delay, unavailable.non_retryable) == (timedelta(seconds=7), False)
+    assert temporal_error(errors.Unavailable("DICT down", "VerifySync")).next_retry_delay is None
+    assert not temporal_error(errors.DataLoss("response signature refused")).non_retryable
+    assert not temporal_error(errors.Internal("DICT failed")).non_retryable
+    assert temporal_error(errors.InvalidArgument("RequestSignatureInvalid")).non_retryable
+    assert temporal_error(errors.PermissionDenied("Forbidden")).non_retryable
