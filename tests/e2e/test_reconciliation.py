@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from cidsync.bridge.models import FileStatus
 from cidsync.cid import cid
 from cidsync.core_events import CoreEventType, Outcome
-from cidsync.entry import Entry, KeyType, PairRef
+from cidsync.entry import DictEntry, KeyType, PairRef
 from cidsync.naming import OUTCOME, reconcile_workflow_id
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.reconciliation import start_reconciliation
@@ -79,18 +79,19 @@ async def test_added_removed_and_altered_entries_are_repaired_and_core_is_told(
     assert kinds[-1] == CoreEventType.RECONCILIATION_COMPLETED
     added = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_ADDED}
     assert set(added) == set(diverged.added) | set(diverged.altered_new)
-    for value, event in added.items():  # the full entry, as DICT holds it: it hashes to its CID
-        entry = Entry.model_validate(event["entry"])
+    for value, event in added.items():  # the entry as DICT holds it (no entry id): it hashes to its CID
+        entry = DictEntry.model_validate(event["entry"])
         assert cid(entry) == value
-        assert event["entry_id"] == str(entry.id)
+        assert event["entry_id"] is None  # DICT does not know core's ids: core finds its record by the key
     removed = {e["cid"]: e for e in events if e["event_type"] == CoreEventType.ENTRY_REMOVED}
     assert set(removed) == set(diverged.removed)
     for value, event in removed.items():  # the entry's identity only: no key, no owner
         assert event["entry_id"] == str(by_cid[value].id)
         assert "entry" not in event or event["entry"] is None
         assert by_cid[value].key not in json.dumps(event)
+    # A removal is keyed by the entry id, in order with core's own events for the entry; an addition by CID.
     keys = {m.partition_key() for m in messages[:-1]}
-    assert keys == {e["entry_id"] for e in events[:-1]}  # in order with core's own events per entry
+    assert keys == {e["entry_id"] or e["cid"] for e in events[:-1]}
     completed = events[-1]
     assert completed["outcome"] == "REPAIRED"
     assert (completed["added"], completed["removed"], completed["key_type"]) == (8, 4, "EVP")
