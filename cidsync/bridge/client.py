@@ -129,9 +129,11 @@ def channel_options(tls: ClientTls | None, retry_attempts: int) -> list[tuple[st
         ("grpc.keepalive_timeout_ms", 3_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(retry_attempts)),
     ]
+    if retry_attempts >= 2:  # gRPC refuses a policy of fewer than 2 attempts; 1 means no retry
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", service_config(retry_attempts))]
+    else:
+        options.append(("grpc.enable_retries", 0))
     if tls is not None and tls.server_name:
         options.append(("grpc.ssl_target_name_override", tls.server_name))
     return options

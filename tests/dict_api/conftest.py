@@ -1,15 +1,19 @@
-"""The simulator's DICT API face as its own process (`cidsync bridge-sim --dict-api-port`), for the tests
-that go through a real process boundary: the CLI and the large file."""
+"""The simulator's DICT API face: in this process (`dict_api`, with its simulator at hand to load and to
+fault), or as its own process (`cidsync bridge-sim --dict-api-port`) for the tests that go through a real
+process boundary: the CLI and the large file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from cidsync.dict_api.signature import SignerBundle, SigningIdentity
 from cidsync_tooling.devstack.processes import accepts_connections, free_port
 from cidsync_tooling.devstack.servers import start_bridge_simulator
+from cidsync_tooling.simulator.dict_api_face import DictApiFace, DictApiTls, start_dict_api
+from cidsync_tooling.simulator.server import Simulator
 from tests.helpers.pki import DictPki, make_dict_pki
 
 
@@ -43,3 +47,24 @@ def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dic
         yield DictApiSimulator(f"127.0.0.1:{grpc_port}", f"https://127.0.0.1:{api_port}/api/v2/", pki)
     finally:
         launched.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DictPki:
+    return make_dict_pki(tmp_path_factory.mktemp("dict-pki"))
+
+
+@pytest.fixture
+async def dict_api(pki: DictPki) -> AsyncIterator[tuple[Simulator, DictApiFace]]:
+    sim = Simulator(file_delay=0.2, rate_limits=True, seed=7)
+    server, face = await start_dict_api(
+        sim,
+        SigningIdentity.from_files(pki.dict_signer_cert, pki.dict_signer_key),
+        DictApiTls(str(pki.server_cert), str(pki.server_key), str(pki.ca)),
+        client_signers=SignerBundle.from_file(pki.participant_cert),
+    )
+    try:
+        yield sim, face
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -5,8 +5,6 @@ and resumed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,61 +15,12 @@ from cidsync.bridge.models import FileStatus
 from cidsync.cid import vsync
 from cidsync.dict_api import client as c
 from cidsync.dict_api.messages import CidSetFileInfo
-from cidsync.dict_api.signature import SignerBundle, SigningIdentity
 from cidsync.entry import KeyType
-from cidsync_tooling.simulator.dict_api_face import DictApiFace, DictApiTls, start_dict_api
-from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
+from cidsync_tooling.simulator.dict_api_face import DictApiFace
 from cidsync_tooling.simulator.server import Simulator
+from tests.helpers.dict_api import PARTICIPANT, available_file, connector_config, load
 from tests.helpers.eventually import eventually
-from tests.helpers.pki import DictPki, make_dict_pki
-
-PARTICIPANT = "60701190"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> DictPki:
-    return make_dict_pki(tmp_path_factory.mktemp("dict-pki"))
-
-
-@pytest.fixture
-async def dict_api(pki: DictPki) -> AsyncIterator[tuple[Simulator, DictApiFace]]:
-    sim = Simulator(file_delay=0.2, rate_limits=True, seed=7)
-    server, face = await start_dict_api(
-        sim,
-        SigningIdentity.from_files(pki.dict_signer_cert, pki.dict_signer_key),
-        DictApiTls(str(pki.server_cert), str(pki.server_key), str(pki.ca)),
-        client_signers=SignerBundle.from_file(pki.participant_cert),
-    )
-    try:
-        yield sim, face
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def config(pki: DictPki, face: DictApiFace, **changes: object) -> c.DictApiConfig:
-    made = c.DictApiConfig(
-        url=f"{face.base_url}/api/v2/",
-        client_cert=pki.participant_cert,
-        client_key=pki.participant_key,
-        ca=pki.ca,
-        signer_cert=pki.dict_signer_cert,
-    )
-    return replace(made, **changes)  # type: ignore[arg-type]
-
-
-def load(sim: Simulator, key_type: KeyType, count: int, seed: int = 1) -> list[str]:
-    sim.dict.load_synthetic((PARTICIPANT, key_type), count, seed)
-    return sim.dict.cids((PARTICIPANT, key_type))
-
-
-def available_file(sim: Simulator, key_type: KeyType, count: int) -> SimFile:
-    """A CID file of `count` CIDs made AVAILABLE at once (the tests of downloads need not wait for it)."""
-    load(sim, key_type, count)
-    file = sim.dict.new_file(PARTICIPANT, key_type, SimulatedDict.now())
-    sim.dict.snapshot(file, SimulatedDict.now(), FileStatus.AVAILABLE)
-    file.seal(FileStatus.AVAILABLE, SimulatedDict.now())
-    return file
+from tests.helpers.pki import DictPki
 
 
 async def test_verify_sync_answers_ok_for_dicts_vsync_and_nok_otherwise(
@@ -79,7 +28,7 @@ async def test_verify_sync_answers_ok_for_dicts_vsync_and_nok_otherwise(
 ) -> None:
     sim, face = dict_api
     cids = load(sim, KeyType.CPF, 30)
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         assert (await dict_.verify_sync(PARTICIPANT, KeyType.CPF, vsync(cids).upper())).ok
         assert not (await dict_.verify_sync(PARTICIPANT, KeyType.CPF, vsync(cids[1:]))).ok
 
@@ -89,7 +38,7 @@ async def test_a_cid_file_is_requested_polled_downloaded_and_checked(
 ) -> None:
     sim, face = dict_api
     cids = load(sim, KeyType.EVP, 500)
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         requested = await dict_.create_cid_set_file(PARTICIPANT, KeyType.EVP)
         assert requested.status is FileStatus.REQUESTED
 
@@ -108,7 +57,7 @@ async def test_a_resumed_download_continues_from_where_the_spool_ends(
 ) -> None:
     sim, face = dict_api
     file = available_file(sim, KeyType.EMAIL, 300)
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         info = await dict_.get_cid_set_file(PARTICIPANT, face._number(file))
         spool = tmp_path / "file.cids"
         whole = "".join(f"{value}\n" for value in file.cids).encode()
@@ -124,7 +73,7 @@ async def test_a_file_whose_sha256_does_not_match_is_refused_and_dropped(
     sim, face = dict_api
     file = available_file(sim, KeyType.PHONE, 50)
     face.corrupt_files = True
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         info = await dict_.get_cid_set_file(PARTICIPANT, face._number(file))
         with pytest.raises(c.FileCorrupt, match="SHA-256"):
             await dict_.download(info, tmp_path / "file.cids")
@@ -135,7 +84,7 @@ async def test_the_event_log_and_the_entry_behind_a_cid(pki: DictPki, dict_api: 
     sim, face = dict_api
     before = datetime.now(UTC) - timedelta(seconds=1)
     cids = load(sim, KeyType.CNPJ, 12)
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         page = await dict_.list_cid_set_events(PARTICIPANT, KeyType.CNPJ, before, None, limit=200)
         assert sorted(e.cid for e in page.events) == sorted(cids)
         assert (page.has_more, page.verifier_end) == (False, vsync(cids))
@@ -149,7 +98,7 @@ async def test_rate_limited_with_the_retry_time_of_the_bucket(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace]
 ) -> None:
     _sim, face = dict_api
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         for _ in range(50):  # SYNC_VERIFICATIONS_WRITE: a bucket of 50
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
         with pytest.raises(c.RateLimited) as limited:
@@ -167,7 +116,7 @@ async def test_unavailable_carries_retry_after_and_forbidden_is_its_own_error(
 ) -> None:
     sim, face = dict_api
     sim.faults.fail_next["VerifySync"] = 1
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         with pytest.raises(c.Unavailable) as unavailable:
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
         assert unavailable.value.retry_after == 1.0
@@ -181,7 +130,7 @@ async def test_a_tampered_response_is_refused_with_no_data(
 ) -> None:
     _, face = dict_api
     face.tamper_next = 1
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         with pytest.raises(c.ResponseRejected, match="does not verify"):
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
 
@@ -190,7 +139,7 @@ async def test_a_response_signed_by_a_key_we_do_not_trust_is_refused(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace]
 ) -> None:
     _, face = dict_api
-    async with c.DictApiClient(config(pki, face, signer_cert=pki.participant_cert)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face, signer_cert=pki.participant_cert)) as dict_:
         with pytest.raises(c.ResponseRejected, match="not in the signer bundle"):
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
 
@@ -199,7 +148,7 @@ async def test_an_unknown_client_certificate_gets_no_handshake(
     pki: DictPki, dict_api: tuple[Simulator, DictApiFace]
 ) -> None:
     _, face = dict_api
-    stranger = config(pki, face, client_cert=pki.stranger_cert, client_key=pki.stranger_key)
+    stranger = connector_config(pki, face, client_cert=pki.stranger_cert, client_key=pki.stranger_key)
     async with c.DictApiClient(stranger) as dict_:
         with pytest.raises(c.ConnectionFailed):
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
@@ -210,7 +159,7 @@ async def test_a_request_signed_by_a_certificate_dict_does_not_know_is_refused(
 ) -> None:
     """Mutual TLS passes (the certificate is the CA's), but the signing certificate is not the one DICT holds."""
     _, face = dict_api
-    signer_as_client = config(pki, face, client_cert=pki.dict_signer_cert, client_key=pki.dict_signer_key)
+    signer_as_client = connector_config(pki, face, client_cert=pki.dict_signer_cert, client_key=pki.dict_signer_key)
     async with c.DictApiClient(signer_as_client) as dict_:
         with pytest.raises(c.RequestSignatureRejected, match="RequestSignatureInvalid"):
             await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
@@ -218,7 +167,7 @@ async def test_a_request_signed_by_a_certificate_dict_does_not_know_is_refused(
 
 async def test_connections_are_kept_alive_between_calls(pki: DictPki, dict_api: tuple[Simulator, DictApiFace]) -> None:
     sim, face = dict_api
-    async with c.DictApiClient(config(pki, face)) as dict_:
+    async with c.DictApiClient(connector_config(pki, face)) as dict_:
         await asyncio.gather(*(dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64) for _ in range(5)))
         pool = dict_._http._transport._pool  # type: ignore[attr-defined]
         assert 1 <= len(pool.connections) <= 5
@@ -233,7 +182,9 @@ async def test_calls_outcomes_latency_and_bucket_tokens_are_measured(
 
     _, face = dict_api
     reader = InMemoryMetricReader()
-    async with c.DictApiClient(config(pki, face), meter_provider=MeterProvider(metric_readers=[reader])) as dict_:
+    async with c.DictApiClient(
+        connector_config(pki, face), meter_provider=MeterProvider(metric_readers=[reader])
+    ) as dict_:
         await dict_.verify_sync(PARTICIPANT, KeyType.EVP, "0" * 64)
         with pytest.raises(c.NotFound):
             await dict_.get_entry_by_cid(PARTICIPANT, "1" * 64)
