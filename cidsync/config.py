@@ -43,6 +43,11 @@ ENVIRONMENT: Mapping[str, str] = {
     "dict_client_key": "CIDSYNC_DICT_CLIENT_KEY",
     "dict_ca": "CIDSYNC_DICT_CA",
     "dict_signer_cert": "CIDSYNC_DICT_SIGNER_CERT",
+    "bridge_port": "CIDSYNC_BRIDGE_PORT",
+    "bridge_spool_dir": "CIDSYNC_BRIDGE_SPOOL_DIR",
+    "bridge_tls_server_cert": "CIDSYNC_BRIDGE_TLS_SERVER_CERT",
+    "bridge_tls_server_key": "CIDSYNC_BRIDGE_TLS_SERVER_KEY",
+    "bridge_tls_client_ca": "CIDSYNC_BRIDGE_TLS_CLIENT_CA",
 }
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
@@ -101,6 +106,17 @@ class Settings:
     dict_signer_cert: str | None = _setting(
         None, "DICT's signing certificates (PEM bundle; a rotation is a change of this file)"
     )
+    bridge_port: int = _setting(50051, "the port `cidsync bridge serve` listens on (gRPC)")
+    bridge_spool_dir: str = _setting(
+        "/var/lib/cidsync/bridge-spool", "where `bridge serve` keeps the CID files it downloaded (a volume)"
+    )
+    bridge_tls_server_cert: str | None = _setting(
+        None, "`bridge serve`'s TLS certificate (PEM); unset: plain gRPC, for loopback only"
+    )
+    bridge_tls_server_key: str | None = _setting(None, "the key of that certificate (PEM)")
+    bridge_tls_client_ca: str | None = _setting(
+        None, "the CAs the workers' client certificates must chain to: mutual TLS (PEM)"
+    )
 
     @property
     def key_secret_bytes(self) -> bytes:
@@ -150,6 +166,8 @@ def load_settings(
         typed["participants"] = parse_participants(resolved["participants"], ENVIRONMENT["participants"])
     if "mark_ttl_seconds" in resolved:
         typed["mark_ttl_seconds"] = int(_positive(resolved["mark_ttl_seconds"], "mark_ttl_seconds"))
+    if "bridge_port" in resolved:
+        typed["bridge_port"] = int(_positive(resolved["bridge_port"], "bridge_port"))
     if "waiting_period_days" in resolved:
         typed["waiting_period_days"] = _positive(resolved["waiting_period_days"], "waiting_period_days")
     if resolved.get("dict_budgets", "off") != "off":

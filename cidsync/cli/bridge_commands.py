@@ -1,5 +1,5 @@
-"""`cidsync bridge verify|cids|dict-check`: operators' calls to any Bridge, and a check of the DICT API
-connection `bridge serve` will use (the simulator's commands are tooling's)."""
+"""`cidsync bridge verify|cids|dict-check|serve`: operators' calls to any Bridge, a check of the DICT API
+connection, and the production Bridge over DICT API v2 (the simulator's commands are tooling's)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import hashlib
 import sys
 from typing import Any
 
-from cidsync.cli.options import add_pair, add_settings_flags, participant_flag, run_async, settings_of
+from cidsync.cli.options import (
+    add_pair,
+    add_settings_flags,
+    participant_flag,
+    run_async,
+    settings_of,
+    stop_on_signals,
+)
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput, Problem
 
@@ -97,6 +104,22 @@ async def _dict_check(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    """The Bridge contract over DICT API v2, until SIGTERM or SIGINT."""
+    from cidsync.dict_api.serve import serve_bridge
+    from cidsync.telemetry.endpoint import serving
+    from cidsync.telemetry.logs import configure_logging
+
+    configure_logging(args.log_level)
+    settings = settings_of(args)
+    stop = stop_on_signals()
+    async with serving("cidsync-bridge", settings.metrics_bind) as observed:
+        if observed.url is not None:
+            print(f"bridge: metrics on {observed.url}/metrics, health on {observed.url}/readyz", file=sys.stderr)
+        await serve_bridge(settings, stop, observed.health)
+    return 0
+
+
 def register(commands: Any) -> None:
     bridge = commands.add_parser(
         "bridge", help="talk to the Bridge (DICT) as an operator", description="Operator calls to the Bridge."
@@ -123,3 +146,29 @@ def register(commands: Any) -> None:
     check.add_argument("--participant", required=True, metavar="ISPB", help="the requesting participant")
     add_settings_flags(check, ["dict_url", "dict_client_cert", "dict_client_key", "dict_ca", "dict_signer_cert"])
     check.set_defaults(handler=run_async(_dict_check))
+    serve = actions.add_parser(
+        "serve",
+        help="serve the Bridge contract over DICT API v2 (production)",
+        description="The Bridge the workers call (CIDSYNC_BRIDGE_ADDRESS), speaking DICT API v2 with the "
+        "CIDSYNC_DICT_* certificates: signed requests, checked responses, CID files downloaded and checked, "
+        "file requests idempotent for 24 h through Redis (shared by replicas).",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_settings_flags(
+        serve,
+        [
+            "dict_url",
+            "dict_client_cert",
+            "dict_client_key",
+            "dict_ca",
+            "dict_signer_cert",
+            "redis_url",
+            "bridge_port",
+            "bridge_spool_dir",
+            "bridge_tls_server_cert",
+            "bridge_tls_server_key",
+            "bridge_tls_client_ca",
+            "metrics_bind",
+        ],
+    )
+    serve.set_defaults(handler=run_async(_serve))

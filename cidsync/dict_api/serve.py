@@ -1,0 +1,99 @@
+"""`cidsync bridge serve`: the production server of the Bridge contract over DICT API v2.
+
+It builds the DICT API connector from the `CIDSYNC_DICT_*` settings (each missing or unreadable file one
+line, exit 2, before anything listens), the file requests' idempotency keys in Redis (shared by replicas),
+and a spool for CID files, and serves `DictApiBridge` on `CIDSYNC_BRIDGE_PORT` with TLS (and mutual TLS
+with a client CA) like every other server of ours. A stop lets the calls under way finish (grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from cidsync.bridge.v2 import bridge_pb2_grpc
+from cidsync.config import Settings
+from cidsync.dict_api.bridge_service import DictApiBridge, FileSpool
+from cidsync.dict_api.client import DictApiClient, dict_api_config
+from cidsync.dict_api.file_requests import FileRequests
+from cidsync.errors import InvalidInput, Problem
+from cidsync.redis_client import redis_client
+from cidsync.telemetry.endpoint import Health
+
+logger = logging.getLogger("cidsync.bridge.serve")
+
+GRACE = 10.0  # seconds a stop gives the calls under way
+# Workers ping every 10 s (cidsync.bridge.client); a server that refused pings that often would close them.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+@dataclass(frozen=True)
+class ServeTls:
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None
+
+
+def serve_tls(settings: Settings) -> ServeTls | None:
+    """The server's own TLS from the settings; a file that cannot be read is named (exit 2)."""
+    names = ("bridge_tls_server_cert", "bridge_tls_server_key", "bridge_tls_client_ca")
+    paths = {name: getattr(settings, name) for name in names}
+    if not any(paths.values()):
+        return None
+    problems = []
+    if not (paths["bridge_tls_server_cert"] and paths["bridge_tls_server_key"]):
+        problems.append(
+            Problem("CIDSYNC_BRIDGE_TLS_SERVER_CERT", "TLS needs both a certificate and its key (…_SERVER_KEY)")
+        )
+    read: dict[str, bytes] = {}
+    for name, path in paths.items():
+        if path:
+            try:
+                read[name] = Path(path).read_bytes()
+            except OSError as error:
+                problems.append(Problem(f"CIDSYNC_{name.upper()}", f"cannot read {path}: {error.strerror}"))
+    if problems:
+        raise InvalidInput("bridge serve", problems)
+    return ServeTls(read["bridge_tls_server_cert"], read["bridge_tls_server_key"], read.get("bridge_tls_client_ca"))
+
+
+async def serve_bridge(settings: Settings, stop: asyncio.Event, health: Health | None = None) -> None:
+    """Serve until `stop` is set. Raises `InvalidInput` (exit 2) for a bad setting before listening."""
+    config = dict_api_config(settings)
+    tls = serve_tls(settings)
+    redis = redis_client(settings.require("redis_url"))
+    connector = DictApiClient(config)
+    spool = FileSpool(connector, Path(settings.bridge_spool_dir))
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    bridge_pb2_grpc.add_DictBridgeServicer_to_server(DictApiBridge(connector, FileRequests(redis), spool), server)
+    address = f"[::]:{settings.bridge_port}"
+    if tls is None:
+        server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.client_ca is not None
+        )
+        server.add_secure_port(address, credentials)
+    if health is not None:
+        health.add("redis", redis.ping)
+    await server.start()
+    logger.info(
+        "bridge serving the contract on port %s (%s) over DICT API v2 at %s",
+        settings.bridge_port,
+        "plain gRPC" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
+        config.url,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(GRACE)
+        await connector.close()
+        await redis.aclose()
