@@ -39,7 +39,7 @@ class CoreEventType(StrEnum):
 
 
 class Outcome(StrEnum):
-    OK = "OK"  # DICT agreed at once
+    OK = "OK"  # DICT agreed, with nothing to repair (at once, or after a file that held no divergence)
     REPAIRED = "REPAIRED"  # DICT agreed after a repair
     NEEDS_ATTENTION = "NEEDS_ATTENTION"  # an operator rejected the repair, or never decided
     FAILED = "FAILED"  # still NOK after the allowed rounds, or DICT never produced a usable file
