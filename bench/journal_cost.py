@@ -29,7 +29,7 @@ def without_journal(script: str) -> str:
 
 
 async def applies_per_second(url: str, apply: str, repair: str, entries: list[Entry]) -> float:
-    cid_store.APPLY, cid_store.REPAIR = apply, repair  # what the next store loads
+    scripts.APPLY, scripts.REPAIR = apply, repair  # what the next store's script loader loads
     store = cid_store.CIDStore(redis_client(url), b"bench")
     changes = [CIDChange.creation(e, sequence=1, key_secret=b"bench") for e in entries]
     started = time.perf_counter()
