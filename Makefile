@@ -43,10 +43,12 @@ proto: install
 
 # Ingestion against its ceilings, 3 fresh rounds, written to bench/RESULTS.md (bench/run.py says how).
 # Then busy pairs (bench/busy_pairs.py): a pair reconciled and followed while core changes it at 1, 5 and
-# 20 changes/s. The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
+# 20 changes/s. Then the Bridge's cost (bench/bridge_chain.py): direct to the simulator vs through bridge serve
+# and the DICT API, per call and for a 1M-CID file. The Bridge and reconciliation have benches of their own: bench/bridge_pages.py, bench/reconciliation.py.
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.busy_pairs
+	$(BIN)/python -m bench.bridge_chain
 
 # Every fault at once on the embedded stack, 10,000+ events, and the checks (chaos/run.py says which).
 # SEED=N replays a run; REPLICAS=2 runs two workers and two starters; `make test` runs the reduced

@@ -24,7 +24,7 @@ from cidsync.errors import InvalidInput
 from cidsync.pulsar_client import pulsar_client, pulsar_options
 from cidsync.redis_client import redis_client, redis_options
 from cidsync.temporal_client import connect
-from tests.helpers.pki import Pki, make_pki
+from cidsync_tooling.devstack.pki import Pki, make_pki
 from tests.helpers.servers import PulsarBroker, RedisServer
 from tests.helpers.tls_proxy import tls_terminator
 

@@ -9,9 +9,9 @@ import pytest
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.bridge.errors import BridgeError, DeadlineExceeded, PermissionDenied, RateLimited, Unavailable
 from cidsync.entry import KeyType
+from cidsync_tooling.devstack.pki import Pki, make_pki
 from cidsync_tooling.devstack.processes import accepts_connections, free_port, launch
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from tests.helpers.pki import Pki, make_pki
 from tests.helpers.servers import BridgeSimulator
 
 KEY_TYPE = KeyType.EMAIL

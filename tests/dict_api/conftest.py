@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import pytest
 
 from cidsync.dict_api.signature import SignerBundle, SigningIdentity
+from cidsync_tooling.devstack.pki import DictPki, make_dict_pki
 from cidsync_tooling.devstack.processes import accepts_connections, free_port
 from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.dict_api_face import DictApiFace, DictApiTls, start_dict_api
 from cidsync_tooling.simulator.server import Simulator
-from tests.helpers.pki import DictPki, make_dict_pki
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from cidsync.dict_api.client import DictApiClient
 from cidsync.dict_api.file_requests import FileRequests
 from cidsync.entry import KeyType
 from cidsync.redis_client import redis_client
+from cidsync_tooling.devstack.pki import DictPki
 from cidsync_tooling.devstack.processes import free_port
 from cidsync_tooling.simulator.dict_api_face import DictApiFace
 from cidsync_tooling.simulator.dict_state import SimulatedDict
 from cidsync_tooling.simulator.server import Simulator
 from tests.helpers.dict_api import PARTICIPANT, connector_config, load
-from tests.helpers.pki import DictPki
 from tests.helpers.servers import RedisServer
 
 

@@ -16,11 +16,11 @@ from cidsync.cid import vsync
 from cidsync.dict_api import client as c
 from cidsync.dict_api.messages import CidSetFileInfo
 from cidsync.entry import KeyType
+from cidsync_tooling.devstack.pki import DictPki
 from cidsync_tooling.simulator.dict_api_face import DictApiFace
 from cidsync_tooling.simulator.server import Simulator
 from tests.helpers.dict_api import PARTICIPANT, available_file, connector_config, load
 from tests.helpers.eventually import eventually
-from tests.helpers.pki import DictPki
 
 
 async def test_verify_sync_answers_ok_for_dicts_vsync_and_nok_otherwise(

@@ -14,7 +14,7 @@ from cidsync.dict_api.signature import (
     SigningIdentity,
     XmlSigner,
 )
-from tests.helpers.pki import Signer, make_signer
+from cidsync_tooling.devstack.pki import Signer, make_signer
 
 REQUEST = b"""<?xml version="1.0" encoding="UTF-8"?>
 <CreateSyncVerificationRequest>

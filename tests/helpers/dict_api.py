@@ -8,10 +8,10 @@ from dataclasses import replace
 from cidsync.bridge.models import FileStatus
 from cidsync.dict_api import client as c
 from cidsync.entry import KeyType
+from cidsync_tooling.devstack.pki import DictPki
 from cidsync_tooling.simulator.dict_api_face import DictApiFace
 from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
 from cidsync_tooling.simulator.server import Simulator
-from tests.helpers.pki import DictPki
 
 PARTICIPANT = "60701190"
 

@@ -1,4 +1,5 @@
-"""A test CA made on the spot: server and client certificates for the TLS tests (never a real secret)."""
+"""A throwaway CA made on the spot: server, client and signing certificates for the tests, the bench and the
+embedded stack's DICT API chain (never a real secret)."""
 
 from __future__ import annotations
 
