@@ -376,7 +376,7 @@ class Run:
             f"{published_s:.0f} s; settling",
             flush=True,
         )
-        await self.settle()
+        await self.settle(producer)
         await self.checks(events)
         await producer.close()
         await pulsar_async.close()
@@ -394,29 +394,34 @@ class Run:
         finally:
             await store.close()
 
-    async def settle(self) -> None:
+    async def settle(self, producer: EntryEventProducer) -> None:
         """Until the store holds what the model says and every invalid message is dead-lettered as often as
         it was sent, or the time is up (the checks then say what differs). A dead letter the broker did not
         take while it restarted comes back only after the backoff and the consumer's negative-ack delay."""
         deadline = time.monotonic() + self.options.settle_timeout
         while time.monotonic() < deadline:
-            await self.supervise()
+            await self.supervise(producer)
             with contextlib.suppress(Exception):
                 if await self.local() == self.expected():
                     break
             await asyncio.sleep(2)
         while time.monotonic() < deadline:
-            await self.supervise()
+            await self.supervise(producer)
             if not self.missing_dead_letters(await asyncio.to_thread(self.dead_letters)):
                 return
             await asyncio.sleep(2)
 
-    async def supervise(self) -> None:
-        """Start again a role that exited by itself, as Kubernetes restarts a crashed pod. A starter exits
-        when it cannot subscribe within the client's operation timeout: pulsar-lite refused Key_Shared
-        consumers for 30 s after a broker kill (docs/stack.md); one that died after the last fault was
-        never started again, and the messages it had been sent waited for it."""
+    async def supervise(self, producer: EntryEventProducer) -> None:
+        """What production does by itself while the run settles. Start again a role that exited, as
+        Kubernetes restarts a crashed pod (a starter exits when it cannot subscribe within the client's
+        operation timeout: pulsar-lite refused Key_Shared consumers for 30 s after a broker kill). And keep
+        traffic flowing, with a duplicate of an accepted event on each entry topic (no effect: its mark is
+        set, its sequence applied): pulsar-lite hands over the Key_Shared messages it redelivers after a nack
+        or a consumer's death one per key, and the rest only at the next dispatch (docs/stack.md)."""
         await asyncio.to_thread(self.stack.restart)
+        last = {e.event_type: e for e in self.ledger.accepted if e.deletion_type is not DeletionType.WAITING_PERIOD}
+        with contextlib.suppress(Exception):  # a broker still restarting: the next round sends them
+            await asyncio.wait_for(producer.publish_events(list(last.values())), 10)
 
     def missing_dead_letters(self, letters: list[DeadLetter]) -> list[Hostile]:
         """The invalid messages not dead-lettered with a reason each time they were sent. Dead-lettering is
