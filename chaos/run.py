@@ -88,7 +88,7 @@ class Options:
     participants: int = 2
     faults: int = 40
     settle_timeout: float = 600.0
-    replicas: int = 1  # workers, and starters (Key_Shared): a kill takes one of them
+    replicas: int = 1  # workers, and starters (on a Shared subscription: see chaos/stack.py): a kill takes one of them
 
     @classmethod
     def reduced(cls, seed: int) -> Options:
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         choices=range(1, MAX_REPLICAS + 1),
-        help="workers and starters (Key_Shared) side by side; a kill takes one of them",
+        help="workers and starters side by side (a Shared subscription: see chaos/stack.py); a kill takes one of them",
     )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)

@@ -42,7 +42,14 @@ def chaos_spec(root: Path, mode: str, replicas: int = 1) -> StackSpec:
         bridge=BridgeSpec(port=0, data_dir=root / "bridge", file_delay_seconds=1.0),
         codec=CodecSpec(enabled=False),
         worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
-        starter=StarterSpec(mode=mode, replicas=replicas),
+        # Two starters share a Shared subscription, not Key_Shared: pulsar-lite's Key_Shared dispatcher keys
+        # consumers by the client's consumer id alone, so two starters' first consumers (both id 0) collide
+        # ("Consumer 0 already exists in key-shared dispatcher"), and a killed one's lingers; the starter
+        # then cannot subscribe at all. Apache Pulsar keys them by connection. Correctness never rests on
+        # Key_Shared (the versioned apply orders by sequence), and one starter keeps Key_Shared.
+        starter=StarterSpec(
+            mode=mode, replicas=replicas, subscription_type="key_shared" if replicas == 1 else "shared"
+        ),
         follow=FollowSpec(enabled=False),  # the run starts its followers itself, with short graces
     )
 

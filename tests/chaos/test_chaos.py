@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(900)  # about 70 s here; a stuck run is reported by the run itself first
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(tmp_path: Path, replicas: int) -> None:
-    """With one worker and one starter, and with two of each (Key_Shared), one of them killed at a time."""
+    """With one worker and one starter, and with two of each (the starters on a Shared subscription:
+    chaos/stack.py says why), one of them killed at a time."""
     seed = random.SystemRandom().randrange(10**6)
     argv = ["--reduced", "--seed", str(seed), "--replicas", str(replicas), "--keep", str(tmp_path / "stack")]
     try:
