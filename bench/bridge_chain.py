@@ -68,18 +68,9 @@ async def run(cids: int, calls: int) -> None:
         (root / "pki").mkdir()
         pki = make_dict_pki(root / "pki")
         grpc_port, api_port, redis_port, bridge_port = free_port(), free_port(), free_port(), free_port()
-        flags = {
-            "--dict-api-port": str(api_port),
-            "--dict-api-tls-cert": str(pki.server_cert),
-            "--dict-api-tls-key": str(pki.server_key),
-            "--dict-api-client-ca": str(pki.ca),
-            "--dict-api-signer-cert": str(pki.dict_signer_cert),
-            "--dict-api-signer-key": str(pki.dict_signer_key),
-            "--dict-api-client-signers": str(pki.participant_cert),
-        }
         sim = start_bridge_simulator(
             port=grpc_port, data_dir=None, seed_file=None, file_delay=0.1, time_scale=1.0, rate_limits=False,
-            log=root / "sim.log", extra_args=[item for pair in flags.items() for item in pair],
+            log=root / "sim.log", extra_args=pki.simulator_flags(api_port),
             also_ready=lambda: accepts_connections(api_port),
         )  # fmt: skip
         redis = start_redis(port=redis_port, data_dir=root / "redis", appendonly=False, log=root / "redis.log")

@@ -130,6 +130,19 @@ class DictPki:
     stranger_cert: Path
     stranger_key: Path
 
+    def simulator_flags(self, api_port: int) -> list[str]:
+        """`cidsync bridge-sim`'s flags to serve DICT API v2 on `api_port` with these certificates."""
+        flags = {
+            "--dict-api-port": str(api_port),
+            "--dict-api-tls-cert": str(self.server_cert),
+            "--dict-api-tls-key": str(self.server_key),
+            "--dict-api-client-ca": str(self.ca),
+            "--dict-api-signer-cert": str(self.dict_signer_cert),
+            "--dict-api-signer-key": str(self.dict_signer_key),
+            "--dict-api-client-signers": str(self.participant_cert),
+        }
+        return [item for pair in flags.items() for item in pair]
+
 
 def make_dict_pki(root: Path) -> DictPki:
     def rsa_key() -> rsa.RSAPrivateKey:

@@ -29,18 +29,9 @@ def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dic
     root = tmp_path_factory.mktemp("dict-api-sim")
     pki = make_dict_pki(root)
     grpc_port, api_port = free_port(), free_port()
-    flags = {
-        "--dict-api-port": str(api_port),
-        "--dict-api-tls-cert": str(pki.server_cert),
-        "--dict-api-tls-key": str(pki.server_key),
-        "--dict-api-client-ca": str(pki.ca),
-        "--dict-api-signer-cert": str(pki.dict_signer_cert),
-        "--dict-api-signer-key": str(pki.dict_signer_key),
-        "--dict-api-client-signers": str(pki.participant_cert),
-    }
     launched = start_bridge_simulator(
         port=grpc_port, data_dir=None, seed_file=None, file_delay=0.2, time_scale=1.0, rate_limits=True,
-        log=root / "bridge.log", extra_args=[item for pair in flags.items() for item in pair],
+        log=root / "bridge.log", extra_args=pki.simulator_flags(api_port),
         also_ready=lambda: accepts_connections(api_port),
     )  # fmt: skip
     try:
