@@ -16,11 +16,11 @@ import tracemalloc
 from pathlib import Path
 
 from cidsync.bridge.client import BridgeClient
+from cidsync.bridge.serving import page_token
 from cidsync.entry import KeyType
 from cidsync_tooling.devstack.processes import free_port
 from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
-from cidsync_tooling.simulator.server import page_token
 from cidsync_tooling.synthetic import synthetic_entry
 
 

@@ -80,12 +80,6 @@ class RateLimitBucket(_Model):
     refill_period_seconds: int
     observed_at: datetime
 
-    def seconds_to_next_token(self) -> float:
-        """0 while a token is there; else one token's share of the refill period (10 every 60 s: 6 s)."""
-        if self.available_tokens > 0:
-            return 0.0
-        return self.refill_period_seconds / self.refill_tokens if self.refill_tokens > 0 else float("inf")
-
 
 class CIDSetEvents(_Model):
     """One page of DICT's CID event log, oldest first, with DICT's VSync after its first and its last event."""

@@ -18,9 +18,6 @@ DICT does not do are done here:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,23 +30,21 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import FileStatus, RateLimitBucket
+from cidsync.bridge.serving import MAX_EVENTS, offset_of, page_size, page_token, participant_of
 from cidsync.bridge.v2 import bridge_pb2 as pb
 from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.cid import check_cid
 from cidsync.dict_api import client as dict_errors
 from cidsync.dict_api import messages as m
-from cidsync.dict_api.client import DictApiClient, cids_of
+from cidsync.dict_api.client import DictApiClient, cids_of, size_and_digest
 from cidsync.dict_api.file_requests import FileRequestPending, FileRequests
 from cidsync.dict_api.policies import OPERATION_OF_METHOD, POLICY_OF
-from cidsync.entry import DictEntry, check_participant, parse_dict_entry
+from cidsync.entry import DictEntry, parse_dict_entry
 from cidsync.errors import InvalidInput, Problem
 
 logger = logging.getLogger("cidsync.bridge.serve")
 
 LINE = 65  # a normalised line: 64 hex digits and "\n"
-DEFAULT_PAGE_SIZE = 1_000
-MAX_PAGE_SIZE = 10_000
-MAX_EVENTS = 200
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -108,36 +103,10 @@ async def _abort(context: Context, error: BaseException) -> None:
     await context.abort(refusal.code, text)
 
 
-def _participant(value: str) -> str:
-    return check_participant(value, field="participant")
-
-
 def _file_id(value: str) -> int:
     if not value.isdigit():
         raise InvalidInput("request", [Problem("file_id", "must be DICT's file id (digits)")])
     return int(value)
-
-
-def page_token(file_id: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"{file_id}:{offset}".encode()).decode()
-
-
-def _offset(file_id: str, token: str) -> int:
-    if not token:
-        return 0
-    try:
-        owner, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if owner == file_id and offset.isdigit():
-            return int(offset)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidInput("request", [Problem("page_token", "is not a token of this file")])
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidInput("request", [Problem("page_size", "must not be negative")])
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -165,7 +134,7 @@ class FileSpool:
                 download = await self.dict_api.download(info, self.root / f"{name}.download")
                 await asyncio.to_thread(_normalise, download, done)
                 download.unlink()
-            size, digest = await asyncio.to_thread(_size_and_digest, done)
+            size, digest = await asyncio.to_thread(size_and_digest, done)
             return Spooled(done, size // LINE, size, digest)
 
     @staticmethod
@@ -187,15 +156,6 @@ def _normalise(source: Path, target: Path) -> None:
                 partial.unlink()
                 raise dict_errors.FileCorrupt(f"CID file {source.name} holds a line that is not a CID") from None
     partial.rename(target)
-
-
-def _size_and_digest(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as spool:
-        while chunk := spool.read(1 << 20):
-            size += len(chunk)
-            digest.update(chunk)
-    return size, digest.hexdigest()
 
 
 def _entry(found: m.DictEntry) -> DictEntry:
@@ -230,7 +190,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def VerifySync(  # noqa: N802 (the contract's name)
         self, request: pb.VerifySyncRequest, context: Context
     ) -> pb.VerifySyncResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         if not request.participant_vsync:
             raise InvalidInput("request", [Problem("participant_vsync", "is required (64 lowercase hex digits)")])
@@ -262,7 +222,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def CreateCidSetFile(  # noqa: N802
         self, request: pb.CreateCidSetFileRequest, context: Context
     ) -> pb.CidSetFile:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         made: list[m.CidSetFileInfo] = []
 
@@ -278,7 +238,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCidSetFile(  # noqa: N802
         self, request: pb.GetCidSetFileRequest, context: Context
     ) -> pb.CidSetFile:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         info = await self.dict_api.get_cid_set_file(participant, _file_id(request.file_id))
         return await self._file_pb(info)
 
@@ -292,8 +252,8 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCIDList(  # noqa: N802
         self, request: pb.GetCIDListRequest, context: Context
     ) -> pb.CidPage:
-        participant = _participant(request.participant)
-        offset, size = _offset(request.file_id, request.page_token), _page_size(request.page_size)
+        participant = participant_of(request.participant)
+        offset, size = offset_of(request.file_id, request.page_token), page_size(request.page_size)
         try:
             spooled = await self._spooled(participant, request.file_id)
         except _NotAvailable as error:
@@ -311,8 +271,8 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
         self, request: pb.StreamCIDListRequest, context: Context
     ) -> AsyncIterator[pb.CidPage]:
         try:
-            participant = _participant(request.participant)
-            offset, size = _offset(request.file_id, request.page_token), _page_size(request.page_size)
+            participant = participant_of(request.participant)
+            offset, size = offset_of(request.file_id, request.page_token), page_size(request.page_size)
             spooled = await self._spooled(participant, request.file_id)
         except _NotAvailable as error:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
@@ -329,7 +289,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def GetEntryByCid(  # noqa: N802
         self, request: pb.GetEntryByCidRequest, context: Context
     ) -> pb.GetEntryByCidResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         asked = check_cid(request.cid)
         found = await self.dict_api.get_entry_by_cid(participant, asked)
         entry = _entry(found.entry)
@@ -341,7 +301,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def ListCidSetEvents(  # noqa: N802
         self, request: pb.ListCidSetEventsRequest, context: Context
     ) -> pb.ListCidSetEventsResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         if not 1 <= request.limit <= MAX_EVENTS:
             raise InvalidInput("request", [Problem("limit", f"must be 1 to {MAX_EVENTS}")])
@@ -365,7 +325,7 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def GetRateLimitBucket(  # noqa: N802
         self, request: pb.GetRateLimitBucketRequest, context: Context
     ) -> pb.RateLimitBucket:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         operation = OPERATION_OF_METHOD.get(request.operation)
         if operation is None:
             known = ", ".join(sorted(OPERATION_OF_METHOD))

@@ -282,7 +282,7 @@ class DictApiClient:
                             out.write(chunk)
             except httpx.TransportError as error:
                 raise ConnectionFailed(f"downloading CID file {file.id}: {error}") from None
-        size, digest = await asyncio.to_thread(_size_and_digest, spool)
+        size, digest = await asyncio.to_thread(size_and_digest, spool)
         if size != file.bytes or digest != file.sha256:
             await asyncio.to_thread(spool.unlink)
             raise FileCorrupt(
@@ -391,7 +391,7 @@ def _resumable_size(spool: Path, expected: int) -> int:
     return have
 
 
-def _size_and_digest(path: Path) -> tuple[int, str]:
+def size_and_digest(path: Path) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     with path.open("rb") as spool:
         while chunk := spool.read(CHUNK):

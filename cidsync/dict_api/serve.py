@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from cidsync.bridge.serving import SERVER_OPTIONS
 from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.config import Settings
 from cidsync.dict_api.bridge_service import DictApiBridge, FileSpool
@@ -27,12 +28,6 @@ from cidsync.telemetry.endpoint import Health
 logger = logging.getLogger("cidsync.bridge.serve")
 
 GRACE = 10.0  # seconds a stop gives the calls under way
-# Workers ping every 10 s (cidsync.bridge.client); a server that refused pings that often would close them.
-SERVER_OPTIONS = [
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-]
 
 
 @dataclass(frozen=True)

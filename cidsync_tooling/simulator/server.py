@@ -11,8 +11,6 @@ Each call is handled in this order: counted, delayed, injected fault, request ch
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import random
 import uuid
 from collections import Counter
@@ -26,11 +24,19 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import CIDEventType, FileStatus, RateLimitBucket
+from cidsync.bridge.serving import (
+    MAX_EVENTS,
+    SERVER_OPTIONS,
+    offset_of,
+    page_size,
+    page_token,
+    participant_of,
+)
 from cidsync.bridge.v2 import bridge_pb2 as pb
 from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.cid import check_cid, is_cid
 from cidsync.dict_api.policies import OPERATION_OF_METHOD, POLICY_OF
-from cidsync.entry import Entry, check_participant, parse_entry_json, parse_jsonl_entries
+from cidsync.entry import Entry, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 from cidsync_tooling.simulator.admin_client import CHANGE_KINDS_PB, OUTCOMES_FROM_PB
 from cidsync_tooling.simulator.dict_state import SimFile, SimulatedDict
@@ -40,9 +46,6 @@ from cidsync_tooling.simulator.v1 import admin_pb2, admin_pb2_grpc
 
 CHANGE_KINDS = {pb_kind: kind for kind, pb_kind in CHANGE_KINDS_PB.items()}
 OUTCOMES = {outcome: pb_outcome for pb_outcome, outcome in OUTCOMES_FROM_PB.items()}
-DEFAULT_PAGE_SIZE = 1_000
-MAX_PAGE_SIZE = 10_000
-MAX_EVENTS = 200
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -188,33 +191,6 @@ def _entry(raw: str, where: str) -> Entry:
         raise InvalidInput(where, error.problems) from None
 
 
-def _participant(value: str) -> str:
-    return check_participant(value, field="participant")
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidInput("request", [Problem("page_size", "must not be negative")])
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def page_token(file_id: str, offset: int) -> str:
-    """The simulator's opaque page token: the file and the offset of the next page."""
-    return base64.urlsafe_b64encode(f"{file_id}:{offset}".encode()).decode()
-
-
-def _offset(file_id: str, token: str) -> int:
-    if not token:
-        return 0
-    try:
-        owner, _, offset = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if owner == file_id and int(offset) >= 0:
-            return int(offset)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidInput("request", [Problem("page_token", "is not a page token of this file")])
-
-
 def _file_pb(file: SimFile) -> pb.CidSetFile:
     message = pb.CidSetFile(
         file_id=file.file_id,
@@ -265,7 +241,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def VerifySync(  # noqa: N802 (the contract's name)
         self, request: pb.VerifySyncRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.VerifySyncResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         theirs = check_cid(request.participant_vsync) if request.participant_vsync else ""
         if not theirs:
@@ -282,7 +258,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def CreateCidSetFile(  # noqa: N802
         self, request: pb.CreateCidSetFileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidSetFile:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         # A repeated idempotency key returns the first file and spends nothing (checked before the
         # rate limit: a retry of a request that got through must not be refused for quota).
@@ -310,7 +286,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCidSetFile(  # noqa: N802
         self, request: pb.GetCidSetFileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidSetFile:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         await self.sim.admit(context, "GetCidSetFile", participant)
         return _file_pb(await self._file(participant, request.file_id, context))
 
@@ -332,8 +308,8 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetCIDList(  # noqa: N802
         self, request: pb.GetCIDListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CidPage:
-        file = await self._available(_participant(request.participant), request.file_id, context)
-        page = self._page(file, _offset(file.file_id, request.page_token), _page_size(request.page_size))
+        file = await self._available(participant_of(request.participant), request.file_id, context)
+        page = self._page(file, offset_of(file.file_id, request.page_token), page_size(request.page_size))
         await self._page_delay()
         return page
 
@@ -346,13 +322,13 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     ) -> AsyncIterator[pb.CidPage]:
         await self.sim.enter(context, "StreamCIDList")
         try:
-            participant = _participant(request.participant)
+            participant = participant_of(request.participant)
         except InvalidInput as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
         file = await self._available(participant, request.file_id, context)
         try:
-            offset = _offset(file.file_id, request.page_token)
-            size = _page_size(request.page_size)
+            offset = offset_of(file.file_id, request.page_token)
+            size = page_size(request.page_size)
         except InvalidInput as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.summary())
         while True:
@@ -367,7 +343,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetEntryByCid(  # noqa: N802
         self, request: pb.GetEntryByCidRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetEntryByCidResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         value = check_cid(request.cid)
         await self.sim.admit(context, "GetEntryByCid", participant)
         entry = self.sim.dict.find(participant, value)
@@ -380,7 +356,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def ListCidSetEvents(  # noqa: N802
         self, request: pb.ListCidSetEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListCidSetEventsResponse:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         key_type = convert.key_type_from_pb(request.key_type)
         if not 1 <= request.limit <= MAX_EVENTS:
             raise InvalidInput("request", [Problem("limit", f"must be 1 to {MAX_EVENTS}")])
@@ -407,7 +383,7 @@ class DictBridgeService(bridge_pb2_grpc.DictBridgeServicer):
     async def GetRateLimitBucket(  # noqa: N802
         self, request: pb.GetRateLimitBucketRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RateLimitBucket:
-        participant = _participant(request.participant)
+        participant = participant_of(request.participant)
         if request.operation not in OPERATION_OF_METHOD:
             known = ", ".join(sorted(OPERATION_OF_METHOD))
             raise InvalidInput("request", [Problem("operation", f"must be one of {known}")])
@@ -471,7 +447,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
         self, request: admin_pb2.InjectDivergenceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.InjectDivergenceResponse:
         try:
-            pair = (_participant(request.participant), convert.key_type_from_pb(request.key_type))
+            pair = (participant_of(request.participant), convert.key_type_from_pb(request.key_type))
             added, removed, altered = self.sim.dict.diverge(
                 pair,
                 add=request.add,
@@ -493,7 +469,7 @@ class AdminService(admin_pb2_grpc.DictSimulatorAdminServicer):
         self, request: admin_pb2.LoadSyntheticRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.LoadSyntheticResponse:
         try:
-            pair = (_participant(request.participant), convert.key_type_from_pb(request.key_type))
+            pair = (participant_of(request.participant), convert.key_type_from_pb(request.key_type))
             if request.count < 0:
                 raise InvalidInput("request", [Problem("count", "must not be negative")])
         except InvalidInput as error:
@@ -549,14 +525,6 @@ class ServerTls:
     @classmethod
     def from_files(cls, cert: Path, key: Path, client_ca: Path | None = None) -> ServerTls:
         return cls(cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None)
-
-
-# Clients ping every 10 s (docs/design.md §6); a server that refuses pings that often would close them.
-SERVER_OPTIONS = [
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-]
 
 
 async def start_server(
