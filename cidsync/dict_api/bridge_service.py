@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,25 +118,65 @@ class Spooled:
     sha256: str
 
 
-class FileSpool:
-    """AVAILABLE CID files, downloaded once, checked, and kept normalised for paging by offset."""
+SPOOL_KEEP = 24 * 3600.0  # seconds a spooled file is kept after its download: a reconciliation reads it within
 
-    def __init__(self, dict_api: DictApiClient, root: Path) -> None:
+
+class FileSpool:
+    """AVAILABLE CID files, downloaded once, checked, and kept normalised for paging by offset.
+
+    A file already spooled is served without asking DICT again (one `getCidSetFile` per file, not per page:
+    DICT's bucket for it is small) and its size and digest are computed once. A file is named by its
+    participant, so another participant's request never finds it. Files older than `keep` seconds go when
+    a new one is spooled."""
+
+    def __init__(self, dict_api: DictApiClient, root: Path, keep: float = SPOOL_KEEP) -> None:
         self.dict_api = dict_api
         self.root = root
+        self.keep = keep
         self._locks: dict[str, asyncio.Lock] = {}
+        self._kept: dict[str, Spooled] = {}
+
+    @staticmethod
+    def _name(participant: str, file_id: int) -> str:
+        return f"{participant}-{file_id}"
+
+    async def kept(self, participant: str, file_id: int) -> Spooled | None:
+        """The file, if it is already spooled (by this process or an earlier one on the same volume)."""
+        name = self._name(participant, file_id)
+        if (found := self._kept.get(name)) is not None:
+            return found
+        done = self.root / f"{name}.cids"
+        if not done.exists():
+            return None
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            return await self._measure(name, done)
 
     async def ready(self, info: m.CidSetFileInfo) -> Spooled:
-        name = f"{info.participant}-{info.id}"
+        name = self._name(info.participant, info.id)
         async with self._locks.setdefault(name, asyncio.Lock()):
+            if (found := self._kept.get(name)) is not None:
+                return found
             done = self.root / f"{name}.cids"
             if not done.exists():
                 self.root.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(self._prune)
                 download = await self.dict_api.download(info, self.root / f"{name}.download")
                 await asyncio.to_thread(_normalise, download, done)
                 download.unlink()
-            size, digest = await asyncio.to_thread(size_and_digest, done)
-            return Spooled(done, size // LINE, size, digest)
+            return await self._measure(name, done)
+
+    async def _measure(self, name: str, done: Path) -> Spooled:
+        size, digest = await asyncio.to_thread(size_and_digest, done)
+        self._kept[name] = spooled = Spooled(done, size // LINE, size, digest)
+        return spooled
+
+    def _prune(self) -> None:
+        """Forget the files downloaded more than `keep` seconds ago (a download left half done as well)."""
+        horizon = time.time() - self.keep
+        for path in self.root.iterdir():
+            if path.suffix in (".cids", ".download", ".partial") and path.stat().st_mtime < horizon:
+                self._kept.pop(path.stem, None)
+                path.unlink(missing_ok=True)
 
     @staticmethod
     def page(spooled: Spooled, offset: int, size: int) -> list[str]:
@@ -243,6 +284,8 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
         return await self._file_pb(info)
 
     async def _spooled(self, participant: str, file_id: str) -> Spooled:
+        if (kept := await self.spool.kept(participant, _file_id(file_id))) is not None:
+            return kept
         info = await self.dict_api.get_cid_set_file(participant, _file_id(file_id))
         if info.status is not FileStatus.AVAILABLE:
             raise _NotAvailable(f"the file is {info.status.value}, not AVAILABLE")

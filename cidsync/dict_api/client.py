@@ -282,6 +282,8 @@ class DictApiClient:
                             out.write(chunk)
             except httpx.TransportError as error:
                 raise ConnectionFailed(f"downloading CID file {file.id}: {error}") from None
+        elif file.bytes == 0:  # an empty set's file: nothing to fetch
+            await asyncio.to_thread(spool.touch)
         size, digest = await asyncio.to_thread(size_and_digest, spool)
         if size != file.bytes or digest != file.sha256:
             await asyncio.to_thread(spool.unlink)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -83,6 +85,7 @@ async def test_verify_sync_and_a_cid_file_requested_once_paged_and_checked_end_t
     file = await available(bridge, first)
     assert file.status is FileStatus.AVAILABLE
     assert file.created_at is not None
+    asked = sim.calls["GetCidSetFile"]
     streamed = [c async for page in bridge.cid_pages(PARTICIPANT, file.file_id, page_size=1_000) for c in page.cids]
     assert sorted(streamed) == sorted(cids)
     text = "".join(c + "\n" for c in streamed).encode()
@@ -90,6 +93,38 @@ async def test_verify_sync_and_a_cid_file_requested_once_paged_and_checked_end_t
     page = await bridge.get_cid_page(PARTICIPANT, file.file_id, page_size=1_000)
     rest = [c async for p in bridge.cid_pages(PARTICIPANT, file.file_id, page.next_page_token, 1_000) for c in p.cids]
     assert page.cids + rest == streamed  # resumed exactly after the page
+    # The file was downloaded when the Bridge first saw it AVAILABLE: no page asked DICT again.
+    assert sim.calls["GetCidSetFile"] == asked
+
+
+async def test_an_empty_pairs_file_is_served_empty(bridge: BridgeClient) -> None:
+    file = await available(bridge, await bridge.create_cid_set_file(PARTICIPANT, KeyType.CNPJ))
+    assert (file.status, file.cid_count, file.byte_size) == (FileStatus.AVAILABLE, 0, 0)
+    assert file.sha256 == hashlib.sha256(b"").hexdigest()
+    assert [c async for page in bridge.cid_pages(PARTICIPANT, file.file_id) for c in page.cids] == []
+
+
+async def test_the_spool_forgets_old_files_when_it_takes_a_new_one(
+    pki: DictPki, dict_api: tuple[Simulator, DictApiFace], tmp_path: Path
+) -> None:
+    sim, face = dict_api
+    load(sim, KeyType.EVP, 10)
+    async with DictApiClient(connector_config(pki, face)) as connector:
+        spool = FileSpool(connector, tmp_path, keep=3600)
+        old = tmp_path / f"{PARTICIPANT}-999.cids"
+        old.write_text("0" * 64 + "\n")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        assert await spool.kept(PARTICIPANT, 999) is not None  # still there until a new file comes
+        info = await connector.create_cid_set_file(PARTICIPANT, KeyType.EVP)
+        for _ in range(200):
+            if (info := await connector.get_cid_set_file(PARTICIPANT, info.id)).status is FileStatus.AVAILABLE:
+                break
+            await asyncio.sleep(0.05)
+        spooled = await spool.ready(info)
+        assert spooled.cids == 10
+        assert not old.exists()
+        assert await spool.kept(PARTICIPANT, info.id) == spooled
+        assert await spool.kept("99999999", info.id) is None  # another participant never finds it
 
 
 async def test_entries_events_and_buckets_pass_through_as_the_contract_says(
