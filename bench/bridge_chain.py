@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +26,10 @@ from cidsync.cid import vsync
 from cidsync.entry import KeyType
 from cidsync_tooling.devstack.pki import make_dict_pki
 from cidsync_tooling.devstack.processes import accepts_connections, free_port
-from cidsync_tooling.devstack.servers import start_bridge_simulator, start_redis
+from cidsync_tooling.devstack.servers import start_bridge_serve, start_bridge_simulator, start_redis
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 
 PARTICIPANT = "12345678"
-CIDSYNC = Path(sys.executable).parent / "cidsync"
 
 
 async def latencies(client: BridgeClient, calls: int, value: str) -> tuple[float, float]:
@@ -57,11 +54,6 @@ async def whole_file(client: BridgeClient) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
-def start_bridge_serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen([str(CIDSYNC), "bridge", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
 async def run(cids: int, calls: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -69,28 +61,26 @@ async def run(cids: int, calls: int) -> None:
         pki = make_dict_pki(root / "pki")
         grpc_port, api_port, redis_port, bridge_port = free_port(), free_port(), free_port(), free_port()
         sim = start_bridge_simulator(
-            port=grpc_port, data_dir=None, seed_file=None, file_delay=0.1, time_scale=1.0, rate_limits=False,
-            log=root / "sim.log", extra_args=pki.simulator_flags(api_port),
+            port=grpc_port,
+            data_dir=None,
+            seed_file=None,
+            file_delay=0.1,
+            time_scale=1.0,
+            rate_limits=False,
+            log=root / "sim.log",
+            extra_args=pki.simulator_flags(api_port),
             also_ready=lambda: accepts_connections(api_port),
-        )  # fmt: skip
+        )
         redis = start_redis(port=redis_port, data_dir=root / "redis", appendonly=False, log=root / "redis.log")
-        env = {
-            **os.environ,
-            "CIDSYNC_DICT_URL": f"https://127.0.0.1:{api_port}/api/v2/",
-            "CIDSYNC_DICT_CLIENT_CERT": str(pki.participant_cert),
-            "CIDSYNC_DICT_CLIENT_KEY": str(pki.participant_key),
-            "CIDSYNC_DICT_CA": str(pki.ca),
-            "CIDSYNC_DICT_SIGNER_CERT": str(pki.dict_signer_cert),
-            "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "CIDSYNC_BRIDGE_PORT": str(bridge_port),
-            "CIDSYNC_BRIDGE_SPOOL_DIR": str(root / "spool"),
-        }
-        bridge = start_bridge_serve(env, root / "bridge.log")
+        bridge = start_bridge_serve(
+            port=bridge_port,
+            pki=pki,
+            dict_api_port=api_port,
+            spool_dir=root / "spool",
+            log=root / "bridge.log",
+            env={"CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"},
+        )
         try:
-            for _ in range(300):
-                if accepts_connections(bridge_port):
-                    break
-                await asyncio.sleep(0.1)
             started = time.perf_counter()
             async with SimulatorAdmin(f"127.0.0.1:{grpc_port}", deadline=1800) as admin:
                 loaded, value = await admin.load_synthetic(PARTICIPANT, KeyType.EVP, cids, seed=7)
@@ -114,8 +104,7 @@ async def run(cids: int, calls: int) -> None:
                 print(f"  chain  {c_time:7.1f} s ({c_count} CIDs)   ratio {c_time / d_time:.1f}x")
                 assert d_count == c_count == cids
         finally:
-            bridge.terminate()
-            bridge.wait(timeout=30)
+            bridge.stop()
             redis.stop()
             sim.stop()
 

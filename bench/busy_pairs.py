@@ -58,6 +58,7 @@ from cidsync_tooling.devstack.spec import (
     FollowSpec,
     PulsarSpec,
     RedisSpec,
+    SimulatorSpec,
     StackSpec,
     StarterSpec,
     headless_temporal,
@@ -83,8 +84,10 @@ def stack_spec(root: Path) -> StackSpec:
         temporal=headless_temporal(root / "temporal.db"),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
-        bridge=BridgeSpec(
+        bridge=BridgeSpec(port=0),
+        simulator=SimulatorSpec(
             port=0,
+            api_port=0,
             data_dir=None,
             file_delay_seconds=10.0,
             file_delay_per_cid_ms=25.0,
@@ -153,7 +156,7 @@ async def run(state: StackState, rate: float, followers: bool, wait_proof: float
     rng = random.Random(participant)
     pair = PairKeys(participant, KEY_TYPE)
     async with (
-        SimulatorAdmin(str(state.bridge_address)) as admin,
+        SimulatorAdmin(str(state.simulator_address)) as admin,
         EntryEventProducer(
             pulsar_client(str(state.pulsar_url)), topics=Topics(namespace=state.pulsar_namespace), owns_client=True
         ) as producer,

@@ -27,6 +27,7 @@ from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     PulsarSpec,
     RedisSpec,
+    SimulatorSpec,
     StackSpec,
     StarterSpec,
     WorkerSpec,
@@ -97,7 +98,8 @@ def fresh_stack(root: Path, replicas: int = 1) -> Iterator[Stack]:
         temporal=temporal,
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
-        bridge=BridgeSpec(port=0, data_dir=None),
+        simulator=SimulatorSpec(port=0, api_port=0, data_dir=None),
+        bridge=BridgeSpec(enabled=False),  # ingestion alone: the workers never call DICT here
         worker=WorkerSpec(replicas=replicas),
         starter=StarterSpec(enabled=False),
     )

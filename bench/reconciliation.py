@@ -39,7 +39,15 @@ from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.temporal_client import connect
-from cidsync_tooling.devstack.spec import BridgeSpec, PulsarSpec, RedisSpec, StackSpec, StarterSpec, TemporalSpec
+from cidsync_tooling.devstack.spec import (
+    BridgeSpec,
+    PulsarSpec,
+    RedisSpec,
+    SimulatorSpec,
+    StackSpec,
+    StarterSpec,
+    TemporalSpec,
+)
 from cidsync_tooling.devstack.stack import down, up
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
@@ -64,7 +72,8 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
         ),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
-        bridge=BridgeSpec(port=0, data_dir=None, time_scale=time_scale, file_delay_seconds=2.0),
+        simulator=SimulatorSpec(port=0, api_port=0, data_dir=None, time_scale=time_scale, file_delay_seconds=2.0),
+        bridge=BridgeSpec(port=0),
         starter=StarterSpec(enabled=False),
     )
 
@@ -121,7 +130,7 @@ async def run_size(state: Any, size: int) -> dict[str, Any]:
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
     divergence = size // 100
     add, remove, alter = divergence * 3 // 10, divergence * 4 // 10, divergence * 3 // 20
-    async with SimulatorAdmin(state.bridge_address, deadline=900) as admin:
+    async with SimulatorAdmin(state.simulator_address, deadline=900) as admin:
         started = time.perf_counter()
         loaded, _ = await admin.load_synthetic(PARTICIPANT, KEY_TYPE, size, seed=SEED)
         dict_seconds = time.perf_counter() - started

@@ -328,8 +328,11 @@ class Run:
         self.ledger.hostile = hostile_messages(events, self.rng)
         split = int(len(events) * (1 - options.per_event_share))
         self.client: Client = await connect(self.settings)
-        self.admin = SimulatorAdmin(self.settings.require("bridge_address"))
-        self.bridge = BridgeClient(self.settings.require("bridge_address"))
+        # The harness speaks to DICT itself (the simulator's gRPC face: admin, the final verdicts); the
+        # workers reach it through `bridge serve` and DICT API v2, as in production.
+        simulator = str(self.stack.state.simulator_address)
+        self.admin = SimulatorAdmin(simulator)
+        self.bridge = BridgeClient(simulator)
         self.dict_first = DictFirst(self.admin)
         pulsar_async = pulsar_client(self.settings.require("pulsar_url"))
         producer = EntryEventProducer(pulsar_async, topics=self.topics)

@@ -22,6 +22,7 @@ from cidsync_tooling.devstack.spec import (
     FollowSpec,
     PulsarSpec,
     RedisSpec,
+    SimulatorSpec,
     StackSpec,
     StarterSpec,
     WorkerSpec,
@@ -30,7 +31,7 @@ from cidsync_tooling.devstack.spec import (
 from cidsync_tooling.devstack.stack import StackState, down, read_state, replica_name, up
 
 SECRET = "chaos-key-secret"
-KILLABLE = ("worker", "starter", "pulsar", "redis", "temporal")
+KILLABLE = ("worker", "starter", "bridge", "pulsar", "redis", "temporal")
 
 
 def chaos_spec(root: Path, mode: str, replicas: int = 1) -> StackSpec:
@@ -39,7 +40,8 @@ def chaos_spec(root: Path, mode: str, replicas: int = 1) -> StackSpec:
         temporal=headless_temporal(root / "temporal.db"),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
-        bridge=BridgeSpec(port=0, data_dir=root / "bridge", file_delay_seconds=1.0),
+        simulator=SimulatorSpec(port=0, api_port=0, data_dir=root / "dict", file_delay_seconds=1.0),
+        bridge=BridgeSpec(port=0),
         codec=CodecSpec(enabled=False),
         worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
         # Two starters share a Shared subscription, not Key_Shared: pulsar-lite's Key_Shared dispatcher keys

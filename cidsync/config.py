@@ -43,6 +43,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "dict_client_key": "CIDSYNC_DICT_CLIENT_KEY",
     "dict_ca": "CIDSYNC_DICT_CA",
     "dict_signer_cert": "CIDSYNC_DICT_SIGNER_CERT",
+    "bridge_host": "CIDSYNC_BRIDGE_HOST",
     "bridge_port": "CIDSYNC_BRIDGE_PORT",
     "bridge_spool_dir": "CIDSYNC_BRIDGE_SPOOL_DIR",
     "bridge_tls_server_cert": "CIDSYNC_BRIDGE_TLS_SERVER_CERT",
@@ -105,6 +106,9 @@ class Settings:
     dict_ca: str | None = _setting(None, "the CAs of DICT's TLS certificate (PEM)")
     dict_signer_cert: str | None = _setting(
         None, "DICT's signing certificates (PEM bundle; a rotation is a change of this file)"
+    )
+    bridge_host: str = _setting(
+        "[::]", "the address `cidsync bridge serve` listens on: [::] every interface, 127.0.0.1 this machine only"
     )
     bridge_port: int = _setting(50051, "the port `cidsync bridge serve` listens on (gRPC)")
     bridge_spool_dir: str = _setting(
@@ -215,7 +219,7 @@ def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
     return {
         name: str(entry["value"])
         for name, entry in published.items()
-        if name in ENVIRONMENT and _alive(int(entry["pid"]), float(entry["create_time"]))
+        if _alive(int(entry["pid"]), float(entry["create_time"]))
     }
 
 

@@ -137,7 +137,7 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     topics = Topics(namespace=state.pulsar_namespace)
     history = History.make(options)
     print(f"\n== publishing {history.describe()}")
-    if state.bridge_address and not await _make_in_dict_first(state.bridge_address, history):
+    if state.simulator_address and not await _make_in_dict_first(state.simulator_address, history):
         return False
     client = pulsar_client(settings.require("pulsar_url"))
     store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
@@ -153,7 +153,7 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
         print(f"   {'all applied' if applied else 'NOT all applied'} after {time.perf_counter() - started:.0f} s")
         verified = await _verify_with_dict(state.bridge_address, current) if state.bridge_address else False
         reconciled = followed = False
-        if state.bridge_address:  # DICT changed behind cidsync's back: reconciled, then found by a follower
+        if state.simulator_address:  # DICT changed behind cidsync's back: reconciled, then found by a follower
             reconciled = await _reconcile(state, settings, current, history.participants[0])
             followed = await _follow(spec, state, current, history.participants[1])
         dead_letters = await _dead_letters(dlq, topics.dead_letter_topic)
@@ -163,13 +163,13 @@ async def _run(spec: StackSpec, state: StackState, options: DemoOptions) -> bool
     return applied and verified and dead_letters and reconciled and followed
 
 
-async def _make_in_dict_first(bridge_address: str, history: History) -> bool:
+async def _make_in_dict_first(simulator_address: str, history: History) -> bool:
     """Core's order: each change made in DICT first (commit order), then its event."""
     from cidsync_tooling.simulator.admin_client import SimulatorAdmin
     from cidsync_tooling.simulator.dict_first import DictFirst
     from cidsync_tooling.simulator.dict_state import ChangeOutcome
 
-    async with SimulatorAdmin(bridge_address) as admin:
+    async with SimulatorAdmin(simulator_address) as admin:
         dict_first = DictFirst(admin)
         refused = await dict_first.refused(history.events)
     told = dict_first.outcomes
@@ -303,8 +303,9 @@ async def _reconcile(
         f"\n== reconciliation: DICT changes behind cidsync's back for participant {participant} "
         "(per key type: 3 entries added, 2 removed, 2 altered there)"
     )
+    assert state.simulator_address is not None
     assert state.bridge_address is not None
-    async with SimulatorAdmin(state.bridge_address) as admin:
+    async with SimulatorAdmin(state.simulator_address) as admin:
         for index, key_type in enumerate(key_types):
             room = current[(participant, key_type)][0] // 3
             await admin.diverge(
@@ -401,6 +402,7 @@ async def _follow(
         f"{participant} ({', '.join(k.value for k in key_types)}; a {grace:.0f} s grace period here, 2 min by "
         "default), and DICT changes behind cidsync's back (per key type: 2 added, 1 removed, 1 altered)"
     )
+    assert state.simulator_address is not None
     assert state.bridge_address is not None
     settings = load_settings({}, dev_endpoints=state.endpoints())
     client = await connect(settings, identity="cidsync-demo")
@@ -414,7 +416,7 @@ async def _follow(
         async with asyncio.timeout(30):
             while not all(s.state == "in sync" for s in (await statuses()).values()):  # noqa: ASYNC110 (a query)
                 await asyncio.sleep(0.2)
-        async with SimulatorAdmin(state.bridge_address) as admin:
+        async with SimulatorAdmin(state.simulator_address) as admin:
             files_before = (await admin.stats())["files_created"]
             for index, key_type in enumerate(key_types):
                 await admin.diverge(participant, key_type, add=2, remove=1, alter=1, seed=8_000 + index)

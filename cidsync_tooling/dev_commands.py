@@ -56,11 +56,15 @@ def print_endpoints(state: StackState) -> None:
         ("Pulsar", f"{e['pulsar_url']} (namespace {e['pulsar_namespace']})"),
         ("Redis", e["redis_url"]),
     ]
-    if e["bridge_address"]:
-        rows.append(("Bridge", e["bridge_address"]))
+    if e["bridge_address"] and e["bridge_address"] != e["simulator_address"]:
+        rows.append(("Bridge", f"{e['bridge_address']} (cidsync bridge serve, to DICT API v2 {e['dict_url']})"))
+    elif e["bridge_address"]:
+        rows.append(("Bridge", f"{e['bridge_address']} (the simulator's gRPC face: bridge serve is off)"))
+    if e["simulator_address"]:
+        rows.append(("DICT", f"{e['simulator_address']} (the simulator: cidsync bridge-sim admin)"))
     if e["codec_url"]:
         rows.append(("Codec", f"{e['codec_url']} (payloads encrypted with {e['codec_keys_file']}; the UI decodes)"))
-    for role in ("worker", "starter"):
+    for role in ("worker", "starter", "bridge"):
         if url := e[f"{role}_metrics"]:
             rows.append((role.capitalize(), f"{url}/metrics  {url}/healthz  {url}/readyz"))
     rows.append(("State", str(Path(state.state_dir) / "state.json")))

@@ -105,7 +105,7 @@ def _dict_address(args: argparse.Namespace, pulsar_url: str) -> str | None:
     if args.dict_address:
         return str(args.dict_address)
     dev = dev_stack_endpoints()
-    return dev.get("bridge_address") if dev.get("pulsar_url") == pulsar_url else None
+    return dev.get("simulator_address") if dev.get("pulsar_url") == pulsar_url else None
 
 
 def _events_of(args: argparse.Namespace) -> list[EntryEvent]:

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cidsync.cli.bridge_commands import bridge_address
-from cidsync.cli.options import add_pair, add_settings_flags, participant_flag, run_async, stop_on_signals
+from cidsync.cli.options import add_pair, participant_flag, run_async, stop_on_signals
 from cidsync.entry import KeyType, parse_entry_json, parse_jsonl_entries
 from cidsync.errors import InvalidInput, Problem
 
@@ -104,9 +103,9 @@ async def _start_dict_api(sim: Any, args: argparse.Namespace) -> asyncio.Server:
 
 async def _admin(args: argparse.Namespace) -> int:
     from cidsync.bridge.models import FileStatus
-    from cidsync_tooling.simulator.admin_client import SimulatorAdmin
+    from cidsync_tooling.simulator.admin_client import SimulatorAdmin, simulator_address
 
-    async with SimulatorAdmin(bridge_address(args)) as admin:
+    async with SimulatorAdmin(simulator_address(args.simulator_address)) as admin:
         match args.admin_command:
             case "load" if args.synthetic:
                 if not (args.participant and args.key_type) or args.synthetic < 0:
@@ -267,5 +266,9 @@ def register(commands: Any) -> None:
     stats.add_argument("--json", action="store_true")
     which.add_parser("reset", help="forget every entry, file, counter and fault")
     for parser in which.choices.values():
-        add_settings_flags(parser, ["bridge_address"])
+        parser.add_argument(
+            "--simulator-address",
+            metavar="HOST:PORT",
+            help="the simulator's gRPC port (default: $CIDSYNC_SIMULATOR_ADDRESS, else the running dev stack's)",
+        )
         parser.set_defaults(handler=run_async(_admin))

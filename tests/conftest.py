@@ -20,15 +20,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync_tooling.devstack.processes import free_port, temporal_binary
-from cidsync_tooling.devstack.servers import start_bridge_simulator, start_pulsar, start_redis
+from cidsync_tooling.devstack.servers import start_pulsar, start_redis
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from tests.helpers.servers import (
-    SIMULATOR_FILE_DELAY,
     TIME_SKIPPING_FLAG,
+    BridgeChain,
     BridgeSimulator,
     PulsarBroker,
     RedisClusterServers,
     RedisServer,
+    launch_bridge_chain,
+    launch_simulator,
     namespace_ready,
 )
 
@@ -78,20 +80,25 @@ def pulsar_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulsarBr
 
 @pytest.fixture(scope="session")
 def bridge_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeSimulator]:
-    """The DICT simulator as its own process (`cidsync bridge-sim`), so the client is measured alone."""
-    root = tmp_path_factory.mktemp("bridge")
-    port = free_port()
-    launched = start_bridge_simulator(
-        port=port,
-        data_dir=None,
-        seed_file=None,
-        file_delay=SIMULATOR_FILE_DELAY,
-        time_scale=1.0,
-        rate_limits=True,
-        log=root / "bridge.log",
-    )
+    """The DICT simulator as its own process (`cidsync bridge-sim`), so the client is measured alone; it
+    serves DICT API v2 as well, for `bridge_chain`."""
+    launched, simulator = launch_simulator(tmp_path_factory.mktemp("bridge"))
     try:
-        yield BridgeSimulator(port)
+        yield simulator
+    finally:
+        launched.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge_chain(
+    bridge_simulator: BridgeSimulator, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BridgeChain]:
+    """`cidsync bridge serve` in front of the session simulator's DICT API v2 (mutual TLS, signed XML): the
+    workers of the reconciliation and follower tests reach DICT as in production; `simulator_admin` still
+    changes DICT behind their back."""
+    launched, chain = launch_bridge_chain(bridge_simulator, redis_server.url, tmp_path_factory.mktemp("bridge-serve"))
+    try:
+        yield chain
     finally:
         launched.stop()
 
@@ -153,6 +160,7 @@ SERVER_FIXTURES = frozenset(
         "pulsar_broker",
         "stoppable_broker",
         "bridge_simulator",
+        "bridge_chain",
         "simulator_admin",
         "time_skipping_env",
         "temporal_env",
@@ -201,25 +209,24 @@ async def running(
     temporal_env: WorkflowEnvironment,
     redis_server: RedisServer,
     pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator,
+    bridge_chain: BridgeChain,
 ) -> AsyncIterator[Running]:
-    """A worker with every reconciliation activity, on the session's real servers, for one test."""
+    """A worker with every reconciliation activity, on the session's real servers, for one test: it reaches
+    DICT through `bridge serve` and DICT API v2."""
     from tests.e2e.reconciliation import reconciliation_worker
 
     async with reconciliation_worker(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_chain.address
     ) as reconciling:
         yield reconciling
 
 
 @pytest.fixture
 async def running_on_each_store(
-    temporal_env: WorkflowEnvironment, store_url: str, pulsar_broker: PulsarBroker, bridge_simulator: BridgeSimulator
+    temporal_env: WorkflowEnvironment, store_url: str, pulsar_broker: PulsarBroker, bridge_chain: BridgeChain
 ) -> AsyncIterator[Running]:
     """`running`, on a real Redis and then on a real Redis Cluster."""
     from tests.e2e.reconciliation import reconciliation_worker
 
-    async with reconciliation_worker(
-        temporal_env, store_url, pulsar_broker.url, bridge_simulator.address
-    ) as reconciling:
+    async with reconciliation_worker(temporal_env, store_url, pulsar_broker.url, bridge_chain.address) as reconciling:
         yield reconciling

@@ -75,7 +75,10 @@ def private_spec(root: Path, stack_file: Path) -> StackSpec:
             "temporal": spec.temporal.model_copy(update={"port": 0, "ui_port": 0, "db_filename": None}),
             "pulsar": spec.pulsar.model_copy(update={"port": 0, "data_dir": root / "pulsar"}),
             "redis": spec.redis.model_copy(update={"port": 0, "data_dir": root / "redis", "appendonly": False}),
-            "bridge": spec.bridge.model_copy(update={"port": 0, "data_dir": None, "file_delay_seconds": 0.5}),
+            "simulator": spec.simulator.model_copy(
+                update={"port": 0, "api_port": 0, "data_dir": None, "file_delay_seconds": 0.5}
+            ),
+            "bridge": spec.bridge.model_copy(update={"port": 0, "metrics_port": None}),
             "codec": spec.codec.model_copy(update={"enabled": True, "port": 0}),
             "worker": spec.worker.model_copy(update={"replicas": 1, "metrics_port": None}),
             "starter": spec.starter.model_copy(update={"enabled": False}),

@@ -163,6 +163,7 @@ def register(commands: Any) -> None:
             "dict_ca",
             "dict_signer_cert",
             "redis_url",
+            "bridge_host",
             "bridge_port",
             "bridge_spool_dir",
             "bridge_tls_server_cert",

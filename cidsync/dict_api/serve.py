@@ -69,7 +69,7 @@ async def serve_bridge(settings: Settings, stop: asyncio.Event, health: Health |
     spool = FileSpool(connector, Path(settings.bridge_spool_dir))
     server = grpc.aio.server(options=SERVER_OPTIONS)
     bridge_pb2_grpc.add_DictBridgeServicer_to_server(DictApiBridge(connector, FileRequests(redis), spool), server)
-    address = f"[::]:{settings.bridge_port}"
+    address = f"{settings.bridge_host}:{settings.bridge_port}"
     if tls is None:
         server.add_insecure_port(address)
     else:

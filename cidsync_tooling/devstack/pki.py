@@ -39,6 +39,7 @@ def _cert(
     *,
     ca: bool = False,
     server: bool = False,
+    days: int = 1,
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name, issuer_key = issuer or (name, key)
@@ -50,7 +51,7 @@ def _cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
@@ -130,6 +131,16 @@ class DictPki:
     stranger_cert: Path
     stranger_key: Path
 
+    def connector_env(self, url: str) -> dict[str, str]:
+        """The `CIDSYNC_DICT_*` settings of a participant reaching the DICT API at `url` with these files."""
+        return {
+            "CIDSYNC_DICT_URL": url,
+            "CIDSYNC_DICT_CLIENT_CERT": str(self.participant_cert),
+            "CIDSYNC_DICT_CLIENT_KEY": str(self.participant_key),
+            "CIDSYNC_DICT_CA": str(self.ca),
+            "CIDSYNC_DICT_SIGNER_CERT": str(self.dict_signer_cert),
+        }
+
     def simulator_flags(self, api_port: int) -> list[str]:
         """`cidsync bridge-sim`'s flags to serve DICT API v2 on `api_port` with these certificates."""
         flags = {
@@ -144,26 +155,51 @@ class DictPki:
         return [item for pair in flags.items() for item in pair]
 
 
-def make_dict_pki(root: Path) -> DictPki:
+_DICT_PKI_NAMES = ("server", "participant", "dict-signer", "stranger")
+
+
+def _dict_pki_at(root: Path) -> DictPki:
+    files = [root / f"{name}.{ext}" for name in _DICT_PKI_NAMES for ext in ("pem", "key")]
+    return DictPki(root / "ca.pem", *files)
+
+
+def make_dict_pki(root: Path, *, days: int = 1) -> DictPki:
+    """A CA, DICT's server and signing certificates, the participant's, and a stranger's from another CA:
+    RSA keys, as DICT uses, valid for `days`."""
+
     def rsa_key() -> rsa.RSAPrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    def write(name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> tuple[Path, Path]:
+    ca_key, other_ca_key = rsa_key(), rsa_key()
+    ca = _cert("RSFN test CA", ca_key, None, ca=True, days=days)
+    other_ca = _cert("somebody else's CA", other_ca_key, None, ca=True, days=days)
+    issuers = {"stranger": (other_ca.subject, other_ca_key)}
+    for name in _DICT_PKI_NAMES:
+        key = rsa_key()
+        issuer = issuers.get(name, (ca.subject, ca_key))
+        cert = _cert(f"cidsync {name}", key, issuer, server=name == "server", days=days)
         (root / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         (root / f"{name}.key").write_bytes(_key_pem(key))
-        return root / f"{name}.pem", root / f"{name}.key"
-
-    ca_key, other_ca_key = rsa_key(), rsa_key()
-    ca = _cert("RSFN test CA", ca_key, None, ca=True)
-    other_ca = _cert("somebody else's CA", other_ca_key, None, ca=True)
     (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    made = {}
-    for name, issuer, server in (
-        ("server", (ca.subject, ca_key), True),
-        ("participant", (ca.subject, ca_key), False),
-        ("dict-signer", (ca.subject, ca_key), False),
-        ("stranger", (other_ca.subject, other_ca_key), False),
+    return _dict_pki_at(root)
+
+
+STACK_PKI_DAYS = 365
+
+
+def kept_dict_pki(root: Path) -> DictPki:
+    """The embedded stack's DICT PKI: made at its first `up` and kept in `root` (0700), so a simulator and a
+    `bridge serve` restarted apart still trust each other; made anew when a file is missing or a certificate
+    expires within a day (then `cidsync dev down` and `up` restart both on it)."""
+    pki = _dict_pki_at(root)
+    paths = [pki.ca, pki.server_cert, pki.server_key, pki.participant_cert, pki.participant_key]
+    paths += [pki.dict_signer_cert, pki.dict_signer_key, pki.stranger_cert, pki.stranger_key]
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    if all(path.exists() for path in paths) and all(
+        x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc > soon
+        for path in paths
+        if path.suffix == ".pem"
     ):
-        key = rsa_key()
-        made[name] = write(name, _cert(f"cidsync {name}", key, issuer, server=server), key)
-    return DictPki(root / "ca.pem", *made["server"], *made["participant"], *made["dict-signer"], *made["stranger"])
+        return pki
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return make_dict_pki(root, days=STACK_PKI_DAYS)

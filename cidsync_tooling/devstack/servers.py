@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from cidsync_tooling.devstack.pki import DictPki
 from cidsync_tooling.devstack.processes import (
     Launched,
     accepts_connections,
@@ -241,6 +242,29 @@ def start_bridge_simulator(
         argv.append("--no-rate-limits")
     argv += extra_args
     return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port) and also_ready())
+
+
+def start_bridge_serve(
+    *,
+    port: int,
+    pki: DictPki,
+    dict_api_port: int,
+    spool_dir: Path,
+    log: Path,
+    options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Launched:
+    """`cidsync bridge serve` on loopback `port`, calling the simulator's DICT API v2 on `dict_api_port` as the
+    participant of `pki`; `env` for the rest of its settings (its Redis, its TLS), `options` for its flags."""
+    environment = {
+        **pki.connector_env(f"https://127.0.0.1:{dict_api_port}/api/v2/"),
+        "CIDSYNC_BRIDGE_HOST": "127.0.0.1",
+        "CIDSYNC_BRIDGE_PORT": str(port),
+        "CIDSYNC_BRIDGE_SPOOL_DIR": str(spool_dir),
+        **(env or {}),
+    }
+    argv = [sys.executable, "-m", "cidsync", "bridge", "serve", *options]
+    return launch("bridge", argv, log=log, ready=lambda: accepts_connections(port), env=environment)
 
 
 def start_role(

@@ -69,12 +69,15 @@ class RedisSpec(_Spec):
     appendonly: bool = True
 
 
-class BridgeSpec(_Spec):
-    """The DICT simulator, serving the Bridge contract (cidsync bridge-sim)."""
+class SimulatorSpec(_Spec):
+    """The DICT simulator (cidsync bridge-sim): DICT API v2 for `bridge serve`, and the Bridge contract on
+    its gRPC port, which the tooling drives (admin) and the workers call when `bridge` is off."""
 
-    port: Port = Field(default=50051, ge=0, le=65535)
+    port: Port = Field(default=50052, ge=0, le=65535)  # gRPC: the Bridge contract and the admin calls
+    api_port: Port = Field(default=16522, ge=0, le=65535)  # DICT API v2 (HTTPS, mutual TLS, signed XML)
     # DICT is kept here across restarts (a journal of its changes), as Redis keeps the CID store;
-    # None: in memory, empty at every start.
+    # None: in memory, empty at every start. (The folder's name is from before `bridge serve`, kept so a
+    # developer's DICT outlives the upgrade.)
     data_dir: Path | None = Path(".cidsync/bridge")
     seed_file: Path | None = None  # registered at the first start only (not over a kept DICT)
     file_delay_seconds: float = Field(default=2.0, ge=0)
@@ -83,6 +86,17 @@ class BridgeSpec(_Spec):
     event_jitter_seconds: float = Field(default=0.0, ge=0)  # give or take this much
     time_scale: float = Field(default=1.0, gt=0)
     rate_limits: bool = True
+
+
+class BridgeSpec(_Spec):
+    """`cidsync bridge serve`, the Bridge the workers call, in front of the simulator's DICT API v2 with
+    certificates made for the stack at its first `up` (`<state_dir>/pki`). Off: the workers call the
+    simulator's gRPC face directly (the Bridge contract without DICT's HTTPS, XML and signatures)."""
+
+    enabled: bool = True
+    port: Port = Field(default=50051, ge=0, le=65535)
+    metrics_port: Port | None = Field(default=0, ge=0, le=65535)  # as the worker's
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class CodecSpec(_Spec):
@@ -136,6 +150,7 @@ class StackSpec(_Spec):
     temporal: TemporalSpec = TemporalSpec()
     pulsar: PulsarSpec = PulsarSpec()
     redis: RedisSpec = RedisSpec()
+    simulator: SimulatorSpec = SimulatorSpec()
     bridge: BridgeSpec = BridgeSpec()
     codec: CodecSpec = CodecSpec()
     worker: WorkerSpec = WorkerSpec()
@@ -149,18 +164,18 @@ class StackSpec(_Spec):
             return path if path.is_absolute() else (base / path).resolve()
 
         db = self.temporal.db_filename
-        seed = self.bridge.seed_file
-        bridge_dir = self.bridge.data_dir
+        seed = self.simulator.seed_file
+        dict_dir = self.simulator.data_dir
         return self.model_copy(
             update={
                 "state_dir": anchor(self.state_dir),
                 "temporal": self.temporal.model_copy(update={"db_filename": anchor(db) if db else None}),
                 "pulsar": self.pulsar.model_copy(update={"data_dir": anchor(self.pulsar.data_dir)}),
                 "redis": self.redis.model_copy(update={"data_dir": anchor(self.redis.data_dir)}),
-                "bridge": self.bridge.model_copy(
+                "simulator": self.simulator.model_copy(
                     update={
                         "seed_file": anchor(seed) if seed else None,
-                        "data_dir": anchor(bridge_dir) if bridge_dir else None,
+                        "data_dir": anchor(dict_dir) if dict_dir else None,
                     }
                 ),
             }

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, new_key
 from cidsync.config import LOCAL_ENDPOINTS_FILE
+from cidsync_tooling.devstack.pki import kept_dict_pki
 from cidsync_tooling.devstack.processes import (
     Launched,
     ProcessRef,
@@ -31,6 +32,7 @@ from cidsync_tooling.devstack.processes import (
     free_port,
 )
 from cidsync_tooling.devstack.servers import (
+    start_bridge_serve,
     start_bridge_simulator,
     start_pulsar,
     start_redis,
@@ -87,8 +89,21 @@ class StackState(BaseModel):
 
     @property
     def bridge_address(self) -> str | None:
-        svc = self.services.get("bridge")
+        """The Bridge the workers call: `bridge serve` in front of DICT API v2, else the simulator's gRPC."""
+        svc = self.services.get("bridge") or self.services.get("simulator")
         return f"127.0.0.1:{svc.ports['grpc']}" if svc else None
+
+    @property
+    def simulator_address(self) -> str | None:
+        """The simulator's gRPC port: its admin calls (load, diverge, faults) and the Bridge contract."""
+        svc = self.services.get("simulator")
+        return f"127.0.0.1:{svc.ports['grpc']}" if svc else None
+
+    @property
+    def dict_url(self) -> str | None:
+        """The simulator's DICT API v2, which `bridge serve` calls."""
+        svc = self.services.get("simulator")
+        return f"https://127.0.0.1:{svc.ports['api']}/api/v2/" if svc and "api" in svc.ports else None
 
     def endpoints(self) -> dict[str, str | None]:
         return {
@@ -99,10 +114,13 @@ class StackState(BaseModel):
             "pulsar_namespace": self.pulsar_namespace,
             "redis_url": self.redis_url,
             "bridge_address": self.bridge_address,
+            "simulator_address": self.simulator_address,
+            "dict_url": self.dict_url,
             "codec_url": self._codec_url,
             "codec_keys_file": str(Path(self.state_dir) / CODEC_KEYS_FILE) if self._codec_url else None,
             "worker_metrics": self._metrics_of("worker"),
             "starter_metrics": self._metrics_of("starter"),
+            "bridge_metrics": self._metrics_of("bridge"),
         }
 
     @property
@@ -129,16 +147,22 @@ def read_state(state_dir: Path) -> StackState | None:
         raise StackError(f"{path} is damaged ({error}); stop the processes by hand and remove it") from None
 
 
-# Which service serves each setting the commands read from a running stack (cidsync.config).
+# Which service serves each setting the commands read from a running stack (cidsync.config): the first
+# of those listed that the stack runs.
 _SERVED_BY = {
-    "temporal_address": "temporal",
-    "temporal_namespace": "temporal",
-    "pulsar_url": "pulsar",
-    "pulsar_namespace": "pulsar",
-    "redis_url": "redis",
-    "bridge_address": "bridge",
-    "codec_keys_file": "codec",
+    "temporal_address": ("temporal",),
+    "temporal_namespace": ("temporal",),
+    "pulsar_url": ("pulsar",),
+    "pulsar_namespace": ("pulsar",),
+    "redis_url": ("redis",),
+    "bridge_address": ("bridge", "simulator"),
+    "simulator_address": ("simulator",),
+    "codec_keys_file": ("codec",),
 }
+
+
+def _server_of(state: StackState, setting: str) -> ServiceState | None:
+    return next((state.services[name] for name in _SERVED_BY[setting] if name in state.services), None)
 
 
 def _write_state(state: StackState) -> None:
@@ -147,8 +171,8 @@ def _write_state(state: StackState) -> None:
     endpoints = state.endpoints()
     published = {
         name: {"value": endpoints[name], "pid": service.pid, "create_time": service.create_time}
-        for name, owner in _SERVED_BY.items()
-        if endpoints.get(name) and (service := state.services.get(owner)) is not None
+        for name in _SERVED_BY
+        if endpoints.get(name) and (service := _server_of(state, name)) is not None
     }
     _atomic_write(directory / STATE_FILE, state.model_dump_json(indent=2))
     _atomic_write(directory / LOCAL_ENDPOINTS_FILE, json.dumps(published, indent=2))
@@ -288,6 +312,47 @@ def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path
     return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / f"{name}.log")
 
 
+PKI_DIR = "pki"
+
+
+def _start_simulator(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    """DICT: the Bridge contract on its gRPC port, DICT API v2 on its API port with the stack's certificates."""
+    d = spec.simulator
+    api_port = ports["api"]
+    return start_bridge_simulator(
+        port=ports["grpc"],
+        data_dir=d.data_dir,
+        seed_file=d.seed_file,
+        file_delay=d.file_delay_seconds,
+        file_delay_per_cid_ms=d.file_delay_per_cid_ms,
+        event_delay=d.event_delay_seconds,
+        event_jitter=d.event_jitter_seconds,
+        time_scale=d.time_scale,
+        rate_limits=d.rate_limits,
+        log=logs / "simulator.log",
+        extra_args=kept_dict_pki(spec.state_dir / PKI_DIR).simulator_flags(api_port),
+        also_ready=lambda: accepts_connections(api_port),
+    )
+
+
+def _bridge_ports(spec: StackSpec) -> dict[str, int]:
+    return {"grpc": spec.bridge.port, **_role_ports(spec.bridge.metrics_port)}
+
+
+def _start_bridge(spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+    """`cidsync bridge serve` on loopback, calling the simulator's DICT API v2 as the participant, with the
+    stack's Redis (found through its state) for its file requests."""
+    return start_bridge_serve(
+        port=ports["grpc"],
+        pki=kept_dict_pki(spec.state_dir / PKI_DIR),
+        dict_api_port=spec.simulator.api_port,
+        spool_dir=spec.state_dir / "bridge-spool",
+        log=logs / "bridge.log",
+        options=["--log-level", spec.bridge.log_level, *_metrics_bind(ports)],
+        env={"CIDSYNC_STATE_DIR": str(spec.state_dir)},
+    )
+
+
 def replica_name(role: str, index: int) -> str:
     """`worker`, `worker-2`, `worker-3`...: the first keeps the role's name, as on a stack of one."""
     return role if index == 1 else f"{role}-{index}"
@@ -327,22 +392,9 @@ SERVICES: tuple[_Service, ...] = (
     # Before Temporal, whose UI is told where it answers.
     _Service("codec", lambda s: {"http": s.codec.port}, _start_codec, lambda s: s.codec.enabled),
     _Service("temporal", _temporal_ports, _start_temporal),
-    _Service(
-        "bridge",
-        lambda s: {"grpc": s.bridge.port},
-        lambda s, p, logs: start_bridge_simulator(
-            port=p["grpc"],
-            data_dir=s.bridge.data_dir,
-            seed_file=s.bridge.seed_file,
-            file_delay=s.bridge.file_delay_seconds,
-            file_delay_per_cid_ms=s.bridge.file_delay_per_cid_ms,
-            event_delay=s.bridge.event_delay_seconds,
-            event_jitter=s.bridge.event_jitter_seconds,
-            time_scale=s.bridge.time_scale,
-            rate_limits=s.bridge.rate_limits,
-            log=logs / "bridge.log",
-        ),
-    ),
+    _Service("simulator", lambda s: {"grpc": s.simulator.port, "api": s.simulator.api_port}, _start_simulator),
+    # After the simulator, whose DICT API it calls, and before the workers, which call it.
+    _Service("bridge", _bridge_ports, _start_bridge, lambda s: s.bridge.enabled),
     *_replicas("worker", _start_worker),
     *_replicas("starter", _start_starter),
 )
@@ -362,12 +414,14 @@ def _choose_ports(wanted: dict[str, int], taken: set[int]) -> dict[str, int]:
 
 def _with_chosen_ports(spec: StackSpec, ports: dict[str, dict[str, int]]) -> StackSpec:
     """The spec with the ports one service must know of another's: the codec server's CORS names the UI's
-    origin, and the UI is told the codec server's URL. A port of 0 is only known once chosen."""
-    temporal, codec = ports.get("temporal", {}), ports.get("codec", {})
+    origin, the UI is told the codec server's URL, `bridge serve` the simulator's DICT API. A port of 0 is
+    only known once chosen."""
+    temporal, codec, simulator = ports.get("temporal", {}), ports.get("codec", {}), ports.get("simulator", {})
     return spec.model_copy(
         update={
             "temporal": spec.temporal.model_copy(update={"ui_port": temporal.get("ui", spec.temporal.ui_port)}),
             "codec": spec.codec.model_copy(update={"port": codec.get("http", spec.codec.port)}),
+            "simulator": spec.simulator.model_copy(update={"api_port": simulator.get("api", spec.simulator.api_port)}),
         }
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -11,6 +12,7 @@ import grpc
 from cidsync.bridge import convert
 from cidsync.bridge.errors import from_rpc_error
 from cidsync.bridge.models import FileStatus
+from cidsync.config import NotConfigured, dev_stack_endpoints
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EventType
 from cidsync_tooling.simulator.dict_state import ChangeOutcome
@@ -28,6 +30,21 @@ OUTCOMES_FROM_PB = {
     admin_pb2.CHANGE_OUTCOME_ALREADY: ChangeOutcome.ALREADY,
     admin_pb2.CHANGE_OUTCOME_REFUSED: ChangeOutcome.REFUSED,
 }
+
+
+SIMULATOR_ADDRESS_VARIABLE = "CIDSYNC_SIMULATOR_ADDRESS"
+
+
+def simulator_address(explicit: str | None = None) -> str:
+    """The simulator to drive: `explicit` (a flag), else `$CIDSYNC_SIMULATOR_ADDRESS`, else the running dev
+    stack's. Not `CIDSYNC_BRIDGE_ADDRESS`: on the dev stack that is `bridge serve`, which has no admin calls."""
+    found = explicit or os.environ.get(SIMULATOR_ADDRESS_VARIABLE) or dev_stack_endpoints().get("simulator_address")
+    if not found:
+        raise NotConfigured(
+            f"no simulator address: set {SIMULATOR_ADDRESS_VARIABLE}, pass --simulator-address, "
+            "or start the embedded stack with `cidsync dev up`"
+        )
+    return found
 
 
 class SimulatorAdmin:

@@ -41,7 +41,8 @@ def _stack_file(tmp_path: Path, **redis: object) -> Path:
         },
         "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
         "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
-        "bridge": {"port": 0, "file_delay_seconds": 0.1},
+        "simulator": {"port": 0, "api_port": 0, "file_delay_seconds": 0.1},
+        "bridge": {"port": 0},
         "codec": {"enabled": True, "port": 0},
     }
     path = tmp_path / "temporal-dev.yaml"
@@ -196,12 +197,14 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         status = _status(config)
         assert status["exit"] == 0
         assert status["running"] is True
-        for key in ("temporal_address", "temporal_ui", "pulsar_url", "redis_url", "bridge_address"):
+        for key in ("temporal_address", "temporal_ui", "pulsar_url", "redis_url", "bridge_address", "dict_url"):
             assert status[key], key
         services = status["services"]
         assert isinstance(services, dict)
         pids = {name: svc["pid"] for name, svc in services.items()}
-        assert set(pids) == {"redis", "pulsar", "codec", "temporal", "bridge", "worker", "starter"}
+        assert set(pids) == {"redis", "pulsar", "codec", "temporal", "simulator", "bridge", "worker", "starter"}
+        # The workers' Bridge is bridge serve, in front of the simulator's DICT API v2.
+        assert status["bridge_address"] != status["simulator_address"]
         labels = [line.split()[0] for line in first.stdout.splitlines()]
         assert labels == [
             "Temporal",
@@ -209,21 +212,24 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
             "Pulsar",
             "Redis",
             "Bridge",
+            "DICT",
             "Codec",
             "Worker",
             "Starter",
+            "Bridge",
             "State",
             "Followers",
         ]
         assert "Followers none: no participants" in " ".join(first.stdout.split())
 
         # Each role serves its endpoint on the port recorded in the state, and says when it is ready.
-        for role in ("worker", "starter"):
+        for role in ("worker", "starter", "bridge"):
             url = str(status[f"{role}_metrics"])
             assert f"{url}/metrics" in first.stdout
             assert _eventually_ready(url), f"{role} at {url} never became ready"
 
-        # Every command finds the simulator through the state file, with no configuration at all.
+        # Every command finds the Bridge through the state file, with no configuration at all: a call
+        # through bridge serve, DICT API v2 and its signatures.
         verify = cidsync(
             "bridge",
             "verify",
@@ -280,7 +286,7 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
     finally:
         down = cidsync("dev", "down", "--config", str(config))
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped: starter, worker, bridge, temporal, codec, pulsar, redis"
+    assert down.stdout.strip() == "stopped: starter, worker, bridge, simulator, temporal, codec, pulsar, redis"
     assert not _group_members(list(pids.values())), "a process of the stack outlived `dev down`"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids.values())
     gone = _status(config)
@@ -362,7 +368,7 @@ def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_pa
     verifies must find both still in step, not a DICT that came back empty."""
     config = _stack_file(tmp_path)
     spec = yaml.safe_load(config.read_text())
-    spec["bridge"]["data_dir"] = str(tmp_path / "bridge")
+    spec["simulator"]["data_dir"] = str(tmp_path / "dict")
     spec["codec"] = {"enabled": False}
     config.write_text(yaml.safe_dump(spec))
     env = {"CIDSYNC_STATE_DIR": str(tmp_path / "state")}
@@ -412,7 +418,7 @@ def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_pa
         assert cidsync("dev", "up", "--config", str(config)).returncode == 0
         assert json.loads(cidsync("bridge-sim", "admin", "stats", "--json", env=env).stdout)["entries"] == before
         assert verdicts() == everything_ok
-        assert "DICT kept in" in (tmp_path / "state" / "logs" / "bridge.log").read_text()
+        assert "DICT kept in" in (tmp_path / "state" / "logs" / "simulator.log").read_text()
 
         again = cidsync("publish", "--generate", "300", "--participants", participant, "--seed", "3", env=env)
         assert again.returncode == 1

@@ -20,8 +20,12 @@ from cidsync_tooling.simulator.server import Simulator
 @dataclass(frozen=True)
 class DictApiSimulator:
     admin_address: str
-    url: str
+    api_port: int
     pki: DictPki
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}/api/v2/"
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +34,18 @@ def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dic
     pki = make_dict_pki(root)
     grpc_port, api_port = free_port(), free_port()
     launched = start_bridge_simulator(
-        port=grpc_port, data_dir=None, seed_file=None, file_delay=0.2, time_scale=1.0, rate_limits=True,
-        log=root / "bridge.log", extra_args=pki.simulator_flags(api_port),
+        port=grpc_port,
+        data_dir=None,
+        seed_file=None,
+        file_delay=0.2,
+        time_scale=1.0,
+        rate_limits=True,
+        log=root / "bridge.log",
+        extra_args=pki.simulator_flags(api_port),
         also_ready=lambda: accepts_connections(api_port),
-    )  # fmt: skip
+    )
     try:
-        yield DictApiSimulator(f"127.0.0.1:{grpc_port}", f"https://127.0.0.1:{api_port}/api/v2/", pki)
+        yield DictApiSimulator(f"127.0.0.1:{grpc_port}", api_port, pki)
     finally:
         launched.stop()
 

@@ -4,8 +4,6 @@ before it listens, one line per problem, exit 2."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +11,11 @@ import pytest
 
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.entry import KeyType
-from cidsync_tooling.devstack.processes import accepts_connections, free_port
+from cidsync_tooling.devstack.processes import free_port
+from cidsync_tooling.devstack.servers import start_bridge_serve
 from tests.dict_api.conftest import DictApiSimulator
 from tests.dict_api.test_dict_check import dict_env
-from tests.helpers.cli_runner import CIDSYNC, cidsync
-from tests.helpers.eventually import eventually_sync
+from tests.helpers.cli_runner import cidsync
 from tests.helpers.servers import RedisServer
 
 PARTICIPANT = "60701190"
@@ -28,27 +26,23 @@ def bridge_serve(dict_api_simulator: DictApiSimulator, redis_server: RedisServer
     """`cidsync bridge serve` with mutual TLS on a free port: the port."""
     pki = dict_api_simulator.pki
     port = free_port()
-    env = dict_env(
-        dict_api_simulator,
-        CIDSYNC_REDIS_URL=redis_server.url,
-        CIDSYNC_BRIDGE_PORT=str(port),
-        CIDSYNC_BRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
-        CIDSYNC_BRIDGE_TLS_SERVER_CERT=str(pki.server_cert),
-        CIDSYNC_BRIDGE_TLS_SERVER_KEY=str(pki.server_key),
-        CIDSYNC_BRIDGE_TLS_CLIENT_CA=str(pki.ca),
+    launched = start_bridge_serve(
+        port=port,
+        pki=pki,
+        dict_api_port=dict_api_simulator.api_port,
+        spool_dir=tmp_path / "spool",
+        log=tmp_path / "bridge.log",
+        env={
+            "CIDSYNC_REDIS_URL": redis_server.url,
+            "CIDSYNC_BRIDGE_TLS_SERVER_CERT": str(pki.server_cert),
+            "CIDSYNC_BRIDGE_TLS_SERVER_KEY": str(pki.server_key),
+            "CIDSYNC_BRIDGE_TLS_CLIENT_CA": str(pki.ca),
+        },
     )
-    log = tmp_path / "bridge.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(CIDSYNC), "bridge", "serve"], env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
     try:
-        eventually_sync(lambda: accepts_connections(port) or process.poll() is not None, "bridge serve listening")
-        assert process.poll() is None, log.read_text()
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        launched.stop()
 
 
 async def test_the_worker_reaches_dict_through_bridge_serve_over_mutual_tls(

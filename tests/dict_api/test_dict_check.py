@@ -10,15 +10,7 @@ from tests.helpers.cli_runner import cidsync
 
 
 def dict_env(sim: DictApiSimulator, **changes: str) -> dict[str, str]:
-    pki = sim.pki
-    env = {
-        "CIDSYNC_DICT_URL": sim.url,
-        "CIDSYNC_DICT_CLIENT_CERT": str(pki.participant_cert),
-        "CIDSYNC_DICT_CLIENT_KEY": str(pki.participant_key),
-        "CIDSYNC_DICT_CA": str(pki.ca),
-        "CIDSYNC_DICT_SIGNER_CERT": str(pki.dict_signer_cert),
-    }
-    return {**env, **changes}
+    return {**sim.pki.connector_env(sim.url), **changes}
 
 
 def test_a_working_connection_shows_the_buckets_and_spends_no_token(dict_api_simulator: DictApiSimulator) -> None:

@@ -35,7 +35,7 @@ from tests.e2e.reconciliation import (
     pair_entries,
     seed_pair,
 )
-from tests.helpers.servers import BridgeSimulator, PulsarBroker, RedisServer
+from tests.helpers.servers import BridgeChain, PulsarBroker, RedisServer
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 
 GRACE = timedelta(seconds=4)
@@ -73,11 +73,11 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
     temporal_env: WorkflowEnvironment,
     redis_server: RedisServer,
     pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator,
+    bridge_chain: BridgeChain,
     simulator_admin: SimulatorAdmin,
 ) -> None:
     async with events_and_reconciliation(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address, simulator_admin
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_chain.address, simulator_admin
     ) as flowing:
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]

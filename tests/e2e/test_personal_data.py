@@ -50,6 +50,7 @@ from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     PulsarSpec,
     RedisSpec,
+    SimulatorSpec,
     StackSpec,
     StarterSpec,
     TemporalSpec,
@@ -124,7 +125,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         temporal=TemporalSpec(port=0, ui_port=None, log_level="info", search_attributes=search_attribute_types()),
         pulsar=PulsarSpec(port=0, data_dir=tmp_path / "pulsar"),
         redis=RedisSpec(port=0, data_dir=tmp_path / "redis", appendonly=False),
-        bridge=BridgeSpec(port=0, data_dir=None, file_delay_seconds=0.2),
+        simulator=SimulatorSpec(port=0, api_port=0, data_dir=None, file_delay_seconds=0.2),
+        bridge=BridgeSpec(port=0, log_level="debug"),  # the workers reach DICT through bridge serve
         worker=WorkerSpec(enabled=False),
         starter=StarterSpec(enabled=False),
     )
@@ -244,8 +246,8 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
         await store.close()
 
     # Reconciliation: DICT alone holds `from_dict`'s entries; two runs add them locally and tell core.
-    assert stack.state.bridge_address is not None
-    async with SimulatorAdmin(stack.state.bridge_address) as admin:
+    assert stack.state.simulator_address is not None
+    async with SimulatorAdmin(stack.state.simulator_address) as admin:
         await admin.load(dict_entries)
     core = pulsar_client(stack.state.pulsar_url or "")
     consumer = await core.subscribe(
@@ -326,6 +328,7 @@ async def test_no_personal_value_reaches_temporal_logs_or_metrics(stack: Stack) 
     assert len(json_lines) > 10
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in json_lines)
     assert any("DEBUG" in text for text in corpus.texts["log:worker.log"])
+    assert any("DEBUG" in text for text in corpus.texts["log:bridge.log"])  # bridge serve, DICT's entries in hand
     assert {"log:temporal.log", "log:starter-per-event.log", "log:starter-batch.log", "log:bridge.log"} <= set(
         corpus.texts
     )

@@ -9,6 +9,7 @@ undid an event, and the events never undid a repair DICT still agreed with.
 import asyncio
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,13 +22,18 @@ from cidsync.cid import cid
 from cidsync.core_events import Outcome
 from cidsync.entry import Entry, KeyType
 from cidsync.events import EntryEvent
-from cidsync_tooling.devstack.processes import free_port
-from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.reconciliation import start_reconciliation
 from tests.e2e.harness import history_events, immediate
 from tests.e2e.reconciliation import events_and_reconciliation, pair_entries
-from tests.helpers.servers import BridgeSimulator, PulsarBroker, RedisServer
+from tests.helpers.servers import (
+    BridgeChain,
+    BridgeSimulator,
+    PulsarBroker,
+    RedisServer,
+    launch_bridge_chain,
+    launch_simulator,
+)
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
 
@@ -54,11 +60,11 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
     temporal_env: WorkflowEnvironment,
     redis_server: RedisServer,
     pulsar_broker: PulsarBroker,
-    bridge_simulator: BridgeSimulator,
+    bridge_chain: BridgeChain,
     simulator_admin: SimulatorAdmin,
 ) -> None:
     async with events_and_reconciliation(
-        temporal_env, redis_server.url, pulsar_broker.url, bridge_simulator.address, simulator_admin
+        temporal_env, redis_server.url, pulsar_broker.url, bridge_chain.address, simulator_admin
     ) as flowing:
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core
         participant = pipeline.participants[0]
@@ -108,35 +114,35 @@ async def test_reconciliations_while_events_flow_converge_to_dict(
         assert [(r.key_type, r.outcome, r.verifications) for r in second] == [(k, Outcome.OK, 1) for k in KeyType]
 
 
+@dataclass(frozen=True)
+class BusyDict:
+    simulator: BridgeSimulator
+    bridge: BridgeChain
+
+
 @pytest.fixture
-def busy_dict(tmp_path: Path) -> Iterator[BridgeSimulator]:
+def busy_dict(tmp_path: Path, redis_server: RedisServer) -> Iterator[BusyDict]:
     """A simulator that behaves as DICT does where a busy pair feels it: the file is the set at a snapshot
     taken after the request and AVAILABLE after a per-CID delay, and each change shows in the event log
-    0.1 to 0.5 s after it was made (so one may show after later ones)."""
-    port = free_port()
-    launched = start_bridge_simulator(
-        port=port,
-        data_dir=None,
-        seed_file=None,
-        file_delay=2.0,
-        file_delay_per_cid_ms=5.0,
-        event_delay=0.3,
-        event_jitter=0.2,
-        time_scale=1.0,
-        rate_limits=True,
-        log=tmp_path / "bridge.log",
+    0.1 to 0.5 s after it was made (so one may show after later ones); `bridge serve` in front of it."""
+    simulator, dict_ = launch_simulator(
+        tmp_path, file_delay=2.0, file_delay_per_cid_ms=5.0, event_delay=0.3, event_jitter=0.2
     )
     try:
-        yield BridgeSimulator(port)
+        bridge, chain = launch_bridge_chain(dict_, redis_server.url, tmp_path)
+        try:
+            yield BusyDict(dict_, chain)
+        finally:
+            bridge.stop()
     finally:
-        launched.stop()
+        simulator.stop()
 
 
 async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
     temporal_env: WorkflowEnvironment,
     redis_server: RedisServer,
     pulsar_broker: PulsarBroker,
-    busy_dict: BridgeSimulator,
+    busy_dict: BusyDict,
 ) -> None:
     """The busy-pair issue's scenario, reduced: core keeps changing the participant's pairs (~25 changes/s,
     ~5/s on each key type: creations, account updates, immediate deletes, each in DICT first), DICT diverges
@@ -144,9 +150,9 @@ async def test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence(
     EVP and CPF are reconciled while the traffic goes on. Before the diff was anchored in time, such a run
     counted dozens of CIDs in flight as divergence and stopped for approval."""
     async with (
-        SimulatorAdmin(busy_dict.address) as admin,
+        SimulatorAdmin(busy_dict.simulator.address) as admin,
         events_and_reconciliation(
-            temporal_env, redis_server.url, pulsar_broker.url, busy_dict.address, admin
+            temporal_env, redis_server.url, pulsar_broker.url, busy_dict.bridge.address, admin
         ) as flowing,
     ):
         pipeline, running, core = flowing.pipeline, flowing.running, flowing.core

@@ -17,8 +17,15 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync_tooling.devstack.processes import Launched, free_cluster_port
-from cidsync_tooling.devstack.servers import cluster_ok, form_cluster, start_redis
+from cidsync_tooling.devstack.pki import DictPki, make_dict_pki
+from cidsync_tooling.devstack.processes import Launched, accepts_connections, free_cluster_port, free_port
+from cidsync_tooling.devstack.servers import (
+    cluster_ok,
+    form_cluster,
+    start_bridge_serve,
+    start_bridge_simulator,
+    start_redis,
+)
 
 TIME_SKIPPING_FLAG = ["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"]
 # Every role that checks the key secret against the session's Redis uses this one (a store knows one).
@@ -85,6 +92,23 @@ class RedisClusterServers:
 
 @dataclass(frozen=True)
 class BridgeSimulator:
+    """The DICT simulator: the Bridge contract and the admin calls on `port`, DICT API v2 on `api_port`
+    with the certificates of `pki`."""
+
+    port: int
+    api_port: int
+    pki: DictPki
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class BridgeChain:
+    """`cidsync bridge serve` on `port`, in front of a simulator's DICT API v2: the Bridge as a participant
+    runs it, which the reconciliation and follower tests' workers call."""
+
     port: int
 
     @property
@@ -94,6 +118,43 @@ class BridgeSimulator:
 
 # Fast files for tests; DICT's real rate limits at real speed (each test uses its own participant).
 SIMULATOR_FILE_DELAY = 0.2
+
+
+def launch_simulator(
+    root: Path, *, file_delay: float = SIMULATOR_FILE_DELAY, **delays: float
+) -> tuple[Launched, BridgeSimulator]:
+    """`cidsync bridge-sim` in memory, serving DICT API v2 with a throwaway PKI made in `root`; `delays`
+    are its DICT-like delays (`file_delay_per_cid_ms`, `event_delay`, `event_jitter`)."""
+    pki = make_dict_pki(root)
+    port, api_port = free_port(), free_port()
+    launched = start_bridge_simulator(
+        port=port,
+        data_dir=None,
+        seed_file=None,
+        file_delay=file_delay,
+        time_scale=1.0,
+        rate_limits=True,
+        log=root / "simulator.log",
+        extra_args=pki.simulator_flags(api_port),
+        also_ready=lambda: accepts_connections(api_port),
+        **delays,
+    )
+    return launched, BridgeSimulator(port, api_port, pki)
+
+
+def launch_bridge_chain(simulator: BridgeSimulator, redis_url: str, root: Path) -> tuple[Launched, BridgeChain]:
+    """`cidsync bridge serve` on a free port in front of `simulator`'s DICT API v2, its file requests in
+    `redis_url`, its spool in `root`."""
+    port = free_port()
+    launched = start_bridge_serve(
+        port=port,
+        pki=simulator.pki,
+        dict_api_port=simulator.api_port,
+        spool_dir=root / "spool",
+        log=root / "bridge-serve.log",
+        env={"CIDSYNC_REDIS_URL": redis_url},
+    )
+    return launched, BridgeChain(port)
 
 
 async def namespace_ready(env: WorkflowEnvironment) -> None:
