@@ -252,7 +252,10 @@ async def _verify_with_dict(bridge_address: str, current: Pairs) -> bool:
         verdicts = {
             pair: (await bridge.verify_sync(pair[0], pair[1], value)).ok for pair, (_, value) in current.items()
         }
-    print("\n== local VSync per (participant, key type), verified by DICT (the simulator, told first)")
+    print(
+        "\n== local VSync per (participant, key type), verified by DICT (the simulator, told first) through the "
+        "worker's Bridge"
+    )
     print(f"   {'participant':<11} {'key type':<8} {'count':>6}  {'vsync':<64}  DICT")
     for (participant, key_type), (count, value) in sorted(current.items()):
         print(
@@ -465,7 +468,10 @@ def run_demo(spec: StackSpec, config_path: object, options: DemoOptions | None =
 
     before = read_state(spec.state_dir)
     already_running = before is not None and all(before.running().values())
-    print("== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator, worker, starter)")
+    print(
+        "== bringing up the embedded stack (Temporal, Pulsar, Redis, the DICT simulator, bridge serve, worker, "
+        "starter): the worker reaches DICT through bridge serve and DICT API v2 (mutual TLS, signed XML)"
+    )
     state = up(spec, Path(str(config_path)), on_start=lambda name: print(f"   starting {name}...", flush=True))
     try:
         good = asyncio.run(_run(spec, state, options or DemoOptions()))
