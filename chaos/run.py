@@ -1,11 +1,12 @@
 """`make chaos`: every fault at once on the embedded stack, and proof that nothing was lost or doubled.
 
 One run, reproducible from its seed (printed first): a fresh embedded stack (Temporal with its database
-file, the broker, Redis with AOF, the DICT simulator with its journal, a worker and a starter) and a
+file, the broker, Redis with AOF, the DICT simulator with its journal, `bridge serve` in front of its DICT
+API v2, a worker and a starter) and a
 follower of DICT's event log for every pair. A history of valid entry events is made in DICT first, as
 core does, and published with duplicates and in shuffled order: most through the batch-mode starter,
 the rest through a per-event one. Meanwhile, at moments drawn from the seed, the run SIGKILLs and
-restarts the worker, the starter, the broker, Redis and the Temporal server (and several at once),
+restarts the worker, the starter, `bridge serve`, the broker, Redis and the Temporal server (and several),
 makes DICT unavailable or slow, empties a participant's rate-limit bucket, fails CID files while
 reconciliations of busy pairs run (core changing them all along), changes DICT behind cidsync's back, and
 feeds hostile messages to the entry topics.
