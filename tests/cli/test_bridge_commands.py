@@ -8,17 +8,21 @@ from cidsync.cid import cid, vsync
 from cidsync.entry import KeyType
 from cidsync_tooling.synthetic import pair_random, synthetic_entry
 from tests.helpers.cli_runner import cidsync
-from tests.helpers.servers import BridgeSimulator
+from tests.helpers.servers import BridgeChain, BridgeSimulator
 
 
-def test_load_verify_cids_and_stats(bridge_simulator: BridgeSimulator, participant: str, tmp_path: Path) -> None:
-    address = ["--bridge-address", bridge_simulator.address]
+def test_load_verify_cids_and_stats(
+    bridge_simulator: BridgeSimulator, bridge_chain: BridgeChain, participant: str, tmp_path: Path
+) -> None:
+    """Entries loaded into the simulator, then verified and listed through `bridge serve` and DICT API v2."""
+    admin = ["--simulator-address", bridge_simulator.address]
+    address = ["--bridge-address", bridge_chain.address]
     rng = random.Random(participant)
     entries = [synthetic_entry(rng, participant, KeyType.CPF) for _ in range(12)]
     seed = tmp_path / "entries.jsonl"
     seed.write_text("".join(e.model_dump_json() + "\n" for e in entries), encoding="utf-8")
 
-    loaded = cidsync("bridge-sim", "admin", "load", "--file", str(seed), *address)
+    loaded = cidsync("bridge-sim", "admin", "load", "--file", str(seed), *admin)
     assert (loaded.returncode, loaded.stdout.strip()) == (0, "loaded 12 entries"), loaded.stderr
 
     pair = ["--participant", participant, "--key-type", "CPF"]
@@ -32,7 +36,7 @@ def test_load_verify_cids_and_stats(bridge_simulator: BridgeSimulator, participa
     assert listed.stdout.splitlines() == sorted(cid(e) for e in entries)
     assert "12 CIDs, SHA-256" in listed.stderr
 
-    stats = cidsync("bridge-sim", "admin", "stats", "--json", *address)
+    stats = cidsync("bridge-sim", "admin", "stats", "--json", *admin)
     counters = json.loads(stats.stdout)
     assert counters["calls"]["VerifySync"] >= 2
     assert counters["calls"]["CreateCidSetFile"] >= 1
@@ -64,6 +68,14 @@ def test_no_bridge_configured_is_a_clear_error(tmp_path: Path) -> None:
     assert "no bridge address: set CIDSYNC_BRIDGE_ADDRESS" in result.stderr
 
 
+def test_no_simulator_configured_is_a_clear_error(tmp_path: Path) -> None:
+    result = cidsync(
+        "bridge-sim", "admin", "stats", env={"CIDSYNC_STATE_DIR": str(tmp_path), "CIDSYNC_SIMULATOR_ADDRESS": ""}
+    )
+    assert result.returncode == 1
+    assert "no simulator address: set CIDSYNC_SIMULATOR_ADDRESS, pass --simulator-address" in result.stderr
+
+
 def test_unreachable_bridge_fails_with_exit_1(participant: str) -> None:
     from cidsync_tooling.devstack.processes import free_port
 
@@ -85,7 +97,7 @@ def test_unreachable_bridge_fails_with_exit_1(participant: str) -> None:
 
 
 def test_synthetic_load_matches_the_library_generator(bridge_simulator: BridgeSimulator, participant: str) -> None:
-    address = ["--bridge-address", bridge_simulator.address]
+    address = ["--simulator-address", bridge_simulator.address]
     loaded = cidsync(
         "bridge-sim",
         "admin",
