@@ -1,6 +1,11 @@
 """Reconciliation at scale: N CIDs with 1% divergence, against the DICT simulator, on a fresh embedded stack.
 
-Run: .venv/bin/python bench/reconciliation.py [--sizes 100000,1000000] [--time-scale 1]
+Run: .venv/bin/python bench/reconciliation.py [--sizes 100000,1000000] [--time-scale 1] [--bridges direct,serve]
+
+Each size runs once per Bridge, in the same run: the worker calling the simulator's gRPC face directly, and
+the worker calling `bridge serve`, which calls the simulator's DICT API v2 (mutual TLS, signed XML, the CID
+file downloaded and spooled), as in production. A `--time-scale` above 1 speeds DICT's rate-limit clock and
+turns our own copy of DICT's limits off (`CIDSYNC_DICT_BUDGETS=off`), so the pipeline shows, not the limits.
 
 For each size a fresh stack is brought up (Temporal, Pulsar, Redis, the DICT simulator and the worker as
 its own process; no starter). One EVP pair is seeded identically on both sides (the simulator generates
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 import tempfile
 import threading
 import time
@@ -60,7 +67,10 @@ SEED = 20261123
 CHUNK = 10_000
 
 
-def stack_spec(root: Path, time_scale: float) -> StackSpec:
+BRIDGES = {"direct": "the simulator's gRPC face", "serve": "bridge serve and the simulator's DICT API v2"}
+
+
+def stack_spec(root: Path, time_scale: float, bridge: str) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=TemporalSpec(
@@ -73,7 +83,7 @@ def stack_spec(root: Path, time_scale: float) -> StackSpec:
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=False),
         simulator=SimulatorSpec(port=0, api_port=0, data_dir=None, time_scale=time_scale, file_delay_seconds=2.0),
-        bridge=BridgeSpec(port=0),
+        bridge=BridgeSpec(port=0, enabled=bridge == "serve"),
         starter=StarterSpec(enabled=False),
     )
 
@@ -181,25 +191,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--time-scale", type=float, default=1.0, help="the simulator's rate-limit clock (1: real)")
+    parser.add_argument(
+        "--bridges",
+        default="direct,serve",
+        help="the worker's Bridge, each in turn: direct (the simulator's "
+        "gRPC face) and serve (bridge serve in front of the simulator's DICT API v2)",
+    )
     args = parser.parse_args()
+    print(f"== reconciliation ({' '.join(sys.argv)})", flush=True)
+    if args.time_scale != 1:  # DICT's clock sped up: our own copy of its limits must not stand in for it
+        os.environ["CIDSYNC_DICT_BUDGETS"] = "off"
     for size in (int(s) for s in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            state = up(stack_spec(Path(tmp), args.time_scale), Path(tmp) / "bench.yaml")
-            try:
-                time.sleep(3)  # the worker connects
-                r = asyncio.run(run_size(state, size))
-            finally:
-                down(Path(tmp) / "state")
-        slowest = sorted(r["phases"].items(), key=lambda x: -x[1])
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest)
-        print(
-            f"{r['size']:>9,} CIDs, {r['divergence']:,} divergent: {r['outcome']} in {r['wall_s']:.1f} s "
-            f"(added {r['added']}, removed {r['removed']}, vanished {r['vanished']}, "
-            f"{r['verifications']} verifications); worker RSS {r['rss_before_mb']:.0f} MB before, "
-            f"peak {r['rss_peak_mb']:.0f} MB",
-            flush=True,
-        )
-        print(f"   time per activity: {steps}", flush=True)
+        walls = {}
+        for bridge in args.bridges.split(","):
+            print(f"-- {size:,} CIDs, the worker's Bridge: {BRIDGES[bridge]}", flush=True)
+            result = run_on_fresh_stack(size, args.time_scale, bridge)
+            report(result)
+            walls[bridge] = result["wall_s"]
+        if {"direct", "serve"} <= walls.keys():
+            print(
+                f"   {size:,} CIDs through bridge serve / direct: {walls['serve']:.1f} s / {walls['direct']:.1f} s "
+                f"= {walls['serve'] / walls['direct']:.2f}x",
+                flush=True,
+            )
+
+
+def run_on_fresh_stack(size: int, time_scale: float, bridge: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = up(stack_spec(Path(tmp), time_scale, bridge), Path(tmp) / "bench.yaml")
+        try:
+            time.sleep(3)  # the worker connects
+            return asyncio.run(run_size(state, size))
+        finally:
+            down(Path(tmp) / "state")
+
+
+def report(r: dict[str, Any]) -> None:
+    slowest = sorted(r["phases"].items(), key=lambda x: -x[1])
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest)
+    print(
+        f"{r['size']:>9,} CIDs, {r['divergence']:,} divergent: {r['outcome']} in {r['wall_s']:.1f} s "
+        f"(added {r['added']}, removed {r['removed']}, vanished {r['vanished']}, "
+        f"{r['verifications']} verifications); worker RSS {r['rss_before_mb']:.0f} MB before, "
+        f"peak {r['rss_peak_mb']:.0f} MB",
+        flush=True,
+    )
+    print(f"   time per activity: {steps}", flush=True)
 
 
 if __name__ == "__main__":
