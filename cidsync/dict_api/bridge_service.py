@@ -21,14 +21,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from cidsync.bridge import convert
+from cidsync.bridge.client import SERVICE
 from cidsync.bridge.errors import RETRY_AFTER
 from cidsync.bridge.models import FileStatus, RateLimitBucket
 from cidsync.bridge.serving import MAX_EVENTS, offset_of, page_size, page_token, participant_of
@@ -42,6 +45,7 @@ from cidsync.dict_api.file_requests import FileRequestPending, FileRequests
 from cidsync.dict_api.policies import OPERATION_OF_METHOD, POLICY_OF
 from cidsync.entry import DictEntry, parse_dict_entry
 from cidsync.errors import InvalidInput, Problem
+from cidsync.telemetry import tracing
 
 logger = logging.getLogger("cidsync.bridge.serve")
 
@@ -80,19 +84,39 @@ def refusal_of(error: BaseException) -> Refusal | None:
     return None
 
 
+def _server_span(method: str, context: Context) -> AbstractContextManager[Span | None]:
+    """The call's span, continuing the worker's trace from its `traceparent` metadata; nothing when off."""
+    if not tracing.enabled():
+        return nullcontext()
+    metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+    return tracing.span(
+        f"{SERVICE}/{method}", kind=SpanKind.SERVER, attributes=attributes, parent=tracing.extract(metadata)
+    )
+
+
 def _served(
     handler: Callable[[Any, Request, Context], Awaitable[Reply]],
 ) -> Callable[[Any, Request, Context], Awaitable[Reply]]:
-    """Turn a refusal into the contract's status code, with `retry-after` when there is a time to wait."""
+    """Turn a refusal into the contract's status code, with `retry-after` when there is a time to wait; the
+    call in a span of its own."""
 
     async def call(self: Any, request: Request, context: Context) -> Reply:
-        try:
-            return await handler(self, request, context)
-        except (InvalidInput, dict_errors.DictApiError, FileRequestPending) as error:
-            await _abort(context, error)
-            raise  # unreachable: abort raises
+        with _server_span(handler.__name__, context) as span:
+            try:
+                return await handler(self, request, context)
+            except (InvalidInput, dict_errors.DictApiError, FileRequestPending) as error:
+                _refused(span, error)
+                await _abort(context, error)
+                raise  # unreachable: abort raises
 
     return call
+
+
+def _refused(span: Span | None, error: BaseException) -> None:
+    if span is not None and (refusal := refusal_of(error)) is not None:
+        span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
+        span.set_status(StatusCode.ERROR, type(error).__name__)
 
 
 async def _abort(context: Context, error: BaseException) -> None:
@@ -313,14 +337,16 @@ class DictApiBridge(bridge_pb2_grpc.DictBridgeServicer):
     async def StreamCIDList(  # noqa: N802
         self, request: pb.StreamCIDListRequest, context: Context
     ) -> AsyncIterator[pb.CidPage]:
-        try:
-            participant = participant_of(request.participant)
-            offset, size = offset_of(request.file_id, request.page_token), page_size(request.page_size)
-            spooled = await self._spooled(participant, request.file_id)
-        except _NotAvailable as error:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        except (InvalidInput, dict_errors.DictApiError, FileRequestPending) as error:
-            await _abort(context, error)
+        with _server_span("StreamCIDList", context) as span:
+            try:
+                participant = participant_of(request.participant)
+                offset, size = offset_of(request.file_id, request.page_token), page_size(request.page_size)
+                spooled = await self._spooled(participant, request.file_id)
+            except _NotAvailable as error:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+            except (InvalidInput, dict_errors.DictApiError, FileRequestPending) as error:
+                _refused(span, error)
+                await _abort(context, error)
         while True:
             page = self._page(request.file_id, spooled, offset, size)
             yield page

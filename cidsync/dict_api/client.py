@@ -28,6 +28,7 @@ import httpx
 from lxml import etree
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind
 
 from cidsync.bridge.models import FileStatus
 from cidsync.config import ENVIRONMENT, Settings
@@ -36,6 +37,7 @@ from cidsync.dict_api.policies import POLICY_OF, Operation
 from cidsync.dict_api.signature import SignatureInvalid, SignerBundle, SigningIdentity, XmlSigner
 from cidsync.entry import KeyType
 from cidsync.errors import CommandFailed, InvalidInput, Problem
+from cidsync.telemetry import tracing
 
 T = TypeVar("T")
 DEFAULT_RETRY_AFTER = 60.0  # when DICT does not say (no bucket state, no Retry-After)
@@ -307,8 +309,16 @@ class DictApiClient:
         label = operation.value if operation else ("listPolicies" if path == "policies/" else "getPolicy")
         started = time.perf_counter()
         error: BaseException | None = None
+        # Ids only on the span, as everywhere: the operation, the participant (an ISPB), the HTTP method.
+        attributes = {"dict.operation": label, "cidsync.participant": participant, "http.request.method": method}
         try:
-            return await self._exchange(operation, method, path, participant, body)
+            with tracing.span(f"DICT {label}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+                try:
+                    return await self._exchange(operation, method, path, participant, body)
+                except BaseException as failed:
+                    if span is not None:
+                        span.set_attribute("error.type", type(failed).__name__)
+                    raise
         except BaseException as failed:
             error = failed
             raise

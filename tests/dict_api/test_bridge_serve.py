@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from cidsync.bridge.client import BridgeClient, ClientTls
+from cidsync.bridge.v2 import bridge_pb2 as pb
+from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.entry import KeyType
 from cidsync_tooling.devstack.processes import free_port
 from cidsync_tooling.devstack.servers import start_bridge_serve
@@ -17,6 +20,7 @@ from tests.dict_api.conftest import DictApiSimulator
 from tests.dict_api.test_dict_check import dict_env
 from tests.helpers.cli_runner import cidsync
 from tests.helpers.servers import RedisServer
+from tests.telemetry.otlp_receiver import http_receiver
 
 PARTICIPANT = "60701190"
 
@@ -77,3 +81,46 @@ def test_a_bad_setting_stops_it_before_it_listens_one_line_each_exit_2(
     assert (
         f"CIDSYNC_DICT_CLIENT_KEY: cannot read {tmp_path / 'missing.key'}: No such file or directory" in result.stderr
     )
+
+
+def test_bridge_serve_continues_the_workers_trace_to_each_dict_call(
+    dict_api_simulator: DictApiSimulator, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A call carrying the worker's `traceparent` gets a server span in that trace, and each DICT call under
+    it a client span of its own, with ids only (never a key or a name: GetEntryByCid returns both)."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    with http_receiver() as (endpoint, received):
+        launched = start_bridge_serve(
+            port=(port := free_port()),
+            pki=dict_api_simulator.pki,
+            dict_api_port=dict_api_simulator.api_port,
+            spool_dir=tmp_path / "spool",
+            log=tmp_path / "bridge.log",
+            env={
+                "CIDSYNC_REDIS_URL": redis_server.url,
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            },
+        )
+        try:
+            metadata = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = bridge_pb2_grpc.DictBridgeStub(channel)
+                request = pb.VerifySyncRequest(
+                    participant=PARTICIPANT, key_type=pb.KEY_TYPE_EVP, participant_vsync="0" * 64
+                )
+                reply = stub.VerifySync(request, metadata=metadata, timeout=30)
+                assert reply.result == pb.VERIFICATION_RESULT_OK
+        finally:
+            launched.stop()  # SIGTERM: it flushes its spans
+        spans = received.wait_for(lambda got: any(s.name.startswith("DICT ") for s in got))
+    server = next(s for s in spans if s.name == "cidsync.bridge.v2.DictBridge/VerifySync")
+    assert (server.service, server.trace_id, server.parent_id) == ("cidsync-bridge", trace_id, parent_id)
+    dict_call = next(s for s in spans if s.name == "DICT createSyncVerification")
+    assert (dict_call.trace_id, dict_call.parent_id) == (trace_id, server.span_id)
+    assert dict_call.attributes == {
+        "dict.operation": "createSyncVerification",
+        "cidsync.participant": PARTICIPANT,
+        "http.request.method": "POST",
+    }
