@@ -9,7 +9,7 @@ refuse a response whose signature does not verify. The layout is the one BCB's r
 - two references, SHA-256 digests: `#key-info-id` (the KeyInfo, exclusive C14N) and `""` (the whole
   document, enveloped-signature transform then exclusive C14N);
 - KeyInfo `Id="key-info-id"` naming the certificate by X509IssuerSerial only (the certificate itself is
-  not sent; the receiver holds it).
+  not sent; the receiver holds it), the issuer name in Java's style (`java_issuer_name`).
 
 Signing and checking are done by xmlsec (libxmlsec1), on a template: no hand-written cryptography.
 Checking also requires the structure above, so that a signature over some other element (a wrapped
@@ -62,7 +62,7 @@ class SigningIdentity:
 class XmlSigner:
     def __init__(self, identity: SigningIdentity) -> None:
         certificate = x509.load_pem_x509_certificate(identity.cert_pem)
-        self.issuer = certificate.issuer.rfc4514_string()
+        self.issuer = java_issuer_name(certificate.issuer)
         self.serial = str(certificate.serial_number)
         # Checked here, once: a key that is not the certificate's would sign requests DICT refuses, each.
         key = serialization.load_pem_private_key(identity.key_pem, password=None)
@@ -182,6 +182,13 @@ def _named_certificate(signature: etree._Element) -> tuple[str, str]:
     if not issuer or not serial:
         raise SignatureInvalid("the signature names its certificate without issuer or serial")
     return issuer, serial
+
+
+def java_issuer_name(name: x509.Name) -> str:
+    """The issuer as BCB's reference signer writes it (Java's `getIssuerDN().toString()`): the RFC 4514
+    order, RDNs joined by ", " (`CN=AC X, O=ICP-Brasil, C=BR`), not RFC 4514's bare ",". DICT resolves the
+    certificate from this name and the serial, so we write what the signer BCB's homologation knows writes."""
+    return ", ".join(rdn.rfc4514_string() for rdn in reversed(name.rdns))
 
 
 def _same_name(name: x509.Name, text: str) -> bool:

@@ -60,6 +60,9 @@ def test_the_signature_has_the_reference_signers_layout(dict_signer: Signer) -> 
     assert key_info.get("Id") == KEY_INFO_ID
     assert key_info.find(f"{{{DS}}}X509Data/{{{DS}}}X509Certificate") is None  # named, not sent
     assert key_info.findtext(f"{{{DS}}}X509Data/{{{DS}}}X509IssuerSerial/{{{DS}}}X509SerialNumber")
+    # The issuer as the reference signer's Java writes it (getIssuerDN().toString()): ", " between RDNs.
+    issuer = key_info.findtext(f"{{{DS}}}X509Data/{{{DS}}}X509IssuerSerial/{{{DS}}}X509IssuerName")
+    assert issuer == "C=BR, CN=cidsync test signing CA"
 
 
 def test_a_signed_document_verifies_against_the_bundle_and_comes_back_parsed(dict_signer: Signer) -> None:
