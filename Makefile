@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast coverage lint format proto bench chaos ui-check clean
+.PHONY: install demo test test-fast coverage record-histories lint format proto bench chaos ui-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ test-fast: install
 coverage: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --cov=cidsync --cov=workflows --cov=activities \
 		--cov=workers --cov=starters --cov-report=term:skip-covered
+
+# The replay gate's histories of this release (tests/helpers/histories.py): the whole suite is run, and one
+# history of each path every workflow took is kept in tests/workflows/histories/<version>/. Commit them
+# before a change to a workflow; make test replays every release's histories on the new code.
+VERSION = $(shell $(BIN)/python -c "import importlib.metadata as m; print(m.version('cidsync'))")
+record-histories: install
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -q \
+		--record-histories tests/workflows/histories/$(VERSION)
 
 lint: install
 	$(BIN)/ruff check .

