@@ -62,3 +62,5 @@ def configure_logging(level: str, environ: Mapping[str, str] | None = None) -> N
     handler.setFormatter(JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("pulsar").setLevel(logging.WARNING)
+    if level.lower() != "debug":  # one line per DICT call: bridge serve's metrics and traces count them
+        logging.getLogger("httpx").setLevel(logging.WARNING)
