@@ -47,7 +47,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError
 
 from chaos.hostile import Hostile, hostile_messages
-from chaos.stack import KILLABLE, ChaosStack, chaos_stack
+from chaos.stack import ChaosStack, chaos_stack
 from cidsync.bridge import errors as bridge_errors
 from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.models import FileStatus
@@ -214,7 +214,7 @@ class Run:
 
     def fault_plan(self) -> list[str]:
         kinds = [
-            *(f"kill {name}" for name in KILLABLE),
+            *(f"kill {name}" for name in self.stack.killable),
             "kill several",
             "bridge unavailable",
             "bridge latency",
@@ -246,7 +246,8 @@ class Run:
                 [self.rng.choice(self.stack.processes(role))]
                 if role != "several"
                 else self.rng.sample(
-                    [name for killable in KILLABLE for name in self.stack.processes(killable)], self.rng.randint(2, 4)
+                    [name for killable in self.stack.killable for name in self.stack.processes(killable)],
+                    self.rng.randint(2, 4),
                 )
             )
             if role == "several" or self.stack.replicas > 1:
@@ -590,11 +591,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=range(1, MAX_REPLICAS + 1),
         help="workers and starters side by side (a Shared subscription: see chaos/stack.py); a kill takes one of them",
     )
+    parser.add_argument(
+        "--bridge",
+        choices=["serve", "direct"],
+        default="serve",
+        help="the workers reach DICT through bridge serve and DICT API v2 (default), or the simulator's gRPC face",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     options = Options.reduced(seed) if args.reduced else Options(seed=seed)
     options = replace(options, events=args.events or options.events, replicas=args.replicas)
     flags = (" --reduced" if args.reduced else "") + (f" --replicas {args.replicas}" if args.replicas > 1 else "")
+    flags += " --bridge direct" if args.bridge == "direct" else ""
     print(f"== chaos seed {seed} (python -m chaos.run --seed {seed}{flags})", flush=True)
     # `timeout`, `kill` and CI stop a run with SIGTERM: end it as Ctrl-C does, so the stack goes down too
     # (its servers run in process groups of their own and would outlive the run).
@@ -607,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet = logging.FileHandler(root / "chaos-clients.log")
         quiet.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(level=logging.WARNING, handlers=[quiet])
-        stack = exits.enter_context(chaos_stack(root, options.replicas))
+        stack = exits.enter_context(chaos_stack(root, options.replicas, bridge=args.bridge == "serve"))
         return asyncio.run(Run(options, stack)())
 
 

@@ -34,14 +34,14 @@ SECRET = "chaos-key-secret"
 KILLABLE = ("worker", "starter", "bridge", "pulsar", "redis", "temporal")
 
 
-def chaos_spec(root: Path, mode: str, replicas: int = 1) -> StackSpec:
+def chaos_spec(root: Path, mode: str, replicas: int = 1, bridge: bool = True) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=headless_temporal(root / "temporal.db"),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
         simulator=SimulatorSpec(port=0, api_port=0, data_dir=root / "dict", file_delay_seconds=1.0),
-        bridge=BridgeSpec(port=0),
+        bridge=BridgeSpec(port=0, enabled=bridge),  # off: the workers call the simulator's gRPC face
         codec=CodecSpec(enabled=False),
         worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
         # Two starters share a Shared subscription, not Key_Shared: pulsar-lite's Key_Shared dispatcher keys
@@ -61,11 +61,16 @@ class ChaosStack:
     root: Path
     mode: str = "batch"
     replicas: int = 1  # of the worker and of the starter
+    bridge: bool = True  # the workers reach DICT through bridge serve; False: the simulator's gRPC face
     kills: dict[str, int] = field(default_factory=dict)
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(self.root, self.mode, self.replicas)
+        return chaos_spec(self.root, self.mode, self.replicas, self.bridge)
+
+    @property
+    def killable(self) -> tuple[str, ...]:
+        return KILLABLE if self.bridge else tuple(role for role in KILLABLE if role != "bridge")
 
     def processes(self, role: str) -> list[str]:
         """The services of a role: `worker` alone, or `worker`, `worker-2`... with replicas."""
@@ -116,10 +121,10 @@ class ChaosStack:
 
 
 @contextlib.contextmanager
-def chaos_stack(root: Path, replicas: int = 1) -> Iterator[ChaosStack]:
+def chaos_stack(root: Path, replicas: int = 1, bridge: bool = True) -> Iterator[ChaosStack]:
     saved = os.environ.get("CIDSYNC_KEY_SECRET")
     os.environ["CIDSYNC_KEY_SECRET"] = SECRET  # the roles inherit it
-    stack = ChaosStack(root, replicas=replicas)
+    stack = ChaosStack(root, replicas=replicas, bridge=bridge)
     try:
         stack.up()
         yield stack
