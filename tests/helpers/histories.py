@@ -101,7 +101,7 @@ async def record_histories(client: Client, target: Path) -> tuple[int, int]:
         if result.replay_failure is not None:
             refused += 1
             continue
-        found[name] = json.dumps(json.loads(history.to_json()), indent=1) + "\n"
+        found[name] = json.dumps(json.loads(history.to_json()), separators=(",", ":")) + "\n"
     await asyncio.to_thread(_write, target, found)
     return len(found), refused
 
