@@ -62,8 +62,9 @@ def _step(event: HistoryEvent) -> str | None:
         return f"{name}:{event.workflow_execution_signaled_event_attributes.signal_name}"
     if event.HasField("marker_recorded_event_attributes"):
         marker = event.marker_recorded_event_attributes
-        patch = marker.details.get("patch_data")
-        return f"{name}:{marker.marker_name}:{patch.payloads[0].data.decode() if patch else ''}"
+        patch = marker.details.get("patch-data")  # the SDK's patch marker: {"id": ..., "deprecated": ...}
+        patch_id = json.loads(patch.payloads[0].data)["id"] if patch and patch.payloads else ""
+        return f"{name}:{marker.marker_name}:{patch_id}"
     return name
 
 
