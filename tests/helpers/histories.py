@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
@@ -102,9 +103,18 @@ async def record_histories(client: Client, target: Path) -> tuple[int, int]:
         if result.replay_failure is not None:
             refused += 1
             continue
-        found[name] = json.dumps(json.loads(history.to_json()), separators=(",", ":")) + "\n"
+        found[name] = json.dumps(_without_stack_traces(json.loads(history.to_json())), separators=(",", ":")) + "\n"
     await asyncio.to_thread(_write, target, found)
     return len(found), refused
+
+
+def _without_stack_traces(value: Any) -> Any:
+    """A failure's stack trace names files of the recording machine and plays no part in a replay."""
+    if isinstance(value, dict):
+        return {key: _without_stack_traces(item) for key, item in value.items() if key != "stackTrace"}
+    if isinstance(value, list):
+        return [_without_stack_traces(item) for item in value]
+    return value
 
 
 def _present(target: Path) -> set[str]:
