@@ -65,8 +65,8 @@ def hostile_messages(events: list[EntryEvent], rng: random.Random) -> list[Hosti
         Hostile("oversize key", _mutated(sample, entry__key="a" * 100_000), "dead_letter"),
         Hostile("oversize participant", _mutated(sample, entry__participant="1" * 100_000), "dead_letter"),
         Hostile("unknown event type", _mutated(sample, event_type="entry.claimed"), "dead_letter"),
-        Hostile("unknown schema", _mutated(sample, schema="cidsync.entry-event/v9"), "dead_letter"),
-        Hostile("an unknown field", _mutated(sample, surprise="yes"), "dead_letter"),
+        Hostile("a later major version (v2)", _mutated(sample, schema="cidsync.entry-event/v2"), "dead_letter"),
+        Hostile("an unknown field under v1 (a typo there)", _mutated(sample, surprise="yes"), "dead_letter"),
         Hostile(
             "injection-looking key",
             _mutated(sample, entry__key="'; DROP TABLE entries; --{{7*7}}${jndi:x}"),
@@ -84,6 +84,11 @@ def hostile_messages(events: list[EntryEvent], rng: random.Random) -> list[Hosti
         ),
         Hostile(
             "4 MB valid event (a repeat, its user id 4 MB)", _mutated(duplicate, user_id="x" * FOUR_MB), "no_effect"
+        ),
+        Hostile(
+            "a repeat as a later minor (v1.1, with fields this release does not read)",
+            _mutated(duplicate, schema="cidsync.entry-event/v1.1", origin="core-2", entry__verified_at="2026-12-01"),
+            "no_effect",
         ),
         Hostile(
             "injection-looking user id (a repeat)",

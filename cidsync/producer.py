@@ -37,7 +37,8 @@ from opentelemetry import metrics
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from cidsync.entry import Entry
-from cidsync.events import SCHEMA_V1, DeletionType, EntryEvent, EventType, parse_event
+from cidsync.errors import InvalidInput, Problem
+from cidsync.events import SCHEMA_V1, WRITABLE_SCHEMAS, DeletionType, EntryEvent, EventType, parse_event
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import public_message_id, send_async
 from cidsync.telemetry import tracing
@@ -58,6 +59,15 @@ class ProducerConfig:
     retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
     dead_letter_send_timeout_ms: int = 30_000
     max_in_flight: int = 1_000
+    # The entry-event version written (cidsync.events says how versions evolve): one this release can write.
+    schema: str = SCHEMA_V1
+
+    def __post_init__(self) -> None:
+        if self.schema not in WRITABLE_SCHEMAS:
+            raise InvalidInput(
+                "ProducerConfig",
+                [Problem("schema", f"this release writes {', '.join(WRITABLE_SCHEMAS)}, not {self.schema}")],
+            )
 
     @classmethod
     def low_latency(cls, **changes: Any) -> ProducerConfig:
@@ -129,6 +139,7 @@ def build_event(
     occurred_at: datetime | None = None,
     event_id: uuid.UUID | None = None,
     sequences: SequenceClock = _SEQUENCES,
+    schema: str = SCHEMA_V1,
 ) -> EntryEvent:
     """A v1 event, validated; raises `InvalidInput` (and so sends nothing) when anything is wrong.
 
@@ -137,7 +148,7 @@ def build_event(
     """
     return parse_event(
         {
-            "schema": SCHEMA_V1,
+            "schema": schema,
             "event_id": event_id or uuid.uuid4(),
             "event_type": event_type,
             "occurred_at": occurred_at or datetime.now(UTC),
@@ -152,7 +163,7 @@ def build_event(
 def _properties(event: EntryEvent) -> dict[str, str]:
     """What consumers can route and count by without parsing the payload; never personal data."""
     return {
-        "schema": SCHEMA_V1,
+        "schema": event.schema_,
         "event_type": event.event_type.value,
         "event_id": str(event.event_id),
         "sequence": str(event.sequence),
@@ -279,6 +290,9 @@ class EntryEventProducer:
                 send_timeout_millis=c.send_timeout_ms,
                 compression_type=pulsar.CompressionType.LZ4 if c.compression else pulsar.CompressionType.NONE,
                 batching_enabled=c.batching,
+                # One batch per key: Apache Pulsar's Key_Shared dispatches a default batch whole, by its first
+                # message's key, so entries of other keys would reach the consumer that owns that one.
+                batching_type=pulsar.BatchingType.KeyBased,
                 batching_max_messages=c.batching_max_messages,
                 batching_max_publish_delay_ms=c.batching_max_publish_delay_ms,
                 max_pending_messages=c.max_in_flight,
@@ -322,7 +336,7 @@ class EntryEventProducer:
     ) -> EntryEvent:
         """`build_event` with this producer's sequence clock."""
         options.setdefault("sequences", self._sequences)
-        return build_event(event_type, entry, user_id, **options)
+        return build_event(event_type, entry, user_id, schema=self.config.schema, **options)
 
     async def publish_event(self, event: EntryEvent) -> Published:
         """Publish a ready v1 event (e.g. read from a file) to the topic its type selects."""

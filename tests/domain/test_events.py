@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cidsync.cid import cid
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput
 from cidsync.events import MAX_SEQUENCE, DeletionType, EntryEvent, EventType, parse_event, parse_event_json
@@ -99,7 +100,10 @@ def test_deletion_type_only_on_deletes() -> None:
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
-        ({"schema": "cidsync.entry-event/v2"}, "schema", "Input should be 'cidsync.entry-event/v1'"),
+        ({"schema": "cidsync.entry-event/v2"}, "schema", "a major version this release does not read"),
+        ({"schema": "cidsync.entry-event/v2.1"}, "schema", "upgrade cidsync, then replay the dead-letter topic"),
+        ({"schema": "cidsync.entry-event"}, "schema", "must be cidsync.entry-event/v1"),
+        ({"schema": "cidsync.entry-event/v1.x"}, "schema", "must be cidsync.entry-event/v1"),
         ({"event_type": "entry.moved"}, "event_type", "Input should be"),
         ({"sequence": 0}, "sequence", "greater than or equal to 1"),
         ({"sequence": 2**63}, "sequence", "less than or equal to"),
@@ -125,3 +129,34 @@ def test_unparseable_payloads_raise_invalid_input(raw: bytes) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_event_json(raw)
     assert caught.value.summary().startswith("invalid event: ")
+
+
+def _contract(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(CONTRACT_EXAMPLE)
+    return data | changes
+
+
+def test_a_later_minor_version_is_read_and_its_new_fields_ignored() -> None:
+    """Core adds fields under v1.1 before cidsync reads them: the event is applied as v1 would be."""
+    data = _contract(schema="cidsync.entry-event/v1.1", correlation_id="c-1")
+    data["entry"] = data["entry"] | {"key_ownership_date": "2026-01-01T00:00:00Z"}
+    later = parse_event_json(json.dumps(data))
+    known = parse_event_json(CONTRACT_EXAMPLE)
+    assert later.schema_ == "cidsync.entry-event/v1.1"
+    assert later.model_dump(exclude={"schema_"}) == known.model_dump(exclude={"schema_"})
+    assert cid(later.entry) == cid(known.entry)  # the CID is v1's: the new field is not read
+
+
+def test_under_the_version_it_knows_an_unknown_field_is_still_refused() -> None:
+    """A misspelt optional field under v1 is an error, not a silently wrong CID."""
+    data = _contract()
+    data["entry"] = data["entry"] | {"owner_trade_nmae": "Loja"}
+    assert "event.entry.owner_trade_nmae" in _problems(data)
+    assert "event.correlation_id" in _problems(_contract(schema="cidsync.entry-event/v1.0", correlation_id="c"))
+
+
+def test_a_later_major_version_is_refused_whole_with_a_reason_that_says_what_to_do() -> None:
+    data = _contract(schema="cidsync.entry-event/v2", entry={"anything": "else"})
+    with pytest.raises(InvalidInput) as caught:
+        parse_event_json(json.dumps(data))
+    assert "cidsync.entry-event/v2 is a major version this release does not read" in caught.value.summary()

@@ -275,6 +275,18 @@ async def test_a_message_that_breaks_the_contract_is_dead_lettered_at_once_with_
     assert s.receiver.nacked == []
 
 
+async def test_a_later_major_version_is_dead_lettered_whole_and_a_later_minor_is_started() -> None:
+    """Core publishing ahead of the starter: v2 is never half-applied; v1.1's new fields are ignored."""
+    major, minor = events(2)
+    v2 = json.loads(major.to_json()) | {"schema": "cidsync.entry-event/v2"}
+    v1_1 = json.loads(minor.to_json()) | {"schema": "cidsync.entry-event/v1.1", "origin": "core-2"}
+    s = starter([FakeMessage(json.dumps(v2).encode(), "v2"), FakeMessage(json.dumps(v1_1).encode(), "v1.1")])
+    await s.run_until(lambda: len(s.receiver.acked) == 2, "2 acked")
+    assert [c.event_id for c in s.starts.events] == [minor.event_id]
+    [(_, properties)] = s.dead_letters.sent
+    assert "cidsync.entry-event/v2 is a major version this release does not read" in properties["reason"]
+
+
 async def test_a_dead_letter_the_broker_did_not_take_is_redelivered_and_dead_lettered_then() -> None:
     """Left unsettled on a live consumer, a message never comes back (a chaos run lost four that way while
     the broker restarted): it is nacked after the backoff, and dead-lettered when it is received again."""
