@@ -193,52 +193,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = item.path.relative_to(TESTS).parts[0]
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or folder in SERVER_FOLDERS:
             item.add_marker(pytest.mark.integration)
-    if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-        items[:] = longest_first(items, workers)
-
-
-# --- Scheduling: the longest tests start at once ------------------------------------------------------
-# `make test`'s worksteal scheduler gives each worker one contiguous share of the collected list, run front to
-# back (an idle worker steals from the back of a busy one's). A test of a minute or more at the end of a
-# share starts late and the whole suite waits for it, so each group below heads a share of its own. Every
-# worker collects the same order (xdist requires it): it depends only on the list and the worker count.
-LONGEST_GROUPS = (
-    "chaos/test_chaos.py::test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing[1]",
-    "chaos/test_chaos.py::test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing[2]",
-    "e2e/test_reconciliation_with_events.py::test_a_busy_pair_counts_and_repairs_exactly_the_injected_divergence",
-    "e2e/test_faults.py::",  # a module of long tests sharing one stack (a module fixture): kept together
-    "devstack/test_dev_stack.py::test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first",
-    "e2e/test_redis_cluster.py::test_a_primary_killed_and_restarted_mid_run_loses_nothing_and_doubles_nothing",
-)
-
-
-def longest_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    def group_of(item: pytest.Item) -> int | None:
-        node = item.nodeid.removeprefix("tests/")
-        return next((i for i, prefix in enumerate(LONGEST_GROUPS) if node.startswith(prefix)), None)
-
-    groups: list[list[pytest.Item]] = [[] for _ in LONGEST_GROUPS]
-    rest: list[pytest.Item] = []
-    for item in items:
-        index = group_of(item)
-        (rest if index is None else groups[index]).append(item)
-    heads = [group for group in groups if group]
-    if not heads:
-        return items
-    # The shares as worksteal cuts them: each idle worker in turn gets len(pending) // idle workers left.
-    ends, start, left = [], 0, len(items)
-    for k in range(workers):
-        size = left // (workers - k)
-        start, left = start + size, left - size
-        ends.append(start)
-    ordered: list[pytest.Item] = []
-    for k, end in enumerate(ends):
-        if k < len(heads):
-            ordered += heads[k]
-        take = max(0, end - len(ordered))
-        ordered += rest[:take]
-        rest = rest[take:]
-    return ordered + [item for group in heads[workers:] for item in group] + rest
 
 
 # --- The exit-status guard -------------------------------------------------------------------------
