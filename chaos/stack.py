@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cidsync.bridge.budget import DICT_BUCKETS
 from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     CodecSpec,
@@ -34,13 +35,15 @@ SECRET = "chaos-key-secret"
 KILLABLE = ("worker", "starter", "bridge", "pulsar", "redis", "temporal")
 
 
-def chaos_spec(root: Path, mode: str, replicas: int = 1, bridge: bool = True) -> StackSpec:
+def chaos_spec(root: Path, mode: str, replicas: int = 1, bridge: bool = True, dict_clock: float = 1.0) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=headless_temporal(root / "temporal.db"),
         pulsar=PulsarSpec(port=0, data_dir=root / "pulsar"),
         redis=RedisSpec(port=0, data_dir=root / "redis", appendonly=True),
-        simulator=SimulatorSpec(port=0, api_port=0, data_dir=root / "dict", file_delay_seconds=1.0),
+        simulator=SimulatorSpec(
+            port=0, api_port=0, data_dir=root / "dict", file_delay_seconds=1.0, time_scale=dict_clock
+        ),
         bridge=BridgeSpec(port=0, enabled=bridge),  # off: the workers call the simulator's gRPC face
         codec=CodecSpec(enabled=False),
         worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
@@ -62,11 +65,12 @@ class ChaosStack:
     mode: str = "batch"
     replicas: int = 1  # of the worker and of the starter
     bridge: bool = True  # the workers reach DICT through bridge serve; False: the simulator's gRPC face
+    dict_clock: float = 1.0  # DICT's rate limits refill this many times faster (ours in step)
     kills: dict[str, int] = field(default_factory=dict)
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(self.root, self.mode, self.replicas, self.bridge)
+        return chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock)
 
     @property
     def killable(self) -> tuple[str, ...]:
@@ -120,17 +124,26 @@ class ChaosStack:
         down(self.spec.state_dir)
 
 
+def budgets_at(clock: float) -> str:
+    """`CIDSYNC_DICT_BUDGETS` for DICT's rate limits on a clock `clock` times faster (the simulator's
+    `time_scale`): our copy of DICT's limits keeps in step with the simulator's."""
+    return ",".join(f"{op}={b.per_minute * clock:g}/{b.size:g}" for op, b in DICT_BUCKETS.items())
+
+
 @contextlib.contextmanager
-def chaos_stack(root: Path, replicas: int = 1, bridge: bool = True) -> Iterator[ChaosStack]:
-    saved = os.environ.get("CIDSYNC_KEY_SECRET")
-    os.environ["CIDSYNC_KEY_SECRET"] = SECRET  # the roles inherit it
-    stack = ChaosStack(root, replicas=replicas, bridge=bridge)
+def chaos_stack(root: Path, replicas: int = 1, bridge: bool = True, dict_clock: float = 1.0) -> Iterator[ChaosStack]:
+    # The roles inherit these.
+    wanted = {"CIDSYNC_KEY_SECRET": SECRET, "CIDSYNC_DICT_BUDGETS": budgets_at(dict_clock)}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    stack = ChaosStack(root, replicas=replicas, bridge=bridge, dict_clock=dict_clock)
     try:
         stack.up()
         yield stack
     finally:
         stack.down()
-        if saved is None:
-            os.environ.pop("CIDSYNC_KEY_SECRET", None)
-        else:
-            os.environ["CIDSYNC_KEY_SECRET"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
