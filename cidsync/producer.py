@@ -290,9 +290,6 @@ class EntryEventProducer:
                 send_timeout_millis=c.send_timeout_ms,
                 compression_type=pulsar.CompressionType.LZ4 if c.compression else pulsar.CompressionType.NONE,
                 batching_enabled=c.batching,
-                # One batch per key: Apache Pulsar's Key_Shared dispatches a default batch whole, by its first
-                # message's key, so entries of other keys would reach the consumer that owns that one.
-                batching_type=pulsar.BatchingType.KeyBased,
                 batching_max_messages=c.batching_max_messages,
                 batching_max_publish_delay_ms=c.batching_max_publish_delay_ms,
                 max_pending_messages=c.max_in_flight,
