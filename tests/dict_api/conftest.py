@@ -11,10 +11,9 @@ import pytest
 
 from cidsync.dict_api.signature import SignerBundle, SigningIdentity
 from cidsync_tooling.devstack.pki import DictPki, make_dict_pki
-from cidsync_tooling.devstack.processes import accepts_connections, free_port
-from cidsync_tooling.devstack.servers import start_bridge_simulator
 from cidsync_tooling.simulator.dict_api_face import DictApiFace, DictApiTls, start_dict_api
 from cidsync_tooling.simulator.server import Simulator
+from tests.helpers.servers import launch_simulator
 
 
 @dataclass(frozen=True)
@@ -30,22 +29,9 @@ class DictApiSimulator:
 
 @pytest.fixture(scope="module")
 def dict_api_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DictApiSimulator]:
-    root = tmp_path_factory.mktemp("dict-api-sim")
-    pki = make_dict_pki(root)
-    grpc_port, api_port = free_port(), free_port()
-    launched = start_bridge_simulator(
-        port=grpc_port,
-        data_dir=None,
-        seed_file=None,
-        file_delay=0.2,
-        time_scale=1.0,
-        rate_limits=True,
-        log=root / "bridge.log",
-        extra_args=pki.simulator_flags(api_port),
-        also_ready=lambda: accepts_connections(api_port),
-    )
+    launched, simulator = launch_simulator(tmp_path_factory.mktemp("dict-api-sim"))
     try:
-        yield DictApiSimulator(f"127.0.0.1:{grpc_port}", api_port, pki)
+        yield DictApiSimulator(simulator.address, simulator.api_port, simulator.pki)
     finally:
         launched.stop()
 
