@@ -97,7 +97,7 @@ class EntryEventStarter:
     async def run(self, stop: asyncio.Event, *, connect_wait: timedelta = ROLE_CONNECT_WAIT) -> None:
         """Consume until `stop` is set, then drain: finish what is in flight, leave the rest unacked."""
         await self.check_search_attributes()
-        await self.store.check_key_secret(wait=connect_wait, stop=stop)
+        await self.store.check(wait=connect_wait, stop=stop)
         dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         try:
             await self._subscribe()

@@ -152,7 +152,7 @@ async def run_worker(
     pulsar = pulsar_client(settings.require("pulsar_url"))
     freshness: asyncio.Future[None] | None = None
     try:
-        await store.check_key_secret(wait=ROLE_CONNECT_WAIT, stop=stop)
+        await store.check(wait=ROLE_CONNECT_WAIT, stop=stop)
         publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
         worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
         if health is not None:

@@ -25,6 +25,7 @@ from cidsync.cli import (
     follow_commands,
     reconcile_commands,
     run_commands,
+    store_commands,
 )
 from cidsync.errors import CommandFailed, InvalidInput
 from cidsync.patience import Interrupted, NoAnswer
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     bridge_commands.register(commands)
     codec_commands.register(commands)
     run_commands.register(commands)
+    store_commands.register(commands)
     reconcile_commands.register(commands)
     follow_commands.register(commands)
     _register_tooling(commands)

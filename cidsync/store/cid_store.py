@@ -28,6 +28,7 @@ from cidsync.patience import until_answered
 from cidsync.redis_client import RedisClient
 from cidsync.store.ingestion import Ingestion
 from cidsync.store.layout import DEFAULT_MARK_TTL_SECONDS, KEY_SECRET_CHECK, RECONCILIATION_TTL_SECONDS
+from cidsync.store.layout_version import READABLE_LAYOUTS, StoreLayoutMismatch, accepted, record_or_read, refusal
 from cidsync.store.outbox import Outbox
 from cidsync.store.pair_view import PairView
 from cidsync.store.reconciliation import ReconciliationScratch
@@ -48,13 +49,15 @@ class CIDStore:
         *,
         mark_ttl_seconds: int = DEFAULT_MARK_TTL_SECONDS,
         scratch_ttl_seconds: int = RECONCILIATION_TTL_SECONDS,
+        readable_layouts: frozenset[int] = READABLE_LAYOUTS,
     ) -> None:
         self.redis = redis
         self.key_secret = key_secret
+        self.readable_layouts = readable_layouts
         scripts = ScriptLoader(redis)
-        self.ingestion = Ingestion(redis, scripts, mark_ttl_seconds)
+        self.ingestion = Ingestion(redis, scripts, mark_ttl_seconds, accepted(readable_layouts))
         self.view = PairView(redis)
-        self.reconciliation = ReconciliationScratch(redis, scripts, scratch_ttl_seconds)
+        self.reconciliation = ReconciliationScratch(redis, scripts, scratch_ttl_seconds, accepted(readable_layouts))
         self.outbox = Outbox(redis)
 
     async def close(self) -> None:
@@ -66,6 +69,21 @@ class CIDStore:
     async def ping(self) -> None:
         """Readiness: Redis answers."""
         await self.redis.ping()
+
+    async def check(self, *, wait: timedelta = timedelta(0), stop: asyncio.Event | None = None) -> None:
+        """What every role checks before it works: the store's layout, then the key secret."""
+        await self.check_layout(wait=wait, stop=stop)
+        await self.check_key_secret(wait=wait, stop=stop)
+
+    async def check_layout(self, *, wait: timedelta = timedelta(0), stop: asyncio.Event | None = None) -> None:
+        """Refuse to go on if the store's layout is one this release does not read (recording it first on
+        a store that has none): one line, with what was found, what is needed and what to run."""
+        state = await until_answered(
+            "Redis", lambda: record_or_read(self.redis), (RedisConnectionError, RedisTimeoutError), wait, stop=stop
+        )
+        why = refusal(state, self.readable_layouts)
+        if why is not None:
+            raise StoreLayoutMismatch(why)
 
     async def check_key_secret(self, *, wait: timedelta = timedelta(0), stop: asyncio.Event | None = None) -> None:
         """Record this secret's fingerprint on first use; refuse to go on if the store knows another.

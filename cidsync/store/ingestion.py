@@ -13,7 +13,7 @@ from cidsync.redis_client import RedisClient
 from cidsync.store.layout import SEQUENCE_DIGITS, PairKeys
 from cidsync.store.models import ApplyResult, ApplyStatus, BatchResult
 from cidsync.store.replies import text, vsync_hex
-from cidsync.store.scripts import ScriptLoader
+from cidsync.store.scripts import ScriptLoader, fenced
 from cidsync.telemetry import tracing
 
 REDIS_SCRIPT = {"db.system.name": "redis", "db.operation.name": "EVALSHA"}
@@ -32,10 +32,11 @@ def _apply_attributes(change: CIDChange) -> dict[str, str | int]:
 
 
 class Ingestion:
-    def __init__(self, redis: RedisClient, scripts: ScriptLoader, mark_ttl_seconds: int) -> None:
+    def __init__(self, redis: RedisClient, scripts: ScriptLoader, mark_ttl_seconds: int, layouts: str) -> None:
         self.redis = redis
         self.scripts = scripts
         self.mark_ttl_seconds = mark_ttl_seconds
+        self.layouts = layouts  # the layouts this writer knows, for the scripts' fence
 
     def _script_call(self, change: CIDChange) -> tuple[list[str], list[str | int]]:
         pair = PairKeys(change.participant, change.key_type)
@@ -48,6 +49,7 @@ class Ingestion:
             pair.by_cid,
             pair.touched,
             pair.journal,
+            pair.layout,
         ]
         args: list[str | int] = [
             change.key_id,
@@ -55,13 +57,16 @@ class Ingestion:
             change.cid or "",
             self.mark_ttl_seconds,
             str(change.entry_id),
+            self.layouts,
         ]
         return keys, args
 
     async def apply(self, change: CIDChange) -> ApplyResult:
         keys, args = self._script_call(change)
         with tracing.span("redis apply", kind=SpanKind.CLIENT, attributes=_apply_attributes(change)) as span:
-            status, previous, _, raw_vsync = await self.scripts.run("apply", keys, args)
+            reply = await self.scripts.run("apply", keys, args)
+            fenced(reply, PairKeys(change.participant, change.key_type))
+            status, previous, _, raw_vsync = reply
             if span is not None:
                 span.set_attribute("cidsync.outcome", text(status))
         return ApplyResult(
@@ -75,9 +80,12 @@ class Ingestion:
 
         So how events are grouped into batches (and regrouped on redelivery) cannot change the result.
         """
-        calls = [self._script_call(change) for change in changes]
+        changes_ = list(changes)
+        calls = [self._script_call(change) for change in changes_]
         with tracing.span("redis apply batch", kind=SpanKind.CLIENT, attributes=REDIS_SCRIPT) as span:
             replies: list[list[bytes]] = await self.scripts.pipelined("apply", calls)
+            for reply, change in zip(replies, changes_, strict=True):
+                fenced(reply, PairKeys(change.participant, change.key_type))
             applied = sum(1 for reply in replies if reply[0] == b"applied")
             if span is not None:
                 span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": applied})

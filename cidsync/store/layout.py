@@ -9,6 +9,8 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
     ...:mark:<id>   STRING an event's idempotency mark, with a TTL
     ...:touched     SET    while a reconciliation runs: the key ids changed by events since it began
     ...:verified    HASH   the last verification with DICT (result, time, id, last OK time)
+    ...:layout      STRING the pair's layout version once a migration moved it past version 1 (absent: 1);
+                           every write script refuses a pair whose layout its writer does not know
     ...:journal     STREAM each change of the set ("c" the CID, "o" + or -), ids from Redis's clock,
                            kept 30 s: what a proof undoes to see the set as of a point of DICT's log
     ...:xor         STRING scratch for one BITOP inside a script (never outlives it)
@@ -17,7 +19,12 @@ Per (participant, key type), all under the hash tag `{cid:<participant>:<key typ
                            log, when the log last changed each CID (ms), the diff both ways, and the
                            notifications for core written with each repair (all with a TTL)
 
-Outside any pair: `cidsync:key-secret` holds a fingerprint of the key secret (see `key_id`).
+Outside any pair: `cidsync:key-secret` holds a fingerprint of the key secret (see `key_id`), and
+`cidsync:layout` (HASH: `version`, and `migrating_to` while a migration runs) the layout version of the
+whole store, which every role checks at start (`cidsync.store.layout_version`).
+
+This file describes layout version 1. A change to any key's name, type or encoding is a new version with
+a migration (docs/development.md, "Changing the store's layout").
 
 A key id, never the PIX key, names a key: the store holds no personal data but the outbox's entries,
 which wait there for core (with a TTL) as docs/design.md §5 allows.
@@ -38,6 +45,8 @@ DEFAULT_MARK_TTL_SECONDS = 24 * 3600
 # never clean up: longer than any run is expected to last, short enough not to linger.
 RECONCILIATION_TTL_SECONDS = 3 * 24 * 3600
 KEY_SECRET_CHECK = "cidsync:key-secret"
+LAYOUT_KEY = "cidsync:layout"
+PAIR_PATTERNS = ("{cid:*}:vsync", "{cid:*}:keys")  # a pair with a state has one of them, or both
 VSYNC_PATTERN = "{cid:*}:vsync"  # one per pair that ever held a CID
 MARK_PATTERN = "{cid:*}:mark:*"
 
@@ -85,12 +94,16 @@ class PairKeys:
     def verified(self) -> str:
         return f"{self.tag}:verified"
 
+    @property
+    def layout(self) -> str:
+        return f"{self.tag}:layout"
+
     def mark(self, event_id: str) -> str:
         return f"{self.tag}:mark:{event_id}"
 
     @classmethod
-    def of_vsync_key(cls, name: str) -> PairKeys:
-        """The pair whose `vsync` key this is (what `VSYNC_PATTERN` finds)."""
+    def of_key(cls, name: str) -> PairKeys:
+        """The pair one of whose keys this is (what `VSYNC_PATTERN` and `PAIR_PATTERNS` find)."""
         participant, key_type = name.removeprefix("{cid:").split("}")[0].split(":")
         return cls(participant, KeyType(key_type))
 

@@ -55,7 +55,7 @@ class PairView:
         """Every (participant, key type) with a VSync in the store, sorted."""
         found = set()
         async for name in self.redis.scan_iter(match=VSYNC_PATTERN, count=1000):
-            pair = PairKeys.of_vsync_key(text(name))
+            pair = PairKeys.of_key(text(name))
             found.add((pair.participant, pair.key_type))
         return sorted(found)
 

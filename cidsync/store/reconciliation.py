@@ -14,14 +14,15 @@ from cidsync.redis_client import RedisClient
 from cidsync.store.layout import PairKeys, RepairSide, Scratch
 from cidsync.store.models import CIDHolder, DiffResult, JudgedDiff, RepairStatus
 from cidsync.store.replies import millis, text
-from cidsync.store.scripts import ScriptLoader
+from cidsync.store.scripts import ScriptLoader, fenced
 
 
 class ReconciliationScratch:
-    def __init__(self, redis: RedisClient, scripts: ScriptLoader, scratch_ttl_seconds: int) -> None:
+    def __init__(self, redis: RedisClient, scripts: ScriptLoader, scratch_ttl_seconds: int, layouts: str) -> None:
         self.redis = redis
         self.scripts = scripts
         self.scratch_ttl_seconds = scratch_ttl_seconds
+        self.layouts = layouts  # the layouts this writer knows, for the scripts' fence
 
     async def begin_watch(self, pair: PairKeys, ttl_seconds: int) -> None:
         """From now on, every key an event changes is recorded in the pair's `touched` set.
@@ -160,7 +161,7 @@ class ReconciliationScratch:
     ) -> RepairStatus:
         """Set a key's CID to DICT's (None: remove it) iff no event changed it since `begin_watch` and its
         state is still `expected_state`; if it did, push `notification` onto the `outbox` list too."""
-        status, _ = await self.scripts.run(
+        reply = await self.scripts.run(
             "repair",
             [
                 pair.cids,
@@ -171,6 +172,7 @@ class ReconciliationScratch:
                 pair.touched,
                 outbox or pair.scratch,
                 pair.journal,
+                pair.layout,
             ],
             [
                 key_id_,
@@ -179,9 +181,11 @@ class ReconciliationScratch:
                 f"{key_id_}|{entry_id}",
                 notification,
                 self.scratch_ttl_seconds,
+                self.layouts,
             ],
         )
-        return RepairStatus(text(status))
+        fenced(reply, pair)
+        return RepairStatus(text(reply[0]))
 
     async def drop_scratch(self, scratch: Scratch) -> int:
         return int(await self.redis.delete(*scratch.all_keys))

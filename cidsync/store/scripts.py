@@ -16,6 +16,8 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from cidsync.redis_client import RedisClient
+from cidsync.store.layout import PairKeys
+from cidsync.store.layout_version import PairLayoutChanged
 from cidsync.store.replies import text
 
 # How long the pair's journal keeps each change of its set: far longer than a proof looks back (seconds),
@@ -58,12 +60,36 @@ end
 """
 )
 
+
+# The layout fence, first in every write script: a pair a migration has moved to a layout its writer does
+# not know (a release older than the migration, still running) is left alone, and the caller told so,
+# rather than written in a layout no one reads any more. `accepted` is ",1," or ",1,2,"; a pair without
+# a `layout` key is at version 1.
+def fence(layout_key: int, accepted_arg: int) -> str:
+    return f"""
+local layout = redis.call('GET', KEYS[{layout_key}]) or '1'
+if not string.find(ARGV[{accepted_arg}], ',' .. layout .. ',', 1, true) then
+  return {{'layout', layout}}
+end
+"""
+
+
+def fenced(reply: Any, pair: PairKeys) -> None:
+    """Raise if a write script's reply says the fence stopped it (nothing was written)."""
+    if reply[0] == b"layout":
+        raise PairLayoutChanged(
+            f"{pair.tag} is at layout version {text(reply[1])}, which this release does not write: it is "
+            f"left to a release that does (`cidsync store layout` shows the store's)"
+        )
+
+
 # An event's change: applied only when its sequence is newer than the key's stored one; the idempotency
 # mark is set either way, in the same step; a key changed while a reconciliation watches is recorded.
-# KEYS: set, VSync, states, scratch, mark, reverse index, touched, journal.
-# ARGV: key id, sequence (19 digits), CID or "", mark TTL, entry id.
+# KEYS: set, VSync, states, scratch, mark, reverse index, touched, journal, layout.
+# ARGV: key id, sequence (19 digits), CID or "", mark TTL, entry id, accepted layouts.
 APPLY = (
     MOVE
+    + fence(9, 6)
     + """
 local state = redis.call('HGET', KEYS[3], ARGV[1])
 local old_sequence, old_cid = '', ''
@@ -90,10 +116,11 @@ return {'applied', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
 # when the repair was decided (compare-and-set). The key's sequence is kept, so any later event still wins
 # and older ones stay stale: a DICT snapshot never overwrites a newer local change. A repair that happens
 # records its notification to core in the run's outbox in the same step, so none is lost or invented.
-# KEYS: set, VSync, states, scratch, reverse index, touched, outbox, journal.
-# ARGV: key id, expected state, CID or "", index ref, notification (JSON) or "", outbox TTL.
+# KEYS: set, VSync, states, scratch, reverse index, touched, outbox, journal, layout.
+# ARGV: key id, expected state, CID or "", index ref, notification (JSON) or "", outbox TTL, accepted layouts.
 REPAIR = (
     MOVE
+    + fence(9, 7)
     + """
 local state = redis.call('HGET', KEYS[3], ARGV[1]) or ''
 if state ~= ARGV[2] or redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
