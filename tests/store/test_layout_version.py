@@ -11,14 +11,17 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from cidsync.cid import vsync
 from cidsync.cli import run as cli
+from cidsync.config import Settings
 from cidsync.entry import KeyType
 from cidsync.errors import CommandFailed
+from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import RedisClient, redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import LAYOUT_KEY, PairKeys
@@ -31,8 +34,13 @@ from cidsync.store.layout_version import (
     record_or_read,
 )
 from cidsync.store.models import RepairStatus, VerificationRecord
+from cidsync.topics import Topics
+from starters.entry_events import EntryEventStarter
+from starters.options import StarterConfig
 from tests.helpers.changes import change
-from tests.helpers.servers import RedisClusterServers, RedisServer
+from tests.helpers.servers import PulsarBroker, RedisClusterServers, RedisServer
+from workers.cid_worker import run_worker
+from workers.options import WorkerOptions
 
 SECRET = b"layout-secret"
 DB = 9  # a database of its own on the shared Redis: the layout key is the whole store's
@@ -237,3 +245,25 @@ async def _set_version(url: str, version: int) -> None:
     redis = redis_client(url)
     await redis.hset(LAYOUT_KEY, "version", str(version))
     await redis.aclose()
+
+
+async def test_the_worker_and_the_starter_refuse_a_layout_their_release_does_not_read(
+    temporal_env: WorkflowEnvironment, redis_server: RedisServer, pulsar_broker: PulsarBroker
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    await _flush(url)
+    await _set_version(url, 2)
+    settings = Settings(redis_url=url, pulsar_url=pulsar_broker.url, bridge_address="127.0.0.1:1")
+    redis = redis_client(url)
+    pulsar = pulsar_client(pulsar_broker.url)
+    starter = EntryEventStarter(temporal_env.client, CIDStore(redis, SECRET), pulsar, Topics(), StarterConfig())
+    refusal = r"^the store is at layout version 2, newer than this release reads \(1\): a newer cidsync migrated it"
+    try:
+        with pytest.raises(StoreLayoutMismatch, match=refusal):
+            await run_worker(temporal_env.client, settings, WorkerOptions(), asyncio.Event())
+        with pytest.raises(StoreLayoutMismatch, match=refusal):
+            await starter.run(asyncio.Event(), connect_wait=timedelta(0))
+    finally:
+        await pulsar.close()
+        await redis.aclose()
+        await _flush(url)
