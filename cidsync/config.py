@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from cidsync import __version__
 from cidsync.bridge.budget import parse_budgets
 from cidsync.entry import PARTICIPANT
 from cidsync.errors import CommandFailed, InvalidInput, Problem
@@ -49,6 +50,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "bridge_tls_server_cert": "CIDSYNC_BRIDGE_TLS_SERVER_CERT",
     "bridge_tls_server_key": "CIDSYNC_BRIDGE_TLS_SERVER_KEY",
     "bridge_tls_client_ca": "CIDSYNC_BRIDGE_TLS_CLIENT_CA",
+    "deployment_name": "CIDSYNC_DEPLOYMENT_NAME",
+    "build_id": "CIDSYNC_BUILD_ID",
 }
 # Only for a developer's machine: production sets CIDSYNC_KEY_SECRET (the worker warns when it is unset).
 DEVELOPMENT_KEY_SECRET = "cidsync-development-key-secret"
@@ -120,6 +123,11 @@ class Settings:
     bridge_tls_server_key: str | None = _setting(None, "the key of that certificate (PEM)")
     bridge_tls_client_ca: str | None = _setting(
         None, "the CAs the workers' client certificates must chain to: mutual TLS (PEM)"
+    )
+
+    deployment_name: str = _setting("cidsync", "the Worker Deployment the worker belongs to (Worker Versioning)")
+    build_id: str = _setting(
+        __version__, "the worker's build id in its deployment: one per build of the code (default: the release)"
     )
 
     @property

@@ -19,7 +19,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.bridge import BridgeActivities
 from activities.cid_file import CIDFileActivities
@@ -39,6 +40,7 @@ from cidsync.store.layout import PairKeys
 from cidsync.telemetry import instruments
 from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
+from workers.deployment import current_build_id, make_current
 from workers.options import WorkerOptions
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
@@ -118,9 +120,14 @@ def build_worker(
     store: CIDStore,
     task_queue: str,
     options: WorkerOptions,
+    deployment: WorkerDeploymentVersion,
     reconciliation: Reconciliation | None = None,
 ) -> Worker:
-    """Ingestion only when `reconciliation` is None (tests of the ingestion path need nothing more)."""
+    """Ingestion only when `reconciliation` is None (tests of the ingestion path need nothing more).
+
+    Always a versioned worker (Worker Versioning): each workflow type declares its versioning behaviour
+    (`workflows/versioning.py` says which and why), and Temporal refuses such a workflow's task from an
+    unversioned worker. It gets tasks once its version is the deployment's current (or ramping) one."""
     workflows = INGESTION_WORKFLOWS + (RECONCILIATION_WORKFLOWS if reconciliation else [])
     # The Worker loads each workflow module in the sandbox to validate it. On Python 3.11 a garbage cycle
     # whose finalizer imports `warnings` (a never-awaited coroutine), collected during that load, re-enters
@@ -136,7 +143,12 @@ def build_worker(
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=options.graceful_shutdown,
+        deployment_config=WorkerDeploymentConfig(version=deployment, use_worker_versioning=True),
     )
+
+
+def deployment_of(settings: Settings) -> WorkerDeploymentVersion:
+    return WorkerDeploymentVersion(deployment_name=settings.deployment_name, build_id=settings.build_id)
 
 
 async def run_worker(
@@ -154,7 +166,10 @@ async def run_worker(
     try:
         await store.check(wait=ROLE_CONNECT_WAIT, stop=stop)
         publisher = await CoreEventsPublisher.create(store, pulsar, Topics(namespace=settings.pulsar_namespace))
-        worker = build_worker(client, store, settings.task_queue, options, Reconciliation.of(store, bridge, publisher))
+        deployment = deployment_of(settings)
+        worker = build_worker(
+            client, store, settings.task_queue, options, deployment, Reconciliation.of(store, bridge, publisher)
+        )
         if health is not None:
             health.add("temporal", client.service_client.check_health)
             health.add("redis", store.ping)
@@ -170,7 +185,25 @@ async def run_worker(
         # (bench/RESULTS.md, "gc.freeze()").
         gc.freeze()
         async with worker:
-            logger.info("worker polling task queue %s", settings.task_queue)
+            logger.info(
+                "worker polling task queue %s as %s/%s",
+                settings.task_queue,
+                deployment.deployment_name,
+                deployment.build_id,
+            )
+            current = await current_build_id(client, deployment.deployment_name)
+            if options.make_current or current in (None, deployment.build_id):
+                # A first deployment routes to its first version; a version that is current already gets
+                # this task queue routed too. An upgrade is a deploy's explicit step (or --make-current).
+                await make_current(client, deployment, task_queues=[settings.task_queue], identity=client.identity)
+            else:
+                logger.warning(
+                    "%s/%s is not the current version (%s is): this worker gets tasks only of runs pinned to it "
+                    "until `temporal worker deployment set-current-version` makes it current",
+                    deployment.deployment_name,
+                    deployment.build_id,
+                    current,
+                )
             await stop.wait()
             logger.info("shutting down: finishing in-flight activities (up to %s)", options.graceful_shutdown)
         await publisher.close()

@@ -16,3 +16,6 @@ class WorkerOptions:
     # still reach the no-op ceiling's pace (bench/RESULTS.md, "worker memory").
     max_concurrent_workflow_tasks: int = 20
     graceful_shutdown: timedelta = timedelta(seconds=30)
+    # Make this worker's deployment version the current one once it polls, even when another is current
+    # (`workers.deployment`); without it a worker does so only for a deployment with no current version.
+    make_current: bool = False

@@ -12,6 +12,8 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from workflows.versioning import SHORT_RUN
+
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
     from cidsync.change import CIDBatch
@@ -20,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import INVALID_INPUT, STORE_RETRY, STORE_TIMEOUT
 
 
-@workflow.defn
+@workflow.defn(versioning_behavior=SHORT_RUN)
 class ApplyCIDBatch:
     @workflow.run
     async def run(self, batch: CIDBatch) -> BatchResult:

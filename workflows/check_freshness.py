@@ -14,6 +14,8 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
+from workflows.versioning import SHORT_RUN
+
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import PairsRequest, StoreActivities
     from activities.core_events import CoreEventsPublisher, NoticeInput
@@ -32,7 +34,7 @@ class FreshnessInput(BaseModel):
     max_age: timedelta = MAX_AGE
 
 
-@workflow.defn
+@workflow.defn(versioning_behavior=SHORT_RUN)
 class CheckVerificationFreshness:
     @workflow.run
     async def run(self, input: FreshnessInput) -> list[PairVerification]:

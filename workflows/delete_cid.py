@@ -13,6 +13,8 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
+from workflows.versioning import LONG_WAIT
+
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import KeySequenceQuery, StoreActivities
     from cidsync.change import CIDChange
@@ -33,7 +35,7 @@ class DeleteCIDInput(BaseModel):
     recheck_every: timedelta = DEFAULT_RECHECK_EVERY
 
 
-@workflow.defn
+@workflow.defn(versioning_behavior=LONG_WAIT)
 class DeleteCID:
     @workflow.run
     async def run(self, input: DeleteCIDInput) -> CIDResult:

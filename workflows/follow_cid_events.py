@@ -37,6 +37,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
 
+from workflows.versioning import FOLLOWER
+
 with workflow.unsafe.imports_passed_through():
     from activities.cid_store import StoreActivities
     from activities.follow import MAX_PAGE, FollowActivities, PollInput, PollResult
@@ -158,7 +160,7 @@ class FollowInput(BaseModel):
 WORKFLOW_TYPE = "FollowCidEvents"
 
 
-@workflow.defn(name=WORKFLOW_TYPE)
+@workflow.defn(name=WORKFLOW_TYPE, versioning_behavior=FOLLOWER)
 class FollowCIDEvents:
     def __init__(self) -> None:
         self._status: FollowStatus | None = None
@@ -204,10 +206,16 @@ class FollowCIDEvents:
             wait = self._next_wait(result, wait)
             with contextlib.suppress(TimeoutError):  # the usual end of the wait: no poke came
                 await workflow.wait_condition(lambda: self._poke, timeout=wait, timeout_summary="until the next poll")
-            if workflow.info().is_continue_as_new_suggested():
+            # A run ends early when its history grows long, or when a new version of the workers became
+            # the task queue's target: the run is pinned to its build, the next one starts on the new.
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or info.is_target_worker_deployment_version_changed():
                 break
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(input.model_copy(update={"status": self._status, "start_at": None}))
+        workflow.continue_as_new(
+            input.model_copy(update={"status": self._status, "start_at": None}),
+            initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE,
+        )
 
     @property
     def _s(self) -> FollowStatus:

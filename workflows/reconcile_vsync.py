@@ -29,6 +29,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows.versioning import LONG_WAIT
+
 with workflow.unsafe.imports_passed_through():
     from activities.bridge import BridgeActivities, CreateFileRequest, FileRef, VerifyRequest
     from activities.cid_file import CIDFileActivities, JudgeInput, RollInput, StreamFileInput
@@ -189,7 +191,7 @@ class _GiveUp(Exception):
     """The run cannot finish its reconciliation: it ends FAILED with this reason."""
 
 
-@workflow.defn
+@workflow.defn(versioning_behavior=LONG_WAIT)
 class ReconcileVSync:
     def __init__(self) -> None:
         self._progress = Progress()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from temporalio import workflow
 
+from workflows.versioning import LONG_WAIT
+
 with workflow.unsafe.imports_passed_through():
     from cidsync.entry import PairRef
     from cidsync.naming import reconcile_workflow_id
@@ -33,7 +35,7 @@ class VerifyAllResult(BaseModel):
     joined: list[str]  # ... and of those already running, left to finish
 
 
-@workflow.defn
+@workflow.defn(versioning_behavior=LONG_WAIT)
 class VerifyAllPairs:
     @workflow.run
     async def run(self, input: VerifyAllInput) -> VerifyAllResult:

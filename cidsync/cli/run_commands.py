@@ -45,6 +45,7 @@ async def _worker(args: argparse.Namespace) -> int:
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
         graceful_shutdown=timedelta(seconds=args.graceful_shutdown_seconds),
+        make_current=args.make_current,
     )
     stop = stop_on_signals()
     async with serving("cidsync-worker", settings.metrics_bind) as observed:
@@ -135,7 +136,10 @@ async def _vsync(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the Temporal worker (workflows and activities)")
-    add_settings_flags(worker, [*TEMPORAL, *PULSAR, "redis_url", "bridge_address", "metrics_bind"])
+    add_settings_flags(
+        worker,
+        [*TEMPORAL, *PULSAR, "redis_url", "bridge_address", "metrics_bind", "deployment_name", "build_id"],
+    )
     defaults = WorkerOptions()
     worker.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     worker.add_argument(
@@ -149,6 +153,12 @@ def register(commands: Any) -> None:
         type=float,
         default=defaults.graceful_shutdown.total_seconds(),
         help="how long in-flight activities may finish after SIGTERM",
+    )
+    worker.add_argument(
+        "--make-current",
+        action="store_true",
+        help="make this worker's deployment version the current one once it polls (what a deploy step does with "
+        "`temporal worker deployment set-current-version`)",
     )
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(handler=run_async(_worker))

@@ -27,6 +27,7 @@ from starters.entry_events import EntryEventStarter
 from starters.options import Mode, StarterConfig
 from tests.helpers.eventually import eventually
 from tests.helpers.servers import KEY_SECRET
+from tests.helpers.workers import TEST_VERSION, made_current
 from workers.cid_worker import build_worker
 from workers.options import WorkerOptions
 
@@ -105,8 +106,8 @@ async def running_pipeline(
     )
     starter = EntryEventStarter(env.client, store, pulsar, topics, config)
     stop = asyncio.Event()
-    worker = build_worker(env.client, store, queue, WorkerOptions())
-    async with worker:
+    worker = build_worker(env.client, store, queue, WorkerOptions(), TEST_VERSION)
+    async with made_current(env.client, worker, TEST_VERSION):
         running = asyncio.ensure_future(starter.run(stop))
         try:
             yield Pipeline(topics, store, starter, unique_participants(participants))

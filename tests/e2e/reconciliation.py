@@ -27,6 +27,7 @@ from starters.options import Mode
 from tests.e2e.harness import Flow, Pipeline, running_pipeline
 from tests.helpers.eventually import eventually
 from tests.helpers.servers import KEY_SECRET
+from tests.helpers.workers import TEST_VERSION, made_current
 from workers.cid_worker import Reconciliation, build_worker
 from workers.options import WorkerOptions
 from workflows.reconcile_vsync import Progress, ReconcileVSync
@@ -60,7 +61,9 @@ async def reconciliation_worker(
     )
     publisher = await CoreEventsPublisher.create(store, pulsar_, topics)
     try:
-        async with build_worker(env.client, store, queue, WorkerOptions(), Reconciliation.of(store, bridge, publisher)):
+        reconciliation = Reconciliation.of(store, bridge, publisher)
+        worker = build_worker(env.client, store, queue, WorkerOptions(), TEST_VERSION, reconciliation)
+        async with made_current(env.client, worker, TEST_VERSION):
             yield Running(queue, store, bridge, topics, consumer)
     finally:
         await publisher.close()

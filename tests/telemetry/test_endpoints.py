@@ -175,6 +175,7 @@ def test_the_worker_and_the_starter_serve_metrics_health_and_json_logs(
                 "describe",
                 "--task-queue",
                 environment["CIDSYNC_TASK_QUEUE"],
+                "--legacy-mode",  # pollers of every version (the worker is a versioned one)
                 "--address",
                 environment["TEMPORAL_ADDRESS"],
                 "--output",

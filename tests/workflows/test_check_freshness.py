@@ -12,7 +12,6 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.cid_store import PairsRequest
 from activities.core_events import NoticeInput
@@ -20,6 +19,7 @@ from cidsync.core_events import CoreEventType
 from cidsync.entry import KeyType, PairRef
 from cidsync.store.models import PairVerification
 from cidsync_tooling.devstack.processes import free_port
+from tests.helpers.workers import current_worker
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 
 
@@ -58,7 +58,7 @@ async def test_a_pair_not_verified_ok_within_36_hours_raises_the_alert(
     queue = f"fresh-{uuid.uuid4()}"
     pairs = [PairRef(participant=p, key_type=KeyType.CPF) for p in (fresh, old, never)]
     with caplog.at_level(logging.WARNING):
-        async with Worker(
+        async with current_worker(
             client,
             task_queue=queue,
             workflows=[CheckVerificationFreshness],

@@ -13,7 +13,6 @@ import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.cid_store import KeySequenceQuery
 from cidsync.change import CIDChange
@@ -24,6 +23,7 @@ from cidsync.naming import event_workflow_id
 from cidsync.producer import build_event
 from cidsync.store.models import ApplyResult, ApplyStatus
 from cidsync_tooling.synthetic import synthetic_entry
+from tests.helpers.workers import current_worker
 from workflows.cid_change import CIDResult
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
@@ -86,7 +86,7 @@ def local_activity_times(history: WorkflowHistory) -> list[datetime]:
 
 async def run(env: WorkflowEnvironment, store: FakeStore, workflow: Any, argument: object, wf_id: str) -> CIDResult:
     queue = f"cid-{uuid.uuid4()}"
-    async with Worker(
+    async with current_worker(
         env.client, task_queue=queue, workflows=[CreateCID, UpdateCID, DeleteCID], activities=store.activities()
     ):
         result: CIDResult = await env.client.execute_workflow(workflow, argument, id=wf_id, task_queue=queue)

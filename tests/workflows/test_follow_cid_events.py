@@ -19,7 +19,6 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.follow import FollowActivities
 from activities.proof import ProofActivities
@@ -31,8 +30,10 @@ from cidsync.entry import KeyType
 from cidsync.store.layout import PairKeys, Scratch
 from cidsync.store.models import LocalView, VerificationRecord
 from cidsync_tooling.simulator.dict_state import EventLog
+from tests.helpers.workers import current_worker
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 from workflows.reconcile_vsync import ReconcileInput
+from workflows.versioning import LONG_WAIT
 
 PARTICIPANT = "12345678"
 ADDED, REMOVED = CIDEventType.ADDED, CIDEventType.REMOVED
@@ -185,7 +186,7 @@ class World:
         ]
 
 
-@workflow.defn(name="ReconcileVSync")
+@workflow.defn(name="ReconcileVSync", versioning_behavior=LONG_WAIT)
 class FakeReconcile:
     """Stands in for the reconciliation a hand-over starts: records its input through a query."""
 
@@ -220,7 +221,7 @@ async def following(
     env: WorkflowEnvironment, world: World, argument: FollowInput
 ) -> AsyncIterator[WorkflowHandle[FollowCIDEvents, None]]:
     queue = f"follow-{uuid.uuid4()}"
-    async with Worker(
+    async with current_worker(
         env.client, task_queue=queue, workflows=[FollowCIDEvents, FakeReconcile], activities=world.activities()
     ):
         handle = await env.client.start_workflow(

@@ -16,7 +16,6 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.bridge import CreateFileRequest, FileRef, VerifyRequest
 from activities.cid_file import JudgeInput, RollInput, RollResult, StreamFileInput, StreamFileResult
@@ -30,6 +29,7 @@ from cidsync.entry import KeyType, PairRef
 from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes
 from cidsync.store.layout import RepairSide, Scratch
 from cidsync.store.models import DiffResult, JudgedDiff, LocalVSync, PairVerification, VerificationRecord
+from tests.helpers.workers import current_worker
 from workflows.reconcile_vsync import Decision, Progress, ReconcileInput, ReconcileResult, ReconcileVSync
 
 PARTICIPANT = "12345678"
@@ -203,7 +203,7 @@ async def started(
 ) -> AsyncIterator[WorkflowHandle[ReconcileVSync, ReconcileResult]]:
     """A run with a worker of its own (its own task queue) serving the fake activities."""
     queue = f"reconcile-{uuid.uuid4()}"
-    async with Worker(env.client, task_queue=queue, workflows=[ReconcileVSync], activities=fake.activities()):
+    async with current_worker(env.client, task_queue=queue, workflows=[ReconcileVSync], activities=fake.activities()):
         yield await env.client.start_workflow(
             ReconcileVSync.run,
             argument,

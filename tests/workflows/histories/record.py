@@ -28,7 +28,6 @@ from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.bridge import VerifyRequest
 from activities.cid_store import KeySequenceQuery, WatchRequest
@@ -45,6 +44,7 @@ from cidsync.naming import SEARCH_ATTRIBUTES
 from cidsync.store.layout import Scratch
 from cidsync.store.models import ApplyResult, ApplyStatus, LocalVSync, VerificationRecord
 from cidsync_tooling.devstack.processes import temporal_binary
+from tests.helpers.workers import current_worker
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput
 from workflows.reconcile_vsync import ReconcileInput, ReconcileVSync
@@ -174,7 +174,7 @@ async def main() -> None:
     ]
     wanted = set(sys.argv[1:]) or {"reconcile_ok", "delete_waiting_period", "follow_repair"}
     try:
-        async with Worker(
+        async with current_worker(
             env.client, task_queue=queue, workflows=[ReconcileVSync, DeleteCID, FollowCIDEvents], activities=activities
         ):
             if "follow_repair" in wanted:
