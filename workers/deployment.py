@@ -3,9 +3,10 @@
 A versioned worker gets no task until its version is its deployment's current (or ramping) version
 (Temporal's Worker Versioning). A platform team's deploy step runs `temporal worker deployment
 set-current-version` (README, "Upgrading cidsync"); `cidsync worker --make-current` does the same from the
-worker itself once it polls, for the embedded stack, the tests and a blue-green deploy that wants no
-separate step. Temporal refuses a version whose workers it has not seen poll yet, so this asks again until
-it is accepted.
+worker itself once it polls, for a blue-green deploy that wants no separate step; without it a worker
+makes its version current only for a deployment that has none yet, or has this one (a first install, the
+embedded stack, another task queue of the same build). Temporal refuses a version whose workers it has
+not seen poll yet, so this asks again until it is accepted.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ async def make_current(
     identity: str = "",
 ) -> None:
     """Make `version` its deployment's current version, once Temporal has seen its workers poll, on each
-    of `task_queues` if given: a task queue whose first poll Temporal registers after the switch is not
-    routed to the version until the next change of the routing (seen with the dev server 1.32)."""
+    of `task_queues` if given. Waiting for every task queue is cautious: in one run here (dev server 1.32)
+    a queue polled only after the switch seemed not to be served, a cause not isolated."""
     deadline = asyncio.get_running_loop().time() + wait.total_seconds()
     pause = 0.1
     while True:
