@@ -15,9 +15,9 @@ A versioned worker (`cidsync worker --deployment-name --build-id`) runs each typ
   continues as new on the new one (`workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE`), so a change
   to it needs no patch either.
 
-Children: Temporal starts a child of a PINNED parent on the parent's version (the follower's hand-over
-ReconcileVSync starts on the follower's build, then, being AUTO_UPGRADE, moves on at its next task), and
-a child of an AUTO_UPGRADE parent on the current version (VerifyAllPairs' reconciliations).
+Children, as Temporal's documentation describes them (not tested here): a child of a PINNED parent on the
+same task queue starts on the parent's version (the follower's hand-over ReconcileVSync), a child of an
+AUTO_UPGRADE parent on the current version (VerifyAllPairs' reconciliations).
 """
 
 from __future__ import annotations

@@ -78,9 +78,13 @@ async def record_or_read(redis: RedisClient) -> LayoutState:
     return recorded
 
 
+def _spelled(readable: Iterable[int]) -> str:
+    return " and ".join(str(version) for version in sorted(readable))
+
+
 def refusal(state: LayoutState, readable: frozenset[int] = READABLE_LAYOUTS) -> str | None:
     """Why a role of a release that reads `readable` must not start on a store at `state`; None if it may."""
-    reads = " and ".join(str(version) for version in sorted(readable))
+    reads = _spelled(readable)
     if state.version not in readable:
         if state.version > max(readable):
             return (
@@ -183,7 +187,7 @@ class Migrator:
     def _migration_to(self, state: LayoutState, to: int) -> Migration:
         if to not in self.readable:
             raise CommandFailed(
-                f"this release reads layout version {' and '.join(map(str, sorted(self.readable)))}, not {to}: "
+                f"this release reads layout version {_spelled(self.readable)}, not {to}: "
                 f"migrate with a release that reads it"
             )
         if state.migrating_to is not None and state.migrating_to != to:

@@ -2,8 +2,8 @@
 refuses a workflow that declares a versioning behaviour from an unversioned worker).
 
 The tests' workers share one deployment version (`TEST_VERSION`); each test's task queue joins it when
-its worker first polls, and `current_worker` makes the version current again then, which Temporal takes
-as the moment the new task queue is routed to it."""
+its worker first polls, and the version is made current again then, as a worker of the product does for
+another task queue of its build (`workers.cid_worker.run_worker`)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ async def current_worker(
     client: Client, *, version: WorkerDeploymentVersion = TEST_VERSION, **options: Any
 ) -> AsyncIterator[Worker]:
     """A running `Worker(client, **options)` of `version`, made current once it polls."""
-    async with Worker(client, deployment_config=versioned(version), **options) as worker:
-        await make_current(client, version)
+    async with made_current(client, Worker(client, deployment_config=versioned(version), **options), version) as worker:
         yield worker
 
 

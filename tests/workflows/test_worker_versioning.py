@@ -125,17 +125,16 @@ class Versions:
                 (self.queues["follow"], [FollowCIDEvents, FakeReconcile], self.world.activities()),
             ):
                 await stack.enter_async_context(
-                    _polling(client, version, task_queue=queue, workflows=workflows, activities=activities)
+                    Worker(
+                        client,
+                        deployment_config=versioned(version),
+                        task_queue=queue,
+                        workflows=workflows,
+                        activities=activities,
+                    )
                 )
             await make_current(client, version, task_queues=self.queues.values())
             yield
-
-
-@asynccontextmanager
-async def _polling(client: Client, version: WorkerDeploymentVersion, **options: Any) -> AsyncIterator[None]:
-    """A worker of `version` that polls; made current by the caller once all of them do."""
-    async with Worker(client, deployment_config=versioned(version), **options):
-        yield
 
 
 async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_new_version(
