@@ -8,8 +8,9 @@ core does, and published with duplicates and in shuffled order: most through the
 the rest through a per-event one. Meanwhile, at moments drawn from the seed, the run SIGKILLs and
 restarts the worker, the starter, `bridge serve`, the broker, Redis and the Temporal server (and several),
 makes DICT unavailable or slow, empties a participant's rate-limit bucket, fails CID files while
-reconciliations of busy pairs run (core changing them all along), changes DICT behind cidsync's back, and
-feeds hostile messages to the entry topics.
+reconciliations of busy pairs run (core changing them all along), changes DICT behind cidsync's back,
+feeds hostile messages to the entry topics, and upgrades the workers to a new version (Worker Versioning,
+blue-green: the new build made current, the old one's pinned runs drained, then the old workers stopped).
 
 Then it checks, prints, and exits non-zero on any violation:
 - each pair's key count and VSync in the store equal an independent computation: a model DICT that
@@ -18,6 +19,7 @@ Then it checks, prints, and exits non-zero on any violation:
 - a final ReconcileVSync of every pair ends OK, and DICT agrees with the model;
 - every hostile message that must be dead-lettered is, with a reason; no valid event is;
 - no workflow failed, timed out or was terminated, and none but the followers is still running;
+- after the upgrades, the last version is current and every open run (the followers) is on it;
 - no personal value of any published entry is anywhere in Temporal (histories, descriptions, details).
 
 `python -m chaos.run --reduced` is the small run `make test` includes.
@@ -46,6 +48,7 @@ import pulsar
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
+import cidsync
 from chaos.hostile import Hostile, hostile_messages
 from chaos.stack import ChaosStack, chaos_stack
 from cidsync.bridge import errors as bridge_errors
@@ -70,6 +73,7 @@ from cidsync_tooling.simulator.dict_state import SimulatedDict
 from cidsync_tooling.synthetic import final_vsyncs, synthetic_history
 from starters.followers import ensure_followers
 from starters.reconciliation import start_reconciliation
+from workers.deployment import current_build_id
 from workflows.follow_cid_events import WORKFLOW_TYPE as FOLLOWER_TYPE
 from workflows.reconcile_vsync import ReconcileInput, ReconcileResult, ReconcileVSync
 
@@ -98,7 +102,7 @@ class Options:
     @classmethod
     def reduced(cls, seed: int) -> Options:
         return cls(
-            seed=seed, events=1_200, per_event_share=0.15, rate=100.0, faults=14, settle_timeout=300.0, dict_clock=5.0
+            seed=seed, events=1_200, per_event_share=0.15, rate=100.0, faults=15, settle_timeout=300.0, dict_clock=5.0
         )
 
 
@@ -121,10 +125,11 @@ class Ledger:
     diverged_pairs: set[Pair] = field(default_factory=set)
     file_reconciliations: list[tuple[Pair, str]] = field(default_factory=list)  # busy pairs' runs, with failing files
     hostile: list[Hostile] = field(default_factory=list)
+    upgrades: list[str] = field(default_factory=list)  # "old -> new: drained in N s"
     violations: list[str] = field(default_factory=list)
 
     def check(self, ok: bool, what: str) -> None:
-        print(f"   {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+        print(f"   {'ok  ' if ok else 'FAIL'} [{time.strftime('%H:%M:%S')}] {what}", flush=True)
         if not ok:
             self.violations.append(what)
 
@@ -228,6 +233,7 @@ class Run:
             "failed CID files",
             "DICT changed behind cidsync",
             "hostile messages",
+            "upgrade workers",
         ]
         plan = list(kinds)  # each at least once
         while len(plan) < self.options.faults:
@@ -286,6 +292,8 @@ class Run:
             await self.diverge(self.rng.choice(self.pairs))
         elif kind == "hostile messages":
             await self.send_hostile()
+        elif kind == "upgrade workers":
+            await self.upgrade()
 
     async def diverge(self, pair: Pair) -> None:
         seed = self.rng.randrange(10**9)
@@ -312,6 +320,49 @@ class Run:
         with contextlib.suppress(bridge_errors.RateLimited, bridge_errors.BridgeError):
             for _ in range(500):
                 await self.bridge.list_cid_set_events(participant, KeyType.EVP, now - timedelta(seconds=1), now, 1)
+
+    async def upgrade(self) -> None:
+        """The workers replaced by a new version under load, as a blue-green deploy does it (README,
+        "Upgrading cidsync"): the new version's workers start beside the old ones and make their version
+        current; new runs and AUTO_UPGRADE ones move to it, the followers at their next continue-as-new;
+        the old workers keep their pinned runs until none is left, and only then stop. The same code under
+        another build id: what is checked is the switch, that nothing is lost, doubled or left behind."""
+        old = self.stack.build_id or cidsync.__version__
+        new = f"{cidsync.__version__}-chaos-{len(self.ledger.upgrades) + 1}"
+        started = time.monotonic()
+        await asyncio.to_thread(self.stack.start_new_version, new)
+        await patiently("the new version current", lambda: self.current_is(new), seconds=120)
+        switched = time.monotonic()
+        query = self.pinned_to(old)
+        pinned = (await patiently("Temporal", lambda: self.client.count_workflows(query))).count
+        await patiently("the old version drained", lambda: self.none_open(query), seconds=300)
+        drained = time.monotonic()
+        await asyncio.to_thread(self.stack.retire_old_version, new)
+        note = (
+            f"{old} -> {new}: current after {switched - started:.0f} s, {pinned} pinned runs drained "
+            f"in {drained - switched:.0f} s"
+        )
+        print(f"      ({note})", flush=True)
+        self.ledger.upgrades.append(note)
+
+    async def current_is(self, build_id: str) -> None:
+        current = await current_build_id(self.client, self.settings.deployment_name)
+        if current != build_id:
+            raise RuntimeError(f"the current version is {current}")
+
+    async def none_open(self, query: str) -> None:
+        """Visibility, which answers at once (Temporal's own drainage status is refreshed every few minutes)."""
+        count = (await self.client.count_workflows(query)).count
+        if count:
+            raise RuntimeError(f"{count} still open")
+
+    def pinned_to(self, build_id: str) -> str:
+        """The open runs pinned to a version of ours."""
+        version = f"{self.settings.deployment_name}:{build_id}"
+        return (
+            f'TemporalWorkerDeploymentVersion = "{version}" AND TemporalWorkflowVersioningBehavior = "Pinned" '
+            'AND ExecutionStatus = "Running"'
+        )
 
     async def send_hostile(self) -> None:
         client = pulsar.Client(self.settings.require("pulsar_url"), logger=logging.getLogger("pulsar"))
@@ -532,6 +583,21 @@ class Run:
         ledger.check(not stuck, f"none still running but the followers {stuck[:5] if stuck else ''}")
         print(f"      workflows: {dict(sorted(statuses.items()))}", flush=True)
 
+        if ledger.upgrades:
+            final = self.stack.build_id
+            current = await current_build_id(self.client, self.settings.deployment_name)
+            behind = await self.client.count_workflows(
+                f'ExecutionStatus = "Running" AND TemporalWorkerDeploymentVersion != '
+                f'"{self.settings.deployment_name}:{final}"'
+            )
+            ledger.check(
+                current == final and not behind.count,
+                f"after {len(ledger.upgrades)} upgrades {final} is current and every open run is on it "
+                f"(current {current}, {behind.count} on an earlier version)",
+            )
+            for note in ledger.upgrades:
+                print(f"      upgrade {note}", flush=True)
+
         corpus = Corpus()
         await read_temporal(self.client, corpus)
         kinds = personal_values_by_kind(e.entry for e in events)
@@ -541,7 +607,13 @@ class Run:
         ledger.check(
             not leaked,
             f"no personal value in Temporal ({len(values)} keys, tax ids and names searched "
-            f"in {texts} texts of {len(corpus.texts)} workflows)",
+            f"in {texts} texts of {len(corpus.texts)} workflows"
+            + (
+                f"; {len(corpus.unqueried)} closed runs of retired versions read without a query"
+                if corpus.unqueried
+                else ""
+            )
+            + ")",
         )
         for value, places in list(leaked.items())[:5]:  # where, and what kind: never the value itself
             print(f"      a {values[value]} of {len(value)} characters in {', '.join(places[:3])}", flush=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cidsync.bridge.budget import DICT_BUCKETS
+from cidsync_tooling.devstack.processes import Launched
 from cidsync_tooling.devstack.spec import (
     BridgeSpec,
     CodecSpec,
@@ -29,13 +30,20 @@ from cidsync_tooling.devstack.spec import (
     WorkerSpec,
     headless_temporal,
 )
-from cidsync_tooling.devstack.stack import StackState, down, read_state, replica_name, up
+from cidsync_tooling.devstack.stack import StackState, down, read_state, replica_name, start_worker_beside, up
 
 SECRET = "chaos-key-secret"
 KILLABLE = ("worker", "starter", "bridge", "pulsar", "redis", "temporal")
 
 
-def chaos_spec(root: Path, mode: str, replicas: int = 1, bridge: bool = True, dict_clock: float = 1.0) -> StackSpec:
+def chaos_spec(
+    root: Path,
+    mode: str,
+    replicas: int = 1,
+    bridge: bool = True,
+    dict_clock: float = 1.0,
+    build_id: str | None = None,
+) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
         temporal=headless_temporal(root / "temporal.db"),
@@ -46,7 +54,7 @@ def chaos_spec(root: Path, mode: str, replicas: int = 1, bridge: bool = True, di
         ),
         bridge=BridgeSpec(port=0, enabled=bridge),  # off: the workers call the simulator's gRPC face
         codec=CodecSpec(enabled=False),
-        worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas),
+        worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas, build_id=build_id),
         # Two starters share a Shared subscription, not Key_Shared: pulsar-lite's Key_Shared dispatcher keys
         # consumers by the client's consumer id alone, so two starters' first consumers (both id 0) collide
         # ("Consumer 0 already exists in key-shared dispatcher"), and a killed one's lingers; the starter
@@ -66,11 +74,13 @@ class ChaosStack:
     replicas: int = 1  # of the worker and of the starter
     bridge: bool = True  # the workers reach DICT through bridge serve; False: the simulator's gRPC face
     dict_clock: float = 1.0  # DICT's rate limits refill this many times faster (ours in step)
+    build_id: str | None = None  # the workers' build id; None: the release's
     kills: dict[str, int] = field(default_factory=dict)
+    beside: list[Launched] = field(default_factory=list)  # a new version's workers while the old ones drain
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock)
+        return chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, self.build_id)
 
     @property
     def killable(self) -> tuple[str, ...]:
@@ -120,7 +130,32 @@ class ChaosStack:
         self.mode = mode
         self.restart()
 
+    # An upgrade, blue-green (README, "Upgrading cidsync"): `start_new_version`, then the caller waits until
+    # the old version's pinned runs are done, then `retire_old_version`.
+
+    def start_new_version(self, build_id: str) -> None:
+        """As many workers of `build_id` as the stack has, beside its own, each making its version current
+        once it polls (`--make-current`, a deploy step's `set-current-version`)."""
+        for index in range(1, self.replicas + 1):
+            name = f"worker-{build_id}-{index}"
+            self.beside.append(start_worker_beside(self.spec, name, ["--build-id", build_id, "--make-current"]))
+
+    def retire_old_version(self, build_id: str) -> None:
+        """The stack's workers stopped gracefully and started again as `build_id`, then the workers beside
+        them stopped: the stack runs the new version alone, under its own names. A restart in between (a
+        concurrent `restart`) already starts the new version: the spec changes first. The old version is
+        no longer current, so its workers never make it current again."""
+        self.build_id = build_id
+        for name in self.processes("worker"):
+            self.state.services[name].ref.stop()
+        self.restart()
+        for launched in self.beside:
+            launched.stop()
+        self.beside.clear()
+
     def down(self) -> None:
+        for launched in self.beside:
+            launched.stop()
         down(self.spec.state_dir)
 
 

@@ -17,12 +17,15 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.enums.v1 import VersioningBehavior
 from temporalio.api.query.v1 import WorkflowQuery
+from temporalio.api.workflow.v1 import WorkflowExecutionVersioningInfo
 from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cidsync.entry import Entry
+from workers.deployment import current_build_id
 
 # The entry's personal fields (docs/design.md §5): no decoded payload may even name them.
 PERSONAL_FIELDS = {"key", "owner_name", "owner_trade_name", "owner_tax_id", "account_number", "branch", "entry"}
@@ -56,6 +59,9 @@ class Corpus:
 
     texts: dict[str, list[str]] = field(default_factory=dict)
     payload_fields: set[str] = field(default_factory=set)
+    # Closed runs pinned to a version no longer current (after an upgrade), whose workers may be gone: not
+    # queried (their history and description are read).
+    unqueried: list[str] = field(default_factory=list)
 
     def add(self, where: str, text: str) -> None:
         self.texts.setdefault(where, []).append(text)
@@ -142,6 +148,7 @@ async def read_temporal(client: Client, corpus: Corpus) -> dict[str, list[Any]]:
     """Every workflow of the namespace: history, description and current details. Returns the histories
     by workflow type."""
     by_type: dict[str, list[Any]] = {}
+    current: dict[str, str | None] = {}  # each deployment's current build id
     async for listed in client.list_workflows():
         handle = client.get_workflow_handle(listed.id, run_id=listed.run_id)
         where = f"temporal:{listed.workflow_type}:{listed.id}"
@@ -149,14 +156,37 @@ async def read_temporal(client: Client, corpus: Corpus) -> dict[str, list[Any]]:
         history = await handle.fetch_history()
         for event in history.events:
             read_message(event, where, corpus)
-        read_message((await handle.describe()).raw_description, where, corpus)
-        metadata = await client.workflow_service.query_workflow(  # the current details, among others
-            QueryWorkflowRequest(
-                namespace=client.namespace,
-                execution=WorkflowExecution(workflow_id=listed.id, run_id=listed.run_id),
-                query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
+        description = (await handle.describe()).raw_description
+        read_message(description, where, corpus)
+        if await _retired(client, listed.status, description.workflow_execution_info.versioning_info, current):
+            corpus.unqueried.append(where)
+        else:
+            metadata = await client.workflow_service.query_workflow(  # the current details, among others
+                QueryWorkflowRequest(
+                    namespace=client.namespace,
+                    execution=WorkflowExecution(workflow_id=listed.id, run_id=listed.run_id),
+                    query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
+                )
             )
-        )
-        read_message(metadata, where, corpus)
+            read_message(metadata, where, corpus)
         by_type.setdefault(listed.workflow_type, []).append(history)
     return by_type
+
+
+async def _retired(
+    client: Client,
+    status: WorkflowExecutionStatus | None,
+    versioning: WorkflowExecutionVersioningInfo,
+    current: dict[str, str | None],
+) -> bool:
+    """A closed run pinned to a version that is no longer current: Temporal sends its queries to that
+    version's workers alone, which an upgrade has stopped, and answers only once its query times out."""
+    version = versioning.deployment_version
+    if (
+        status is WorkflowExecutionStatus.RUNNING
+        or versioning.behavior != VersioningBehavior.VERSIONING_BEHAVIOR_PINNED
+    ):
+        return False
+    if version.deployment_name not in current:
+        current[version.deployment_name] = await current_build_id(client, version.deployment_name)
+    return current[version.deployment_name] != version.build_id

@@ -120,6 +120,8 @@ class WorkerSpec(_Spec):
     graceful_shutdown_seconds: float = Field(default=10.0, gt=0)
     # /metrics, /healthz, /readyz on this loopback port (0: a free one); null: no endpoint
     metrics_port: Port | None = Field(default=0, ge=0, le=65535)
+    # The workers' build id (Worker Versioning); null: the release's (`cidsync worker`'s default)
+    build_id: str | None = None
 
 
 class StarterSpec(_Spec):

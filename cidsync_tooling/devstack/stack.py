@@ -13,7 +13,7 @@ import fcntl
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -285,16 +285,25 @@ def _role_ports(port: int | None) -> dict[str, int]:
     return {} if port is None else {"metrics": port}
 
 
-def _start_worker(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:
+def _start_worker(name: str, spec: StackSpec, ports: dict[str, int], logs: Path, extra: Sequence[str] = ()) -> Launched:
     w = spec.worker
     options = [
         "--task-queue",
         w.task_queue,
         "--graceful-shutdown-seconds",
         str(w.graceful_shutdown_seconds),
+        *(["--build-id", w.build_id] if w.build_id else []),
         *_metrics_bind(ports),
+        *extra,
     ]
     return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / f"{name}.log")
+
+
+def start_worker_beside(spec: StackSpec, name: str, options: Sequence[str] = ()) -> Launched:
+    """A worker as the stack's own are started, with `options` added, but outside the stack's state: `down`
+    does not know it, so its caller stops it. The chaos run's upgrade starts a new version's workers so,
+    beside the old ones, until those drain (chaos/stack.py). No metrics endpoint."""
+    return _start_worker(name, spec, {}, spec.state_dir / "logs", options)
 
 
 def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path) -> Launched:

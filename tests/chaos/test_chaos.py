@@ -41,6 +41,7 @@ def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(
     assert run.returncode == 0, f"chaos --seed {seed} --replicas {replicas} failed:\n{report}\n{run.stderr[-3000:]}"
     assert "chaos PASSED" in run.stdout, report
     assert "14 of 14" in run.stdout, report  # every invalid message dead-lettered
+    assert "every open run is on it" in run.stdout, report  # the workers were upgraded under load
     killed = next(line for line in run.stdout.splitlines() if "processes SIGKILLed" in line)
     for role in ("worker", "starter", "pulsar", "redis", "temporal", *(["bridge"] if bridge == "serve" else [])):
         assert f"'{role}" in killed, report  # the role's process, or one of its replicas (`'worker-2'`)
