@@ -36,14 +36,16 @@ from cidsync_tooling.devstack.processes import launch
 STALL_SECONDS = 30.0
 
 
-def raw_producer(pulsar_url: str, events: Sequence[EntryEvent]) -> float:
-    """Messages/s acknowledged, sending prebuilt payloads to a scratch topic (blocking: run it in a thread)."""
-    c = ProducerConfig()
+def raw_producer(pulsar_url: str, events: Sequence[EntryEvent], config: ProducerConfig | None = None) -> float:
+    """Messages/s acknowledged, sending prebuilt payloads to a scratch topic (blocking: run it in a thread),
+    batched as `config` (default: the producer's default) batches."""
+    c = config or ProducerConfig()
     client = pulsar.Client(pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     producer = client.create_producer(
         f"persistent://public/default/bench-raw-{uuid.uuid4().hex[:8]}",
         compression_type=pulsar.CompressionType.LZ4,
         batching_enabled=True,
+        batching_type=pulsar.BatchingType.KeyBased if c.key_based_batching else pulsar.BatchingType.Default,
         batching_max_messages=c.batching_max_messages,
         batching_max_publish_delay_ms=c.batching_max_publish_delay_ms,
         max_pending_messages=c.max_in_flight,

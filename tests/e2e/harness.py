@@ -91,7 +91,13 @@ async def wait_for_vsyncs(store: CIDStore, participants: list[str], expected: ob
 
 @contextlib.asynccontextmanager
 async def running_pipeline(
-    env: WorkflowEnvironment, redis_url: str, pulsar_url: str, *, mode: Mode = Mode.PER_EVENT, participants: int = 2
+    env: WorkflowEnvironment,
+    redis_url: str,
+    pulsar_url: str,
+    *,
+    mode: Mode = Mode.PER_EVENT,
+    participants: int = 2,
+    key_shared: bool = True,
 ) -> AsyncIterator[Pipeline]:
     queue = f"e2e-{uuid.uuid4()}"
     topics = Topics(namespace=f"public/e2e{uuid.uuid4().hex[:10]}")
@@ -103,6 +109,7 @@ async def running_pipeline(
         mode=mode,
         backoff_base=timedelta(milliseconds=200),
         batch_max_wait=timedelta(milliseconds=100),
+        key_shared=key_shared,
     )
     starter = EntryEventStarter(env.client, store, pulsar, topics, config)
     stop = asyncio.Event()

@@ -98,6 +98,33 @@ async def test_per_entry_order_holds_for_1000_interleaved_events(
     assert all(numbers == list(range(20)) for numbers in seen.values())
 
 
+async def test_a_batch_holds_the_events_of_one_entry(
+    pulsar_broker: PulsarBroker, reader_client: pulsar_asyncio.Client
+) -> None:
+    """Key-based batching: a Key_Shared broker dispatches a batch whole, by its first message's key, so
+    a batch of mixed entries would reach the consumer of one of them (Apache Pulsar; pulsar-lite hides it).
+    A batch is one broker entry: the messages sharing a (ledger, entry) id."""
+    topics = unique_topics()
+    consumer = await subscribe(reader_client, [topics.full(topics.updated)])
+    entries = [an_entry(i) for i in range(10)]
+    async with await EntryEventProducer.connect(pulsar_broker.url, topics=topics) as producer:
+        sends = [
+            asyncio.ensure_future(producer.publish_updated(entry.model_copy(update={"account_number": str(n)}), "u"))
+            for n in range(20)
+            for entry in entries
+        ]
+        await asyncio.gather(*sends)
+    batches: dict[tuple[int, int], set[str]] = {}
+    sizes: dict[tuple[int, int], int] = {}
+    for _ in range(200):
+        message = await receive(consumer)
+        at = (message.message_id().ledger_id(), message.message_id().entry_id())
+        batches.setdefault(at, set()).add(message.partition_key())
+        sizes[at] = sizes.get(at, 0) + 1
+    assert max(sizes.values()) > 1  # not vacuous: the events were batched
+    assert all(len(keys) == 1 for keys in batches.values())
+
+
 def test_the_producer_writes_only_a_version_this_release_knows() -> None:
     assert ProducerConfig().schema == "cidsync.entry-event/v1"
     with pytest.raises(InvalidInput) as caught:
