@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,23 +59,32 @@ class ChangedDeleteCID(DeleteCID):
         return result
 
 
+@dataclass
+class Hold:
+    holding: asyncio.Event = field(default_factory=asyncio.Event)  # the apply has begun
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # the test lets it go on
+
+
 class HeldStore(FakeStore):
-    """The fake store, with one key's apply held until the test lets it go: a pinned run kept in flight."""
+    """The fake store, with chosen keys' applies held until the test lets them go: a run kept in flight on
+    a version at a point the test picks, not at one a clock picks."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.held_key = ""
-        self.release = asyncio.Event()
-        self.holding = asyncio.Event()
+        self.holds: dict[str, Hold] = {}
+
+    def hold(self, key_id: str) -> Hold:
+        return self.holds.setdefault(key_id, Hold())
 
     def activities(self) -> list[Callable[..., Any]]:
         apply, key_sequence = super().activities()
 
         @activity.defn(name="apply_cid_change")
         async def apply_cid_change(change: CIDChange) -> ApplyResult:
-            if change.key_id == self.held_key:
-                self.holding.set()
-                await self.release.wait()
+            hold = self.holds.get(change.key_id)
+            if hold is not None:
+                hold.holding.set()
+                await hold.release.wait()
             result: ApplyResult = await apply(change)
             return result
 
@@ -144,17 +154,21 @@ async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_ne
     v = Versions(temporal_env)
     async with v.serving("A"):
         assert await current_build_id(client, v.name) == "A"
-        # A pinned CreateCID, held in its apply; a delete waiting its (short) period; a reconciliation
+        # A pinned CreateCID, held in its apply; a waiting delete; a reconciliation
         # waiting for approval; a follower.
         created = event(EventType.CREATED, 10, entry=entry(2))
-        v.store.held_key = created.key_id
+        held_create = v.store.hold(created.key_id)
         pinned = await client.start_workflow(
             CreateCID.run, created, id=f"create-{uuid.uuid4()}", task_queue=v.queues["cid"]
         )
+        # The delete waits an hour, rechecking every second whether a newer event for the key was applied;
+        # the test applies one once B is current, so the delete ends on B at the test's moment, not at one
+        # a clock picks (a 6 s period once ran out before B was current under load, and the delete ended on
+        # A). A held apply would not do: its completion went back to A's workers.
         gone = event(EventType.DELETED, 20, DeletionType.WAITING_PERIOD, entry=entry(3))
         waiting = await client.start_workflow(
             DeleteCID.run,
-            DeleteCIDInput(change=gone, waiting_period=timedelta(seconds=6), recheck_every=timedelta(seconds=2)),
+            DeleteCIDInput(change=gone, waiting_period=timedelta(hours=1), recheck_every=timedelta(seconds=1)),
             id=f"delete-{uuid.uuid4()}",
             task_queue=v.queues["cid"],
         )
@@ -178,7 +192,7 @@ async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_ne
         )
         first_follow_run = follow.result_run_id
         async with asyncio.timeout(30):
-            await v.store.holding.wait()
+            await held_create.holding.wait()
         await eventually(
             lambda: approval.query(ReconcileVSync.progress), lambda p: p.awaiting_approval, "awaiting approval on A"
         )
@@ -194,12 +208,13 @@ async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_ne
             )
             assert (await fresh.result()).outcome == "applied"
             # The pinned run ends on A, where it began.
-            v.store.release.set()
+            held_create.release.set()
             assert (await pinned.result()).outcome == "applied"
             # The approval, given now, is carried out by B (AUTO_UPGRADE).
             assert await approval.execute_update(ReconcileVSync.approve, Decision(operator="ana", reason="upgrade"))
             reconciled = await approval.result()
-            # The delete ends its wait on B, through B's gated change.
+            # The delete, superseded now, ends on B, through B's gated change.
+            v.store.states[gone.key_id] = (gone.sequence + 1, None)
             deleted = await waiting.result()
             # The follower, poked, sees the new target version and continues as new on B.
             await follow.signal(FollowCIDEvents.poke)
@@ -215,7 +230,7 @@ async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_ne
 
             assert reconciled.outcome.value == "REPAIRED"
             assert (reconciled.added, reconciled.removed) == (150, 20)
-            assert deleted.outcome == "applied"
+            assert deleted.outcome == "superseded"
             assert set(await history_builds(client, pinned.id)) == {"A"}
             assert set(await history_builds(client, fresh.id)) == {"B"}
             approval_builds = await history_builds(client, approval.id)
