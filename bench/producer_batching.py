@@ -40,20 +40,8 @@ def history(count: int) -> list[EntryEvent]:
     ]
 
 
-def fresh_topics(tag: str) -> Topics:
-    t = Topics()
-    return replace(
-        t,
-        created=f"{t.created}-{tag}",
-        updated=f"{t.updated}-{tag}",
-        deleted_immediate=f"{t.deleted_immediate}-{tag}",
-        deleted_waiting_period=f"{t.deleted_waiting_period}-{tag}",
-        dead_letter=f"{t.dead_letter}-{tag}",
-    )
-
-
 async def ours(url: str, events: list[EntryEvent], config: ProducerConfig, tag: str) -> float:
-    producer = EntryEventProducer(pulsar_client(url), topics=fresh_topics(tag), config=config, owns_client=True)
+    producer = EntryEventProducer(pulsar_client(url), topics=Topics().suffixed(tag), config=config, owns_client=True)
     await producer.start()
     started = time.perf_counter()
     outcomes = await producer.publish_events(events)

@@ -5,7 +5,7 @@ The producer and the starter bridge both route by these, so a renamed topic cann
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cidsync.events import DeletionType, EntryEvent, EventType
 
@@ -19,6 +19,18 @@ class Topics:
     deleted_waiting_period: str = "dict.entries.deleted.waiting_period"
     dead_letter: str = "dict.entries.dlq"
     core_events: str = "core-events"
+
+    def suffixed(self, suffix: str) -> Topics:
+        """The entry and dead-letter topics with `-suffix` added: topics of their own for a test or a bench
+        sharing one broker."""
+        return replace(
+            self,
+            created=f"{self.created}-{suffix}",
+            updated=f"{self.updated}-{suffix}",
+            deleted_immediate=f"{self.deleted_immediate}-{suffix}",
+            deleted_waiting_period=f"{self.deleted_waiting_period}-{suffix}",
+            dead_letter=f"{self.dead_letter}-{suffix}",
+        )
 
     def full(self, name: str) -> str:
         return f"persistent://{self.namespace}/{name}"

@@ -19,14 +19,7 @@ from tests.helpers.servers import PulsarBroker
 
 def unique_topics() -> Topics:
     """The contract's topic names with a suffix of this test's own, so tests never see each other."""
-    suffix = uuid.uuid4().hex[:12]
-    return Topics(
-        created=f"dict.entries.created-{suffix}",
-        updated=f"dict.entries.updated-{suffix}",
-        deleted_immediate=f"dict.entries.deleted.immediate-{suffix}",
-        deleted_waiting_period=f"dict.entries.deleted.waiting_period-{suffix}",
-        dead_letter=f"dict.entries.dlq-{suffix}",
-    )
+    return Topics().suffixed(uuid.uuid4().hex[:12])
 
 
 async def subscribe(client: pulsar_asyncio.Client, topics: list[str]) -> pulsar_asyncio.Consumer:
