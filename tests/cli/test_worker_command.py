@@ -4,15 +4,26 @@ exiting (a restart of the whole stack, a rolling deploy), and a SIGTERM while th
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from cidsync_tooling.devstack.processes import free_port
+
+@contextmanager
+def unserved_port() -> Iterator[int]:
+    """A loopback port held bound but not listening while the test runs: connections to it are refused,
+    and no other test's server can take it (a port from `free_port` once went to a parallel test's
+    server, which answered the worker's Redis client with bytes it could not parse, and the worker exited)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 def waiting(log: Path, waits_for: str) -> int:
@@ -25,13 +36,20 @@ def waiting(log: Path, waits_for: str) -> int:
 def test_a_role_waits_instead_of_exiting_and_a_stop_ends_the_wait(
     tmp_path: Path, temporal_env: WorkflowEnvironment, waits_for: str, role: str
 ) -> None:
+    with unserved_port() as temporal_port, unserved_port() as redis_port:
+        waits_and_stops(tmp_path, temporal_env, waits_for, role, temporal_port, redis_port)
+
+
+def waits_and_stops(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, waits_for: str, role: str, temporal_port: int, redis_port: int
+) -> None:
     log = tmp_path / f"{role}.log"
     running_temporal = temporal_env.client.service_client.config.target_host
     env = {
         **os.environ,
         "CIDSYNC_STATE_DIR": str(tmp_path),
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}" if waits_for == "Temporal" else running_temporal,
-        "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}" if waits_for == "Temporal" else running_temporal,
+        "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
         "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1",
     }
