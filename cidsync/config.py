@@ -15,12 +15,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cidsync import __version__
 from cidsync.bridge.budget import parse_budgets
 from cidsync.entry import PARTICIPANT
 from cidsync.errors import CommandFailed, InvalidInput, Problem
+from cidsync.process_start import still_running
 
 # Setting name -> environment variable; the names docs/design.md §7 fixes. The flags are these names with
 # dashes (`--redis-url`), made by cidsync.cli.options from this table and `HELP`.
@@ -211,8 +210,9 @@ def dev_stack_endpoints(environ: Mapping[str, str] | None = None) -> Mapping[str
 
 
 # What a local stack (`cidsync dev up`, or any tool) publishes for the commands to find it: a JSON object
-# of setting name -> {"value", "pid", "create_time"}, the process serving it. A setting counts only while
-# that process runs, so a stack that died leaves "not configured", never a dead address.
+# of setting name -> {"value", "pid", "started"}: the process serving it and when it started
+# (cidsync/process_start.py). A setting counts only while that process runs, so a stack that died leaves
+# "not configured", never a dead address.
 LOCAL_ENDPOINTS_FILE = "endpoints.json"
 
 
@@ -227,14 +227,5 @@ def _running_dev_stack(directory: Path) -> Mapping[str, str | None]:
     return {
         name: str(entry["value"])
         for name, entry in published.items()
-        if _alive(int(entry["pid"]), float(entry["create_time"]))
+        if "started" in entry and still_running(int(entry["pid"]), float(entry["started"]))
     }
-
-
-def _alive(pid: int, create_time: float) -> bool:
-    """The process still runs and is the one that was published (not another with its pid since)."""
-    try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - create_time) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

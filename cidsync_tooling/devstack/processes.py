@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from cidsync.errors import CommandFailed
+from cidsync.process_start import started, still_running
 
 
 class StackError(CommandFailed):
@@ -35,18 +36,10 @@ class ProcessRef:
     """Enough to find a process again from another command, and to be sure it is still ours."""
 
     pid: int
-    create_time: float
+    started: float  # cidsync.process_start.started: unmoved when the clock is stepped
 
     def alive(self) -> bool:
-        try:
-            proc = psutil.Process(self.pid)
-            return (
-                proc.is_running()
-                and abs(proc.create_time() - self.create_time) < 0.01
-                and (proc.status() != psutil.STATUS_ZOMBIE)
-            )
-        except psutil.Error:
-            return False
+        return still_running(self.pid, self.started)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group, wait, then SIGKILL what is left of it."""
@@ -192,7 +185,7 @@ class Launched:
 
     @property
     def ref(self) -> ProcessRef:
-        return ProcessRef(self.process.pid, psutil.Process(self.process.pid).create_time())
+        return ProcessRef(self.process.pid, started(self.process.pid))
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:

@@ -16,12 +16,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, new_key
 from cidsync.config import LOCAL_ENDPOINTS_FILE
+from cidsync.process_start import from_wall_clock
 from cidsync_tooling.devstack.pki import kept_dict_pki
 from cidsync_tooling.devstack.processes import (
     Launched,
@@ -49,13 +50,23 @@ class ServiceState(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     pid: int
-    create_time: float
+    started: float
     log: str
     ports: dict[str, int]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_format(cls, data: Any) -> Any:
+        """A stack started by an earlier cidsync recorded `create_time`: it can still be stopped."""
+        if isinstance(data, dict) and "create_time" in data and "started" not in data:
+            data = {k: v for k, v in data.items() if k != "create_time"} | {
+                "started": from_wall_clock(float(data["create_time"]))
+            }
+        return data
+
     @property
     def ref(self) -> ProcessRef:
-        return ProcessRef(self.pid, self.create_time)
+        return ProcessRef(self.pid, self.started)
 
 
 class StackState(BaseModel):
@@ -170,7 +181,7 @@ def _write_state(state: StackState) -> None:
     directory = Path(state.state_dir)
     endpoints = state.endpoints()
     published = {
-        name: {"value": endpoints[name], "pid": service.pid, "create_time": service.create_time}
+        name: {"value": endpoints[name], "pid": service.pid, "started": service.started}
         for name in _SERVED_BY
         if endpoints.get(name) and (service := _server_of(state, name)) is not None
     }
@@ -474,7 +485,7 @@ def up(spec: StackSpec, config_path: Path, on_start: Callable[[str], None] = lam
                 launched = service.start(spec, ports, state_dir / "logs")
                 started.append(launched)
                 ref = launched.ref
-                record = ServiceState(pid=ref.pid, create_time=ref.create_time, log=str(launched.log), ports=ports)
+                record = ServiceState(pid=ref.pid, started=ref.started, log=str(launched.log), ports=ports)
                 state = state.model_copy(update={"services": {**state.services, service.name: record}})
                 _write_state(state)
         except BaseException:
