@@ -35,6 +35,7 @@ FORMAL_PURSUIT = "formal-pursuit"  # a follower whose last proof came from the l
 CATCH_UP = "follower-catch-up"  # a follower whose page came back full reads the next one sooner
 FORMAL_AFTER_LOG = "formal-after-log"  # a reconciliation proved by DICT's log still tries for a formal OK
 ANCHORED_DIFF = "anchored-diff"  # the CID file rolled forward with DICT's log, the diff judged after a grace
+LANDING_PATIENCE = "landing-patience"  # a proof's in-flight CIDs looked at again, a grace apart, before withdrawal
 RECONCILIATION_FAILED = "ReconciliationFailed"  # how a FAILED reconciliation ends (the result in its details)
 
 # Redis may be down for a while: retry without limit (nothing may be lost), backing off to 30 s.

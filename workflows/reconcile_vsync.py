@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         BRIDGE_RETRY,
         CID_FILE_MISMATCH,
         FORMAL_AFTER_LOG,
+        LANDING_PATIENCE,
         NOTICE_RETRY,
         NOTICE_TIMEOUT,
         PHASE_SEARCH_ATTRIBUTE,
@@ -103,6 +104,11 @@ class ReconcileInput(BaseModel):
     proof_tries: int = Field(3, ge=1)
     proof_spacing: timedelta = timedelta(seconds=7)
     formal_tries: int = Field(5, ge=0)  # after a proof by DICT's log, tries for a formal OK (0: none)
+    # How long the CIDs a proof took as in flight may take to land, looked at a grace apart: past it, one
+    # still missing is divergence and the proof is withdrawn. Longer than a stall of cidsync's own ingestion
+    # (a role restarting waits up to 5 minutes for Temporal and Redis; a broker restart redelivers late), so
+    # a busy pair is not failed for changes that were only slow.
+    landing_patience: timedelta = timedelta(minutes=10)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
@@ -118,6 +124,7 @@ class ReconcileInput(BaseModel):
                 "grace",
                 "proof_window",
                 "proof_spacing",
+                "landing_patience",
             ),
         )
         if self.log_settle >= self.proof_window:
@@ -176,7 +183,7 @@ class Progress(BaseModel):
     recent: int = 0  # the diff's CIDs DICT kept changing: left for a next round
     divergence: int = 0  # confirmed DICT-only plus local-only CIDs, over every round
     proof: str = ""  # formal | log: how the last verification proved the pair
-    withdrawn: int = 0  # proofs whose CIDs taken as in flight never landed (divergence in the log's last moments)
+    withdrawn: int = 0  # proofs whose CIDs taken as in flight did not land in time (divergence at the log's end)
     added: int = 0
     removed: int = 0
     skipped: int = 0
@@ -401,7 +408,7 @@ class ReconcileVSync:
                     await self._pursue_formal(request)
                 return True
             if proof.kind != "none":
-                return False  # withdrawn: what it took as in flight never landed, so it is divergence
+                return False  # withdrawn: what it took as in flight did not land in time, so it is divergence
             if proof.formal_ok is False and not proof.in_flight and not proof.changes:
                 return False  # nothing was in flight and the pair was quiet: a real NOK
             if attempt + 1 < input.proof_tries:
@@ -440,29 +447,36 @@ class ReconcileVSync:
                 return
 
     async def _landed(self, proof: Proof) -> bool:
-        """A proof that took CIDs from DICT's log as in flight stands once they have landed (a grace later)."""
+        """A proof that took CIDs from DICT's log as in flight stands once they have landed: looked at a grace
+        later, and again a grace apart while some are still on their way, for `landing_patience`."""
         if not proof.taken:
             return True
-        input = self._input
-        self._phase("confirming", f"the {len(proof.taken)} CIDs the proof took as in flight: landed?")
-        await workflow.sleep(input.grace, summary="time for the CIDs taken as in flight to land")
-        missing: list[str] = await workflow.execute_activity_method(
-            ProofActivities.confirm_landed,
-            ConfirmInput(participant=input.participant, key_type=input.key_type, taken=proof.taken),
-            start_to_close_timeout=BRIDGE_CALL,
-            schedule_to_close_timeout=BRIDGE_GIVE_UP,
-            retry_policy=BRIDGE_RETRY,
-            summary=f"did the {len(proof.taken)} CIDs taken as in flight land?",
-        )
-        if missing:
-            self._progress.withdrawn += 1
-            workflow.logger.warning(
-                "a proof of %s %s is withdrawn: %d CIDs taken as in flight never landed",
-                input.participant,
-                input.key_type,
-                len(missing),
+        input, taken = self._input, proof.taken
+        # Gated: a run recorded before the change withdrew its proof at the first look.
+        looks = 1 + input.landing_patience // input.grace if workflow.patched(LANDING_PATIENCE) else 1
+        for _ in range(looks):
+            self._phase("confirming", f"the {len(taken)} CIDs the proof took as in flight: landed?")
+            await workflow.sleep(input.grace, summary="time for the CIDs taken as in flight to land")
+            missing: list[str] = await workflow.execute_activity_method(
+                ProofActivities.confirm_landed,
+                ConfirmInput(participant=input.participant, key_type=input.key_type, taken=taken),
+                start_to_close_timeout=BRIDGE_CALL,
+                schedule_to_close_timeout=BRIDGE_GIVE_UP,
+                retry_policy=BRIDGE_RETRY,
+                summary=f"did the {len(taken)} CIDs taken as in flight land?",
             )
-        return not missing
+            if not missing:
+                return True
+            taken = {cid: taken[cid] for cid in missing}
+        self._progress.withdrawn += 1
+        workflow.logger.warning(
+            "a proof of %s %s is withdrawn: %d CIDs taken as in flight did not land within %s",
+            input.participant,
+            input.key_type,
+            len(taken),
+            input.grace * looks,
+        )
+        return False
 
     async def _record_proof(self, proof: Proof, landed: bool) -> None:
         """Where the freshness check reads it: DICT's OK, once the proof's in-flight CIDs landed; else a

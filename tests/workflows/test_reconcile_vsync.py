@@ -21,7 +21,7 @@ from activities.bridge import CreateFileRequest, FileRef, VerifyRequest
 from activities.cid_file import JudgeInput, RollInput, RollResult, StreamFileInput, StreamFileResult
 from activities.cid_store import PairsRequest, WatchRequest
 from activities.core_events import NoticeInput
-from activities.proof import Proof, ProveInput
+from activities.proof import ConfirmInput, Proof, ProveInput
 from activities.repair import RepairInput, RepairResult
 from cidsync.bridge.models import CIDSetFile, FileStatus, Verification
 from cidsync.core_events import CoreEventType, Outcome, ReconciliationCompleted
@@ -53,6 +53,11 @@ class FakeDict:
     dropped: list[str] = field(default_factory=list)
     outboxes: list[str] = field(default_factory=list)
     verified: list[VerificationRecord] = field(default_factory=list)
+    # The first proof takes these CIDs as in flight; each look of confirm_landed finds the next entry of
+    # `unlanded` still missing (the last repeats), and is recorded in `looks` with what it was asked.
+    in_flight: dict[str, bool] = field(default_factory=dict)
+    unlanded: list[set[str]] = field(default_factory=lambda: [set()])
+    looks: list[tuple[datetime, set[str]]] = field(default_factory=list)
 
     def activities(self) -> list[Callable[..., Any]]:
         files: dict[str, int] = {}
@@ -68,20 +73,28 @@ class FakeDict:
 
         @activity.defn(name="prove_sync")
         async def prove_sync(request: ProveInput) -> Proof:
-            # As on a quiet pair: nothing in flight, DICT's answer decides.
+            # As on a quiet pair (nothing in flight, DICT's answer decides), but for `in_flight` at first.
             ok = self.verdicts[min(len(self.verified), len(self.verdicts) - 1)]
             now = datetime.now(UTC)
+            taken = self.in_flight if not self.looks else {}
             return Proof(
                 participant=request.participant,
                 key_type=request.key_type,
                 at=now,
                 vsync="0" * 64,
-                in_flight=0,
+                in_flight=len(taken),
+                taken=taken,
                 log_point=now,
                 log_ok=False,
                 formal_ok=ok,
                 verification_id=str(uuid.uuid4()),
             )
+
+        @activity.defn(name="confirm_landed")
+        async def confirm_landed(request: ConfirmInput) -> list[str]:
+            self.looks.append((activity.info().current_attempt_scheduled_time, set(request.taken)))
+            missing = self.unlanded[min(len(self.looks) - 1, len(self.unlanded) - 1)]
+            return sorted(missing & set(request.taken))
 
         @activity.defn(name="record_verification")
         async def record_verification(record: VerificationRecord) -> None:
@@ -159,6 +172,7 @@ class FakeDict:
             local_vsync,
             verify_sync,
             prove_sync,
+            confirm_landed,
             record_verification,
             begin_watch,
             end_watch,
@@ -232,6 +246,43 @@ async def test_ok_at_once_needs_no_file(time_skipping_env: WorkflowEnvironment) 
     assert fake.repairs == []
     assert fake.kinds() == [CoreEventType.RECONCILIATION_COMPLETED]
     assert [v.ok for v in fake.verified] == [True]  # what the 36-hour check reads
+
+
+async def test_a_proof_stands_when_its_in_flight_cids_land_late_within_the_patience(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """cidsync's own ingestion stalled (the broker, Temporal or the workers restarting: 60 s in chaos seed
+    150629): the CIDs a proof took as in flight land after several graces. The proof stands: looked at again
+    a grace apart, each look asking only about those still missing; no file, no FAILED for a slow change."""
+    fake = FakeDict(
+        verdicts=[True],
+        in_flight={"a" * 64: True, "b" * 64: False, "c" * 64: True},
+        unlanded=[{"a" * 64, "b" * 64, "c" * 64}, {"a" * 64, "b" * 64}, {"b" * 64}, set()],
+    )
+    result = await reconcile(time_skipping_env, fake, request(grace=timedelta(minutes=2)))
+    assert (result.outcome, result.files, result.proof) == (Outcome.OK, 0, "formal"), result
+    asked = [cids for _, cids in fake.looks]
+    assert asked == [{"a" * 64, "b" * 64, "c" * 64}, {"a" * 64, "b" * 64, "c" * 64}, {"a" * 64, "b" * 64}, {"b" * 64}]
+    gaps = [later - earlier for (earlier, _), (later, _) in zip(fake.looks, fake.looks[1:], strict=False)]
+    assert all(timedelta(minutes=2) <= gap < timedelta(minutes=2, seconds=5) for gap in gaps), gaps  # a grace apart
+    assert [v.ok for v in fake.verified] == [True]
+
+
+async def test_a_proof_whose_in_flight_cid_never_lands_is_withdrawn_after_the_patience(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """A change DICT made behind cidsync's back in the proof's last moments never lands: after
+    `landing_patience` the proof is withdrawn, and the NOK takes the pair to a CID file."""
+    fake = FakeDict(verdicts=[True], in_flight={"d" * 64: True}, unlanded=[{"d" * 64}])
+    argument = request(grace=timedelta(minutes=2), landing_patience=timedelta(minutes=10))
+    async with started(time_skipping_env, fake, argument) as handle:
+        result = await handle.result()
+        progress = await handle.query(ReconcileVSync.progress)
+    assert progress.withdrawn == 1
+    assert (result.outcome, result.files) == (Outcome.REPAIRED, 1), result
+    # A look a grace after the proof, then one each grace until the patience is spent: 6 in 12 minutes.
+    assert len(fake.looks) == 6
+    assert timedelta(minutes=10) <= fake.looks[-1][0] - fake.looks[0][0] < timedelta(minutes=10, seconds=20)
 
 
 async def test_file_is_polled_with_durable_backoff_over_simulated_hours(time_skipping_env: WorkflowEnvironment) -> None:
