@@ -316,7 +316,7 @@ class Run:
             grace=timedelta(seconds=5),
             # Longer than the stalls this run makes: events published while the broker, Temporal or the
             # workers restart took 60 s to land (seed 150629, whose proofs were withdrawn after 5 s).
-            landing_patience=timedelta(seconds=90),
+            landing_looks=18,
         )
         return await start_reconciliation(self.client, request, self.settings.task_queue)
 

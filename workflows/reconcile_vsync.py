@@ -104,11 +104,11 @@ class ReconcileInput(BaseModel):
     proof_tries: int = Field(3, ge=1)
     proof_spacing: timedelta = timedelta(seconds=7)
     formal_tries: int = Field(5, ge=0)  # after a proof by DICT's log, tries for a formal OK (0: none)
-    # How long the CIDs a proof took as in flight may take to land, looked at a grace apart: past it, one
-    # still missing is divergence and the proof is withdrawn. Longer than a stall of cidsync's own ingestion
+    # Looks, a grace apart, at the CIDs a proof took as in flight before one still missing is divergence
+    # and the proof is withdrawn: 10 minutes in all by default. Longer than a stall of cidsync's own ingestion
     # (a role restarting waits up to 5 minutes for Temporal and Redis; a broker restart redelivers late), so
     # a busy pair is not failed for changes that were only slow.
-    landing_patience: timedelta = timedelta(minutes=10)
+    landing_looks: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> ReconcileInput:
@@ -124,7 +124,6 @@ class ReconcileInput(BaseModel):
                 "grace",
                 "proof_window",
                 "proof_spacing",
-                "landing_patience",
             ),
         )
         if self.log_settle >= self.proof_window:
@@ -448,12 +447,12 @@ class ReconcileVSync:
 
     async def _landed(self, proof: Proof) -> bool:
         """A proof that took CIDs from DICT's log as in flight stands once they have landed: looked at a grace
-        later, and again a grace apart while some are still on their way, for `landing_patience`."""
+        later, and again a grace apart while some are still on their way, `landing_looks` times in all."""
         if not proof.taken:
             return True
         input, taken = self._input, proof.taken
         # Gated: a run recorded before the change withdrew its proof at the first look.
-        looks = 1 + input.landing_patience // input.grace if workflow.patched(LANDING_PATIENCE) else 1
+        looks = input.landing_looks if workflow.patched(LANDING_PATIENCE) else 1
         for _ in range(looks):
             self._phase("confirming", f"the {len(taken)} CIDs the proof took as in flight: landed?")
             await workflow.sleep(input.grace, summary="time for the CIDs taken as in flight to land")

@@ -252,8 +252,9 @@ async def test_a_proof_stands_when_its_in_flight_cids_land_late_within_the_patie
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     """cidsync's own ingestion stalled (the broker, Temporal or the workers restarting: 60 s in chaos seed
-    150629): the CIDs a proof took as in flight land after several graces. The proof stands: looked at again
-    a grace apart, each look asking only about those still missing; no file, no FAILED for a slow change."""
+    150629): the CIDs a proof took as in flight land after several graces, within `landing_looks`. The proof
+    stands: looked at again a grace apart, each look asking only about those still missing; no file, no
+    FAILED for a slow change."""
     fake = FakeDict(
         verdicts=[True],
         in_flight={"a" * 64: True, "b" * 64: False, "c" * 64: True},
@@ -272,17 +273,17 @@ async def test_a_proof_whose_in_flight_cid_never_lands_is_withdrawn_after_the_pa
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
     """A change DICT made behind cidsync's back in the proof's last moments never lands: after
-    `landing_patience` the proof is withdrawn, and the NOK takes the pair to a CID file."""
+    `landing_looks` looks a grace apart the proof is withdrawn, and the NOK takes the pair to a CID file."""
     fake = FakeDict(verdicts=[True], in_flight={"d" * 64: True}, unlanded=[{"d" * 64}])
-    argument = request(grace=timedelta(minutes=2), landing_patience=timedelta(minutes=10))
+    argument = request(grace=timedelta(minutes=2), landing_looks=5)
     async with started(time_skipping_env, fake, argument) as handle:
         result = await handle.result()
         progress = await handle.query(ReconcileVSync.progress)
     assert progress.withdrawn == 1
     assert (result.outcome, result.files) == (Outcome.REPAIRED, 1), result
-    # A look a grace after the proof, then one each grace until the patience is spent: 6 in 12 minutes.
-    assert len(fake.looks) == 6
-    assert timedelta(minutes=10) <= fake.looks[-1][0] - fake.looks[0][0] < timedelta(minutes=10, seconds=20)
+    # A look a grace after the proof, then one each grace: 5 in 10 minutes, the default.
+    assert len(fake.looks) == 5
+    assert timedelta(minutes=8) <= fake.looks[-1][0] - fake.looks[0][0] < timedelta(minutes=8, seconds=20)
 
 
 async def test_file_is_polled_with_durable_backoff_over_simulated_hours(time_skipping_env: WorkflowEnvironment) -> None:
