@@ -23,6 +23,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -349,14 +350,16 @@ async def _reconcile(
             elapsed = time.perf_counter() - started
             after = await verdicts()
         expected_messages = sum(r.added + r.removed for r in results) + len(results)
-        received: dict[str, int] = {}
+        # Counted by event id, as core deduplicates them: a publish retried under load sends one twice.
+        seen: dict[str, str] = {}
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(30):
-                while sum(received.values()) < expected_messages:
+                while len(seen) < expected_messages:
                     message = await core.receive()
                     await core.acknowledge(message)
-                    kind = message.properties().get("event_type", "?")
-                    received[kind] = received.get(kind, 0) + 1
+                    properties = message.properties()
+                    seen[properties.get("event_id") or str(message.message_id())] = properties.get("event_type", "?")
+        received = dict(Counter(seen.values()))
     finally:
         await pulsar_.close()
         await store.close()

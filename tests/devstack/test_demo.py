@@ -20,7 +20,9 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     # Then DICT diverges for one participant: every key type goes from NOK to OK through a repair.
     reconciled = [(row[1], row[2], row[-1]) for row in table if len(row) == 7]
     assert reconciled == [("NOK", "REPAIRED", "OK")] * 5
-    assert any(line.startswith("   core-events received: 5 cid.reconciliation.completed") for line in lines)
+    assert any(line.startswith("   core-events received: 5 cid.reconciliation.completed") for line in lines), (
+        result.stdout
+    )
     # Then DICT diverges again, for the other participant, and the followers of its event log repair it:
     # key type, found after, repaired after, added, removed (an altered entry is one added), DICT.
     followed = [row for row in table if len(row) == 8]
