@@ -40,7 +40,7 @@ from cidsync.store.layout import PairKeys
 from cidsync.telemetry import instruments
 from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
-from workers.deployment import current_build_id, make_current
+from workers.deployment import make_current
 from workers.options import WorkerOptions
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
@@ -191,19 +191,15 @@ async def run_worker(
                 deployment.deployment_name,
                 deployment.build_id,
             )
-            current = await current_build_id(client, deployment.deployment_name)
-            if options.make_current or current in (None, deployment.build_id):
-                # A first deployment routes to its first version; a version that is current already gets
-                # this task queue routed too. An upgrade is a deploy's explicit step (or --make-current).
-                await make_current(client, deployment, task_queues=[settings.task_queue], identity=client.identity)
-            else:
-                logger.warning(
-                    "%s/%s is not the current version (%s is): this worker gets tasks only of runs pinned to it "
-                    "until `temporal worker deployment set-current-version` makes it current",
-                    deployment.deployment_name,
-                    deployment.build_id,
-                    current,
-                )
+            # A first deployment routes to its first version; a version that is current already gets this
+            # task queue routed too. An upgrade is a deploy's explicit step (or --make-current).
+            await make_current(
+                client,
+                deployment,
+                task_queues=[settings.task_queue],
+                identity=client.identity,
+                unless_another_is_current=not options.make_current,
+            )
             await stop.wait()
             logger.info("shutting down: finishing in-flight activities (up to %s)", options.graceful_shutdown)
         await publisher.close()

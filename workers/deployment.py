@@ -30,8 +30,16 @@ from cidsync.errors import CommandFailed
 
 logger = logging.getLogger(__name__)
 
-# Asked again while Temporal has not yet registered the version (its workers' first polls).
-NOT_YET = (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
+# Asked again: Temporal has not yet registered the version (its workers' first polls), refused a set whose
+# conflict token another set made stale, or throttles its deployment's requests ("too many requests issued
+# to Worker Deployment": several workers starting at once).
+AGAIN = (
+    RPCStatusCode.NOT_FOUND,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.UNAVAILABLE,
+)
 
 
 async def make_current(
@@ -41,14 +49,30 @@ async def make_current(
     task_queues: Collection[str] = (),
     wait: timedelta = timedelta(seconds=60),
     identity: str = "",
-) -> None:
+    unless_another_is_current: bool = False,
+) -> bool:
     """Make `version` its deployment's current version, once Temporal has seen its workers poll, on each
-    of `task_queues` if given. Waiting for every task queue is cautious: in one run here (dev server 1.32)
-    a queue polled only after the switch seemed not to be served, a cause not isolated."""
+    of `task_queues` if given; True once it is. Waiting for every task queue is cautious: in one run here (dev
+    server 1.32) a queue polled only after the switch seemed not to be served, a cause not isolated.
+
+    `unless_another_is_current`: only while the deployment has no current version or has this one, and
+    never over a switch made meanwhile (False then). The set carries the conflict token of the description
+    it was decided on, so an old version's worker restarting during a blue-green deploy, which saw itself
+    current a moment before, cannot switch the deployment back (chaos seed 111989 saw exactly that)."""
     deadline = asyncio.get_running_loop().time() + wait.total_seconds()
     pause = 0.1
     while True:
         try:
+            current, token = await _current(client, version.deployment_name)
+            if unless_another_is_current and current not in (None, version.build_id):
+                logger.warning(
+                    "%s/%s is not the current version (%s is): this worker gets tasks only of runs pinned to "
+                    "it until `temporal worker deployment set-current-version` makes it current",
+                    version.deployment_name,
+                    version.build_id,
+                    current,
+                )
+                return False
             missing = set(task_queues) - await _registered_task_queues(client, version)
             if missing:
                 raise RPCError(f"task queues not polled yet: {sorted(missing)}", RPCStatusCode.NOT_FOUND, b"")
@@ -57,11 +81,12 @@ async def make_current(
                     namespace=client.namespace,
                     deployment_name=version.deployment_name,
                     build_id=version.build_id,
+                    conflict_token=token if unless_another_is_current else b"",
                     identity=identity,
                 )
             )
         except RPCError as error:
-            if error.status not in NOT_YET or asyncio.get_running_loop().time() > deadline:
+            if error.status not in AGAIN or asyncio.get_running_loop().time() > deadline:
                 raise CommandFailed(
                     f"could not make {version.deployment_name}/{version.build_id} the current version: {error.message}"
                 ) from error
@@ -69,7 +94,22 @@ async def make_current(
             pause = min(pause * 2, 2.0)
             continue
         logger.info("%s/%s is the current version", version.deployment_name, version.build_id)
-        return
+        return True
+
+
+async def _current(client: Client, deployment_name: str) -> tuple[str | None, bytes]:
+    """The build id of the deployment's current version (None if none, or no such deployment yet) and the
+    description's conflict token (empty for no deployment)."""
+    try:
+        described = await client.workflow_service.describe_worker_deployment(
+            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment_name)
+        )
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None, b""
+        raise
+    current = described.worker_deployment_info.routing_config.current_deployment_version
+    return current.build_id or None, described.conflict_token
 
 
 async def _registered_task_queues(client: Client, version: WorkerDeploymentVersion) -> set[str]:
@@ -84,13 +124,4 @@ async def _registered_task_queues(client: Client, version: WorkerDeploymentVersi
 
 async def current_build_id(client: Client, deployment_name: str) -> str | None:
     """The build id of the deployment's current version; None if it has none (or no such deployment)."""
-    try:
-        described = await client.workflow_service.describe_worker_deployment(
-            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment_name)
-        )
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    current = described.worker_deployment_info.routing_config.current_deployment_version
-    return current.build_id or None
+    return (await _current(client, deployment_name))[0]
