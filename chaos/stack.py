@@ -136,9 +136,9 @@ class ChaosStack:
     def start_new_version(self, build_id: str) -> None:
         """As many workers of `build_id` as the stack has, beside its own, each making its version current
         once it polls (`--make-current`, a deploy step's `set-current-version`)."""
+        spec = chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, build_id)
         for index in range(1, self.replicas + 1):
-            name = f"worker-{build_id}-{index}"
-            self.beside.append(start_worker_beside(self.spec, name, ["--build-id", build_id, "--make-current"]))
+            self.beside.append(start_worker_beside(spec, f"worker-{build_id}-{index}", ["--make-current"]))
 
     def retire_old_version(self, build_id: str) -> None:
         """The stack's workers stopped gracefully and started again as `build_id`, then the workers beside
