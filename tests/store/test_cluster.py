@@ -70,12 +70,21 @@ async def test_the_diff_runs_inside_the_pairs_slot(store: CIDStore) -> None:
 
 
 async def test_applied_events_are_announced_from_every_primary(store: CIDStore) -> None:
-    owners = participants(9)
     client = store.redis
     assert isinstance(client, RedisCluster)
     await client.initialize()
-    nodes = [client.get_node_from_key(PairKeys(p, KeyType.PHONE).cids) for p in owners]
-    assert len({node.port for node in nodes if node is not None}) == 3, "the pairs should spread over every node"
+
+    def port(participant: str) -> int | None:
+        node = client.get_node_from_key(PairKeys(participant, KeyType.PHONE).cids)
+        return None if node is None else node.port
+
+    # Nine random participants missed a node one time in 13 (that failed a run): drawn until three per node.
+    by_port: dict[int | None, list[str]] = {}
+    for candidate in {f"{uuid.uuid4().int % 10**8:08d}" for _ in range(200)}:
+        by_port.setdefault(port(candidate), []).append(candidate)
+    owners = [p for group in by_port.values() for p in group[:3]]
+    assert len(by_port) == 3, "the pairs should spread over every node"
+    assert len(owners) == 9
     changes = [change(p, KeyType.PHONE, f"key-{p}", 1, f"{i + 1:064x}", secret=SECRET) for i, p in enumerate(owners)]
     async with applied_events(store.redis) as announced:
         await store.ingestion.apply_batch(changes)
