@@ -76,7 +76,7 @@ async def test_applied_events_are_announced_from_every_primary(store: CIDStore) 
 
     def port(participant: str) -> int | None:
         node = client.get_node_from_key(PairKeys(participant, KeyType.PHONE).cids)
-        return None if node is None else node.port
+        return None if node is None else int(node.port)
 
     # Nine random participants missed a node one time in 13 (that failed a run): drawn until three per node.
     by_port: dict[int | None, list[str]] = {}
