@@ -4,4 +4,4 @@ Nothing here imports the Temporal roles (workflows/, activities/, workers/, star
 the composition root, inside its commands.
 """
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"

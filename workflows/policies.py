@@ -36,6 +36,7 @@ CATCH_UP = "follower-catch-up"  # a follower whose page came back full reads the
 FORMAL_AFTER_LOG = "formal-after-log"  # a reconciliation proved by DICT's log still tries for a formal OK
 ANCHORED_DIFF = "anchored-diff"  # the CID file rolled forward with DICT's log, the diff judged after a grace
 LANDING_PATIENCE = "landing-patience"  # a proof's in-flight CIDs looked at again, a grace apart, before withdrawal
+CANCEL_DURING_ACTIVITY = "cancel-during-activity"  # a run cancelled while an activity ran ends Cancelled, not Failed
 RECONCILIATION_FAILED = "ReconciliationFailed"  # how a FAILED reconciliation ends (the result in its details)
 
 # Redis may be down for a while: retry without limit (nothing may be lost), backing off to 30 s.

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 from workflows.versioning import LONG_WAIT
@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         BRIDGE_CALL,
         BRIDGE_GIVE_UP,
         BRIDGE_RETRY,
+        CANCEL_DURING_ACTIVITY,
         CID_FILE_MISMATCH,
         FORMAL_AFTER_LOG,
         LANDING_PATIENCE,
@@ -253,7 +254,12 @@ class ReconcileVSync:
         except _GiveUp as give_up:
             outcome, reason = Outcome.FAILED, str(give_up)
         except ActivityError as error:
-            outcome, reason = Outcome.FAILED, f"{error.activity_type} failed: {error.cause or error}"
+            if isinstance(error.cause, CancelledError) and workflow.patched(CANCEL_DURING_ACTIVITY):
+                # Cancelled while an activity ran: the activity is cancelled with the run and reaches the
+                # workflow as its failure. The operator asked for a cancel; that is how the run ends.
+                outcome, reason, cancelled = Outcome.FAILED, "cancelled", True
+            else:
+                outcome, reason = Outcome.FAILED, f"{error.activity_type} failed: {error.cause or error}"
         except asyncio.CancelledError:
             # Cancelled (`temporal workflow cancel`): report it to core like any other end, then end as
             # Cancelled. Repairs already made were published by the round's own clean-up.

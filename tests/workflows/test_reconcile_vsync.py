@@ -58,6 +58,11 @@ class FakeDict:
     in_flight: dict[str, bool] = field(default_factory=dict)
     unlanded: list[set[str]] = field(default_factory=lambda: [set()])
     looks: list[tuple[datetime, set[str]]] = field(default_factory=list)
+    # With `hold_first_poll`, the first file poll sets `polling` and waits for `release`, so a test can act
+    # while an activity runs.
+    hold_first_poll: bool = False
+    polling: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def activities(self) -> list[Callable[..., Any]]:
         files: dict[str, int] = {}
@@ -121,6 +126,9 @@ class FakeDict:
         async def get_cid_set_file(request: FileRef) -> CIDSetFile:
             file_id = request.file_id
             self.polls.append(activity.info().current_attempt_scheduled_time)
+            if self.hold_first_poll and len(self.polls) == 1:
+                self.polling.set()
+                await self.release.wait()
             status = self.statuses[min(len(self.polls) - 1, len(self.statuses) - 1)]
             if status is FileStatus.AVAILABLE and files[file_id] < len(self.file_outcomes):
                 status = self.file_outcomes[files[file_id]]
@@ -403,6 +411,27 @@ async def test_a_cancelled_run_cleans_up_and_reports_before_it_ends(time_skippin
             await handle.result()
     assert isinstance(ended.value.cause, CancelledError)
     assert fake.outboxes == fake.dropped  # the outbox was published, then the scratch keys went
+    assert len(fake.dropped) == 1
+    completed = fake.notices[-1].notice
+    assert isinstance(completed, ReconciliationCompleted)
+    assert (completed.outcome, completed.reason) == (Outcome.FAILED, "cancelled")
+
+
+async def test_a_run_cancelled_while_an_activity_runs_ends_cancelled_not_failed(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    # The activity is cancelled with the run and reaches the workflow as an ActivityError whose cause is
+    # the cancellation: still a cancel, reported as one, with the round's scratch keys cleaned up.
+    fake = FakeDict(verdicts=[False], hold_first_poll=True)
+    try:
+        async with started(time_skipping_env, fake, request()) as handle:
+            await asyncio.wait_for(fake.polling.wait(), timeout=30)
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError) as ended:
+                await handle.result()
+    finally:
+        fake.release.set()
+    assert isinstance(ended.value.cause, CancelledError)
     assert len(fake.dropped) == 1
     completed = fake.notices[-1].notice
     assert isinstance(completed, ReconciliationCompleted)
