@@ -43,12 +43,6 @@ __all__ = ["EntryEventStarter", "StarterHalted", "StarterStats", "run_starter"]
 
 logger = logging.getLogger(__name__)
 
-# The client redelivers a nacked message this long after the nack, which the settler sends once the
-# policy's backoff has passed: a redelivery comes backoff + NACK_DELAY after the failure. Pulsar's default,
-# kept on purpose: with 100 ms, pulsar-lite stopped redelivering batched messages nacked twice in quick
-# succession (a Redis primary killed mid-run: 876 nacks, the third round never came back).
-NACK_DELAY = timedelta(seconds=60)
-
 
 class EntryEventStarter:
     def __init__(
@@ -102,7 +96,7 @@ class EntryEventStarter:
         try:
             await self._subscribe()
             policy = RedeliveryPolicy(self.config.max_redeliveries, self.config.backoff_base, self.config.backoff_max)
-            settler = Settler(self._receivers, dead_letters, policy, self.stats, nack_delay=NACK_DELAY)
+            settler = Settler(self._receivers, dead_letters, policy, self.stats, nack_delay=self.config.nack_delay)
             starts = WorkflowStarts(self.temporal, self.config, self.stats)
             loop = ReceiveLoop(
                 self._receivers, settler, self.store.ingestion, starts, self.store.key_secret, self.config
@@ -126,7 +120,7 @@ class EntryEventStarter:
                 consumer_type=kind,
                 initial_position=pulsar.InitialPosition.Earliest,
                 receiver_queue_size=max(1000, 2 * self.config.receive_max_messages),
-                negative_ack_redelivery_delay_ms=int(NACK_DELAY.total_seconds() * 1000),
+                negative_ack_redelivery_delay_ms=int(self.config.nack_delay.total_seconds() * 1000),
                 batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(
                     self.config.receive_max_messages, -1, int(self.config.receive_wait.total_seconds() * 1000)
                 ),

@@ -11,7 +11,7 @@ The failures are counted by the settler, per message, and not read from the brok
 with producer batching a nack redelivers the whole batch (docs/stack.md) and the broker counts per batch,
 so a message's count grows with each nack of a batch-mate, and the client's own dead-letter policy would
 dead-letter a valid message unprocessed. The settler nacks once the backoff has passed; the consumer then
-redelivers after its own negative-ack delay (`entry_events.NACK_DELAY`), which the log line adds in.
+redelivers after its own negative-ack delay (`StarterConfig.nack_delay`), which the log line adds in.
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ async def _starter(args: argparse.Namespace) -> int:
         receive_max_messages=args.receive_max_messages,
         receive_wait=timedelta(milliseconds=args.receive_wait_ms),
         log_stats_every=timedelta(seconds=args.log_stats_every_s),
+        nack_delay=timedelta(seconds=args.nack_delay_s),
     )
     async with serving("cidsync-starter", settings.metrics_bind) as observed:
         _announce("starter", observed.url)
@@ -173,6 +174,12 @@ def register(commands: Any) -> None:
     starter.add_argument("--max-in-flight", type=int, default=config.max_in_flight)
     starter.add_argument(
         "--max-redeliveries", type=int, default=config.max_redeliveries, help="then the message is dead-lettered"
+    )
+    starter.add_argument(
+        "--nack-delay-s",
+        type=float,
+        default=config.nack_delay.total_seconds(),
+        help="a failed message comes back this long after its backoff (Pulsar's negative-ack redelivery delay)",
     )
     starter.add_argument(
         "--mode",

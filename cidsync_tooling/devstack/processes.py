@@ -48,11 +48,31 @@ class ProcessRef:
         group = _group_members(self.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(group, timeout=timeout)
+        alive = _until_exited(group, timeout)
         if alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-            psutil.wait_procs(alive, timeout=5)
+            _until_exited(alive, 5)
+
+
+def _until_exited(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each of `procs` has exited; return those still running after `timeout`. A zombie has
+    exited: a server started by an earlier `dev up` is not our child, and the init process that inherited
+    it may reap it only seconds later (here: about 1.5 s, so `psutil.wait_procs`, which waits for the
+    reaping, made `dev down` of eight servers take 17 s instead of 4)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:

@@ -62,7 +62,16 @@ def _status(config: Path) -> dict[str, object]:
 
 
 def _group_members(pids: list[int]) -> list[psutil.Process]:
-    return [p for p in psutil.process_iter() if _pgid(p.pid) in pids]
+    """The processes still running in the groups of `pids`. A zombie has exited: the init process that
+    inherited a server from `dev up` reaps it when it gets to it."""
+    return [p for p in psutil.process_iter() if _pgid(p.pid) in pids and _running(p)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _pgid(pid: int) -> int | None:

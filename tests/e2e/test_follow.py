@@ -138,9 +138,12 @@ async def test_divergences_injected_while_events_flow_are_repaired_within_grace_
             f"\nrepaired after injection (grace {GRACE.total_seconds():.0f} s, poll {POLL.total_seconds():.0f} s): "
             + ", ".join(f"{k.value} {v:.2f} s" for k, v in repaired_after.items())
         )
-        # Within the grace period plus a poll, with a poll's worth of slack for a loaded machine.
+        # Repaired by the follower's own grace-driven polls: after the grace and a poll (5-6 s when the
+        # machine is quiet), long before a hand-over (`unexplained_after`) or a CID file could. Seen from
+        # this test, through queries, while `make test` loads two cores with six workers: 7.4 s was seen,
+        # so the bound leaves ten polls; the latency itself is a figure, printed above, not a pass mark.
         for key_type, seconds in repaired_after.items():
-            assert seconds <= (GRACE + POLL * 3).total_seconds(), (key_type, seconds)
+            assert seconds <= (GRACE + POLL * 10).total_seconds(), (key_type, seconds)
         assert files_after == files_before  # not one CID file spent
         # No event undone, nothing left out: DICT agrees with every pair, followed or not.
         for key_type in KeyType:

@@ -7,6 +7,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from temporalio.service import RPCError, RPCStatusCode
 
+from cidsync.errors import InvalidInput
 from starters.options import StarterConfig
 from starters.redelivery import TRANSIENT_RPC, Action, RedeliveryPolicy, dead_letter_properties
 
@@ -44,6 +45,12 @@ def test_the_starters_defaults_make_the_policy_it_runs() -> None:
     policy = RedeliveryPolicy(config.max_redeliveries, config.backoff_base, config.backoff_max)
     assert policy.decide(TimeoutError(), config.max_redeliveries - 1).action is Action.REDELIVER
     assert policy.decide(TimeoutError(), config.max_redeliveries).action is Action.DEAD_LETTER
+
+
+def test_the_nack_delay_is_pulsars_default_and_must_be_positive() -> None:
+    assert StarterConfig().nack_delay == timedelta(seconds=60)
+    with pytest.raises(InvalidInput, match="--nack-delay-s: must be more than 0"):
+        StarterConfig(nack_delay=timedelta(0))
 
 
 def test_a_dead_letter_keeps_the_original_properties_and_says_why_and_from_where() -> None:
