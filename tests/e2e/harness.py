@@ -76,6 +76,10 @@ async def local_vsyncs(store: CIDStore, participants: list[str]) -> dict[tuple[s
 
 
 APPLY_TIMEOUT = 120.0
+# A nacked event comes back this long after its backoff: a fault here (a Redis primary killed, Temporal
+# refusing) is over within seconds, where the starter's default waits Pulsar's minute. Rounds 5 s apart are
+# far from the 100 ms at which pulsar-lite lost redeliveries (StarterConfig.nack_delay).
+NACK_DELAY = timedelta(seconds=5)
 
 
 async def wait_for_vsyncs(store: CIDStore, participants: list[str], expected: object) -> None:
@@ -110,6 +114,7 @@ async def running_pipeline(
         backoff_base=timedelta(milliseconds=200),
         batch_max_wait=timedelta(milliseconds=100),
         key_shared=key_shared,
+        nack_delay=NACK_DELAY,
     )
     starter = EntryEventStarter(env.client, store, pulsar, topics, config)
     stop = asyncio.Event()
