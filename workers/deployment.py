@@ -31,9 +31,11 @@ from cidsync.errors import CommandFailed
 logger = logging.getLogger(__name__)
 
 # Asked again: Temporal has not yet registered the version (its workers' first polls), refused a set whose
-# conflict token another set made stale, or throttles its deployment's requests ("too many requests issued
-# to Worker Deployment": several workers starting at once).
+# conflict token another set made stale, throttles its deployment's requests ("too many requests issued
+# to Worker Deployment": several workers starting at once), or did not answer in time ("Timeout expired":
+# a loaded server, make test's reduced chaos run; asking again is safe, each try reads the state afresh).
 AGAIN = (
+    RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.NOT_FOUND,
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.ABORTED,

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -77,3 +78,25 @@ async def test_a_worker_routes_a_deployment_with_no_current_version_and_leaves_a
         assert await make_current(client, first, task_queues=[queue], unless_another_is_current=True)  # again
         assert not await make_current(client, second, task_queues=[queue], unless_another_is_current=True)
         assert await current_build_id(client, name) == "1"
+
+
+async def test_a_request_that_timed_out_is_asked_again(
+    temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loaded server answered "Timeout expired" (DEADLINE_EXCEEDED), and the new version's worker exited
+    # instead of asking again (make test's reduced chaos run, seed 637267: the upgrade never happened).
+    client, name, queue = temporal_env.client, f"slow-{uuid.uuid4().hex[:10]}", f"q-{uuid.uuid4()}"
+    version = WorkerDeploymentVersion(deployment_name=name, build_id="1")
+    real = deployment._registered_task_queues
+    timeouts = [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")]
+
+    async def slow_then_real(client: Client, version: WorkerDeploymentVersion) -> set[str]:
+        if timeouts:
+            raise timeouts.pop()
+        return await real(client, version)
+
+    monkeypatch.setattr(deployment, "_registered_task_queues", slow_then_real)
+    async with polling(client, name, queue, "1"):
+        assert await make_current(client, version, task_queues=[queue], unless_another_is_current=True)
+    assert not timeouts
+    assert await current_build_id(client, name) == "1"
