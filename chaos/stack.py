@@ -43,6 +43,7 @@ def chaos_spec(
     bridge: bool = True,
     dict_clock: float = 1.0,
     build_id: str | None = None,
+    nack_delay: float = 60.0,
 ) -> StackSpec:
     return StackSpec(
         state_dir=root / "state",
@@ -61,7 +62,10 @@ def chaos_spec(
         # then cannot subscribe at all. Apache Pulsar keys them by connection. Correctness never rests on
         # Key_Shared (the versioned apply orders by sequence), and one starter keeps Key_Shared.
         starter=StarterSpec(
-            mode=mode, replicas=replicas, subscription_type="key_shared" if replicas == 1 else "shared"
+            mode=mode,
+            replicas=replicas,
+            subscription_type="key_shared" if replicas == 1 else "shared",
+            nack_delay_seconds=nack_delay,
         ),
         follow=FollowSpec(enabled=False),  # the run starts its followers itself, with short graces
     )
@@ -75,12 +79,15 @@ class ChaosStack:
     bridge: bool = True  # the workers reach DICT through bridge serve; False: the simulator's gRPC face
     dict_clock: float = 1.0  # DICT's rate limits refill this many times faster (ours in step)
     build_id: str | None = None  # the workers' build id; None: the release's
+    nack_delay: float = 60.0  # the starters' `--nack-delay-s`
     kills: dict[str, int] = field(default_factory=dict)
     beside: list[Launched] = field(default_factory=list)  # a new version's workers while the old ones drain
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, self.build_id)
+        return chaos_spec(
+            self.root, self.mode, self.replicas, self.bridge, self.dict_clock, self.build_id, self.nack_delay
+        )
 
     @property
     def killable(self) -> tuple[str, ...]:
@@ -136,7 +143,7 @@ class ChaosStack:
     def start_new_version(self, build_id: str) -> None:
         """As many workers of `build_id` as the stack has, beside its own, each making its version current
         once it polls (`--make-current`, a deploy step's `set-current-version`)."""
-        spec = chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, build_id)
+        spec = chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, build_id, self.nack_delay)
         for index in range(1, self.replicas + 1):
             self.beside.append(start_worker_beside(spec, f"worker-{build_id}-{index}", ["--make-current"]))
 
@@ -166,12 +173,14 @@ def budgets_at(clock: float) -> str:
 
 
 @contextlib.contextmanager
-def chaos_stack(root: Path, replicas: int = 1, bridge: bool = True, dict_clock: float = 1.0) -> Iterator[ChaosStack]:
+def chaos_stack(
+    root: Path, replicas: int = 1, bridge: bool = True, dict_clock: float = 1.0, nack_delay: float = 60.0
+) -> Iterator[ChaosStack]:
     # The roles inherit these.
     wanted = {"CIDSYNC_KEY_SECRET": SECRET, "CIDSYNC_DICT_BUDGETS": budgets_at(dict_clock)}
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
-    stack = ChaosStack(root, replicas=replicas, bridge=bridge, dict_clock=dict_clock)
+    stack = ChaosStack(root, replicas=replicas, bridge=bridge, dict_clock=dict_clock, nack_delay=nack_delay)
     try:
         stack.up()
         yield stack

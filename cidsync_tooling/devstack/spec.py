@@ -133,6 +133,7 @@ class StarterSpec(_Spec):
     mode: Literal["per-event", "batch"] = "per-event"
     subscription_type: Literal["key_shared", "shared"] = "key_shared"
     waiting_period_days: float = Field(default=30.0, gt=0)
+    nack_delay_seconds: float = Field(default=60.0, gt=0)  # `--nack-delay-s`: Pulsar's default
     metrics_port: Port | None = Field(default=0, ge=0, le=65535)  # as the worker's
 
 

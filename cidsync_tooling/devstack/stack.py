@@ -326,6 +326,8 @@ def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path
         s.mode,
         "--subscription-type",
         s.subscription_type,
+        "--nack-delay-s",
+        f"{s.nack_delay_seconds:g}",
         *_metrics_bind(ports),
     ]
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
