@@ -40,7 +40,14 @@ from cidsync_tooling.devstack.servers import redis_answers, start_redis, start_t
 from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.followers import ensure_follower
 from starters.reconciliation import start_reconciliation
-from tests.e2e.harness import expected_vsyncs, history_events, local_vsyncs, unique_participants, wait_for_vsyncs
+from tests.e2e.harness import (
+    NACK_DELAY,
+    expected_vsyncs,
+    history_events,
+    local_vsyncs,
+    unique_participants,
+    wait_for_vsyncs,
+)
 from tests.e2e.reconciliation import apply_locally, pair_entries
 from tests.helpers.servers import BridgeSimulator, PulsarBroker
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput
@@ -48,9 +55,6 @@ from workflows.reconcile_vsync import ReconcileInput
 
 SECRET = "faults-secret"
 WAITING_PERIOD_DAYS = 2 / 86_400  # two seconds
-# A nacked event comes back this long after its backoff (the starter's default is Pulsar's minute): each
-# fault here is over within seconds, and a minute's wait per test only made `make test` longer.
-NACK_DELAY_S = 5
 # The module's tests share one stack: runs a test terminated on purpose are not another test's failure.
 TERMINATED_BY_TESTS: set[str] = set()
 
@@ -106,7 +110,7 @@ class FaultStack:
     def start_role(self, role: str) -> None:
         argv = [sys.executable, "-m", "cidsync", role, "--log-level", "warning"]
         if role == "starter":
-            argv += ["--nack-delay-s", str(NACK_DELAY_S)]
+            argv += ["--nack-delay-s", f"{NACK_DELAY.total_seconds():g}"]  # as the harness's starter
         self.processes[role] = launch(role, argv, log=self.root / f"{role}.log", ready=lambda: True, env=self.env)
 
     def stop(self, name: str) -> None:
