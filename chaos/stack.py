@@ -85,9 +85,11 @@ class ChaosStack:
 
     @property
     def spec(self) -> StackSpec:
-        return chaos_spec(
-            self.root, self.mode, self.replicas, self.bridge, self.dict_clock, self.build_id, self.nack_delay
-        )
+        return self.spec_of(self.build_id)
+
+    def spec_of(self, build_id: str | None) -> StackSpec:
+        """The stack's spec, its workers built as `build_id`."""
+        return chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, build_id, self.nack_delay)
 
     @property
     def killable(self) -> tuple[str, ...]:
@@ -143,7 +145,7 @@ class ChaosStack:
     def start_new_version(self, build_id: str) -> None:
         """As many workers of `build_id` as the stack has, beside its own, each making its version current
         once it polls (`--make-current`, a deploy step's `set-current-version`)."""
-        spec = chaos_spec(self.root, self.mode, self.replicas, self.bridge, self.dict_clock, build_id, self.nack_delay)
+        spec = self.spec_of(build_id)
         for index in range(1, self.replicas + 1):
             self.beside.append(start_worker_beside(spec, f"worker-{build_id}-{index}", ["--make-current"]))
 

@@ -27,7 +27,7 @@ class StarterConfig:
     # backoff has passed: a redelivery comes backoff + nack_delay after the failure. Pulsar's default, kept
     # on purpose: with 100 ms, pulsar-lite stopped redelivering batched messages nacked twice in quick
     # succession (a Redis primary killed mid-run: 876 nacks, the third round never came back). Shorter only
-    # where an outage should be over sooner than a minute (the fault tests: 5 s).
+    # where an outage should be over sooner than a minute (the e2e tests: 5 s; the reduced chaos run: 10 s).
     nack_delay: timedelta = timedelta(seconds=60)
     waiting_period: timedelta = timedelta(days=30)
     mode: Mode = Mode.PER_EVENT
