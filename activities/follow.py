@@ -2,7 +2,8 @@
 
 One call reads one page from the follower's cursor (one of DICT's 20 calls a minute per participant),
 takes DICT's state of each CID it touches, and reads at one instant which of those CIDs, and of the
-suspects the follower already holds, the local set has, with the local VSync. What goes back into
+suspects the follower already holds, the local set has, with the local VSync as of the page's end (the
+set's own journal undoes what it changed since that DICT's log does not show yet). What goes back into
 history is the cursor, counts, the two VSyncs and the CIDs that disagree (or stopped disagreeing): never
 an entry, and never the page itself.
 
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from activities.cid_file import MAX_EVENTS, read_log_page
+from cidsync.anchor import undo_unshown
 from cidsync.bridge.client import BridgeClient
 from cidsync.entry import KeyType
 from cidsync.follow import Cursor, DictState, Observation, dict_states, observe, page_consistent
@@ -54,6 +56,8 @@ class PollResult(BaseModel):
     has_more: bool
     consistent: bool  # the page's CIDs turn its start verifier into its end one
     dict_vsync: str  # DICT's VSync after the page (SyncVerifierEnd)
+    # The local set's VSync and count as of the page's end (`polled_at`): its journalled changes since then
+    # of CIDs the page does not show are undone (`cidsync.anchor.undo_unshown`).
     local_vsync: str
     local_count: int
     # The CIDs that disagree, the suspects given that agree now (the follower drops those), and the fresh
@@ -103,7 +107,12 @@ class FollowActivities:
         states.update(dict_states(fresh))
         ordered = list(states.values())
         pair = PairKeys(request.participant, request.key_type)
-        view = await self.store.view.local_view(pair, [s.cid for s in ordered])
+        # The local set as of the page's end: core's last changes may have reached it before DICT's log
+        # shows them (read up to `settle` ago), and on a busy pair some always have. Compared as it is now,
+        # the set would differ from DICT's verifier at every poll with no suspect to explain it, and the
+        # follower would hand the pair to ReconcileVSync every `unexplained_after`.
+        view = await self.store.view.local_view(pair, [s.cid for s in ordered], changes_since=now)
+        local_vsync, undone = undo_unshown(view.vsync, states, view.changes)
         suspected = {s.cid for s in request.suspects}
         observations = [
             o for o in observe(ordered, view.members) if not o.agrees or o.cid in suspected or not o.in_dict
@@ -115,7 +124,7 @@ class FollowActivities:
             has_more=page.has_more,
             consistent=consistent,
             dict_vsync=page.verifier_end,
-            local_vsync=view.vsync,
-            local_count=view.count,
+            local_vsync=local_vsync,
+            local_count=view.count + sum(1 if present else -1 for present in undone.values()),
             observations=observations,
         )

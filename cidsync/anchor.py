@@ -33,7 +33,7 @@ CIDs and timestamps are all this module sees.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -83,7 +83,18 @@ def as_of(
     had one, came after the log's point (the pipeline was quicker than the log). With the CIDs taken and
     the state taken for each."""
     predicted, taken = predict(local_vsync, in_dict, local)
-    value = int(predicted, 16)
+    value, undone = undo_unshown(predicted, in_dict, changes)
+    return value, {**taken, **undone}
+
+
+def undo_unshown(
+    local_vsync: str, shown: Container[str], changes: Sequence[tuple[str, bool]]
+) -> tuple[str, dict[str, bool]]:
+    """The local VSync with each CID the local set changed lately (`changes`: its journal, (CID, added),
+    oldest first) and DICT's log does not show (not in `shown`) taken as it was before those changes: the
+    pipeline was quicker than the log, so DICT's change of it, if it had one, came after the log's point.
+    With those CIDs and the state taken for each."""
+    value, undone = int(local_vsync, 16), {}
     first: dict[str, bool] = {}
     last: dict[str, bool] = {}
     for cid, added in changes:
@@ -91,10 +102,10 @@ def as_of(
         last[cid] = added
     for cid, added in first.items():
         before = not added  # only real changes are journalled: an addition means the CID was absent
-        if cid not in in_dict and before != last[cid]:
+        if cid not in shown and before != last[cid]:
             value ^= int(cid, 16)
-            taken[cid] = before
-    return format(value, "064x"), taken
+            undone[cid] = before
+    return format(value, "064x"), undone
 
 
 def judge(in_dict: bool, local: bool, changed_at: datetime | None, cutoff: datetime, confirming: bool) -> Verdict:

@@ -348,6 +348,36 @@ async def test_a_pair_that_always_has_suspects_is_proved_while_it_changes(
     assert world.verifications  # DICT was asked: these are VerifySync OKs, not the log's verifier alone
 
 
+async def test_a_local_set_ahead_of_dicts_log_is_in_sync_and_never_handed_over(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Core changes the pair every 3 s and each change reaches the local set half a second later, before
+    DICT's log shows it (the log is read up to `log_settle`, 5 s, ago): every poll finds the local set
+    ahead of the page, with no suspect to explain the difference. Seen as of the page's end (the store's
+    journal undoes its newer changes), the local set equals DICT's verifier. Compared as it stood, it
+    differed at every poll, and the pair went to ReconcileVSync every `unexplained_after` (what the chaos
+    run did under load, with 1 s settles and fast starters)."""
+    t0 = await t0_of(time_skipping_env)
+    changes = [(timedelta(seconds=3 * i + 1), ADDED, cid(600 + i)) for i in range(120)]
+    world = World(
+        t0,
+        timedelta(minutes=5),
+        dict_events=changes,
+        arrivals={value: [(at + timedelta(milliseconds=500), True)] for at, _, value in changes},
+    )
+    argument = follower(log_settle=timedelta(seconds=5), unexplained_after=timedelta(minutes=1))
+    async with following(time_skipping_env, world, argument) as handle:
+        status = await at_horizon(world, handle)
+    assert (status.hand_overs, status.last_hand_over) == (0, "")
+    assert world.repairs == []
+    assert status.state == "in sync"
+    last = world.polls[-1][0]
+    shown = {value for at, _, value in changes if t0 + at <= last - timedelta(seconds=5)}  # the last page
+    assert status.local_vsync == status.dict_vsync == vsync(shown)
+    assert status.local_count == len(shown) < len(world.local_set(last))  # the set was ahead of the page
+    assert world.proofs  # in sync, so proved
+
+
 async def test_continue_as_new_keeps_the_cursor_and_the_suspects(time_skipping_env: WorkflowEnvironment) -> None:
     t0 = await t0_of(time_skipping_env)
     events = [(timedelta(seconds=5 + i), ADDED, cid(100 + i)) for i in range(30)]
