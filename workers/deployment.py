@@ -63,6 +63,7 @@ async def make_current(
     current a moment before, cannot switch the deployment back (chaos seed 111989 saw exactly that)."""
     deadline = asyncio.get_running_loop().time() + wait.total_seconds()
     pause = 0.1
+    said = ""
     while True:
         try:
             current, token = await _current(client, version.deployment_name)
@@ -92,6 +93,9 @@ async def make_current(
                 raise CommandFailed(
                     f"could not make {version.deployment_name}/{version.build_id} the current version: {error.message}"
                 ) from error
+            if error.message != said:  # once per reason: what a deploy that takes long is waiting for
+                said = error.message
+                logger.info("%s/%s not current yet: %s", version.deployment_name, version.build_id, said)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
             continue

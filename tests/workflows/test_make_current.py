@@ -81,14 +81,14 @@ async def test_a_worker_routes_a_deployment_with_no_current_version_and_leaves_a
 
 
 async def test_a_request_that_timed_out_is_asked_again(
-    temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+    temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A loaded server answered "Timeout expired" (DEADLINE_EXCEEDED), and the new version's worker exited
     # instead of asking again (make test's reduced chaos run, seed 637267: the upgrade never happened).
     client, name, queue = temporal_env.client, f"slow-{uuid.uuid4().hex[:10]}", f"q-{uuid.uuid4()}"
     version = WorkerDeploymentVersion(deployment_name=name, build_id="1")
     real = deployment._registered_task_queues
-    timeouts = [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")]
+    timeouts = [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")] * 3
 
     async def slow_then_real(client: Client, version: WorkerDeploymentVersion) -> set[str]:
         if timeouts:
@@ -96,7 +96,12 @@ async def test_a_request_that_timed_out_is_asked_again(
         return await real(client, version)
 
     monkeypatch.setattr(deployment, "_registered_task_queues", slow_then_real)
+    caplog.set_level("INFO", logger=deployment.__name__)
     async with polling(client, name, queue, "1"):
         assert await make_current(client, version, task_queues=[queue], unless_another_is_current=True)
     assert not timeouts
+    # What a slow deploy waits for is said, once per reason (the log of a loaded chaos run said nothing).
+    waits = [r.getMessage() for r in caplog.records if "not current yet" in r.getMessage()]
+    assert waits[0] == f"{name}/1 not current yet: Timeout expired"
+    assert waits.count(waits[0]) == 1
     assert await current_build_id(client, name) == "1"
