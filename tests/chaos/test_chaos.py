@@ -37,6 +37,7 @@ def test_reduced_chaos_loses_nothing_doubles_nothing_and_leaks_nothing(tmp_path:
         )
     finally:
         down(tmp_path / "stack" / "state")  # a run killed by the timeout leaves its servers up
+    (tmp_path / "chaos.out").write_text(run.stdout)  # beside the stack's logs, for a run that was slow
     report = run.stdout[-6000:]
     assert run.returncode == 0, f"chaos {' '.join(argv)} failed:\n{report}\n{run.stderr[-3000:]}"
     assert "chaos PASSED" in run.stdout, report
