@@ -8,6 +8,7 @@ personal values of the entries they published, and for payloads that even name a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from temporalio.api.query.v1 import WorkflowQuery
 from temporalio.api.workflow.v1 import WorkflowExecutionVersioningInfo
 from temporalio.api.workflowservice.v1 import QueryWorkflowRequest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution as ListedRun
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cidsync.entry import Entry
@@ -144,33 +146,50 @@ def read_message(message: Message, where: str, corpus: Corpus) -> None:
                 corpus.add(where, raw.decode("utf-8", "replace"))
 
 
-async def read_temporal(client: Client, corpus: Corpus) -> dict[str, list[Any]]:
+async def read_temporal(client: Client, corpus: Corpus, *, at_once: int = 8) -> dict[str, list[Any]]:
     """Every workflow of the namespace: history, description and current details. Returns the histories
-    by workflow type."""
-    by_type: dict[str, list[Any]] = {}
+    by workflow type, in the order listed. `at_once` workflows are read concurrently: reading is three
+    calls each, one of them a query a worker answers by replaying the run: one after another, 1,231
+    workflows took 115 s of a reduced chaos run inside make test."""
     current: dict[str, str | None] = {}  # each deployment's current build id
-    async for listed in client.list_workflows():
-        handle = client.get_workflow_handle(listed.id, run_id=listed.run_id)
-        where = f"temporal:{listed.workflow_type}:{listed.id}"
-        corpus.add(where, listed.id)
-        history = await handle.fetch_history()
-        for event in history.events:
-            read_message(event, where, corpus)
-        description = (await handle.describe()).raw_description
-        read_message(description, where, corpus)
-        if await _retired(client, listed.status, description.workflow_execution_info.versioning_info, current):
-            corpus.unqueried.append(where)
-        else:
-            metadata = await client.workflow_service.query_workflow(  # the current details, among others
-                QueryWorkflowRequest(
-                    namespace=client.namespace,
-                    execution=WorkflowExecution(workflow_id=listed.id, run_id=listed.run_id),
-                    query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
-                )
-            )
-            read_message(metadata, where, corpus)
-        by_type.setdefault(listed.workflow_type, []).append(history)
+    listed = [item async for item in client.list_workflows()]
+    histories: list[Any] = [None] * len(listed)
+    slots = asyncio.Semaphore(at_once)
+
+    async def read(index: int, item: ListedRun) -> None:
+        async with slots:
+            histories[index] = await _read_one(client, item, corpus, current)
+
+    async with asyncio.TaskGroup() as group:
+        for index, item in enumerate(listed):
+            group.create_task(read(index, item))
+    by_type: dict[str, list[Any]] = {}
+    for item, history in zip(listed, histories, strict=True):
+        by_type.setdefault(item.workflow_type, []).append(history)
     return by_type
+
+
+async def _read_one(client: Client, listed: ListedRun, corpus: Corpus, current: dict[str, str | None]) -> Any:
+    handle = client.get_workflow_handle(listed.id, run_id=listed.run_id)
+    where = f"temporal:{listed.workflow_type}:{listed.id}"
+    corpus.add(where, listed.id)
+    history = await handle.fetch_history()
+    for event in history.events:
+        read_message(event, where, corpus)
+    description = (await handle.describe()).raw_description
+    read_message(description, where, corpus)
+    if await _retired(client, listed.status, description.workflow_execution_info.versioning_info, current):
+        corpus.unqueried.append(where)
+    else:
+        metadata = await client.workflow_service.query_workflow(  # the current details, among others
+            QueryWorkflowRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=listed.id, run_id=listed.run_id),
+                query=WorkflowQuery(query_type="__temporal_workflow_metadata"),
+            )
+        )
+        read_message(metadata, where, corpus)
+    return history
 
 
 async def _retired(
