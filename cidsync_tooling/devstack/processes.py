@@ -9,6 +9,7 @@ somebody else is never signalled.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import shutil
@@ -84,11 +85,39 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
+# Ports handed out by `free_port`, from below the kernel's ephemeral range (32768 and up on Linux), where
+# the local end of an outgoing connection never lands, and above the Redis Cluster nodes' (20000-40000).
+FREE_PORTS = range(10_000, 20_000)
+# Each port handed out in the last `PORT_HOLD` seconds, by any process on this machine: a server is bound a
+# few seconds after its port is chosen (a stack starts its services one by one), and until then another
+# chooser must not take it.
+PORT_REGISTRY = Path(os.environ.get("TMPDIR", "/tmp")) / "cidsync-ports"
+PORT_HOLD = 120.0
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free on 127.0.0.1 and not handed out lately to anyone else. The kernel's own choice (binding
+    port 0) came from its ephemeral range, where a client's connection could take it before the server
+    bound it, and a concurrent chooser could be given it too: under make test a worker found its metrics
+    port taken, exited, and the demo waited for it until its timeout."""
+    with open(PORT_REGISTRY, "a+") as registry:
+        fcntl.flock(registry, fcntl.LOCK_EX)  # released when the file is closed
+        registry.seek(0)
+        now = time.time()
+        recent: dict[int, float] = {}
+        for line in registry.read().splitlines():
+            with contextlib.suppress(ValueError):
+                held, at = line.split()
+                if now - float(at) < PORT_HOLD:
+                    recent[int(held)] = float(at)
+        for port in random.sample(FREE_PORTS, len(FREE_PORTS)):
+            if port not in recent and _bindable(port):
+                recent[port] = now
+                registry.seek(0)
+                registry.truncate()
+                registry.write("".join(f"{p} {at}\n" for p, at in recent.items()))
+                return port
+    raise StackError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def free_cluster_port(taken: Sequence[int] = ()) -> int:

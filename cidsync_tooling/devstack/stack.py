@@ -307,7 +307,15 @@ def _start_worker(name: str, spec: StackSpec, ports: dict[str, int], logs: Path,
         *_metrics_bind(ports),
         *extra,
     ]
-    return start_role("worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / f"{name}.log")
+    return start_role(
+        "worker", options, state_dir=spec.state_dir, env=_codec_env(spec), log=logs / f"{name}.log", ready=_bound(ports)
+    )
+
+
+def _bound(ports: dict[str, int]) -> Callable[[], bool]:
+    """Ready once the role's metrics endpoint answers: a role that could not bind it exits, and `up` says so
+    with its log instead of leaving a dead worker behind it (the demo then waited for it until its timeout)."""
+    return (lambda: accepts_connections(ports["metrics"])) if "metrics" in ports else (lambda: True)
 
 
 def start_worker_beside(spec: StackSpec, name: str, options: Sequence[str] = ()) -> Launched:
@@ -331,7 +339,9 @@ def _start_starter(name: str, spec: StackSpec, ports: dict[str, int], logs: Path
         *_metrics_bind(ports),
     ]
     env = {"CIDSYNC_WAITING_PERIOD_DAYS": str(s.waiting_period_days), **_codec_env(spec)}
-    return start_role("starter", options, state_dir=spec.state_dir, env=env, log=logs / f"{name}.log")
+    return start_role(
+        "starter", options, state_dir=spec.state_dir, env=env, log=logs / f"{name}.log", ready=_bound(ports)
+    )
 
 
 PKI_DIR = "pki"
