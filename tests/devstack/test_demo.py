@@ -4,6 +4,7 @@ from pathlib import Path
 
 import psutil
 
+from cidsync_tooling.devstack.stack import down
 from tests.devstack.test_dev_stack import _stack_file
 from tests.helpers.cli_runner import cidsync
 
@@ -11,6 +12,13 @@ from tests.helpers.cli_runner import cidsync
 def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     config = _stack_file(tmp_path)
     before = {p.pid for p in psutil.process_iter()}
+    try:
+        _demo_runs_end_to_end_and_stops_what_it_started(config, tmp_path, before)
+    finally:
+        down(tmp_path / "state")  # a demo killed by its timeout leaves its servers up (checked before this)
+
+
+def _demo_runs_end_to_end_and_stops_what_it_started(config: Path, tmp_path: Path, before: set[int]) -> None:
     result = cidsync("demo", "--config", str(config), "--events", "200", timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
