@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cidsync.redis_client import RedisClient
+if TYPE_CHECKING:  # every command reads the budgets' setting; only the workers need redis-py (0.2 s to import)
+    from cidsync.redis_client import RedisClient
 
 MARGIN = 0.9  # of DICT's bucket size
 
