@@ -252,6 +252,14 @@ async def at_horizon(world: World, handle: WorkflowHandle[FollowCIDEvents, None]
     return await handle.query(FollowCIDEvents.status)
 
 
+def streaming(t0: datetime, horizon: timedelta, *, every: int, first: int, count: int, landing: timedelta) -> World:
+    """Core adds a CID to DICT every `every` seconds (`cid(first)` on), each reaching the local set `landing`
+    after DICT's change."""
+    changes = [(timedelta(seconds=every * i + 1), ADDED, cid(first + i)) for i in range(count)]
+    arrivals = {value: [(at + landing, True)] for at, _, value in changes}
+    return World(t0, horizon, dict_events=changes, arrivals=arrivals)
+
+
 async def test_pages_are_read_once_from_the_cursor_within_the_poll_interval(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
@@ -328,14 +336,8 @@ async def test_a_pair_that_always_has_suspects_is_proved_while_it_changes(
     15 s) often finds one in flight: suspects are pending at most polls and never is the pair "in sync".
     The follower proves it all the same (activities/proof.py): DICT answers OK to the local VSync with the
     in-flight CIDs as its log has them, and once those landed, the proof is recorded as formal."""
-    t0 = await t0_of(time_skipping_env)
-    changes = [(timedelta(seconds=4 * i + 1), ADDED, cid(300 + i)) for i in range(150)]
-    world = World(
-        t0,
-        timedelta(minutes=9),
-        dict_events=changes,
-        arrivals={value: [(at + timedelta(seconds=3), True)] for at, _, value in changes},
-    )
+    world = streaming(await t0_of(time_skipping_env), timedelta(minutes=9), every=4, first=300, count=150,
+                      landing=timedelta(seconds=3))  # fmt: skip
     argument = follower(grace=timedelta(seconds=30), proof_every=timedelta(minutes=2))
     async with following(time_skipping_env, world, argument) as handle:
         status = await at_horizon(world, handle)
@@ -358,13 +360,8 @@ async def test_a_local_set_ahead_of_dicts_log_is_in_sync_and_never_handed_over(
     differed at every poll, and the pair went to ReconcileVSync every `unexplained_after` (what the chaos
     run did under load, with 1 s settles and fast starters)."""
     t0 = await t0_of(time_skipping_env)
-    changes = [(timedelta(seconds=3 * i + 1), ADDED, cid(600 + i)) for i in range(120)]
-    world = World(
-        t0,
-        timedelta(minutes=5),
-        dict_events=changes,
-        arrivals={value: [(at + timedelta(milliseconds=500), True)] for at, _, value in changes},
-    )
+    world = streaming(t0, timedelta(minutes=5), every=3, first=600, count=120, landing=timedelta(milliseconds=500))
+    changes = world.dict_events
     argument = follower(log_settle=timedelta(seconds=5), unexplained_after=timedelta(minutes=1))
     async with following(time_skipping_env, world, argument) as handle:
         status = await at_horizon(world, handle)
