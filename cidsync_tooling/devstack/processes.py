@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,12 +87,12 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 
 
 # Ports handed out by `free_port`, from below the kernel's ephemeral range (32768 and up on Linux), where
-# the local end of an outgoing connection never lands, and above the Redis Cluster nodes' (20000-40000).
+# the local end of an outgoing connection never lands, and apart from the Redis Cluster nodes' (20000-40000).
 FREE_PORTS = range(10_000, 20_000)
 # Each port handed out in the last `PORT_HOLD` seconds, by any process on this machine: a server is bound a
 # few seconds after its port is chosen (a stack starts its services one by one), and until then another
 # chooser must not take it.
-PORT_REGISTRY = Path(os.environ.get("TMPDIR", "/tmp")) / "cidsync-ports"
+PORT_REGISTRY = Path(tempfile.gettempdir()) / "cidsync-ports"
 PORT_HOLD = 120.0
 
 
