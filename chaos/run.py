@@ -423,8 +423,8 @@ class Run:
         # stacks on two cores, core's events took up to 3 minutes to land. With a 10 s grace the followers
         # repaired ahead of them, each late event then rolled its key back through its older states (a
         # mismatch no log event explains), and the hand-overs' reconciliations loaded the machine further
-        # (one run: 14 hand-overs, 500 s). Polls every 2 s, not 1: 15 followers' polls were most of the
-        # workers' tasks.
+        # (one run: 14 hand-overs, 500 s). Polls every 2 s, not 1: half the 15 followers' load on the
+        # workers.
         # The chaos simulator shows each event at once: the log need not settle for long.
         follow = {
             "grace": timedelta(seconds=30),
