@@ -33,9 +33,12 @@ logger = logging.getLogger(__name__)
 # Asked again: Temporal has not yet registered the version (its workers' first polls), refused a set whose
 # conflict token another set made stale, throttles its deployment's requests ("too many requests issued
 # to Worker Deployment": several workers starting at once), or did not answer in time ("Timeout expired":
-# a loaded server, make test's reduced chaos run; asking again is safe, each try reads the state afresh).
+# a loaded server, make test's reduced chaos run; asking again is safe, each try reads the state afresh),
+# or the connection broke under the call ("h2 protocol error: http2 error", which gRPC reports as INTERNAL:
+# a fault test's restarted worker exited on it, and every later test on its stack failed).
 AGAIN = (
     RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.INTERNAL,
     RPCStatusCode.NOT_FOUND,
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.ABORTED,
