@@ -35,10 +35,13 @@ logger = logging.getLogger(__name__)
 # to Worker Deployment": several workers starting at once), or did not answer in time ("Timeout expired":
 # a loaded server, make test's reduced chaos run; asking again is safe, each try reads the state afresh),
 # or the connection broke under the call ("h2 protocol error: http2 error", which gRPC reports as INTERNAL:
-# a fault test's restarted worker exited on it, and every later test on its stack failed).
+# a fault test's restarted worker exited on it, and every later test on its stack failed), or the server
+# cancelled its own operation ("operation was canceled": a loaded dev server, while the version's internal
+# workflow was closing). The worker's own shutdown cancels this task, never an RPC status.
 AGAIN = (
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.INTERNAL,
+    RPCStatusCode.CANCELLED,
     RPCStatusCode.NOT_FOUND,
     RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.ABORTED,

@@ -88,8 +88,9 @@ async def test_a_request_that_timed_out_is_asked_again(
     client, name, queue = temporal_env.client, f"slow-{uuid.uuid4().hex[:10]}", f"q-{uuid.uuid4()}"
     version = WorkerDeploymentVersion(deployment_name=name, build_id="1")
     real = deployment._registered_task_queues
-    # And a connection that broke under the call (a fault test's restarted worker exited on it).
-    timeouts = [RPCError("h2 protocol error: http2 error", RPCStatusCode.INTERNAL, b"")]
+    # And a connection that broke under the call, and an operation the server cancelled itself.
+    timeouts = [RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")]
+    timeouts += [RPCError("h2 protocol error: http2 error", RPCStatusCode.INTERNAL, b"")]
     timeouts += [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")] * 3
 
     async def slow_then_real(client: Client, version: WorkerDeploymentVersion) -> set[str]:
@@ -105,6 +106,7 @@ async def test_a_request_that_timed_out_is_asked_again(
     # What a slow deploy waits for is said, once per reason (the log of a loaded chaos run said nothing).
     waits = [r.getMessage() for r in caplog.records if "not current yet" in r.getMessage()]
     assert waits == [
-        f"{name}/1 not current yet: {reason}" for reason in ("Timeout expired", "h2 protocol error: http2 error")
+        f"{name}/1 not current yet: {reason}"
+        for reason in ("Timeout expired", "h2 protocol error: http2 error", "operation was canceled")
     ]
     assert await current_build_id(client, name) == "1"
