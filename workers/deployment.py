@@ -30,14 +30,17 @@ from cidsync.errors import CommandFailed
 
 logger = logging.getLogger(__name__)
 
-# Asked again: Temporal has not yet registered the version (its workers' first polls), refused a set whose
-# conflict token another set made stale, throttles its deployment's requests ("too many requests issued
-# to Worker Deployment": several workers starting at once), or did not answer in time ("Timeout expired":
-# a loaded server, make test's reduced chaos run; asking again is safe, each try reads the state afresh),
-# or the connection broke under the call ("h2 protocol error: http2 error", which gRPC reports as INTERNAL:
-# a fault test's restarted worker exited on it, and every later test on its stack failed), or the server
-# cancelled its own operation ("operation was canceled": a loaded dev server, while the version's internal
-# workflow was closing). The worker's own shutdown cancels this task, never an RPC status.
+# Asked again, each try reading the state afresh:
+# - NOT_FOUND: Temporal has not yet registered the version (its workers' first polls);
+# - FAILED_PRECONDITION, ABORTED: a set refused for now (its conflict token made stale by another set, or
+#   the current version's task queues not all polled by this one yet);
+# - RESOURCE_EXHAUSTED: "too many requests issued to Worker Deployment" (several workers starting at once);
+# - DEADLINE_EXCEEDED: "Timeout expired" from a loaded server (make test's reduced chaos run);
+# - INTERNAL: "h2 protocol error", the connection broke under the call (a fault test's restarted worker
+#   exited on it, and every later test on its stack failed);
+# - CANCELLED: "operation was canceled", the server cancelled its own operation while the version's internal
+#   workflow was closing (the worker's own shutdown cancels this task, never through an RPC status);
+# - UNAVAILABLE: the server restarting.
 AGAIN = (
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.INTERNAL,

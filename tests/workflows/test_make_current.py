@@ -80,7 +80,7 @@ async def test_a_worker_routes_a_deployment_with_no_current_version_and_leaves_a
         assert await current_build_id(client, name) == "1"
 
 
-async def test_a_request_that_timed_out_is_asked_again(
+async def test_a_request_that_failed_in_passing_is_asked_again(
     temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A loaded server answered "Timeout expired" (DEADLINE_EXCEEDED), and the new version's worker exited
@@ -89,20 +89,20 @@ async def test_a_request_that_timed_out_is_asked_again(
     version = WorkerDeploymentVersion(deployment_name=name, build_id="1")
     real = deployment._registered_task_queues
     # And a connection that broke under the call, and an operation the server cancelled itself.
-    timeouts = [RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")]
-    timeouts += [RPCError("h2 protocol error: http2 error", RPCStatusCode.INTERNAL, b"")]
-    timeouts += [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")] * 3
+    failures = [RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")]
+    failures += [RPCError("h2 protocol error: http2 error", RPCStatusCode.INTERNAL, b"")]
+    failures += [RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")] * 3
 
     async def slow_then_real(client: Client, version: WorkerDeploymentVersion) -> set[str]:
-        if timeouts:
-            raise timeouts.pop()
+        if failures:
+            raise failures.pop()
         return await real(client, version)
 
     monkeypatch.setattr(deployment, "_registered_task_queues", slow_then_real)
     caplog.set_level("INFO", logger=deployment.__name__)
     async with polling(client, name, queue, "1"):
         assert await make_current(client, version, task_queues=[queue], unless_another_is_current=True)
-    assert not timeouts
+    assert not failures
     # What a slow deploy waits for is said, once per reason (the log of a loaded chaos run said nothing).
     waits = [r.getMessage() for r in caplog.records if "not current yet" in r.getMessage()]
     assert waits == [
