@@ -193,6 +193,13 @@ async def test_an_upgrade_keeps_every_run_in_flight_and_sends_new_runs_to_the_ne
         first_follow_run = follow.result_run_id
         async with asyncio.timeout(30):
             await held_create.holding.wait()
+        # The apply is a local activity, held inside the run's first workflow task: the run is pinned to A
+        # only once a task of it completes there (the SDK completes one every 8 s while a local activity
+        # runs). Under load that first task once timed out before completing; its retry, with no pin yet,
+        # went to the current version, by then B.
+        await eventually(
+            lambda: history_builds(client, pinned.id), lambda done: "A" in done, "the CreateCID pinned to A"
+        )
         await eventually(
             lambda: approval.query(ReconcileVSync.progress), lambda p: p.awaiting_approval, "awaiting approval on A"
         )
