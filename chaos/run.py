@@ -518,8 +518,8 @@ class Run:
         Kubernetes restarts a crashed pod (a starter exits when it cannot subscribe within the client's
         operation timeout: pulsar-lite refused Key_Shared consumers for 30 s after a broker kill). And keep
         traffic flowing, with a duplicate of an accepted event on each entry topic (no effect: its mark is
-        set, its sequence applied): pulsar-lite hands over the Key_Shared messages it redelivers after a nack
-        or a consumer's death one per key, and the rest only at the next dispatch (docs/stack.md)."""
+        set, its sequence applied), as core's traffic does: a quiet topic is where pulsar-lite's redelivery
+        quirks showed (docs/stack.md)."""
         await asyncio.to_thread(self.stack.restart)
         last = {e.event_type: e for e in self.ledger.accepted if e.deletion_type is not DeletionType.WAITING_PERIOD}
         with contextlib.suppress(Exception):  # a broker still restarting: the next round sends them

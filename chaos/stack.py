@@ -56,15 +56,12 @@ def chaos_spec(
         bridge=BridgeSpec(port=0, enabled=bridge),  # off: the workers call the simulator's gRPC face
         codec=CodecSpec(enabled=False),
         worker=WorkerSpec(graceful_shutdown_seconds=5, replicas=replicas, build_id=build_id),
-        # Two starters share a Shared subscription, not Key_Shared: pulsar-lite's Key_Shared dispatcher keys
-        # consumers by the client's consumer id alone, so two starters' first consumers (both id 0) collide
-        # ("Consumer 0 already exists in key-shared dispatcher"), and a killed one's lingers; the starter
-        # then cannot subscribe at all. Apache Pulsar keys them by connection. Correctness never rests on
-        # Key_Shared (the versioned apply orders by sequence), and one starter keeps Key_Shared.
+        # The spec's Shared subscription (it says why), which two starters can share too: pulsar-lite's
+        # Key_Shared dispatcher also keys consumers by the client's consumer id alone, so two starters'
+        # first consumers (both id 0) would collide ("Consumer 0 already exists in key-shared dispatcher").
         starter=StarterSpec(
             mode=mode,
             replicas=replicas,
-            subscription_type="key_shared" if replicas == 1 else "shared",
             nack_delay_seconds=nack_delay,
         ),
         follow=FollowSpec(enabled=False),  # the run starts its followers itself, with short graces

@@ -1,5 +1,5 @@
 """`BatchConsumer` against the real broker: batches bounded by the policy, acks that stick, the loop free
-while a receive waits, and nothing lost across a close."""
+while a receive waits, nothing lost across a close, and a message nacked again and again still comes back."""
 
 import asyncio
 import time
@@ -10,20 +10,29 @@ import pulsar.asyncio as pulsar_asyncio
 
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import BatchConsumer
+from cidsync_tooling.devstack.spec import StarterSpec
 from tests.helpers.servers import PulsarBroker
 
 WAIT_MS = 50
 
 
-async def subscribe(client: pulsar_asyncio.Client, topic: str, subscription: str) -> BatchConsumer:
+async def subscribe(
+    client: pulsar_asyncio.Client,
+    topic: str,
+    subscription: str,
+    *,
+    # Shared: pulsar-lite's Key_Shared hands back only one unacked message per key after a reconnect
+    # (seen here; the issue 11 note has the reproduction), which is not what these tests are about.
+    consumer_type: pulsar.ConsumerType = pulsar.ConsumerType.Shared,
+    nack_delay_ms: int = 60_000,
+) -> BatchConsumer:
     consumer = await client.subscribe(
         topic,
         subscription,
-        # Shared: pulsar-lite's Key_Shared hands back only one unacked message per key after a reconnect
-        # (seen here; the issue 11 note has the reproduction), which is not what this test is about.
-        consumer_type=pulsar.ConsumerType.Shared,
+        consumer_type=consumer_type,
         initial_position=pulsar.InitialPosition.Earliest,
         receiver_queue_size=1000,
+        negative_ack_redelivery_delay_ms=nack_delay_ms,
         batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(100, -1, WAIT_MS),
     )
     return BatchConsumer(consumer)
@@ -92,6 +101,34 @@ async def test_an_empty_receive_returns_after_the_wait_and_leaves_the_loop_free(
         assert batches == [[], [], [], []]
         assert elapsed >= 4 * WAIT_MS / 1000 * 0.9
         assert ticks >= 10  # the loop ran other work while the receives waited in their thread
+        await receiver.consumer.close()
+    finally:
+        await client.close()
+
+
+async def test_a_message_nacked_again_after_its_redelivery_comes_back_each_time(pulsar_broker: PulsarBroker) -> None:
+    """The starter's retry of an event whose start keeps failing (Temporal down for longer than one
+    redelivery), on the subscription type the embedded stack's starter uses. On pulsar-lite's Key_Shared a
+    second nack was never redelivered: the broker logged it queued for redelivery and never dispatched it,
+    not even to a new consumer, and the fault test that stops Temporal lost every event nacked twice."""
+    consumer_type = {"shared": pulsar.ConsumerType.Shared, "key_shared": pulsar.ConsumerType.KeyShared}[
+        StarterSpec().subscription_type
+    ]
+    topic, client = f"persistent://public/default/native-{uuid.uuid4().hex}", pulsar_client(pulsar_broker.url)
+    nacks = 3
+    try:
+        await publish(client, topic, 3)
+        receiver = await subscribe(client, topic, "s", consumer_type=consumer_type, nack_delay_ms=500)
+        deliveries: dict[bytes, int] = {}
+        async with asyncio.timeout(30):
+            while len(deliveries) < 3 or min(deliveries.values()) <= nacks:
+                for message in await receiver.receive():
+                    deliveries[message.data()] = deliveries.get(message.data(), 0) + 1
+                    if deliveries[message.data()] <= nacks:
+                        await receiver.negative_acknowledge(message)
+                    else:
+                        receiver.acknowledge(message)
+        assert deliveries == {b"m0": nacks + 1, b"m1": nacks + 1, b"m2": nacks + 1}
         await receiver.consumer.close()
     finally:
         await client.close()

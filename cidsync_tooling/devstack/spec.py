@@ -128,10 +128,14 @@ class StarterSpec(_Spec):
     """`cidsync starter`, from the stack's Pulsar to its Temporal."""
 
     enabled: bool = True
-    # Consumers of the same subscription (Key_Shared: each entry's events go to one of them at a time).
+    # Consumers of the same subscription.
     replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
     mode: Literal["per-event", "batch"] = "per-event"
-    subscription_type: Literal["key_shared", "shared"] = "key_shared"
+    # Shared, not the starter's production default Key_Shared: pulsar-lite's Key_Shared dispatcher never
+    # redelivers a message nacked a second time (queued for redelivery, never dispatched, not even to a
+    # new consumer), so an event whose start failed twice was lost (docs/stack.md). Correctness never rests
+    # on Key_Shared: the versioned apply orders each key's changes by sequence.
+    subscription_type: Literal["key_shared", "shared"] = "shared"
     waiting_period_days: float = Field(default=30.0, gt=0)
     nack_delay_seconds: float = Field(default=60.0, gt=0)  # `--nack-delay-s`: Pulsar's default
     metrics_port: Port | None = Field(default=0, ge=0, le=65535)  # as the worker's

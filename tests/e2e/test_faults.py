@@ -166,8 +166,8 @@ async def publish(stack: FaultStack, count: int, participants: list[str]) -> lis
 @contextlib.asynccontextmanager
 async def still_flowing(stack: FaultStack, events: list[EntryEvent], every: float = 5.0) -> AsyncIterator[None]:
     """Traffic that goes on, as core's does: a duplicate of a published event every few seconds (no effect:
-    its mark is set). pulsar-lite redelivers nacked Key_Shared messages one per key and the rest only at the
-    next dispatch (docs/stack.md); without traffic the rest would wait, where Apache Pulsar redelivers all."""
+    its mark is set). A quiet topic is where pulsar-lite's redelivery quirks showed (docs/stack.md); the
+    stack's Shared subscription redelivers every nack, and production's topics never go quiet either."""
 
     async def send() -> None:
         async with EntryEventProducer(

@@ -32,12 +32,11 @@ from tests.helpers.servers import PulsarBroker, RedisClusterServers
 async def test_a_primary_killed_and_restarted_mid_run_loses_nothing_and_doubles_nothing(
     temporal_env: WorkflowEnvironment, redis_cluster: RedisClusterServers, pulsar_broker: PulsarBroker
 ) -> None:
-    # A Shared subscription: the messages nacked while the primary is down come back after the nack delay
-    # all at once. On Key_Shared, pulsar-lite hands them back one per key and the rest only at its next
-    # dispatch (docs/stack.md); with the producer's key-based batching every message is an entry of its own,
-    # and the run, which sends nothing after its last third, stalled past the wait below.
+    # The harness's Shared subscription: the messages nacked while the primary is down come back after the
+    # nack delay, as often as they are nacked. On pulsar-lite's Key_Shared a message nacked a second time
+    # never came back (docs/stack.md), and this run stalled past the wait below.
     async with running_pipeline(
-        temporal_env, redis_cluster.url, pulsar_broker.url, mode=Mode.BATCH, participants=3, key_shared=False
+        temporal_env, redis_cluster.url, pulsar_broker.url, mode=Mode.BATCH, participants=3
     ) as pipeline:
         events = history_events(600, pipeline.participants, seed=uuid.uuid4().int % 1000)
         delivered = shuffled_with_duplicates(events, seed=5, duplicates=60)
