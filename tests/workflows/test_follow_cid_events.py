@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio import activity, workflow
+from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,9 +31,9 @@ from cidsync.store.layout import PairKeys, Scratch
 from cidsync.store.models import LocalView, VerificationRecord
 from cidsync_tooling.simulator.dict_state import EventLog
 from tests.helpers.workers import current_worker
+from tests.workflows.stand_ins import FakeReconcile
 from workflows.follow_cid_events import FollowCIDEvents, FollowInput, FollowStatus
 from workflows.reconcile_vsync import ReconcileInput
-from workflows.versioning import LONG_WAIT
 
 PARTICIPANT = "12345678"
 ADDED, REMOVED = CIDEventType.ADDED, CIDEventType.REMOVED
@@ -184,19 +184,6 @@ class World:
             proofs.prove_sync,
             proofs.confirm_landed,
         ]
-
-
-@workflow.defn(name="ReconcileVSync", versioning_behavior=LONG_WAIT)
-class FakeReconcile:
-    """Stands in for the reconciliation a hand-over starts: records its input through a query."""
-
-    @workflow.run
-    async def run(self, request: ReconcileInput) -> None:
-        self.request = request
-
-    @workflow.query
-    def input(self) -> ReconcileInput:
-        return self.request
 
 
 async def t0_of(env: WorkflowEnvironment) -> datetime:

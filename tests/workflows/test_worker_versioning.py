@@ -15,48 +15,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio import activity, workflow
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from cidsync.change import CIDChange
-from cidsync.entry import Entry
+from cidsync.entry import Entry, KeyType
 from cidsync.events import DeletionType, EventType
 from cidsync.naming import reconcile_search_attributes
 from cidsync.store.models import ApplyResult
 from cidsync_tooling.synthetic import synthetic_entry
 from tests.helpers.eventually import eventually
 from tests.helpers.workers import versioned
+from tests.workflows.stand_ins import ChangedDeleteCID, FakeReconcile
 from tests.workflows.test_cid_workflows import FakeStore, event
-from tests.workflows.test_follow_cid_events import FakeReconcile, World, follower
+from tests.workflows.test_follow_cid_events import World, follower
 from tests.workflows.test_reconcile_vsync import PARTICIPANT, FakeDict, request
 from workers.deployment import current_build_id, make_current
-from workflows.cid_change import CIDResult
 from workflows.create_cid import CreateCID
 from workflows.delete_cid import DeleteCID, DeleteCIDInput
 from workflows.follow_cid_events import FollowCIDEvents
 from workflows.reconcile_vsync import Decision, ReconcileVSync
 from workflows.update_cid import UpdateCID
-from workflows.versioning import LONG_WAIT
-
-with workflow.unsafe.imports_passed_through():
-    from cidsync.entry import KeyType
-
-B_CHANGE = "test-upgrade-b"
-
-
-@workflow.defn(name="DeleteCID", versioning_behavior=LONG_WAIT)
-class ChangedDeleteCID(DeleteCID):
-    """Version B's DeleteCID: one more step at the end, gated as README's "Changing a workflow" says."""
-
-    @workflow.run
-    async def run(self, input: DeleteCIDInput) -> CIDResult:
-        result = await super().run(input)
-        if workflow.patched(B_CHANGE):
-            await workflow.sleep(timedelta(milliseconds=10))
-        return result
 
 
 @dataclass
