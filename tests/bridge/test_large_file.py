@@ -1,4 +1,4 @@
-"""A file of 100,000 CIDs, paged and streamed, with the client's memory bounded (measured)."""
+"""A file of 50,000 CIDs, paged and streamed, with the client's memory bounded (measured)."""
 
 import hashlib
 import random
@@ -15,7 +15,9 @@ from cidsync_tooling.synthetic import synthetic_entry
 from tests.bridge.test_contract import wait_available
 from tests.helpers.servers import BridgeSimulator
 
-COUNT = 100_000
+# 50,000 here (100,000 cost 20 CPU-s more of make test's budget); `make bench` pages 1M-CID files
+# (bench/bridge_pages.py). The client's peak does not grow with the file (0.26 MB traced at 50,000).
+COUNT = 50_000
 # What the file would weigh held in memory as Python strings (64-char str: ~113 bytes each, plus a list).
 WHOLE_FILE_BYTES = COUNT * 113
 
@@ -41,7 +43,7 @@ async def _unary_pages(client: BridgeClient, participant: str, file_id: str) -> 
 
 
 @pytest.mark.parametrize("mode", ["paged", "streamed"])
-async def test_100k_cids_with_bounded_client_memory(
+async def test_50k_cids_with_bounded_client_memory(
     bridge_simulator: BridgeSimulator, big_file: CIDSetFile, mode: str
 ) -> None:
     assert big_file.cid_count == COUNT
