@@ -4,14 +4,17 @@ while a receive waits, nothing lost across a close, and a message nacked again a
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
 
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import BatchConsumer
-from cidsync_tooling.devstack.spec import StarterSpec
+from cidsync_tooling.devstack.spec import StarterSpec, load_spec
 from tests.helpers.servers import PulsarBroker
+
+DEV_STACK_FILE = Path(__file__).resolve().parents[1] / "temporal-dev.yaml"  # what `make demo` starts
 
 WAIT_MS = 50
 
@@ -110,10 +113,11 @@ async def test_a_message_nacked_again_after_its_redelivery_comes_back_each_time(
     """The starter's retry of an event whose start keeps failing (Temporal down for longer than one
     redelivery), on the subscription type the embedded stack's starter uses. On pulsar-lite's Key_Shared a
     second nack was never redelivered: the broker logged it queued for redelivery and never dispatched it,
-    not even to a new consumer, and the fault test that stops Temporal lost every event nacked twice."""
-    consumer_type = {"shared": pulsar.ConsumerType.Shared, "key_shared": pulsar.ConsumerType.KeyShared}[
-        StarterSpec().subscription_type
-    ]
+    not even to a new consumer, and the fault test that stops Temporal lost every event nacked twice. The
+    type is the one `make demo`'s temporal-dev.yaml declares, which must be the spec's default the tests use."""
+    declared = load_spec(DEV_STACK_FILE).starter.subscription_type
+    assert declared == StarterSpec().subscription_type
+    consumer_type = {"shared": pulsar.ConsumerType.Shared, "key_shared": pulsar.ConsumerType.KeyShared}[declared]
     topic, client = f"persistent://public/default/native-{uuid.uuid4().hex}", pulsar_client(pulsar_broker.url)
     nacks = 3
     try:
