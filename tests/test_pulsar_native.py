@@ -4,7 +4,6 @@ while a receive waits, nothing lost across a close, and a message nacked again a
 import asyncio
 import time
 import uuid
-from pathlib import Path
 
 import pulsar
 import pulsar.asyncio as pulsar_asyncio
@@ -12,9 +11,7 @@ import pulsar.asyncio as pulsar_asyncio
 from cidsync.pulsar_client import pulsar_client
 from cidsync.pulsar_native import BatchConsumer
 from cidsync_tooling.devstack.spec import StarterSpec, load_spec
-from tests.helpers.servers import PulsarBroker
-
-DEV_STACK_FILE = Path(__file__).resolve().parents[1] / "temporal-dev.yaml"  # what `make demo` starts
+from tests.helpers.servers import DEV_STACK_FILE, PulsarBroker
 
 WAIT_MS = 50
 

@@ -103,6 +103,15 @@ def start_pulsar(*, port: int, metrics_port: int, data_dir: Path, log: Path) -> 
     return launch("pulsar", argv, log=log, ready=lambda: accepts_connections(port), cwd=data_dir)
 
 
+def dynamic_config_argv(dynamic_config: Mapping[str, object]) -> list[str]:
+    """The dev server's `--dynamic-config-value` flags, each value as JSON (a duration is a string)."""
+    return [
+        flag
+        for key, value in dynamic_config.items()
+        for flag in ("--dynamic-config-value", f"{key}={json.dumps(value)}")
+    ]
+
+
 def temporal_argv(
     *,
     port: int,
@@ -127,8 +136,7 @@ def temporal_argv(
         argv += ["--db-filename", str(db_filename)]
         for pragma, setting in (sqlite_pragmas or {}).items():
             argv += ["--sqlite-pragma", f"{pragma}={setting}"]
-    for key, value in dynamic_config.items():
-        argv += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    argv += dynamic_config_argv(dynamic_config)
     for name, kind in search_attributes.items():
         argv += ["--search-attribute", f"{name}={kind}"]
     return argv

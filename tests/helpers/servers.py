@@ -21,21 +21,18 @@ from cidsync_tooling.devstack.pki import DictPki, make_dict_pki
 from cidsync_tooling.devstack.processes import Launched, accepts_connections, free_cluster_port, free_port
 from cidsync_tooling.devstack.servers import (
     cluster_ok,
+    dynamic_config_argv,
     form_cluster,
     start_bridge_serve,
     start_bridge_simulator,
     start_redis,
 )
+from cidsync_tooling.devstack.spec import load_spec
 
-# Server-side time skipping, and timers read without the timer queue's 1 s time shift: with it, every
-# skipped timer waited a real second (a follower polling every 15 s for 9 virtual minutes took 37 s; 20
-# skipped sleeps took 20.5 s, 3.2 s without it). docs/stack.md.
-TIME_SKIPPING_FLAG = [
-    "--dynamic-config-value",
-    "frontend.WorkflowTimeSkippingEnabled=true",
-    "--dynamic-config-value",
-    'history.timerProcessorMaxTimeShift="1ms"',
-]
+# The dev stack's dynamic config (temporal-dev.yaml): server-side time skipping, and timers read without the
+# timer queue's 1 s time shift, with which every skipped timer waited a real second (docs/stack.md).
+DEV_STACK_FILE = Path(__file__).resolve().parents[2] / "temporal-dev.yaml"  # what `make demo` starts
+TIME_SKIPPING_FLAG = dynamic_config_argv(load_spec(DEV_STACK_FILE).temporal.dynamic_config)
 # Every role that checks the key secret against the session's Redis uses this one (a store knows one).
 KEY_SECRET = b"cidsync-tests-key-secret"
 
