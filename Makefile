@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # requirements.lock pins every transitive version that was tested; pyproject.toml states the ranges.
+# Prometheus and promtool, which PyPI lacks, come from Debian's package, unpacked into the venv without
+# root (cidsync_tooling/debian.py): the alert rules' tests and the alerting e2e test run them.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m cidsync_tooling.debian promtool prometheus
 	@touch $@
 
 demo: install

@@ -24,6 +24,7 @@ KEY_ID = SearchAttributeKey.for_keyword("CidKeyId")
 ENTRY_ID = SearchAttributeKey.for_keyword("CidEntryId")
 # Where a long run is: a reconciliation's phase ("awaiting approval", ...), a WAITING_PERIOD delete's wait.
 PHASE = SearchAttributeKey.for_keyword("CidPhase")
+AWAITING_APPROVAL = "awaiting approval"  # the phase of a reconciliation an operator must answer
 # What a batch run touches: every participant and key type among its events.
 PARTICIPANTS = SearchAttributeKey.for_keyword_list("CidParticipants")
 KEY_TYPES = SearchAttributeKey.for_keyword_list("CidKeyTypes")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from cidsync.telemetry import instruments
 from starters.consuming import Message, Receiver, about
 from starters.redelivery import (
+    INVALID_EVENT,
     REDELIVERIES_EXHAUSTED,
     TRANSIENT,
     Action,
@@ -75,6 +76,11 @@ class Settler:
         self.nack_delay = nack_delay  # the consumer's own delay between a nack and the redelivery
         self.halted: BaseException | None = None  # set by a refusal no retry can fix: the starter stops
         self._failures: OrderedDict[str, int] = OrderedDict()  # by message id, oldest first
+        # Each series at 0 from the start: a series born with its first increment is one `increase()` cannot
+        # see, and the alerts' "anything new" check is only a fallback for it.
+        instruments.events_retried.add(0)
+        for kind in (INVALID_EVENT, REDELIVERIES_EXHAUSTED):
+            instruments.events_dead_lettered.add(0, {"reason": kind})
 
     def ack(self, message: Message) -> None:
         self._failures.pop(_identity(message), None)

@@ -8,24 +8,24 @@ package, in this order:
 3. as root: `apt-get install --no-install-recommends chromium` (after `apt-get update` when the package
    lists are empty, as on a new machine);
 4. without root: `apt-get download` of chromium and of each dependency the machine lacks, `dpkg -x` of
-   each into `.venv/debian/root/`, run with that tree's libraries first on `LD_LIBRARY_PATH`.
+   each into `.venv/debian/root/` (cidsync_tooling/debian.py), run with that tree's libraries first on
+   `LD_LIBRARY_PATH`.
 When none works, `ChromiumMissing` says what was tried and what to run.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cidsync_tooling import debian
+
 PACKAGE = "chromium"
 VARIABLE = "CIDSYNC_CHROMIUM"
-UNPACKED = Path(sys.prefix) / "debian"
-APT_TIMEOUT_S = 900
+UNPACKED = debian.ROOT
 
 
 class ChromiumMissing(RuntimeError):
@@ -52,50 +52,24 @@ def _unpacked(root: Path) -> Chromium | None:
     return Chromium(binary, {"LD_LIBRARY_PATH": path}, how=f"unpacked in {root}")
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env, check=False)
-
-
 def _install_as_root(say: list[str]) -> Chromium | None:
     install = ["apt-get", "install", "-y", "--no-install-recommends", PACKAGE]
-    done = _run(install)
+    done = debian.apt(install)
     if done.returncode != 0:  # a new machine has no package lists yet
-        updated = _run(["apt-get", "update"])
+        updated = debian.apt(["apt-get", "update"])
         say.append(f"apt-get update: exit {updated.returncode}")
-        done = _run(install)
+        done = debian.apt(install)
     say.append(f"apt-get install {PACKAGE}: exit {done.returncode} {done.stderr.strip()[-300:]}")
     found = shutil.which(PACKAGE)
     return Chromium(Path(found), how="installed with apt-get") if done.returncode == 0 and found else None
 
 
-def missing_packages(package: str = PACKAGE) -> list[str]:
-    """The packages apt would install for `package` on this machine (it and each dependency it lacks),
-    from a simulated install, which needs no root."""
-    simulated = _run(["apt-get", "install", "--simulate", "--no-install-recommends", package])
-    if simulated.returncode != 0:
-        raise ChromiumMissing(f"apt-get cannot plan {package}: {simulated.stderr.strip()[-300:]}")
-    return re.findall(r"^Inst (\S+)", simulated.stdout, re.MULTILINE)
-
-
 def unpack_without_root(root: Path = UNPACKED) -> Chromium:
     """`apt-get download` + `dpkg -x`: Chromium and the libraries it lacks here, in a tree of our own."""
-    packages = missing_packages()
-    downloads = root / "debs"
-    downloads.mkdir(parents=True, exist_ok=True)
-    if packages:
-        fetched = subprocess.run(
-            ["apt-get", "download", *packages],
-            cwd=downloads,
-            capture_output=True,
-            text=True,
-            timeout=APT_TIMEOUT_S,
-            check=False,
-        )
-        if fetched.returncode != 0:
-            raise ChromiumMissing(f"apt-get download failed: {fetched.stderr.strip()[-300:]}")
-    for deb in sorted(downloads.glob("*.deb")):
-        subprocess.run(["dpkg", "-x", str(deb), str(root / "root")], check=True, timeout=APT_TIMEOUT_S)
+    try:
+        debian.unpack(debian.missing_packages(PACKAGE), root)
+    except debian.DebianMissing as error:
+        raise ChromiumMissing(str(error)) from error
     found = _unpacked(root)
     if found is None:
         raise ChromiumMissing(f"the unpacked packages hold no chromium binary under {root / 'root'}")

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -32,16 +31,14 @@ from activities.repair import RepairActivities
 from cidsync.bridge.budget import DictBudget, parse_budgets
 from cidsync.bridge.client import BridgeClient, ClientTls
 from cidsync.config import ROLE_CONNECT_WAIT, Settings
-from cidsync.entry import KeyType
 from cidsync.pulsar_client import pulsar_client
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
-from cidsync.store.layout import PairKeys
-from cidsync.telemetry import instruments
 from cidsync.telemetry.endpoint import Health
 from cidsync.topics import Topics
 from workers.deployment import make_current
 from workers.options import WorkerOptions
+from workers.pair_state import refresh_pair_states
 from workflows.apply_cid_batch import ApplyCIDBatch
 from workflows.check_freshness import CheckVerificationFreshness
 from workflows.create_cid import CreateCID
@@ -176,7 +173,7 @@ async def run_worker(
             health.add("pulsar", publisher.check_connected)
             # Ingestion runs without DICT; only reconciliation needs it, and it retries: reported, not required.
             health.add("bridge", bridge.check_connected, required=False)
-            freshness = asyncio.ensure_future(_refresh_last_ok(store, settings.participants))
+            freshness = asyncio.ensure_future(refresh_pair_states(store, client, settings.participants))
         # What is alive now (the SDK, the sandbox's validated modules, the clients: ~500,000 objects) lives
         # as long as the process. Left in the collector's oldest generation it sets the pace of full
         # collections (one when that generation has grown by a quarter), so finished ApplyCIDBatch runs, held
@@ -209,23 +206,3 @@ async def run_worker(
         await pulsar.close()
         await bridge.close()
         await store.close()
-
-
-LAST_OK_REFRESH = 30.0
-
-
-async def _refresh_last_ok(store: CIDStore, participants: tuple[str, ...]) -> None:
-    """Feed `cidsync.verification.seconds_since_ok` from the store's verification records: for every key
-    type of the configured participants (CIDSYNC_PARTICIPANTS), else of every pair the store holds (a scan
-    of the keyspace: fine on a dev stack, not on a store of millions of keys)."""
-    while True:
-        try:
-            found_pairs = [(p, k) for p in participants for k in KeyType] if participants else await store.view.pairs()
-            pairs = [PairKeys(p, k) for p, k in found_pairs]
-            found = await store.view.last_verifications(pairs)
-            instruments.seconds_since_ok.update(
-                {(v.participant, v.key_type.value): v.last_ok_at.timestamp() if v.last_ok_at else None for v in found}
-            )
-        except RedisError as error:  # readiness reports Redis; the gauge keeps its last values meanwhile
-            logger.debug("could not refresh the verification ages: %s", error)
-        await asyncio.sleep(LAST_OK_REFRESH)

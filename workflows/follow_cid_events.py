@@ -198,7 +198,7 @@ class FollowCIDEvents:
             result = await self._poll()
             if len(status.suspects) > input.max_pending:
                 status.suspects.clear()
-                await self._hand_over(f"more than {input.max_pending} suspects at once")
+                await self._hand_over("too_many_suspects", f"more than {input.max_pending} suspects at once")
             await self._repair_due()
             if not result.has_more:
                 await self._judge(result)
@@ -269,7 +269,7 @@ class FollowCIDEvents:
         if len(ready) > input.hand_over_above:
             for suspect in ready:
                 del s.suspects[suspect.cid]
-            await self._hand_over(f"{len(ready)} suspects due at once (above {input.hand_over_above})")
+            await self._hand_over("suspects_due", f"{len(ready)} suspects due at once (above {input.hand_over_above})")
             return
         scratch = Scratch(participant=input.participant, key_type=input.key_type, run_id=OUTBOX_RUN_ID)
         workflow_id = workflow.info().workflow_id
@@ -332,7 +332,8 @@ class FollowCIDEvents:
         if now - s.mismatch_since >= input.unexplained_after:
             s.mismatch_since = None
             await self._hand_over(
-                f"the local VSync has differed from DICT's for {input.unexplained_after} with no suspect to explain it"
+                "unexplained",
+                f"the local VSync has differed from DICT's for {input.unexplained_after} with no suspect to explain it",
             )
 
     async def _prove_while_changing(self) -> None:
@@ -444,8 +445,9 @@ class FollowCIDEvents:
         )
         s.last_proof_at = record.at
 
-    async def _hand_over(self, reason: str) -> None:
+    async def _hand_over(self, kind: str, reason: str) -> None:
         s, input = self._s, self._input
+        self._count("cidsync_follower_hand_overs", "pairs handed to ReconcileVSync, by reason", 1, reason=kind)
         request = ReconcileInput(
             participant=input.participant,
             key_type=input.key_type,
@@ -483,13 +485,24 @@ class FollowCIDEvents:
         if self._phase != s.state:
             self._phase = s.state
             workflow.upsert_search_attributes([PHASE.value_set(s.state)])
+        # Gauges live in the worker that ran this task, and keep their last value there once another replica
+        # takes the run over: each is reported beside the point of DICT's log read up to, which only moves
+        # forward, so a rule takes the values of the replica with the newest one
+        # (deploy/prometheus/cidsync-rules.yml, `cidsync:follower_*`), and the lag is time() minus it.
+        if s.last_poll_at is None:
+            return
         meter = workflow.metric_meter()
         labels = {"participant": s.participant, "key_type": s.key_type.value}
-        behind = meter.create_gauge_float("cidsync_follower_behind_seconds", "how far the cursor is behind DICT's log")
-        behind.set(s.behind_seconds, labels)
+        read_up_to = s.last_poll_at.timestamp() - s.behind_seconds
+        meter.create_gauge_float(
+            "cidsync_follower_read_up_to_timestamp_seconds", "the point of DICT's log the follower has read up to"
+        ).set(read_up_to, labels)
         meter.create_gauge("cidsync_follower_suspects", "CIDs DICT and the local set disagree on, in grace").set(
             s.pending, labels
         )
+        meter.create_gauge(
+            "cidsync_follower_unexplained_mismatch", "1 while the VSyncs differ with no suspect to explain it"
+        ).set(int(s.mismatch_since is not None), labels)
 
     def _count(self, name: str, description: str, value: int, **labels: str) -> None:
         if value:

@@ -42,7 +42,14 @@ with workflow.unsafe.imports_passed_through():
     from cidsync.core_events import ApprovalNeeded, Outcome, ReconciliationCompleted, event_id
     from cidsync.entry import KeyType, PairRef, Participant
     from cidsync.follow import Cursor
-    from cidsync.naming import OUTCOME, PHASE, reconcile_search_attributes, reconcile_summary, reconcile_workflow_id
+    from cidsync.naming import (
+        AWAITING_APPROVAL,
+        OUTCOME,
+        PHASE,
+        reconcile_search_attributes,
+        reconcile_summary,
+        reconcile_workflow_id,
+    )
     from cidsync.store.layout import RepairSide, Scratch
     from cidsync.store.models import DiffResult, JudgedDiff, VerificationRecord
     from workflows.policies import (
@@ -708,7 +715,7 @@ class ReconcileVSync:
             f"{input.divergence_threshold}: `cidsync reconcile approve|reject {workflow.info().workflow_id}`"
         )
         while self._decision is None and (remaining := deadline - workflow.now()) > timedelta(0):
-            self._phase("awaiting approval", summary)
+            self._phase(AWAITING_APPROVAL, summary)
             workflow.logger.warning("reconciliation awaits an operator's approval: %s", summary)
             await self._notice(
                 ApprovalNeeded(

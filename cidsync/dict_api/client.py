@@ -163,6 +163,9 @@ def _tls_context(config: DictApiConfig) -> ssl.SSLContext:
     return context
 
 
+TOKENS_TOLD_WITHIN = 600.0
+
+
 class _Instruments:
     """The connector's metrics. Labels: the operation, the outcome (`ok` or the error's kind), the
     participant (an ISPB) and the bucket's policy name; never a key, a CID or a URL."""
@@ -178,7 +181,7 @@ class _Instruments:
             description="time of one call to DICT API v2 (TLS, signature and check included), by operation",
             explicit_bucket_boundaries_advisory=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
         )
-        self._tokens: dict[tuple[str, str], int] = {}
+        self._tokens: dict[tuple[str, str], tuple[int, float]] = {}  # -> (tokens, when told, monotonic)
         meter.create_observable_gauge(
             "cidsync.dict_api.bucket.tokens",
             callbacks=[self._observe],
@@ -187,11 +190,17 @@ class _Instruments:
         )
 
     def tokens(self, participant: str, states: list[m.PolicyState]) -> None:
+        now = time.monotonic()
         for state in states:
-            self._tokens[(participant, state.name)] = state.available_tokens
+            self._tokens[(participant, state.name)] = (state.available_tokens, now)
 
     def _observe(self, _: CallbackOptions) -> list[Observation]:
-        return [Observation(v, {"participant": p, "policy": n}) for (p, n), v in self._tokens.items()]
+        """A bucket DICT told of more than `TOKENS_TOLD_WITHIN` ago is left out: another replica calls DICT
+        now, and this one's old count (since refilled) would hold an alert on it for ever."""
+        since = time.monotonic() - TOKENS_TOLD_WITHIN
+        return [
+            Observation(v, {"participant": p, "policy": n}) for (p, n), (v, at) in self._tokens.items() if at >= since
+        ]
 
 
 def _outcome(error: BaseException | None) -> str:

@@ -29,6 +29,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -88,6 +89,13 @@ class Health:
         report = {name: {"ok": c.ok, "required": c.required, "detail": c.detail} for name, c in checks.items()}
         ready = bool(checks) and all(c.ok for c in checks.values() if c.required) and self.alive()[0]
         return ready, report
+
+    def observe(self, _: CallbackOptions) -> list[Observation]:
+        """`cidsync_dependency_up`: each probe's last answer, for the alerts (a readiness probe's failures
+        restart nothing and reach no dashboard; this does)."""
+        with self.lock:
+            checks = list(self.checks.items())
+        return [Observation(int(c.ok), {"dependency": name, "required": str(c.required).lower()}) for name, c in checks]
 
     async def _probe(self, name: str, check: _Check) -> None:
         try:
@@ -176,6 +184,11 @@ async def serving(role: str, bind: str | None) -> AsyncIterator[Observability]:
     reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(metric_readers=[reader], resource=Resource.create({SERVICE_NAME: role}))
     metrics.set_meter_provider(provider)
+    provider.get_meter("cidsync").create_observable_gauge(
+        "cidsync.dependency.up",
+        callbacks=[health.observe],
+        description="1 while a dependency answered the last readiness probe, by dependency and whether required",
+    )
     buffer = MetricBuffer(10_000)  # drained every second: many times what a busy worker emits in one
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
     server = make_server(host, port, _app(registry, health), server_class=_ThreadingServer, handler_class=_QuietHandler)

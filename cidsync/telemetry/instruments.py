@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -62,37 +63,82 @@ store_changes = _meter.create_counter(
 )
 
 
-class _SinceLastOk:
-    """`cidsync.verification.seconds_since_ok` per pair, from what the worker last read from the store.
+@dataclass(frozen=True)
+class PairState:
+    """What the worker last read of one pair: from the store's verification record (epoch seconds, None if
+    never) and from Temporal's visibility (when its reconciliation awaiting approval started)."""
 
-    An observable gauge: the value is computed at scrape time from the last OK's timestamp, so it keeps
-    growing between refreshes, as the alert needs."""
+    last_ok: float | None = None  # the last formal VerifySync OK
+    last_proof: float | None = None  # the last proof of any kind (formal OK or anchored to DICT's log)
+    nok: bool = False  # the last formal VerifySync said NOK
+    awaiting_approval_since: float | None = None
+
+
+class _PairGauges:
+    """The per-pair gauges, computed at scrape time from what the worker last read, so an age keeps growing
+    between refreshes, as the alerts need. Every worker replica reads the same store and the same
+    visibility, so every replica reports the same values (within a refresh): a rule may take any of them
+    (`min`/`max by (participant, key_type)`), and none goes stale when another replica runs the workflows."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._last_ok: dict[tuple[str, str], float | None] = {}
+        self._pairs: dict[tuple[str, str], PairState] = {}
         self._first_seen = time.time()
 
-    def update(self, last_ok: Mapping[tuple[str, str], float | None]) -> None:
-        """`last_ok`: (participant, key type) -> epoch seconds of the last OK verification, None if never."""
+    def update(self, pairs: Mapping[tuple[str, str], PairState]) -> None:
+        """`pairs`: (participant, key type) -> its state; a pair left out is no longer reported."""
         with self._lock:
-            self._last_ok = dict(last_ok)
+            self._pairs = dict(pairs)
 
-    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
-        now = time.time()
+    def _each(self) -> list[tuple[dict[str, str], PairState]]:
         with self._lock:
-            pairs = list(self._last_ok.items())
-        # Never verified: reported as the time since the worker first looked, so it still crosses a threshold.
+            return [({"participant": p, "key_type": k}, state) for (p, k), state in self._pairs.items()]
+
+    def _age(self, at: float | None, now: float) -> float:
+        # Never: the time since the worker first looked, so that it still crosses a threshold.
+        return now - (at if at is not None else self._first_seen)
+
+    def since_ok(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.time()
+        return [Observation(self._age(state.last_ok, now), labels) for labels, state in self._each()]
+
+    def since_proof(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.time()
+        return [Observation(self._age(state.last_proof, now), labels) for labels, state in self._each()]
+
+    def nok(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(int(state.nok), labels) for labels, state in self._each()]
+
+    def awaiting_approval(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.time()
         return [
-            Observation(now - (ok if ok is not None else self._first_seen), {"participant": p, "key_type": k})
-            for (p, k), ok in pairs
+            Observation(now - state.awaiting_approval_since, labels)
+            for labels, state in self._each()
+            if state.awaiting_approval_since is not None
         ]
 
 
-seconds_since_ok = _SinceLastOk()
+pair_gauges = _PairGauges()
 _meter.create_observable_gauge(
     "cidsync.verification.seconds_since_ok",
-    callbacks=[seconds_since_ok.observe],
+    callbacks=[pair_gauges.since_ok],
     unit="s",
-    description="seconds since each pair's last OK VerifySync (or since the worker started, if never)",
+    description="seconds since each pair's last formal OK VerifySync (or since the worker started, if never)",
+)
+_meter.create_observable_gauge(
+    "cidsync.verification.seconds_since_proof",
+    callbacks=[pair_gauges.since_proof],
+    unit="s",
+    description="seconds since each pair's last proof of any kind: formal OK or anchored to DICT's log",
+)
+_meter.create_observable_gauge(
+    "cidsync.verification.nok",
+    callbacks=[pair_gauges.nok],
+    description="1 while a pair's last formal VerifySync said NOK, else 0",
+)
+_meter.create_observable_gauge(
+    "cidsync.reconciliation.awaiting_approval",
+    callbacks=[pair_gauges.awaiting_approval],
+    unit="s",
+    description="seconds since the start of each pair's reconciliation that waits for an operator's approval",
 )

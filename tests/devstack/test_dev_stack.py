@@ -291,10 +291,11 @@ def test_up_status_up_again_down(tmp_path: Path) -> None:
         for _ in range(60):
             with urllib.request.urlopen(f"{status['worker_metrics']}/metrics", timeout=5) as answer:
                 metrics = answer.read().decode()
-            if len(gauges("cidsync_follower_behind_seconds", metrics)) == 5:
+            if len(gauges("cidsync_follower_read_up_to_timestamp_seconds", metrics)) == 5:
                 break
             time.sleep(0.5)
-        assert gauges("cidsync_follower_suspects", metrics) == {k.value for k in KeyType}, metrics[-2000:]
+        for name in ("cidsync_follower_suspects", "cidsync_follower_unexplained_mismatch"):
+            assert gauges(name, metrics) == {k.value for k in KeyType}, metrics[-2000:]
         again = _status(config)["services"]
         assert isinstance(again, dict)
         assert {name: svc["pid"] for name, svc in again.items()} == pids

@@ -192,6 +192,18 @@ def test_the_worker_and_the_starter_serve_metrics_health_and_json_logs(
     assert sample(starter_metrics, "cidsync_starter_start_duration_seconds_count", mode="per_event") == 5
     assert sample(starter_metrics, "temporal_request_total") is not None  # Temporal's, on the same endpoint
     assert sample(worker_metrics, "temporal_workflow_task_execution_latency_milliseconds_count") is not None
+    # The invalid one of the six; the other reason's counter at 0 from the start (a series born with its
+    # first increment escapes `increase()`).
+    assert sample(starter_metrics, "cidsync_starter_events_dead_lettered_total", reason="invalid_event") == 1
+    assert sample(starter_metrics, "cidsync_starter_events_dead_lettered_total", reason="redeliveries_exhausted") == 0
+    assert sample(starter_metrics, "cidsync_starter_events_retried_total") == 0
+    for metrics, dependency in ((starter_metrics, "temporal"), (worker_metrics, "redis")):
+        assert sample(metrics, "cidsync_dependency_up", dependency=dependency, required="true") == 1
+    assert sample(worker_metrics, "cidsync_dependency_up", dependency="bridge", required="false") is not None
+    for key_type in ("CPF", "EVP"):  # never verified, never NOK
+        labels = {"participant": participant, "key_type": key_type}
+        assert sample(worker_metrics, "cidsync_verification_nok", **labels) == 0
+        assert (sample(worker_metrics, "cidsync_verification_seconds_since_proof_seconds", **labels) or -1) >= 0
     for key_type in ("CPF", "EVP"):  # the configured participant's pairs, never verified: since the worker started
         assert (
             sample(
