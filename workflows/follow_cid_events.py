@@ -167,6 +167,9 @@ class FollowCIDEvents:
         self._poke = False
         self._repaired_now = False
         self._phase = ""
+        # The last judgement found the VSyncs differing with no suspect (for the gauge: it stays set through
+        # a hand-over, until a judgement finds the pair in sync or explained).
+        self._unexplained = False
 
     @workflow.query(description="the follower's cursor, lag, suspects, repairs and last proof of sync")
     def status(self) -> FollowStatus:
@@ -313,6 +316,7 @@ class FollowCIDEvents:
     async def _judge(self, result: PollResult) -> None:
         """The whole log is read: in sync, still checking, or a divergence nothing explains."""
         s, input, now = self._s, self._input, workflow.now()
+        self._unexplained = False
         if s.suspects:
             s.state, s.mismatch_since, s.in_sync_since = "suspects pending", None, None
             # A busy pair always has some: it is proved all the same, the suspects' CIDs taken as DICT has them.
@@ -329,6 +333,7 @@ class FollowCIDEvents:
             return
         s.state, s.in_sync_since = "checking", None
         s.mismatch_since = s.mismatch_since or now
+        self._unexplained = True
         if now - s.mismatch_since >= input.unexplained_after:
             s.mismatch_since = None
             await self._hand_over(
@@ -502,7 +507,7 @@ class FollowCIDEvents:
         )
         meter.create_gauge(
             "cidsync_follower_unexplained_mismatch", "1 while the VSyncs differ with no suspect to explain it"
-        ).set(int(s.mismatch_since is not None), labels)
+        ).set(int(self._unexplained), labels)
 
     def _count(self, name: str, description: str, value: int, **labels: str) -> None:
         if value:

@@ -214,6 +214,9 @@ def _outcome(error: BaseException | None) -> str:
 class DictApiClient:
     def __init__(self, config: DictApiConfig, *, meter_provider: metrics.MeterProvider | None = None) -> None:
         self.config = config
+        self.participants: set[str] = (
+            set()
+        )  # every participant a call was made for (`bridge serve` watches their buckets)
         self._metrics = _Instruments(meter_provider)
         self._signer = XmlSigner(SigningIdentity.from_files(config.client_cert, config.client_key))
         self._signers = SignerBundle.from_file(config.signer_cert)
@@ -316,6 +319,7 @@ class DictApiClient:
         self, operation: Operation | None, method: str, path: str, participant: str, body: bytes | None = None
     ) -> etree._Element:
         label = operation.value if operation else ("listPolicies" if path == "policies/" else "getPolicy")
+        self.participants.add(participant)
         started = time.perf_counter()
         error: BaseException | None = None
         # Ids only on the span, as everywhere: the operation, the participant (an ISPB), the HTTP method.

@@ -19,7 +19,7 @@ from cidsync.bridge.serving import SERVER_OPTIONS
 from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.config import Settings
 from cidsync.dict_api.bridge_service import DictApiBridge, FileSpool
-from cidsync.dict_api.client import DictApiClient, dict_api_config
+from cidsync.dict_api.client import DictApiClient, DictApiError, dict_api_config
 from cidsync.dict_api.file_requests import FileRequests
 from cidsync.errors import InvalidInput, Problem
 from cidsync.redis_client import redis_client
@@ -80,6 +80,7 @@ async def serve_bridge(settings: Settings, stop: asyncio.Event, health: Health |
     if health is not None:
         health.add("redis", redis.ping)
     await server.start()
+    watching = asyncio.ensure_future(watch_buckets(connector))
     logger.info(
         "bridge serving the contract on port %s (%s) over DICT API v2 at %s",
         settings.bridge_port,
@@ -89,6 +90,30 @@ async def serve_bridge(settings: Settings, stop: asyncio.Event, health: Health |
     try:
         await stop.wait()
     finally:
+        watching.cancel()
         await server.stop(GRACE)
         await connector.close()
         await redis.aclose()
+
+
+BUCKETS_EVERY = 120.0
+BUCKETS_LOOK = 5.0
+
+
+async def watch_buckets(connector: DictApiClient) -> None:
+    """Each participant's rate-limit buckets, read every `BUCKETS_EVERY` (the first time within
+    `BUCKETS_LOOK` of its first call), for `cidsync_dict_api_bucket_tokens` and the CID file quota alert:
+    DICT tells a bucket's state only when asked. One `listBucketStates` a read (DICT allows 6 a minute, 20
+    in the bucket). Runs until cancelled; a failed read is logged and tried at the next period."""
+    read_at: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    while True:
+        for participant in sorted(connector.participants):
+            if loop.time() - read_at.get(participant, -BUCKETS_EVERY) < BUCKETS_EVERY:
+                continue
+            read_at[participant] = loop.time()
+            try:
+                await connector.policies(participant)
+            except DictApiError as error:
+                logger.warning("could not read %s's rate-limit buckets: %s", participant, error)
+        await asyncio.sleep(BUCKETS_LOOK)

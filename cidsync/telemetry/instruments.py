@@ -111,10 +111,10 @@ class _PairGauges:
 
     def awaiting_approval(self, _: CallbackOptions) -> Iterable[Observation]:
         now = time.time()
+        # 0 while none waits: a series per pair from the start, as for the other gauges.
         return [
-            Observation(now - state.awaiting_approval_since, labels)
+            Observation(now - state.awaiting_approval_since if state.awaiting_approval_since else 0.0, labels)
             for labels, state in self._each()
-            if state.awaiting_approval_since is not None
         ]
 
 
@@ -140,5 +140,5 @@ _meter.create_observable_gauge(
     "cidsync.reconciliation.awaiting_approval",
     callbacks=[pair_gauges.awaiting_approval],
     unit="s",
-    description="seconds since the start of each pair's reconciliation that waits for an operator's approval",
+    description="seconds since the start of the pair's reconciliation waiting for an operator's approval; 0: none",
 )

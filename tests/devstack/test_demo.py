@@ -5,12 +5,12 @@ from pathlib import Path
 import psutil
 
 from cidsync_tooling.devstack.stack import down
-from tests.devstack.test_dev_stack import _stack_file
 from tests.helpers.cli_runner import cidsync
+from tests.helpers.dev_stack import stack_file
 
 
 def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
-    config = _stack_file(tmp_path)
+    config = stack_file(tmp_path)
     before = {p.pid for p in psutil.process_iter()}
     try:
         _demo_runs_end_to_end_and_stops_what_it_started(config, tmp_path, before)

@@ -26,34 +26,13 @@ from cidsync.bridge.client import BridgeClient
 from cidsync.bridge.errors import RateLimited
 from cidsync.config import dev_stack_endpoints
 from cidsync.entry import KeyType
-from cidsync.naming import search_attribute_types
 from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync_tooling.audit import PERSONAL_FIELDS, Corpus, personal_values_by_kind, read_message
 from cidsync_tooling.devstack.processes import temporal_binary
 from tests.e2e.reconciliation import pair_entries
 from tests.helpers.cli_runner import cidsync
-
-
-def _stack_file(tmp_path: Path, **redis: object) -> Path:
-    spec = {
-        "state_dir": str(tmp_path / "state"),
-        "temporal": {
-            "port": 0,
-            "ui_port": 0,
-            "db_filename": None,
-            "dynamic_config": {"frontend.WorkflowTimeSkippingEnabled": True},
-            "search_attributes": search_attribute_types(),
-        },
-        "pulsar": {"port": 0, "metrics_port": 0, "data_dir": str(tmp_path / "pulsar")},
-        "redis": {"port": 0, "data_dir": str(tmp_path / "redis"), "appendonly": True} | redis,
-        "simulator": {"port": 0, "api_port": 0, "file_delay_seconds": 0.1},
-        "bridge": {"port": 0},
-        "codec": {"enabled": True, "port": 0},
-    }
-    path = tmp_path / "temporal-dev.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+from tests.helpers.dev_stack import stack_file
 
 
 def _status(config: Path) -> dict[str, object]:
@@ -205,7 +184,7 @@ def _payloads_are_encrypted_and_the_ui_decodes_them(tmp_path: Path, status: dict
 
 
 def test_up_status_up_again_down(tmp_path: Path) -> None:
-    config = _stack_file(tmp_path)
+    config = stack_file(tmp_path)
     first = cidsync("dev", "up", "--config", str(config))
     try:
         assert first.returncode == 0, first.stderr
@@ -316,7 +295,7 @@ def test_a_taken_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> Non
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        config = _stack_file(tmp_path, port=port)
+        config = stack_file(tmp_path, port=port)
         result = cidsync("dev", "up", "--config", str(config))
     assert result.returncode == 1
     assert f"redis port {port} is taken by" in result.stderr
@@ -343,7 +322,7 @@ def test_missing_stack_file_is_reported(tmp_path: Path, action: str) -> None:
 def test_a_kept_database_gains_the_search_attributes_added_since(tmp_path: Path) -> None:
     """`start-dev --search-attribute` registers them in a new database only; an upgraded stack that kept its
     database must still get the new ones, or the starter halts on them."""
-    config = _stack_file(tmp_path)
+    config = stack_file(tmp_path)
     spec = yaml.safe_load(config.read_text())
     spec["temporal"]["db_filename"] = str(tmp_path / "temporal.db")
     everything = dict(spec["temporal"]["search_attributes"])
@@ -416,7 +395,7 @@ async def _until_dict_agrees(env: dict[str, str], participant: str) -> None:
 def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_path: Path) -> None:
     """The dev stack keeps DICT as it keeps the CID store: a new user who publishes, restarts the stack and
     verifies must find both still in step, not a DICT that came back empty."""
-    config = _stack_file(tmp_path)
+    config = stack_file(tmp_path)
     spec = yaml.safe_load(config.read_text())
     spec["simulator"]["data_dir"] = str(tmp_path / "dict")
     spec["codec"] = {"enabled": False}
@@ -483,7 +462,7 @@ def test_a_restarted_stack_keeps_its_dict_and_publishing_tells_dict_first(tmp_pa
 def test_a_server_killed_under_its_clients_comes_back_on_its_own_port(tmp_path: Path) -> None:
     """A SIGKILLed server leaves its clients' connections in TIME_WAIT on its port; `dev up` must still
     start it there, or every client that read the state file keeps calling a port nobody listens on."""
-    config = _stack_file(tmp_path)
+    config = stack_file(tmp_path)
     spec = yaml.safe_load(config.read_text())
     spec["codec"] = {"enabled": False}
     spec["starter"] = {"enabled": False}

@@ -1,0 +1,140 @@
+"""The alert rules on a real Prometheus (Debian's, fetched by `make install`) scraping a real dev stack:
+every metric name the rules use appears in the scrape of the worker, the starter and `bridge serve`, and
+an alert fires when a pair is made to diverge and clears once the pair is repaired.
+
+The divergence is a CID added to the local set with no event and unknown to DICT, as a change core made
+that DICT never saw would be: the follower finds the VSyncs differing with nothing in DICT's log to
+explain it (`CidsyncFollowerUnexplainedMismatch`), hands the pair to ReconcileVSync, which removes the CID,
+and the follower then finds the pair in sync again. The rules are the shipped file with every `for:`
+shortened to 2 s: the expressions, the recording rules and the labels are what is tested here; the holding
+times are in the promtool unit tests (test_prometheus_rules.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cidsync.config import dev_stack_endpoints, load_settings
+from cidsync.entry import KeyType, PairRef
+from cidsync.redis_client import redis_client
+from cidsync.store.cid_store import CIDStore
+from cidsync.store.layout import PairKeys
+from cidsync.temporal_client import connect
+from starters.followers import ensure_followers
+from tests.deploy.test_prometheus_rules import RULES
+from tests.helpers.cli_runner import cidsync
+from tests.helpers.dev_stack import stack_file
+from tests.helpers.prometheus import Prometheus, prometheus, with_short_holds
+
+T = TypeVar("T")
+PARTICIPANT = "12345678"
+KEY_TYPE = KeyType.EVP
+ALERT = "CidsyncFollowerUnexplainedMismatch"
+# A follower that looks often and hands a pair over soon: the scenario in seconds, not minutes.
+FOLLOWER = {
+    "grace": timedelta(seconds=2),
+    "poll_interval": timedelta(seconds=1),
+    "catch_up_interval": timedelta(seconds=1),
+    "idle_interval": timedelta(seconds=2),
+    "log_settle": timedelta(seconds=1),
+    "unexplained_after": timedelta(seconds=15),
+}
+
+
+def rule_metric_names(rules: str) -> set[str]:
+    """The scraped metric names the rules' expressions read (the recording rules' own `cidsync:` names and
+    label values such as `cidsync-worker` excluded)."""
+    exprs = " ".join(rule["expr"] for group in yaml.safe_load(rules)["groups"] for rule in group["rules"])
+    return {*re.findall(r"\bcidsync_[a-z0-9_]+", exprs), "up"}
+
+
+def wait_for(read: Callable[[], T], holds: Callable[[T], bool], what: str, timeout: float) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if holds(value):
+            return value
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}; last: {str(value)[:2000]}"
+        time.sleep(1)
+
+
+def firing(prom: Prometheus) -> list[dict[str, Any]]:
+    return [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT and a["state"] == "firing"]
+
+
+async def diverge_and_follow(env: dict[str, str], task_queue: str) -> str:
+    """A local CID DICT never had, then a follower of the pair; returns the CID."""
+    endpoints = dev_stack_endpoints(env)
+    store = CIDStore(redis_client(str(endpoints["redis_url"])), b"unused")
+    cid = uuid.uuid4().hex * 2  # 64 hex digits, as a CID
+    try:
+        pair = PairKeys(PARTICIPANT, KEY_TYPE)
+        await store.reconciliation.repair(pair, uuid.uuid4().hex * 2, "", cid)
+    finally:
+        await store.close()
+    client = await connect(load_settings({}, dev_endpoints=endpoints), identity="alerting-e2e")
+    await ensure_followers(client, [PairRef(participant=PARTICIPANT, key_type=KEY_TYPE)], task_queue, FOLLOWER)
+    return cid
+
+
+async def local_cids(env: dict[str, str]) -> set[str]:
+    store = CIDStore(redis_client(str(dev_stack_endpoints(env)["redis_url"])), b"unused")
+    try:
+        return await store.view.cids(PARTICIPANT, KEY_TYPE)
+    finally:
+        await store.close()
+
+
+def test_a_real_prometheus_sees_every_rule_metric_and_an_alert_fires_on_divergence_and_clears_after_repair(
+    tmp_path: Path,
+) -> None:
+    config = stack_file(tmp_path)
+    spec = yaml.safe_load(config.read_text())
+    spec["codec"] = {"enabled": False}
+    spec["follow"] = {"enabled": False}  # the test starts its own follower, with short timings
+    config.write_text(yaml.safe_dump(spec))
+    env = {"CIDSYNC_STATE_DIR": str(tmp_path / "state")}
+    assert cidsync("dev", "up", "--config", str(config)).returncode == 0
+    try:
+        published = cidsync("publish", "--generate", "20", "--participants", PARTICIPANT, "--seed", "8", env=env)
+        assert published.returncode == 0, published.stderr
+        status = json.loads(cidsync("dev", "status", "--json", "--config", str(config)).stdout)
+        jobs = {
+            f"cidsync-{role}": str(status[f"{role}_metrics"]).removeprefix("http://")
+            for role in ("worker", "starter", "bridge")
+        }
+        rules = RULES.read_text()
+        with prometheus(tmp_path / "prometheus", jobs, {"cidsync-rules.yml": with_short_holds(rules, "2s")}) as prom:
+            wait_for(prom.targets, lambda t: t == dict.fromkeys(jobs, "up"), "every role scraped", 60)
+            cid = asyncio.run(diverge_and_follow(env, "cidsync"))
+
+            alerts = wait_for(lambda: firing(prom), bool, f"{ALERT} firing", 120)
+            assert [(a["labels"]["participant"], a["labels"]["key_type"]) for a in alerts] == [
+                (PARTICIPANT, KEY_TYPE.value)
+            ]
+            wait_for(lambda: firing(prom), lambda found: not found, f"{ALERT} cleared", 180)
+            assert cid not in asyncio.run(local_cids(env))  # cleared by the repair, not by a blind spot
+            repaired = prom.query(
+                f'cidsync_reconciliations_total{{participant="{PARTICIPANT}",key_type="{KEY_TYPE.value}"}}'
+            )
+            assert {r["metric"]["outcome"] for r in repaired} == {"REPAIRED"}
+            handed = prom.query(f'cidsync_follower_hand_overs_total{{key_type="{KEY_TYPE.value}"}}')
+            assert {r["metric"]["reason"] for r in handed} == {"unexplained"}
+
+            # Every name the rules read, in the real scrape (the per-pair gauges come at the worker's
+            # next read of the store, every 30 s).
+            wanted = rule_metric_names(rules)
+            missing = wait_for(lambda: wanted - prom.metric_names(), lambda m: not m, "every rule's metric scraped", 60)
+            assert missing == set()
+    finally:
+        assert cidsync("dev", "down", "--config", str(config)).returncode == 0
