@@ -79,6 +79,7 @@ class Settler:
         # Each series at 0 from the start: a series born with its first increment is one `increase()` cannot
         # see, and the alerts' "anything new" check is only a fallback for it.
         instruments.events_retried.add(0)
+        instruments.events_already_applied.add(0)
         for kind in (INVALID_EVENT, REDELIVERIES_EXHAUSTED):
             instruments.events_dead_lettered.add(0, {"reason": kind})
 

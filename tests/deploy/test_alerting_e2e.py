@@ -1,6 +1,6 @@
 """The alert rules on a real Prometheus (Debian's, fetched by `make install`) scraping a real dev stack:
-every metric name the rules use appears in the scrape of the worker, the starter and `bridge serve`, and
-an alert fires when a pair is made to diverge and clears once the pair is repaired.
+every metric name the rules and the Grafana dashboard use appears in the scrape of the worker, the starter
+and `bridge serve`, and an alert fires when a pair is made to diverge and clears once the pair is repaired.
 
 The divergence is a CID added to the local set with no event and unknown to DICT, as a change core made
 that DICT never saw would be: the follower finds the VSyncs differing with nothing in DICT's log to
@@ -30,7 +30,9 @@ from cidsync.redis_client import redis_client
 from cidsync.store.cid_store import CIDStore
 from cidsync.store.layout import PairKeys
 from cidsync.temporal_client import connect
+from cidsync_tooling.simulator.admin_client import SimulatorAdmin
 from starters.followers import ensure_followers
+from tests.deploy.test_grafana_dashboard import dashboard_metric_names
 from tests.deploy.test_prometheus_rules import RULES
 from tests.helpers.cli_runner import cidsync
 from tests.helpers.dev_stack import stack_file
@@ -87,6 +89,11 @@ async def diverge_and_follow(env: dict[str, str], task_queue: str) -> str:
     return cid
 
 
+async def diverge_dict(env: dict[str, str]) -> None:
+    async with SimulatorAdmin(str(dev_stack_endpoints(env)["simulator_address"])) as admin:
+        await admin.diverge(PARTICIPANT, KEY_TYPE, add=1, seed=9)
+
+
 async def local_cids(env: dict[str, str]) -> set[str]:
     store = CIDStore(redis_client(str(dev_stack_endpoints(env)["redis_url"])), b"unused")
     try:
@@ -131,9 +138,18 @@ def test_a_real_prometheus_sees_every_rule_metric_and_an_alert_fires_on_divergen
             handed = prom.query(f'cidsync_follower_hand_overs_total{{key_type="{KEY_TYPE.value}"}}')
             assert {r["metric"]["reason"] for r in handed} == {"unexplained"}
 
-            # Every name the rules read, in the real scrape (the per-pair gauges come at the worker's
-            # next read of the store, every 30 s).
-            wanted = rule_metric_names(rules)
+            # A change DICT's log shows and core never sent: the follower repairs it after its grace.
+            asyncio.run(diverge_dict(env))
+            wait_for(
+                lambda: prom.query(f'cidsync_follower_repairs_total{{key_type="{KEY_TYPE.value}",kind="added"}}'),
+                bool,
+                "the follower's repair counted",
+                90,
+            )
+
+            # Every name the rules and the dashboard read, in the real scrape (the per-pair gauges come at
+            # the worker's next read of the store, every 30 s).
+            wanted = rule_metric_names(rules) | dashboard_metric_names()
             missing = wait_for(lambda: wanted - prom.metric_names(), lambda m: not m, "every rule's metric scraped", 60)
             assert missing == set()
     finally:
