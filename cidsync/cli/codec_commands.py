@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +18,32 @@ from cidsync.telemetry.endpoint import parse_bind
 from cidsync.telemetry.logs import configure_logging
 
 TOKEN_VARIABLE = "CIDSYNC_CODEC_SERVER_TOKEN"
+TLS_CERT_VARIABLE = "CIDSYNC_CODEC_TLS_CERT"
+TLS_KEY_VARIABLE = "CIDSYNC_CODEC_TLS_KEY"
 ORIGINS_VARIABLE = "CIDSYNC_CODEC_UI_ORIGINS"
 NAMESPACES_VARIABLE = "CIDSYNC_CODEC_NAMESPACES"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from its certificate and key (PEM files); None when neither is set."""
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise InvalidInput("settings", [Problem("--tls-cert", "HTTPS needs both --tls-cert and --tls-key")])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidInput("settings", [Problem("--tls-cert", f"cannot load {cert} and {key}: {error}")]) from error
+    return context
 
 
 def _key(args: argparse.Namespace) -> int:
@@ -34,11 +60,24 @@ async def _serve(args: argparse.Namespace) -> int:
             "settings", [Problem(KEYS_VARIABLE, f"set it or {KEYS_FILE_VARIABLE}: the keys to decode with")]
         )
     host, port = parse_bind(args.bind, "--bind")
+    tls = _tls(args.tls_cert or os.environ.get(TLS_CERT_VARIABLE), args.tls_key or os.environ.get(TLS_KEY_VARIABLE))
+    if tls is None and not _loopback(host):
+        raise InvalidInput(
+            "settings",
+            [
+                Problem(
+                    "--bind",
+                    f"{host} is beyond loopback: serve HTTPS (--tls-cert and --tls-key, or {TLS_CERT_VARIABLE} "
+                    f"and {TLS_KEY_VARIABLE}), or bind 127.0.0.1",
+                )
+            ],
+        )
     origins = origins_of(args.ui_origin or os.environ.get(ORIGINS_VARIABLE, "").split(","))
     token = os.environ.get(TOKEN_VARIABLE) or None
     listed = args.namespace or os.environ.get(NAMESPACES_VARIABLE, "").split(",")
     namespaces = frozenset(name.strip() for name in listed if name.strip())
-    server = CodecServer(EncryptionCodec(ring), host, port, CodecServerConfig(origins, token, namespaces)).start()
+    config = CodecServerConfig(origins, token, namespaces)
+    server = CodecServer(EncryptionCodec(ring), host, port, config, tls).start()
     log = logging.getLogger(__name__)
     log.info(
         "codec server on %s (keys %s, active %s; UI origins %s; namespaces %s)",
@@ -67,7 +106,7 @@ def register(commands: Any) -> None:
         "codec-server",
         help="serve /decode and /encode for the Web UI and `temporal --codec-endpoint`",
         description=f"Keys from {KEYS_VARIABLE} or {KEYS_FILE_VARIABLE}; a bearer token from {TOKEN_VARIABLE} "
-        "(required of every request when set).",
+        "(required of every request when set). Beyond loopback it serves HTTPS only (--tls-cert, --tls-key).",
     )
     serve.add_argument("--bind", default="127.0.0.1:8081", metavar="HOST:PORT")
     serve.add_argument(
@@ -83,5 +122,9 @@ def register(commands: Any) -> None:
         help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
         f"(default: {NAMESPACES_VARIABLE}, else any)",
     )
+    serve.add_argument(
+        "--tls-cert", metavar="PEM", help=f"serve HTTPS with this certificate (default: {TLS_CERT_VARIABLE})"
+    )
+    serve.add_argument("--tls-key", metavar="PEM", help=f"the certificate's private key (default: {TLS_KEY_VARIABLE})")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=run_async(_serve))

@@ -15,6 +15,10 @@ Temporal's remote codec protocol, as the Web UI (2.54) and the `temporal` CLI sp
 - With a token configured, every request must carry `Authorization: Bearer <token>` (the CLI's
   `--codec-auth` sends it); without one the server is for a developer's loopback only, and says so at start.
 
+- Browsers reach it from the Web UI's HTTPS page, so beyond loopback it serves HTTPS with its own
+  certificate (`cidsync codec-server --tls-cert --tls-key`); a plain HTTP bind beyond loopback is refused
+  at start.
+
 Every error is JSON, `{"error": "..."}`, saying what was wrong and what is expected.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -174,11 +179,22 @@ def _handler(codec: EncryptionCodec, config: CodecServerConfig) -> type[BaseHTTP
 class CodecServer:
     """The endpoint on its own threads; `close()` stops it."""
 
-    def __init__(self, codec: EncryptionCodec, host: str, port: int, config: CodecServerConfig) -> None:
+    def __init__(
+        self,
+        codec: EncryptionCodec,
+        host: str,
+        port: int,
+        config: CodecServerConfig,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._server = ThreadingHTTPServer((host, port), _handler(codec, config))
+        if tls is not None:
+            # The handshake at the connection's first read, in its own thread: done at accept, in the
+            # serving thread, one client that connects and says nothing would hold every other one.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="codec-server", daemon=True)
-        self.url = f"http://{host}:{self._server.server_address[1]}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self._server.server_address[1]}"
 
     def start(self) -> CodecServer:
         self._thread.start()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import socket
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
@@ -14,6 +18,8 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from cidsync.codec.encryption import EncryptionCodec, KeyRing, new_key
 from cidsync.codec.server import CodecServer, CodecServerConfig
+from cidsync_tooling.devstack.pki import make_pki
+from tests.helpers.cli_runner import cidsync
 
 UI = "http://temporal-ui.test"  # an origin the browser would send; nothing listens there
 TOKEN = "s3cret-token"
@@ -215,3 +221,41 @@ def test_a_body_that_is_not_payloads_is_a_400_that_says_so(open_server: str) -> 
         status, _, reply = call(f"{open_server}/decode", body=body, headers=UI_DECODE)
         assert status == 400
         assert 'expected {"payloads": [...]}' in json.loads(reply)["error"]
+
+
+def test_beyond_loopback_it_serves_https_with_its_own_certificate_and_refuses_plain_http(tmp_path: Path) -> None:
+    """Browsers call the codec server from the Web UI's HTTPS page: beyond loopback it must be HTTPS. A plain
+    bind beyond loopback is refused at start, naming what to set; with a certificate it answers HTTPS, and
+    a client that trusts its CA decodes as the UI does."""
+    env = {"CIDSYNC_CODEC_KEYS": f"k1={new_key()}"}
+    refused = cidsync("codec-server", "--bind", "0.0.0.0:0", env=env)
+    assert refused.returncode == 2
+    assert "--tls-cert" in refused.stderr
+    assert "beyond loopback" in refused.stderr
+    half = cidsync("codec-server", "--bind", "127.0.0.1:0", "--tls-cert", str(tmp_path / "x.pem"), env=env)
+    assert half.returncode == 2
+    assert "both --tls-cert and --tls-key" in half.stderr
+
+    pki = make_pki(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+    running = CodecServer(CODEC, "127.0.0.1", 0, CodecServerConfig(frozenset({UI}), TOKEN), tls).start()
+    try:
+        assert running.url.startswith("https://")
+        # A client that connects and says nothing holds no one else up (the handshake is in its own thread).
+        silent = socket.create_connection(("127.0.0.1", int(running.url.rsplit(":", 1)[1])))
+        trusting = ssl.create_default_context(cafile=str(pki.ca))
+        request = urllib.request.Request(
+            f"{running.url}/decode",
+            data=encrypted('"hello"'),
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10, context=trusting) as reply:
+            decoded = json.loads(reply.read())
+        assert base64.b64decode(decoded["payloads"][0]["data"]) == b'"hello"'
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            call(running.url.replace("https://", "http://") + "/decode", body=encrypted('"hello"'))
+        silent.close()
+    finally:
+        running.close()
