@@ -27,6 +27,7 @@ from cidsync.cli.options import (
 )
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput, Problem
+from cidsync.naming import search_attribute_types
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -125,6 +126,23 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
         divergence_threshold=args.threshold,
     )
     client = await connect(settings, identity=cli_identity())
+    added: list[str] = []
+    if not args.no_search_attributes:
+        from temporalio.service import RPCError
+
+        from starters.search_attributes import ensure_search_attributes
+
+        try:
+            added = await ensure_search_attributes(client)
+        except RPCError as error:
+            wanted = ", ".join(f"{name}:{kind}" for name, kind in search_attribute_types().items())
+            print(
+                f"cidsync: could not register the search attributes ({error.status.name}: {error.message}). "
+                f"Create them with an admin's rights ({wanted}; on Temporal Cloud with tcld or the UI), then "
+                "run again with --no-search-attributes",
+                file=sys.stderr,
+            )
+            return 1
     done = await ensure_schedules(client, config, settings.task_queue)
     followers: dict[str, str] = {}
     if not args.no_follow:
@@ -134,6 +152,7 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
+                "search_attributes_added": added,
                 "schedules": done,
                 "pairs": len(config.pairs),
                 "time": f"{args.hour:02d}:{args.minute:02d}",
@@ -195,6 +214,11 @@ def register(commands: Any) -> None:
     ensure.add_argument("--threshold", type=int, default=100, help="divergence needing an operator's approval")
     ensure.add_argument(
         "--no-follow", action="store_true", help="do not start the followers of DICT's CID event log (`cidsync follow`)"
+    )
+    ensure.add_argument(
+        "--no-search-attributes",
+        action="store_true",
+        help="do not register cidsync's search attributes first (Temporal Cloud: created with tcld or the UI)",
     )
     add_follow_flags(ensure)
     add_settings_flags(ensure, TEMPORAL)
