@@ -131,8 +131,26 @@ class Settings:
 
     @property
     def key_secret_bytes(self) -> bytes:
-        """The secret the store hashes PIX keys with (the development one when none is set)."""
+        """The secret the store hashes PIX keys with (the development one when none is set: for the commands
+        that only read the store; a role requires one, `role_key_secret`)."""
         return (self.key_secret or DEVELOPMENT_KEY_SECRET).encode()
+
+    def role_key_secret(self) -> bytes:
+        """The key secret a worker or a starter hashes with: required. A role that fell back to the
+        development secret would write key ids no other role of the installation finds (the store refuses
+        it, but only once it reaches the store). The dev stack sets the development secret explicitly."""
+        if not self.key_secret:
+            raise InvalidInput(
+                "settings",
+                [
+                    Problem(
+                        "CIDSYNC_KEY_SECRET",
+                        "not set: the secret every role of an installation hashes PIX keys with "
+                        f"(the dev stack sets {DEVELOPMENT_KEY_SECRET!r})",
+                    )
+                ],
+            )
+        return self.key_secret.encode()
 
     def require(self, name: str) -> str:
         value = getattr(self, name)

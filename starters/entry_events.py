@@ -133,9 +133,7 @@ async def run_starter(
 ) -> StarterStats:
     """Run until `stop` is set, then drain. Builds the clients it needs and closes them in order (docs/stack.md):
     the Pulsar consumer and client first, then the store. `health` gets a probe per dependency."""
-    if settings.key_secret is None:
-        logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
-    store = CIDStore(redis_client(settings.require("redis_url")), settings.key_secret_bytes)
+    store = CIDStore(redis_client(settings.require("redis_url")), settings.role_key_secret())
     pulsar = pulsar_client(settings.require("pulsar_url"))
     starter = EntryEventStarter(temporal, store, pulsar, Topics(namespace=settings.pulsar_namespace), config)
     if health is not None:

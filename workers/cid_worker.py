@@ -152,10 +152,9 @@ async def run_worker(
     client: Client, settings: Settings, options: WorkerOptions, stop: asyncio.Event, health: Health | None = None
 ) -> None:
     """Run until `stop` is set, then shut down gracefully. `health` gets a probe per dependency."""
-    if settings.key_secret is None:
-        logger.warning("CIDSYNC_KEY_SECRET is not set: keys are hashed with the development secret")
+    key_secret = settings.role_key_secret()
     redis = redis_client(settings.require("redis_url"))
-    store = CIDStore(redis, settings.key_secret_bytes, mark_ttl_seconds=settings.mark_ttl_seconds)
+    store = CIDStore(redis, key_secret, mark_ttl_seconds=settings.mark_ttl_seconds)
     budget = None if settings.dict_budgets == "off" else DictBudget(redis, parse_budgets(settings.dict_budgets))
     bridge = BridgeClient(settings.require("bridge_address"), tls=ClientTls.from_env(), budget=budget)
     pulsar = pulsar_client(settings.require("pulsar_url"))

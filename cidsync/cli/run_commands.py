@@ -41,6 +41,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     settings = settings_of(args)
+    settings.role_key_secret()  # before any wait for a dependency: a missing secret is no transient
     options = WorkerOptions(
         max_concurrent_activities=args.max_concurrent_activities,
         max_concurrent_workflow_tasks=args.max_concurrent_workflow_tasks,
@@ -68,6 +69,7 @@ async def _starter(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     settings = settings_of(args)
+    settings.role_key_secret()  # before any wait for a dependency: a missing secret is no transient
     stop = stop_on_signals()
     config = StarterConfig(
         task_queue=settings.task_queue,

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from cidsync.config import DEVELOPMENT_KEY_SECRET, ENVIRONMENT
 from cidsync_tooling.devstack.pki import DictPki
 from cidsync_tooling.devstack.processes import (
     Launched,
@@ -287,5 +288,6 @@ def start_role(
     """`cidsync worker`, `cidsync starter` or `cidsync codec-server`, finding every endpoint through the
     stack's state file."""
     argv = [sys.executable, "-m", "cidsync", role, *options]
-    environment = {"CIDSYNC_STATE_DIR": str(state_dir), **env}
+    # The development key secret, explicitly: a role outside a dev stack refuses to start without one.
+    environment = {"CIDSYNC_STATE_DIR": str(state_dir), ENVIRONMENT["key_secret"]: DEVELOPMENT_KEY_SECRET, **env}
     return launch(role, argv, log=log, ready=ready, env=environment)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from tests.helpers.servers import KEY_SECRET
+
 
 @contextmanager
 def unserved_port() -> Iterator[int]:
@@ -52,6 +54,7 @@ def waits_and_stops(
         "CIDSYNC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
         "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1",
+        "CIDSYNC_KEY_SECRET": KEY_SECRET.decode(),
     }
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -78,3 +81,23 @@ def waits_and_stops(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("role", ["worker", "starter"])
+def test_a_role_without_a_key_secret_refuses_to_start_at_once(tmp_path: Path, role: str) -> None:
+    """Outside the dev stack (which sets the development secret) a role never falls back to it: it would
+    hash keys as no other role of the installation does. It says so before waiting for any dependency."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "CIDSYNC_KEY_SECRET"},
+        "CIDSYNC_STATE_DIR": str(tmp_path),
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "CIDSYNC_REDIS_URL": "redis://127.0.0.1:1/0",
+        "CIDSYNC_PULSAR_URL": "pulsar://127.0.0.1:1",
+        "CIDSYNC_BRIDGE_ADDRESS": "127.0.0.1:1",
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "cidsync", role], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "CIDSYNC_KEY_SECRET" in refused.stderr
+    assert "not set" in refused.stderr

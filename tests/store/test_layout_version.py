@@ -253,7 +253,9 @@ async def test_the_worker_and_the_starter_refuse_a_layout_their_release_does_not
     url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
     await _flush(url)
     await _set_version(url, 2)
-    settings = Settings(redis_url=url, pulsar_url=pulsar_broker.url, bridge_address="127.0.0.1:1")
+    settings = Settings(
+        redis_url=url, pulsar_url=pulsar_broker.url, bridge_address="127.0.0.1:1", key_secret=SECRET.decode()
+    )
     redis = redis_client(url)
     pulsar = pulsar_client(pulsar_broker.url)
     starter = EntryEventStarter(temporal_env.client, CIDStore(redis, SECRET), pulsar, Topics(), StarterConfig())
