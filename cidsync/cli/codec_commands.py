@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cidsync.cli.options import run_async, stop_on_signals
+from cidsync.codec.access_tokens import AccessTokens, AccessTokenSettings
 from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, EncryptionCodec, KeyRing, new_key
 from cidsync.codec.server import CodecServer, CodecServerConfig, origins_of
 from cidsync.errors import InvalidInput, Problem
@@ -18,6 +19,9 @@ from cidsync.telemetry.endpoint import parse_bind
 from cidsync.telemetry.logs import configure_logging
 
 TOKEN_VARIABLE = "CIDSYNC_CODEC_SERVER_TOKEN"
+JWKS_VARIABLE = "CIDSYNC_CODEC_JWKS_URL"
+ISSUER_VARIABLE = "CIDSYNC_CODEC_TOKEN_ISSUER"
+AUDIENCE_VARIABLE = "CIDSYNC_CODEC_TOKEN_AUDIENCE"
 TLS_CERT_VARIABLE = "CIDSYNC_CODEC_TLS_CERT"
 TLS_KEY_VARIABLE = "CIDSYNC_CODEC_TLS_KEY"
 ORIGINS_VARIABLE = "CIDSYNC_CODEC_UI_ORIGINS"
@@ -44,6 +48,33 @@ def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as error:
         raise InvalidInput("settings", [Problem("--tls-cert", f"cannot load {cert} and {key}: {error}")]) from error
     return context
+
+
+def _access_tokens(args: argparse.Namespace) -> AccessTokenSettings | None:
+    """The identity provider whose access tokens the Web UI passes: all three settings, or none."""
+    given = {
+        "--jwks-url": args.jwks_url or os.environ.get(JWKS_VARIABLE),
+        "--token-issuer": args.token_issuer or os.environ.get(ISSUER_VARIABLE),
+        "--token-audience": args.token_audience or os.environ.get(AUDIENCE_VARIABLE),
+    }
+    if not any(given.values()):
+        return None
+    missing = [flag for flag, value in given.items() if not value]
+    if missing:
+        raise InvalidInput(
+            "settings",
+            [
+                Problem(
+                    flag,
+                    "the Web UI's access tokens are checked with all of --jwks-url, --token-issuer and "
+                    "--token-audience",
+                )
+                for flag in missing
+            ],
+        )
+    return AccessTokenSettings(
+        jwks_url=str(given["--jwks-url"]), issuer=str(given["--token-issuer"]), audience=str(given["--token-audience"])
+    )
 
 
 def _key(args: argparse.Namespace) -> int:
@@ -76,7 +107,8 @@ async def _serve(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_VARIABLE) or None
     listed = args.namespace or os.environ.get(NAMESPACES_VARIABLE, "").split(",")
     namespaces = frozenset(name.strip() for name in listed if name.strip())
-    config = CodecServerConfig(origins, token, namespaces)
+    users = _access_tokens(args)
+    config = CodecServerConfig(origins, token, namespaces, AccessTokens(users) if users else None)
     server = CodecServer(EncryptionCodec(ring), host, port, config, tls).start()
     log = logging.getLogger(__name__)
     log.info(
@@ -87,7 +119,9 @@ async def _serve(args: argparse.Namespace) -> int:
         ", ".join(sorted(origins)) or "none",
         ", ".join(sorted(namespaces)) or "any",
     )
-    if token is None:
+    if users is not None:
+        log.info("the Web UI's users' access tokens accepted from %s (audience %s)", users.issuer, users.audience)
+    if token is None and users is None:
         log.warning("%s is not set: anyone who reaches %s can decode; keep it on loopback", TOKEN_VARIABLE, server.url)
     stop = stop_on_signals()
     try:
@@ -122,6 +156,13 @@ def register(commands: Any) -> None:
         help=f"decode only for this namespace (the X-Namespace the UI sends); repeatable "
         f"(default: {NAMESPACES_VARIABLE}, else any)",
     )
+    serve.add_argument(
+        "--jwks-url",
+        metavar="URL",
+        help=f"the identity provider's keys: accept the Web UI's users' access tokens (default: {JWKS_VARIABLE})",
+    )
+    serve.add_argument("--token-issuer", metavar="ISS", help=f"their issuer (default: {ISSUER_VARIABLE})")
+    serve.add_argument("--token-audience", metavar="AUD", help=f"their audience (default: {AUDIENCE_VARIABLE})")
     serve.add_argument(
         "--tls-cert", metavar="PEM", help=f"serve HTTPS with this certificate (default: {TLS_CERT_VARIABLE})"
     )

@@ -13,7 +13,9 @@ Temporal's remote codec protocol, as the Web UI (2.54) and the `temporal` CLI sp
   "pass access token" is on: CORS allows those three, for the configured UI origins only (the browser
   calls us from the UI's page). With namespaces configured, a request naming another one is refused.
 - With a token configured, every request must carry `Authorization: Bearer <token>` (the CLI's
-  `--codec-auth` sends it); without one the server is for a developer's loopback only, and says so at start.
+  `--codec-auth` sends it); with an identity provider configured, the Web UI's signed-in user's access
+  token is accepted too, once checked (`access_tokens.py`). Without either the server is for a developer's
+  loopback only, and says so at start.
 
 - Browsers reach it from the Web UI's HTTPS page, so beyond loopback it serves HTTPS with its own
   certificate (`cidsync codec-server --tls-cert --tls-key`); a plain HTTP bind beyond loopback is refused
@@ -39,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from cidsync.codec.access_tokens import AccessTokens
 from cidsync.codec.encryption import CodecError, EncryptionCodec
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class CodecServerConfig:
     # Namespaces whose payloads this server decodes (X-Namespace); empty: any. The keys are the same for
     # every namespace, so this is a fence for a shared Web UI, not a key choice.
     namespaces: frozenset[str] = field(default_factory=frozenset)
+    # The Web UI's signed-in users (its "pass access token"): their access tokens, checked (access_tokens.py).
+    access_tokens: AccessTokens | None = None
 
 
 class _Refused(Exception):
@@ -148,9 +153,17 @@ def _handler(codec: EncryptionCodec, config: CodecServerConfig) -> type[BaseHTTP
             self._reply(HTTPStatus.OK, json_format.MessageToDict(answered))
 
         def _check_caller(self) -> None:
-            if bearer is not None:
+            if bearer is not None or config.access_tokens is not None:
                 given = self.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), bearer):
+                static = bearer is not None and hmac.compare_digest(given.encode(), bearer)
+                scheme, _, token = given.partition(" ")
+                user = (
+                    config.access_tokens is not None
+                    and scheme.lower() == "bearer"
+                    and bool(token)
+                    and config.access_tokens.valid(token.strip())
+                )
+                if not (static or user):
                     raise _Refused(HTTPStatus.UNAUTHORIZED, "a valid bearer token is required (Authorization: Bearer)")
             namespace = self.headers.get("X-Namespace")
             if config.namespaces and namespace not in config.namespaces:

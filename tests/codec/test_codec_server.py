@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
+from cidsync.codec.access_tokens import AccessTokens, AccessTokenSettings
 from cidsync.codec.encryption import EncryptionCodec, KeyRing, new_key
 from cidsync.codec.server import CodecServer, CodecServerConfig
 from cidsync_tooling.devstack.pki import make_pki
@@ -259,3 +266,67 @@ def test_beyond_loopback_it_serves_https_with_its_own_certificate_and_refuses_pl
         silent.close()
     finally:
         running.close()
+
+
+ISSUER = "https://idp.example.test/realms/pix"
+AUDIENCE = "temporal-ui"
+
+
+def signed(key: rsa.RSAPrivateKey, kid: str, **claims: object) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "ana", "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+
+
+def test_the_web_uis_users_access_tokens_are_checked_against_the_identity_provider(tmp_path: Path) -> None:
+    """With "pass access token" on, the Web UI sends the signed-in user's access token: accepted when the
+    identity provider signed it (its JWKS), for this audience, from this issuer, and not expired; the
+    static token of the CLI still works beside it."""
+    ours, theirs = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(ours.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    with identity_provider(tmp_path) as jwks_url:
+        users = AccessTokens(AccessTokenSettings(f"{jwks_url}/jwks.json", ISSUER, AUDIENCE))
+        with serving(CodecServerConfig(frozenset({UI}), TOKEN, access_tokens=users)) as url:
+            decodes_only_for_valid_tokens(url, ours, theirs)
+
+
+@contextlib.contextmanager
+def identity_provider(folder: Path) -> Iterator[str]:
+    """The identity provider's JWKS endpoint: `folder` over HTTP on loopback."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def decodes_only_for_valid_tokens(url: str, ours: rsa.RSAPrivateKey, theirs: rsa.RSAPrivateKey) -> None:
+    def status(authorization: str) -> int:
+        headers = {"Authorization": authorization, "Content-Type": "application/json", "Origin": UI}
+        return call(f"{url}/decode", body=encrypted('"hi"'), headers=headers)[0]
+
+    assert status(f"Bearer {signed(ours, 'k1')}") == 200
+    assert status(f"Bearer {TOKEN}") == 200  # the CLI's --codec-auth
+    refused = {
+        "expired": signed(ours, "k1", exp=int(time.time()) - 120),
+        "another audience": signed(ours, "k1", aud="another-app"),
+        "another issuer": signed(ours, "k1", iss="https://elsewhere.test"),
+        "another key": signed(theirs, "k1"),
+        "an unknown key id": signed(ours, "k9"),
+        "unsigned": jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60}, "", "none"),
+        "not a token": "garbage",
+    }
+    for what, token in refused.items():
+        assert status(f"Bearer {token}") == 401, what
+    assert status("") == 401
+
+
+def test_the_identity_provider_is_configured_whole_or_not_at_all() -> None:
+    env = {"CIDSYNC_CODEC_KEYS": f"k1={new_key()}"}
+    half = cidsync("codec-server", "--jwks-url", "https://idp.test/jwks", "--token-issuer", "https://idp.test", env=env)
+    assert half.returncode == 2
+    assert "--token-audience" in half.stderr
