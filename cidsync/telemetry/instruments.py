@@ -119,26 +119,25 @@ class _PairGauges:
 
 
 pair_gauges = _PairGauges()
-_meter.create_observable_gauge(
-    "cidsync.verification.seconds_since_ok",
-    callbacks=[pair_gauges.since_ok],
-    unit="s",
-    description="seconds since each pair's last formal OK VerifySync (or since the worker started, if never)",
-)
-_meter.create_observable_gauge(
-    "cidsync.verification.seconds_since_proof",
-    callbacks=[pair_gauges.since_proof],
-    unit="s",
-    description="seconds since each pair's last proof of any kind: formal OK or anchored to DICT's log",
-)
-_meter.create_observable_gauge(
-    "cidsync.verification.nok",
-    callbacks=[pair_gauges.nok],
-    description="1 while a pair's last formal VerifySync said NOK, else 0",
-)
-_meter.create_observable_gauge(
-    "cidsync.reconciliation.awaiting_approval",
-    callbacks=[pair_gauges.awaiting_approval],
-    unit="s",
-    description="seconds since the start of the pair's reconciliation waiting for an operator's approval; 0: none",
-)
+for _name, _callback, _unit, _description in (
+    (
+        "cidsync.verification.seconds_since_ok",
+        pair_gauges.since_ok,
+        "s",
+        "seconds since each pair's last formal OK VerifySync (or since the worker started, if never)",
+    ),
+    (
+        "cidsync.verification.seconds_since_proof",
+        pair_gauges.since_proof,
+        "s",
+        "seconds since each pair's last proof of any kind: formal OK or anchored to DICT's log",
+    ),
+    ("cidsync.verification.nok", pair_gauges.nok, "", "1 while a pair's last formal VerifySync said NOK, else 0"),
+    (
+        "cidsync.reconciliation.awaiting_approval",
+        pair_gauges.awaiting_approval,
+        "s",
+        "seconds since the start of the pair's reconciliation waiting for an operator's approval; 0: none",
+    ),
+):
+    _meter.create_observable_gauge(_name, callbacks=[_callback], unit=_unit, description=_description)
