@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from cidsync.naming import AWAITING_APPROVAL
+
 _meter = metrics.get_meter("cidsync")
 
 # --- the starter -------------------------------------------------------------------------------------
@@ -118,6 +120,31 @@ class _PairGauges:
         ]
 
 
+class _Phases:
+    """`cidsync_reconciliations_running{phase}`: the running reconciliations by phase, as the worker last
+    listed them (every replica lists the same ones)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._seen: set[str] = {AWAITING_APPROVAL}  # the one an alert may read: there from the start
+
+    def update(self, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            self._counts = dict(counts)
+            self._seen |= set(counts)
+
+    def observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:  # a phase seen once stays, at 0 when none is in it: a series does not vanish
+            return [Observation(self._counts.get(phase, 0), {"phase": phase}) for phase in sorted(self._seen)]
+
+
+reconciliation_phases = _Phases()
+_meter.create_observable_gauge(
+    "cidsync.reconciliations.running",
+    callbacks=[reconciliation_phases.observe],
+    description="reconciliations running now, by phase (CidPhase)",
+)
 pair_gauges = _PairGauges()
 for _name, _callback, _unit, _description in (
     (

@@ -18,7 +18,7 @@ from starters.schedules import FRESHNESS_SCHEDULE_ID, VERIFY_SCHEDULE_ID
 from tests.e2e.reconciliation import Running, core_messages, pair_entries, seed_pair, until
 from tests.helpers.cli_runner import cidsync
 from tests.helpers.eventually import eventually
-from workers.pair_state import read_approvals, read_verifications
+from workers.pair_state import read_reconciliations, read_verifications
 from workflows.check_freshness import CheckVerificationFreshness, FreshnessInput
 from workflows.reconcile_vsync import ReconcileVSync
 
@@ -79,8 +79,11 @@ async def test_an_operator_approves_a_large_repair_from_the_cli(
     assert (progress["phase"], progress["dict_only"], progress["local_only"]) == ("awaiting approval", 3, 2)
     # What the workers' gauges report meanwhile (workers/pair_state.py): the pair waits, unproved.
     pair = (participant, "PHONE")
-    waiting = await eventually(lambda: read_approvals(temporal_env.client), lambda found: pair in found, "listed")
-    assert 0 <= time.time() - waiting[pair] < 120
+    waiting = await eventually(
+        lambda: read_reconciliations(temporal_env.client), lambda found: pair in found.awaiting_since, "listed"
+    )
+    assert 0 <= time.time() - waiting.awaiting_since[pair] < 120
+    assert waiting.phases.get("awaiting approval", 0) >= 1
     assert (await read_verifications(running.store, (participant,)))[pair].last_ok is None
     approved = await asyncio.to_thread(
         cidsync, "reconcile", "approve", workflow_id, "--operator", "ana", "--reason", "checked with DICT", *flags
@@ -88,7 +91,9 @@ async def test_an_operator_approves_a_large_repair_from_the_cli(
     assert approved.returncode == 0, approved.stderr
     result = await handle.result()
     assert (result.outcome.value, result.added, result.removed) == ("REPAIRED", 3, 2)
-    await eventually(lambda: read_approvals(temporal_env.client), lambda found: pair not in found, "gone")
+    await eventually(
+        lambda: read_reconciliations(temporal_env.client), lambda found: pair not in found.awaiting_since, "gone"
+    )
     verified = await read_verifications(running.store, (participant,))
     assert not verified[pair].nok
     assert verified[pair].last_ok is not None
