@@ -214,9 +214,8 @@ def _outcome(error: BaseException | None) -> str:
 class DictApiClient:
     def __init__(self, config: DictApiConfig, *, meter_provider: metrics.MeterProvider | None = None) -> None:
         self.config = config
-        self.participants: set[str] = (
-            set()
-        )  # every participant a call was made for (`bridge serve` watches their buckets)
+        # Every participant a call was made for: `bridge serve` watches their rate-limit buckets.
+        self.participants: set[str] = set()
         self._metrics = _Instruments(meter_provider)
         self._signer = XmlSigner(SigningIdentity.from_files(config.client_cert, config.client_key))
         self._signers = SignerBundle.from_file(config.signer_cert)

@@ -19,7 +19,7 @@ from cidsync.bridge.serving import SERVER_OPTIONS
 from cidsync.bridge.v2 import bridge_pb2_grpc
 from cidsync.config import Settings
 from cidsync.dict_api.bridge_service import DictApiBridge, FileSpool
-from cidsync.dict_api.client import DictApiClient, DictApiError, dict_api_config
+from cidsync.dict_api.client import DictApiClient, dict_api_config
 from cidsync.dict_api.file_requests import FileRequests
 from cidsync.errors import InvalidInput, Problem
 from cidsync.redis_client import redis_client
@@ -114,6 +114,8 @@ async def watch_buckets(connector: DictApiClient) -> None:
             read_at[participant] = loop.time()
             try:
                 await connector.policies(participant)
-            except DictApiError as error:
-                logger.warning("could not read %s's rate-limit buckets: %s", participant, error)
+            except Exception as error:  # the watch outlives any one failure: the quota alert reads it
+                logger.warning(
+                    "could not read %s's rate-limit buckets: %s: %s", participant, type(error).__name__, error
+                )
         await asyncio.sleep(BUCKETS_LOOK)
