@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -36,9 +34,9 @@ from tests.deploy.test_grafana_dashboard import dashboard_metric_names
 from tests.deploy.test_prometheus_rules import RULES
 from tests.helpers.cli_runner import cidsync
 from tests.helpers.dev_stack import stack_file
+from tests.helpers.eventually import eventually_value
 from tests.helpers.prometheus import Prometheus, prometheus, with_short_holds
 
-T = TypeVar("T")
 PARTICIPANT = "12345678"
 KEY_TYPE = KeyType.EVP
 ALERT = "CidsyncFollowerUnexplainedMismatch"
@@ -58,16 +56,6 @@ def rule_metric_names(rules: str) -> set[str]:
     label values such as `cidsync-worker` excluded)."""
     exprs = " ".join(rule["expr"] for group in yaml.safe_load(rules)["groups"] for rule in group["rules"])
     return {*re.findall(r"\bcidsync_[a-z0-9_]+", exprs), "up"}
-
-
-def wait_for(read: Callable[[], T], holds: Callable[[T], bool], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if holds(value):
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}; last: {str(value)[:2000]}"
-        time.sleep(1)
 
 
 def firing(prom: Prometheus) -> list[dict[str, Any]]:
@@ -122,14 +110,14 @@ def test_a_real_prometheus_sees_every_rule_metric_and_an_alert_fires_on_divergen
         }
         rules = RULES.read_text()
         with prometheus(tmp_path / "prometheus", jobs, {"cidsync-rules.yml": with_short_holds(rules, "2s")}) as prom:
-            wait_for(prom.targets, lambda t: t == dict.fromkeys(jobs, "up"), "every role scraped", 60)
+            eventually_value(prom.targets, lambda t: t == dict.fromkeys(jobs, "up"), "every role scraped", timeout=60)
             cid = asyncio.run(diverge_and_follow(env, "cidsync"))
 
-            alerts = wait_for(lambda: firing(prom), bool, f"{ALERT} firing", 120)
+            alerts = eventually_value(lambda: firing(prom), bool, f"{ALERT} firing", timeout=120)
             assert [(a["labels"]["participant"], a["labels"]["key_type"]) for a in alerts] == [
                 (PARTICIPANT, KEY_TYPE.value)
             ]
-            wait_for(lambda: firing(prom), lambda found: not found, f"{ALERT} cleared", 180)
+            eventually_value(lambda: firing(prom), lambda found: not found, f"{ALERT} cleared", timeout=180)
             assert cid not in asyncio.run(local_cids(env))  # cleared by the repair, not by a blind spot
             repaired = prom.query(
                 f'cidsync_reconciliations_total{{participant="{PARTICIPANT}",key_type="{KEY_TYPE.value}"}}'
@@ -140,17 +128,19 @@ def test_a_real_prometheus_sees_every_rule_metric_and_an_alert_fires_on_divergen
 
             # A change DICT's log shows and core never sent: the follower repairs it after its grace.
             asyncio.run(diverge_dict(env))
-            wait_for(
+            eventually_value(
                 lambda: prom.query(f'cidsync_follower_repairs_total{{key_type="{KEY_TYPE.value}",kind="added"}}'),
                 bool,
                 "the follower's repair counted",
-                90,
+                timeout=90,
             )
 
             # Every name the rules and the dashboard read, in the real scrape (the per-pair gauges come at
             # the worker's next read of the store, every 30 s).
             wanted = rule_metric_names(rules) | dashboard_metric_names()
-            missing = wait_for(lambda: wanted - prom.metric_names(), lambda m: not m, "every rule's metric scraped", 60)
+            missing = eventually_value(
+                lambda: wanted - prom.metric_names(), lambda m: not m, "every rule's metric scraped", timeout=60
+            )
             assert missing == set()
     finally:
         assert cidsync("dev", "down", "--config", str(config)).returncode == 0

@@ -39,12 +39,21 @@ async def eventually(
 
 def eventually_sync(check: Callable[[], bool], what: str, *, timeout: float = 60.0, every: float = 0.3) -> None:
     """`eventually` for a test that is not async (a subprocess's endpoint, a file)."""
+    eventually_value(check, bool, what, timeout=timeout, every=every)
+
+
+def eventually_value(
+    read: Callable[[], T], holds: Callable[[T], bool], what: str, *, timeout: float = 60.0, every: float = 0.3
+) -> T:
+    """`eventually` for a test that is not async, returning the value that held (an HTTP API's answer)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
+    while True:
+        value = read()
+        if holds(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what} (last seen: {value!r:.2000})")
         time.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 async def eventually_true(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 
 from cidsync_tooling.debian import tool
 from cidsync_tooling.devstack.processes import free_port
+from tests.helpers.eventually import eventually_sync
 
 READY_WITHIN = 60.0
 
@@ -85,17 +85,16 @@ def prometheus(root: Path, jobs: Mapping[str, str], rule_files: Mapping[str, str
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, (root / "prometheus.log").read_text()[-3000:]  # it exited: say why
+        try:
+            return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + READY_WITHIN
-        while True:
-            assert process.poll() is None, (root / "prometheus.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "Prometheus not ready: " + (root / "prometheus.log").read_text()[-3000:]
-            time.sleep(0.2)
+        eventually_sync(ready, "Prometheus ready", timeout=READY_WITHIN, every=0.2)
         yield Prometheus(url)
     finally:
         process.terminate()
