@@ -26,8 +26,10 @@ async def ensure_search_attributes(client: Client) -> list[str]:
         for key in SEARCH_ATTRIBUTES
         if key.name not in listed.custom_attributes
     }
-    if missing:
+    # One a request, as the dev stack does (cidsync_tooling/devstack/servers.py): the dev server's SQLite
+    # visibility once created only the first of several names of one type asked for together.
+    for name, kind in missing.items():
         await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes={name: kind})
         )
     return sorted(missing)
