@@ -10,8 +10,9 @@ the gap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
@@ -61,17 +62,36 @@ async def ensure_followers(
     return done
 
 
-async def follower_statuses(client: Client) -> list[tuple[str, FollowStatus | str]]:
-    """Every running follower's status (or why it could not be read), sorted by workflow id."""
-    found: list[tuple[str, FollowStatus | str]] = []
-    async for execution in client.list_workflows(FOLLOWERS_QUERY):
-        handle: WorkflowHandle[FollowCIDEvents, None] = client.get_workflow_handle_for(
-            FollowCIDEvents.run, execution.id
-        )
+# How long one follower may take to answer its status query. A follower answers from memory in
+# milliseconds when a worker polls its task queue; with none polling, Temporal holds the query about 30 s
+# before it gives up, and `cidsync follow status` is run exactly when something is wrong.
+STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+async def follower_statuses(
+    client: Client, query_timeout: timedelta = STATUS_QUERY_TIMEOUT
+) -> list[tuple[str, FollowStatus | str]]:
+    """Every running follower's status (or why it could not be read), sorted by workflow id.
+
+    The followers are asked all at once, each for at most `query_timeout`: one follower without a worker
+    costs the listing that long, not 30 s a follower.
+    """
+
+    async def status(workflow_id: str) -> tuple[str, FollowStatus | str]:
+        handle: WorkflowHandle[FollowCIDEvents, None] = client.get_workflow_handle_for(FollowCIDEvents.run, workflow_id)
         try:
-            found.append((execution.id, await handle.query(FollowCIDEvents.status)))
-        except (RPCError, WorkflowQueryFailedError) as error:
-            found.append((execution.id, f"no answer: {error}"))
+            return workflow_id, await handle.query(FollowCIDEvents.status, rpc_timeout=query_timeout)
+        except RPCError as error:
+            if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                return workflow_id, (
+                    f"no answer in {query_timeout.total_seconds():.0f} s: is a worker polling its task queue?"
+                )
+            return workflow_id, f"no answer: {error}"
+        except WorkflowQueryFailedError as error:
+            return workflow_id, f"no answer: {error}"
+
+    ids = [execution.id async for execution in client.list_workflows(FOLLOWERS_QUERY)]
+    found = await asyncio.gather(*(status(workflow_id) for workflow_id in ids))
     return sorted(found, key=lambda item: item[0])
 
 
