@@ -62,6 +62,7 @@ class StoreActivities:
         result = await self.store.ingestion.apply_batch(batch.changes)
         instruments.store_changes.add(result.applied, {"outcome": "applied"})
         instruments.store_changes.add(result.stale, {"outcome": "stale"})
+        instruments.store_changes.add(result.duplicate, {"outcome": "duplicate"})
         return result
 
     @activity.defn(name="key_sequence")

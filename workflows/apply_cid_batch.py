@@ -38,5 +38,7 @@ class ApplyCIDBatch:
             retry_policy=STORE_RETRY,
             summary=f"apply {len(batch.changes)} changes to the CID store",
         )
-        workflow.set_current_details(f"{len(batch.changes)} events: {result.applied} applied, {result.stale} stale")
+        workflow.set_current_details(
+            f"{len(batch.changes)} events: {result.applied} applied, {result.duplicate} duplicate, {result.stale} stale"
+        )
         return result

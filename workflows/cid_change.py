@@ -19,7 +19,9 @@ with workflow.unsafe.imports_passed_through():
 
 
 class CIDResult(BaseModel):
-    """What a run did: `applied`, `stale` (a newer event had already won) or `superseded`."""
+    """What a run did: `applied`; `duplicate` (its change was already the key's state: an earlier attempt
+    of the run wrote it, or a duplicate of the event did); `stale` (a newer event had already won); or
+    `superseded` (a delete's waiting period ended after a newer event)."""
 
     model_config = ConfigDict(frozen=True)
 

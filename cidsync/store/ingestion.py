@@ -87,9 +87,10 @@ class Ingestion:
             for reply, change in zip(replies, changes_, strict=True):
                 fenced(reply, PairKeys(change.participant, change.key_type))
             applied = sum(1 for reply in replies if reply[0] == b"applied")
+            duplicate = sum(1 for reply in replies if reply[0] == b"duplicate")
             if span is not None:
                 span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": applied})
-        return BatchResult(applied=applied, stale=len(replies) - applied)
+        return BatchResult(applied=applied, stale=len(replies) - applied - duplicate, duplicate=duplicate)
 
     async def marked(self, changes: Sequence[CIDChange]) -> list[bool]:
         """Whether each change's event is marked applied: one pipelined round trip for all of them."""

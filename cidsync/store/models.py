@@ -21,7 +21,11 @@ from cidsync.store.layout import RepairSide
 
 class ApplyStatus(StrEnum):
     APPLIED = "applied"
-    STALE = "stale"  # an equal or newer sequence was already applied for the key: nothing changed
+    STALE = "stale"  # a newer sequence was already applied for the key (or another change of the same): nothing changed
+    # This very change (same sequence, same CID) is already the key's state: an earlier attempt applied it
+    # (a local activity run again after its workflow task timed out, a worker killed after the write) or a
+    # duplicate of the event did. Nothing changed, and the change is in the store.
+    DUPLICATE = "duplicate"
 
 
 class ApplyResult(BaseModel):
@@ -37,6 +41,7 @@ class BatchResult(BaseModel):
 
     applied: int
     stale: int
+    duplicate: int = 0  # absent from the results recorded before the status existed
 
 
 class RepairStatus(StrEnum):

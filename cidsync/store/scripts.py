@@ -83,8 +83,9 @@ def fenced(reply: Any, pair: PairKeys) -> None:
         )
 
 
-# An event's change: applied only when its sequence is newer than the key's stored one; the idempotency
-# mark is set either way, in the same step; a key changed while a reconciliation watches is recorded.
+# An event's change: applied only when its sequence is newer than the key's stored one (`stale` when not,
+# `duplicate` when the stored state is this very change); the idempotency mark is set either way, in the
+# same step; a key changed while a reconciliation watches is recorded.
 # KEYS: set, VSync, states, scratch, mark, reverse index, touched, journal, layout.
 # ARGV: key id, sequence (19 digits), CID or "", mark TTL, entry id, accepted layouts.
 APPLY = (
@@ -98,7 +99,11 @@ if state then
   old_cid = string.sub(state, 21)
   if ARGV[2] <= old_sequence then
     redis.call('SET', KEYS[5], '1', 'EX', ARGV[4])
-    return {'stale', old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
+    local seen = 'stale'
+    if ARGV[2] == old_sequence and ARGV[3] == old_cid then
+      seen = 'duplicate'
+    end
+    return {seen, old_sequence, old_cid, redis.call('GET', KEYS[2]) or ''}
   end
 end
 move(KEYS[6], ARGV[1] .. '|' .. ARGV[5], old_cid, ARGV[3])

@@ -111,7 +111,7 @@ def test_any_permutation_with_duplicates_gives_the_in_order_state(
     asyncio.run(_apply_all(store_url, participant, history, deliveries, concurrent))
 
 
-async def test_duplicates_and_older_events_are_reported_stale(redis_server: RedisServer) -> None:
+async def test_older_events_are_reported_stale_and_a_repeated_change_duplicate(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
     store = CIDStore(client, SECRET)
     participant = f"{uuid.uuid4().int % 10**8:08d}"
@@ -129,10 +129,16 @@ async def test_duplicates_and_older_events_are_reported_stale(redis_server: Redi
         deleted = await store.ingestion.apply(change(11, None, e2))
         assert (first.status, again.status, older.status, deleted.status) == (
             ApplyStatus.APPLIED,
-            ApplyStatus.STALE,
+            ApplyStatus.DUPLICATE,
             ApplyStatus.STALE,
             ApplyStatus.APPLIED,
         )
+        assert again.vsync == "a" * 64
+        # Another CID under a sequence already applied is no repeat: it lost, as an older one does.
+        clash = await store.ingestion.apply(change(10, "d" * 64, str(uuid.uuid4())))
+        assert clash.status is ApplyStatus.STALE
+        # A delete applied again is a repeat too (its state is the sequence and no CID).
+        assert (await store.ingestion.apply(change(11, None, e2))).status is ApplyStatus.DUPLICATE
         assert first.vsync == "a" * 64
         assert deleted.vsync == "0" * 64
         assert deleted.previous_sequence == 10

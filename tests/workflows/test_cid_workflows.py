@@ -43,7 +43,8 @@ class FakeStore:
             self.applied.append(change)
             previous = self.states.get(change.key_id)
             if previous is not None and previous[0] >= change.sequence:
-                return ApplyResult(status=ApplyStatus.STALE, previous_sequence=previous[0], vsync=self.vsync())
+                seen = ApplyStatus.DUPLICATE if previous == (change.sequence, change.cid) else ApplyStatus.STALE
+                return ApplyResult(status=seen, previous_sequence=previous[0], vsync=self.vsync())
             self.states[change.key_id] = (change.sequence, change.cid)
             return ApplyResult(
                 status=ApplyStatus.APPLIED, previous_sequence=previous[0] if previous else None, vsync=self.vsync()
