@@ -90,6 +90,7 @@ class BatchDispatcher:
                 changes = [change for (_, change, _), done in zip(batch, marked, strict=True) if not done]
                 if changes:
                     await self.starts.start_batch(changes)
+                    self.settler.started()
             except Exception as error:  # the policy decides; nothing is left unsettled
                 for message, _, _ in batch:
                     await self.settler.retry_later(message, error)

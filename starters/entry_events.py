@@ -95,7 +95,9 @@ class EntryEventStarter:
         dead_letters = await self.pulsar.create_producer(self.topics.dead_letter_topic, batching_enabled=False)
         try:
             await self._subscribe()
-            policy = RedeliveryPolicy(self.config.max_redeliveries, self.config.backoff_base, self.config.backoff_max)
+            policy = RedeliveryPolicy(
+                self.config.max_redeliveries, self.config.backoff_base, self.config.backoff_max, self.config.halt_after
+            )
             settler = Settler(self._receivers, dead_letters, policy, self.stats, nack_delay=self.config.nack_delay)
             starts = WorkflowStarts(self.temporal, self.config, self.stats)
             loop = ReceiveLoop(

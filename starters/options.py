@@ -29,6 +29,10 @@ class StarterConfig:
     # succession (a Redis primary killed mid-run: 876 nacks, the third round never came back). Shorter only
     # where an outage should be over sooner than a minute (the e2e tests: 5 s; the reduced chaos run: 10 s).
     nack_delay: timedelta = timedelta(seconds=60)
+    # A refusal by Temporal (a missing namespace, an unknown search attribute) halts the starter only once
+    # every start has been refused this long: a Temporal that has just restarted answers "namespace not
+    # found" for a few seconds (seen on the dev server, under load for over 10 s).
+    halt_after: timedelta = timedelta(seconds=60)
     waiting_period: timedelta = timedelta(days=30)
     mode: Mode = Mode.PER_EVENT
     batch_max_events: int = 500
@@ -53,6 +57,8 @@ class StarterConfig:
             problems.append(Problem("--batch-max-wait-ms/--receive-wait-ms", "must be more than 0"))
         if self.nack_delay <= timedelta(0):
             problems.append(Problem("--nack-delay-s", "must be more than 0"))
+        if self.halt_after < timedelta(0):
+            problems.append(Problem("--halt-after-s", "must be 0 or more"))
         if self.log_stats_every <= timedelta(0):
             problems.append(Problem("--log-stats-every-s", "must be more than 0"))
         if problems:

@@ -54,6 +54,7 @@ class PerEventDispatcher:
                     self.settler.ack(message)
                     return
                 await self.starts.start_event(change)  # under the consumer span: the workflow continues it
+                self.settler.started()
                 self.settler.ack(message)
             except Exception as error:  # the policy decides; nothing is left unsettled
                 await self.settler.retry_later(message, error)

@@ -1,11 +1,15 @@
 """What the starter does with a message whose handling failed: the one dead-letter and redelivery policy.
 
-Three answers, decided from the error and the number of times the message's own handling failed, so it
-is tested without a broker: a refusal by Temporal that no retry can fix halts the starter and leaves the
-message in Pulsar (an unknown search attribute, a missing namespace, no permission: dead-lettering would
-throw valid events away); a transient failure is redelivered after a backoff that doubles with each
-failure; and after `max_redeliveries` failures the message is dead-lettered with the last error. An event
-that breaks the contract never gets here: it is dead-lettered at once (it can never succeed).
+Three answers, decided from the error, the number of times the message's own handling failed and how long
+Temporal has been refusing, so it is tested without a broker: a refusal by Temporal that no retry can fix
+halts the starter and leaves the message in Pulsar (an unknown search attribute, a missing namespace, no
+permission: dead-lettering would throw valid events away), once refusals have lasted `halt_after` with no
+start accepted in between; until then the message is redelivered without counting as a failure, because
+the same answers come for a moment from a Temporal that has just restarted ("Namespace default is not
+found" for a few seconds, while its namespace cache fills); a transient failure is redelivered after a
+backoff that doubles with each failure; and after `max_redeliveries` failures the message is dead-lettered
+with the last error. An event that breaks the contract never gets here: it is dead-lettered at once (it
+can never succeed).
 
 The failures are counted by the settler, per message, and not read from the broker's redelivery count:
 with producer batching a nack redelivers the whole batch (docs/stack.md) and the broker counts per batch,
@@ -58,16 +62,26 @@ class Decision:
     reason: str = ""  # what goes with a dead letter
 
 
+def is_refusal(error: BaseException) -> bool:
+    """Temporal answered, and refused: not an outage, a reason (a missing namespace, an unknown search
+    attribute, no permission)."""
+    return isinstance(error, RPCError) and error.status not in TRANSIENT_RPC
+
+
 @dataclass(frozen=True)
 class RedeliveryPolicy:
     max_redeliveries: int
     backoff_base: timedelta
     backoff_max: timedelta
+    halt_after: timedelta = timedelta(seconds=60)
 
-    def decide(self, error: BaseException, failures: int) -> Decision:
-        """`failures`: how often this message's handling failed before (not counting this one)."""
-        if isinstance(error, RPCError) and error.status not in TRANSIENT_RPC:
-            return Decision(Action.HALT)
+    def decide(self, error: BaseException, failures: int, refused_for: timedelta = timedelta(0)) -> Decision:
+        """`failures`: how often this message's handling failed before (not counting this one).
+        `refused_for`: how long Temporal has refused every start, when `error` is a refusal."""
+        if is_refusal(error):
+            if refused_for >= self.halt_after:
+                return Decision(Action.HALT)
+            return Decision(Action.REDELIVER, delay=self.backoff(failures))
         if failures >= self.max_redeliveries:
             return Decision(Action.DEAD_LETTER, reason=f"gave up after {failures} redeliveries: {error!r}")
         return Decision(Action.REDELIVER, delay=self.backoff(failures))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from starters.redelivery import (
     Action,
     RedeliveryPolicy,
     dead_letter_properties,
+    is_refusal,
 )
 
 logger = logging.getLogger("starters.entry_events")  # one logger for the starter's lines, as before
@@ -75,6 +77,7 @@ class Settler:
         self.stats = stats
         self.nack_delay = nack_delay  # the consumer's own delay between a nack and the redelivery
         self.halted: BaseException | None = None  # set by a refusal no retry can fix: the starter stops
+        self._refused_since: float | None = None  # monotonic: the first of the refusals since the last start
         self._failures: OrderedDict[str, int] = OrderedDict()  # by message id, oldest first
         # Each series at 0 from the start: a series born with its first increment is one `increase()` cannot
         # see, and the alerts' "anything new" check is only a fallback for it.
@@ -82,6 +85,10 @@ class Settler:
         instruments.events_already_applied.add(0)
         for kind in (INVALID_EVENT, REDELIVERIES_EXHAUSTED):
             instruments.events_dead_lettered.add(0, {"reason": kind})
+
+    def started(self) -> None:
+        """Temporal accepted a start: refusals, if it was refusing, have ended."""
+        self._refused_since = None
 
     def ack(self, message: Message) -> None:
         self._failures.pop(_identity(message), None)
@@ -100,10 +107,18 @@ class Settler:
         """Carry out the policy's decision on a message whose handling failed."""
         receiver = self.receivers[message.topic_name()]
         attempts = self.failures_of(message)
-        decision = self.policy.decide(error, attempts)
+        refused_for = timedelta(0)
+        if is_refusal(error):
+            now = time.monotonic()
+            self._refused_since = now if self._refused_since is None else self._refused_since
+            refused_for = timedelta(seconds=now - self._refused_since)
+        decision = self.policy.decide(error, attempts, refused_for)
         if decision.action is Action.HALT:
             logger.error(
-                "Temporal refused a start (%s): halting; the message stays in Pulsar", error, extra=about(message)
+                "Temporal has refused every start for %.0f s (%s): halting; the message stays in Pulsar",
+                refused_for.total_seconds(),
+                error,
+                extra=about(message),
             )
             self.halted = error
             await receiver.negative_acknowledge(message)
@@ -111,20 +126,41 @@ class Settler:
         if decision.action is Action.DEAD_LETTER:
             await self.dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
             return
+        if is_refusal(error):  # not the message's failure: it does not bring its dead letter nearer
+            self._redeliver_after(decision.delay, message, attempts, error, refused_for)
+            return
         self._redeliver_after(decision.delay, message, attempts + 1, error)
 
-    def _redeliver_after(self, delay: timedelta, message: Message, failures: int, error: BaseException) -> None:
+    def _redeliver_after(
+        self,
+        delay: timedelta,
+        message: Message,
+        failures: int,
+        error: BaseException,
+        refused_for: timedelta | None = None,
+    ) -> None:
         self._remember(message, failures)
         self.stats.retried += 1
         instruments.events_retried.add(1)
-        logger.warning(
-            "%s (%r); redelivery in %.1f s",
-            "transient failure" if isinstance(error, TRANSIENT) else "handling failed",
-            error,
-            (delay + self.nack_delay).total_seconds(),
-            exc_info=None if isinstance(error, TRANSIENT) else error,
-            extra=about(message),
-        )
+        if refused_for is not None:
+            logger.warning(
+                "Temporal refused a start (%s), refusing for %.0f s; redelivery in %.1f s (halting if it still "
+                "refuses after %.0f s)",
+                error,
+                refused_for.total_seconds(),
+                (delay + self.nack_delay).total_seconds(),
+                self.policy.halt_after.total_seconds(),
+                extra=about(message),
+            )
+        else:
+            logger.warning(
+                "%s (%r); redelivery in %.1f s",
+                "transient failure" if isinstance(error, TRANSIENT) else "handling failed",
+                error,
+                (delay + self.nack_delay).total_seconds(),
+                exc_info=None if isinstance(error, TRANSIENT) else error,
+                extra=about(message),
+            )
         receiver = self.receivers[message.topic_name()]
         # Scheduled, not awaited: the slot is free for other messages meanwhile.
         asyncio.get_running_loop().call_later(

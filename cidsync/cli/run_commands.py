@@ -86,6 +86,7 @@ async def _starter(args: argparse.Namespace) -> int:
         receive_wait=timedelta(milliseconds=args.receive_wait_ms),
         log_stats_every=timedelta(seconds=args.log_stats_every_s),
         nack_delay=timedelta(seconds=args.nack_delay_s),
+        halt_after=timedelta(seconds=args.halt_after_s),
     )
     async with serving("cidsync-starter", settings.metrics_bind) as observed:
         _announce("starter", observed.url)
@@ -182,6 +183,13 @@ def register(commands: Any) -> None:
         type=float,
         default=config.nack_delay.total_seconds(),
         help="a failed message comes back this long after its backoff (Pulsar's negative-ack redelivery delay)",
+    )
+    starter.add_argument(
+        "--halt-after-s",
+        type=float,
+        default=config.halt_after.total_seconds(),
+        help="halt once Temporal has refused every start this long (a missing namespace, an unknown search "
+        "attribute); shorter refusals, as from a Temporal just restarted, are redelivered",
     )
     starter.add_argument(
         "--mode",

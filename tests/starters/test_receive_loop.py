@@ -222,7 +222,9 @@ def starter(
     dead_letters = FakeDeadLetters()
     starts = starts or FakeStarts()
     marks = marks or FakeMarks()
-    policy = RedeliveryPolicy(settings.max_redeliveries, settings.backoff_base, settings.backoff_max)
+    policy = RedeliveryPolicy(
+        settings.max_redeliveries, settings.backoff_base, settings.backoff_max, settings.halt_after
+    )
     settler = Settler({TOPIC: receiver}, dead_letters, policy, StarterStats())
     loop = ReceiveLoop({TOPIC: receiver}, settler, marks, starts, SECRET, settings)
     return Starter(receiver, starts, marks, dead_letters, loop)
@@ -347,10 +349,36 @@ async def test_a_message_is_dead_lettered_on_its_own_failures_not_on_its_batch_m
 
 async def test_a_refusal_no_retry_can_fix_halts_the_loop_and_leaves_the_message_in_pulsar() -> None:
     refusal = RPCError("no such search attribute", RPCStatusCode.INVALID_ARGUMENT, b"")
-    s = starter([message(e) for e in events(1)], starts=FakeStarts(fail=lambda _: refusal))
+    s = starter(
+        [message(e) for e in events(1)],
+        starts=FakeStarts(fail=lambda _: refusal),
+        halt_after=timedelta(milliseconds=100),
+        max_redeliveries=0,  # refusals are not the message's failures: it is never dead-lettered for them
+    )
     with pytest.raises(StarterHalted, match="no such search attribute"):
         await s.run_until(lambda: False, "the halt")
-    assert (s.receiver.acked, len(s.receiver.nacked), s.dead_letters.sent) == ([], 1, [])
+    # Redelivered until the refusals had lasted 100 ms (never dead-lettered, though no redelivery is
+    # allowed: the refusals are not the message's failures), then left in Pulsar.
+    assert (s.receiver.acked, s.dead_letters.sent) == ([], [])
+    assert len(s.receiver.nacked) >= 2
+
+
+async def test_refusals_for_a_moment_as_from_a_temporal_just_restarted_only_delay_the_start() -> None:
+    """ "Namespace default is not found" for a few seconds after a Temporal restart: the message is
+    redelivered, not dead-lettered (no redelivery allowed here) and the starter does not halt."""
+    refusal = RPCError("Namespace default is not found.", RPCStatusCode.NOT_FOUND, b"")
+    refusals = iter([refusal, refusal, refusal])
+    made = events(1)
+    s = starter(
+        [message(made[0])],
+        starts=FakeStarts(fail=lambda _: next(refusals, None)),
+        halt_after=timedelta(minutes=1),
+        max_redeliveries=0,
+    )
+    await s.run_until(lambda: len(s.receiver.acked) == 1, "1 acked")
+    assert [c.event_id for c in s.starts.events] == [made[0].event_id]
+    assert (s.dead_letters.sent, len(s.receiver.nacked)) == ([], 3)
+    assert s.loop.settler.halted is None
 
 
 async def test_a_failed_receive_does_not_end_the_loop() -> None:

@@ -19,9 +19,12 @@ def rpc(status: RPCStatusCode) -> RPCError:
 
 
 @pytest.mark.parametrize("status", sorted(set(RPCStatusCode) - TRANSIENT_RPC - {RPCStatusCode.OK}))
-def test_a_refusal_no_retry_can_fix_halts_whatever_the_count(status: RPCStatusCode) -> None:
+def test_a_refusal_halts_once_refusals_have_lasted_whatever_the_count(status: RPCStatusCode) -> None:
     for count in (0, 3, 99):
-        assert POLICY.decide(rpc(status), count).action is Action.HALT
+        assert POLICY.decide(rpc(status), count, POLICY.halt_after).action is Action.HALT
+        # Before that, redelivered, and never dead-lettered for it, whatever the count.
+        early = POLICY.decide(rpc(status), count, POLICY.halt_after - timedelta(seconds=1))
+        assert (early.action, early.delay) == (Action.REDELIVER, POLICY.backoff(count))
 
 
 @pytest.mark.parametrize(
@@ -42,9 +45,12 @@ def test_after_max_redeliveries_the_message_is_dead_lettered_with_the_last_error
 
 def test_the_starters_defaults_make_the_policy_it_runs() -> None:
     config = StarterConfig()
-    policy = RedeliveryPolicy(config.max_redeliveries, config.backoff_base, config.backoff_max)
+    policy = RedeliveryPolicy(config.max_redeliveries, config.backoff_base, config.backoff_max, config.halt_after)
     assert policy.decide(TimeoutError(), config.max_redeliveries - 1).action is Action.REDELIVER
     assert policy.decide(TimeoutError(), config.max_redeliveries).action is Action.DEAD_LETTER
+    assert config.halt_after == timedelta(seconds=60)
+    with pytest.raises(InvalidInput, match="--halt-after-s: must be 0 or more"):
+        StarterConfig(halt_after=timedelta(seconds=-1))
 
 
 def test_the_nack_delay_is_pulsars_default_and_must_be_positive() -> None:
