@@ -17,9 +17,15 @@ Sending: `send_async` with a plain callback, run on the client's thread, so that
 messages at once can wake the loop once for all their acknowledgements (`EntryEventProducer.publish_events`)
 rather than once per message as the wrapper's `send` does.
 
+When a batch comes back empty the topic is quiet, and the next receive waits for one message (the native
+`receive`, which also releases the GIL) for up to `IDLE_WAIT_MS`, returning the moment one arrives:
+polling with the batch policy's short wait (10 ms) cost an idle starter 4.5 CPU-seconds a minute (400
+thread hand-offs a second over four topics), and the single receive adds no latency to a lone event.
+
 A receive in progress is never cancelled, so no message can be dropped between the client and us: on stop
-the caller lets the current receive return (it does within the policy's wait) and handles or leaves
-unacked what it got; closing the consumer hands unacked messages back to the broker.
+the caller lets the current receive return (it does within the policy's wait, or `IDLE_WAIT_MS` when
+idle) and handles or leaves unacked what it got; closing the consumer hands unacked messages back to the
+broker.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import pulsar.asyncio as pulsar_asyncio
 from pulsar.schema import BytesSchema
 
 _BYTES = BytesSchema()
+IDLE_WAIT_MS = 250  # how long a receive on a quiet topic waits for its first message
 
 
 class BatchConsumer:
@@ -42,6 +49,7 @@ class BatchConsumer:
         self.consumer = consumer
         self._native = consumer._consumer  # the wrapper keeps the native consumer here
         self.topic: str = self._native.topic().rsplit("/", 1)[-1]  # the short name, for metric labels
+        self._quiet = False  # the last batch was empty: wait for one message rather than poll
 
     def connected(self) -> bool:
         """Whether the client holds a live connection to the broker for this consumer (readiness)."""
@@ -54,9 +62,17 @@ class BatchConsumer:
         `PulsarException`) is raised as a `ReceiveFailed`, a `ConnectionError`: the caller waits and
         receives again while the client reconnects by itself."""
         try:
+            if self._quiet:
+                try:
+                    first = await asyncio.to_thread(self._native.receive, IDLE_WAIT_MS)
+                except _pulsar.Timeout:
+                    return []
+                self._quiet = False
+                return [_wrap(first)]  # the rest that arrived with it comes in the next batch
             received = await asyncio.to_thread(self._native.batch_receive)
         except _pulsar.PulsarException as error:
             raise ReceiveFailed(f"receive from {self.topic} failed: {error}") from error
+        self._quiet = not received
         return [_wrap(native) for native in received]
 
     def acknowledge(self, message: pulsar.Message) -> None:

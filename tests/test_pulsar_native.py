@@ -1,5 +1,6 @@
-"""`BatchConsumer` against the real broker: batches bounded by the policy, acks that stick, the loop free
-while a receive waits, nothing lost across a close, and a message nacked again and again still comes back."""
+"""`BatchConsumer` against the real broker: batches bounded by the policy, acks that stick, a quiet topic
+waited on rather than polled with the loop free meanwhile, nothing lost across a close, and a message
+nacked again and again still comes back."""
 
 import asyncio
 import time
@@ -9,7 +10,7 @@ import pulsar
 import pulsar.asyncio as pulsar_asyncio
 
 from cidsync.pulsar_client import pulsar_client
-from cidsync.pulsar_native import BatchConsumer
+from cidsync.pulsar_native import IDLE_WAIT_MS, BatchConsumer
 from cidsync_tooling.devstack.spec import StarterSpec, load_spec
 from tests.helpers.servers import DEV_STACK_FILE, PulsarBroker
 
@@ -81,7 +82,10 @@ async def test_batches_are_bounded_and_acks_stick(pulsar_broker: PulsarBroker) -
         await client.close()
 
 
-async def test_an_empty_receive_returns_after_the_wait_and_leaves_the_loop_free(pulsar_broker: PulsarBroker) -> None:
+async def test_a_quiet_topic_is_waited_on_not_polled_and_the_loop_stays_free(pulsar_broker: PulsarBroker) -> None:
+    """An empty batch (after the policy's wait) makes the next receives wait for one message, up to
+    IDLE_WAIT_MS each, in their thread; what arrives during such a wait is handed over with it, then the
+    rest in one batch."""
     topic, client = f"persistent://public/default/native-{uuid.uuid4().hex}", pulsar_client(pulsar_broker.url)
     try:
         receiver = await subscribe(client, topic, "s")
@@ -95,12 +99,22 @@ async def test_an_empty_receive_returns_after_the_wait_and_leaves_the_loop_free(
 
         ticker = asyncio.ensure_future(tick())
         started = time.perf_counter()
-        batches = [await receiver.receive() for _ in range(4)]
+        batches = [await receiver.receive() for _ in range(3)]
         elapsed = time.perf_counter() - started
-        ticker.cancel()
-        assert batches == [[], [], [], []]
-        assert elapsed >= 4 * WAIT_MS / 1000 * 0.9
+        assert batches == [[], [], []]
+        assert elapsed >= (WAIT_MS + 2 * IDLE_WAIT_MS) / 1000 * 0.9  # one batch wait, then two quiet waits
         assert ticks >= 10  # the loop ran other work while the receives waited in their thread
+
+        waiting = asyncio.ensure_future(receiver.receive())  # a quiet wait
+        await publish(client, topic, 5)
+        first = await waiting
+        ticker.cancel()
+        received = [m.data() for m in first]
+        async with asyncio.timeout(10):
+            while len(received) < 5:
+                received += [m.data() for m in await receiver.receive()]
+        assert len(first) == 1  # the quiet wait hands over the first message at once, not a batch later
+        assert sorted(received) == sorted(f"m{i}".encode() for i in range(5))
         await receiver.consumer.close()
     finally:
         await client.close()
