@@ -23,7 +23,8 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, EncryptionCodec, KeyRing
+from cidsync.codec import KEYS_FILE_VARIABLE, KEYS_VARIABLE
+from cidsync.codec.encryption import EncryptionCodec, KeyRing
 from cidsync.config import Settings
 from cidsync.patience import until_answered
 from cidsync.telemetry import tracing

@@ -12,12 +12,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cidsync import config
 from cidsync_tooling.devstack.processes import StackError
 from cidsync_tooling.devstack.spec import StackSpec, load_spec
-from cidsync_tooling.devstack.stack import StackState, down, read_state, up
+
+if TYPE_CHECKING:
+    from cidsync_tooling.devstack.stack import StackState
 
 DEFAULT_STACK_FILE = Path("temporal-dev.yaml")
 
@@ -73,6 +75,8 @@ def print_endpoints(state: StackState) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from cidsync_tooling.devstack.stack import up
+
     spec, path = _spec(args)
     state = up(spec, path, on_start=lambda name: _progress(f"starting {name}..."))
     print_endpoints(state)
@@ -92,6 +96,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from cidsync_tooling.devstack.stack import read_state
+
     state = read_state(_state_dir(args))
     running = state.running() if state else {}
     all_up = bool(running) and all(running.values())
@@ -112,6 +118,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from cidsync_tooling.devstack.stack import down
+
     stopped = down(_state_dir(args), on_stop=lambda name: _progress(f"stopping {name}..."))
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     return 0

@@ -8,15 +8,14 @@ import logging
 import os
 import ssl
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cidsync.cli.options import run_async, stop_on_signals
-from cidsync.codec.access_tokens import AccessTokens, AccessTokenSettings
-from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, EncryptionCodec, KeyRing, new_key
-from cidsync.codec.server import CodecServer, CodecServerConfig, origins_of
+from cidsync.codec import KEYS_FILE_VARIABLE, KEYS_VARIABLE
 from cidsync.errors import InvalidInput, Problem
-from cidsync.telemetry.endpoint import parse_bind
-from cidsync.telemetry.logs import configure_logging
+
+if TYPE_CHECKING:
+    from cidsync.codec.access_tokens import AccessTokenSettings
 
 TOKEN_VARIABLE = "CIDSYNC_CODEC_SERVER_TOKEN"
 JWKS_VARIABLE = "CIDSYNC_CODEC_JWKS_URL"
@@ -52,6 +51,8 @@ def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 def _access_tokens(args: argparse.Namespace) -> AccessTokenSettings | None:
     """The identity provider whose access tokens the Web UI passes: all three settings, or none."""
+    from cidsync.codec.access_tokens import AccessTokenSettings
+
     given = {
         "--jwks-url": args.jwks_url or os.environ.get(JWKS_VARIABLE),
         "--token-issuer": args.token_issuer or os.environ.get(ISSUER_VARIABLE),
@@ -78,12 +79,20 @@ def _access_tokens(args: argparse.Namespace) -> AccessTokenSettings | None:
 
 
 def _key(args: argparse.Namespace) -> int:
+    from cidsync.codec.encryption import new_key
+
     key_id = args.id or f"k{datetime.now(UTC):%Y%m%d%H%M%S}"
     print(f"{key_id}={new_key()}")
     return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from cidsync.codec.access_tokens import AccessTokens
+    from cidsync.codec.encryption import EncryptionCodec, KeyRing
+    from cidsync.codec.server import CodecServer, CodecServerConfig, origins_of
+    from cidsync.telemetry.endpoint import parse_bind
+    from cidsync.telemetry.logs import configure_logging
+
     configure_logging(args.log_level)
     ring = KeyRing.from_environment()
     if ring is None:

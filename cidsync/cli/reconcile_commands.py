@@ -27,7 +27,6 @@ from cidsync.cli.options import (
 )
 from cidsync.entry import KeyType
 from cidsync.errors import InvalidInput, Problem
-from cidsync.naming import search_attribute_types
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -130,6 +129,7 @@ async def _schedule_ensure(args: argparse.Namespace) -> int:
     if not args.no_search_attributes:
         from temporalio.service import RPCError
 
+        from cidsync.naming import search_attribute_types
         from starters.search_attributes import ensure_search_attributes
 
         try:

@@ -27,12 +27,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from cidsync.codec import KEYS_FILE_VARIABLE, KEYS_VARIABLE
 from cidsync.errors import InvalidInput, Problem
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
-KEYS_VARIABLE = "CIDSYNC_CODEC_KEYS"
-KEYS_FILE_VARIABLE = "CIDSYNC_CODEC_KEYS_FILE"
 ACTIVE_VARIABLE = "CIDSYNC_CODEC_ACTIVE_KEY"
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

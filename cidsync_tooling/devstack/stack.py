@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from cidsync.codec.encryption import KEYS_FILE_VARIABLE, KEYS_VARIABLE, new_key
+from cidsync.codec import KEYS_FILE_VARIABLE, KEYS_VARIABLE
 from cidsync.config import LOCAL_ENDPOINTS_FILE
 from cidsync.process_start import from_wall_clock
 from cidsync_tooling.devstack.pki import kept_dict_pki
@@ -258,6 +258,8 @@ def codec_keys_file(spec: StackSpec) -> Path:
     `.cidsync/temporal.db` stay readable across restarts."""
     path = spec.state_dir / CODEC_KEYS_FILE
     if not path.exists():
+        from cidsync.codec.encryption import new_key  # the codec loads only here: `status` and `down` skip it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as out:
