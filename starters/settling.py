@@ -107,10 +107,12 @@ class Settler:
         """Carry out the policy's decision on a message whose handling failed."""
         receiver = self.receivers[message.topic_name()]
         attempts = self.failures_of(message)
+        refused = is_refusal(error)
         refused_for = timedelta(0)
-        if is_refusal(error):
+        if refused:
             now = time.monotonic()
-            self._refused_since = now if self._refused_since is None else self._refused_since
+            if self._refused_since is None:
+                self._refused_since = now
             refused_for = timedelta(seconds=now - self._refused_since)
         decision = self.policy.decide(error, attempts, refused_for)
         if decision.action is Action.HALT:
@@ -126,7 +128,7 @@ class Settler:
         if decision.action is Action.DEAD_LETTER:
             await self.dead_letter(message, decision.reason, REDELIVERIES_EXHAUSTED)
             return
-        if is_refusal(error):  # not the message's failure: it does not bring its dead letter nearer
+        if refused:  # not the message's failure: it does not bring its dead letter nearer
             self._redeliver_after(decision.delay, message, attempts, error, refused_for)
             return
         self._redeliver_after(decision.delay, message, attempts + 1, error)

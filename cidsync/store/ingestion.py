@@ -3,6 +3,7 @@ idempotency marks the starter and the batch look up."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from opentelemetry.trace import SpanKind
@@ -86,11 +87,10 @@ class Ingestion:
             replies: list[list[bytes]] = await self.scripts.pipelined("apply", calls)
             for reply, change in zip(replies, changes_, strict=True):
                 fenced(reply, PairKeys(change.participant, change.key_type))
-            applied = sum(1 for reply in replies if reply[0] == b"applied")
-            duplicate = sum(1 for reply in replies if reply[0] == b"duplicate")
+            seen = Counter(reply[0] for reply in replies)
             if span is not None:
-                span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": applied})
-        return BatchResult(applied=applied, stale=len(replies) - applied - duplicate, duplicate=duplicate)
+                span.set_attributes({"db.operation.batch.size": len(replies), "cidsync.applied": seen[b"applied"]})
+        return BatchResult(applied=seen[b"applied"], stale=seen[b"stale"], duplicate=seen[b"duplicate"])
 
     async def marked(self, changes: Sequence[CIDChange]) -> list[bool]:
         """Whether each change's event is marked applied: one pipelined round trip for all of them."""
